@@ -1,0 +1,1929 @@
+"""The OpenAI Batch API from one standard-library file.
+
+Upload a JSONL file of requests, start a batch, wait for it and read the results::
+
+    from openai_batch import OpenAI
+
+    client = OpenAI()  # the key comes from OPENAI_API_KEY
+    upload = client.files.create(file="requests.jsonl", purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    print(batch.id, batch.status)
+
+The calls, field names and exceptions are those of the official ``openai`` package, so code
+moves between the two by changing an import. From a shell: ``python -m openai_batch --help``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, fields
+
+# `typing` costs as much to import as `json` does; annotations are strings here
+# (`from __future__ import annotations`), so it is needed only by type checkers.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import http.client
+    from typing import (
+        IO,
+        Any,
+        Callable,
+        Iterable,
+        Iterator,
+        Mapping,
+        Optional,
+        Tuple,
+        TypeVar,
+        Union,
+    )
+    from typing import Generic as _Generic
+
+    _M = TypeVar("_M", bound="_Model")
+    _T = TypeVar("_T")
+    _Headers = Mapping[str, Optional[str]]
+    _Query = Mapping[str, object]
+    _FileInput = Union[
+        str, "os.PathLike[str]", bytes, IO[bytes], Tuple[str, Union[bytes, IO[bytes]]]
+    ]
+else:
+
+    class _Generic:
+        """Run-time stand-in for typing.Generic: the page class only needs `[]` to work."""
+
+        def __class_getitem__(cls, item: object) -> type:
+            return cls
+
+    _M = "_M"
+
+__all__ = [
+    # constants
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    # API objects
+    "Batch",
+    "BatchEndpoint",
+    "BatchError",
+    "BatchErrors",
+    "BatchRequestCounts",
+    # enums
+    "BatchStatus",
+    "BatchUsage",
+    "BinaryContent",
+    # the client
+    "Client",
+    "CompletionWindow",
+    "ConflictError",
+    "CursorPage",
+    "FileDeleted",
+    "FileObject",
+    "InputTokensDetails",
+    "InternalServerError",
+    "NotFoundError",
+    "OpenAI",
+    # errors, named as in the official package
+    "OpenAIError",
+    "OutputTokensDetails",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "UnprocessableEntityError",
+    # command line
+    "main",
+]
+
+__version__ = "0.1.0"
+
+# ---------------------------------------------------------------------------------------------
+# Constants
+# ---------------------------------------------------------------------------------------------
+
+#: Where requests go unless ``base_url`` or ``OPENAI_BASE_URL`` says otherwise.
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: Seconds a request may wait on the network before it times out (as in the official package).
+DEFAULT_TIMEOUT = 600.0
+#: How many times a failed request is sent again (as in the official package).
+DEFAULT_MAX_RETRIES = 2
+
+_CONNECT_TIMEOUT = 5.0  # the official package's connect timeout
+_INITIAL_RETRY_DELAY = 0.5
+_MAX_RETRY_DELAY = 8.0
+_MAX_RETRY_AFTER = 120.0  # a server asking for a longer wait gets an error, not a hung process
+_RETRY_STATUSES = frozenset({408, 409, 429})
+_MAX_REDIRECTS = 5
+_POOL_IDLE_SECONDS = 30.0  # servers close idle keep-alive connections; don't reuse old ones
+_CHUNK = 1024 * 1024
+# When a batch's create call has an unknown outcome, batches created this many seconds before
+# the first attempt still count as ours: our clock and the server's may disagree.
+_CREATE_CLOCK_SKEW = 600.0
+_METADATA_MAX_KEYS, _METADATA_MAX_KEY, _METADATA_MAX_VALUE = 16, 64, 512
+
+# ---------------------------------------------------------------------------------------------
+# Exceptions
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RequestInfo:
+    """The request an error belongs to: method and URL, never headers (they hold the key)."""
+
+    method: str
+    url: str
+
+
+class OpenAIError(Exception):
+    """Base of every error this module raises on purpose."""
+
+
+class APIError(OpenAIError):
+    """An error from the API, or on the way to it.
+
+    ``body`` is the decoded JSON error object when the server sent one, its text when it sent
+    something else, and None when there was no response; ``code``, ``param`` and ``type`` come
+    from the JSON error object.
+    """
+
+    message: str
+    request: _RequestInfo | None
+    body: object
+    code: str | None
+    param: str | None
+    type: str | None
+
+    def __init__(
+        self, message: str, request: _RequestInfo | None = None, *, body: object = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request = request
+        self.body = body
+        fields_ = body if isinstance(body, dict) else {}
+        self.code = fields_.get("code")
+        self.param = fields_.get("param")
+        self.type = fields_.get("type")
+
+
+class APIResponseValidationError(APIError):
+    """The server answered, but not with what the API promises (not JSON, wrong shape)."""
+
+    status_code: int
+    request_id: str | None
+
+    def __init__(
+        self,
+        message: str,
+        request: _RequestInfo | None = None,
+        *,
+        body: object = None,
+        status_code: int = 200,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, request, body=body)
+        self.status_code = status_code
+        self.request_id = request_id
+
+
+class APIStatusError(APIError):
+    """The server answered with a 4xx or 5xx status."""
+
+    status_code: int = 0
+    request_id: str | None
+    headers: dict[str, str]
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: object = None,
+        request: _RequestInfo | None = None,
+    ) -> None:
+        super().__init__(message, request, body=body)
+        if status_code is not None:
+            self.status_code = status_code
+        self.headers = {k.lower(): v for k, v in (headers or {}).items()}
+        self.request_id = self.headers.get("x-request-id")
+
+    def __str__(self) -> str:
+        if self.request_id:
+            return f"{self.message} (request id {self.request_id})"
+        return self.message
+
+
+class BadRequestError(APIStatusError):
+    status_code = 400
+
+
+class AuthenticationError(APIStatusError):
+    status_code = 401
+
+
+class PermissionDeniedError(APIStatusError):
+    status_code = 403
+
+
+class NotFoundError(APIStatusError):
+    status_code = 404
+
+
+class ConflictError(APIStatusError):
+    status_code = 409
+
+
+class UnprocessableEntityError(APIStatusError):
+    status_code = 422
+
+
+class RateLimitError(APIStatusError):
+    status_code = 429
+
+
+class InternalServerError(APIStatusError):
+    status_code = 500
+
+
+class APIConnectionError(APIError):
+    """No usable response arrived: the connection failed, broke off or was refused."""
+
+    _retryable = True  # False when sending again cannot help (a certificate is not trusted)
+
+    def __init__(
+        self, *, message: str = "Connection error.", request: _RequestInfo | None = None
+    ) -> None:
+        super().__init__(message, request, body=None)
+
+
+class APITimeoutError(APIConnectionError):
+    """The server took longer than the timeout to answer."""
+
+    def __init__(
+        self, request: _RequestInfo | None = None, *, message: str = "Request timed out."
+    ) -> None:
+        super().__init__(message=message, request=request)
+
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    cls.status_code: cls
+    for cls in (
+        BadRequestError,
+        AuthenticationError,
+        PermissionDeniedError,
+        NotFoundError,
+        ConflictError,
+        UnprocessableEntityError,
+        RateLimitError,
+    )
+}
+
+# ---------------------------------------------------------------------------------------------
+# Enums and API objects
+# ---------------------------------------------------------------------------------------------
+
+
+class _StrEnum(str, enum.Enum):
+    """A string enum whose str() is its value on every Python (3.11 changed the default)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class BatchStatus(_StrEnum):
+    """Where a batch is in its life; ``is_terminal`` tells whether it can still change."""
+
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for completed, failed, expired and cancelled: nothing more will happen."""
+        return self in _TERMINAL_STATUSES
+
+
+_TERMINAL_STATUSES = frozenset(
+    {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED}
+)
+
+
+class BatchEndpoint(_StrEnum):
+    """The API endpoints a batch can call."""
+
+    RESPONSES = "/v1/responses"
+    CHAT_COMPLETIONS = "/v1/chat/completions"
+    EMBEDDINGS = "/v1/embeddings"
+    COMPLETIONS = "/v1/completions"
+    MODERATIONS = "/v1/moderations"
+    IMAGES_GENERATIONS = "/v1/images/generations"
+    IMAGES_EDITS = "/v1/images/edits"
+    VIDEOS = "/v1/videos"
+
+
+class CompletionWindow(_StrEnum):
+    """How long a batch may take."""
+
+    HOURS_24 = "24h"
+
+
+def _known(enum_cls: type[_StrEnum]) -> Callable[[Any], Any]:
+    """Parser that turns a known value into the enum member and keeps an unknown one as is."""
+
+    def parse(value: Any) -> Any:
+        try:
+            return enum_cls(value)
+        except ValueError:
+            return value
+
+    return parse
+
+
+def _nested(model: type[_Model]) -> Callable[[Any], Any]:
+    """Parser for a nested object; anything but a dict is kept as it came."""
+    return lambda value: model.from_dict(value) if isinstance(value, dict) else value
+
+
+def _nested_list(model: type[_Model]) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [model.from_dict(item) if isinstance(item, dict) else item for item in value]
+
+    return parse
+
+
+def _to_json_value(value: Any) -> Any:
+    """A fresh JSON-ready copy of a field's value."""
+    if isinstance(value, _Model):
+        return value.to_dict()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list):
+        return [_to_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _to_json_value(item) for key, item in value.items()}
+    return value
+
+
+class _Model:
+    """Base of the API objects: built from the server's dict, and back to exactly that dict.
+
+    Parsing never fails on what a newer server may send: unknown fields are kept (``to_dict``
+    returns them), a missing field is None, and an enum value this module does not know stays
+    a plain string.
+    """
+
+    _raw: dict[str, Any] | None = None
+    _parsers: dict[str, Callable[[Any], Any]] = {}
+
+    @classmethod
+    def from_dict(cls: type[_M], data: Mapping[str, Any]) -> _M:
+        """Build the object from the API's JSON object."""
+        if not isinstance(data, dict):
+            raise TypeError(f"{cls.__name__}.from_dict() needs a dict, not {type(data).__name__}")
+        values = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            value = data.get(f.name)
+            parse = cls._parsers.get(f.name)
+            values[f.name] = parse(value) if parse is not None and value is not None else value
+        build: Any = cls
+        obj: _M = build(**values)
+        obj._raw = data
+        return obj
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object: what the server sent (unknown fields too), with any later changes."""
+        raw = self._raw
+        out = {key: _to_json_value(value) for key, value in (raw or {}).items()}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if raw is not None and value is None and f.name not in raw:
+                continue  # the server left it out; so do we
+            out[f.name] = _to_json_value(value)
+        return out
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """``to_dict()`` as JSON text."""
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+
+@dataclass
+class BatchError(_Model):
+    """One problem the server found with a batch's input file."""
+
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
+    line: int | None = None
+
+
+@dataclass
+class BatchErrors(_Model):
+    """The list of problems that made a batch fail validation."""
+
+    object: str | None = None
+    data: list[BatchError] | None = None
+
+    _parsers = {"data": _nested_list(BatchError)}
+
+
+@dataclass
+class BatchRequestCounts(_Model):
+    """How many of a batch's requests there are, and how many have finished or failed."""
+
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+@dataclass
+class InputTokensDetails(_Model):
+    cached_tokens: int = 0
+
+
+@dataclass
+class OutputTokensDetails(_Model):
+    reasoning_tokens: int = 0
+
+
+@dataclass
+class BatchUsage(_Model):
+    """Tokens a batch used (batches created after September 2025)."""
+
+    input_tokens: int = 0
+    input_tokens_details: InputTokensDetails | None = None
+    output_tokens: int = 0
+    output_tokens_details: OutputTokensDetails | None = None
+    total_tokens: int = 0
+
+    _parsers = {
+        "input_tokens_details": _nested(InputTokensDetails),
+        "output_tokens_details": _nested(OutputTokensDetails),
+    }
+
+
+@dataclass
+class Batch(_Model):
+    """A batch: its status, counts, timestamps and the files it reads and writes."""
+
+    id: str = ""
+    object: str = "batch"
+    endpoint: BatchEndpoint | str = ""
+    model: str | None = None
+    errors: BatchErrors | None = None
+    input_file_id: str = ""
+    completion_window: CompletionWindow | str = CompletionWindow.HOURS_24
+    status: BatchStatus | str = BatchStatus.VALIDATING
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int = 0
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: BatchRequestCounts | None = None
+    usage: BatchUsage | None = None
+    metadata: dict[str, str] | None = None
+
+    _parsers = {
+        "endpoint": _known(BatchEndpoint),
+        "errors": _nested(BatchErrors),
+        "completion_window": _known(CompletionWindow),
+        "status": _known(BatchStatus),
+        "request_counts": _nested(BatchRequestCounts),
+        "usage": _nested(BatchUsage),
+    }
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the batch can no longer change (an unknown status counts as running)."""
+        return isinstance(self.status, BatchStatus) and self.status.is_terminal
+
+
+@dataclass
+class FileObject(_Model):
+    """A file stored by the API: a batch's input, output or error file."""
+
+    id: str = ""
+    bytes: int = 0
+    created_at: int = 0
+    filename: str = ""
+    object: str = "file"
+    purpose: str = ""
+    status: str | None = None
+    expires_at: int | None = None
+    status_details: str | None = None
+
+
+@dataclass
+class FileDeleted(_Model):
+    """The answer to deleting a file."""
+
+    id: str = ""
+    object: str = "file"
+    deleted: bool = False
+
+
+class CursorPage(_Generic[_M]):
+    """One page of a list, which iterates over every item of every page.
+
+    ``data`` and ``has_more`` describe this page. Iterating fetches each next page (with
+    ``after`` set to the last id seen) only when the loop reaches it, and stops when the server
+    says there is no more or sends an empty page.
+    """
+
+    def __init__(
+        self,
+        data: list[_M],
+        *,
+        has_more: bool | None,
+        first_id: str | None = None,
+        last_id: str | None = None,
+        fetch: Callable[[str], CursorPage[_M]] | None = None,
+    ) -> None:
+        self.object = "list"
+        self.data = data
+        self.has_more = has_more
+        self.first_id = first_id
+        self.last_id = last_id
+        self._fetch = fetch
+
+    def __repr__(self) -> str:
+        return f"<CursorPage of {len(self.data)} items, has_more={self.has_more}>"
+
+    def has_next_page(self) -> bool:
+        """Whether another page may follow this one."""
+        return self.has_more is not False and bool(self.data) and self._fetch is not None
+
+    def get_next_page(self) -> CursorPage[_M]:
+        """Fetch the page after this one."""
+        if not self.has_next_page() or self._fetch is None:
+            raise RuntimeError("No next page; check has_next_page() first.")
+        cursor = getattr(self.data[-1], "id", None)
+        if not cursor:
+            raise APIResponseValidationError("The last item of a page has no id to page on.")
+        return self._fetch(cursor)
+
+    def iter_pages(self) -> Iterator[CursorPage[_M]]:
+        """This page, then each following page as the loop reaches it."""
+        page = self
+        yield page
+        while page.has_next_page():
+            following = page.get_next_page()
+            if following.data and following.last_id and following.last_id == page.last_id:
+                raise APIResponseValidationError(
+                    f"The server sent the page after {page.last_id} again; stopping here "
+                    "rather than listing the same items forever."
+                )
+            page = following
+            yield page
+
+    def __iter__(self) -> Iterator[_M]:
+        for page in self.iter_pages():
+            yield from page.data
+
+
+# ---------------------------------------------------------------------------------------------
+# Transport and retry
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RetryPolicy:
+    """When a request is sent again and how long to wait first: the official package's rules.
+
+    Retried: connection errors, timeouts, 408, 409, 429 and 5xx, unless the server's
+    ``x-should-retry`` header says otherwise. The wait is what ``retry-after-ms`` or
+    ``Retry-After`` (seconds or an HTTP date) asks for; an ask over ``max_retry_after`` is an
+    error at once rather than a hung process. Otherwise the wait grows from ``initial_delay``,
+    doubling up to ``max_delay``, less up to a quarter at random so that clients spread out.
+    """
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    initial_delay: float = _INITIAL_RETRY_DELAY
+    max_delay: float = _MAX_RETRY_DELAY
+    max_retry_after: float = _MAX_RETRY_AFTER
+
+    def should_retry(self, status: int, headers: Mapping[str, str], now: float) -> bool:
+        asked = _retry_after(headers, now)
+        if asked is not None and asked > self.max_retry_after:
+            return False
+        hint = headers.get("x-should-retry")
+        if hint in ("true", "false"):
+            return hint == "true"
+        return status in _RETRY_STATUSES or status >= 500
+
+    def delay(
+        self, retries_taken: int, headers: Mapping[str, str], now: float, rand: float
+    ) -> float:
+        asked = _retry_after(headers, now)
+        if asked is not None and 0 < asked <= self.max_retry_after:
+            return asked
+        backoff = min(self.initial_delay * 2.0 ** min(retries_taken, 32), self.max_delay)
+        return backoff * (1 - 0.25 * rand)
+
+
+def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After``."""
+    import math
+
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            seconds = float(headers.get(name, "")) * scale
+        except ValueError:
+            continue
+        return seconds if math.isfinite(seconds) else None
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    import email.utils
+
+    parsed = email.utils.parsedate_tz(value)
+    return None if parsed is None else email.utils.mktime_tz(parsed) - now
+
+
+class _Body:
+    """A request body that can be sent again: its length, type and a fresh stream of chunks."""
+
+    def __init__(
+        self,
+        content_type: str,
+        length: int,
+        data: bytes | None = None,
+        chunks: Callable[[], Iterable[bytes]] | None = None,
+    ) -> None:
+        self.content_type = content_type
+        self.length = length
+        self.data = data
+        self.chunks = chunks
+
+    @classmethod
+    def json(cls, payload: object) -> _Body:
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return cls("application/json", len(data), data=data)
+
+
+class _Connection:
+    """A keep-alive connection with what requests on it need: their target form and headers."""
+
+    def __init__(
+        self,
+        origin: tuple[str, str, int],
+        conn: http.client.HTTPConnection,
+        absolute: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.origin = origin
+        self.conn = conn
+        self.absolute = absolute  # through a plain HTTP proxy the target is the whole URL
+        self.headers = headers or {}
+        self.idle_since = 0.0
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        port = -1
+    if scheme not in ("http", "https") or not parts.hostname or port < 0:
+        raise _final(APIConnectionError(message=f"Cannot send a request to {url!r}: not a URL."))
+    return scheme, parts.hostname, port
+
+
+def _final(error: APIConnectionError) -> APIConnectionError:
+    """Mark a connection error that sending again cannot mend (a bad URL, an untrusted CA)."""
+    error._retryable = False
+    return error
+
+
+def _proxy_for(scheme: str, host: str) -> str | None:
+    """The proxy URL for a host as urllib reads it (HTTPS_PROXY, HTTP_PROXY, NO_PROXY)."""
+    import urllib.request
+
+    if urllib.request.proxy_bypass(host):
+        return None
+    return urllib.request.getproxies().get(scheme)
+
+
+def _ssl_context() -> Any:
+    """The system's trusted CAs, plus SSL_CERT_FILE and SSL_CERT_DIR (a corporate CA)."""
+    import ssl
+
+    context = ssl.create_default_context()
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if cafile or capath:
+        try:
+            context.load_verify_locations(cafile=cafile or None, capath=capath or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise OpenAIError(
+                f"Cannot load the CA certificates named by SSL_CERT_FILE/SSL_CERT_DIR: {exc}"
+            ) from exc
+    return context
+
+
+class _Pool:
+    """Idle keep-alive connections by origin, so that paging does not reconnect every time."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._ssl: Any = None
+
+    def take(self, origin: tuple[str, str, int]) -> _Connection | None:
+        with self._lock:
+            idle = self._idle.get(origin, [])
+            while idle:
+                connection = idle.pop()
+                if time.monotonic() - connection.idle_since < _POOL_IDLE_SECONDS:
+                    return connection
+                connection.conn.close()
+        return None
+
+    def give_back(self, origin: tuple[str, str, int], connection: _Connection) -> None:
+        connection.idle_since = time.monotonic()
+        with self._lock:
+            self._idle.setdefault(origin, []).append(connection)
+
+    def open(self, origin: tuple[str, str, int], timeout: float) -> _Connection:
+        """A new connection, through the environment's proxy when it names one."""
+        import http.client
+
+        scheme, host, port = origin
+        proxy = _proxy_for(scheme, host)
+        connect_timeout = min(timeout, _CONNECT_TIMEOUT)
+        if scheme == "https" and self._ssl is None:
+            self._ssl = _ssl_context()
+        conn: http.client.HTTPConnection
+        if proxy is None:
+            if scheme == "https":
+                conn = http.client.HTTPSConnection(
+                    host, port, timeout=connect_timeout, context=self._ssl
+                )
+            else:
+                conn = http.client.HTTPConnection(host, port, timeout=connect_timeout)
+            return _Connection(origin, conn)
+        proxy_host, proxy_port, auth = _parse_proxy(proxy)
+        if scheme == "https":
+            conn = http.client.HTTPSConnection(
+                proxy_host, proxy_port, timeout=connect_timeout, context=self._ssl
+            )
+            conn.set_tunnel(host, port, headers=auth)
+            return _Connection(origin, conn)
+        conn = http.client.HTTPConnection(proxy_host, proxy_port, timeout=connect_timeout)
+        return _Connection(origin, conn, absolute=True, headers=auth)
+
+    def close(self) -> None:
+        with self._lock:
+            for idle in self._idle.values():
+                for connection in idle:
+                    connection.conn.close()
+            self._idle.clear()
+
+
+def _parse_proxy(proxy: str) -> tuple[str, int, dict[str, str]]:
+    """Host, port and Proxy-Authorization header of an http:// proxy URL."""
+    import base64
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+    if parts.scheme != "http" or not parts.hostname:
+        where = parts.hostname or "?"
+        message = f"Unsupported proxy {parts.scheme}://{where}: only http:// proxies work here."
+        raise _final(APIConnectionError(message=message))
+    auth = {}
+    if parts.username is not None:
+        user_pass = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        token = base64.b64encode(user_pass.encode("utf-8")).decode("ascii")
+        auth["Proxy-Authorization"] = "Basic " + token
+    return parts.hostname, parts.port or 80, auth
+
+
+def _lower_headers(response: http.client.HTTPResponse) -> dict[str, str]:
+    return {name.lower(): value for name, value in response.getheaders()}
+
+
+def _connection_error(exc: BaseException, request: _RequestInfo) -> APIConnectionError:
+    """The APIConnectionError for a network failure, naming what failed and where."""
+    import socket
+    import ssl
+
+    where = f"{request.method} {request.url}"
+    if isinstance(exc, socket.timeout):
+        return APITimeoutError(request, message=f"Request timed out ({where}).")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        message = (
+            f"Certificate verification failed ({where}): {exc.verify_message}. "
+            "Behind a corporate proxy, point SSL_CERT_FILE at its CA bundle."
+        )
+        return _final(APIConnectionError(message=message, request=request))
+    detail = str(exc) or type(exc).__name__
+    return APIConnectionError(message=f"Connection error ({where}): {detail}", request=request)
+
+
+def _read_body(response: http.client.HTTPResponse, request: _RequestInfo) -> bytes:
+    import http.client
+
+    try:
+        return response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise _connection_error(exc, request) from exc
+
+
+def _status_error(
+    status: int, headers: dict[str, str], raw: bytes, request: _RequestInfo
+) -> APIStatusError:
+    """The exception for an error status, readable whatever the body is (JSON, HTML, nothing)."""
+    body, detail = _error_detail(status, headers.get("content-type", ""), raw)
+    cls = _STATUS_ERRORS.get(status) or (InternalServerError if status >= 500 else APIStatusError)
+    message = f"Error code: {status} - {detail}"
+    return cls(message, status_code=status, headers=headers, body=body, request=request)
+
+
+def _error_detail(status: int, content_type: str, raw: bytes) -> tuple[object, str]:
+    """The error body as the official package keeps it, and one readable line about it."""
+    text = raw.decode("utf-8", "replace").strip()
+    try:
+        body: object = json.loads(text)
+    except ValueError:
+        return text, _readable(text, content_type) or _reason(status)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            message = inner.get("message")
+            return inner, str(message) if message else _clip(json.dumps(inner))
+        return body, _clip(str(inner))
+    return body, _clip(text)
+
+
+def _reason(status: int) -> str:
+    import http.client
+
+    return http.client.responses.get(status, "Unknown status")
+
+
+def _readable(text: str, content_type: str) -> str:
+    """One line from a text body: an HTML page's title, or the start of the text."""
+    import re
+
+    if "html" in content_type.lower() or text.lstrip()[:1] == "<":
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        text = title.group(1) if title else re.sub(r"<[^>]*>", " ", text)
+    return _clip(" ".join(text.split()))
+
+
+def _clip(text: str, width: int = 200) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _json_body(raw: bytes, status: int, headers: dict[str, str], request: _RequestInfo) -> Any:
+    """The decoded JSON of a successful response, or a clear error naming what came instead."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        pass
+    content_type = headers.get("content-type") or "no content type"
+    text = raw.decode("utf-8", "replace")
+    seen = _readable(text, content_type) or "an empty body"
+    hint = " (a proxy or login page may be in the way)" if "html" in content_type else ""
+    raise APIResponseValidationError(
+        f"Expected JSON from {request.method} {request.url} but got {content_type}: {seen}{hint}",
+        request,
+        body=text,
+        status_code=status,
+        request_id=headers.get("x-request-id"),
+    )
+
+
+def _expect_object(payload: Any, what: str, request: _RequestInfo | None) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise APIResponseValidationError(
+            f"Expected a JSON object for {what}, got {type(payload).__name__}.",
+            request,
+            body=payload,
+        )
+    return payload
+
+
+_STALE_CONNECTION_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+_CREDENTIAL_HEADERS = frozenset({"authorization", "openai-organization", "openai-project"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class _Transport:
+    """Sends requests: headers, keep-alive connections, redirects and the retry rules.
+
+    The clock, sleep and random number source are the client's, so that tests can replace
+    them without touching this module.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        headers: dict[str, str],
+        timeout: float,
+        retry: _RetryPolicy,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        random: Callable[[], float],
+    ) -> None:
+        self.base_url = base_url
+        self.headers = headers
+        self.timeout = timeout
+        self.retry = retry
+        self.clock = clock
+        self.sleep = sleep
+        self.random = random
+        self._pool: _Pool | None = None
+
+    @property
+    def pool(self) -> _Pool:
+        if self._pool is None:
+            self._pool = _Pool()
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    def url(self, path: str, query: _Query | None = None) -> str:
+        from urllib.parse import urlencode
+
+        pairs = [(key, _query_value(value)) for key, value in (query or {}).items()]
+        pairs = [(key, value) for key, value in pairs if value is not None]
+        return self.base_url + path + ("?" + urlencode(pairs) if pairs else "")
+
+    def merged_headers(self, extra: _Headers | None) -> dict[str, str]:
+        headers = dict(self.headers)
+        for name, value in (extra or {}).items():
+            for existing in [key for key in headers if key.lower() == name.lower()]:
+                del headers[existing]
+            if value is not None:
+                headers[name] = value
+        return headers
+
+    # -- retries ---------------------------------------------------------------------------
+
+    def call(
+        self,
+        attempt: Callable[[], _T],
+        *,
+        before_retry: Callable[[], _T | None] | None = None,
+        max_retries: int | None = None,
+    ) -> _T:
+        """Run ``attempt`` until it succeeds or the retry rules say stop.
+
+        ``before_retry`` runs before each new try; a value it returns is the result instead.
+        """
+        retries = 0
+        while True:
+            try:
+                return attempt()
+            except (APIStatusError, APIConnectionError) as error:
+                delay = self.retry_delay(error, retries, max_retries)
+                if delay is None:
+                    raise
+            if before_retry is not None:
+                found = before_retry()
+                if found is not None:
+                    return found
+            self.sleep(delay)
+            retries += 1
+
+    def retry_delay(
+        self, error: APIError, retries_taken: int, max_retries: int | None = None
+    ) -> float | None:
+        """Seconds to wait before trying again after ``error``, or None to give up."""
+        limit = self.retry.max_retries if max_retries is None else max_retries
+        if retries_taken >= limit:
+            return None
+        now = self.clock()
+        headers: Mapping[str, str] = {}
+        if isinstance(error, APIStatusError):
+            headers = error.headers
+            if not self.retry.should_retry(error.status_code, headers, now):
+                return None
+        elif not (isinstance(error, APIConnectionError) and error._retryable):
+            return None
+        return self.retry.delay(retries_taken, headers, now, self.random())
+
+    # -- requests --------------------------------------------------------------------------
+
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: _Query | None = None,
+        body: _Body | None = None,
+        headers: _Headers | None = None,
+        timeout: float | None = None,
+        before_retry: Callable[[], Any | None] | None = None,
+    ) -> Any:
+        """Send a request (with retries) and return its decoded JSON."""
+        url, sent = self.url(path, query), self.merged_headers(headers)
+        seconds = self.timeout if timeout is None else timeout
+
+        def attempt() -> Any:
+            response, connection, request = self.respond(method, url, sent, body, seconds)
+            raw = self.read_and_release(response, connection, request)
+            received = _lower_headers(response)
+            if response.status >= 300:
+                raise _status_error(response.status, received, raw, request)
+            return _json_body(raw, response.status, received, request)
+
+        return self.call(attempt, before_retry=before_retry)
+
+    def stream(
+        self,
+        path: str,
+        *,
+        query: _Query | None = None,
+        headers: _Headers | None = None,
+        timeout: float | None = None,
+    ) -> BinaryContent:
+        """GET a body to be read as it arrives (with retries until the response starts)."""
+        url, sent = self.url(path, query), self.merged_headers(headers)
+        seconds = self.timeout if timeout is None else timeout
+
+        def attempt() -> BinaryContent:
+            response, connection, request = self.respond("GET", url, sent, None, seconds)
+            if response.status >= 300:
+                raw = self.read_and_release(response, connection, request)
+                raise _status_error(response.status, _lower_headers(response), raw, request)
+            return BinaryContent(
+                response,
+                connection,
+                request,
+                self,
+                reopen=lambda: self.stream(path, query=query, headers=headers, timeout=timeout),
+            )
+
+        return self.call(attempt)
+
+    def read_and_release(
+        self, response: http.client.HTTPResponse, connection: _Connection, request: _RequestInfo
+    ) -> bytes:
+        try:
+            raw = _read_body(response, request)
+        except BaseException:
+            connection.conn.close()
+            raise
+        self.release(connection, response)
+        return raw
+
+    def release(self, connection: _Connection, response: http.client.HTTPResponse) -> None:
+        """Keep the connection for the next request if the server lets us, else close it."""
+        if response.will_close or connection.conn.sock is None:
+            connection.conn.close()
+        else:
+            self.pool.give_back(connection.origin, connection)
+
+    def respond(
+        self, method: str, url: str, headers: dict[str, str], body: _Body | None, timeout: float
+    ) -> tuple[http.client.HTTPResponse, _Connection, _RequestInfo]:
+        """One exchange, following GET redirects; credentials never go to another origin."""
+        for _ in range(_MAX_REDIRECTS + 1):
+            request = _RequestInfo(method, url)
+            response, connection = self.exchange(request, headers, body, timeout)
+            location = response.getheader("location")
+            if method != "GET" or response.status not in _REDIRECTS or not location:
+                return response, connection, request
+            self.read_and_release(response, connection, request)
+            target = _join_url(url, location)
+            if _origin(target) != _origin(url):
+                headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+            url = target
+        raise APIConnectionError(message=f"Too many redirects ({method} {url}).", request=request)
+
+    def exchange(
+        self, request: _RequestInfo, headers: dict[str, str], body: _Body | None, timeout: float
+    ) -> tuple[http.client.HTTPResponse, _Connection]:
+        """Send one request on a kept-alive or new connection and read the response head."""
+        import http.client
+
+        origin = _origin(request.url)
+        connection = self.pool.take(origin)
+        reused = connection is not None
+        try:
+            if connection is None:
+                connection = self.pool.open(origin, timeout)
+            return _send(connection, request, headers, body, timeout), connection
+        except (OSError, http.client.HTTPException) as exc:
+            if connection is not None:
+                connection.conn.close()
+            stale = isinstance(exc, (http.client.RemoteDisconnected, *_STALE_CONNECTION_ERRORS))
+            if reused and stale and request.method == "GET":
+                # A kept-alive connection the server has since closed: no request reached it.
+                return self.exchange(request, headers, body, timeout)
+            raise _connection_error(exc, request) from exc
+        except BaseException:
+            if connection is not None:
+                connection.conn.close()
+            raise
+
+
+def _send(
+    connection: _Connection,
+    request: _RequestInfo,
+    headers: dict[str, str],
+    body: _Body | None,
+    timeout: float,
+) -> http.client.HTTPResponse:
+    conn = connection.conn
+    if conn.sock is None:
+        conn.connect()
+    conn.sock.settimeout(timeout)
+    target = request.url if connection.absolute else _path_and_query(request.url)
+    conn.putrequest(request.method, target)
+    for name, value in {**headers, **connection.headers}.items():
+        conn.putheader(name, value)
+    if body is not None:
+        conn.putheader("Content-Type", body.content_type)
+    if body is not None or request.method in ("POST", "PUT", "PATCH"):
+        conn.putheader("Content-Length", str(body.length if body is not None else 0))
+    try:
+        conn.endheaders(body.data if body is not None else None)
+        if body is not None and body.chunks is not None:
+            for chunk in body.chunks():
+                conn.send(chunk)
+    except _STALE_CONNECTION_ERRORS:
+        # The server may have answered before taking the whole body (a 401 or 413 on an
+        # upload); that answer says more than the broken pipe does.
+        try:
+            return conn.getresponse()
+        except Exception:
+            pass
+        raise
+    return conn.getresponse()
+
+
+def _path_and_query(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return (parts.path or "/") + ("?" + parts.query if parts.query else "")
+
+
+def _join_url(base: str, location: str) -> str:
+    from urllib.parse import urljoin
+
+    return urljoin(base, location)
+
+
+def _query_value(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class BinaryContent:
+    """A file's content, read from the network as it is consumed.
+
+    Read it once, by ``iter_bytes()``, ``iter_lines()``, ``read()`` (kept, so ``content`` and
+    ``text`` work after it) or ``write_to_file()``. Close it, or use it in a ``with`` block,
+    when you stop reading early. A body shorter than its Content-Length raises
+    ``APIConnectionError``; it never passes for a whole file.
+    """
+
+    def __init__(
+        self,
+        response: http.client.HTTPResponse,
+        connection: _Connection,
+        request: _RequestInfo,
+        transport: _Transport,
+        reopen: Callable[[], BinaryContent] | None = None,
+    ) -> None:
+        self.status_code = response.status
+        self.headers = _lower_headers(response)
+        self.request_id = self.headers.get("x-request-id")
+        self._response = response
+        self._connection = connection
+        self._request = request
+        self._transport = transport
+        self._reopen = reopen
+        self._expected = _content_length(self.headers)
+        self._content: bytes | None = None
+        self._started = False
+        self._finished = False
+
+    def __repr__(self) -> str:
+        return f"<BinaryContent {self._request.url} status={self.status_code}>"
+
+    def __enter__(self) -> BinaryContent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop the connection if the body was not read to its end."""
+        if not self._finished:
+            self._finished = True
+            self._response.close()
+            self._connection.conn.close()
+
+    def iter_bytes(self, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
+        """The body in chunks as they arrive."""
+        if self._content is not None:
+            for start in range(0, len(self._content), chunk_size):
+                yield self._content[start : start + chunk_size]
+            return
+        if self._started:
+            raise OpenAIError("The content has already been read; it can be read only once.")
+        self._started = True
+        try:
+            yield from self._chunks(chunk_size)
+        finally:
+            self.close()
+
+    def _chunks(self, chunk_size: int) -> Iterator[bytes]:
+        import http.client
+
+        received = 0
+        while True:
+            try:
+                chunk = self._response.read(chunk_size)
+            except (OSError, http.client.HTTPException) as exc:
+                raise _connection_error(exc, self._request) from exc
+            if not chunk:
+                break
+            received += len(chunk)
+            yield chunk
+        if self._expected is not None and received != self._expected:
+            raise APIConnectionError(
+                message=f"Download broke off after {received:,} of {self._expected:,} bytes "
+                f"(GET {self._request.url}).",
+                request=self._request,
+            )
+        self._finished = True
+        self._transport.release(self._connection, self._response)
+
+    def iter_lines(self) -> Iterator[str]:
+        """The body as text lines, without their line endings."""
+        pending = b""
+        for chunk in self.iter_bytes():
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                yield line.rstrip(b"\r").decode("utf-8")
+        if pending:
+            yield pending.rstrip(b"\r").decode("utf-8")
+
+    def read(self) -> bytes:
+        """The whole body (kept in memory; prefer ``write_to_file`` for large files)."""
+        if self._content is None:
+            self._content = b"".join(self.iter_bytes())
+        return self._content
+
+    @property
+    def content(self) -> bytes:
+        return self.read()
+
+    @property
+    def text(self) -> str:
+        return self.read().decode("utf-8")
+
+    def write_to_file(self, file: str | os.PathLike[str]) -> int:
+        """Save the body to ``file`` atomically and return the number of bytes written.
+
+        The bytes go to a temporary file beside the target, which is renamed only once the
+        whole body has arrived. A download that breaks off is started again under the client's
+        retry rules; if it cannot finish, the target is left as it was and the error raised.
+        """
+        path = os.fspath(file)
+        partial = _partial_path(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        try:
+            with open(os.open(partial, flags, 0o666), "wb") as out:
+                written = self._download_into(out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, path)
+        except BaseException:
+            _remove_quietly(partial)
+            raise
+        return written
+
+    def _download_into(self, out: IO[bytes]) -> int:
+        content, retries = self, 0
+        while True:
+            written = 0
+            try:
+                for chunk in content.iter_bytes(_CHUNK):
+                    out.write(chunk)
+                    written += len(chunk)
+                return written
+            except APIConnectionError as error:
+                delay = self._transport.retry_delay(error, retries)
+                if delay is None or self._reopen is None:
+                    raise
+            self._transport.sleep(delay)
+            retries += 1
+            out.seek(0)
+            out.truncate()
+            content = self._reopen()
+
+
+def _content_length(headers: Mapping[str, str]) -> int | None:
+    try:
+        length = int(headers.get("content-length", ""))
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+def _partial_path(path: str) -> str:
+    """A fresh name beside ``path`` for the file being written."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, f".{name}.{os.urandom(4).hex()}.part")
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources: client.batches and client.files
+# ---------------------------------------------------------------------------------------------
+
+
+def _quote_id(value: str, name: str) -> str:
+    """An id made safe for a URL path; an empty one is refused before any request."""
+    from urllib.parse import quote
+
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"Expected a non-empty value for `{name}` but received {value!r}")
+    return quote(value, safe="")
+
+
+def _check_metadata(metadata: Mapping[str, str] | None) -> None:
+    """Refuse metadata the API would refuse, before anything is sent."""
+    if metadata is None:
+        return
+    if len(metadata) > _METADATA_MAX_KEYS:
+        raise ValueError(
+            f"metadata has {len(metadata)} keys; at most {_METADATA_MAX_KEYS} are allowed"
+        )
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"metadata keys and values must be strings; got {key!r}: {value!r}")
+        if len(key) > _METADATA_MAX_KEY:
+            raise ValueError(
+                f"metadata key {key[:20]!r}... is {len(key)} characters; "
+                f"at most {_METADATA_MAX_KEY} are allowed"
+            )
+        if len(value) > _METADATA_MAX_VALUE:
+            raise ValueError(
+                f"metadata value of {key!r} is {len(value)} characters; "
+                f"at most {_METADATA_MAX_VALUE} are allowed"
+            )
+
+
+def _parse(model: type[_M], payload: Any, what: str) -> _M:
+    return model.from_dict(_expect_object(payload, what, None))
+
+
+def _page(
+    payload: Any, model: type[_M], fetch: Callable[[str | None], CursorPage[_M]]
+) -> CursorPage[_M]:
+    page = _expect_object(payload, "a list page", None)
+    items = page.get("data")
+    if not isinstance(items, list):
+        raise APIResponseValidationError(
+            f"Expected a list in the `data` of a list page, got {type(items).__name__}.",
+            body=page,
+        )
+    data = [_parse(model, item, "an item of a list page") for item in items]
+    last_id = page.get("last_id") or (getattr(data[-1], "id", None) if data else None)
+    return CursorPage(
+        data,
+        has_more=page.get("has_more"),
+        first_id=page.get("first_id"),
+        last_id=last_id,
+        fetch=fetch,
+    )
+
+
+def _with_extra(body: dict[str, Any], extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {**body, **extra_body} if extra_body else body
+
+
+class Batches:
+    """``client.batches``: create, retrieve, list and cancel batches."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        *,
+        input_file_id: str,
+        endpoint: BatchEndpoint | str,
+        completion_window: CompletionWindow | str = CompletionWindow.HOURS_24,
+        metadata: Mapping[str, str] | None = None,
+        output_expires_after: Mapping[str, Any] | None = None,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Batch:
+        """Start a batch that runs the requests of an uploaded input file.
+
+        Never starts two batches for one call: when a try's outcome is unknown (the connection
+        broke or timed out, the server failed), it looks for a batch of this input file made
+        since the first try before sending again, and returns that batch if it finds one.
+        """
+        _quote_id(input_file_id, "input_file_id")
+        _check_metadata(metadata)
+        body: dict[str, Any] = {
+            "input_file_id": input_file_id,
+            "endpoint": str(_query_value(endpoint)),
+            "completion_window": str(_query_value(completion_window)),
+        }
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        if output_expires_after is not None:
+            body["output_expires_after"] = dict(output_expires_after)
+        body = _with_extra(body, extra_body)
+        since = self._client._transport.clock() - _CREATE_CLOCK_SKEW
+        payload = self._client._transport.request_json(
+            "POST",
+            "/batches",
+            body=_Body.json(body),
+            query=extra_query,
+            headers=extra_headers,
+            timeout=timeout,
+            before_retry=lambda: self._find_created(body, since),
+        )
+        return _parse(Batch, payload, "a batch")
+
+    def _find_created(self, sent: Mapping[str, Any], since: float) -> dict[str, Any] | None:
+        """The batch a lost create call made, if the server has it."""
+        wanted = (sent["input_file_id"], sent["endpoint"], sent["completion_window"])
+        try:
+            for batch in self.list(limit=100):
+                if batch.created_at and batch.created_at < since:
+                    return None
+                found = (batch.input_file_id, batch.endpoint, batch.completion_window)
+                if found == wanted and (batch.metadata or {}) == (sent.get("metadata") or {}):
+                    return batch.to_dict()
+        except APIError as exc:
+            raise APIConnectionError(
+                message="A create call had an unknown outcome and the batch list could not be "
+                f"checked for its batch, so it was not sent again: {exc}",
+                request=exc.request,
+            ) from exc
+        return None
+
+    def retrieve(
+        self,
+        batch_id: str,
+        *,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        timeout: float | None = None,
+    ) -> Batch:
+        """Fetch a batch by id."""
+        path = "/batches/" + _quote_id(batch_id, "batch_id")
+        payload = self._client._transport.request_json(
+            "GET", path, query=extra_query, headers=extra_headers, timeout=timeout
+        )
+        return _parse(Batch, payload, "a batch")
+
+    def cancel(
+        self,
+        batch_id: str,
+        *,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Batch:
+        """Ask the server to stop a batch; it moves to ``cancelling``, then ``cancelled``."""
+        path = "/batches/" + _quote_id(batch_id, "batch_id") + "/cancel"
+        payload = self._client._transport.request_json(
+            "POST",
+            path,
+            body=_Body.json(dict(extra_body)) if extra_body else None,
+            query=extra_query,
+            headers=extra_headers,
+            timeout=timeout,
+        )
+        return _parse(Batch, payload, "a batch")
+
+    def list(
+        self,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        timeout: float | None = None,
+    ) -> CursorPage[Batch]:
+        """Batches, newest first: the first page now, the rest as iteration reaches them."""
+
+        def fetch(cursor: str | None) -> CursorPage[Batch]:
+            query = {"after": cursor, "limit": limit, **(extra_query or {})}
+            payload = self._client._transport.request_json(
+                "GET", "/batches", query=query, headers=extra_headers, timeout=timeout
+            )
+            return _page(payload, Batch, fetch)
+
+        return fetch(after)
+
+
+class Files:
+    """``client.files``: upload, retrieve, list, delete and download files."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        *,
+        file: _FileInput,
+        purpose: str = "batch",
+        expires_after: Mapping[str, Any] | None = None,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> FileObject:
+        """Upload a file: a path, bytes, a binary file object or a (filename, content) pair.
+
+        The upload streams from disk, so a file of any size costs a megabyte of memory. A
+        missing file, a directory or a text-mode file object is refused before any request.
+        """
+        form = [("purpose", str(_query_value(purpose)))]
+        for key, value in (expires_after or {}).items():
+            form.append((f"expires_after[{key}]", str(_query_value(value))))
+        for key, value in (extra_body or {}).items():
+            form.append((key, str(_query_value(value))))
+        body = _multipart(form, *_file_source(file))
+        payload = self._client._transport.request_json(
+            "POST", "/files", body=body, query=extra_query, headers=extra_headers, timeout=timeout
+        )
+        return _parse(FileObject, payload, "a file")
+
+    def retrieve(
+        self,
+        file_id: str,
+        *,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        timeout: float | None = None,
+    ) -> FileObject:
+        """Fetch a file's details by id."""
+        path = "/files/" + _quote_id(file_id, "file_id")
+        payload = self._client._transport.request_json(
+            "GET", path, query=extra_query, headers=extra_headers, timeout=timeout
+        )
+        return _parse(FileObject, payload, "a file")
+
+    def delete(
+        self,
+        file_id: str,
+        *,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        timeout: float | None = None,
+    ) -> FileDeleted:
+        """Delete a file."""
+        path = "/files/" + _quote_id(file_id, "file_id")
+        payload = self._client._transport.request_json(
+            "DELETE", path, query=extra_query, headers=extra_headers, timeout=timeout
+        )
+        return _parse(FileDeleted, payload, "a deleted file")
+
+    def list(
+        self,
+        *,
+        purpose: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+        order: str | None = None,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        timeout: float | None = None,
+    ) -> CursorPage[FileObject]:
+        """Files, newest first unless ``order="asc"``; pages are fetched as iteration needs."""
+
+        def fetch(cursor: str | None) -> CursorPage[FileObject]:
+            query = {"purpose": purpose, "limit": limit, "after": cursor, "order": order}
+            payload = self._client._transport.request_json(
+                "GET",
+                "/files",
+                query={**query, **(extra_query or {})},
+                headers=extra_headers,
+                timeout=timeout,
+            )
+            return _page(payload, FileObject, fetch)
+
+        return fetch(after)
+
+    def content(
+        self,
+        file_id: str,
+        *,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        timeout: float | None = None,
+    ) -> BinaryContent:
+        """A file's content, streamed: ``write_to_file(path)`` saves it atomically."""
+        path = "/files/" + _quote_id(file_id, "file_id") + "/content"
+        return self._client._transport.stream(
+            path, query=extra_query, headers=extra_headers, timeout=timeout
+        )
+
+
+def _file_source(file: _FileInput) -> tuple[str, int, Callable[[], Iterator[bytes]]]:
+    """Name, size and a restartable reader for each way a file can be given."""
+    if isinstance(file, tuple):
+        name, content = file
+        _, size, chunks = _file_source(content)
+        return os.path.basename(name) or name, size, chunks
+    if isinstance(file, (bytes, bytearray, memoryview)):
+        data = bytes(file)
+        return "input.jsonl", len(data), lambda: iter((data,))
+    if isinstance(file, (str, os.PathLike)):
+        path = os.fspath(file)
+        if os.path.isdir(path):
+            raise IsADirectoryError(21, "Is a directory, not a file to upload", path)
+        with open(path, "rb") as handle:  # a missing or unreadable file fails here, with its name
+            size = os.fstat(handle.fileno()).st_size
+        return os.path.basename(path), size, lambda: _read_path(path, size)
+    if hasattr(file, "read"):
+        return _stream_source(file)
+    raise TypeError(
+        f"`file` must be a path, bytes or a binary file object, not {type(file).__name__}"
+    )
+
+
+def _stream_source(file: IO[Any]) -> tuple[str, int, Callable[[], Iterator[bytes]]]:
+    if not isinstance(file.read(0), bytes):
+        raise TypeError("`file` is open in text mode; open it with 'rb' to upload it.")
+    name = getattr(file, "name", None)
+    filename = os.path.basename(name) if isinstance(name, str) else "input.jsonl"
+    if not (hasattr(file, "seekable") and file.seekable()):
+        data = file.read()  # a pipe: its size is known only once it has been read
+        return filename, len(data), lambda: iter((data,))
+    start = file.tell()
+    size = file.seek(0, os.SEEK_END) - start
+    file.seek(start)
+
+    def chunks() -> Iterator[bytes]:
+        file.seek(start)
+        return _read_exactly(file, size, filename)
+
+    return filename, size, chunks
+
+
+def _read_path(path: str, size: int) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        yield from _read_exactly(handle, size, path)
+
+
+def _read_exactly(handle: IO[bytes], size: int, name: str) -> Iterator[bytes]:
+    """``size`` bytes in chunks; a file that changes while it is sent is an error, not a
+    request the server would wait on forever."""
+    left = size
+    while left > 0:
+        chunk = handle.read(min(_CHUNK, left))
+        if not chunk:
+            break
+        left -= len(chunk)
+        yield chunk
+    if left or handle.read(1):
+        raise OpenAIError(f"{name} changed while it was being uploaded; upload it again.")
+
+
+def _multipart(
+    form: list[tuple[str, str]],
+    filename: str,
+    size: int,
+    chunks: Callable[[], Iterator[bytes]],
+) -> _Body:
+    """A multipart/form-data body whose file part streams from ``chunks``."""
+    boundary = "openai-batch-" + os.urandom(16).hex()
+    head = b""
+    for name, value in form:
+        head += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{_form_quote(name)}"'
+            f"\r\n\r\n{value}\r\n"
+        ).encode()
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{_form_quote(filename)}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode("ascii")
+
+    def stream() -> Iterator[bytes]:
+        yield head
+        yield from chunks()
+        yield tail
+
+    content_type = f"multipart/form-data; boundary={boundary}"
+    return _Body(content_type, len(head) + size + len(tail), chunks=stream)
+
+
+def _form_quote(value: str) -> str:
+    """Escape a form field or file name the way browsers and the HTML standard do."""
+    return value.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+
+
+# ---------------------------------------------------------------------------------------------
+# The client
+# ---------------------------------------------------------------------------------------------
+
+
+def _default_random() -> float:
+    import random
+
+    return random.random()
+
+
+class Client:
+    """The OpenAI Batch API: ``client.batches`` and ``client.files``. Also exported as OpenAI.
+
+    Settings left out come from OPENAI_API_KEY, OPENAI_ORG_ID, OPENAI_PROJECT_ID and
+    OPENAI_BASE_URL. Proxies come from HTTPS_PROXY, HTTP_PROXY and NO_PROXY, extra CA
+    certificates from SSL_CERT_FILE and SSL_CERT_DIR. ``clock``, ``sleep`` and ``random``
+    replace ``time.time``, ``time.sleep`` and ``random.random`` for retries and waiting (tests
+    pass fakes). The key is sent in the Authorization header and shown nowhere else.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        organization: str | None = None,
+        project: str | None = None,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        default_headers: Mapping[str, str] | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        random: Callable[[], float] | None = None,
+    ) -> None:
+        self.api_key = _api_key(api_key)
+        self.organization = organization or os.environ.get("OPENAI_ORG_ID") or None
+        self.project = project or os.environ.get("OPENAI_PROJECT_ID") or None
+        self.base_url = _base_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.default_headers = dict(default_headers or {})
+        self._transport = _Transport(
+            base_url=self.base_url,
+            headers=self._headers(),
+            timeout=self.timeout,
+            retry=_RetryPolicy(max_retries=self.max_retries),
+            clock=clock or time.time,
+            sleep=sleep or time.sleep,
+            random=random or _default_random,
+        )
+        self.batches = Batches(self)
+        self.files = Files(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(base_url={self.base_url!r}, "
+            f"organization={self.organization!r}, project={self.project!r}, "
+            f"timeout={self.timeout}, max_retries={self.max_retries})"
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the kept-alive connections."""
+        self._transport.close()
+
+    def _headers(self) -> dict[str, str]:
+        python = ".".join(str(part) for part in sys.version_info[:3])
+        headers = {
+            "Authorization": f"Bearer {self.api_key}",
+            "Accept": "application/json",
+            "User-Agent": f"openai-batch/{__version__} (Python {python}; {sys.platform})",
+        }
+        if self.organization:
+            headers["OpenAI-Organization"] = self.organization
+        if self.project:
+            headers["OpenAI-Project"] = self.project
+        headers.update(self.default_headers)
+        return headers
+
+    def with_options(
+        self,
+        *,
+        api_key: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> Client:
+        """A new client with these settings changed and the others kept."""
+        transport = self._transport
+        return type(self)(
+            api_key or self.api_key,
+            organization=organization or self.organization,
+            project=project or self.project,
+            base_url=base_url or self.base_url,
+            timeout=self.timeout if timeout is None else timeout,
+            max_retries=self.max_retries if max_retries is None else max_retries,
+            default_headers={**self.default_headers, **(default_headers or {})},
+            clock=transport.clock,
+            sleep=transport.sleep,
+            random=transport.random,
+        )
+
+    copy = with_options
+
+
+#: The official package's name for the client, so that only the import changes.
+OpenAI = Client
+
+
+def _api_key(given: str | None) -> str:
+    key = (given if given is not None else os.environ.get("OPENAI_API_KEY") or "").strip()
+    if not key:
+        raise OpenAIError(
+            "The api_key client option must be set either by passing api_key to the client "
+            "or by setting the OPENAI_API_KEY environment variable"
+        )
+    bad = [index for index, char in enumerate(key) if not " " < char < "\x7f"]
+    if bad:
+        # Say where, never what: the message must not carry any of the key.
+        raise OpenAIError(
+            f"The API key has a character that cannot be sent in an HTTP header "
+            f"(position {bad[0] + 1} of {len(key)}); check how it was copied."
+        )
+    return key
+
+
+def _base_url(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise OpenAIError(f"base_url must be an http:// or https:// URL, not {url!r}")
+    return url.strip().rstrip("/")
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: sys.argv[1:]) and return the exit code."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="openai-batch", description="The OpenAI Batch API from the command line."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.parse_args(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
