@@ -128,6 +128,7 @@ _CHUNK = 1024 * 1024
 # the first attempt still count as ours: our clock and the server's may disagree.
 _CREATE_CLOCK_SKEW = 600.0
 _METADATA_MAX_KEYS, _METADATA_MAX_KEY, _METADATA_MAX_VALUE = 16, 64, 512
+_FIRST_POLL, _MAX_POLL = 2.0, 60.0  # wait(): seconds between polls, growing by half each time
 
 # ---------------------------------------------------------------------------------------------
 # Exceptions
@@ -274,6 +275,40 @@ class APITimeoutError(APIConnectionError):
         super().__init__(message=message, request=request)
 
 
+class InputFileError(OpenAIError, ValueError):
+    """A JSONL file with problems, each with its line number; found before anything is sent.
+
+    ``problems`` lists ``(line, message)`` pairs (line is None for the file as a whole), up to
+    a cap; ``more`` counts the problems left out.
+    """
+
+    def __init__(self, path: str, problems: list[tuple[int | None, str]], more: int = 0) -> None:
+        self.path = path
+        self.problems = problems
+        self.more = more
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        lines = [
+            f"{self.path}: " + (message if line is None else f"line {line}: {message}")
+            for line, message in self.problems
+        ]
+        if self.more:
+            lines.append(f"{self.path}: ... and {self.more:,} more problems")
+        if len(lines) == 1:
+            return lines[0]
+        count = len(self.problems) + self.more
+        return f"{self.path}: {count:,} problems\n" + "\n".join(lines)
+
+
+class WaitTimeoutError(OpenAIError, TimeoutError):
+    """A batch was still running when ``wait`` ran out of time; ``batch`` is the last seen."""
+
+    def __init__(self, message: str, batch: Batch) -> None:
+        super().__init__(message)
+        self.batch = batch
+
+
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     cls.status_code: cls
     for cls in (
@@ -365,6 +400,11 @@ def _nested_list(model: type[_Model]) -> Callable[[Any], Any]:
         return [model.from_dict(item) if isinstance(item, dict) else item for item in value]
 
     return parse
+
+
+def _text(value: object) -> str:
+    """A field for people to read: an enum's value, or the value as it came."""
+    return str(value.value) if isinstance(value, enum.Enum) else str(value)
 
 
 def _to_json_value(value: Any) -> Any:
@@ -541,6 +581,170 @@ class FileDeleted(_Model):
     id: str = ""
     object: str = "file"
     deleted: bool = False
+
+
+@dataclass
+class BatchRequest:
+    """One line of a batch input file: a request to ``url`` with a ``custom_id`` to find it by.
+
+    The class methods write the common cases briefly::
+
+        BatchRequest.chat("q1", "gpt-4o-mini", "What is 2+2?", max_tokens=50)
+        BatchRequest.embedding("doc-7", "text-embedding-3-small", ["first text", "second"])
+        BatchRequest.response("r1", "gpt-4.1-mini", "Summarise: ...")
+    """
+
+    custom_id: str
+    body: dict[str, Any]
+    url: BatchEndpoint | str = BatchEndpoint.CHAT_COMPLETIONS
+    method: str = "POST"
+
+    @classmethod
+    def chat(
+        cls, custom_id: str, model: str, messages: str | list[dict[str, Any]], **params: Any
+    ) -> BatchRequest:
+        """A chat completion; a string is one user message."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        body = {"model": model, "messages": messages, **params}
+        return cls(custom_id, body, BatchEndpoint.CHAT_COMPLETIONS)
+
+    @classmethod
+    def embedding(
+        cls, custom_id: str, model: str, input: str | list[Any], **params: Any
+    ) -> BatchRequest:
+        """An embeddings request for one text or a list of them."""
+        return cls(custom_id, {"model": model, "input": input, **params}, BatchEndpoint.EMBEDDINGS)
+
+    @classmethod
+    def response(
+        cls, custom_id: str, model: str, input: str | list[Any], **params: Any
+    ) -> BatchRequest:
+        """A Responses API request."""
+        return cls(custom_id, {"model": model, "input": input, **params}, BatchEndpoint.RESPONSES)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BatchRequest:
+        """The request of one parsed input line."""
+        url = data.get("url", "")
+        return cls(
+            data.get("custom_id", ""),
+            data.get("body", {}),
+            _known(BatchEndpoint)(url),
+            data.get("method", "POST"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "custom_id": self.custom_id,
+            "method": self.method,
+            "url": _to_json_value(self.url),
+            "body": self.body,
+        }
+
+    def to_json(self) -> str:
+        """The input line: compact JSON, non-ASCII text kept readable, no newline."""
+        return _dumps_line(self.to_dict())
+
+
+@dataclass
+class BatchResultError:
+    """Why a request failed without an HTTP response (``code`` may come as ``type``)."""
+
+    code: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class BatchResult(_Model):
+    """One line of a batch's output or error file: the outcome of one request.
+
+    ``ok`` is true for a 2xx response with no error. ``body`` is the response's JSON body,
+    decoded even when a server sends it as a JSON string.
+    """
+
+    custom_id: str
+    id: str | None = None
+    status_code: int | None = None
+    request_id: str | None = None
+    body: Any = None
+    error: BatchResultError | None = None
+
+    @property
+    def ok(self) -> bool:
+        code = self.status_code
+        return self.error is None and isinstance(code, int) and 200 <= code < 300
+
+    @property
+    def error_message(self) -> str | None:
+        """Why the request failed, from the error or from the response body; None if ok."""
+        if self.ok:
+            return None
+        if self.error is not None:
+            return self.error.message or self.error.code or "failed"
+        inner = self.body.get("error") if isinstance(self.body, dict) else None
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        return f"HTTP {self.status_code}" if self.status_code is not None else "no response"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BatchResult:
+        """Parse an output line, as OpenAI and the servers that copy its API write them."""
+        response = data.get("response") or {}
+        if not isinstance(response, dict):
+            response = {}
+        body = response.get("body")
+        if isinstance(body, str):
+            try:
+                body = json.loads(body)
+            except ValueError:
+                pass  # a plain-text body stays text
+        error = data.get("error")
+        if isinstance(error, dict):
+            code = error.get("code", error.get("type"))
+            error = BatchResultError(None if code is None else str(code), error.get("message"))
+        elif error is not None:
+            error = BatchResultError(None, str(error))
+        result = cls(
+            custom_id=data.get("custom_id", ""),
+            id=data.get("id"),
+            status_code=response.get("status_code"),
+            request_id=response.get("request_id"),
+            body=body,
+            error=error,
+        )
+        result._raw = dict(data)
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        """The line as it was read (or as the fields say, for a result built by hand)."""
+        if self._raw is not None:
+            return _to_json_value(self._raw)  # type: ignore[no-any-return]
+        error = self.error
+        return {
+            "id": self.id,
+            "custom_id": self.custom_id,
+            "response": None
+            if self.status_code is None
+            else {
+                "status_code": self.status_code,
+                "request_id": self.request_id,
+                "body": self.body,
+            },
+            "error": None if error is None else {"code": error.code, "message": error.message},
+        }
+
+
+@dataclass
+class InputSummary:
+    """What ``validate_input`` found in a valid input file."""
+
+    path: str
+    requests: int
+    bytes: int
+    endpoint: str | None
+    model: str | None
+    embedding_inputs: int
 
 
 class CursorPage(_Generic[_M]):
@@ -1564,6 +1768,42 @@ class Batches:
 
         return fetch(after)
 
+    def wait(
+        self,
+        batch_id: str,
+        *,
+        poll_interval: float | None = None,
+        timeout: float | None = None,
+        on_update: Callable[[Batch], object] | None = None,
+    ) -> Batch:
+        """Poll a batch until it is completed, failed, expired or cancelled, and return it.
+
+        Polls every ``poll_interval`` seconds, or, by default, after 2 s, growing by half each
+        time to a minute. ``on_update(batch)`` is called with the first batch seen and on every
+        change. Each poll follows the client's retry rules. Past ``timeout`` seconds,
+        ``WaitTimeoutError`` is raised, carrying the last batch seen.
+        """
+        transport = self._client._transport
+        deadline = None if timeout is None else transport.clock() + timeout
+        interval = poll_interval or _FIRST_POLL
+        seen: dict[str, Any] | None = None
+        while True:
+            batch = self.retrieve(batch_id)
+            if on_update is not None and batch.to_dict() != seen:
+                on_update(batch)
+            seen = batch.to_dict()
+            if batch.is_terminal:
+                return batch
+            now = transport.clock()
+            if deadline is not None and now >= deadline:
+                raise WaitTimeoutError(
+                    f"Batch {batch.id} is still {_text(batch.status)} after {timeout:g} s.", batch
+                )
+            pause = interval if deadline is None else min(interval, deadline - now)
+            transport.sleep(pause)
+            if poll_interval is None:
+                interval = min(interval * 1.5, _MAX_POLL)
+
 
 class Files:
     """``client.files``: upload, retrieve, list, delete and download files."""
@@ -1765,6 +2005,463 @@ def _form_quote(value: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# JSONL helpers: write, read, validate and split input files; read and join results
+# ---------------------------------------------------------------------------------------------
+
+#: The Batch API's limits on one input file (OpenAI's documentation, 2025).
+MAX_REQUESTS = 50_000
+MAX_INPUT_BYTES = 200 * 1024 * 1024
+MAX_EMBEDDING_INPUTS = 50_000
+_MAX_PROBLEMS = 50
+_BOM = b"\xef\xbb\xbf"
+_MISSING = object()
+
+if TYPE_CHECKING:
+    _PathLike = Union[str, "os.PathLike[str]"]
+    _Row = Union[BatchRequest, Mapping[str, Any]]
+    _Results = Union[_PathLike, BinaryContent, Iterable[Any]]
+
+
+def _dumps_line(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _write_atomically(
+    path: _PathLike, write: Callable[[IO[bytes]], _T], keep: Callable[[_T], bool] = bool
+) -> _T:
+    """Run ``write`` on a temporary file beside ``path`` and rename it to ``path`` at the end.
+
+    Whatever happens, ``path`` holds either its old content or the whole new one; nothing is
+    renamed when ``keep(result)`` is false.
+    """
+    target = os.fspath(path)
+    partial = _partial_path(target)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        with open(os.open(partial, flags, 0o666), "wb") as out:
+            result = write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        if keep is bool or keep(result):
+            os.replace(partial, target)
+        else:
+            os.remove(partial)
+    except BaseException:
+        _remove_quietly(partial)
+        raise
+    return result
+
+
+def write_jsonl(path_or_file: _PathLike | IO[Any], rows: Iterable[_Row]) -> tuple[int, int]:
+    """Write requests (``BatchRequest`` or dicts) as JSONL; return (lines, bytes) written.
+
+    One compact UTF-8 JSON object a line, non-ASCII text kept as it is. Given a path, the file
+    appears whole or not at all; given an open file (text or binary), the lines are written to it.
+    """
+    if isinstance(path_or_file, (str, os.PathLike)):
+        return _write_atomically(path_or_file, lambda out: _write_rows(out, rows))
+    return _write_rows(path_or_file, rows)
+
+
+def _write_rows(out: IO[Any], rows: Iterable[_Row]) -> tuple[int, int]:
+    import io
+
+    text = isinstance(out, io.TextIOBase)
+    lines = size = 0
+    for number, row in enumerate(rows, 1):
+        data = row.to_dict() if isinstance(row, BatchRequest) else row
+        try:
+            line = _dumps_line(data) + "\n"
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"row {number} cannot be written as JSON: {exc}") from None
+        encoded = line.encode("utf-8")
+        out.write(line if text else encoded)
+        lines += 1
+        size += len(encoded)
+    return lines, size
+
+
+def _source_name(source: object) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) else "<stream>"
+
+
+def _raw_lines(source: _PathLike | IO[Any]) -> Iterator[tuple[int, bytes | str]]:
+    """Numbered lines with their endings, a leading byte-order mark removed."""
+    if isinstance(source, (str, os.PathLike)):
+        yield from _binary_lines(source)
+        return
+    for number, line in enumerate(source, 1):
+        if number == 1:
+            line = line[3:] if line[:3] == _BOM else line.lstrip("\ufeff")
+        yield number, line
+
+
+def _binary_lines(path: _PathLike) -> Iterator[tuple[int, bytes]]:
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            yield number, line[3:] if number == 1 and line[:3] == _BOM else line
+
+
+def read_jsonl(path_or_file: _PathLike | IO[Any]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file, one a line, read lazily.
+
+    CRLF endings, a UTF-8 byte-order mark and a missing final newline are fine. A line that is
+    blank, not JSON or not an object raises ``InputFileError`` naming the file and the line.
+    """
+    name = _source_name(path_or_file)
+    for number, line in _raw_lines(path_or_file):
+        yield _parse_line(line, name, number)
+
+
+def _parse_line(line: bytes | str, name: str, number: int) -> dict[str, Any]:
+    if not line.strip():
+        raise InputFileError(name, [(number, "blank line")])
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise InputFileError(name, [(number, f"not valid JSON: {_json_reason(exc)}")]) from None
+    if not isinstance(data, dict):
+        raise InputFileError(name, [(number, f"expected a JSON object, got {_json_type(data)}")])
+    return data
+
+
+def _json_reason(exc: ValueError) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start + 1})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} (column {exc.colno})"
+    return str(exc)
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
+def _shown(value: object) -> str:
+    """A value as it would appear in the JSON line, clipped."""
+    return _clip(json.dumps(value, ensure_ascii=False), 80)
+
+
+def _embedding_inputs(body: Mapping[str, Any]) -> int:
+    """How many inputs an embeddings body holds: one text or token list, or a list of them."""
+    value = body.get("input")
+    if isinstance(value, list) and value and not isinstance(value[0], int):
+        return len(value)
+    return 0 if value is None else 1
+
+
+class _InputCheck:
+    """The state of one pass of ``validate_input``: what was seen and what is wrong."""
+
+    def __init__(
+        self, path: str, endpoint: str | None, limits: tuple[int, int, int], max_problems: int
+    ) -> None:
+        self.path = path
+        self.endpoint, self.endpoint_line = endpoint, None if endpoint is None else 0
+        self.endpoints = {member.value for member in BatchEndpoint} | {endpoint or ""}
+        self.max_requests, self.max_bytes, self.max_inputs = limits
+        self.max_problems = max_problems
+        self.model: str | None = None
+        self.model_line = 0
+        self.ids: dict[str, int] = {}
+        self.requests = self.bytes = self.inputs = self.lines = 0
+        self.problems: list[tuple[int | None, str]] = []
+        self.more = 0
+
+    def problem(self, line: int | None, message: str) -> None:
+        if len(self.problems) < self.max_problems:
+            self.problems.append((line, message))
+        else:
+            self.more += 1
+
+    def line(self, number: int, raw: bytes) -> None:
+        self.lines, self.bytes = number, self.bytes + len(raw)
+        try:
+            data = _parse_line(raw, self.path, number)
+        except InputFileError as exc:
+            self.problem(number, exc.problems[0][1])
+            return
+        self.requests += 1
+        if self.requests == self.max_requests + 1:
+            self.problem(
+                number,
+                f"more than {self.max_requests:,} requests; a batch takes at "
+                f"most {self.max_requests:,} (split_jsonl splits a file)",
+            )
+        self.custom_id(number, data.get("custom_id", _MISSING))
+        method = data.get("method", _MISSING)
+        if method != "POST":
+            got = "nothing" if method is _MISSING else _shown(method)
+            self.problem(number, f'method must be "POST", got {got}')
+        self.url(number, data.get("url", _MISSING))
+        self.body(number, data.get("body", _MISSING), data.get("url"))
+
+    def custom_id(self, number: int, value: object) -> None:
+        if value is _MISSING:
+            self.problem(number, "missing custom_id")
+        elif not isinstance(value, str):
+            self.problem(number, f"custom_id must be a string, got {_json_type(value)}")
+        elif value in self.ids:
+            self.problem(number, f"custom_id {_shown(value)} repeats line {self.ids[value]}")
+        else:
+            self.ids[value] = number
+
+    def url(self, number: int, value: object) -> None:
+        if value is _MISSING:
+            self.problem(number, "missing url")
+        elif not isinstance(value, str) or value not in self.endpoints:
+            self.problem(number, f"url {_shown(value)} is not a batch endpoint")
+        elif self.endpoint is None:
+            self.endpoint, self.endpoint_line = value, number
+        elif value != self.endpoint:
+            where = f"on line {self.endpoint_line}" if self.endpoint_line else "given as endpoint"
+            self.problem(
+                number, f"url {_shown(value)} differs from {_shown(self.endpoint)} {where}"
+            )
+
+    def body(self, number: int, body: object, url: object) -> None:
+        if body is _MISSING:
+            self.problem(number, "missing body")
+            return
+        if not isinstance(body, dict):
+            self.problem(number, f"body must be a JSON object, got {_json_type(body)}")
+            return
+        self.body_model(number, body.get("model"))
+        if body.get("stream") is True:
+            self.problem(number, 'body sets "stream": true; batch requests cannot stream')
+        if url == BatchEndpoint.EMBEDDINGS.value:
+            self.inputs += _embedding_inputs(body)
+
+    def body_model(self, number: int, model: object) -> None:
+        if model is None:
+            self.problem(number, "body has no model")
+        elif not isinstance(model, str):
+            self.problem(number, f"model must be a string, got {_json_type(model)}")
+        elif self.model is None:
+            self.model, self.model_line = model, number
+        elif model != self.model:
+            self.problem(
+                number,
+                f"model {_shown(model)} differs from {_shown(self.model)} on line "
+                f"{self.model_line}; a batch runs one model",
+            )
+
+    def finish(self) -> InputSummary:
+        if self.lines == 0:
+            self.problem(None, "the file is empty")
+        if self.bytes > self.max_bytes:
+            self.problem(
+                None,
+                f"the file is {self.bytes:,} bytes; a batch takes at most "
+                f"{self.max_bytes:,} (split_jsonl splits a file)",
+            )
+        if self.inputs > self.max_inputs:
+            self.problem(
+                None,
+                f"{self.inputs:,} embedding inputs; a batch takes at most "
+                f"{self.max_inputs:,} (split_jsonl splits a file)",
+            )
+        if self.problems:
+            raise InputFileError(self.path, self.problems, self.more)
+        return InputSummary(
+            self.path, self.requests, self.bytes, self.endpoint, self.model, self.inputs
+        )
+
+
+def validate_input(
+    path: _PathLike,
+    *,
+    endpoint: BatchEndpoint | str | None = None,
+    max_requests: int = MAX_REQUESTS,
+    max_bytes: int = MAX_INPUT_BYTES,
+    max_embedding_inputs: int = MAX_EMBEDDING_INPUTS,
+    max_problems: int = _MAX_PROBLEMS,
+) -> InputSummary:
+    """Check a batch input file in one streaming pass, before it costs a day in the queue.
+
+    Returns what the file holds, or raises ``InputFileError`` listing every problem found (up
+    to ``max_problems``, then a count), each with its line number. Memory holds the custom_ids
+    and nothing else of the file.
+    """
+    name = os.fspath(path)
+    wanted = None if endpoint is None else str(_query_value(endpoint))
+    limits = (max_requests, max_bytes, max_embedding_inputs)
+    check = _InputCheck(name, wanted, limits, max_problems)
+    for number, raw in _binary_lines(name):
+        check.line(number, raw)
+    return check.finish()
+
+
+_NO_LIMIT = sys.maxsize
+
+
+class _Shard:
+    """One output file of ``split_jsonl``, written beside its final name until it is full."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.partial = _partial_path(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        self.out = open(os.open(self.partial, flags, 0o666), "wb")  # noqa: SIM115
+        self.requests = self.bytes = self.inputs = 0
+
+    def add(self, line: bytes, inputs: int) -> None:
+        self.out.write(line)
+        self.requests, self.bytes, self.inputs = (
+            self.requests + 1,
+            self.bytes + len(line),
+            self.inputs + inputs,
+        )
+
+    def finish(self) -> str:
+        self.out.flush()
+        os.fsync(self.out.fileno())
+        self.out.close()
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        self.out.close()
+        _remove_quietly(self.partial)
+
+
+def split_jsonl(
+    path: _PathLike,
+    out_dir: _PathLike,
+    *,
+    max_requests: int = MAX_REQUESTS,
+    max_bytes: int = MAX_INPUT_BYTES,
+    max_embedding_inputs: int = MAX_EMBEDDING_INPUTS,
+) -> list[str]:
+    """Split an input file into shards within the limits; return their paths, in order.
+
+    The file is validated first (``InputFileError`` as from ``validate_input``). Lines keep
+    their order and bytes and are never split. Shards are named ``<stem>.001.jsonl`` and so on;
+    if splitting fails, no shard of this call is left behind.
+    """
+    name = os.fspath(path)
+    summary = validate_input(
+        name, max_requests=_NO_LIMIT, max_bytes=_NO_LIMIT, max_embedding_inputs=_NO_LIMIT
+    )
+    embeddings = summary.endpoint == BatchEndpoint.EMBEDDINGS.value
+    stem = os.path.basename(name)
+    stem = stem[: -len(".jsonl")] if stem.endswith(".jsonl") else stem
+    os.makedirs(out_dir, exist_ok=True)
+    done: list[str] = []
+    shard: _Shard | None = None
+    try:
+        for number, raw in _binary_lines(name):
+            line = raw if raw.endswith(b"\n") else raw + b"\n"
+            inputs = _embedding_inputs(json.loads(line)["body"]) if embeddings else 0
+            if len(line) > max_bytes or inputs > max_embedding_inputs:
+                alone = "bytes" if len(line) > max_bytes else "embedding inputs"
+                raise InputFileError(
+                    name, [(number, f"this line alone has too many {alone} for one batch")]
+                )
+            if shard is not None and (
+                shard.requests + 1 > max_requests
+                or shard.bytes + len(line) > max_bytes
+                or shard.inputs + inputs > max_embedding_inputs
+            ):
+                done.append(shard.finish())
+                shard = None
+            if shard is None:
+                shard = _Shard(
+                    os.path.join(os.fspath(out_dir), f"{stem}.{len(done) + 1:03d}.jsonl")
+                )
+            shard.add(line, inputs)
+        if shard is not None:
+            done.append(shard.finish())
+            shard = None
+    except BaseException:
+        if shard is not None:
+            shard.discard()
+        for written in done:
+            _remove_quietly(written)
+        raise
+    return done
+
+
+def iter_results(source: _Results) -> Iterator[BatchResult]:
+    """The results in an output or error file: a path, ``files.content(...)``, or lines.
+
+    Lines may be str, bytes, dicts or ``BatchResult``s. An empty file yields nothing; a line
+    that is not a JSON object raises ``InputFileError`` naming the source and line.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        for data in read_jsonl(source):
+            yield BatchResult.from_dict(data)
+        return
+    lines = source.iter_lines() if isinstance(source, BinaryContent) else source
+    name = _source_name(source)
+    for number, line in enumerate(lines, 1):
+        if isinstance(line, BatchResult):
+            yield line
+        elif isinstance(line, dict):
+            yield BatchResult.from_dict(line)
+        elif line.strip():  # a file's trailing newline gives no line, a stream's may
+            yield BatchResult.from_dict(_parse_line(line, name, number))
+
+
+def join_results(
+    requests_path: _PathLike, results: _Results
+) -> Iterator[tuple[BatchRequest | None, BatchResult | None]]:
+    """Pair each request of an input file with its result, in input order.
+
+    A request with no result (cancelled, expired, lost) comes with None; it is never dropped.
+    Where a custom_id has several results (an output file and a retry's), a successful one
+    wins. Results whose custom_id is in no request come last, with None for the request.
+    Results are kept in a temporary file, so memory holds an index, not their bodies.
+    """
+    import tempfile
+
+    with tempfile.TemporaryFile() as spool:
+        index: dict[str, tuple[int, bool]] = {}
+        for result in iter_results(results):
+            held = index.get(result.custom_id)
+            if held is None or result.ok or not held[1]:
+                index[result.custom_id] = (spool.tell(), result.ok)
+                spool.write(_dumps_line(result.to_dict()).encode("utf-8") + b"\n")
+        for data in read_jsonl(requests_path):
+            request = BatchRequest.from_dict(data)
+            yield request, _take(spool, index, request.custom_id)
+        for custom_id in list(index):
+            yield None, _take(spool, index, custom_id)
+
+
+def _take(
+    spool: IO[bytes], index: dict[str, tuple[int, bool]], custom_id: str
+) -> BatchResult | None:
+    held = index.pop(custom_id, None)
+    if held is None:
+        return None
+    spool.seek(held[0])
+    return BatchResult.from_dict(json.loads(spool.readline()))
+
+
+def write_failed_requests(requests_path: _PathLike, results: _Results, path: _PathLike) -> int:
+    """Write the requests that failed or have no result to a new input file, ready to submit.
+
+    Returns how many were written; with none, no file is written.
+    """
+    failed = (
+        request
+        for request, result in join_results(requests_path, results)
+        if request is not None and (result is None or not result.ok)
+    )
+    lines, _ = _write_atomically(
+        path, lambda out: _write_rows(out, failed), keep=lambda written: written[0] > 0
+    )
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
 # The client
 # ---------------------------------------------------------------------------------------------
 
@@ -1876,6 +2573,72 @@ class Client:
         )
 
     copy = with_options
+
+    # -- the batch lifecycle ---------------------------------------------------------------
+
+    def submit(
+        self,
+        path_or_requests: _PathLike | Iterable[_Row],
+        *,
+        endpoint: BatchEndpoint | str | None = None,
+        completion_window: CompletionWindow | str = CompletionWindow.HOURS_24,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Batch:
+        """Validate, upload and start a batch from a JSONL file or from requests.
+
+        Raises ``InputFileError`` before any request when the input has problems. The endpoint
+        is read from the lines when not given.
+        """
+        _check_metadata(metadata)
+        if not isinstance(path_or_requests, (str, os.PathLike)):
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="openai-batch-") as directory:
+                path = os.path.join(directory, "requests.jsonl")
+                write_jsonl(path, path_or_requests)
+                return self.submit(
+                    path, endpoint=endpoint, completion_window=completion_window, metadata=metadata
+                )
+        summary = validate_input(path_or_requests, endpoint=endpoint)
+        upload = self.files.create(file=path_or_requests, purpose="batch")
+        return self.batches.create(
+            input_file_id=upload.id,
+            endpoint=summary.endpoint or "",
+            completion_window=completion_window,
+            metadata=metadata,
+        )
+
+    def _batch(self, batch_or_id: Batch | str) -> Batch:
+        return batch_or_id if isinstance(batch_or_id, Batch) else self.batches.retrieve(batch_or_id)
+
+    def results(self, batch_or_id: Batch | str) -> Iterator[BatchResult]:
+        """Stream a batch's results: its output file, then its error file.
+
+        Given an id, the batch is fetched first; given a ``Batch``, its file ids are used as
+        they are, so pass a fresh one.
+        """
+        batch = self._batch(batch_or_id)
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if file_id:
+                with self.files.content(file_id) as content:
+                    yield from iter_results(content)
+
+    def download(self, batch_or_id: Batch | str, directory: _PathLike = ".") -> list[str]:
+        """Save a batch's output and error files into ``directory``; return their paths.
+
+        The files are named ``<batch id>_output.jsonl`` and ``<batch id>_errors.jsonl`` and
+        written atomically; a file the batch does not have is skipped.
+        """
+        batch = self._batch(batch_or_id)
+        os.makedirs(directory, exist_ok=True)
+        paths = []
+        for file_id, kind in ((batch.output_file_id, "output"), (batch.error_file_id, "errors")):
+            if file_id:
+                path = os.path.join(os.fspath(directory), f"{batch.id}_{kind}.jsonl")
+                with self.files.content(file_id) as content:
+                    content.write_to_file(path)
+                paths.append(path)
+        return paths
 
 
 #: The official package's name for the client, so that only the import changes.
