@@ -2672,20 +2672,971 @@ def _base_url(url: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line
+# Command line: output helpers
+# ---------------------------------------------------------------------------------------------
+
+_EXIT_OK, _EXIT_ERROR, _EXIT_USAGE = 0, 1, 2
+_EXIT_TIMEOUT = 124  # as timeout(1) exits: the batch may still finish
+_EXIT_INTERRUPTED = 130  # 128 + SIGINT
+_EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as git and coreutils end when the reader goes away
+_COLORS = {
+    "completed": "32",
+    "failed": "31",
+    "expired": "31",
+    "cancelled": "33",
+    "cancelling": "33",
+    "validating": "34",
+    "in_progress": "36",
+    "finalizing": "36",
+}
+
+
+@dataclass
+class _Console:
+    """Where and how the command line writes: a terminal gets tables, a pipe gets TSV."""
+
+    out: IO[str]
+    err: IO[str]
+    tty: bool
+    color: bool
+    width: int
+    clock: Callable[[], float]
+    live: bool = False  # a progress line is on screen without its newline
+
+    @classmethod
+    def detect(cls, clock: Callable[[], float]) -> _Console:
+        """Read the terminal from stdout; OPENAI_BATCH_FORCE_TTY=1 forces terminal output."""
+        import shutil
+
+        forced = os.environ.get("OPENAI_BATCH_FORCE_TTY", "") not in ("", "0")
+        tty = forced or sys.stdout.isatty()
+        color = tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+        width = shutil.get_terminal_size((100, 24)).columns
+        return cls(sys.stdout, sys.stderr, tty, color, width, clock)
+
+    def line(self, text: str = "") -> None:
+        self.end_live()
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def note(self, text: str) -> None:
+        """A message for the person, on stderr so that stdout stays data."""
+        self.end_live()
+        self.err.write(text + "\n")
+        self.err.flush()
+
+    def redraw(self, text: str) -> None:
+        """Replace the live line on the terminal."""
+        self.out.write("\r\x1b[2K" + text[: self.width - 1])
+        self.out.flush()
+        self.live = True
+
+    def end_live(self) -> None:
+        if self.live:
+            self.live = False
+            self.out.write("\n")
+            self.out.flush()
+
+    def paint(self, status: str, text: str) -> str:
+        code = _COLORS.get(status)
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color and code else text
+
+    def when(self, timestamp: object) -> str:
+        """A time: "3h ago" on a terminal, ISO 8601 UTC in a pipe."""
+        if not isinstance(timestamp, (int, float)):
+            return "-" if self.tty else ""
+        if self.tty:
+            return _ago(self.clock() - timestamp, timestamp)
+        return _iso(timestamp)
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def _ago(seconds: float, timestamp: float) -> str:
+    """How long ago (or, for an expiry, how far ahead) a time is, to one unit."""
+    if abs(seconds) < 60:
+        return "just now"
+    if abs(seconds) >= 30 * 86400:
+        return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+    if seconds < 0:
+        return "in " + _duration(-seconds, parts=1)
+    return _duration(seconds, parts=1) + " ago"
+
+
+def _duration(seconds: float, parts: int = 2) -> str:
+    """45s, 3m 12s, 2h 5m, 1d 3h."""
+    left = int(seconds)
+    pieces: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not pieces):
+            pieces.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(pieces[:parts])
+
+
+def _size(count: int) -> str:
+    value, unit = float(count), "B"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            break
+        value /= 1024
+    return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def _table(
+    console: _Console,
+    header: list[str],
+    rows: list[list[str]],
+    shrinkable: tuple[int, ...] = (),
+    status_column: int | None = None,
+) -> None:
+    """Aligned columns fitted to the terminal: the ``shrinkable`` ones give up width first."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    excess = sum(widths) + 2 * (len(widths) - 1) - console.width
+    for index in shrinkable:
+        if excess <= 0:
+            break
+        cut = min(excess, widths[index] - 8)
+        if cut > 0:
+            widths[index] -= cut
+            excess -= cut
+    for number, row in enumerate([header, *rows]):
+        cells = [_fit(cell, width) for cell, width in zip(row, widths)]
+        if status_column is not None and number > 0:
+            status = row[status_column]
+            cells[status_column] = console.paint(status, cells[status_column])
+        console.line("  ".join(cells).rstrip())
+
+
+def _fit(cell: str, width: int) -> str:
+    return cell.ljust(width) if len(cell) <= width else cell[: width - 1] + "…"
+
+
+def _progress(batch: Batch) -> str:
+    counts = batch.request_counts
+    if not isinstance(counts, BatchRequestCounts):
+        return "-"
+    return f"{counts.completed}/{counts.failed}/{counts.total}"
+
+
+def _batch_cells(console: _Console, batch: Batch) -> list[str]:
+    blank = "-" if console.tty else ""
+    return [
+        batch.id,
+        _text(batch.status),
+        _text(batch.endpoint),
+        batch.model or blank,
+        _progress(batch),
+        console.when(batch.created_at),
+    ]
+
+
+def _show_batches(console: _Console, batches: Iterable[Batch], as_json: bool) -> int:
+    if as_json:
+        for batch in batches:
+            console.line(json.dumps(batch.to_dict(), ensure_ascii=False))
+        return _EXIT_OK
+    if not console.tty:
+        for batch in batches:
+            console.line("\t".join(_batch_cells(console, batch)))
+        return _EXIT_OK
+    rows = [_batch_cells(console, batch) for batch in batches]
+    if not rows:
+        console.note("No batches found.")
+        return _EXIT_OK
+    header = ["ID", "STATUS", "ENDPOINT", "MODEL", "PROGRESS", "CREATED"]
+    _table(console, header, rows, shrinkable=(2, 3), status_column=1)
+    return _EXIT_OK
+
+
+def _show_batch(console: _Console, batch: Batch, as_json: bool) -> int:
+    """One batch: its JSON, or field and value a line."""
+    if as_json:
+        console.line(batch.to_json())
+        return _EXIT_OK
+    counts = batch.request_counts
+    details = [
+        ("id", batch.id),
+        ("status", console.paint(_text(batch.status), _text(batch.status))),
+        ("endpoint", _text(batch.endpoint)),
+        ("model", batch.model or ""),
+        ("progress", _progress(batch) + (" (completed/failed/total)" if counts else "")),
+        ("input_file_id", batch.input_file_id or ""),
+        ("output_file_id", batch.output_file_id or ""),
+        ("error_file_id", batch.error_file_id or ""),
+        ("created", console.when(batch.created_at)),
+        ("expires", console.when(batch.expires_at)),
+    ]
+    for stage in ("in_progress", "finalizing", "completed", "failed", "expired", "cancelled"):
+        stamp = getattr(batch, stage + "_at")
+        if stamp:
+            details.append((stage.replace("_", " "), console.when(stamp)))
+    for key, value in sorted((batch.metadata or {}).items()):
+        details.append(("metadata", f"{key}={value}"))
+    for error in _batch_errors(batch):
+        details.append(("error", error))
+    _show_details(console, details)
+    return _EXIT_OK
+
+
+def _batch_errors(batch: Batch) -> list[str]:
+    errors = batch.errors.data if isinstance(batch.errors, BatchErrors) else None
+    shown = []
+    for error in errors or []:
+        if isinstance(error, BatchError):
+            where = f"line {error.line}: " if error.line else ""
+            shown.append(f"{where}{error.message or error.code}")
+    return shown
+
+
+def _show_details(console: _Console, details: list[tuple[str, str]]) -> None:
+    width = max(len(key) for key, _ in details)
+    for key, value in details:
+        console.line(f"{key.ljust(width)}  {value}" if console.tty else f"{key}\t{value}")
+
+
+def _show_file(console: _Console, file: FileObject, as_json: bool) -> int:
+    if as_json:
+        console.line(file.to_json())
+        return _EXIT_OK
+    details = [
+        ("id", file.id),
+        ("filename", file.filename or ""),
+        ("purpose", file.purpose or ""),
+        ("bytes", _size(file.bytes) if console.tty and file.bytes else str(file.bytes)),
+        ("created", console.when(file.created_at)),
+        ("expires", console.when(file.expires_at)),
+    ]
+    _show_details(console, details)
+    return _EXIT_OK
+
+
+def _show_files(console: _Console, files: Iterable[FileObject], as_json: bool) -> int:
+    if as_json:
+        for file in files:
+            console.line(json.dumps(file.to_dict(), ensure_ascii=False))
+        return _EXIT_OK
+
+    def cells(file: FileObject) -> list[str]:
+        size = _size(file.bytes) if console.tty else str(file.bytes)
+        return [
+            file.id,
+            file.purpose or "",
+            size,
+            file.filename or "",
+            console.when(file.created_at),
+        ]
+
+    if not console.tty:
+        for file in files:
+            console.line("\t".join(cells(file)))
+        return _EXIT_OK
+    rows = [cells(file) for file in files]
+    if not rows:
+        console.note("No files found.")
+        return _EXIT_OK
+    _table(console, ["ID", "PURPOSE", "SIZE", "FILENAME", "CREATED"], rows, shrinkable=(3,))
+    return _EXIT_OK
+
+
+def _result_detail(result: BatchResult | None) -> str:
+    """The gist of a result: the answer's text, or why it failed."""
+    if result is None:
+        return "no result: the request did not run"
+    if not result.ok:
+        return result.error_message or "failed"
+    body = result.body if isinstance(result.body, dict) else {}
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        message = choices[0].get("message") or {}
+        return str(message.get("content") if isinstance(message, dict) else choices[0])
+    if body.get("object") == "response":
+        texts = [
+            part.get("text", "")
+            for item in body.get("output") or []
+            if isinstance(item, dict)
+            for part in item.get("content") or []
+            if isinstance(part, dict) and part.get("type") == "output_text"
+        ]
+        return "".join(texts)
+    if body.get("object") == "list" and isinstance(body.get("data"), list):
+        return f"{len(body['data'])} embeddings"
+    return json.dumps(result.body, ensure_ascii=False)
+
+
+def _result_cells(request: BatchRequest | None, result: BatchResult | None) -> list[str]:
+    custom_id = request.custom_id if request is not None else result.custom_id if result else ""
+    outcome = "missing" if result is None else "ok" if result.ok else "failed"
+    code = "" if result is None or result.status_code is None else str(result.status_code)
+    detail = " ".join(_result_detail(result).split())
+    return [custom_id, outcome, code, detail]
+
+
+class _LiveProgress:
+    """``wait``'s display: one redrawn line on a terminal, a line per change in a pipe."""
+
+    def __init__(self, console: _Console) -> None:
+        self.console = console
+
+    def __call__(self, batch: Batch) -> None:
+        console = self.console
+        status = _text(batch.status)
+        if not console.tty:
+            cells = [_iso(console.clock()), batch.id, status, _progress(batch)]
+            console.line("\t".join(cells))
+            return
+        console.redraw(f"{console.paint(status, status.ljust(11))} {self.bar(batch)}")
+
+    def bar(self, batch: Batch) -> str:
+        counts = batch.request_counts
+        if not isinstance(counts, BatchRequestCounts) or not counts.total:
+            return "validating the input file" if batch.status == "validating" else ""
+        done = counts.completed + counts.failed
+        filled = 24 * done // counts.total
+        text = f"[{'=' * filled}{' ' * (24 - filled)}] {100 * done // counts.total:3d}%  "
+        text += f"{counts.completed}/{counts.failed}/{counts.total}"
+        if batch.status == "finalizing":
+            return text + "  finalizing: writing the output files"
+        started = batch.in_progress_at
+        if batch.status == "in_progress" and done and isinstance(started, (int, float)):
+            elapsed = max(self.console.clock() - started, 1.0)
+            text += f"  ~{_duration((counts.total - done) * elapsed / done)} left"
+        return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: commands
 # ---------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default: sys.argv[1:]) and return the exit code."""
+class _Session:
+    """What a command works with: the parsed arguments, the console, and a client on demand."""
+
+    def __init__(self, args: Any, console: _Console, client: Client | None) -> None:
+        self.args = args
+        self.console = console
+        self._client = client
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            args = self.args
+            self._client = Client(
+                getattr(args, "api_key", None),
+                organization=getattr(args, "organization", None),
+                project=getattr(args, "project", None),
+                base_url=getattr(args, "base_url", None),
+                timeout=_given(getattr(args, "timeout", None), DEFAULT_TIMEOUT),
+                max_retries=_given(getattr(args, "max_retries", None), DEFAULT_MAX_RETRIES),
+            )
+        return self._client
+
+    def input_file(self, batch: Batch, directory: str) -> str:
+        """The batch's requests: --input when given, else its input file, fetched."""
+        given: str | None = getattr(self.args, "input", None)
+        if given:
+            return given
+        path = os.path.join(directory, "input.jsonl")
+        with self.client.files.content(batch.input_file_id) as content:
+            content.write_to_file(path)
+        return path
+
+
+def _given(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
+
+
+def _cmd_list(session: _Session) -> int:
+    args = session.args
+    page = session.client.batches.list(limit=args.limit, after=args.after)
+    keep = _batch_filter(args)
+    if args.all or keep is not None or args.since is not None:
+        shown = _filtered(page, keep, args.since, None if args.all else args.limit or 20)
+        return _show_batches(session.console, shown, args.json)
+    return _show_batches(session.console, page.data, args.json)
+
+
+def _batch_filter(args: Any) -> Callable[[Batch], bool] | None:
+    """The --status, --endpoint and --metadata filters as one test, or None without any."""
+    statuses, endpoint, metadata = set(args.status or ()), args.endpoint, dict(args.metadata or ())
+    if not (statuses or endpoint or metadata):
+        return None
+
+    def keep(batch: Batch) -> bool:
+        if statuses and _text(batch.status) not in statuses:
+            return False
+        if endpoint and _text(batch.endpoint) != endpoint:
+            return False
+        found = batch.metadata or {}
+        return all(found.get(key) == value for key, value in metadata.items())
+
+    return keep
+
+
+def _filtered(
+    batches: Iterable[Batch],
+    keep: Callable[[Batch], bool] | None,
+    since: float | None,
+    limit: int | None,
+) -> Iterator[Batch]:
+    """Matching batches, newest first, fetching pages only until the answer is known."""
+    shown = 0
+    for batch in batches:
+        if since is not None and isinstance(batch.created_at, int) and batch.created_at < since:
+            return  # the list is newest first: everything after is older still
+        if keep is None or keep(batch):
+            yield batch
+            shown += 1
+            if limit is not None and shown >= limit:
+                return
+
+
+def _cmd_get(session: _Session) -> int:
+    batch = session.client.batches.retrieve(session.args.id)
+    return _show_batch(session.console, batch, session.args.json)
+
+
+def _cmd_cancel(session: _Session) -> int:
+    batch = session.client.batches.cancel(session.args.id)
+    return _show_batch(session.console, batch, session.args.json)
+
+
+def _cmd_create(session: _Session) -> int:
+    args = session.args
+    expires = None
+    if args.output_expires_after is not None:
+        expires = {"anchor": "created_at", "seconds": args.output_expires_after}
+    batch = session.client.batches.create(
+        input_file_id=args.input_file_id,
+        endpoint=args.endpoint,
+        completion_window=args.completion_window,
+        metadata=_metadata(args),
+        output_expires_after=expires,
+    )
+    return _show_batch(session.console, batch, args.json)
+
+
+def _metadata(args: Any) -> dict[str, str] | None:
+    pairs = getattr(args, "metadata", None)
+    return dict(pairs) if pairs else None
+
+
+def _cmd_upload(session: _Session) -> int:
+    file = session.client.files.create(file=session.args.file, purpose=session.args.purpose)
+    return _show_file(session.console, file, session.args.json)
+
+
+def _cmd_files_list(session: _Session) -> int:
+    args = session.args
+    files = session.client.files.list(purpose=args.purpose, limit=args.limit, order=args.order)
+    return _show_files(session.console, files if args.all else files.data, args.json)
+
+
+def _cmd_files_get(session: _Session) -> int:
+    file = session.client.files.retrieve(session.args.id)
+    return _show_file(session.console, file, session.args.json)
+
+
+def _cmd_files_delete(session: _Session) -> int:
+    deleted = session.client.files.delete(session.args.id)
+    if session.args.json:
+        session.console.line(deleted.to_json())
+    else:
+        session.console.line(f"deleted {deleted.id}" if deleted.deleted else f"kept {deleted.id}")
+    return _EXIT_OK if deleted.deleted else _EXIT_ERROR
+
+
+def _cmd_files_content(session: _Session) -> int:
+    args = session.args
+    with session.client.files.content(args.id) as content:
+        if args.output:
+            content.write_to_file(args.output)
+            session.console.note(f"wrote {args.output}")
+            return _EXIT_OK
+        session.console.out.flush()
+        stdout = getattr(session.console.out, "buffer", None)
+        for chunk in content.iter_bytes():
+            if stdout is not None:
+                stdout.write(chunk)
+            else:
+                session.console.out.write(chunk.decode("utf-8", "replace"))
+        session.console.out.flush()
+    return _EXIT_OK
+
+
+def _cmd_validate(session: _Session) -> int:
+    args = session.args
+    summary = validate_input(args.file, endpoint=args.endpoint)
+    console = session.console
+    if args.json:
+        from dataclasses import asdict
+
+        console.line(json.dumps(asdict(summary), ensure_ascii=False))
+    elif console.tty:
+        inputs = (
+            f", {summary.embedding_inputs:,} embedding inputs" if summary.embedding_inputs else ""
+        )
+        console.line(
+            f"ok  {summary.path}: {summary.requests:,} requests, {_size(summary.bytes)}, "
+            f"{summary.endpoint}, model {summary.model}{inputs}"
+        )
+    else:
+        cells = [summary.path, summary.requests, summary.bytes, summary.endpoint, summary.model]
+        console.line("\t".join(str(cell) for cell in [*cells, summary.embedding_inputs]))
+    return _EXIT_OK
+
+
+def _cmd_submit(session: _Session) -> int:
+    args = session.args
+    batch = session.client.submit(
+        args.file,
+        endpoint=args.endpoint,
+        completion_window=args.completion_window,
+        metadata=_metadata(args),
+    )
+    _show_batch(session.console, batch, args.json)
+    if not args.wait:
+        return _EXIT_OK
+    return _watch(session, batch.id)
+
+
+def _cmd_wait(session: _Session) -> int:
+    return _watch(session, session.args.id)
+
+
+def _watch(session: _Session, batch_id: str) -> int:
+    """Wait for a batch, showing its progress; the exit code says how it ended."""
+    console, args = session.console, session.args
+    try:
+        batch = session.client.batches.wait(
+            batch_id,
+            poll_interval=getattr(args, "interval", None),
+            timeout=getattr(args, "timeout_wait", None),
+            on_update=_LiveProgress(console),
+        )
+    except WaitTimeoutError as exc:
+        console.note(f"error: {exc}")
+        return _EXIT_TIMEOUT
+    console.end_live()
+    status = _text(batch.status)
+    started = batch.created_at if isinstance(batch.created_at, int) else console.clock()
+    took = _duration(console.clock() - started)
+    console.note(f"{batch.id} {status} after {took}: {_progress(batch)} completed/failed/total")
+    if status == "completed":
+        console.note(f"next: openai-batch results {batch.id}  (or: download {batch.id})")
+    return _EXIT_OK if status == "completed" else _EXIT_ERROR
+
+
+def _cmd_download(session: _Session) -> int:
+    batch = session.client.batches.retrieve(session.args.id)
+    paths = session.client.download(batch, session.args.output_dir)
+    for path in paths:
+        session.console.line(path)
+    if not paths:
+        session.console.note(f"{batch.id} is {_text(batch.status)} and has no files to download.")
+        return _EXIT_OK if batch.is_terminal else _EXIT_ERROR
+    return _EXIT_OK
+
+
+def _cmd_results(session: _Session) -> int:
+    import tempfile
+
+    args, console = session.args, session.console
+    batch = session.client.batches.retrieve(args.id)
+    with tempfile.TemporaryDirectory(prefix="openai-batch-") as directory:
+        pairs = _joined(session, batch, directory)
+        if args.failed:
+            pairs = (pair for pair in pairs if pair[1] is None or not pair[1].ok)
+        if args.json:
+            for request, result in pairs:
+                line = result.to_dict() if result else _missing_result(request)
+                console.line(json.dumps(line, ensure_ascii=False))
+        elif console.tty:
+            rows = [_result_cells(*pair) for pair in pairs]
+            _table(console, ["CUSTOM_ID", "RESULT", "STATUS", "DETAIL"], rows, shrinkable=(3, 0))
+        else:
+            for pair in pairs:
+                console.line("\t".join(_result_cells(*pair)))
+    return _EXIT_OK
+
+
+def _missing_result(request: BatchRequest | None) -> dict[str, Any]:
+    custom_id = request.custom_id if request else ""
+    return {"id": None, "custom_id": custom_id, "response": None, "error": None}
+
+
+def _joined(
+    session: _Session, batch: Batch, directory: str
+) -> Iterator[tuple[BatchRequest | None, BatchResult | None]]:
+    """Results joined to their requests when the input is at hand, else results alone."""
+    results = session.client.results(batch)
+    try:
+        requests = session.input_file(batch, directory)
+    except APIStatusError as exc:
+        session.console.note(
+            f"note: the input file is not available ({exc.message}); "
+            "requests without a result are not shown."
+        )
+        return ((None, result) for result in results)
+    return join_results(requests, results)
+
+
+def _cmd_retry(session: _Session) -> int:
+    import tempfile
+
+    args = session.args
+    batch = session.client.batches.retrieve(args.id)
+    with tempfile.TemporaryDirectory(prefix="openai-batch-") as directory:
+        requests = session.input_file(batch, directory)
+        count = write_failed_requests(requests, session.client.results(batch), args.output)
+    if count:
+        session.console.note(f"wrote {count} requests to {args.output}")
+        session.console.note(f"next: openai-batch submit {args.output}")
+    else:
+        session.console.note(f"nothing to retry: every request of {batch.id} succeeded")
+    return _EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: arguments and main
+# ---------------------------------------------------------------------------------------------
+
+
+def _key_value(text: str) -> tuple[str, str]:
     import argparse
 
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _endpoint(text: str) -> str:
+    """An endpoint as /v1/..., also when given as chat/completions or /chat/completions."""
+    path = text if text.startswith("/v1/") else "/v1/" + text.lstrip("/")
+    return path
+
+
+def _since(text: str) -> float:
+    """--since: 90s, 30m, 2h, 3d back from now; a date (2024-05-01); or a Unix time."""
+    import argparse
+    import datetime
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    try:
+        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected a duration like 2h or 3d, a date like 2024-05-01, or a Unix time; "
+            f"got {text!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return parsed.timestamp()
+
+
+def _positive(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+_API_KEY_HELP = (
+    "API key (prefer the OPENAI_API_KEY variable: a key given here is visible to other users "
+    "in the process list and stays in your shell history)"
+)
+
+
+def _global_options(parser: Any, suppress: bool) -> None:
+    """Options every command takes, before or after its name."""
+    import argparse
+
+    default = {"default": argparse.SUPPRESS} if suppress else {}
+    group = parser.add_argument_group("connection")
+    group.add_argument("--api-key", metavar="KEY", help=_API_KEY_HELP, **default)
+    group.add_argument(
+        "--base-url", metavar="URL", help="API base URL (OPENAI_BASE_URL)", **default
+    )
+    group.add_argument(
+        "--organization", metavar="ORG", help="organization id (OPENAI_ORG_ID)", **default
+    )
+    group.add_argument(
+        "--project", metavar="PROJECT", help="project id (OPENAI_PROJECT_ID)", **default
+    )
+    group.add_argument(
+        "--timeout", type=_positive, metavar="S", help="seconds per request (600)", **default
+    )
+    group.add_argument(
+        "--max-retries", type=int, metavar="N", help="retries per request (2)", **default
+    )
+
+
+def _parser() -> Any:
+    import argparse
+
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
     parser = argparse.ArgumentParser(
-        prog="openai-batch", description="The OpenAI Batch API from the command line."
+        prog="openai-batch",
+        description="The OpenAI Batch API from the command line. "
+        "The key comes from OPENAI_API_KEY.",
+        epilog="Output is a table on a terminal, tab-separated in a pipe, JSON with --json. "
+        "Exit codes: 0 ok, 1 error or unsuccessful batch, 2 usage, 124 wait timed out, "
+        "130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.parse_args(argv)
-    return 0
+    _global_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    _batch_commands(commands, common)
+    _file_commands(commands, common)
+    _workflow_commands(commands, common)
+    return parser
+
+
+def _add(
+    commands: Any, common: Any, name: str, run: Callable[[_Session], int], help: str, **extra: Any
+) -> Any:
+    command = commands.add_parser(name, parents=[common], help=help, description=help, **extra)
+    command.set_defaults(run=run)
+    return command
+
+
+def _json_flag(command: Any) -> None:
+    command.add_argument("--json", action="store_true", help="print the API's JSON")
+
+
+def _batch_commands(commands: Any, common: Any) -> None:
+    statuses = [status.value for status in BatchStatus]
+    listing = _add(commands, common, "list", _cmd_list, "list batches, newest first")
+    listing.add_argument(
+        "--limit", type=int, metavar="N", help="batches to show (20; with --all, page size)"
+    )
+    listing.add_argument("--after", metavar="ID", help="start after this batch id")
+    listing.add_argument("--all", action="store_true", help="every batch, fetching pages as needed")
+    listing.add_argument(
+        "--status",
+        action="append",
+        choices=statuses,
+        metavar="STATUS",
+        help="only this status (repeatable): " + ", ".join(statuses),
+    )
+    listing.add_argument("--endpoint", type=_endpoint, metavar="E", help="only this endpoint")
+    listing.add_argument(
+        "--metadata",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="only batches with this metadata (repeatable)",
+    )
+    listing.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="only batches created since WHEN (2h, 3d, 2024-05-01)",
+    )
+    _json_flag(listing)
+    for name, run, text, aliases in (
+        ("get", _cmd_get, "show a batch", ["retrieve"]),
+        ("cancel", _cmd_cancel, "cancel a batch", []),
+    ):
+        command = _add(commands, common, name, run, text, aliases=aliases)
+        command.add_argument("id", metavar="ID", help="batch id")
+        _json_flag(command)
+    create = _add(commands, common, "create", _cmd_create, "start a batch from an uploaded file")
+    create.add_argument(
+        "--input-file-id", required=True, metavar="F", help="id of the uploaded input file"
+    )
+    create.add_argument(
+        "--endpoint", required=True, type=_endpoint, metavar="E", help="e.g. /v1/chat/completions"
+    )
+    _batch_options(create)
+    create.add_argument(
+        "--output-expires-after",
+        type=int,
+        metavar="SECONDS",
+        help="delete the output files this long after they are made (3600-2592000)",
+    )
+    _json_flag(create)
+
+
+def _batch_options(command: Any) -> None:
+    command.add_argument(
+        "--completion-window", default="24h", metavar="W", help="24h (the only one)"
+    )
+    command.add_argument(
+        "--metadata",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="attach metadata (repeatable; at most 16 pairs)",
+    )
+
+
+def _file_commands(commands: Any, common: Any) -> None:
+    upload = _add(commands, common, "upload", _cmd_upload, "upload a file")
+    upload.add_argument("file", metavar="FILE")
+    upload.add_argument("--purpose", default="batch", help="batch (default) or another purpose")
+    _json_flag(upload)
+    files = commands.add_parser(
+        "files", parents=[common], help="list, show, delete or download files"
+    )
+    verbs = files.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+    listing = _add(verbs, common, "list", _cmd_files_list, "list files, newest first")
+    listing.add_argument("--purpose", help="only this purpose (batch, batch_output, ...)")
+    listing.add_argument("--limit", type=int, metavar="N", help="files per page")
+    listing.add_argument("--order", choices=["asc", "desc"], help="by creation time (desc)")
+    listing.add_argument("--all", action="store_true", help="every page")
+    _json_flag(listing)
+    for name, run, text in (
+        ("get", _cmd_files_get, "show a file"),
+        ("delete", _cmd_files_delete, "delete a file"),
+    ):
+        command = _add(verbs, common, name, run, text)
+        command.add_argument("id", metavar="ID", help="file id")
+        _json_flag(command)
+    content = _add(verbs, common, "content", _cmd_files_content, "print or save a file's content")
+    content.add_argument("id", metavar="ID", help="file id")
+    content.add_argument("-o", "--output", metavar="FILE", help="save to FILE (atomically) instead")
+
+
+def _workflow_commands(commands: Any, common: Any) -> None:
+    validate = _add(commands, common, "validate", _cmd_validate, "check an input file offline")
+    validate.add_argument("file", metavar="FILE")
+    validate.add_argument(
+        "--endpoint", type=_endpoint, metavar="E", help="the endpoint every line must use"
+    )
+    _json_flag(validate)
+    submit = _add(commands, common, "submit", _cmd_submit, "validate, upload and start a batch")
+    submit.add_argument("file", metavar="FILE")
+    submit.add_argument("--endpoint", type=_endpoint, metavar="E", help="(read from the lines)")
+    _batch_options(submit)
+    submit.add_argument("--wait", action="store_true", help="then wait for it to finish")
+    _wait_options(submit)
+    _json_flag(submit)
+    wait = _add(commands, common, "wait", _cmd_wait, "wait for a batch to finish, showing progress")
+    wait.add_argument("id", metavar="ID", help="batch id")
+    _wait_options(wait)
+    download = _add(
+        commands, common, "download", _cmd_download, "save a batch's output and error files"
+    )
+    download.add_argument("id", metavar="ID", help="batch id")
+    download.add_argument("-o", "--output-dir", default=".", metavar="DIR", help="directory (.)")
+    results = _add(
+        commands, common, "results", _cmd_results, "one line per request, in input order"
+    )
+    results.add_argument("id", metavar="ID", help="batch id")
+    results.add_argument(
+        "--failed", action="store_true", help="only requests that failed or did not run"
+    )
+    results.add_argument("--input", metavar="FILE", help="the input file (default: fetch it)")
+    _json_flag(results)
+    retry = _add(
+        commands, common, "retry", _cmd_retry, "write the requests that failed to a new input file"
+    )
+    retry.add_argument("id", metavar="ID", help="batch id")
+    retry.add_argument("-o", "--output", required=True, metavar="FILE", help="the new input file")
+    retry.add_argument("--input", metavar="FILE", help="the input file (default: fetch it)")
+
+
+def _wait_options(command: Any) -> None:
+    command.add_argument(
+        "--interval",
+        type=_positive,
+        metavar="S",
+        help="seconds between polls (2 s, growing to 60 s)",
+    )
+    command.add_argument(
+        "--timeout-wait",
+        "--wait-timeout",
+        dest="timeout_wait",
+        type=_positive,
+        metavar="S",
+        help="give up after S seconds (exit 124)",
+    )
+
+
+def _report(exc: BaseException, console: _Console, key: str | None) -> int:
+    """Print an expected error as one short message with a hint; return its exit code."""
+    if isinstance(exc, InputFileError):
+        console.note(f"error: {exc.path}: {len(exc.problems) + exc.more:,} problem(s)")
+        for line, message in exc.problems:
+            console.note(f"  line {line}: {message}" if line is not None else f"  {message}")
+        if exc.more:
+            console.note(f"  ... and {exc.more:,} more")
+        return _EXIT_ERROR
+    message = str(exc)
+    if key:
+        message = message.replace(key, "[redacted]")
+    console.note(f"error: {message}")
+    hint = _hint(exc)
+    if hint:
+        console.note(f"hint: {hint}")
+    return (
+        _EXIT_USAGE
+        if isinstance(exc, ValueError) and not isinstance(exc, OpenAIError)
+        else _EXIT_ERROR
+    )
+
+
+def _hint(exc: BaseException) -> str | None:
+    if isinstance(exc, AuthenticationError):
+        return "check the key in OPENAI_API_KEY (and --organization/--project if you use them)"
+    if isinstance(exc, NotFoundError):
+        return "check the id; `openai-batch list` shows your batches"
+    if isinstance(exc, RateLimitError):
+        return "the API is limiting requests; try again in a while"
+    if isinstance(exc, APIConnectionError):
+        return "check the network, HTTPS_PROXY and --base-url"
+    if isinstance(exc, OpenAIError) and "OPENAI_API_KEY" in str(exc):
+        return "export OPENAI_API_KEY=sk-... (or see --api-key)"
+    return None
+
+
+def main(argv: list[str] | None = None, *, client: Client | None = None) -> int:
+    """Run the command line and return its exit code.
+
+    ``argv`` defaults to ``sys.argv[1:]``; ``client``, when given, is used instead of one built
+    from the options (for programs that embed the command line, and for tests).
+    """
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else _EXIT_USAGE
+    clock = client._transport.clock if client is not None else time.time
+    console = _Console.detect(clock)
+    session = _Session(args, console, client)
+    try:
+        code: int = args.run(session)
+        return code
+    except KeyboardInterrupt:
+        console.end_live()
+        return _EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader stopped (`| head -1`): say nothing, and keep the interpreter's final flush
+        # from failing on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _EXIT_BROKEN_PIPE
+    except (OpenAIError, OSError, ValueError) as exc:
+        key = (
+            session._client.api_key
+            if session._client is not None
+            else getattr(args, "api_key", None)
+        )
+        return _report(exc, console, key)
 
 
 if __name__ == "__main__":
