@@ -15,6 +15,7 @@ import random
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 import urllib.parse
@@ -42,6 +43,15 @@ _ENDPOINTS = (
     "/v1/videos",
 )
 _TERMINAL = ("failed", "completed", "expired", "cancelled")
+# fmt: off
+#: every field of the spec's Batch object, in the spec's order
+_BATCH_FIELDS = (
+    "id", "object", "endpoint", "model", "errors", "input_file_id", "completion_window", "status",
+    "output_file_id", "error_file_id", "created_at", "in_progress_at", "expires_at",
+    "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at",
+    "request_counts", "usage", "metadata",
+)
+# fmt: on
 _THIRTY_DAYS = 2_592_000
 _NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header"
@@ -203,8 +213,8 @@ def _error_json(
 
 
 def _json_type(value: Any) -> str:
-    kinds = ((bool, "a boolean"), (int, "an integer"), (float, "a decimal"), (str, "a string"))
-    kinds += ((list, "an array"), (dict, "an object"))
+    kinds: list[tuple[type, str]] = [(bool, "a boolean"), (int, "an integer"), (str, "a string")]
+    kinds += [(float, "a decimal"), (list, "an array"), (dict, "an object")]
     return next((name for kind, name in kinds if isinstance(value, kind)), "null")
 
 
@@ -220,33 +230,35 @@ def _int_param(query: dict[str, str], name: str, default: int, low: int, high: i
         message = f"Invalid '{name}': expected an integer, but got '{raw}' instead."
         raise _ApiError(400, message, name, "invalid_type")
     value = int(raw)
-    if value < low:
-        message = f"Expected a value >= {low}, but got {value} instead."
-        raise _ApiError(400, f"Invalid '{name}': integer below minimum value. {message}", name,
-                        "integer_below_min_value")  # fmt: skip
-    if value > high:
-        message = f"Expected a value <= {high}, but got {value} instead."
-        raise _ApiError(400, f"Invalid '{name}': integer above maximum value. {message}", name,
-                        "integer_above_max_value")  # fmt: skip
+    if not low <= value <= high:
+        side, bound = ("below min", f">= {low}") if value < low else ("above max", f"<= {high}")
+        message = f"Invalid '{name}': integer {side}imum value. Expected a value {bound}"
+        message += f", but got {value} instead."
+        raise _ApiError(400, message, name, f"integer_{side.replace(' ', '_')}_value")
     return value
 
 
 def _check_choice(value: Any, choices: tuple[str, ...], param: str) -> None:
     if value not in choices:
         supported = ", ".join(f"'{choice}'" for choice in choices)
-        message = f"Invalid value: {json.dumps(value)}. Supported values are: {supported}."
+        shown = f"'{value}'" if isinstance(value, str) else json.dumps(value)
+        message = f"Invalid value: {shown}. Supported values are: {supported}."
         raise _ApiError(400, message, param, "invalid_value")
+
+
+def _missing(name: str) -> _ApiError:
+    message = f"Missing required parameter: '{name}'."
+    return _ApiError(400, message, name, "missing_required_parameter")
 
 
 def _require_string(params: dict[str, Any], name: str) -> str:
     if name not in params:
-        raise _ApiError(400, f"Missing required parameter: '{name}'.", name,
-                        "missing_required_parameter")  # fmt: skip
-    if not isinstance(params[name], str):
-        got = _json_type(params[name])
-        message = f"Invalid type for '{name}': expected a string, but got {got} instead."
-        raise _ApiError(400, message, name, "invalid_type")
-    return params[name]
+        raise _missing(name)
+    value = params[name]
+    if not isinstance(value, str):
+        message = f"Invalid type for '{name}': expected a string, but got {_json_type(value)}"
+        raise _ApiError(400, message + " instead.", name, "invalid_type")
+    return value
 
 
 def _check_metadata(metadata: Any) -> None:
@@ -262,8 +274,8 @@ def _check_metadata(metadata: Any) -> None:
     for key, value in metadata.items():
         if not isinstance(value, str):
             message = f"Invalid type for 'metadata.{key}': expected a string, but got"
-            raise _ApiError(400, f"{message} {_json_type(value)} instead.", f"metadata.{key}",
-                            "invalid_type")  # fmt: skip
+            message += f" {_json_type(value)} instead."
+            raise _ApiError(400, message, f"metadata.{key}", "invalid_type")
         for what, text, most in (("key", key, 64), ("value", value, 512)):
             if len(text) > most:
                 message = f"Invalid 'metadata': {what} too long. Expected a string with maximum"
@@ -278,15 +290,16 @@ def _check_expires_after(value: Any, param: str) -> int | None:
     if not isinstance(value, dict):
         message = f"Invalid type for '{param}': expected an object, but got {_json_type(value)}"
         raise _ApiError(400, message + " instead.", param, "invalid_type")
-    for name in value.keys() - {"anchor", "seconds"}:
-        raise _ApiError(400, f"Unknown parameter: '{param}.{name}'.", f"{param}.{name}",
-                        "unknown_parameter")  # fmt: skip
+    unknown = sorted(value.keys() - {"anchor", "seconds"})
+    if unknown:
+        name = f"{param}.{unknown[0]}"
+        raise _ApiError(400, f"Unknown parameter: '{name}'.", name, "unknown_parameter")
     _check_choice(value.get("anchor"), ("created_at",), f"{param}.anchor")
     seconds = value.get("seconds")
     if type(seconds) is not int or not 3600 <= seconds <= _THIRTY_DAYS:
         message = f"Invalid '{param}.seconds': expected an integer between 3600 and {_THIRTY_DAYS}"
-        raise _ApiError(400, f"{message}, but got {json.dumps(seconds)} instead.",
-                        f"{param}.seconds", "invalid_value")  # fmt: skip
+        message += f", but got {json.dumps(seconds)} instead."
+        raise _ApiError(400, message, f"{param}.seconds", "invalid_value")
     return seconds
 
 
@@ -313,8 +326,8 @@ def _parse_part(piece: bytes) -> tuple[str, str | None, bytes]:
         raise _ApiError(400, "Malformed multipart body: a part has no header end.")
     disposition = Message()
     for line in head.split(b"\r\n")[1:]:  # [0] is what follows the boundary on its line
-        name, _, value = line.decode("utf-8", "replace").partition(":")
-        if name.strip().lower() == "content-disposition":
+        field_name, _, value = line.decode("utf-8", "replace").partition(":")
+        if field_name.strip().lower() == "content-disposition":
             disposition["content-disposition"] = value.strip()
     name = disposition.get_param("name", header="content-disposition")
     if not isinstance(name, str):
@@ -327,8 +340,8 @@ def _check_line(raw: bytes, endpoint: str, seen: set[str]) -> dict[str, Any]:
     try:
         line = json.loads(raw)
     except ValueError:
-        raise _ApiError(400, "This line is not parseable as valid JSON.", None,
-                        "invalid_json_line") from None  # fmt: skip
+        message = "This line is not parseable as valid JSON."
+        raise _ApiError(400, message, None, "invalid_json_line") from None
     if not isinstance(line, dict):
         raise _ApiError(400, "This line is not a JSON object.", None, "invalid_json_line")
     custom_id = line.get("custom_id")
@@ -336,9 +349,8 @@ def _check_line(raw: bytes, endpoint: str, seen: set[str]) -> dict[str, Any]:
         message = "The custom_id for this request must be a non-empty string."
         raise _ApiError(400, message, None, "missing_custom_id")
     if custom_id in seen:
-        message = f"The custom_id '{custom_id}' is a duplicate of another request's."
-        raise _ApiError(400, message + " It must be unique in a batch.", None,
-                        "duplicate_custom_id")  # fmt: skip
+        message = f"The custom_id '{custom_id}' is a duplicate of another request's; it must"
+        raise _ApiError(400, message + " be unique in a batch.", None, "duplicate_custom_id")
     seen.add(custom_id)
     if line.get("method") != "POST":
         raise _ApiError(400, "The method for this request must be 'POST'.", None, "invalid_method")
@@ -346,14 +358,16 @@ def _check_line(raw: bytes, endpoint: str, seen: set[str]) -> dict[str, Any]:
         message = f"The url for this request does not match the batch endpoint '{endpoint}'."
         raise _ApiError(400, message, None, "mismatched_endpoint")
     if not isinstance(line.get("body"), dict):
-        raise _ApiError(400, "The body for this request must be a JSON object.", None,
-                        "invalid_body")  # fmt: skip
+        message = "The body for this request must be a JSON object."
+        raise _ApiError(400, message, None, "invalid_body")
     if not isinstance(line["body"].get("model"), str):
         raise _ApiError(400, "The body for this request must name a model.", None, "missing_model")
     return line
 
 
-def _check_lines(content: bytes, endpoint: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _check_lines(
+    content: bytes, endpoint: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Return the requests of a batch input file and the BatchError of each bad line."""
     requests: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
@@ -372,8 +386,8 @@ def _check_lines(content: bytes, endpoint: str) -> tuple[list[dict[str, Any]], l
         except _ApiError as exc:
             errors.append({"code": exc.code, "message": exc.message, "param": None, "line": number})
     if not lines:
-        errors.append({"code": "empty_file", "message": "The input file has no requests.",
-                       "param": None, "line": None})  # fmt: skip
+        message = "The input file has no requests."
+        errors.append({"code": "empty_file", "message": message, "param": None, "line": None})
     return requests, errors
 
 
@@ -392,34 +406,63 @@ def _tokens(text: str) -> int:
     return max(1, len(text.split()))
 
 
+def _chat_reply(body: dict[str, Any], created: int, serial: str) -> dict[str, Any]:
+    messages = body.get("messages")
+    prompt = _as_text(messages[-1] if isinstance(messages, list) and messages else messages)
+    answer = f"echo: {prompt}"
+    usage = {"prompt_tokens": _tokens(prompt), "completion_tokens": _tokens(answer)}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    message = {"role": "assistant", "content": answer}
+    choice = {"index": 0, "message": message, "finish_reason": "stop"}
+    return {
+        "id": f"chatcmpl-{serial}",
+        "object": "chat.completion",
+        "created": created,
+        "model": body["model"],
+        "choices": [choice],
+        "usage": usage,
+    }
+
+
+def _embeddings_reply(body: dict[str, Any], created: int, serial: str) -> dict[str, Any]:
+    inputs = body.get("input")
+    texts = [_as_text(text) for text in (inputs if isinstance(inputs, list) else [inputs])]
+    data = [
+        {"object": "embedding", "index": k, "embedding": _vector(text)}
+        for k, text in enumerate(texts)
+    ]
+    tokens = sum(_tokens(text) for text in texts)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return {"object": "list", "data": data, "model": body["model"], "usage": usage}
+
+
+def _responses_reply(body: dict[str, Any], created: int, serial: str) -> dict[str, Any]:
+    prompt = _as_text(body.get("input"))
+    answer = f"echo: {prompt}"
+    content = [{"type": "output_text", "text": answer}]
+    output = [{"type": "message", "role": "assistant", "content": content}]
+    usage = {"input_tokens": _tokens(prompt), "output_tokens": _tokens(answer)}
+    usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+    return {
+        "id": f"resp_{serial}",
+        "object": "response",
+        "created_at": created,
+        "status": "completed",
+        "model": body["model"],
+        "output": output,
+        "usage": usage,
+    }
+
+
 def _reply(endpoint: str, body: dict[str, Any], created: int, serial: str) -> dict[str, Any]:
     """The deterministic response body of one successful request."""
-    model = body["model"]
-    if endpoint == "/v1/chat/completions":
-        messages = body.get("messages")
-        prompt = _as_text(messages[-1] if isinstance(messages, list) and messages else messages)
-        usage = {"prompt_tokens": _tokens(prompt), "completion_tokens": _tokens(prompt) + 1}
-        message = {"role": "assistant", "content": f"echo: {prompt}"}
-        choice = {"index": 0, "message": message, "finish_reason": "stop"}
-        return {"id": f"chatcmpl-{serial}", "object": "chat.completion", "created": created,
-                "model": model, "choices": [choice],
-                "usage": {**usage, "total_tokens": 2 * usage["prompt_tokens"] + 1}}  # fmt: skip
-    if endpoint == "/v1/embeddings":
-        inputs = body.get("input")
-        texts = inputs if isinstance(inputs, list) and inputs else [inputs]
-        data = [{"object": "embedding", "index": k, "embedding": _vector(_as_text(text))}
-                for k, text in enumerate(texts)]  # fmt: skip
-        tokens = sum(_tokens(_as_text(text)) for text in texts)
-        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return {"object": "list", "data": data, "model": model, "usage": usage}
-    if endpoint == "/v1/responses":
-        prompt = _as_text(body.get("input"))
-        text = {"type": "output_text", "text": f"echo: {prompt}"}
-        output = [{"type": "message", "role": "assistant", "content": [text]}]
-        usage = {"input_tokens": _tokens(prompt), "output_tokens": _tokens(prompt) + 1}
-        return {"id": f"resp_{serial}", "object": "response", "created_at": created,
-                "status": "completed", "model": model, "output": output,
-                "usage": {**usage, "total_tokens": 2 * usage["input_tokens"] + 1}}  # fmt: skip
+    replies = {
+        "/v1/chat/completions": _chat_reply,
+        "/v1/embeddings": _embeddings_reply,
+        "/v1/responses": _responses_reply,
+    }
+    if endpoint in replies:
+        return replies[endpoint](body, created, serial)
     return {"echo": body}
 
 
@@ -432,10 +475,16 @@ def _usage(bodies: list[dict[str, Any]]) -> dict[str, Any]:
     """A batch's usage: the sums over its successful responses."""
     usages = [body.get("usage") or {} for body in bodies]
     tokens_in = sum(usage.get("prompt_tokens", usage.get("input_tokens", 0)) for usage in usages)
-    tokens_out = sum(usage.get("completion_tokens", usage.get("output_tokens", 0)) for usage in usages)
-    return {"input_tokens": tokens_in, "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": tokens_out, "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": tokens_in + tokens_out}  # fmt: skip
+    tokens_out = sum(
+        usage.get("completion_tokens", usage.get("output_tokens", 0)) for usage in usages
+    )
+    return {
+        "input_tokens": tokens_in,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": tokens_out,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": tokens_in + tokens_out,
+    }
 
 
 def _oldest_first(items: Any) -> list[dict[str, Any]]:
@@ -447,13 +496,18 @@ def _page(items: list[dict[str, Any]], after: str | None, limit: int) -> dict[st
     if after is not None:
         ids = [item["id"] for item in items]
         if after not in ids:
-            raise _ApiError(400, f"Invalid 'after': no object with id '{after}' in this list.",
-                            "after", "invalid_value")  # fmt: skip
+            message = f"Invalid 'after': no object with id '{after}' in this list."
+            raise _ApiError(400, message, "after", "invalid_value")
         items = items[ids.index(after) + 1 :]
     data = items[:limit]
     first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
-    return {"object": "list", "data": data, "first_id": first, "last_id": last,
-            "has_more": len(items) > limit}  # fmt: skip
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": first,
+        "last_id": last,
+        "has_more": len(items) > limit,
+    }
 
 
 class FakeAPI:
@@ -480,7 +534,8 @@ class FakeAPI:
         self.requests: list[Recorded] = []
         #: decides, when a batch validates, which input lines go to the error file
         self.fail_rule: Callable[[dict[str, Any]], bool] = lambda line: "fail" in line["custom_id"]
-        #: exceptions raised inside the fake while handling requests (bugs in the fake)
+        #: exceptions raised inside the fake while handling requests (bugs in the fake, or in
+        #: fail_rule); the `api` fixture raises the first one at teardown
         self.errors: list[BaseException] = []
         self.lock = threading.RLock()
         self._faults: list[tuple[str, re.Pattern[str], list[Fault]]] = []
@@ -496,7 +551,8 @@ class FakeAPI:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.api = self
         self.base_url = f"http://127.0.0.1:{server.server_port}/v1"
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        # A short poll interval keeps shutdown() at teardown quick.
+        thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
         thread.start()
         try:
             yield self
@@ -521,21 +577,24 @@ class FakeAPI:
     def add_batch(self, **fields: Any) -> dict[str, Any]:
         """Seed a batch: any Batch field, plus output_expires_after; return its JSON."""
         with self.lock:
-            output_expires = _check_expires_after(fields.pop("output_expires_after", None), "")
-            created = int(fields.get("created_at", self.clock.now))
-            batch = {"id": self._new_id("batch_", 32), "object": "batch",
-                     "endpoint": "/v1/chat/completions", "model": None, "errors": None,
-                     "input_file_id": self._new_id("file-", 24), "completion_window": "24h",
-                     "status": "validating", "output_file_id": None, "error_file_id": None,
-                     "created_at": created, "in_progress_at": None,
-                     "expires_at": created + int(self.completion_window_seconds)}  # fmt: skip
-            for status in ("finalizing", "completed", "failed", "expired", "cancelling"):
-                batch[f"{status}_at"] = None
-            batch.update(cancelled_at=None, request_counts={"total": 0, "completed": 0,
-                         "failed": 0}, usage=None, metadata=None)  # fmt: skip
-            unknown = fields.keys() - batch.keys()
+            expires = fields.pop("output_expires_after", None)
+            output_expires = _check_expires_after(expires, "output_expires_after")
+            unknown = fields.keys() - set(_BATCH_FIELDS)
             if unknown:
                 raise TypeError(f"add_batch() got unknown Batch fields: {sorted(unknown)}")
+            batch: dict[str, Any] = dict.fromkeys(_BATCH_FIELDS)
+            created = int(fields.get("created_at", self.clock.now))
+            batch.update(
+                id=self._new_id("batch_", 32),
+                object="batch",
+                status="validating",
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                input_file_id=self._new_id("file-", 24),
+                created_at=created,
+                expires_at=created + int(self.completion_window_seconds),
+                request_counts={"total": 0, "completed": 0, "failed": 0},
+            )
             batch.update(fields)
             self.batches[batch["id"]] = batch
             content = self.contents.get(batch["input_file_id"])
@@ -579,10 +638,6 @@ class FakeAPI:
                 raise _ApiError(404, f"Invalid URL ({request.method} {request.path})")
             except _ApiError as exc:
                 return exc.response()
-            except Exception as exc:  # a bug in the fake: answer like the service, keep it
-                self.errors.append(exc)
-                message = "The server had an error while processing your request. Sorry about that!"
-                return _ApiError(500, message).response()
 
     def _authenticate(self, authorization: str) -> None:
         scheme, _, key = authorization.partition(" ")
@@ -601,10 +656,17 @@ class FakeAPI:
     def _store_file(
         self, content: bytes, filename: str, purpose: str, created: int, expires: int | None
     ) -> dict[str, Any]:
-        file = {"id": self._new_id("file-", 24), "object": "file", "bytes": len(content),
-                "created_at": created, "expires_at": None if expires is None else created + expires,
-                "filename": filename, "purpose": purpose, "status": "processed",
-                "status_details": None}  # fmt: skip
+        file: dict[str, Any] = {
+            "id": self._new_id("file-", 24),
+            "object": "file",
+            "bytes": len(content),
+            "created_at": created,
+            "expires_at": None if expires is None else created + expires,
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+            "status_details": None,
+        }
         self.files[file["id"]] = file
         self.contents[file["id"]] = content
         return file
@@ -616,16 +678,16 @@ class FakeAPI:
 
     def _create_file(self, request: Recorded) -> dict[str, Any]:
         parts = _parse_multipart(request.headers.get("content-type", ""), request.body)
-        fields = {name: data.decode("utf-8", "replace") for name, _, data in parts}
         allowed = {"purpose", "file", "expires_after[anchor]", "expires_after[seconds]"}
-        for name in fields.keys() - allowed:
-            raise _ApiError(400, f"Unrecognized request argument supplied: {name}")
+        unknown = sorted({name for name, _, _ in parts} - allowed)
+        if unknown:
+            raise _ApiError(400, f"Unrecognized request argument supplied: {unknown[0]}")
+        fields = {name: data.decode("utf-8", "replace") for name, file, data in parts if not file}
         purpose = _require_string(fields, "purpose")
         _check_choice(purpose, _FILE_PURPOSES, "purpose")
         uploads = [(filename, data) for name, filename, data in parts if name == "file"]
-        if not uploads or uploads[-1][0] is None:
-            raise _ApiError(400, "Missing required parameter: 'file'.", "file",
-                            "missing_required_parameter")  # fmt: skip
+        if not uploads or uploads[-1][0] is None:  # a file part needs a filename
+            raise _missing("file")
         filename, content = str(uploads[-1][0]), uploads[-1][1]
         if purpose == "batch":
             self._check_batch_upload(filename, content)
@@ -654,8 +716,11 @@ class FakeAPI:
         _check_choice(order, ("asc", "desc"), "order")
         limit = _int_param(query, "limit", 10_000, 1, 10_000)
         purpose = query.get("purpose")
-        files = [file for file in _oldest_first(self.files.values())
-                 if purpose is None or file["purpose"] == purpose]  # fmt: skip
+        files = [
+            file
+            for file in _oldest_first(self.files.values())
+            if purpose is None or file["purpose"] == purpose
+        ]
         if order == "desc":
             files.reverse()
         return _page(files, query.get("after"), limit)
@@ -688,8 +753,9 @@ class FakeAPI:
             message = f"Invalid body: expected an object, but got {_json_type(params)} instead."
             raise _ApiError(400, message, None, "invalid_type")
         known = {"input_file_id", "endpoint", "completion_window", "metadata"}
-        for name in params.keys() - known - {"output_expires_after"}:
-            raise _ApiError(400, f"Unrecognized request argument supplied: {name}")
+        unknown = sorted(params.keys() - known - {"output_expires_after"})
+        if unknown:
+            raise _ApiError(400, f"Unrecognized request argument supplied: {unknown[0]}")
         file_id = _require_string(params, "input_file_id")
         _check_choice(_require_string(params, "endpoint"), _ENDPOINTS, "endpoint")
         _check_choice(_require_string(params, "completion_window"), ("24h",), "completion_window")
@@ -699,8 +765,8 @@ class FakeAPI:
         if file_id not in self.files:
             raise _ApiError(400, f"Could not find file {file_id}.", "input_file_id")
         if self.files[file_id]["purpose"] != "batch":
-            message = f"File {file_id} has purpose '{self.files[file_id]['purpose']}'"
-            raise _ApiError(400, message + "; the Batch API needs purpose 'batch'.", "input_file_id")
+            message = f"File {file_id} has purpose '{self.files[file_id]['purpose']}'; the"
+            raise _ApiError(400, message + " Batch API needs purpose 'batch'.", "input_file_id")
         fields = {name: params[name] for name in known if name in params}
         return self.add_batch(**fields, output_expires_after=expires)
 
@@ -788,7 +854,9 @@ class FakeAPI:
     def _expire(self, batch: dict[str, Any], job: _Job, at: float) -> None:
         self._close(batch, job, "expired", at, cutoff=at)
 
-    def _close(self, batch: dict[str, Any], job: _Job, status: str, at: float, cutoff: float) -> None:
+    def _close(
+        self, batch: dict[str, Any], job: _Job, status: str, at: float, cutoff: float
+    ) -> None:
         """End a batch, writing the results of the requests that finished by `cutoff`."""
         self._count(batch, job, cutoff)
         results = [self._result(batch, job, index) for index in self._done(job, cutoff)]
@@ -803,16 +871,18 @@ class FakeAPI:
     def _result(self, batch: dict[str, Any], job: _Job, index: int) -> dict[str, Any]:
         request = job.requests[index]
         if job.failed[index]:
-            error = {"message": "Request failed by fail_rule", "type": "invalid_request_error",
-                     "param": None, "code": None}  # fmt: skip
-            status, body = 400, {"error": error}
+            status, body = 400, json.loads(_error_json(400, "Request failed by fail_rule"))
         else:
             created = int(self._finish_time(job, index))
             serial = self._new_id("", 24)
             status, body = 200, _reply(batch["endpoint"], request["body"], created, serial)
         response = {"status_code": status, "request_id": self._new_id("req_", 32), "body": body}
-        return {"id": self._new_id("batch_req_", 32), "custom_id": request["custom_id"],
-                "response": response, "error": None}  # fmt: skip
+        return {
+            "id": self._new_id("batch_req_", 32),
+            "custom_id": request["custom_id"],
+            "response": response,
+            "error": None,
+        }
 
     def _result_file(
         self, batch: dict[str, Any], job: _Job, kind: str, lines: list[Any], at: float
@@ -828,6 +898,12 @@ class FakeAPI:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     api: FakeAPI
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Keep an exception from the fake for the fixture to raise; the client sees a drop."""
+        error = sys.exc_info()[1]
+        if error is not None and not isinstance(error, OSError):  # OSError: the client left
+            self.api.errors.append(error)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -893,12 +969,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, response: _Response, fraction: float) -> None:
         self.send_response(response.status)
-        headers = {"Content-Type": response.content_type,
-                   "Content-Length": str(len(response.body)), **response.headers}  # fmt: skip
+        headers = {
+            "Content-Type": response.content_type,
+            "Content-Length": str(len(response.body)),
+            **response.headers,
+        }
         for name, value in headers.items():
             self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(response.body[: int(len(response.body) * fraction)])
+        try:
+            self.end_headers()
+            self.wfile.write(response.body[: int(len(response.body) * fraction)])
+        except OSError:  # the client gave up, e.g. timed out during a slow fault
+            self.close_connection = True
         if fraction < 1:
             self.close_connection = True
 
@@ -917,3 +999,736 @@ def api() -> Iterator[FakeAPI]:
         yield fake
     if fake.errors:
         raise fake.errors[0]
+
+
+# ---------------------------------------------------------------- fake server self-tests
+
+_T0 = 1_700_000_000  # FakeClock's default start, as the API's integer timestamps
+
+
+def _http(
+    api: FakeAPI,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    *,
+    key: str | None = API_KEY,
+    timeout: float = 5.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request to the fake on a fresh connection; `path` is relative to /v1."""
+    url = urllib.parse.urlsplit(api.base_url)
+    connection = http.client.HTTPConnection(str(url.hostname), url.port, timeout=timeout)
+    sent = {} if key is None else {"Authorization": f"Bearer {key}"}
+    try:
+        connection.request(method, url.path + path, body, {**sent, **(headers or {})})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def _http_json(api: FakeAPI, method: str, path: str, payload: Any = None) -> tuple[int, Any]:
+    body = None if payload is None else json.dumps(payload).encode()
+    status, _, data = _http(api, method, path, body, {"Content-Type": "application/json"})
+    return status, json.loads(data)
+
+
+def _multipart_form(filename: str, content: bytes, purpose: str) -> tuple[str, bytes]:
+    boundary = "fake-boundary-7f3a"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n'
+    head += f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"'
+    head += "\r\nContent-Type: application/octet-stream\r\n\r\n"
+    body = head.encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+def _http_upload(
+    api: FakeAPI, content: bytes, filename: str = "input.jsonl", purpose: str = "batch"
+) -> tuple[int, Any]:
+    content_type, body = _multipart_form(filename, content, purpose)
+    status, _, data = _http(api, "POST", "/files", body, {"Content-Type": content_type})
+    return status, json.loads(data)
+
+
+def _chat_jsonl(count: int, fail: tuple[int, ...] = ()) -> bytes:
+    """A chat completions input file; the requests numbered in `fail` meet fail_rule."""
+    lines = []
+    for i in range(count):
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"question {i}"}]}
+        custom_id = f"fail-{i}" if i in fail else f"req-{i}"
+        line = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions"}
+        lines.append(json.dumps({**line, "body": body}) + "\n")
+    return "".join(lines).encode()
+
+
+def _http_start(api: FakeAPI, content: bytes) -> str:
+    """Upload `content` and create a chat completions batch from it; return the batch id."""
+    file_id = _http_upload(api, content)[1]["id"]
+    payload = {"input_file_id": file_id, "endpoint": "/v1/chat/completions"}
+    status, batch = _http_json(api, "POST", "/batches", {**payload, "completion_window": "24h"})
+    assert status == 200, batch
+    return str(batch["id"])
+
+
+def _http_batch(api: FakeAPI, batch_id: str) -> Any:
+    status, batch = _http_json(api, "GET", f"/batches/{batch_id}")
+    assert status == 200, batch
+    return batch
+
+
+def _http_lines(api: FakeAPI, file_id: str) -> list[Any]:
+    status, _, data = _http(api, "GET", f"/files/{file_id}/content")
+    assert status == 200 and data.endswith(b"\n")
+    return [json.loads(line) for line in data.split(b"\n")[:-1]]
+
+
+def test_fake_clock_records_sleeps_without_sleeping() -> None:
+    clock = FakeClock(100.0)
+    clock.sleep(2.5)
+    clock.advance(1)
+    assert (clock.time(), clock.sleeps) == (103.5, [2.5])
+    with pytest.raises(ValueError):
+        clock.sleep(-1)
+
+
+def test_fake_rejects_requests_without_the_right_key(api: FakeAPI) -> None:
+    status, headers, body = _http(api, "GET", "/batches", key=None)
+    error = {"message": _NO_KEY, "type": "invalid_request_error", "param": None, "code": None}
+    assert (status, json.loads(body)) == (401, {"error": error})
+    assert headers["x-request-id"] == "req_1"
+    status, headers, body = _http(api, "GET", "/batches", key=API_KEY + "x")
+    assert (status, headers["x-request-id"]) == (401, "req_2")
+    assert json.loads(body)["error"] == {
+        "message": "Incorrect API key provided: sk-te...cD1x.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_api_key",
+    }
+    assert API_KEY.encode() not in body
+    assert [request.headers.get("authorization") for request in api.requests] == [
+        None,
+        f"Bearer {API_KEY}x",
+    ]
+
+
+def test_fake_answers_unknown_urls_and_ids_with_404(api: FakeAPI) -> None:
+    cases = {
+        ("GET", "/xyz"): "Invalid URL (GET /v1/xyz)",
+        ("PUT", "/files"): "Invalid URL (PUT /v1/files)",
+        ("GET", "/files/file-a%2Fb"): "No such File object: file-a/b",
+        ("DELETE", "/files/file-x"): "No such File object: file-x",
+        ("GET", "/batches/batch%20x"): "No batch found with id 'batch x'.",
+        ("POST", "/batches/batch_x/cancel"): "No batch found with id 'batch_x'.",
+    }
+    for (method, path), message in cases.items():
+        status, body = _http_json(api, method, path)
+        assert (status, body["error"]["message"]) == (404, message)
+
+
+def test_fake_upload_round_trips_bytes(api: FakeAPI) -> None:
+    content = b'{"a": 1}\r\n\x00\xff\rtail\r\n--fake-boundary\r\n\r\n'
+    status, file = _http_upload(api, content, "in.jsonl")
+    assert status == 200
+    assert file == {
+        "id": file["id"],
+        "object": "file",
+        "bytes": len(content),
+        "created_at": _T0,
+        "expires_at": _T0 + 30 * 86400,
+        "filename": "in.jsonl",
+        "purpose": "batch",
+        "status": "processed",
+        "status_details": None,
+    }
+    assert re.fullmatch(r"file-[0-9a-f]{24}", file["id"])
+    status, headers, body = _http(api, "GET", f"/files/{file['id']}/content")
+    assert (status, body, api.contents[file["id"]]) == (200, content, content)
+    assert (headers["content-type"], headers["content-length"]) == (
+        "application/octet-stream",
+        str(len(content)),
+    )
+    assert _http_json(api, "GET", f"/files/{file['id']}") == (200, file)
+    assert _http_json(api, "GET", "/files?purpose=batch")[1]["data"] == [file]
+    deleted = {"id": file["id"], "object": "file", "deleted": True}
+    assert _http_json(api, "DELETE", f"/files/{file['id']}") == (200, deleted)
+    assert (api.files, _http(api, "GET", f"/files/{file['id']}/content")[0]) == ({}, 404)
+
+
+def test_fake_upload_validates_the_form(api: FakeAPI) -> None:
+    status, body = _http_upload(api, b"{}\n", "in.txt")
+    assert (status, body["error"]["param"]) == (400, "file")
+    assert body["error"]["message"] == "Invalid file format for Batch API. Must be .jsonl"
+    assert _http_upload(api, b"x", "in.jsonl", "nope")[1]["error"]["param"] == "purpose"
+    api.max_upload_bytes = 3
+    assert _http_upload(api, b"1234")[1]["error"]["param"] == "file"
+    status, _, body = _http(api, "POST", "/files", b"{}", {"Content-Type": "application/json"})
+    assert (status, api.files) == (400, {})
+
+
+def test_fake_lists_batches_newest_first_with_a_cursor(api: FakeAPI) -> None:
+    ids = [api.add_batch(created_at=_T0 + t)["id"] for t in (0, 1, 1, 2, 3)]
+    newest = ids[::-1]  # equal created_at: the later one comes first
+
+    def page(query: str) -> tuple[list[str], Any]:
+        status, body = _http_json(api, "GET", f"/batches{query}")
+        assert status == 200, body
+        return [batch["id"] for batch in body["data"]], body
+
+    data, body = page("?limit=2")
+    assert (data, body["first_id"], body["last_id"], body["has_more"]) == (
+        newest[:2],
+        newest[0],
+        newest[1],
+        True,
+    )
+    assert page(f"?limit=2&after={newest[1]}")[0] == newest[2:4]
+    data, body = page(f"?limit=2&after={newest[3]}")
+    assert (data, body["has_more"]) == ([newest[4]], False)
+    data, body = page(f"?after={newest[4]}")
+    assert (data, body["first_id"], body["last_id"]) == ([], None, None)
+    assert page("")[0] == newest
+    for query in ("?limit=0", "?limit=101", "?limit=x", "?after=batch_nope"):
+        assert _http_json(api, "GET", f"/batches{query}")[0] == 400
+
+
+def test_fake_lists_files_in_either_order(api: FakeAPI) -> None:
+    ids = [api.add_file(b"{}\n", filename=f"{n}.jsonl")["id"] for n in range(3)]
+    api.add_file(b"x", filename="x.txt", purpose="user_data")
+    body = _http_json(api, "GET", f"/files?purpose=batch&order=asc&after={ids[0]}")[1]
+    assert [file["id"] for file in body["data"]] == ids[1:]
+    assert len(_http_json(api, "GET", "/files?limit=1")[1]["data"]) == 1
+    assert _http_json(api, "GET", "/files?order=up")[1]["error"]["param"] == "order"
+
+
+def test_fake_runs_a_batch_to_completion(api: FakeAPI) -> None:
+    batch_id = _http_start(api, _chat_jsonl(8, fail=(5,)))
+    batch = _http_batch(api, batch_id)
+    assert list(batch) == list(_BATCH_FIELDS)
+    assert (batch["status"], batch["model"], batch["created_at"]) == ("validating", None, _T0)
+    assert batch["expires_at"] == _T0 + 86400
+    api.clock.advance(10)
+    batch = _http_batch(api, batch_id)
+    assert (batch["status"], batch["in_progress_at"], batch["model"]) == (
+        "in_progress",
+        _T0 + 10,
+        "gpt-4o-mini",
+    )
+    assert batch["request_counts"] == {"total": 8, "completed": 0, "failed": 0}
+    api.clock.advance(6.5)  # requests 0-5 are done, 5 of them failed
+    assert _http_batch(api, batch_id)["request_counts"] == {"total": 8, "completed": 5, "failed": 1}
+    api.clock.advance(1.5)
+    batch = _http_batch(api, batch_id)
+    assert (batch["status"], batch["finalizing_at"]) == ("finalizing", _T0 + 18)
+    api.clock.advance(5)
+    batch = _http_batch(api, batch_id)
+    assert (batch["status"], batch["completed_at"]) == ("completed", _T0 + 23)
+    assert batch["request_counts"] == {"total": 8, "completed": 7, "failed": 1}
+    assert batch["usage"]["total_tokens"] == 7 * (2 + 3)
+    _check_results_of_8(api, batch)
+
+
+def _check_results_of_8(api: FakeAPI, batch: Any) -> None:
+    output = _http_lines(api, batch["output_file_id"])
+    custom_ids = [line["custom_id"] for line in output]
+    assert sorted(custom_ids) == [f"req-{i}" for i in (0, 1, 2, 3, 4, 6, 7)] != custom_ids
+    line = next(line for line in output if line["custom_id"] == "req-3")
+    assert set(line) == {"id", "custom_id", "response", "error"} and line["error"] is None
+    assert line["response"]["status_code"] == 200
+    message = line["response"]["body"]["choices"][0]["message"]
+    assert message == {"role": "assistant", "content": "echo: question 3"}
+    [failed] = _http_lines(api, batch["error_file_id"])
+    assert (failed["custom_id"], failed["response"]["status_code"]) == ("fail-5", 400)
+    assert failed["response"]["body"]["error"]["message"] == "Request failed by fail_rule"
+    file = api.files[batch["output_file_id"]]
+    assert (file["filename"], file["purpose"]) == (f"{batch['id']}_output.jsonl", "batch_output")
+
+
+def test_fake_cancel_keeps_partial_results(api: FakeAPI) -> None:
+    batch_id = _http_start(api, _chat_jsonl(5))
+    api.clock.advance(12.5)
+    status, batch = _http_json(api, "POST", f"/batches/{batch_id}/cancel")
+    assert (status, batch["status"], batch["cancelling_at"]) == (200, "cancelling", _T0 + 12)
+    assert batch["request_counts"] == {"total": 5, "completed": 2, "failed": 0}
+    assert _http_json(api, "POST", f"/batches/{batch_id}/cancel")[1] == batch
+    api.clock.advance(60)
+    batch = _http_batch(api, batch_id)
+    assert (batch["status"], batch["cancelled_at"]) == ("cancelled", _T0 + 17)
+    assert batch["request_counts"] == {"total": 5, "completed": 2, "failed": 0}
+    assert sorted(line["custom_id"] for line in _http_lines(api, batch["output_file_id"])) == [
+        "req-0",
+        "req-1",
+    ]
+    assert batch["error_file_id"] is None
+    status, body = _http_json(api, "POST", f"/batches/{batch_id}/cancel")
+    assert (status, body["error"]["message"]) == (
+        400,
+        "Cannot cancel a batch with status 'cancelled'.",
+    )
+
+
+def test_fake_expiry_keeps_partial_results(api: FakeAPI) -> None:
+    api.completion_window_seconds = 13  # requests finish at +11 ... +15
+    batch_id = _http_start(api, _chat_jsonl(5, fail=(1,)))
+    api.clock.advance(60)
+    batch = _http_batch(api, batch_id)
+    assert (batch["status"], batch["expired_at"]) == ("expired", _T0 + 13)
+    assert (batch["completed_at"], batch["finalizing_at"]) == (None, None)
+    assert batch["request_counts"] == {"total": 5, "completed": 2, "failed": 1}
+    output = _http_lines(api, batch["output_file_id"])
+    assert sorted(line["custom_id"] for line in output) == ["req-0", "req-2"]
+    assert [line["custom_id"] for line in _http_lines(api, batch["error_file_id"])] == ["fail-1"]
+
+
+def test_fake_fails_a_batch_with_bad_input_lines(api: FakeAPI) -> None:
+    good = _chat_jsonl(1)
+    other_url = good.replace(b"/v1/chat/completions", b"/v1/embeddings").replace(b"req-0", b"e")
+    no_model = good.replace(b'"model": "gpt-4o-mini", ', b"").replace(b"req-0", b"m")
+    batch_id = _http_start(api, good + b"not json\n" + good + other_url + no_model)
+    api.clock.advance(10)
+    batch = _http_batch(api, batch_id)
+    assert (batch["status"], batch["failed_at"], batch["output_file_id"]) == (
+        "failed",
+        _T0 + 10,
+        None,
+    )
+    errors = [(error["code"], error["line"]) for error in batch["errors"]["data"]]
+    assert errors == [
+        ("invalid_json_line", 2),
+        ("duplicate_custom_id", 3),
+        ("mismatched_endpoint", 4),
+        ("missing_model", 5),
+    ]
+
+
+def test_fake_validates_batch_creation(api: FakeAPI) -> None:
+    file_id = api.add_file(_chat_jsonl(1))["id"]
+    valid = {"input_file_id": file_id, "endpoint": "/v1/embeddings", "completion_window": "24h"}
+    cases = {
+        "input_file_id": "file-nope",
+        "endpoint": "/v1/nope",
+        "completion_window": "1h",
+        "metadata": {str(n): "v" for n in range(17)},
+        "metadata.k": {"k": "v" * 513},
+        "output_expires_after.seconds": {"anchor": "created_at", "seconds": 60},
+    }
+    for param, value in cases.items():
+        payload = {**valid, param.split(".")[0]: value}
+        status, body = _http_json(api, "POST", "/batches", payload)
+        assert (status, body["error"]["param"]) == (400, param), payload
+    status, _, body = _http(api, "POST", "/batches", b"{", {"Content-Type": "application/json"})
+    assert (status, json.loads(body)["error"]["message"]) == (400, _BAD_JSON)
+    assert api.batches == {}
+
+
+def test_fake_respond_faults_answer_without_processing(api: FakeAPI) -> None:
+    api.arm("GET", r"/v1/batches", Fault.error(429, headers={"Retry-After": "2"}))
+    api.arm("GET", r"/v1/batches", Fault.html(502, "<html>bad gateway</html>"))
+    status, headers, body = _http(api, "GET", "/batches")
+    assert (status, headers["retry-after"], headers["x-request-id"]) == (429, "2", "req_1")
+    assert json.loads(body)["error"] == {
+        "message": "Injected 429",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+    status, headers, body = _http(api, "GET", "/batches")
+    assert (status, headers["content-type"], body) == (
+        502,
+        "text/html; charset=utf-8",
+        b"<html>bad gateway</html>",
+    )
+    assert _http(api, "GET", "/batches")[0] == 200
+
+
+def test_fake_drop_and_reset_leave_the_state_alone(api: FakeAPI) -> None:
+    file_id = api.add_file(_chat_jsonl(1))["id"]
+    payload = {"input_file_id": file_id, "endpoint": "/v1/chat/completions"}
+    payload["completion_window"] = "24h"
+    api.arm("POST", r"/v1/batches", Fault.drop(), Fault.reset())
+    with pytest.raises(http.client.RemoteDisconnected):
+        _http_json(api, "POST", "/batches", payload)
+    with pytest.raises(ConnectionResetError) as caught:
+        _http_json(api, "POST", "/batches", payload)
+    assert caught.type is ConnectionResetError  # not RemoteDisconnected, its subclass
+    assert (api.batches, len(api.requests)) == ({}, 2)
+    assert _http_json(api, "POST", "/batches", payload)[0] == 200
+
+
+def test_fake_lost_response_still_changes_the_state(api: FakeAPI) -> None:
+    file_id = api.add_file(_chat_jsonl(1))["id"]
+    api.arm("DELETE", r"/v1/files/[^/]+", Fault.lose_response())
+    with pytest.raises(http.client.RemoteDisconnected):
+        _http(api, "DELETE", f"/files/{file_id}")
+    assert api.files == {}
+
+
+def test_fake_cut_body_sends_less_than_content_length(api: FakeAPI) -> None:
+    file_id = api.add_file(b"x" * 1000)["id"]
+    api.arm("GET", r"/v1/files/[^/]+/content", Fault.cut_body(0.25))
+    assert _http(api, "GET", f"/files/{file_id}")[0] == 200  # another path: not armed
+    url = urllib.parse.urlsplit(api.base_url)
+    connection = http.client.HTTPConnection(str(url.hostname), url.port, timeout=5)
+    connection.request(
+        "GET", f"/v1/files/{file_id}/content", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    response = connection.getresponse()
+    assert (response.status, response.getheader("Content-Length")) == (200, "1000")
+    with pytest.raises(http.client.IncompleteRead) as caught:
+        response.read()
+    assert len(caught.value.partial) == 250
+    connection.close()
+
+
+def test_fake_slow_fault_delays_the_response(api: FakeAPI) -> None:
+    api.arm("GET", r"/v1/batches", Fault.slow(0.2), Fault.slow(0.2))
+    started = time.monotonic()
+    assert _http(api, "GET", "/batches")[0] == 200
+    assert time.monotonic() - started >= 0.2
+    with pytest.raises(socket.timeout):
+        _http(api, "GET", "/batches", timeout=0.05)
+
+
+def test_fake_keeps_connections_alive(api: FakeAPI) -> None:
+    url = urllib.parse.urlsplit(api.base_url)
+    connection = http.client.HTTPConnection(str(url.hostname), url.port, timeout=5)
+    for _ in range(2):
+        connection.request("GET", "/v1/batches", headers={"Authorization": f"Bearer {API_KEY}"})
+        response = connection.getresponse()
+        assert (response.status, response.will_close) == (200, False)
+        response.read()
+    connection.close()
+
+
+# ---------------------------------------------------------------- helpers for the client tests
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import warnings  # noqa: E402
+
+import openai_batch as ob  # noqa: E402
+from openai_batch import BatchRequest, Client  # noqa: E402
+
+#: Every message, repr and output a test produced; scanned for the key when the test ends.
+_SEEN: list[str] = []
+_ENV_NAMES = (
+    "OPENAI_API_KEY",
+    "OPENAI_ORG_ID",
+    "OPENAI_PROJECT_ID",
+    "OPENAI_BASE_URL",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NO_COLOR",
+    "OPENAI_BATCH_FORCE_TTY",
+    "COLUMNS",
+)
+
+
+def _leaks(texts: list[str], key: str = API_KEY) -> list[str]:
+    """The texts that carry the key, or enough of it to matter (its secret half)."""
+    return [text for text in texts if key in text or key[len(key) // 2 :] in text]
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_and_scanned(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[None]:
+    """No proxy, key or terminal settings leak in from the machine; nothing leaks the key out."""
+    for name in _ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    _SEEN.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    out, err = capsys.readouterr()
+    produced = [*_SEEN, out, err, *(str(warning.message) for warning in caught)]
+    assert not _leaks(produced), "the API key appeared in output, an error or a warning"
+
+
+@contextmanager
+def raises(kind: type[BaseException], match: str | None = None) -> Iterator[Any]:
+    """pytest.raises that also hands the error's text and repr to the key scan."""
+    with pytest.raises(kind, match=match) as info:
+        yield info
+    error = info.value
+    _SEEN.extend([str(error), repr(error), str(getattr(error, "body", ""))])
+
+
+def make_client(api: FakeAPI, **options: Any) -> Client:
+    """A client of the fake on its clock: retries and polling sleep on it, never for real."""
+    settings: dict[str, Any] = {
+        "api_key": API_KEY,
+        "base_url": api.base_url,
+        "clock": api.clock.time,
+        "sleep": api.clock.sleep,
+        "random": lambda: 0.0,
+    }
+    settings.update(options)
+    client = Client(**settings)
+    _SEEN.append(repr(client))
+    return client
+
+
+@pytest.fixture
+def client(api: FakeAPI) -> Iterator[Client]:
+    with make_client(api) as made:
+        yield made
+
+
+def chat_requests(count: int, fail: tuple[int, ...] = ()) -> list[BatchRequest]:
+    """Chat requests q0..; those numbered in `fail` meet the fake's fail_rule."""
+    return [
+        BatchRequest.chat(f"fail-{i}" if i in fail else f"q{i}", "gpt-4o-mini", f"question {i}")
+        for i in range(count)
+    ]
+
+
+def write_lines(path: Any, lines: list[Any]) -> str:
+    """Write raw lines (dicts become JSON) to a file; return its path."""
+    text = "".join((json.dumps(line) if isinstance(line, dict) else line) + "\n" for line in lines)
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+    return str(path)
+
+
+def request_line(custom_id: str = "a", **changes: Any) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+    }
+    line.update(changes)
+    return line
+
+
+def requests_to(api: FakeAPI, method: str, pattern: str) -> list[Recorded]:
+    return [r for r in api.requests if r.method == method and re.fullmatch(pattern, r.path)]
+
+
+# ---------------------------------------------------------------- public surface and import
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    public = {
+        name
+        for name, value in vars(ob).items()
+        if not name.startswith("_")
+        and getattr(value, "__module__", "openai_batch") == "openai_batch"
+        and not isinstance(value, type(ob))
+        and name not in {"annotations", "TYPE_CHECKING"}
+    }
+    assert sorted(ob.__all__) == sorted(public)
+    assert len(ob.__all__) == len(set(ob.__all__))
+    for name in ob.__all__:
+        assert getattr(ob, name) is not None
+
+
+def test_import_loads_only_the_standard_library_and_nothing_costly() -> None:
+    code = (
+        "import sys; before = set(sys.modules); import openai_batch; "
+        "print('\\n'.join(sorted(set(sys.modules) - before)))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.abspath(ob.__file__))}
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code.replace("import openai_batch", _import_by_path())],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout.split()
+    roots = {name.split(".")[0] for name in out}
+    stdlib = getattr(sys, "stdlib_module_names", None)
+    if stdlib is not None:  # 3.10+
+        assert roots - set(stdlib) - {"openai_batch", "_distutils_hack"} == set()
+    assert not roots & {"ssl", "http", "argparse", "urllib", "email", "typing", "random"}
+
+
+def _import_by_path() -> str:
+    """`import openai_batch` from this checkout even under -I (which ignores PYTHONPATH)."""
+    folder = os.path.dirname(os.path.abspath(ob.__file__))
+    return f"sys.path.insert(0, {folder!r}); import openai_batch"
+
+
+def test_version_is_a_plain_version_string() -> None:
+    assert re.fullmatch(r"\d+\.\d+\.\d+", ob.__version__)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_status_errors_carry_status_request_id_code_and_param(client: Client, api: FakeAPI) -> None:
+    with raises(ob.BadRequestError) as info:
+        client.batches.create(input_file_id="file-missing", endpoint="/v1/chat/completions")
+    error = info.value
+    assert error.status_code == 400
+    assert error.request_id == "req_1"
+    assert error.param == "input_file_id"
+    assert error.type == "invalid_request_error"
+    assert isinstance(error.body, dict) and error.body["param"] == "input_file_id"
+    assert str(error) == f"{error.message} (request id req_1)"
+    assert error.message.startswith("Error code: 400 - ")
+    assert error.request == ob._RequestInfo("POST", api.base_url + "/batches")
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, ob.BadRequestError),
+        (401, ob.AuthenticationError),
+        (403, ob.PermissionDeniedError),
+        (404, ob.NotFoundError),
+        (409, ob.ConflictError),
+        (422, ob.UnprocessableEntityError),
+        (429, ob.RateLimitError),
+        (418, ob.APIStatusError),
+        (500, ob.InternalServerError),
+        (503, ob.InternalServerError),
+    ],
+)
+def test_each_status_maps_to_the_official_exception_class(
+    api: FakeAPI, status: int, kind: type[ob.APIStatusError]
+) -> None:
+    client = make_client(api, max_retries=0)
+    api.arm("GET", r"/v1/batches/b", Fault.error(status, message=f"it says {status}"))
+    with raises(kind) as info:
+        client.batches.retrieve("b")
+    assert type(info.value) is kind
+    assert info.value.status_code == status
+    assert info.value.message == f"Error code: {status} - it says {status}"
+
+
+def test_an_html_error_page_gives_the_right_class_and_its_title(api: FakeAPI) -> None:
+    client = make_client(api, max_retries=0)
+    page = "<html><head><title>502 Bad Gateway</title></head><body><h1>nginx</h1></body></html>"
+    api.arm("GET", r"/v1/batches/b", Fault.html(502, page))
+    with raises(ob.InternalServerError) as info:
+        client.batches.retrieve("b")
+    assert info.value.message == "Error code: 502 - 502 Bad Gateway"
+    assert info.value.body == page
+    assert (info.value.code, info.value.param, info.value.type) == (None, None, None)
+
+
+def test_an_empty_error_body_is_named_by_its_status(api: FakeAPI) -> None:
+    client = make_client(api, max_retries=0)
+    api.arm("GET", r"/v1/batches/b", Fault.raw(503, b"", "text/plain"))
+    with raises(ob.InternalServerError) as info:
+        client.batches.retrieve("b")
+    assert str(info.value) == "Error code: 503 - Service Unavailable (request id req_1)"
+
+
+def test_error_classes_keep_the_official_hierarchy() -> None:
+    assert issubclass(ob.APITimeoutError, ob.APIConnectionError)
+    assert issubclass(ob.APIConnectionError, ob.APIError)
+    assert issubclass(ob.NotFoundError, ob.APIStatusError)
+    assert issubclass(ob.APIStatusError, ob.APIError)
+    assert issubclass(ob.APIError, ob.OpenAIError)
+    assert issubclass(ob.InputFileError, ValueError)
+    made = ob.NotFoundError("gone")
+    assert (made.status_code, made.request_id, str(made)) == (404, None, "gone")
+    assert str(ob.APIConnectionError()) == "Connection error."
+    assert str(ob.APITimeoutError()) == "Request timed out."
+
+
+# ---------------------------------------------------------------- API objects and enums
+
+_SPEC_BATCH = {
+    "id": "batch_abc123",
+    "object": "batch",
+    "endpoint": "/v1/completions",
+    "model": "gpt-5-2025-08-07",
+    "errors": None,
+    "input_file_id": "file-abc123",
+    "completion_window": "24h",
+    "status": "completed",
+    "output_file_id": "file-cvaTdG",
+    "error_file_id": "file-HOWS94",
+    "created_at": 1711471533,
+    "in_progress_at": 1711471538,
+    "expires_at": 1711557933,
+    "finalizing_at": 1711493133,
+    "completed_at": 1711493163,
+    "failed_at": None,
+    "expired_at": None,
+    "cancelling_at": None,
+    "cancelled_at": None,
+    "request_counts": {"total": 100, "completed": 95, "failed": 5},
+    "usage": {
+        "input_tokens": 1500,
+        "input_tokens_details": {"cached_tokens": 1024},
+        "output_tokens": 500,
+        "output_tokens_details": {"reasoning_tokens": 300},
+        "total_tokens": 2000,
+    },
+    "metadata": {"customer_id": "user_123456789", "batch_description": "Nightly eval job"},
+}
+
+
+def test_batch_parses_the_spec_example_and_gives_it_back_exactly() -> None:
+    batch = ob.Batch.from_dict(_SPEC_BATCH)
+    assert batch.status is ob.BatchStatus.COMPLETED and batch.status == "completed"
+    assert batch.endpoint is ob.BatchEndpoint.COMPLETIONS
+    assert batch.request_counts == ob.BatchRequestCounts(total=100, completed=95, failed=5)
+    assert isinstance(batch.usage, ob.BatchUsage)
+    assert batch.usage.input_tokens_details == ob.InputTokensDetails(cached_tokens=1024)
+    assert batch.usage.output_tokens_details == ob.OutputTokensDetails(reasoning_tokens=300)
+    assert batch.to_dict() == _SPEC_BATCH
+    assert json.loads(batch.to_json()) == _SPEC_BATCH
+    assert batch.is_terminal
+
+
+def test_parsing_survives_what_a_newer_server_may_send() -> None:
+    data = {
+        "id": "batch_1",
+        "status": "paused_for_review",
+        "endpoint": "/v1/audio/speech",
+        "request_counts": None,
+        "errors": {"object": "list", "data": [{"code": "x", "line": 3, "hint": "new"}, "odd"]},
+        "usage": "not-an-object",
+        "brand_new_field": {"nested": [1, 2]},
+    }
+    batch = ob.Batch.from_dict(data)
+    assert batch.status == "paused_for_review" and not isinstance(batch.status, ob.BatchStatus)
+    assert batch.endpoint == "/v1/audio/speech"
+    assert batch.created_at is None and batch.request_counts is None
+    assert batch.usage == "not-an-object"
+    assert isinstance(batch.errors, ob.BatchErrors) and batch.errors.data is not None
+    assert batch.errors.data[0] == ob.BatchError(code="x", line=3)
+    assert not batch.is_terminal
+    assert batch.to_dict() == data
+
+
+def test_to_dict_follows_changes_and_objects_built_by_hand() -> None:
+    batch = ob.Batch.from_dict({"id": "b", "status": "in_progress", "extra": 1})
+    batch.status = ob.BatchStatus.CANCELLING
+    assert batch.to_dict() == {"id": "b", "status": "cancelling", "extra": 1}
+    made = ob.FileDeleted(id="file-1", deleted=True)
+    assert made.to_dict() == {"id": "file-1", "object": "file", "deleted": True}
+    with raises(TypeError, match=r"^Batch.from_dict\(\) needs a dict, not list$"):
+        ob.Batch.from_dict([])  # type: ignore[arg-type]
+
+
+def test_enums_are_strings_that_print_their_value() -> None:
+    assert ob.BatchStatus("expired").is_terminal
+    assert not ob.BatchStatus.FINALIZING.is_terminal
+    assert {s.value for s in ob.BatchStatus if s.is_terminal} == {
+        "completed",
+        "failed",
+        "expired",
+        "cancelled",
+    }
+    assert f"{ob.BatchEndpoint.EMBEDDINGS}" == "/v1/embeddings"
+    assert str(ob.CompletionWindow.HOURS_24) == "24h"
+    assert [e.value for e in ob.BatchEndpoint] == list(_ENDPOINTS)
+
+
+def test_file_objects_parse_with_missing_and_deprecated_fields() -> None:
+    data = {"id": "file-1", "object": "file", "bytes": 10, "created_at": 5, "filename": "a.jsonl"}
+    file = ob.FileObject.from_dict({**data, "purpose": "batch", "status": "processed"})
+    assert (file.bytes, file.purpose, file.expires_at, file.status_details) == (10, "batch", None, None)
+    assert file.to_dict() == {**data, "purpose": "batch", "status": "processed"}
