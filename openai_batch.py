@@ -1343,7 +1343,8 @@ class _Transport:
             if _origin(target) != _origin(url):
                 headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
             url = target
-        raise APIConnectionError(message=f"Too many redirects ({method} {url}).", request=request)
+        message = f"Too many redirects ({method} {url})."
+        raise _final(APIConnectionError(message=message, request=request))
 
     def exchange(
         self, request: _RequestInfo, headers: dict[str, str], body: _Body | None, timeout: float

@@ -1730,5 +1730,413 @@ def test_enums_are_strings_that_print_their_value() -> None:
 def test_file_objects_parse_with_missing_and_deprecated_fields() -> None:
     data = {"id": "file-1", "object": "file", "bytes": 10, "created_at": 5, "filename": "a.jsonl"}
     file = ob.FileObject.from_dict({**data, "purpose": "batch", "status": "processed"})
-    assert (file.bytes, file.purpose, file.expires_at, file.status_details) == (10, "batch", None, None)
+    assert (file.bytes, file.purpose, file.expires_at, file.status_details) == (
+        10,
+        "batch",
+        None,
+        None,
+    )
     assert file.to_dict() == {**data, "purpose": "batch", "status": "processed"}
+
+
+# ---------------------------------------------------------------- transport: retries and faults
+
+
+def test_retry_after_seconds_is_obeyed(client: Client, api: FakeAPI) -> None:
+    api.add_batch(id="batch_1")
+    api.arm("GET", r"/v1/batches/batch_1", Fault.error(429, headers={"Retry-After": "3"}))
+    assert client.batches.retrieve("batch_1").id == "batch_1"
+    assert api.clock.sleeps == [3.0]
+
+
+def test_retry_after_ms_is_preferred_to_retry_after(client: Client, api: FakeAPI) -> None:
+    api.add_batch(id="batch_1")
+    headers = {"retry-after-ms": "1500", "Retry-After": "9"}
+    api.arm("GET", r"/v1/batches/batch_1", Fault.error(429, headers=headers))
+    client.batches.retrieve("batch_1")
+    assert api.clock.sleeps == [1.5]
+
+
+def test_retry_after_as_an_http_date_is_obeyed(client: Client, api: FakeAPI) -> None:
+    import email.utils
+
+    api.add_batch(id="batch_1")
+    date = email.utils.formatdate(api.clock.now + 7, usegmt=True)
+    api.arm("GET", r"/v1/batches/batch_1", Fault.error(503, headers={"Retry-After": date}))
+    client.batches.retrieve("batch_1")
+    assert api.clock.sleeps == [7.0]
+
+
+def test_a_retry_after_beyond_the_cap_is_an_error_at_once(client: Client, api: FakeAPI) -> None:
+    api.arm("GET", r"/v1/batches/b", Fault.error(429, headers={"Retry-After": "3600"}))
+    with raises(ob.RateLimitError):
+        client.batches.retrieve("b")
+    assert api.clock.sleeps == [] and len(api.requests) == 1
+
+
+def test_backoff_doubles_from_half_a_second_to_eight(api: FakeAPI) -> None:
+    client = make_client(api, max_retries=6)
+    api.arm("GET", r"/v1/batches/b", *[Fault.error(500)] * 7)
+    with raises(ob.InternalServerError):
+        client.batches.retrieve("b")
+    assert api.clock.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert len(api.requests) == 7
+
+
+def test_jitter_takes_up_to_a_quarter_off(api: FakeAPI) -> None:
+    client = make_client(api, random=lambda: 1.0)
+    api.add_batch(id="batch_1")
+    api.arm("GET", r"/v1/batches/batch_1", Fault.error(502), Fault.error(502))
+    client.batches.retrieve("batch_1")
+    assert api.clock.sleeps == [0.375, 0.75]
+
+
+def test_x_should_retry_overrides_the_status(client: Client, api: FakeAPI) -> None:
+    api.add_batch(id="batch_1")
+    api.arm("GET", r"/v1/batches/batch_1", Fault.error(400, headers={"x-should-retry": "true"}))
+    client.batches.retrieve("batch_1")
+    api.arm("GET", r"/v1/batches/batch_1", Fault.error(500, headers={"x-should-retry": "false"}))
+    with raises(ob.InternalServerError):
+        client.batches.retrieve("batch_1")
+    assert len(api.requests) == 3 and api.clock.sleeps == [0.5]
+
+
+def test_client_errors_are_not_retried(client: Client, api: FakeAPI) -> None:
+    with raises(ob.NotFoundError):
+        client.batches.retrieve("batch_missing")
+    assert len(api.requests) == 1 and api.clock.sleeps == []
+
+
+def test_retries_stop_at_max_retries(client: Client, api: FakeAPI) -> None:
+    api.arm("GET", r"/v1/batches/b", *[Fault.error(409)] * 5)
+    with raises(ob.ConflictError):
+        client.batches.retrieve("b")
+    assert len(api.requests) == 3 and api.clock.sleeps == [0.5, 1.0]
+
+
+def test_a_refused_connection_is_retried_then_named(api: FakeAPI) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    client = make_client(api, base_url=f"http://127.0.0.1:{port}/v1")
+    with raises(ob.APIConnectionError) as info:
+        client.batches.retrieve("b")
+    assert str(info.value).startswith(
+        f"Connection error (GET http://127.0.0.1:{port}/v1/batches/b): "
+    )
+    assert "refused" in str(info.value).lower()
+    assert api.clock.sleeps == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("fault", [Fault.drop(), Fault.reset(), Fault.cut_body()])
+def test_a_broken_exchange_is_retried(client: Client, api: FakeAPI, fault: Fault) -> None:
+    api.add_batch(id="batch_1")
+    api.arm("GET", r"/v1/batches/batch_1", fault)
+    assert client.batches.retrieve("batch_1").id == "batch_1"
+    assert len(api.requests) == 2
+
+
+def test_a_slow_response_times_out_and_is_retried(api: FakeAPI) -> None:
+    client = make_client(api, timeout=0.1)
+    api.add_batch(id="batch_1")
+    api.arm("GET", r"/v1/batches/batch_1", Fault.slow(0.4))
+    assert client.batches.retrieve("batch_1").id == "batch_1"
+    assert api.clock.sleeps == [0.5]
+    api.arm("GET", r"/v1/batches/batch_1", Fault.slow(0.4))
+    with raises(ob.APITimeoutError) as info:
+        client.with_options(max_retries=0).batches.retrieve("batch_1")
+    assert str(info.value) == f"Request timed out (GET {api.base_url}/batches/batch_1)."
+
+
+def test_a_success_that_is_not_json_is_a_validation_error(client: Client, api: FakeAPI) -> None:
+    api.arm("GET", r"/v1/batches/b", Fault.raw(200, b"OK", "text/plain"))
+    with raises(ob.APIResponseValidationError) as info:
+        client.batches.retrieve("b")
+    assert (
+        str(info.value) == f"Expected JSON from GET {api.base_url}/batches/b but got text/plain: OK"
+    )
+    assert (info.value.status_code, info.value.request_id, info.value.body) == (200, "req_1", "OK")
+    assert len(api.requests) == 1
+
+
+def test_a_proxy_login_page_is_named_as_such(client: Client, api: FakeAPI) -> None:
+    page = "<html><title>Sign in - Corporate Web Gateway</title><form>...</form></html>"
+    api.arm("GET", r"/v1/batches", Fault.html(200, page))
+    with raises(ob.APIResponseValidationError) as info:
+        client.batches.list()
+    assert str(info.value) == (
+        f"Expected JSON from GET {api.base_url}/batches but got text/html; charset=utf-8: "
+        "Sign in - Corporate Web Gateway (a proxy or login page may be in the way)"
+    )
+
+
+def test_a_json_reply_of_the_wrong_shape_is_a_validation_error(
+    client: Client, api: FakeAPI
+) -> None:
+    api.arm("GET", r"/v1/batches/b", Fault.raw(200, b"[1, 2]", "application/json"))
+    with raises(
+        ob.APIResponseValidationError, match=r"^Expected a JSON object for a batch, got list\.$"
+    ):
+        client.batches.retrieve("b")
+    api.arm("GET", r"/v1/batches", Fault.raw(200, b'{"data": 5}', "application/json"))
+    with raises(ob.APIResponseValidationError, match="got int"):
+        client.batches.list()
+
+
+def test_connections_are_kept_alive_between_requests(client: Client, api: FakeAPI) -> None:
+    api.add_batch(id="batch_1")
+    for _ in range(3):
+        client.batches.retrieve("batch_1")
+    idle = client._transport.pool._idle
+    assert [len(connections) for connections in idle.values()] == [1]
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_quietly(
+    client: Client, api: FakeAPI
+) -> None:
+    api.add_batch(id="batch_1")
+    client.batches.retrieve("batch_1")
+    api.arm("GET", r"/v1/batches/batch_1", Fault.drop())
+    client.batches.retrieve("batch_1")
+    assert api.clock.sleeps == [] and len(api.requests) == 3
+
+
+def test_requests_carry_the_documented_headers(api: FakeAPI) -> None:
+    client = make_client(api, organization="org-1", project="proj-1", default_headers={"X-A": "b"})
+    api.add_batch(id="batch_1")
+    client.batches.retrieve("batch_1", extra_headers={"X-Extra": "1", "X-A": None})
+    headers = api.requests[0].headers
+    assert headers["authorization"] == f"Bearer {API_KEY}"
+    assert headers["accept"] == "application/json"
+    assert headers["openai-organization"] == "org-1" and headers["openai-project"] == "proj-1"
+    assert headers["user-agent"].startswith(f"openai-batch/{ob.__version__} (Python ")
+    assert headers["x-extra"] == "1" and "x-a" not in headers
+
+
+# ---------------------------------------------------------------- proxies, TLS and redirects
+
+# A test CA, and a certificate it signed for 127.0.0.1, valid until 2126: the "corporate CA"
+# that SSL_CERT_FILE names. Made with openssl for these tests; the key guards nothing else.
+_CA_PEM = """-----BEGIN CERTIFICATE-----
+MIIBpTCCAUugAwIBAgIURE3cqgfIW2nQT4OrbZJuRygL8ZMwCgYIKoZIzj0EAwIw
+HzEdMBsGA1UEAwwUb3BlbmFpLWJhdGNoIHRlc3QgQ0EwIBcNMjYxMTIzMTk1NTUx
+WhgPMjEyNjEwMzAxOTU1NTFaMB8xHTAbBgNVBAMMFG9wZW5haS1iYXRjaCB0ZXN0
+IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEiDJn/YnsnHN/BkPS0f2wiloD
+rE5DYpfXwgNCGy1PrlkkfGH6J09vzgDcy0J76VlZEfzH7Xxm9t9MQzfiGJvXxaNj
+MGEwHQYDVR0OBBYEFG3fKRPlaFDunL3oSSQmYZoIot6eMB8GA1UdIwQYMBaAFG3f
+KRPlaFDunL3oSSQmYZoIot6eMA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0PAQH/BAQD
+AgEGMAoGCCqGSM49BAMCA0gAMEUCID0Z9GV/Aew56IdowErllDcfwoR+vFNfDgr4
+Pl8EjHXrAiEA4/cijOyIqAGZNK/+U05C/kqXuKta8FYWgg13nXPSIOc=
+-----END CERTIFICATE-----
+"""
+_SERVER_PEM = """-----BEGIN CERTIFICATE-----
+MIIByTCCAXCgAwIBAgIUSIizsE4fcq23YlbeH3DS/LUuRZgwCgYIKoZIzj0EAwIw
+HzEdMBsGA1UEAwwUb3BlbmFpLWJhdGNoIHRlc3QgQ0EwIBcNMjYxMTIzMTk1NTUx
+WhgPMjEyNjEwMzAxOTU1NTFaMBQxEjAQBgNVBAMMCTEyNy4wLjAuMTBZMBMGByqG
+SM49AgEGCCqGSM49AwEHA0IABN+HhqHkwiLHT9tbBK8XPnnSZd1jxXtmEZc28dNn
+OVl+3GMdhUVyEgjJnbL5TMbz0A4WV8sRNdIENP3GdWism2ajgZIwgY8wGgYDVR0R
+BBMwEYcEfwAAAYIJbG9jYWxob3N0MAwGA1UdEwEB/wQCMAAwDgYDVR0PAQH/BAQD
+AgeAMBMGA1UdJQQMMAoGCCsGAQUFBwMBMB8GA1UdIwQYMBaAFG3fKRPlaFDunL3o
+SSQmYZoIot6eMB0GA1UdDgQWBBSTNxNp0AAaezOQo4J3xpYCP13JBjAKBggqhkjO
+PQQDAgNHADBEAiA+36xHOfhqKucyx3wafS/dCRoh9w+Zr0hsKiR+UHs7xQIgAshW
+HkxnJf3XqDmn7ZijdxAnnwMUJLTA+a88VqSs3T8=
+-----END CERTIFICATE-----
+"""
+_SERVER_KEY = """-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgh7Bp4qvkUCNdO4LJ
+RWfkidracIwM7ovz9sKRx8VXxCOhRANCAATfh4ah5MIix0/bWwSvFz550mXdY8V7
+ZhGXNvHTZzlZftxjHYVFchIIyZ2y+UzG89AOFlfLETXSBDT9xnVorJtm
+-----END PRIVATE KEY-----
+"""
+
+
+class _Proxy(ThreadingHTTPServer):
+    daemon_threads = True
+    seen: list[tuple[str, str, str]]  # (method, target, Proxy-Authorization)
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    """A forward proxy: absolute-URI requests are relayed, CONNECT opens a tunnel."""
+
+    server: _Proxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def _relay(self) -> None:
+        self.server.seen.append(
+            (self.command, self.path, self.headers.get("Proxy-Authorization", ""))
+        )
+        target = urllib.parse.urlsplit(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        upstream = http.client.HTTPConnection(str(target.hostname), target.port, timeout=5)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-authorization"}
+        upstream.request(self.command, target.path + "?" + target.query, body, headers)
+        reply = upstream.getresponse()
+        data = reply.read()
+        self.send_response(reply.status)
+        for name, value in reply.getheaders():
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = _relay
+
+    def do_CONNECT(self) -> None:
+        self.server.seen.append(("CONNECT", self.path, self.headers.get("Proxy-Authorization", "")))
+        host, _, port = self.path.rpartition(":")
+        upstream = socket.create_connection((host, int(port)), timeout=5)
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.close_connection = True
+        _pipe(self.connection, upstream)
+
+
+def _pipe(one: socket.socket, other: socket.socket) -> None:
+    """Copy bytes both ways until either side closes."""
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(one, selectors.EVENT_READ, other)
+        selector.register(other, selectors.EVENT_READ, one)
+        while True:
+            for key, _ in selector.select(timeout=5):
+                data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                if not data:
+                    other.close()
+                    return
+                key.data.sendall(data)
+
+
+@contextmanager
+def _proxy() -> Iterator[_Proxy]:
+    server = _Proxy(("127.0.0.1", 0), _ProxyHandler)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def _https_api(tmp_path: Any) -> Iterator[FakeAPI]:
+    """The fake API behind TLS with a certificate from the test CA."""
+    import ssl
+
+    (tmp_path / "server.pem").write_text(_SERVER_PEM + _SERVER_KEY)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(tmp_path / "server.pem"))
+    fake = FakeAPI()
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.api = fake
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    fake.base_url = f"https://127.0.0.1:{server.server_port}/v1"
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_proxy_from_the_environment_with_credentials(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api.add_batch(id="batch_1")
+    with _proxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://alice:s%40cret@127.0.0.1:{proxy.server_port}")
+        assert make_client(api).batches.retrieve("batch_1").id == "batch_1"
+    token = "Basic " + __import__("base64").b64encode(b"alice:s@cret").decode()
+    assert proxy.seen == [("GET", api.base_url + "/batches/batch_1", token)]
+    assert "proxy-authorization" not in api.requests[0].headers
+
+
+def test_no_proxy_sends_requests_directly(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    api.add_batch(id="batch_1")
+    with _proxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_port}")
+        monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+        make_client(api).batches.retrieve("batch_1")
+    assert proxy.seen == [] and len(api.requests) == 1
+
+
+def test_https_through_a_tunnel_trusting_a_corporate_ca(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ca.pem").write_text(_CA_PEM)
+    with _https_api(tmp_path) as fake, _proxy() as proxy:
+        fake.add_batch(id="batch_1")
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.server_port}")
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+        client = make_client(fake)
+        assert client.batches.retrieve("batch_1").id == "batch_1"
+        assert client.batches.retrieve("batch_1").id == "batch_1"  # the same tunnel, kept alive
+    port = urllib.parse.urlsplit(fake.base_url).port
+    assert proxy.seen == [("CONNECT", f"127.0.0.1:{port}", "")]
+    assert len(fake.requests) == 2
+
+
+def test_an_untrusted_certificate_fails_at_once_with_a_hint(tmp_path: Any) -> None:
+    with _https_api(tmp_path) as fake:
+        client = make_client(fake)
+        with raises(ob.APIConnectionError) as info:
+            client.batches.retrieve("batch_1")
+    assert str(info.value).startswith(f"Certificate verification failed (GET {fake.base_url}")
+    assert str(info.value).endswith("point SSL_CERT_FILE at its CA bundle.")
+    assert fake.clock.sleeps == [] and fake.requests == []
+
+
+def test_an_unreadable_ca_file_is_named(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    client = Client(api_key=API_KEY, base_url="https://127.0.0.1:9/v1", max_retries=0)
+    with raises(ob.OpenAIError, match=r"^Cannot load the CA certificates named by SSL_CERT_FILE"):
+        client.batches.retrieve("b")
+
+
+def test_a_socks_proxy_is_refused_clearly(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "socks5://127.0.0.1:1080")
+    with raises(ob.APIConnectionError) as info:
+        make_client(api).batches.retrieve("b")
+    assert str(info.value) == (
+        "Unsupported proxy socks5://127.0.0.1: only http:// proxies work here."
+    )
+    assert api.clock.sleeps == []
+
+
+def test_a_redirect_to_another_host_drops_the_credentials(api: FakeAPI) -> None:
+    with FakeAPI().serve() as other:
+        other.add_batch(id="batch_1")
+        location = other.base_url + "/batches/batch_1"
+        api.arm("GET", r"/v1/batches/batch_1", Fault.error(302, headers={"Location": location}))
+        client = make_client(api, organization="org-1")
+        with raises(ob.AuthenticationError):
+            client.batches.retrieve("batch_1")
+    assert api.requests[0].headers["authorization"] == f"Bearer {API_KEY}"
+    sent = other.requests[0].headers
+    assert "authorization" not in sent and "openai-organization" not in sent
+
+
+def test_a_redirect_on_the_same_host_keeps_them(client: Client, api: FakeAPI) -> None:
+    api.add_batch(id="batch_2")
+    location = "/v1/batches/batch_2"
+    api.arm("GET", r"/v1/batches/batch_1", Fault.error(307, headers={"Location": location}))
+    assert client.batches.retrieve("batch_1").id == "batch_2"
+    assert [r.headers["authorization"] for r in api.requests] == [f"Bearer {API_KEY}"] * 2
+
+
+def test_redirect_loops_and_redirected_posts_stop(client: Client, api: FakeAPI) -> None:
+    loop = Fault.error(302, headers={"Location": "/v1/batches/b"})
+    api.arm("GET", r"/v1/batches/b", *[loop] * 6)
+    with raises(ob.APIConnectionError, match=r"^Too many redirects \(GET "):
+        client.batches.retrieve("b")
+    api.arm("POST", r"/v1/batches/b/cancel", Fault.error(307, headers={"Location": "/v1/x"}))
+    with raises(ob.APIStatusError) as info:
+        client.batches.cancel("b")
+    assert info.value.status_code == 307
