@@ -2140,3 +2140,339 @@ def test_redirect_loops_and_redirected_posts_stop(client: Client, api: FakeAPI) 
     with raises(ob.APIStatusError) as info:
         client.batches.cancel("b")
     assert info.value.status_code == 307
+
+
+# ---------------------------------------------------------------- batches
+
+
+def _uploaded(client: Client, tmp_path: Any, rows: list[BatchRequest] | None = None) -> str:
+    path = tmp_path / "requests.jsonl"
+    ob.write_jsonl(path, rows or chat_requests(3))
+    return client.files.create(file=path).id
+
+
+def test_create_retrieve_list_and_cancel(client: Client, api: FakeAPI, tmp_path: Any) -> None:
+    file_id = _uploaded(client, tmp_path)
+    batch = client.batches.create(
+        input_file_id=file_id,
+        endpoint=ob.BatchEndpoint.CHAT_COMPLETIONS,
+        metadata={"job": "nightly"},
+        output_expires_after={"anchor": "created_at", "seconds": 3600},
+    )
+    sent = json.loads(requests_to(api, "POST", r"/v1/batches")[0].body)
+    assert sent == {
+        "input_file_id": file_id,
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+        "metadata": {"job": "nightly"},
+        "output_expires_after": {"anchor": "created_at", "seconds": 3600},
+    }
+    assert (batch.status, batch.metadata, batch.input_file_id) == (
+        "validating",
+        {"job": "nightly"},
+        file_id,
+    )
+    assert client.batches.retrieve(batch.id) == batch
+    assert [b.id for b in client.batches.list()] == [batch.id]
+    cancelled = client.batches.cancel(batch.id)
+    assert cancelled.status is ob.BatchStatus.CANCELLING
+    assert cancelled.cancelling_at == int(api.clock.now)
+
+
+def test_extra_body_query_and_timeout_pass_through(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    file_id = _uploaded(client, tmp_path)
+    with raises(ob.BadRequestError, match="Unrecognized request argument supplied: priority"):
+        client.batches.create(
+            input_file_id=file_id,
+            endpoint="/v1/chat/completions",
+            extra_body={"priority": "high"},
+            extra_query={"trace": "1"},
+            timeout=30,
+        )
+    recorded = requests_to(api, "POST", r"/v1/batches")[0]
+    assert recorded.query == {"trace": "1"}
+    assert json.loads(recorded.body)["priority"] == "high"
+
+
+def test_empty_ids_are_refused_before_any_request(client: Client, api: FakeAPI) -> None:
+    for call in (client.batches.retrieve, client.batches.cancel, client.files.retrieve):
+        with raises(ValueError, match=r"^Expected a non-empty value for `\w+_id` but received ''$"):
+            call("")
+    with raises(ValueError, match="input_file_id"):
+        client.batches.create(input_file_id="", endpoint="/v1/embeddings")
+    assert api.requests == []
+
+
+@pytest.mark.parametrize("bad_id", ["batch/../files", "batch with spaces", "b?x=1#y"])
+def test_ids_are_quoted_into_paths(client: Client, api: FakeAPI, bad_id: str) -> None:
+    with raises(ob.NotFoundError) as info:
+        client.batches.retrieve(bad_id)
+    assert api.requests[0].path == "/v1/batches/" + urllib.parse.quote(bad_id, safe="")
+    assert info.value.message == f"Error code: 404 - No batch found with id '{bad_id}'."
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({f"k{i}": "v" for i in range(17)}, "metadata has 17 keys; at most 16 are allowed"),
+        ({"k" * 65: "v"}, "metadata key 'kkkkkkkkkkkkkkkkkkkk'... is 65 characters; at most 64"),
+        ({"k": "v" * 513}, "metadata value of 'k' is 513 characters; at most 512 are allowed"),
+        ({"k": 5}, "metadata keys and values must be strings; got 'k': 5"),
+    ],
+)
+def test_bad_metadata_is_refused_before_any_request(
+    client: Client, api: FakeAPI, metadata: dict[str, Any], message: str
+) -> None:
+    with raises(ValueError) as info:
+        client.batches.create(input_file_id="file-1", endpoint="/v1/embeddings", metadata=metadata)
+    assert str(info.value).startswith(message)
+    assert api.requests == []
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault.lose_response(), Fault.slow(0.4), Fault.cut_body(), Fault.reset()]
+)
+def test_create_never_makes_a_duplicate(api: FakeAPI, tmp_path: Any, fault: Fault) -> None:
+    client = make_client(api, timeout=0.2)
+    file_id = _uploaded(client, tmp_path)
+    api.arm("POST", r"/v1/batches", fault)
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert list(api.batches) == [batch.id]
+    assert len(requests_to(api, "POST", r"/v1/batches")) == (1 if fault.action != "reset" else 2)
+    assert len(requests_to(api, "GET", r"/v1/batches")) == 1
+
+
+def test_create_sends_again_when_the_first_try_made_nothing(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    file_id = _uploaded(client, tmp_path)
+    old = api.add_batch(input_file_id=file_id, created_at=int(api.clock.now) - 3600)
+    api.arm("POST", r"/v1/batches", Fault.drop())
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert batch.id != old["id"]
+    assert sorted(api.batches) == sorted([old["id"], batch.id])
+
+
+def test_create_gives_up_when_it_cannot_tell(client: Client, api: FakeAPI, tmp_path: Any) -> None:
+    file_id = _uploaded(client, tmp_path)
+    api.arm("POST", r"/v1/batches", Fault.lose_response())
+    api.arm("GET", r"/v1/batches", *[Fault.error(503)] * 3)
+    with raises(ob.APIConnectionError) as info:
+        client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert str(info.value).startswith(
+        "A create call had an unknown outcome and the batch list could not be checked for its "
+        "batch, so it was not sent again: Error code: 503 - Injected 503"
+    )
+    assert len(api.batches) == 1 and len(requests_to(api, "POST", r"/v1/batches")) == 1
+
+
+def test_list_pages_lazily_newest_first(client: Client, api: FakeAPI) -> None:
+    made = [api.add_batch(created_at=_T0 + i)["id"] for i in range(45)]
+    page = client.batches.list(limit=20)
+    assert (len(page.data), page.has_more, page.last_id) == (20, True, made[-20])
+    assert len(api.requests) == 1
+    first_five = [batch.id for _, batch in zip(range(5), page)]
+    assert first_five == made[::-1][:5] and len(api.requests) == 1
+    assert [batch.id for batch in page] == made[::-1]
+    assert [r.query for r in api.requests] == [
+        {"limit": "20"},
+        {"limit": "20", "after": made[-20]},
+        {"limit": "20", "after": made[-40]},
+    ]
+    assert [len(p.data) for p in page.iter_pages()] == [20, 20, 5]
+
+
+def test_list_of_nothing_and_paging_by_hand(client: Client, api: FakeAPI) -> None:
+    page = client.batches.list()
+    assert (page.data, page.has_more, list(page), page.has_next_page()) == ([], False, [], False)
+    with raises(RuntimeError, match=r"^No next page; check has_next_page\(\) first\.$"):
+        page.get_next_page()
+    api.add_batch(id="batch_a", created_at=_T0)
+    api.add_batch(id="batch_b", created_at=_T0 + 1)
+    first = client.batches.list(limit=1)
+    assert "CursorPage of 1 items, has_more=True" in repr(first)
+    assert [b.id for b in first.get_next_page().data] == ["batch_a"]
+    assert [b.id for b in client.batches.list(after="batch_b")] == ["batch_a"]
+
+
+def test_paging_stops_on_an_empty_page_even_if_has_more_says_otherwise(
+    client: Client, api: FakeAPI
+) -> None:
+    api.add_batch(id="batch_a")
+    empty = json.dumps({"object": "list", "data": [], "has_more": True}).encode()
+    page = client.batches.list()
+    assert [b.id for b in page] == ["batch_a"]
+    api.arm("GET", r"/v1/batches", Fault.raw(200, empty, "application/json"))
+    assert list(client.batches.list()) == []
+
+
+def test_paging_refuses_a_cursor_that_does_not_advance(client: Client, api: FakeAPI) -> None:
+    api.add_batch(id="batch_a")
+    same = {"object": "list", "data": [{"id": "batch_a"}], "has_more": True, "last_id": "batch_a"}
+    body = json.dumps(same).encode()
+    api.arm("GET", r"/v1/batches", *[Fault.raw(200, body, "application/json")] * 2)
+    with raises(
+        ob.APIResponseValidationError, match=r"^The server sent the page after batch_a again"
+    ):
+        list(client.batches.list())
+
+
+# ---------------------------------------------------------------- files
+
+
+def test_upload_streams_a_file_byte_for_byte(client: Client, api: FakeAPI, tmp_path: Any) -> None:
+    content = os.urandom(5 * 1024 * 1024)
+    (tmp_path / "big.jsonl").write_bytes(content)
+    file = client.files.create(file=tmp_path / "big.jsonl", purpose="batch")
+    assert api.contents[file.id] == content
+    assert (file.filename, file.bytes, file.purpose) == ("big.jsonl", len(content), "batch")
+    recorded = requests_to(api, "POST", r"/v1/files")[0]
+    assert recorded.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert int(recorded.headers["content-length"]) == len(recorded.body)
+
+
+def test_upload_takes_bytes_file_objects_and_name_pairs(client: Client, api: FakeAPI) -> None:
+    import io
+
+    made = [
+        client.files.create(file=b'{"a": 1}\n'),
+        client.files.create(file=io.BytesIO(b"xx" + b'{"b": 2}\n'[0:0] + b"yy")),
+        client.files.create(file=("named.jsonl", b"zz")),
+        client.files.create(file=("sub/dir/other.jsonl", io.BytesIO(b"ww"))),
+    ]
+    assert [f.filename for f in made] == [
+        "input.jsonl",
+        "input.jsonl",
+        "named.jsonl",
+        "other.jsonl",
+    ]
+    assert [api.contents[f.id] for f in made] == [b'{"a": 1}\n', b"xxyy", b"zz", b"ww"]
+    partly_read = io.BytesIO(b"skip|keep")
+    partly_read.read(5)
+    assert api.contents[client.files.create(file=partly_read).id] == b"keep"
+
+
+def test_upload_reads_a_pipe_that_cannot_seek(client: Client, api: FakeAPI) -> None:
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as writer:
+        writer.write(b'{"piped": true}\n')
+    with os.fdopen(read_end, "rb") as reader:
+        file = client.files.create(file=reader)
+    assert api.contents[file.id] == b'{"piped": true}\n'
+
+
+def test_upload_refuses_bad_files_before_any_request(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    with raises(FileNotFoundError, match="missing.jsonl"):
+        client.files.create(file=tmp_path / "missing.jsonl")
+    with raises(IsADirectoryError, match="Is a directory, not a file to upload"):
+        client.files.create(file=tmp_path)
+    (tmp_path / "t.jsonl").write_text("{}\n")
+    with open(tmp_path / "t.jsonl") as text_mode:
+        with raises(TypeError, match=r"^`file` is open in text mode; open it with 'rb'"):
+            client.files.create(file=text_mode)
+    with raises(TypeError, match="not int"):
+        client.files.create(file=5)  # type: ignore[arg-type]
+    assert api.requests == []
+
+
+def test_a_file_that_changes_while_it_is_sent_is_an_error(tmp_path: Any) -> None:
+    path = tmp_path / "moving.jsonl"
+    path.write_bytes(b"1234")
+    _, size, chunks = ob._file_source(str(path))
+    path.write_bytes(b"123456")
+    with raises(ob.OpenAIError, match="changed while it was being uploaded"):
+        b"".join(chunks())
+    assert size == 4
+
+
+def test_upload_is_sent_whole_again_after_a_server_error(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    (tmp_path / "in.jsonl").write_bytes(b'{"x": 1}\n' * 1000)
+    api.arm("POST", r"/v1/files", Fault.error(500))
+    file = client.files.create(
+        file=tmp_path / "in.jsonl", expires_after={"anchor": "created_at", "seconds": 7200}
+    )
+    assert api.contents[file.id] == b'{"x": 1}\n' * 1000
+    assert file.expires_at == file.created_at + 7200
+    assert api.clock.sleeps == [0.5]
+
+
+def test_upload_errors_from_the_server_are_typed(client: Client, api: FakeAPI) -> None:
+    with raises(ob.BadRequestError) as info:
+        client.files.create(file=("notes.txt", b"hello"))
+    assert (
+        info.value.message == "Error code: 400 - Invalid file format for Batch API. Must be .jsonl"
+    )
+
+
+def test_retrieve_list_and_delete_files(client: Client, api: FakeAPI) -> None:
+    first = api.add_file(b"a", filename="a.jsonl")
+    api.clock.advance(1)
+    second = api.add_file(b"bb", filename="b.jsonl", purpose="user_data")
+    assert client.files.retrieve(first["id"]).filename == "a.jsonl"
+    assert [f.id for f in client.files.list()] == [second["id"], first["id"]]
+    assert [f.id for f in client.files.list(order="asc")] == [first["id"], second["id"]]
+    assert [f.id for f in client.files.list(purpose="batch")] == [first["id"]]
+    assert [f.id for f in client.files.list(limit=1)] == [second["id"], first["id"]]
+    deleted = client.files.delete(first["id"])
+    assert deleted == ob.FileDeleted(id=first["id"], object="file", deleted=True)
+    with raises(ob.NotFoundError):
+        client.files.retrieve(first["id"])
+
+
+def test_content_reads_in_every_documented_way(client: Client, api: FakeAPI) -> None:
+    data = "line one\r\nline two ü\nlast".encode()
+    file_id = api.add_file(data)["id"]
+    with client.files.content(file_id) as content:
+        assert (content.status_code, content.request_id) == (200, "req_1")
+        assert content.read() == data and content.content == data
+        assert content.text == data.decode()
+        assert list(content.iter_lines()) == ["line one", "line two ü", "last"]
+        assert b"".join(content.iter_bytes(4)) == data
+    assert b"".join(client.files.content(file_id).iter_bytes(3)) == data
+    streamed = client.files.content(file_id)
+    next(streamed.iter_bytes(2))
+    with raises(ob.OpenAIError, match="already been read"):
+        streamed.read()
+    streamed.close()
+    assert "BinaryContent" in repr(streamed)
+
+
+def test_write_to_file_is_atomic_and_retries_a_broken_download(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    data = b"".join(b'{"n": %d}\n' % i for i in range(20000))
+    file_id = api.add_file(data)["id"]
+    api.arm("GET", r"/v1/files/[^/]+/content", Fault.cut_body(0.3))
+    target = tmp_path / "out.jsonl"
+    assert client.files.content(file_id).write_to_file(target) == len(data)
+    assert target.read_bytes() == data
+    assert api.clock.sleeps == [0.5] and os.listdir(tmp_path) == ["out.jsonl"]
+
+
+def test_a_download_that_keeps_breaking_leaves_the_target_alone(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    file_id = api.add_file(b"x" * 100_000)["id"]
+    target = tmp_path / "out.jsonl"
+    target.write_bytes(b"previous")
+    api.arm("GET", r"/v1/files/[^/]+/content", *[Fault.cut_body(0.5)] * 3)
+    with raises(ob.APIConnectionError) as info:
+        client.files.content(file_id).write_to_file(target)
+    assert str(info.value) == (
+        f"Download broke off after 50,000 of 100,000 bytes (GET {api.base_url}/files/{file_id}/content)."
+    )
+    assert target.read_bytes() == b"previous" and os.listdir(tmp_path) == ["out.jsonl"]
+    api.arm("GET", r"/v1/files/[^/]+/content", Fault.cut_body(0.5))
+    with raises(ob.APIConnectionError, match="broke off"):
+        client.files.content(file_id).read()
+
+
+def test_content_of_a_missing_file_is_not_found(client: Client, api: FakeAPI) -> None:
+    with raises(ob.NotFoundError, match="No such File object: file-nope"):
+        client.files.content("file-nope")
