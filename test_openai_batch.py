@@ -2371,9 +2371,9 @@ def test_upload_refuses_bad_files_before_any_request(
     with raises(IsADirectoryError, match="Is a directory, not a file to upload"):
         client.files.create(file=tmp_path)
     (tmp_path / "t.jsonl").write_text("{}\n")
-    with open(tmp_path / "t.jsonl") as text_mode:
-        with raises(TypeError, match=r"^`file` is open in text mode; open it with 'rb'"):
-            client.files.create(file=text_mode)
+    text_mode = r"^`file` is open in text mode; open it with 'rb'"
+    with open(tmp_path / "t.jsonl") as opened, raises(TypeError, match=text_mode):
+        client.files.create(file=opened)
     with raises(TypeError, match="not int"):
         client.files.create(file=5)  # type: ignore[arg-type]
     assert api.requests == []
@@ -2465,7 +2465,8 @@ def test_a_download_that_keeps_breaking_leaves_the_target_alone(
     with raises(ob.APIConnectionError) as info:
         client.files.content(file_id).write_to_file(target)
     assert str(info.value) == (
-        f"Download broke off after 50,000 of 100,000 bytes (GET {api.base_url}/files/{file_id}/content)."
+        "Download broke off after 50,000 of 100,000 bytes "
+        f"(GET {api.base_url}/files/{file_id}/content)."
     )
     assert target.read_bytes() == b"previous" and os.listdir(tmp_path) == ["out.jsonl"]
     api.arm("GET", r"/v1/files/[^/]+/content", Fault.cut_body(0.5))
