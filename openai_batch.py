@@ -2141,7 +2141,8 @@ def _parse_line(line: bytes | str, name: str, number: int) -> dict[str, Any]:
     if not line.strip():
         raise InputFileError(name, [(number, "blank line")])
     try:
-        data = json.loads(line)
+        # Without its line ending, so that an error's column is on this line.
+        data = json.loads(line.rstrip(b"\r\n") if isinstance(line, bytes) else line.rstrip("\r\n"))
     except ValueError as exc:
         raise InputFileError(name, [(number, f"not valid JSON: {_json_reason(exc)}")]) from None
     if not isinstance(data, dict):

@@ -2477,3 +2477,442 @@ def test_a_download_that_keeps_breaking_leaves_the_target_alone(
 def test_content_of_a_missing_file_is_not_found(client: Client, api: FakeAPI) -> None:
     with raises(ob.NotFoundError, match="No such File object: file-nope"):
         client.files.content("file-nope")
+
+
+# ---------------------------------------------------------------- request lines and JSONL files
+
+
+def test_request_helpers_write_the_common_cases_briefly() -> None:
+    chat = BatchRequest.chat("q1", "gpt-4o-mini", "What is 2+2?", max_tokens=5)
+    assert chat.to_json() == (
+        '{"custom_id":"q1","method":"POST","url":"/v1/chat/completions","body":{"model":'
+        '"gpt-4o-mini","messages":[{"role":"user","content":"What is 2+2?"}],"max_tokens":5}}'
+    )
+    embedding = BatchRequest.embedding("e1", "text-embedding-3-small", ["ä", "b"])
+    assert embedding.to_dict()["url"] == "/v1/embeddings"
+    assert '"input":["ä","b"]' in embedding.to_json()
+    response = BatchRequest.response("r1", "gpt-4.1-mini", "Hi")
+    assert response.url is ob.BatchEndpoint.RESPONSES and response.body["input"] == "Hi"
+    assert BatchRequest.from_dict(chat.to_dict()) == chat
+    custom = BatchRequest(
+        "m1", {"model": "omni-moderation-latest", "input": "x"}, "/v1/moderations"
+    )
+    assert custom.to_dict()["url"] == "/v1/moderations"
+
+
+def test_write_jsonl_streams_rows_and_counts_them(tmp_path: Any) -> None:
+    rows = [*chat_requests(2), {"custom_id": "raw", "note": "ünïcode ✓"}]
+    lines, size = ob.write_jsonl(tmp_path / "out.jsonl", iter(rows))
+    data = (tmp_path / "out.jsonl").read_bytes()
+    assert (lines, size) == (3, len(data))
+    assert data.decode().splitlines()[2] == '{"custom_id":"raw","note":"ünïcode ✓"}'
+    import io
+
+    text, binary = io.StringIO(), io.BytesIO()
+    assert ob.write_jsonl(text, rows) == ob.write_jsonl(binary, rows) == (3, len(data))
+    assert text.getvalue().encode() == binary.getvalue() == data
+
+
+def test_write_jsonl_leaves_nothing_half_written(tmp_path: Any) -> None:
+    target = tmp_path / "out.jsonl"
+    target.write_text("old\n")
+    with raises(ValueError, match=r"^row 2 cannot be written as JSON: .*set"):
+        ob.write_jsonl(target, [{"a": 1}, {"b": {1, 2}}])
+    with raises(ValueError, match=r"^row 1 cannot be written as JSON: Out of range float"):
+        ob.write_jsonl(target, [{"a": float("nan")}])
+    assert target.read_text() == "old\n" and os.listdir(tmp_path) == ["out.jsonl"]
+
+
+def test_read_jsonl_accepts_bom_crlf_and_no_final_newline(tmp_path: Any) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\r\n{"b": "\xc3\xa9"}\r\n{"c": 3}')
+    assert list(ob.read_jsonl(path)) == [{"a": 1}, {"b": "é"}, {"c": 3}]
+    with open(path, encoding="utf-8") as text:
+        assert list(ob.read_jsonl(text)) == [{"a": 1}, {"b": "é"}, {"c": 3}]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"a": 1}\n{"a": \n', "line 2: not valid JSON: Expecting value (column 7)"),
+        (b'{"a": 1}\n[1, 2]\n', "line 2: expected a JSON object, got an array"),
+        (b'{"a": 1}\n\n{"a": 1}\n', "line 2: blank line"),
+        (b'{"a": "\xff"}\n', "line 1: not valid JSON: not UTF-8 text (byte 8)"),
+    ],
+)
+def test_read_jsonl_names_the_file_and_line(tmp_path: Any, content: bytes, message: str) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(content)
+    with raises(ob.InputFileError) as info:
+        list(ob.read_jsonl(path))
+    assert str(info.value) == f"{path}: {message}"
+    assert info.value.path == str(path)
+
+
+def test_read_jsonl_is_lazy(tmp_path: Any) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [{"a": 1}, "not json"])
+    lines = ob.read_jsonl(path)
+    assert next(lines) == {"a": 1}
+    with raises(ob.InputFileError):
+        next(lines)
+
+
+# ---------------------------------------------------------------- validating input files
+
+
+def _problems(tmp_path: Any, lines: list[Any], **options: Any) -> list[tuple[int | None, str]]:
+    path = write_lines(tmp_path / "in.jsonl", lines)
+    with raises(ob.InputFileError) as info:
+        ob.validate_input(path, **options)
+    return list(info.value.problems)
+
+
+def test_a_valid_file_is_summarised(tmp_path: Any) -> None:
+    path = tmp_path / "in.jsonl"
+    ob.write_jsonl(path, chat_requests(3))
+    summary = ob.validate_input(path)
+    assert summary == ob.InputSummary(
+        str(path), 3, path.stat().st_size, "/v1/chat/completions", "gpt-4o-mini", 0
+    )
+
+
+def test_an_empty_file(tmp_path: Any) -> None:
+    assert _problems(tmp_path, []) == [(None, "the file is empty")]
+
+
+def test_a_line_that_is_not_json(tmp_path: Any) -> None:
+    lines = [request_line("a"), '{"custom_id": "b", "method": "POST",, }']
+    assert _problems(tmp_path, lines) == [
+        (2, "not valid JSON: Expecting property name enclosed in double quotes (column 37)")
+    ]
+
+
+def test_a_line_that_is_not_an_object(tmp_path: Any) -> None:
+    assert _problems(tmp_path, [request_line("a"), '"just a string"']) == [
+        (2, "expected a JSON object, got a string")
+    ]
+
+
+def test_a_blank_line(tmp_path: Any) -> None:
+    assert _problems(tmp_path, [request_line("a"), "   ", request_line("b")]) == [(2, "blank line")]
+
+
+def test_custom_id_missing(tmp_path: Any) -> None:
+    line = request_line("a")
+    del line["custom_id"]
+    assert _problems(tmp_path, [line]) == [(1, "missing custom_id")]
+
+
+def test_custom_id_not_a_string(tmp_path: Any) -> None:
+    assert _problems(tmp_path, [request_line(7)]) == [
+        (1, "custom_id must be a string, got a number")
+    ]
+
+
+def test_custom_id_repeated_names_both_lines(tmp_path: Any) -> None:
+    lines = [request_line("a"), request_line("b"), request_line("a")]
+    assert _problems(tmp_path, lines) == [(3, 'custom_id "a" repeats line 1')]
+
+
+def test_method_not_post(tmp_path: Any) -> None:
+    no_method = request_line("b")
+    del no_method["method"]
+    assert _problems(tmp_path, [request_line("a", method="GET"), no_method]) == [
+        (1, 'method must be "POST", got "GET"'),
+        (2, 'method must be "POST", got nothing'),
+    ]
+
+
+def test_url_missing(tmp_path: Any) -> None:
+    line = request_line("a")
+    del line["url"]
+    assert _problems(tmp_path, [line]) == [(1, "missing url")]
+
+
+def test_url_not_a_batch_endpoint(tmp_path: Any) -> None:
+    assert _problems(tmp_path, [request_line("a", url="/v1/audio/speech")]) == [
+        (1, 'url "/v1/audio/speech" is not a batch endpoint')
+    ]
+
+
+def test_url_differs_from_the_other_lines(tmp_path: Any) -> None:
+    lines = [request_line("a"), request_line("b", url="/v1/embeddings")]
+    assert _problems(tmp_path, lines) == [
+        (2, 'url "/v1/embeddings" differs from "/v1/chat/completions" on line 1')
+    ]
+
+
+def test_url_differs_from_the_endpoint_given(tmp_path: Any) -> None:
+    problems = _problems(tmp_path, [request_line("a")], endpoint=ob.BatchEndpoint.RESPONSES)
+    assert problems == [
+        (1, 'url "/v1/chat/completions" differs from "/v1/responses" given as endpoint')
+    ]
+
+
+def test_an_endpoint_given_explicitly_may_be_newer_than_this_module(tmp_path: Any) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [request_line("a", url="/v1/new/thing")])
+    assert ob.validate_input(path, endpoint="/v1/new/thing").endpoint == "/v1/new/thing"
+
+
+def test_body_missing_or_not_an_object(tmp_path: Any) -> None:
+    no_body = request_line("a")
+    del no_body["body"]
+    assert _problems(tmp_path, [no_body, request_line("b", body=[1])]) == [
+        (1, "missing body"),
+        (2, "body must be a JSON object, got an array"),
+    ]
+
+
+def test_model_missing(tmp_path: Any) -> None:
+    assert _problems(tmp_path, [request_line("a", body={"messages": []})]) == [
+        (1, "body has no model")
+    ]
+
+
+def test_more_than_one_model(tmp_path: Any) -> None:
+    other = request_line("b", body={"model": "gpt-4o", "messages": []})
+    assert _problems(tmp_path, [request_line("a"), other]) == [
+        (2, 'model "gpt-4o" differs from "gpt-4o-mini" on line 1; a batch runs one model')
+    ]
+
+
+def test_stream_true(tmp_path: Any) -> None:
+    line = request_line("a", body={"model": "m", "messages": [], "stream": True})
+    assert _problems(tmp_path, [line]) == [
+        (1, 'body sets "stream": true; batch requests cannot stream')
+    ]
+
+
+def test_more_than_50000_requests(tmp_path: Any) -> None:
+    path = tmp_path / "big.jsonl"
+    ob.write_jsonl(path, chat_requests(50_001))
+    with raises(ob.InputFileError) as info:
+        ob.validate_input(path)
+    assert info.value.problems == [
+        (
+            50001,
+            "more than 50,000 requests; a batch takes at most 50,000 (split_jsonl splits a file)",
+        )
+    ]
+    assert ob.validate_input(path, max_requests=60_000).requests == 50_001
+
+
+def test_more_bytes_than_the_limit(tmp_path: Any) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [request_line("a"), request_line("b")])
+    size = os.path.getsize(path)
+    with raises(ob.InputFileError) as info:
+        ob.validate_input(path, max_bytes=size - 1)
+    message = f"the file is {size:,} bytes; a batch takes at most {size - 1:,}"
+    assert info.value.problems == [(None, message + " (split_jsonl splits a file)")]
+
+
+def test_more_embedding_inputs_than_the_limit(tmp_path: Any) -> None:
+    rows = [
+        BatchRequest.embedding("a", "e-3", ["x", "y", "z"]),
+        BatchRequest.embedding("b", "e-3", "one text"),
+        BatchRequest.embedding("c", "e-3", [1, 2, 3]),  # one input given as tokens
+    ]
+    path = tmp_path / "in.jsonl"
+    ob.write_jsonl(path, rows)
+    assert ob.validate_input(path).embedding_inputs == 5
+    with raises(ob.InputFileError) as info:
+        ob.validate_input(path, max_embedding_inputs=4)
+    assert info.value.problems == [
+        (None, "5 embedding inputs; a batch takes at most 4 (split_jsonl splits a file)")
+    ]
+
+
+def test_every_problem_is_listed_up_to_a_cap(tmp_path: Any) -> None:
+    lines = [request_line("a", method="GET"), "[]", request_line("a"), "{", ""]
+    path = write_lines(tmp_path / "in.jsonl", lines)
+    with raises(ob.InputFileError) as info:
+        ob.validate_input(path, max_problems=3)
+    assert str(info.value) == (
+        f"{path}: 5 problems\n"
+        f'{path}: line 1: method must be "POST", got "GET"\n'
+        f"{path}: line 2: expected a JSON object, got an array\n"
+        f'{path}: line 3: custom_id "a" repeats line 1\n'
+        f"{path}: ... and 2 more problems"
+    )
+
+
+def test_fuzzed_files_raise_nothing_but_input_file_error(tmp_path: Any) -> None:
+    rng = random.Random(20261123)
+    good = b"".join(r.to_json().encode() + b"\n" for r in chat_requests(20, fail=(3,)))
+    path = tmp_path / "fuzz.jsonl"
+    outcomes = {"valid": 0, "invalid": 0}
+    for _ in range(400):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 6)):
+            spot = rng.randrange(len(data))
+            action = rng.choice(["flip", "insert", "delete", "cut"])
+            if action == "flip":
+                data[spot] = rng.randrange(256)
+            elif action == "insert":
+                data[spot:spot] = bytes(rng.choice(b'{}[]",:\n\r \x00\xff\\') for _ in range(3))
+            elif action == "delete":
+                del data[spot : spot + rng.randint(1, 20)]
+            else:
+                data = data[:spot]
+        path.write_bytes(bytes(data))
+        for check in (lambda: list(ob.read_jsonl(path)), lambda: ob.validate_input(path)):
+            try:
+                check()
+                outcomes["valid"] += 1
+            except ob.InputFileError as exc:
+                assert str(exc).startswith(str(path))
+                outcomes["invalid"] += 1
+    assert outcomes["invalid"] > 300
+
+
+# ---------------------------------------------------------------- splitting input files
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def test_split_by_requests_keeps_every_line_in_order(tmp_path: Any) -> None:
+    path = tmp_path / "all.jsonl"
+    ob.write_jsonl(path, chat_requests(25))
+    shards = ob.split_jsonl(path, tmp_path / "parts", max_requests=10)
+    assert [os.path.basename(p) for p in shards] == [
+        "all.001.jsonl",
+        "all.002.jsonl",
+        "all.003.jsonl",
+    ]
+    assert b"".join(_read_bytes(p) for p in shards) == path.read_bytes()
+    assert [ob.validate_input(p, max_requests=10).requests for p in shards] == [10, 10, 5]
+
+
+def test_split_by_bytes_and_by_embedding_inputs(tmp_path: Any) -> None:
+    path = tmp_path / "emb.jsonl"
+    ob.write_jsonl(
+        path, [BatchRequest.embedding(f"e{i}", "e-3", ["a", "b", "c"]) for i in range(7)]
+    )
+    by_inputs = ob.split_jsonl(path, tmp_path / "a", max_embedding_inputs=7)
+    assert [ob.validate_input(p).embedding_inputs for p in by_inputs] == [6, 6, 6, 3]
+    line = len(path.read_bytes().splitlines(keepends=True)[0])
+    by_bytes = ob.split_jsonl(path, tmp_path / "b", max_bytes=3 * line + 1)
+    assert [ob.validate_input(p).requests for p in by_bytes] == [3, 3, 1]
+
+
+def test_split_refuses_a_bad_file_and_a_line_too_big_for_any_shard(tmp_path: Any) -> None:
+    bad = write_lines(tmp_path / "bad.jsonl", [request_line("a"), request_line("a")])
+    with raises(ob.InputFileError, match="repeats line 1"):
+        ob.split_jsonl(bad, tmp_path / "out")
+    path = tmp_path / "in.jsonl"
+    ob.write_jsonl(path, chat_requests(5))
+    with raises(ob.InputFileError, match="line 1: this line alone has too many bytes"):
+        ob.split_jsonl(path, tmp_path / "out", max_bytes=20)
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_split_adds_the_missing_final_newline_and_drops_the_bom(tmp_path: Any) -> None:
+    path = tmp_path / "in.jsonl"
+    lines = [json.dumps(request_line(c)) for c in "abc"]
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())
+    shards = ob.split_jsonl(path, tmp_path, max_requests=2)
+    expected = [lines[0] + "\n" + lines[1] + "\n", lines[2] + "\n"]
+    assert [_read_bytes(p).decode() for p in shards] == expected
+
+
+# ---------------------------------------------------------------- results
+
+
+def test_results_parse_the_forms_servers_write(tmp_path: Any) -> None:
+    lines = [
+        {
+            "id": "r1",
+            "custom_id": "a",
+            "response": {"status_code": 200, "request_id": "q", "body": {"x": 1}},
+            "error": None,
+        },
+        {"custom_id": "b", "response": {"status_code": 200, "body": '{"y": 2}'}},
+        {"custom_id": "c", "response": {"status_code": 200, "body": "plain text"}},
+        {"custom_id": "d", "error": {"type": "server_error", "message": "boom"}},
+        {"custom_id": "e", "response": None, "error": {"code": "batch_expired", "message": "late"}},
+        {
+            "custom_id": "f",
+            "response": {"status_code": 429, "body": {"error": {"message": "slow down"}}},
+        },
+        {"custom_id": "g", "response": {"status_code": 500}, "error": "just a string"},
+    ]
+    results = list(ob.iter_results(write_lines(tmp_path / "out.jsonl", lines)))
+    assert [r.ok for r in results] == [True, True, True, False, False, False, False]
+    assert results[0] == ob.BatchResult("a", "r1", 200, "q", {"x": 1}, None)
+    assert (results[1].body, results[2].body) == ({"y": 2}, "plain text")
+    assert results[3].error == ob.BatchResultError("server_error", "boom")
+    assert [r.error_message for r in results[3:]] == ["boom", "late", "slow down", "just a string"]
+    assert results[0].error_message is None
+    assert [r.to_dict() for r in results] == lines
+
+
+def test_results_come_from_paths_streams_and_lines(
+    tmp_path: Any, client: Client, api: FakeAPI
+) -> None:
+    line = {"custom_id": "a", "response": {"status_code": 200, "body": {}}, "error": None}
+    file_id = api.add_file((json.dumps(line) + "\n").encode(), filename="o.jsonl")["id"]
+    from_stream = list(ob.iter_results(client.files.content(file_id)))
+    from_lines = list(ob.iter_results([json.dumps(line).encode(), "", line, from_stream[0]]))
+    assert [r.custom_id for r in from_stream + from_lines] == ["a"] * 4
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    assert list(ob.iter_results(empty)) == []
+    with raises(ob.InputFileError, match=r"^<stream>: line 2: not valid JSON"):
+        list(ob.iter_results(iter(['{"custom_id": "a"}', "{oops"])))
+
+
+def test_a_result_built_by_hand_gives_the_line_format() -> None:
+    made = ob.BatchResult("a", status_code=400, body={"error": {"message": "bad"}})
+    assert made.to_dict() == {
+        "id": None,
+        "custom_id": "a",
+        "response": {"status_code": 400, "request_id": None, "body": {"error": {"message": "bad"}}},
+        "error": None,
+    }
+    assert ob.BatchResult("b").error_message == "no response"
+    assert ob.BatchResult("c", error=ob.BatchResultError(code="x")).error_message == "x"
+
+
+def _result(custom_id: str, ok: bool = True) -> dict[str, Any]:
+    status = 200 if ok else 500
+    return {"custom_id": custom_id, "response": {"status_code": status, "body": {"for": custom_id}}}
+
+
+def test_join_pairs_results_with_requests_in_input_order(tmp_path: Any) -> None:
+    requests_path = tmp_path / "in.jsonl"
+    ob.write_jsonl(requests_path, chat_requests(4))
+    results = [
+        _result("q3"),
+        _result("q0", ok=False),
+        _result("q0"),
+        _result("q1", ok=False),
+        _result("stray"),
+    ]
+    pairs = list(ob.join_results(requests_path, results))
+    assert [
+        (req.custom_id if req else None, res.custom_id if res else None) for req, res in pairs
+    ] == [
+        ("q0", "q0"),
+        ("q1", "q1"),
+        ("q2", None),
+        ("q3", "q3"),
+        (None, "stray"),
+    ]
+    assert pairs[0][1] is not None and pairs[0][1].ok  # the success wins over the failure
+    assert pairs[0][0] == chat_requests(1)[0]
+
+
+def test_write_failed_requests_makes_a_retry_file(tmp_path: Any) -> None:
+    requests_path = tmp_path / "in.jsonl"
+    ob.write_jsonl(requests_path, chat_requests(4))
+    retry = tmp_path / "retry.jsonl"
+    results = [_result("q0"), _result("q1", ok=False), _result("q3")]
+    assert ob.write_failed_requests(requests_path, results, retry) == 2
+    assert [line["custom_id"] for line in ob.read_jsonl(retry)] == ["q1", "q2"]
+    assert ob.validate_input(retry).requests == 2
+    everything = [_result(f"q{i}") for i in range(4)]
+    assert ob.write_failed_requests(requests_path, everything, tmp_path / "none.jsonl") == 0
+    assert not (tmp_path / "none.jsonl").exists()
