@@ -2916,3 +2916,215 @@ def test_write_failed_requests_makes_a_retry_file(tmp_path: Any) -> None:
     everything = [_result(f"q{i}") for i in range(4)]
     assert ob.write_failed_requests(requests_path, everything, tmp_path / "none.jsonl") == 0
     assert not (tmp_path / "none.jsonl").exists()
+
+
+# ---------------------------------------------------------------- the batch lifecycle
+
+
+def _outcomes(pairs: Any) -> list[tuple[str, str]]:
+    """(custom_id, "ok" | "failed" | "none") for each joined pair."""
+    return [
+        (request.custom_id, "none" if result is None else "ok" if result.ok else "failed")
+        for request, result in pairs
+    ]
+
+
+def test_submit_wait_results_download_and_join(client: Client, api: FakeAPI, tmp_path: Any) -> None:
+    requests_path = tmp_path / "requests.jsonl"
+    ob.write_jsonl(requests_path, chat_requests(12, fail=(2, 7)))
+    batch = client.submit(requests_path, metadata={"run": "e2e"})
+    assert (batch.status, batch.endpoint, batch.metadata) == (
+        "validating",
+        "/v1/chat/completions",
+        {"run": "e2e"},
+    )
+    seen: list[str] = []
+    done = client.batches.wait(batch.id, on_update=lambda b: seen.append(ob._text(b.status)))
+    assert (
+        done.status is ob.BatchStatus.COMPLETED
+        and seen[0] == "validating"
+        and seen[-1] == "completed"
+    )
+    assert done.request_counts == ob.BatchRequestCounts(total=12, completed=10, failed=2)
+    results = list(client.results(done))
+    assert sorted(r.custom_id for r in results) == sorted(
+        r.custom_id for r in chat_requests(12, (2, 7))
+    )
+    assert [r.ok for r in results] == [True] * 10 + [False] * 2  # output file, then error file
+    paths = client.download(done.id, tmp_path / "out")
+    assert [os.path.basename(p) for p in paths] == [
+        f"{done.id}_output.jsonl",
+        f"{done.id}_errors.jsonl",
+    ]
+    pairs = list(ob.join_results(requests_path, ob.iter_results(paths[0])))
+    pairs += [(None, r) for r in ob.iter_results(paths[1])]
+    joined = list(ob.join_results(requests_path, client.results(done.id)))
+    assert _outcomes(joined) == [
+        (f"fail-{i}" if i in (2, 7) else f"q{i}", "failed" if i in (2, 7) else "ok")
+        for i in range(12)
+    ]
+    answer = joined[5][1]
+    assert (
+        answer is not None and answer.body["choices"][0]["message"]["content"] == "echo: question 5"
+    )
+
+
+def test_submit_takes_requests_and_reads_the_endpoint(client: Client, api: FakeAPI) -> None:
+    rows = [
+        BatchRequest.embedding(f"e{i}", "text-embedding-3-small", f"text {i}") for i in range(3)
+    ]
+    batch = client.submit(rows)
+    assert batch.endpoint is ob.BatchEndpoint.EMBEDDINGS
+    uploaded = api.contents[batch.input_file_id]
+    assert uploaded == b"".join(r.to_json().encode() + b"\n" for r in rows)
+    done = client.batches.wait(batch.id)
+    vectors = [r.body["data"][0]["embedding"] for r in client.results(done)]
+    assert len(vectors) == 3 and all(len(v) == 3 for v in vectors)
+
+
+def test_submit_refuses_bad_input_before_any_request(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [request_line("a"), request_line("a")])
+    with raises(ob.InputFileError, match="repeats line 1"):
+        client.submit(path)
+    with raises(ValueError, match="metadata has 17 keys"):
+        client.submit(path, metadata={str(i): "" for i in range(17)})
+    assert api.requests == []
+
+
+def test_wait_polls_less_often_as_time_goes_on(client: Client, api: FakeAPI) -> None:
+    api.seconds_validating = 400.0
+    batch = client.submit(chat_requests(1))
+    client.batches.wait(batch.id)
+    sleeps = api.clock.sleeps
+    assert sleeps[:5] == [2.0, 3.0, 4.5, 6.75, 10.125]
+    assert max(sleeps) == 60.0 and sleeps[-1] == 60.0
+
+
+def test_wait_with_a_fixed_interval_and_a_timeout(client: Client, api: FakeAPI) -> None:
+    batch = client.submit(chat_requests(30))
+    updates: list[ob.Batch] = []
+    with raises(ob.WaitTimeoutError) as info:
+        client.batches.wait(batch.id, poll_interval=5, timeout=22, on_update=updates.append)
+    assert api.clock.sleeps == [5, 5, 5, 5, 2]
+    assert str(info.value) == f"Batch {batch.id} is still in_progress after 22 s."
+    assert info.value.batch.status == "in_progress" and info.value.batch == updates[-1]
+    assert [ob._text(b.status) for b in updates] == ["validating"] + ["in_progress"] * 4
+    counts = [b.request_counts.completed for b in updates if b.request_counts]
+    assert counts == sorted(counts) and counts[-1] == 12
+
+
+def test_wait_rides_out_a_transient_error(client: Client, api: FakeAPI) -> None:
+    batch = client.submit(chat_requests(2))
+    api.arm("GET", r"/v1/batches/[^/]+", Fault.error(503), Fault.error(502))
+    assert client.batches.wait(batch.id, poll_interval=10).status == "completed"
+    assert api.clock.sleeps[:3] == [0.5, 1.0, 10]
+
+
+def test_a_cancelled_batch_joins_with_none_for_what_did_not_run(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    path = tmp_path / "in.jsonl"
+    ob.write_jsonl(path, chat_requests(10, fail=(1,)))
+    batch = client.submit(path)
+    api.clock.advance(api.seconds_validating + 4.5)
+    cancelling = client.batches.cancel(batch.id)
+    assert cancelling.status is ob.BatchStatus.CANCELLING
+    done = client.batches.wait(batch.id)
+    assert done.status is ob.BatchStatus.CANCELLED
+    outcomes = _outcomes(ob.join_results(path, client.results(done)))
+    assert outcomes == [("q0", "ok"), ("fail-1", "failed"), ("q2", "ok"), ("q3", "ok")] + [
+        (f"q{i}", "none") for i in range(4, 10)
+    ]
+
+
+def test_an_expired_batch_joins_with_none_for_what_did_not_run(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    api.seconds_per_request = 20_000.0
+    path = tmp_path / "in.jsonl"
+    ob.write_jsonl(path, chat_requests(6))
+    batch = client.submit(path)
+    done = client.batches.wait(batch.id, poll_interval=3600)
+    assert done.status is ob.BatchStatus.EXPIRED and not done.error_file_id
+    assert _outcomes(ob.join_results(path, client.results(done))) == [
+        ("q0", "ok"),
+        ("q1", "ok"),
+        ("q2", "ok"),
+        ("q3", "ok"),
+        ("q4", "none"),
+        ("q5", "none"),
+    ]
+    retry = tmp_path / "retry.jsonl"
+    assert ob.write_failed_requests(path, client.results(done), retry) == 2
+    assert client.download(done, tmp_path / "dl") == [
+        str(tmp_path / "dl" / f"{done.id}_output.jsonl")
+    ]
+
+
+def test_a_batch_the_server_failed_has_nothing_to_download(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    file_id = api.add_file(b'{"custom_id": "a"}\n')["id"]
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    failed = client.batches.wait(batch.id)
+    assert failed.status is ob.BatchStatus.FAILED
+    assert isinstance(failed.errors, ob.BatchErrors) and failed.errors.data
+    assert failed.errors.data[0].line == 1
+    assert client.download(failed, tmp_path) == [] and list(client.results(failed)) == []
+
+
+# ---------------------------------------------------------------- the client
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-env")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-env")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://example.invalid/v1/")
+    client = ob.OpenAI()
+    assert (client.organization, client.project) == ("org-env", "proj-env")
+    assert client.base_url == "http://example.invalid/v1"
+    assert repr(client) == (
+        "Client(base_url='http://example.invalid/v1', organization='org-env', "
+        "project='proj-env', timeout=600.0, max_retries=2)"
+    )
+    assert ob.OpenAI is ob.Client
+    assert ob.Client(organization="org-arg").organization == "org-arg"
+
+
+def test_a_missing_key_is_an_error_naming_the_variable() -> None:
+    with raises(ob.OpenAIError) as info:
+        ob.Client()
+    assert str(info.value) == (
+        "The api_key client option must be set either by passing api_key to the client or by "
+        "setting the OPENAI_API_KEY environment variable"
+    )
+
+
+def test_a_key_that_cannot_be_sent_is_refused_without_showing_it() -> None:
+    with raises(ob.OpenAIError) as info:
+        ob.Client(api_key=API_KEY[:10] + "\u2019" + API_KEY[10:])
+    assert str(info.value) == (
+        "The API key has a character that cannot be sent in an HTTP header (position 11 of 33); "
+        "check how it was copied."
+    )
+    assert ob.Client(api_key=f"  {API_KEY}\n").api_key == API_KEY
+
+
+def test_a_base_url_must_be_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    with raises(
+        ob.OpenAIError, match=r"^base_url must be an http:// or https:// URL, not 'ftp://x'$"
+    ):
+        ob.Client(api_key=API_KEY, base_url="ftp://x")
+
+
+def test_with_options_changes_only_what_it_is_given(client: Client, api: FakeAPI) -> None:
+    other = client.with_options(timeout=5, max_retries=0)
+    assert (other.timeout, other.max_retries, other.base_url) == (5.0, 0, client.base_url)
+    assert other.api_key == client.api_key and client.copy(project="p").project == "p"
+    api.arm("GET", r"/v1/batches/b", Fault.error(500))
+    with raises(ob.InternalServerError):
+        other.batches.retrieve("b")
+    assert api.clock.sleeps == []
