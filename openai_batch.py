@@ -2914,9 +2914,10 @@ def _batch_errors(batch: Batch) -> list[str]:
 
 
 def _show_details(console: _Console, details: list[tuple[str, str]]) -> None:
+    """Field and value a line: aligned on a terminal, tab-separated in a pipe."""
     width = max(len(key) for key, _ in details)
     for key, value in details:
-        console.line(f"{key.ljust(width)}  {value}" if console.tty else f"{key}\t{value}")
+        console.line(f"{key.ljust(width)}  {value or '-'}" if console.tty else f"{key}\t{value}")
 
 
 def _show_file(console: _Console, file: FileObject, as_json: bool) -> int:
@@ -3071,13 +3072,15 @@ def _given(value: _T | None, default: _T) -> _T:
 
 
 def _cmd_list(session: _Session) -> int:
+    """One page of batches; with --all or a filter, pages of 100 until the answer is known."""
     args = session.args
-    page = session.client.batches.list(limit=args.limit, after=args.after)
     keep = _batch_filter(args)
-    if args.all or keep is not None or args.since is not None:
-        shown = _filtered(page, keep, args.since, None if args.all else args.limit or 20)
-        return _show_batches(session.console, shown, args.json)
-    return _show_batches(session.console, page.data, args.json)
+    paging = args.all or keep is not None or args.since is not None
+    page = session.client.batches.list(limit=100 if paging else args.limit, after=args.after)
+    if not paging:
+        return _show_batches(session.console, page.data, args.json)
+    limit = args.limit or (None if args.all else 20)
+    return _show_batches(session.console, _filtered(page, keep, args.since, limit), args.json)
 
 
 def _batch_filter(args: Any) -> Callable[[Batch], bool] | None:
@@ -3444,7 +3447,7 @@ def _batch_commands(commands: Any, common: Any) -> None:
     statuses = [status.value for status in BatchStatus]
     listing = _add(commands, common, "list", _cmd_list, "list batches, newest first")
     listing.add_argument(
-        "--limit", type=int, metavar="N", help="batches to show (20; with --all, page size)"
+        "--limit", type=int, metavar="N", help="show at most N batches (20; no limit with --all)"
     )
     listing.add_argument("--after", metavar="ID", help="start after this batch id")
     listing.add_argument("--all", action="store_true", help="every batch, fetching pages as needed")

@@ -3128,3 +3128,195 @@ def test_with_options_changes_only_what_it_is_given(client: Client, api: FakeAPI
     with raises(ob.InternalServerError):
         other.batches.retrieve("b")
     assert api.clock.sleeps == []
+
+
+# ---------------------------------------------------------------- command line
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+def cli(
+    client: Client,
+    *argv: str,
+    tty: bool = False,
+    color: bool = False,
+    width: int = 100,
+) -> Ran:
+    """Run `main` in-process against the fake, as a terminal (tty) or a pipe would see it."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("OPENAI_BATCH_FORCE_TTY", "1" if tty else "0")
+    patch.setenv("COLUMNS", str(width))
+    if not color:
+        patch.setenv("NO_COLOR", "1")
+    capture = _CAPTURE[0]
+    capture.readouterr()
+    try:
+        code = ob.main(list(argv), client=client)
+    finally:
+        patch.undo()
+    out, err = capture.readouterr()
+    _SEEN.extend([out, err])
+    return Ran(code, out, err)
+
+
+_CAPTURE: list[Any] = [None]
+
+
+@pytest.fixture(autouse=True)
+def _capture_for_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    _CAPTURE[0] = capsys
+
+
+def _seed_list(api: FakeAPI) -> None:
+    """Three batches of different ages and states, with fixed ids."""
+    now = int(api.clock.now)
+    api.add_batch(
+        id="batch_failed",
+        status="failed",
+        created_at=now - 40 * 86400,
+        failed_at=now - 40 * 86400 + 30,
+        errors={"object": "list", "data": [{"code": "x", "message": "bad line", "line": 3}]},
+    )
+    api.add_batch(
+        id="batch_embed",
+        status="completed",
+        endpoint="/v1/embeddings",
+        model="text-embedding-3-small",
+        created_at=now - 2 * 86400,
+        completed_at=now - 2 * 86400 + 600,
+        input_file_id="file-in",
+        output_file_id="file-out",
+        request_counts={"total": 100, "completed": 100, "failed": 0},
+        metadata={"team": "search"},
+    )
+    api.add_batch(
+        id="batch_chat",
+        status="in_progress",
+        model="gpt-4o-mini",
+        created_at=now - 3 * 3600,
+        in_progress_at=now - 3 * 3600 + 20,
+        request_counts={"total": 20, "completed": 7, "failed": 1},
+        metadata={"team": "evals", "run": "7"},
+    )
+
+
+def test_cli_list_on_a_terminal(client: Client, api: FakeAPI) -> None:
+    _seed_list(api)
+    ran = cli(client, "list", tty=True)
+    assert (ran.code, ran.err) == (0, "")
+    assert ran.out == GOLDEN_LIST_TTY
+
+
+def test_cli_list_in_a_pipe(client: Client, api: FakeAPI) -> None:
+    _seed_list(api)
+    ran = cli(client, "list")
+    assert (ran.code, ran.err) == (0, "")
+    assert ran.out == GOLDEN_LIST_PIPED
+
+
+GOLDEN_LIST_TTY = """\
+ID            STATUS       ENDPOINT              MODEL                   PROGRESS   CREATED
+batch_chat    in_progress  /v1/chat/completions  gpt-4o-mini             7/1/20     3h ago
+batch_embed   completed    /v1/embeddings        text-embedding-3-small  100/0/100  2d ago
+batch_failed  failed       /v1/chat/completions  -                       0/0/0      2023-10-05
+"""
+GOLDEN_LIST_PIPED = (
+    "batch_chat\tin_progress\t/v1/chat/completions\tgpt-4o-mini\t7/1/20\t2023-11-14T19:13:20Z\n"
+    "batch_embed\tcompleted\t/v1/embeddings\ttext-embedding-3-small\t100/0/100\t"
+    "2023-11-12T22:13:20Z\n"
+    "batch_failed\tfailed\t/v1/chat/completions\t\t0/0/0\t2023-10-05T22:13:20Z\n"
+)
+
+
+def test_cli_list_fits_a_narrow_terminal_and_colours_the_status(
+    client: Client, api: FakeAPI
+) -> None:
+    _seed_list(api)
+    ran = cli(client, "list", tty=True, color=True, width=72)
+    lines = ran.out.splitlines()
+    assert lines[0] == "ID            STATUS       ENDPOINT  MODEL         PROGRESS   CREATED"
+    assert lines[1] == (
+        "batch_chat    \x1b[36min_progress\x1b[0m  /v1/cha…  gpt-4o-mini   7/1/20     3h ago"
+    )
+    assert "\x1b[32mcompleted  \x1b[0m" in lines[2] and "\x1b[31mfailed" in lines[3]
+    assert max(len(re.sub(r"\x1b\[\d+m", "", line)) for line in lines) <= 72
+
+
+def test_cli_list_json_is_the_api_json_a_line_each(client: Client, api: FakeAPI) -> None:
+    _seed_list(api)
+    ran = cli(client, "list", "--json")
+    assert [json.loads(line) for line in ran.out.splitlines()] == [
+        api.batches[i] for i in ("batch_chat", "batch_embed", "batch_failed")
+    ]
+
+
+def test_cli_list_filters_page_lazily_and_stop_early(client: Client, api: FakeAPI) -> None:
+    for i in range(250):
+        status = "completed" if i % 3 else "failed"
+        api.add_batch(id=f"batch_{i:03d}", status=status, created_at=_T0 - 60 * (250 - i))
+    ran = cli(client, "list", "--status", "failed", "--limit", "3", "--json")
+    shown = [json.loads(line)["id"] for line in ran.out.splitlines()]
+    assert shown == ["batch_249", "batch_246", "batch_243"]
+    assert [r.query for r in api.requests] == [{"limit": "100"}]
+    api.requests.clear()
+    ran = cli(client, "list", "--since", str(_T0 - 60 * 120))
+    ids = [line.split("\t")[0] for line in ran.out.splitlines()]
+    assert ids == [f"batch_{i:03d}" for i in range(249, 229, -1)]  # the default 20
+    ran = cli(client, "list", "--all", "--since", str(_T0 - 60 * 120))
+    ids = [line.split("\t")[0] for line in ran.out.splitlines()]
+    assert ids == [f"batch_{i:03d}" for i in range(249, 129, -1)]
+    assert len(api.requests) == 1 + 2  # the second page shows the rest are older
+    api.requests.clear()
+    assert len(cli(client, "list", "--all").out.splitlines()) == 250
+    assert len(api.requests) == 3
+
+
+def test_cli_list_filters_by_endpoint_and_metadata(client: Client, api: FakeAPI) -> None:
+    _seed_list(api)
+    ran = cli(client, "list", "--endpoint", "embeddings")
+    assert [line.split("\t")[0] for line in ran.out.splitlines()] == ["batch_embed"]
+    ran = cli(client, "list", "--metadata", "team=evals", "--metadata", "run=7")
+    assert [line.split("\t")[0] for line in ran.out.splitlines()] == ["batch_chat"]
+    assert cli(client, "list", "--metadata", "team=none", tty=True).err == "No batches found.\n"
+
+
+def test_cli_since_takes_durations_dates_and_unix_times() -> None:
+    assert abs(ob._since("2h") - (time.time() - 7200)) < 5
+    assert ob._since("2023-11-14") == 1699920000.0
+    assert ob._since("2023-11-14T22:13:20Z") == _T0
+    assert ob._since(str(_T0)) == _T0
+    import argparse
+
+    with raises(argparse.ArgumentTypeError, match="expected a duration like 2h"):
+        ob._since("yesterday")
+
+
+def test_cli_get_on_a_terminal_and_in_a_pipe(client: Client, api: FakeAPI) -> None:
+    _seed_list(api)
+    ran = cli(client, "get", "batch_embed", tty=True)
+    assert ran.out == GOLDEN_GET_TTY
+    piped = cli(client, "retrieve", "batch_failed")
+    assert piped.out.splitlines()[:2] == ["id\tbatch_failed", "status\tfailed"]
+    assert "error\tline 3: bad line" in piped.out.splitlines()
+    assert json.loads(cli(client, "get", "batch_chat", "--json").out) == api.batches["batch_chat"]
+
+
+GOLDEN_GET_TTY = """\
+id              batch_embed
+status          completed
+endpoint        /v1/embeddings
+model           text-embedding-3-small
+progress        100/0/100 (completed/failed/total)
+input_file_id   file-in
+output_file_id  file-out
+error_file_id   -
+created         2d ago
+expires         1d ago
+completed       1d ago
+metadata        team=search
+"""
