@@ -3320,3 +3320,407 @@ expires         1d ago
 completed       1d ago
 metadata        team=search
 """
+
+
+def test_cli_create_and_cancel(client: Client, api: FakeAPI) -> None:
+    file_id = api.add_file(b"".join(r.to_json().encode() + b"\n" for r in chat_requests(2)))["id"]
+    ran = cli(
+        client,
+        "create",
+        "--input-file-id",
+        file_id,
+        "--endpoint",
+        "chat/completions",
+        "--metadata",
+        "job=nightly",
+        "--output-expires-after",
+        "7200",
+        "--json",
+    )
+    batch = json.loads(ran.out)
+    assert (ran.code, batch["status"], batch["metadata"]) == (0, "validating", {"job": "nightly"})
+    sent = json.loads(requests_to(api, "POST", r"/v1/batches")[0].body)
+    assert sent["output_expires_after"] == {"anchor": "created_at", "seconds": 7200}
+    assert sent["endpoint"] == "/v1/chat/completions"
+    ran = cli(client, "cancel", batch["id"])
+    assert ran.code == 0 and "status\tcancelling" in ran.out.splitlines()
+
+
+def test_cli_usage_errors_exit_2(client: Client, api: FakeAPI) -> None:
+    ran = cli(client, "create", "--input-file-id", "f", "--endpoint", "e", "--metadata", "novalue")
+    assert ran.code == 2 and "argument --metadata: expected KEY=VALUE, got 'novalue'" in ran.err
+    many = [arg for i in range(17) for arg in ("--metadata", f"k{i}=v")]
+    ran = cli(client, "create", "--input-file-id", "f", "--endpoint", "e", *many)
+    assert (ran.code, ran.err) == (2, "error: metadata has 17 keys; at most 16 are allowed\n")
+    assert cli(client, "wait", "b", "--interval", "-1").code == 2
+    assert cli(client, "frobnicate").code == 2
+    assert cli(client).code == 2
+    assert api.requests == []
+
+
+def test_cli_version_and_help(client: Client) -> None:
+    ran = cli(client, "--version")
+    assert (ran.code, ran.out) == (0, f"openai-batch {ob.__version__}\n")
+    ran = cli(client, "--help")
+    assert ran.code == 0 and "OPENAI_API_KEY" in ran.out and "retry" in ran.out
+    assert "process list" in cli(client, "list", "--help").out
+
+
+def test_cli_upload_and_files(client: Client, api: FakeAPI, tmp_path: Any) -> None:
+    path = tmp_path / "in.jsonl"
+    ob.write_jsonl(path, chat_requests(2))
+    uploaded = json.loads(cli(client, "upload", str(path), "--json").out)
+    assert api.contents[uploaded["id"]] == path.read_bytes()
+    listed = cli(client, "files", "list", "--purpose", "batch")
+    assert (
+        listed.out
+        == f"{uploaded['id']}\tbatch\t{path.stat().st_size}\tin.jsonl\t2023-11-14T22:13:20Z\n"
+    )
+    table = cli(client, "files", "list", "--all", tty=True)
+    assert table.out.splitlines()[0].split() == ["ID", "PURPOSE", "SIZE", "FILENAME", "CREATED"]
+    assert f"{path.stat().st_size} B" in table.out
+    shown = cli(client, "files", "get", uploaded["id"], tty=True)
+    assert shown.out.splitlines()[1:4] == [
+        "filename  in.jsonl",
+        "purpose   batch",
+        f"bytes     {path.stat().st_size} B",
+    ]
+    assert cli(client, "files", "get", uploaded["id"], "--json").out.startswith("{\n")
+    content = cli(client, "files", "content", uploaded["id"])
+    assert content.out.encode() == path.read_bytes()
+    saved = cli(client, "files", "content", uploaded["id"], "-o", str(tmp_path / "copy.jsonl"))
+    assert saved.err == f"wrote {tmp_path / 'copy.jsonl'}\n"
+    assert (tmp_path / "copy.jsonl").read_bytes() == path.read_bytes()
+    deleted = cli(client, "files", "delete", uploaded["id"])
+    assert (deleted.code, deleted.out) == (0, f"deleted {uploaded['id']}\n")
+    assert cli(client, "files", "list", tty=True).err == "No files found.\n"
+    assert json.loads(cli(client, "files", "list", "--json").out or "null") is None
+
+
+def test_cli_validate_reports_a_summary_or_every_problem(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    path = tmp_path / "in.jsonl"
+    ob.write_jsonl(path, chat_requests(3))
+    size = path.stat().st_size
+    ran = cli(client, "validate", str(path), tty=True)
+    assert ran.out == f"ok  {path}: 3 requests, {size} B, /v1/chat/completions, model gpt-4o-mini\n"
+    ran = cli(client, "validate", str(path))
+    assert ran.out == f"{path}\t3\t{size}\t/v1/chat/completions\tgpt-4o-mini\t0\n"
+    assert json.loads(cli(client, "validate", str(path), "--json").out)["requests"] == 3
+    bad = write_lines(
+        tmp_path / "bad.jsonl", [request_line("a", method="GET"), "{", request_line("a")]
+    )
+    ran = cli(client, "validate", bad)
+    assert (ran.code, ran.out) == (1, "")
+    assert ran.err == (
+        f"error: {bad}: 3 problem(s)\n"
+        '  line 1: method must be "POST", got "GET"\n'
+        "  line 2: not valid JSON: Expecting property name enclosed in double quotes (column 2)\n"
+        '  line 3: custom_id "a" repeats line 1\n'
+    )
+    missing = cli(client, "validate", str(tmp_path / "nope.jsonl"))
+    assert missing.code == 1 and missing.err.startswith(
+        "error: [Errno 2] No such file or directory"
+    )
+    assert api.requests == []
+
+
+def test_cli_validate_needs_no_key(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "in.jsonl"
+    ob.write_jsonl(path, chat_requests(1))
+    assert ob.main(["validate", str(path)]) == 0
+    assert capsys.readouterr().out.startswith(str(path))
+
+
+def test_cli_submit_and_wait_with_exit_codes(client: Client, api: FakeAPI, tmp_path: Any) -> None:
+    path = tmp_path / "in.jsonl"
+    ob.write_jsonl(path, chat_requests(4, fail=(1,)))
+    ran = cli(client, "submit", str(path), "--metadata", "k=v", "--wait", "--interval", "5")
+    lines = ran.out.splitlines()
+    batch_id = lines[0].split("\t")[1]
+    assert ran.code == 0 and lines[1] == "status\tvalidating"
+    progress = [line.split("\t")[2:] for line in lines if line.startswith("2023-")]
+    assert progress == [
+        ["validating", "0/0/0"],
+        ["in_progress", "0/0/4"],
+        ["finalizing", "3/1/4"],
+        ["completed", "3/1/4"],
+    ]
+    assert ran.err == (
+        f"{batch_id} completed after 20s: 3/1/4 completed/failed/total\n"
+        f"next: openai-batch results {batch_id}  (or: download {batch_id})\n"
+    )
+    assert cli(client, "wait", batch_id).code == 0
+    cancelled = api.add_batch(id="batch_c", status="cancelled")
+    assert cli(client, "wait", cancelled["id"]).code == 1
+
+
+def test_cli_wait_times_out_with_its_own_code(client: Client, api: FakeAPI) -> None:
+    batch = client.submit(chat_requests(50))
+    ran = cli(client, "wait", batch.id, "--interval", "10", "--timeout-wait", "30")
+    assert ran.code == 124
+    assert ran.err == f"error: Batch {batch.id} is still in_progress after 30 s.\n"
+
+
+def test_cli_wait_stops_on_interrupt_with_130(api: FakeAPI) -> None:
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    client = make_client(api, sleep=interrupted)
+    batch = client.submit(chat_requests(2))
+    ran = cli(client, "wait", batch.id, tty=True)
+    assert ran.code == 130 and ran.out.endswith("\n") and "\r\x1b[2K" in ran.out
+
+
+def test_cli_submit_json_and_a_bad_file(client: Client, api: FakeAPI, tmp_path: Any) -> None:
+    path = tmp_path / "in.jsonl"
+    ob.write_jsonl(path, chat_requests(2))
+    assert json.loads(cli(client, "submit", str(path), "--json").out)["object"] == "batch"
+    bad = write_lines(tmp_path / "bad.jsonl", [request_line("a", body={})])
+    ran = cli(client, "submit", bad)
+    assert ran.code == 1 and "line 1: body has no model" in ran.err
+    assert len(requests_to(api, "POST", r"/v1/files")) == 1
+
+
+def _finished(client: Client, api: FakeAPI, tmp_path: Any, fail: tuple[int, ...] = (1, 3)) -> str:
+    path = tmp_path / "in.jsonl"
+    ob.write_jsonl(path, chat_requests(5, fail=fail))
+    batch = client.submit(path)
+    client.batches.wait(batch.id)
+    return batch.id
+
+
+def test_cli_results_on_a_terminal_and_in_a_pipe(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    batch_id = _finished(client, api, tmp_path)
+    ran = cli(client, "results", batch_id, tty=True)
+    assert ran.out == GOLDEN_RESULTS_TTY
+    piped = cli(client, "results", batch_id, "--failed")
+    assert piped.out == (
+        "fail-1\tfailed\t400\tRequest failed by fail_rule\n"
+        "fail-3\tfailed\t400\tRequest failed by fail_rule\n"
+    )
+    lines = [
+        json.loads(line) for line in cli(client, "results", batch_id, "--json").out.splitlines()
+    ]
+    assert [line["custom_id"] for line in lines] == ["q0", "fail-1", "q2", "fail-3", "q4"]
+
+
+GOLDEN_RESULTS_TTY = """\
+CUSTOM_ID  RESULT  STATUS  DETAIL
+q0         ok      200     echo: question 0
+fail-1     failed  400     Request failed by fail_rule
+q2         ok      200     echo: question 2
+fail-3     failed  400     Request failed by fail_rule
+q4         ok      200     echo: question 4
+"""
+
+
+def test_cli_results_with_a_given_input_and_without_any(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    batch_id = _finished(client, api, tmp_path)
+    extra = tmp_path / "more.jsonl"
+    ob.write_jsonl(extra, chat_requests(6, fail=(1, 3)))
+    ran = cli(client, "results", batch_id, "--input", str(extra), "--failed", "--json")
+    assert json.loads(ran.out.splitlines()[-1]) == {
+        "id": None,
+        "custom_id": "q5",
+        "response": None,
+        "error": None,
+    }
+    client.files.delete(api.batches[batch_id]["input_file_id"])
+    ran = cli(client, "results", batch_id)
+    assert ran.code == 0 and len(ran.out.splitlines()) == 5
+    assert ran.err.startswith(
+        "note: the input file is not available (Error code: 404 - No such File object"
+    )
+
+
+def test_cli_download_and_retry(client: Client, api: FakeAPI, tmp_path: Any) -> None:
+    batch_id = _finished(client, api, tmp_path)
+    ran = cli(client, "download", batch_id, "-o", str(tmp_path / "dl"))
+    assert ran.out.splitlines() == [
+        str(tmp_path / "dl" / f"{batch_id}_output.jsonl"),
+        str(tmp_path / "dl" / f"{batch_id}_errors.jsonl"),
+    ]
+    retry = tmp_path / "retry.jsonl"
+    ran = cli(client, "retry", batch_id, "-o", str(retry))
+    assert ran.err == f"wrote 2 requests to {retry}\nnext: openai-batch submit {retry}\n"
+    assert [line["custom_id"] for line in ob.read_jsonl(retry)] == ["fail-1", "fail-3"]
+    clean = _finished(client, api, tmp_path, fail=())
+    ran = cli(client, "retry", clean, "-o", str(tmp_path / "none.jsonl"))
+    assert ran.err == f"nothing to retry: every request of {clean} succeeded\n"
+
+
+def test_cli_download_of_a_batch_with_no_files(client: Client, api: FakeAPI) -> None:
+    api.add_batch(id="batch_running", status="in_progress")
+    ran = cli(client, "download", "batch_running")
+    assert (ran.code, ran.err) == (
+        1,
+        "batch_running is in_progress and has no files to download.\n",
+    )
+    api.add_batch(id="batch_failed", status="failed")
+    assert cli(client, "download", "batch_failed").code == 0
+
+
+def test_cli_errors_say_what_and_hint_at_a_fix(client: Client, api: FakeAPI) -> None:
+    ran = cli(client, "get", "batch_nope")
+    assert (ran.code, ran.out) == (1, "")
+    assert ran.err == (
+        "error: Error code: 404 - No batch found with id 'batch_nope'. (request id req_1)\n"
+        "hint: check the id; `openai-batch list` shows your batches\n"
+    )
+    wrong = make_client(api, api_key="sk-wrong-key-000000000000")
+    ran = cli(wrong, "list")
+    assert ran.code == 1 and ran.err.endswith(
+        "hint: check the key in OPENAI_API_KEY (and --organization/--project if you use them)\n"
+    )
+    api.arm("GET", r"/v1/batches", *[Fault.error(429)] * 3)
+    assert cli(client, "list").err.endswith(
+        "hint: the API is limiting requests; try again in a while\n"
+    )
+    api.arm("GET", r"/v1/batches", *[Fault.drop()] * 4)  # one more: a kept-alive connection
+    assert cli(client, "list").err.endswith("hint: check the network, HTTPS_PROXY and --base-url\n")
+
+
+def test_cli_without_a_key_explains_how_to_set_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ob.main(["list"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "error: The api_key client option must be set either by passing api_key to the client or "
+        "by setting the OPENAI_API_KEY environment variable\n"
+        "hint: export OPENAI_API_KEY=sk-... (or see --api-key)\n"
+    )
+
+
+def test_cli_never_echoes_a_key_given_on_the_command_line(
+    api: FakeAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.add_batch(id="batch_1")
+    code = ob.main(["--api-key", API_KEY, "--base-url", api.base_url, "get", API_KEY])
+    out, err = capsys.readouterr()
+    _SEEN.extend([out, err])
+    assert code == 1 and "[redacted]" in err
+    assert (
+        ob.main(
+            [
+                "get",
+                "batch_1",
+                "--api-key",
+                API_KEY,
+                "--base-url",
+                api.base_url,
+                "--max-retries",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("id\tbatch_1\n")
+
+
+# ---------------------------------------------------------------- command line in a real process
+
+
+def _module_env(**extra: str) -> dict[str, str]:
+    """This interpreter's environment, cleaned by the autouse fixture, finding this checkout."""
+    folder = os.path.dirname(os.path.abspath(ob.__file__))
+    return {**os.environ, "PYTHONPATH": folder, "PYTHONIOENCODING": "utf-8", **extra}
+
+
+def _module(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "openai_batch", *args],
+        env=_module_env(**extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_module_help_runs_on_this_interpreter() -> None:
+    done = _module("--help")
+    assert done.returncode == 0 and done.stdout.startswith("usage: openai-batch ")
+    assert done.stderr == ""
+
+
+def test_module_without_a_key_fails_clearly_without_a_traceback() -> None:
+    done = _module("list")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("error: The api_key client option must be set")
+    assert "Traceback" not in done.stderr
+
+
+def test_module_list_into_a_reader_that_stops_early(api: FakeAPI) -> None:
+    for i in range(1500):
+        api.add_batch(id=f"batch_{i:05d}", created_at=_T0 - i)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "openai_batch", "list", "--all"],
+        env=_module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()
+    code = process.wait(timeout=60)
+    err = process.stderr.read().decode()
+    process.stderr.close()
+    _SEEN.append(err)
+    assert first.startswith(b"batch_00000\tvalidating\t")
+    assert (code, err) == (141, "")
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_wait_on_a_terminal_redraws_one_live_line(api: FakeAPI) -> None:
+    import pty  # noqa: F401  (the standard library's terminal support)
+
+    batch = make_client(api).submit(chat_requests(5, fail=(4,)))
+    leader, follower = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "openai_batch", "wait", batch.id, "--interval", "0.05"],
+        env=_module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url, COLUMNS="100"),
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    screen = _read_terminal(leader, process, api)
+    code = process.wait(timeout=30)
+    _SEEN.append(screen)
+    assert code == 0
+    redraws = screen.count("\r\x1b[2K")
+    assert redraws >= 3
+    assert "\x1b[34mvalidating " in screen and "\x1b[32mcompleted  " in screen
+    assert "[========================] 100%  4/1/5" in screen
+    tail = screen.rsplit("\r\x1b[2K", 1)[1]
+    assert tail.count("\n") == 3  # the live line ends once, then the summary and the hint
+    assert f"{batch.id} completed after" in tail
+
+
+def _read_terminal(leader: int, process: subprocess.Popen[bytes], api: FakeAPI) -> str:
+    """What the program wrote to its terminal, while the fake's clock runs a second a tick."""
+    import select
+
+    chunks = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.02)
+        if not ready:
+            api.clock.advance(1)
+            if process.poll() is not None:
+                break
+            continue
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # EIO: the program closed its side
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    return b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
