@@ -2798,6 +2798,10 @@ def _duration(seconds: float, parts: int = 2) -> str:
     return " ".join(pieces[:parts])
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 def _size(count: int) -> str:
     value, unit = float(count), "B"
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -3080,7 +3084,11 @@ def _cmd_list(session: _Session) -> int:
     if not paging:
         return _show_batches(session.console, page.data, args.json)
     limit = args.limit or (None if args.all else 20)
-    return _show_batches(session.console, _filtered(page, keep, args.since, limit), args.json)
+    since = None
+    if args.since is not None:
+        back, moment = args.since
+        since = moment or session.console.clock() - back
+    return _show_batches(session.console, _filtered(page, keep, since, limit), args.json)
 
 
 def _batch_filter(args: Any) -> Callable[[Batch], bool] | None:
@@ -3317,7 +3325,7 @@ def _cmd_retry(session: _Session) -> int:
         requests = session.input_file(batch, directory)
         count = write_failed_requests(requests, session.client.results(batch), args.output)
     if count:
-        session.console.note(f"wrote {count} requests to {args.output}")
+        session.console.note(f"wrote {_plural(count, 'request')} to {args.output}")
         session.console.note(f"next: openai-batch submit {args.output}")
     else:
         session.console.note(f"nothing to retry: every request of {batch.id} succeeded")
@@ -3344,16 +3352,19 @@ def _endpoint(text: str) -> str:
     return path
 
 
-def _since(text: str) -> float:
-    """--since: 90s, 30m, 2h, 3d back from now; a date (2024-05-01); or a Unix time."""
+def _since(text: str) -> tuple[float, float]:
+    """--since: 90s, 30m, 2h, 3d, 1w back from now; a date (2024-05-01); or a Unix time.
+
+    Returns (seconds back, time): one of them is 0, so that "now" can be the client's clock.
+    """
     import argparse
     import datetime
 
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(text[:-1]) * units[text[-1]]
+        return float(text[:-1]) * units[text[-1]], 0.0
     if text.replace(".", "", 1).isdigit():
-        return float(text)
+        return 0.0, float(text)
     try:
         parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -3363,7 +3374,7 @@ def _since(text: str) -> float:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.timezone.utc)
-    return parsed.timestamp()
+    return 0.0, parsed.timestamp()
 
 
 def _positive(text: str) -> float:
@@ -3597,7 +3608,7 @@ def _wait_options(command: Any) -> None:
 def _report(exc: BaseException, console: _Console, key: str | None) -> int:
     """Print an expected error as one short message with a hint; return its exit code."""
     if isinstance(exc, InputFileError):
-        console.note(f"error: {exc.path}: {len(exc.problems) + exc.more:,} problem(s)")
+        console.note(f"error: {exc.path}: {_plural(len(exc.problems) + exc.more, 'problem')}")
         for line, message in exc.problems:
             console.note(f"  line {line}: {message}" if line is not None else f"  {message}")
         if exc.more:
