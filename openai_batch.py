@@ -279,6 +279,7 @@ class APIConnectionError(APIError):
     """No usable response arrived: the connection failed, broke off or was refused."""
 
     _retryable = True  # False when sending again cannot help (a certificate is not trusted)
+    _unsent = False  # True when the request certainly never left: the connection failed
 
     def __init__(
         self, *, message: str = "Connection error.", request: _RequestInfo | None = None
@@ -1129,13 +1130,19 @@ def _json_body(raw: bytes, status: int, headers: dict[str, str], request: _Reque
     try:
         return json.loads(raw)
     except ValueError:
-        pass
+        raise _unexpected_body("JSON", raw, status, headers, request) from None
+
+
+def _unexpected_body(
+    expected: str, raw: bytes, status: int, headers: dict[str, str], request: _RequestInfo
+) -> APIResponseValidationError:
     content_type = headers.get("content-type") or "no content type"
     text = raw.decode("utf-8", "replace")
     seen = _readable(text, content_type) or "an empty body"
     hint = " (a proxy or login page may be in the way)" if "html" in content_type else ""
-    raise APIResponseValidationError(
-        f"Expected JSON from {request.method} {request.url} but got {content_type}: {seen}{hint}",
+    return APIResponseValidationError(
+        f"Expected {expected} from {request.method} {request.url} but got {content_type}: "
+        f"{seen}{hint}",
         request,
         body=text,
         status_code=status,
@@ -1217,34 +1224,31 @@ class _Transport:
         self,
         attempt: Callable[[], _T],
         *,
-        before_retry: Callable[[], _T | None] | None = None,
-        max_retries: int | None = None,
+        before_retry: Callable[[APIError], _T | None] | None = None,
     ) -> _T:
         """Run ``attempt`` until it succeeds or the retry rules say stop.
 
-        ``before_retry`` runs before each new try; a value it returns is the result instead.
+        ``before_retry(error)`` runs before each new try; a value it returns is the result.
         """
         retries = 0
         while True:
             try:
                 return attempt()
-            except (APIStatusError, APIConnectionError) as error:
-                delay = self.retry_delay(error, retries, max_retries)
+            except (APIStatusError, APIConnectionError) as exc:
+                error: APIError = exc
+                delay = self.retry_delay(error, retries)
                 if delay is None:
                     raise
             if before_retry is not None:
-                found = before_retry()
+                found = before_retry(error)
                 if found is not None:
                     return found
             self.sleep(delay)
             retries += 1
 
-    def retry_delay(
-        self, error: APIError, retries_taken: int, max_retries: int | None = None
-    ) -> float | None:
+    def retry_delay(self, error: APIError, retries_taken: int) -> float | None:
         """Seconds to wait before trying again after ``error``, or None to give up."""
-        limit = self.retry.max_retries if max_retries is None else max_retries
-        if retries_taken >= limit:
+        if retries_taken >= self.retry.max_retries:
             return None
         now = self.clock()
         headers: Mapping[str, str] = {}
@@ -1267,7 +1271,7 @@ class _Transport:
         body: _Body | None = None,
         headers: _Headers | None = None,
         timeout: float | None = None,
-        before_retry: Callable[[], Any | None] | None = None,
+        before_retry: Callable[[APIError], Any | None] | None = None,
     ) -> Any:
         """Send a request (with retries) and return its decoded JSON."""
         url, sent = self.url(path, query), self.merged_headers(headers)
@@ -1297,9 +1301,15 @@ class _Transport:
 
         def attempt() -> BinaryContent:
             response, connection, request = self.respond("GET", url, sent, None, seconds)
+            received = _lower_headers(response)
             if response.status >= 300:
                 raw = self.read_and_release(response, connection, request)
-                raise _status_error(response.status, _lower_headers(response), raw, request)
+                raise _status_error(response.status, received, raw, request)
+            if received.get("content-type", "").startswith("text/html"):
+                # The API serves files as data, never as web pages: this is a proxy's login
+                # or block page, and saving it as the batch's output would lose the results.
+                raw = self.read_and_release(response, connection, request)
+                raise _unexpected_body("file content", raw, response.status, received, request)
             return BinaryContent(
                 response,
                 connection,
@@ -1358,6 +1368,8 @@ class _Transport:
         try:
             if connection is None:
                 connection = self.pool.open(origin, timeout)
+            if connection.conn.sock is None:
+                _connect(connection, request)
             return _send(connection, request, headers, body, timeout), connection
         except (OSError, http.client.HTTPException) as exc:
             if connection is not None:
@@ -1373,6 +1385,18 @@ class _Transport:
             raise
 
 
+def _connect(connection: _Connection, request: _RequestInfo) -> None:
+    """Open the connection; a failure here means the request was certainly not sent."""
+    import http.client
+
+    try:
+        connection.conn.connect()
+    except (OSError, http.client.HTTPException) as exc:
+        error = _connection_error(exc, request)
+        error._unsent = True
+        raise error from exc
+
+
 def _send(
     connection: _Connection,
     request: _RequestInfo,
@@ -1381,8 +1405,6 @@ def _send(
     timeout: float,
 ) -> http.client.HTTPResponse:
     conn = connection.conn
-    if conn.sock is None:
-        conn.connect()
     conn.sock.settimeout(timeout)
     target = request.url if connection.absolute else _path_and_query(request.url)
     conn.putrequest(request.method, target)
@@ -1711,12 +1733,16 @@ class Batches:
             query=extra_query,
             headers=extra_headers,
             timeout=timeout,
-            before_retry=lambda: self._find_created(body, since),
+            before_retry=lambda error: self._find_created(body, since, error),
         )
         return _parse(Batch, payload, "a batch")
 
-    def _find_created(self, sent: Mapping[str, Any], since: float) -> dict[str, Any] | None:
-        """The batch a lost create call made, if the server has it."""
+    def _find_created(
+        self, sent: Mapping[str, Any], since: float, error: APIError
+    ) -> dict[str, Any] | None:
+        """The batch a create call with an unknown outcome made, if the server has it."""
+        if isinstance(error, RateLimitError) or getattr(error, "_unsent", False):
+            return None  # the request was refused before it could make anything
         wanted = (sent["input_file_id"], sent["endpoint"], sent["completion_window"])
         try:
             for batch in self.list(limit=100):

@@ -3682,7 +3682,7 @@ def test_module_list_into_a_reader_that_stops_early(api: FakeAPI) -> None:
 def test_wait_on_a_terminal_redraws_one_live_line(api: FakeAPI) -> None:
     import pty  # noqa: F401  (the standard library's terminal support)
 
-    batch = make_client(api).submit(chat_requests(5, fail=(4,)))
+    batch = make_client(api).submit(chat_requests(20, fail=(4,)))
     leader, follower = os.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "openai_batch", "wait", batch.id, "--interval", "0.05"],
@@ -3699,22 +3699,27 @@ def test_wait_on_a_terminal_redraws_one_live_line(api: FakeAPI) -> None:
     redraws = screen.count("\r\x1b[2K")
     assert redraws >= 3
     assert "\x1b[34mvalidating " in screen and "\x1b[32mcompleted  " in screen
-    assert "[========================] 100%  4/1/5" in screen
+    assert "[========================] 100%  19/1/20" in screen
     tail = screen.rsplit("\r\x1b[2K", 1)[1]
     assert tail.count("\n") == 3  # the live line ends once, then the summary and the hint
     assert f"{batch.id} completed after" in tail
 
 
 def _read_terminal(leader: int, process: subprocess.Popen[bytes], api: FakeAPI) -> str:
-    """What the program wrote to its terminal, while the fake's clock runs a second a tick."""
+    """What the program wrote to its terminal, while the fake's clock runs a second a tick.
+
+    The clock starts once the program has drawn its first line, so a slow start-up cannot let
+    the batch finish before the program has watched it run.
+    """
     import select
 
-    chunks = []
+    chunks: list[bytes] = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.02)
+        ready, _, _ = select.select([leader], [], [], 0.03)
         if not ready:
-            api.clock.advance(1)
+            if chunks:
+                api.clock.advance(1)
             if process.poll() is not None:
                 break
             continue
@@ -3727,3 +3732,243 @@ def _read_terminal(leader: int, process: subprocess.Popen[bytes], api: FakeAPI) 
         chunks.append(data)
     os.close(leader)
     return b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+# ---------------------------------------------------------------- the fault matrix
+# Every fault the client claims to survive, against every operation of the batch lifecycle.
+# A cell passes when the outcome is the expected one (retried and succeeded, or the right
+# exception with status, request id and a readable message) and nothing is lost.
+
+_LOGIN_PAGE = "<html><head><title>Sign in to Example Gateway</title></head><body>...</body></html>"
+_FAULTS: dict[str, Callable[[], list[Fault]] | None] = {
+    "429 with Retry-After": lambda: [Fault.error(429, headers={"Retry-After": "2"})],
+    "429 with retry-after-ms": lambda: [Fault.error(429, headers={"retry-after-ms": "1500"})],
+    "500": lambda: [Fault.error(500)],
+    "502 with an HTML body": lambda: [Fault.html(502, "<html><title>502 Bad Gateway</title>")],
+    "503": lambda: [Fault.error(503)],
+    "connection refused": None,
+    "reset before the response": lambda: [Fault.reset()],
+    "closed half-way through the body": lambda: [Fault.cut_body()],
+    "slower than the timeout": lambda: [Fault.slow(0.5)],
+    "200 that is not JSON": lambda: [Fault.raw(200, b"<<not json>>", "text/plain")],
+    "proxy login page": lambda: [Fault.html(200, _LOGIN_PAGE)],
+}
+_WAITS = {"429 with Retry-After": 2.0, "429 with retry-after-ms": 1.5}
+
+
+@dataclass
+class _Operation:
+    """One call of the lifecycle, how to set it up, and what "nothing lost" means for it."""
+
+    method: str
+    path: str
+    prepare: Callable[[FakeAPI, Any], Any]
+    run: Callable[[Client, Any, Callable[[], None]], Any]
+    succeeded: Callable[[FakeAPI, Any, Any], None]
+    intact: Callable[[FakeAPI, Any], None]
+
+
+def _prepare_batch(api: FakeAPI, tmp_path: Any) -> str:
+    return str(api.add_batch(status="in_progress")["id"])
+
+
+def _prepare_file(api: FakeAPI, tmp_path: Any) -> str:
+    return str(api.add_file(b"".join(r.to_json().encode() + b"\n" for r in chat_requests(3)))["id"])
+
+
+def _prepare_upload(api: FakeAPI, tmp_path: Any) -> Any:
+    path = tmp_path / "upload.jsonl"
+    ob.write_jsonl(path, chat_requests(3000))
+    return path
+
+
+def _prepare_download(api: FakeAPI, tmp_path: Any) -> tuple[str, Any, bytes]:
+    data = b"".join(b'{"custom_id": "r%d", "response": null}\n' % i for i in range(8000))
+    return str(api.add_file(data)["id"]), tmp_path / "out.jsonl", data
+
+
+def _prepare_list(api: FakeAPI, tmp_path: Any) -> list[str]:
+    return [str(api.add_batch(created_at=_T0 - i)["id"]) for i in range(250)]
+
+
+def _prepare_wait(api: FakeAPI, tmp_path: Any) -> str:
+    file_id = _prepare_file(api, tmp_path)
+    return str(api.add_batch(input_file_id=file_id, status="validating")["id"])
+
+
+def _list_all(client: Client, ids: list[str], arm: Callable[[], None]) -> list[str]:
+    page = client.batches.list(limit=100)
+    arm()  # the fault meets the second page, in the middle of the listing
+    return [batch.id for batch in page]
+
+
+def _armed_first(
+    call: Callable[[Client, Any], Any],
+) -> Callable[[Client, Any, Callable[[], None]], Any]:
+    def run(client: Client, state: Any, arm: Callable[[], None]) -> Any:
+        arm()
+        return call(client, state)
+
+    return run
+
+
+def _no_partial_file(api: FakeAPI, state: tuple[str, Any, bytes]) -> None:
+    target = state[1]
+    assert not target.exists() and os.listdir(target.parent) == []
+
+
+_OPERATIONS = {
+    "retrieve": _Operation(
+        "GET",
+        r"/v1/batches/[^/]+",
+        _prepare_batch,
+        _armed_first(lambda client, batch_id: client.batches.retrieve(batch_id)),
+        lambda api, batch_id, batch: _check(batch.id == batch_id),
+        lambda api, batch_id: None,
+    ),
+    "list page in the middle": _Operation(
+        "GET",
+        r"/v1/batches",
+        _prepare_list,
+        _list_all,
+        lambda api, ids, listed: _check(listed == ids),  # no batch skipped, none repeated
+        lambda api, ids: None,
+    ),
+    "create": _Operation(
+        "POST",
+        r"/v1/batches",
+        _prepare_file,
+        _armed_first(
+            lambda client, file_id: client.batches.create(
+                input_file_id=file_id, endpoint="/v1/chat/completions"
+            )
+        ),
+        lambda api, file_id, batch: _check(list(api.batches) == [batch.id]),  # exactly one
+        lambda api, file_id: _check(api.batches == {}),
+    ),
+    "cancel": _Operation(
+        "POST",
+        r"/v1/batches/[^/]+/cancel",
+        _prepare_batch,
+        _armed_first(lambda client, batch_id: client.batches.cancel(batch_id)),
+        lambda api, batch_id, batch: _check(api.batches[batch_id]["status"] == "cancelling"),
+        lambda api, batch_id: _check(api.batches[batch_id]["status"] == "in_progress"),
+    ),
+    "upload": _Operation(
+        "POST",
+        r"/v1/files",
+        _prepare_upload,
+        _armed_first(lambda client, path: client.files.create(file=path)),
+        lambda api, path, file: _check(api.contents[file.id] == path.read_bytes()),
+        lambda api, path: _check(api.files == {}),
+    ),
+    "download": _Operation(
+        "GET",
+        r"/v1/files/[^/]+/content",
+        _prepare_download,
+        _armed_first(lambda client, state: client.files.content(state[0]).write_to_file(state[1])),
+        lambda api, state, written: _check(state[1].read_bytes() == state[2]),
+        _no_partial_file,
+    ),
+    "wait": _Operation(
+        "GET",
+        r"/v1/batches/[^/]+",
+        _prepare_wait,
+        _armed_first(lambda client, batch_id: client.batches.wait(batch_id, poll_interval=5)),
+        lambda api, batch_id, batch: _check(batch.status == "completed"),
+        lambda api, batch_id: None,
+    ),
+}
+
+
+def _check(condition: bool) -> None:
+    assert condition
+
+
+def _expected(fault: str, operation: str) -> str:
+    if fault == "connection refused":
+        return "connection error"
+    if fault == "200 that is not JSON" and operation == "download":
+        return "saved as sent"  # a file's content may be anything but a web page
+    if fault in ("200 that is not JSON", "proxy login page"):
+        return "validation error"
+    return "retried"
+
+
+@pytest.mark.parametrize("operation", list(_OPERATIONS))
+@pytest.mark.parametrize("fault", list(_FAULTS))
+def test_fault_matrix(api: FakeAPI, tmp_path: Any, fault: str, operation: str) -> None:
+    spec = _OPERATIONS[operation]
+    (tmp_path / "work").mkdir()
+    state = spec.prepare(api, tmp_path / "work")
+    api.requests.clear()
+    client = make_client(api, timeout=0.25)
+    faults = _FAULTS[fault]
+    if faults is None:
+        client = make_client(api, base_url=f"http://127.0.0.1:{_closed_port()}/v1")
+
+    armed_at = [0]
+
+    def arm() -> None:
+        armed_at[0] = len(api.requests)
+        if faults is not None:
+            api.arm(spec.method, spec.path, *faults())
+
+    expected = _expected(fault, operation)
+    if expected in ("retried", "saved as sent"):
+        result = spec.run(client, state, arm)
+        if expected == "retried":
+            spec.succeeded(api, state, result)
+        else:
+            assert state[1].read_bytes() == b"<<not json>>"
+        if fault in _WAITS:
+            assert api.clock.sleeps[0] == _WAITS[fault]
+        return
+    kind = (
+        ob.APIConnectionError if expected == "connection error" else ob.APIResponseValidationError
+    )
+    with raises(kind) as info:
+        spec.run(client, state, arm)
+    error = info.value
+    if kind is ob.APIResponseValidationError:
+        assert (error.status_code, error.request_id) == (200, f"req_{api._received}")
+        what = "file content" if operation == "download" else "JSON"
+        assert str(error).startswith(f"Expected {what} from ")
+        since_armed = api.requests[armed_at[0] :]
+        assert sum(1 for r in since_armed if re.fullmatch(spec.path, r.path)) == 1  # not retried
+    else:
+        assert str(error).startswith("Connection error (") and "refused" in str(error).lower()
+    spec.intact(api, state)
+
+
+def _closed_port() -> int:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        return int(unused.getsockname()[1])
+
+
+# ---------------------------------------------------------------- security
+
+
+def test_the_key_scan_catches_the_key_whole_or_in_part() -> None:
+    assert _leaks([f"header Bearer {API_KEY}", "nothing here"]) == [f"header Bearer {API_KEY}"]
+    secret_half = API_KEY[len(API_KEY) // 2 :]
+    assert _leaks([f"...{secret_half}"]) == [f"...{secret_half}"]
+    assert _leaks(["Incorrect API key provided: sk-te...cD1."]) == []
+
+
+def test_no_repr_or_error_shows_the_key(api: FakeAPI) -> None:
+    client = make_client(api, max_retries=0)
+    shown = [repr(client), repr(client.batches.list()), str(vars(client.batches))]
+    for fault in (Fault.error(401), Fault.drop(), Fault.html(502, "<title>x</title>")):
+        api.arm("GET", r"/v1/batches/b", fault)
+        with raises(ob.APIError) as info:
+            client.batches.retrieve("b")
+        shown += [
+            str(info.value),
+            repr(info.value),
+            repr(info.value.request),
+            str(vars(info.value)),
+        ]
+    _SEEN.extend(shown)
+    assert not _leaks(shown)
