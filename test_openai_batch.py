@@ -546,11 +546,18 @@ class FakeAPI:
     # -- public helpers for tests
 
     @contextmanager
-    def serve(self) -> Iterator[FakeAPI]:
-        """Serve this fake on 127.0.0.1 in a daemon thread while the block runs."""
+    def serve(self, tls: Any = None) -> Iterator[FakeAPI]:
+        """Serve this fake on 127.0.0.1 in a daemon thread while the block runs.
+
+        With `tls`, an ssl.SSLContext for the server side, it serves HTTPS.
+        """
         server = _Server(("127.0.0.1", 0), _Handler)
         server.api = self
-        self.base_url = f"http://127.0.0.1:{server.server_port}/v1"
+        scheme = "http"
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
+            scheme = "https"
+        self.base_url = f"{scheme}://127.0.0.1:{server.server_port}/v1"
         # A short poll interval keeps shutdown() at teardown quick.
         thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
         thread.start()
@@ -2032,18 +2039,8 @@ def _https_api(tmp_path: Any) -> Iterator[FakeAPI]:
     (tmp_path / "server.pem").write_text(_SERVER_PEM + _SERVER_KEY)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(tmp_path / "server.pem"))
-    fake = FakeAPI()
-    server = _Server(("127.0.0.1", 0), _Handler)
-    server.api = fake
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    fake.base_url = f"https://127.0.0.1:{server.server_port}/v1"
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
+    with FakeAPI().serve(tls=context) as fake:
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_http_proxy_from_the_environment_with_credentials(
