@@ -3255,9 +3255,10 @@ def _cmd_submit(session: _Session) -> int:
         completion_window=args.completion_window,
         metadata=_metadata(args),
     )
-    _show_batch(session.console, batch, args.json)
     if not args.wait:
-        return _EXIT_OK
+        return _show_batch(session.console, batch, args.json)
+    if not args.json:  # with --json, only the finished batch is printed
+        _show_batch(session.console, batch, as_json=False)
     return _watch(session, batch.id)
 
 
@@ -3266,20 +3267,26 @@ def _cmd_wait(session: _Session) -> int:
 
 
 def _watch(session: _Session, batch_id: str) -> int:
-    """Wait for a batch, showing its progress; the exit code says how it ended."""
+    """Wait for a batch, showing its progress; the exit code says how it ended.
+
+    With --json, nothing is shown while waiting and the finished batch is printed as JSON.
+    """
     console, args = session.console, session.args
     try:
         batch = session.client.batches.wait(
             batch_id,
             poll_interval=getattr(args, "interval", None),
             timeout=getattr(args, "timeout_wait", None),
-            on_update=_LiveProgress(console),
+            on_update=None if args.json else _LiveProgress(console),
         )
     except WaitTimeoutError as exc:
         console.note(f"error: {exc}")
         return _EXIT_TIMEOUT
-    console.end_live()
     status = _text(batch.status)
+    if args.json:
+        console.line(batch.to_json())
+        return _EXIT_OK if status == "completed" else _EXIT_ERROR
+    console.end_live()
     started = batch.created_at if isinstance(batch.created_at, int) else console.clock()
     took = _duration(console.clock() - started)
     console.note(f"{batch.id} {status} after {took}: {_progress(batch)} completed/failed/total")
@@ -3592,6 +3599,7 @@ def _workflow_commands(commands: Any, common: Any) -> None:
     wait = _add(commands, common, "wait", _cmd_wait, "wait for a batch to finish, showing progress")
     wait.add_argument("id", metavar="ID", help="batch id")
     _wait_options(wait)
+    _json_flag(wait)
     download = _add(
         commands, common, "download", _cmd_download, "save a batch's output and error files"
     )

@@ -3454,6 +3454,10 @@ def test_cli_submit_and_wait_with_exit_codes(client: Client, api: FakeAPI, tmp_p
     assert cli(client, "wait", batch_id).code == 0
     cancelled = api.add_batch(id="batch_c", status="cancelled")
     assert cli(client, "wait", cancelled["id"]).code == 1
+    ran = cli(client, "wait", cancelled["id"], "--json")
+    assert (ran.code, json.loads(ran.out), ran.err) == (1, cancelled, "")
+    ran = cli(client, "submit", str(path), "--wait", "--json")
+    assert ran.code == 0 and json.loads(ran.out)["status"] == "completed"
 
 
 def test_cli_wait_times_out_with_its_own_code(client: Client, api: FakeAPI) -> None:
