@@ -144,9 +144,10 @@ _RETRY_STATUSES = frozenset({408, 409, 429})
 _MAX_REDIRECTS = 5
 _POOL_IDLE_SECONDS = 30.0  # servers close idle keep-alive connections; don't reuse old ones
 _CHUNK = 1024 * 1024
-# When a batch's create call has an unknown outcome, batches created this many seconds before
-# the first attempt still count as ours: our clock and the server's may disagree.
-_CREATE_CLOCK_SKEW = 600.0
+# When a create call's outcome is unknown, a batch of its file made since the first try is
+# taken for its own. "Since" is on the server's clock (its Date header) less a few seconds for
+# the header's rounding; before any Date header, our clock less a wide margin for skew.
+_CREATE_SLACK, _CREATE_CLOCK_SKEW = 5.0, 600.0
 _METADATA_MAX_KEYS, _METADATA_MAX_KEY, _METADATA_MAX_VALUE = 16, 64, 512
 _FIRST_POLL, _MAX_POLL = 2.0, 60.0  # wait(): seconds between polls, growing by half each time
 
@@ -722,7 +723,7 @@ class BatchResult(_Model):
                 pass  # a plain-text body stays text
         error = data.get("error")
         if isinstance(error, dict):
-            code = error.get("code", error.get("type"))
+            code = error.get("code") or error.get("type")
             error = BatchResultError(None if code is None else str(code), error.get("message"))
         elif error is not None:
             error = BatchResultError(None, str(error))
@@ -1190,17 +1191,23 @@ class _Transport:
         self.clock = clock
         self.sleep = sleep
         self.random = random
-        self._pool: _Pool | None = None
-
-    @property
-    def pool(self) -> _Pool:
-        if self._pool is None:
-            self._pool = _Pool()
-        return self._pool
+        self.pool = _Pool()
+        self.last_date: tuple[str, float] | None = None  # the last Date header, and when
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
+        self.pool.close()
+
+    def server_now(self) -> float | None:
+        """The server's clock, from the last response's Date header; None before any."""
+        import email.utils
+
+        if self.last_date is None:
+            return None
+        text, seen_at = self.last_date
+        parsed = email.utils.parsedate_tz(text)
+        if parsed is None:
+            return None
+        return email.utils.mktime_tz(parsed) + (self.clock() - seen_at)
 
     def url(self, path: str, query: _Query | None = None) -> str:
         from urllib.parse import urlencode
@@ -1224,25 +1231,24 @@ class _Transport:
         self,
         attempt: Callable[[], _T],
         *,
-        before_retry: Callable[[APIError], _T | None] | None = None,
+        recover: Callable[[APIError], _T | None] | None = None,
     ) -> _T:
         """Run ``attempt`` until it succeeds or the retry rules say stop.
 
-        ``before_retry(error)`` runs before each new try; a value it returns is the result.
+        ``recover(error)`` runs after each failed try, the last one too; a value it returns is
+        the result (a create call's batch, found although its response was lost).
         """
         retries = 0
         while True:
             try:
                 return attempt()
             except (APIStatusError, APIConnectionError) as exc:
-                error: APIError = exc
-                delay = self.retry_delay(error, retries)
-                if delay is None:
-                    raise
-            if before_retry is not None:
-                found = before_retry(error)
+                delay = self.retry_delay(exc, retries)
+                found = recover(exc) if recover is not None else None
                 if found is not None:
                     return found
+                if delay is None:
+                    raise
             self.sleep(delay)
             retries += 1
 
@@ -1271,7 +1277,7 @@ class _Transport:
         body: _Body | None = None,
         headers: _Headers | None = None,
         timeout: float | None = None,
-        before_retry: Callable[[APIError], Any | None] | None = None,
+        recover: Callable[[APIError], Any | None] | None = None,
     ) -> Any:
         """Send a request (with retries) and return its decoded JSON."""
         url, sent = self.url(path, query), self.merged_headers(headers)
@@ -1285,7 +1291,7 @@ class _Transport:
                 raise _status_error(response.status, received, raw, request)
             return _json_body(raw, response.status, received, request)
 
-        return self.call(attempt, before_retry=before_retry)
+        return self.call(attempt, recover=recover)
 
     def stream(
         self,
@@ -1370,7 +1376,11 @@ class _Transport:
                 connection = self.pool.open(origin, timeout)
             if connection.conn.sock is None:
                 _connect(connection, request)
-            return _send(connection, request, headers, body, timeout), connection
+            response = _send(connection, request, headers, body, timeout)
+            date = response.getheader("date")
+            if date:
+                self.last_date = (date, self.clock())
+            return response, connection
         except (OSError, http.client.HTTPException) as exc:
             if connection is not None:
                 connection.conn.close()
@@ -1567,19 +1577,8 @@ class BinaryContent:
         whole body has arrived. A download that breaks off is started again under the client's
         retry rules; if it cannot finish, the target is left as it was and the error raised.
         """
-        path = os.fspath(file)
-        partial = _partial_path(path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        try:
-            with open(os.open(partial, flags, 0o666), "wb") as out:
-                written = self._download_into(out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(partial, path)
-        except BaseException:
-            _remove_quietly(partial)
-            raise
-        return written
+        with _AtomicFile(file) as out:
+            return self._download_into(out.file)
 
     def _download_into(self, out: IO[bytes]) -> int:
         content, retries = self, 0
@@ -1609,10 +1608,43 @@ def _content_length(headers: Mapping[str, str]) -> int | None:
     return length if length >= 0 else None
 
 
-def _partial_path(path: str) -> str:
-    """A fresh name beside ``path`` for the file being written."""
-    directory, name = os.path.split(path)
-    return os.path.join(directory, f".{name}.{os.urandom(4).hex()}.part")
+class _AtomicFile:
+    """A file written beside its target and renamed over it only when complete.
+
+    Whatever happens, the target holds either its old content or the whole new one: leaving
+    the ``with`` block by an exception, or calling ``discard()``, removes the partial file.
+    """
+
+    def __init__(self, path: _PathLike) -> None:
+        self.path = os.fspath(path)
+        directory, name = os.path.split(self.path)
+        self.partial = os.path.join(directory, f".{name}.{os.urandom(4).hex()}.part")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        self.file: IO[bytes] = open(os.open(self.partial, flags, 0o666), "wb")  # noqa: SIM115
+        self.done = False
+
+    def __enter__(self) -> _AtomicFile:
+        return self
+
+    def __exit__(self, kind: object, *exc_info: object) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+    def commit(self) -> None:
+        if not self.done:
+            self.done = True
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.partial, self.path)
+
+    def discard(self) -> None:
+        if not self.done:
+            self.done = True
+            self.file.close()
+            _remove_quietly(self.partial)
 
 
 def _remove_quietly(path: str) -> None:
@@ -1684,6 +1716,40 @@ def _page(
     )
 
 
+def _create_body(
+    input_file_id: str,
+    endpoint: BatchEndpoint | str,
+    completion_window: CompletionWindow | str,
+    metadata: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """The JSON of a create call, checked as the API would check it, before anything is sent."""
+    _quote_id(input_file_id, "input_file_id")
+    _check_metadata(metadata)
+    body: dict[str, Any] = {
+        "input_file_id": input_file_id,
+        "endpoint": str(_query_value(endpoint)),
+        "completion_window": str(_query_value(completion_window)),
+    }
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return body
+
+
+def _outcome_unknown(error: APIError) -> bool:
+    """Whether a failed request may still have done its work on the server."""
+    if isinstance(error, APIConnectionError):
+        return not error._unsent  # a refused connection sent nothing
+    return isinstance(error, APIStatusError) and (
+        error.status_code >= 500 or error.status_code in (408, 409)
+    )
+
+
+# A batch in these states was not made seconds ago, so it is not a lost create call's.
+_NOT_JUST_CREATED = frozenset(
+    {BatchStatus.COMPLETED, BatchStatus.EXPIRED, BatchStatus.CANCELLING, BatchStatus.CANCELLED}
+)
+
+
 def _with_extra(body: dict[str, Any], extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**body, **extra_body} if extra_body else body
 
@@ -1711,45 +1777,41 @@ class Batches:
 
         Never starts two batches for one call: when a try's outcome is unknown (the connection
         broke or timed out, the server failed), it looks for a batch of this input file made
-        since the first try before sending again, and returns that batch if it finds one.
+        since the first try, before trying again and after the last try, and returns that
+        batch if it finds one. If it cannot look, it raises rather than guess.
         """
-        _quote_id(input_file_id, "input_file_id")
-        _check_metadata(metadata)
-        body: dict[str, Any] = {
-            "input_file_id": input_file_id,
-            "endpoint": str(_query_value(endpoint)),
-            "completion_window": str(_query_value(completion_window)),
-        }
-        if metadata is not None:
-            body["metadata"] = dict(metadata)
+        body = _create_body(input_file_id, endpoint, completion_window, metadata)
         if output_expires_after is not None:
             body["output_expires_after"] = dict(output_expires_after)
         body = _with_extra(body, extra_body)
-        since = self._client._transport.clock() - _CREATE_CLOCK_SKEW
-        payload = self._client._transport.request_json(
+        transport = self._client._transport
+        server_now = transport.server_now()
+        since = server_now - _CREATE_SLACK if server_now else transport.clock() - _CREATE_CLOCK_SKEW
+        payload = transport.request_json(
             "POST",
             "/batches",
             body=_Body.json(body),
             query=extra_query,
             headers=extra_headers,
             timeout=timeout,
-            before_retry=lambda error: self._find_created(body, since, error),
+            recover=lambda error: self._find_created(body, since, error, extra_headers),
         )
         return _parse(Batch, payload, "a batch")
 
     def _find_created(
-        self, sent: Mapping[str, Any], since: float, error: APIError
+        self, sent: Mapping[str, Any], since: float, error: APIError, headers: _Headers | None
     ) -> dict[str, Any] | None:
         """The batch a create call with an unknown outcome made, if the server has it."""
-        if isinstance(error, RateLimitError) or getattr(error, "_unsent", False):
-            return None  # the request was refused before it could make anything
+        if not _outcome_unknown(error):
+            return None
         wanted = (sent["input_file_id"], sent["endpoint"], sent["completion_window"])
         try:
-            for batch in self.list(limit=100):
+            for batch in self.list(limit=100, extra_headers=headers):
                 if batch.created_at and batch.created_at < since:
                     return None
                 found = (batch.input_file_id, batch.endpoint, batch.completion_window)
-                if found == wanted and (batch.metadata or {}) == (sent.get("metadata") or {}):
+                same = found == wanted and (batch.metadata or {}) == (sent.get("metadata") or {})
+                if same and batch.status not in _NOT_JUST_CREATED:
                     return batch.to_dict()
         except APIError as exc:
             raise APIConnectionError(
@@ -2073,32 +2135,6 @@ def _dumps_line(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-def _write_atomically(
-    path: _PathLike, write: Callable[[IO[bytes]], _T], keep: Callable[[_T], bool] = bool
-) -> _T:
-    """Run ``write`` on a temporary file beside ``path`` and rename it to ``path`` at the end.
-
-    Whatever happens, ``path`` holds either its old content or the whole new one; nothing is
-    renamed when ``keep(result)`` is false.
-    """
-    target = os.fspath(path)
-    partial = _partial_path(target)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    try:
-        with open(os.open(partial, flags, 0o666), "wb") as out:
-            result = write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        if keep is bool or keep(result):
-            os.replace(partial, target)
-        else:
-            os.remove(partial)
-    except BaseException:
-        _remove_quietly(partial)
-        raise
-    return result
-
-
 def write_jsonl(path_or_file: _PathLike | IO[Any], rows: Iterable[_Row]) -> tuple[int, int]:
     """Write requests (``BatchRequest`` or dicts) as JSONL; return (lines, bytes) written.
 
@@ -2106,7 +2142,8 @@ def write_jsonl(path_or_file: _PathLike | IO[Any], rows: Iterable[_Row]) -> tupl
     appears whole or not at all; given an open file (text or binary), the lines are written to it.
     """
     if isinstance(path_or_file, (str, os.PathLike)):
-        return _write_atomically(path_or_file, lambda out: _write_rows(out, rows))
+        with _AtomicFile(path_or_file) as out:
+            return _write_rows(out.file, rows)
     return _write_rows(path_or_file, rows)
 
 
@@ -2141,8 +2178,10 @@ def _raw_lines(source: _PathLike | IO[Any]) -> Iterator[tuple[int, bytes | str]]
         yield from _binary_lines(source)
         return
     for number, line in enumerate(source, 1):
-        if number == 1:
-            line = line[3:] if line[:3] == _BOM else line.lstrip("\ufeff")
+        if number == 1 and isinstance(line, bytes):
+            line = line[3:] if line[:3] == _BOM else line
+        elif number == 1:
+            line = line.lstrip("\ufeff")
         yield number, line
 
 
@@ -2212,7 +2251,9 @@ class _InputCheck:
     ) -> None:
         self.path = path
         self.endpoint, self.endpoint_line = endpoint, None if endpoint is None else 0
-        self.endpoints = {member.value for member in BatchEndpoint} | {endpoint or ""}
+        self.endpoints = {member.value for member in BatchEndpoint}
+        if endpoint:  # one newer than this module is fine when named outright
+            self.endpoints.add(endpoint)
         self.max_requests, self.max_bytes, self.max_inputs = limits
         self.max_problems = max_problems
         self.model: str | None = None
@@ -2349,34 +2390,28 @@ def validate_input(
 _NO_LIMIT = sys.maxsize
 
 
-class _Shard:
-    """One output file of ``split_jsonl``, written beside its final name until it is full."""
+class _Shard(_AtomicFile):
+    """One output file of ``split_jsonl``, and how much it holds so far."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        self.partial = _partial_path(path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        self.out = open(os.open(self.partial, flags, 0o666), "wb")  # noqa: SIM115
+        super().__init__(path)
         self.requests = self.bytes = self.inputs = 0
 
+    def fits(self, size: int, inputs: int, limits: tuple[int, int, int]) -> bool:
+        max_requests, max_bytes, max_inputs = limits
+        return (
+            self.requests < max_requests
+            and self.bytes + size <= max_bytes
+            and self.inputs + inputs <= max_inputs
+        )
+
     def add(self, line: bytes, inputs: int) -> None:
-        self.out.write(line)
+        self.file.write(line)
         self.requests, self.bytes, self.inputs = (
             self.requests + 1,
             self.bytes + len(line),
             self.inputs + inputs,
         )
-
-    def finish(self) -> str:
-        self.out.flush()
-        os.fsync(self.out.fileno())
-        self.out.close()
-        os.replace(self.partial, self.path)
-        return self.path
-
-    def discard(self) -> None:
-        self.out.close()
-        _remove_quietly(self.partial)
 
 
 def split_jsonl(
@@ -2390,70 +2425,84 @@ def split_jsonl(
     """Split an input file into shards within the limits; return their paths, in order.
 
     The file is validated first (``InputFileError`` as from ``validate_input``). Lines keep
-    their order and bytes and are never split. Shards are named ``<stem>.001.jsonl`` and so on;
-    if splitting fails, no shard of this call is left behind.
+    their order and bytes and are never split. Shards are named ``<stem>.001.jsonl`` and so on,
+    in a folder that must not hold shards of an earlier split (``FileExistsError``), so that
+    no stale shard is mistaken for a new one; if splitting fails, no shard is left behind.
     """
     name = os.fspath(path)
     summary = validate_input(
         name, max_requests=_NO_LIMIT, max_bytes=_NO_LIMIT, max_embedding_inputs=_NO_LIMIT
     )
-    embeddings = summary.endpoint == BatchEndpoint.EMBEDDINGS.value
-    stem = os.path.basename(name)
-    stem = stem[: -len(".jsonl")] if stem.endswith(".jsonl") else stem
-    os.makedirs(out_dir, exist_ok=True)
-    done: list[str] = []
-    shard: _Shard | None = None
+    limits = (max_requests, max_bytes, max_embedding_inputs)
+    prefix = os.path.join(os.fspath(out_dir), _shard_stem(name, out_dir))
+    shards: list[_Shard] = []
     try:
-        for number, raw in _binary_lines(name):
-            line = raw if raw.endswith(b"\n") else raw + b"\n"
-            inputs = _embedding_inputs(json.loads(line)["body"]) if embeddings else 0
+        for number, line, inputs in _shard_lines(name, summary.endpoint):
             if len(line) > max_bytes or inputs > max_embedding_inputs:
                 alone = "bytes" if len(line) > max_bytes else "embedding inputs"
-                raise InputFileError(
-                    name, [(number, f"this line alone has too many {alone} for one batch")]
-                )
-            if shard is not None and (
-                shard.requests + 1 > max_requests
-                or shard.bytes + len(line) > max_bytes
-                or shard.inputs + inputs > max_embedding_inputs
-            ):
-                done.append(shard.finish())
-                shard = None
-            if shard is None:
-                shard = _Shard(
-                    os.path.join(os.fspath(out_dir), f"{stem}.{len(done) + 1:03d}.jsonl")
-                )
-            shard.add(line, inputs)
-        if shard is not None:
-            done.append(shard.finish())
-            shard = None
+                problem = f"this line alone has too many {alone} for one batch"
+                raise InputFileError(name, [(number, problem)])
+            if not shards or not shards[-1].fits(len(line), inputs, limits):
+                if shards:
+                    shards[-1].commit()
+                shards.append(_Shard(f"{prefix}.{len(shards) + 1:03d}.jsonl"))
+            shards[-1].add(line, inputs)
+        shards[-1].commit()
     except BaseException:
-        if shard is not None:
+        for shard in shards:
+            if shard.done:
+                _remove_quietly(shard.path)  # ours: the folder held no shard before
             shard.discard()
-        for written in done:
-            _remove_quietly(written)
         raise
-    return done
+    return [shard.path for shard in shards]
+
+
+def _shard_stem(path: str, out_dir: _PathLike) -> str:
+    """The shards' name stem; refuses a folder that holds shards of an earlier split."""
+    import re
+
+    stem = os.path.basename(path)
+    stem = stem[: -len(".jsonl")] if stem.endswith(".jsonl") else stem
+    os.makedirs(out_dir, exist_ok=True)
+    shard = re.compile(re.escape(stem) + r"\.\d{3}\.jsonl")
+    earlier = sorted(name for name in os.listdir(out_dir) if shard.fullmatch(name))
+    if earlier:
+        raise FileExistsError(
+            f"{os.fspath(out_dir)} already holds shards of an earlier split "
+            f"({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}); "
+            "remove them or split into another folder"
+        )
+    return stem
+
+
+def _shard_lines(path: str, endpoint: str | None) -> Iterator[tuple[int, bytes, int]]:
+    """Each line ending in a newline, with its number and its count of embedding inputs."""
+    embeddings = endpoint == BatchEndpoint.EMBEDDINGS.value
+    for number, raw in _binary_lines(path):
+        line = raw if raw.endswith(b"\n") else raw + b"\n"
+        yield number, line, _embedding_inputs(json.loads(line)["body"]) if embeddings else 0
 
 
 def iter_results(source: _Results) -> Iterator[BatchResult]:
     """The results in an output or error file: a path, ``files.content(...)``, or lines.
 
-    Lines may be str, bytes, dicts or ``BatchResult``s. An empty file yields nothing; a line
-    that is not a JSON object raises ``InputFileError`` naming the source and line.
+    Lines may be str, bytes, dicts or ``BatchResult``s. Blank lines carry no result and are
+    passed over; a line that is not a JSON object raises ``InputFileError`` naming the source
+    and the line.
     """
-    if isinstance(source, (str, os.PathLike)):
-        for data in read_jsonl(source):
-            yield BatchResult.from_dict(data)
-        return
-    lines = source.iter_lines() if isinstance(source, BinaryContent) else source
     name = _source_name(source)
-    for number, line in enumerate(lines, 1):
+    if isinstance(source, (str, os.PathLike)):
+        lines: Iterable[tuple[int, Any]] = _binary_lines(source)
+    elif isinstance(source, BinaryContent):
+        lines = enumerate(source.iter_lines(), 1)
+    else:
+        lines = enumerate(source, 1)
+    for number, line in lines:
         if isinstance(line, BatchResult):
             yield line
         elif isinstance(line, dict):
             yield BatchResult.from_dict(line)
-        elif line.strip():  # a file's trailing newline gives no line, a stream's may
+        elif line.strip():
             yield BatchResult.from_dict(_parse_line(line, name, number))
 
 
@@ -2503,9 +2552,10 @@ def write_failed_requests(requests_path: _PathLike, results: _Results, path: _Pa
         for request, result in join_results(requests_path, results)
         if request is not None and (result is None or not result.ok)
     )
-    lines, _ = _write_atomically(
-        path, lambda out: _write_rows(out, failed), keep=lambda written: written[0] > 0
-    )
+    with _AtomicFile(path) as out:
+        lines, _ = _write_rows(out.file, failed)
+        if not lines:
+            out.discard()
     return lines
 
 

@@ -922,6 +922,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Keep test output quiet."""
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header on the fake's clock, as the real API's is on the real one."""
+        import email.utils
+
+        now = self.server.api.clock.now if timestamp is None else timestamp
+        return email.utils.formatdate(now, usegmt=True)
+
     def _serve(self) -> None:
         api = self.server.api
         body = self._read_body()

@@ -1,0 +1,704 @@
+"""Measure openai_batch against the official ``openai`` package, in one run, on one local server.
+
+    python -m venv /tmp/bench && /tmp/bench/bin/pip install -r bench/requirements.txt
+    /tmp/bench/bin/python bench/bench.py            # 200 MiB files, 10,000 batches, 5 repeats
+    /tmp/bench/bin/python bench/bench.py --quick    # 10 MiB files, 2,000 batches, 3 repeats
+
+Every measurement is a fresh interpreter, so that imports, caches and memory never carry over
+from one case to the next; the server (bench/server.py) is another process, so that it never
+competes with a client for the GIL. openai_batch is imported from this repository, not from
+anything installed. Without the ``openai`` package the official rows are skipped, not failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Iterator
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+MIB = 1024 * 1024
+API_KEY = "sk-bench-local-0123456789"
+CONTENT_FILE_ID = "file-bench-output"  # the one file bench/server.py serves
+_TIMEOUT = 900  # seconds for any one child: a hung client fails the run instead of stalling it
+# Variables that would send the clients somewhere other than the local server, or change them.
+_DROPPED_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
+_MODULES = {False: "openai_batch", True: "openai"}  # by `official`
+_FILES = ("content", "upload", "requests", "outputs")  # the data files, made once per run
+
+# ---------------------------------------------------------------------------------------------
+# Test data: batch input lines (chat requests) and output lines (BatchRequestOutput)
+# ---------------------------------------------------------------------------------------------
+
+_WORDS = "the batch api runs requests within a day at half the price of the same calls"
+
+
+def _text(number: int, words: int) -> str:
+    vocabulary = _WORDS.split()
+    return " ".join(vocabulary[(number * 7 + index) % len(vocabulary)] for index in range(words))
+
+
+def request_line(number: int) -> str:
+    """One chat completion request, as a batch input file holds it."""
+    messages = [
+        {"role": "system", "content": "You label support tickets with one word."},
+        {"role": "user", "content": f"Ticket {number}: {_text(number, 24)}"},
+    ]
+    body = {"model": "gpt-4o-mini", "messages": messages, "max_tokens": 16}
+    line = {"custom_id": f"request-{number}", "method": "POST", "url": "/v1/chat/completions"}
+    return json.dumps({**line, "body": body}, separators=(",", ":"))
+
+
+def output_line(number: int) -> str:
+    """One line of a batch's output file, in the API's BatchRequestOutput shape."""
+    message = {"role": "assistant", "content": _text(number, 120), "refusal": None}
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+    usage = {"prompt_tokens": 48, "completion_tokens": 150, "total_tokens": 198}
+    body = {
+        "id": f"chatcmpl-{number:029x}",
+        "object": "chat.completion",
+        "created": 1_750_000_000 + number,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [choice],
+        "usage": usage,
+        "system_fingerprint": "fp_0123456789",
+    }
+    response = {"status_code": 200, "request_id": f"req_{number:032x}", "body": body}
+    line = {"id": f"batch_req_{number:024x}", "custom_id": f"request-{number}"}
+    return json.dumps({**line, "response": response, "error": None}, separators=(",", ":"))
+
+
+def write_lines(
+    path: str, make: Callable[[int], str], *, lines: int | None = None, size: int | None = None
+) -> int:
+    """Write ``lines`` lines, or as many as fit in ``size`` bytes; return the bytes written."""
+    written = number = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as out:
+        while lines is None or number < lines:
+            text = make(number) + "\n"
+            if size is not None and written + len(text) > size:
+                break
+            out.write(text)
+            written += len(text)
+            number += 1
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# What the children run. Each prints one JSON line: its own timing, peak RSS and what it saw.
+# ---------------------------------------------------------------------------------------------
+
+# Peak RSS is VmHWM, the high-water mark of this process's own memory. Linux carries ru_maxrss
+# over from the parent through fork and exec, so there it would report bench.py's peak, not the
+# client's; ru_maxrss (KiB on Linux, bytes on macOS) is the fallback where /proc is missing.
+_PRELUDE = """\
+import json, os, resource, sys, time
+def peak_rss_mib():
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+def report(start, **facts):
+    facts["seconds"] = time.perf_counter() - start
+    facts["peak_rss_mib"] = peak_rss_mib()
+    print(json.dumps(facts))
+"""
+
+_OURS = "import openai_batch\nstart = time.perf_counter()\nclient = openai_batch.Client()\n"
+_THEIRS = "import openai\nstart = time.perf_counter()\nclient = openai.OpenAI()\n"
+
+SCRIPTS = {
+    "list_all": "count = sum(1 for _ in client.batches.list(limit=100))\n"
+    "report(start, count=count)",
+    "download": "client.files.content(sys.argv[1]).write_to_file(sys.argv[2])\n"
+    "report(start, bytes=os.path.getsize(sys.argv[2]))",
+    "download_streaming": "with client.files.with_streaming_response.content(sys.argv[1]) as r:\n"
+    "    r.stream_to_file(sys.argv[2])\n"
+    "report(start, bytes=os.path.getsize(sys.argv[2]))",
+    "upload": "uploaded = client.files.create(file=sys.argv[1], purpose='batch')\n"
+    "report(start, bytes=uploaded.bytes)",
+    # The official package reads a Path whole into memory; an open file it sends in chunks.
+    "upload_official": "with open(sys.argv[1], 'rb') as f:\n"
+    "    uploaded = client.files.create(file=f, purpose='batch')\n"
+    "report(start, bytes=uploaded.bytes)",
+}
+
+_JSONL_SCRIPTS = {
+    "floor": "start = time.perf_counter()\ncount = 0\nwith open(sys.argv[1], 'rb') as f:\n"
+    "    for line in f:\n        json.loads(line)\n        count += 1\n"
+    "report(start, count=count)",
+    "validate_input": "import openai_batch\nstart = time.perf_counter()\n"
+    "count = openai_batch.validate_input(sys.argv[1]).requests\nreport(start, count=count)",
+    "iter_results": "import openai_batch\nstart = time.perf_counter()\n"
+    "count = sum(1 for _ in openai_batch.iter_results(sys.argv[1]))\nreport(start, count=count)",
+}
+
+COLD_LIST_OURS = ["-m", "openai_batch", "list", "--limit", "20"]
+COLD_LIST_THEIRS = [
+    "-c",
+    "from openai import OpenAI; print(OpenAI().batches.list(limit=20).data)",
+]
+
+
+def client_script(name: str, official: bool) -> str:
+    """The child program for case ``name``, with the one client or the other."""
+    body = SCRIPTS["upload_official" if official and name == "upload" else name]
+    return _PRELUDE + (_THEIRS if official else _OURS) + body
+
+
+# ---------------------------------------------------------------------------------------------
+# Running children
+# ---------------------------------------------------------------------------------------------
+
+
+class BenchError(Exception):
+    """A child failed, or got an answer other than the one the case expects."""
+
+
+@dataclass
+class Runner:
+    """Starts fresh interpreters with the environment every case shares."""
+
+    python: str
+    env: dict[str, str]
+    workdir: str
+
+    def run(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.python, *args],
+            env=self.env,
+            cwd=self.workdir,
+            text=True,
+            timeout=_TIMEOUT,
+            **kwargs,  # type: ignore[call-overload]
+        )
+        if proc.returncode != 0:
+            tail = (proc.stderr or "").strip().splitlines()[-5:]
+            raise BenchError(f"{shlex.join(args)[:80]} exited {proc.returncode}: {tail}")
+        return proc  # type: ignore[no-any-return]
+
+    def wall(self, args: list[str]) -> float:
+        """Seconds a whole process takes, its output thrown away."""
+        start = time.perf_counter()
+        self.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return time.perf_counter() - start
+
+    def facts(self, script: str, *argv: str) -> dict[str, float]:
+        """Run a child program and return what it reported."""
+        proc = self.run(["-c", script, *argv], capture_output=True)
+        return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def child_env(base_url: str) -> dict[str, str]:
+    """This environment, minus what would change either client or the interpreter.
+
+    PYTHON* variables go: PYTHONDONTWRITEBYTECODE would make every run compile
+    openai_batch.py afresh (the official package's bytecode was compiled by pip), and
+    PYTHONUNBUFFERED would make the command line's 20 lines 20 writes.
+    """
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key.upper() not in _DROPPED_ENV and not key.upper().startswith("PYTHON")
+    }
+    env.update(
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_BASE_URL=base_url,
+        NO_PROXY="127.0.0.1,localhost",
+        PYTHONPATH=REPO,  # openai_batch from this checkout, never an installed copy
+    )
+    return env
+
+
+@contextmanager
+def local_server(python: str, batches: int, content: str) -> Iterator[str]:
+    """Start bench/server.py and yield its base URL; stop it afterwards."""
+    command = [python, os.path.join(HERE, "server.py"), "--batches", str(batches)]
+    command += ["--content", content, "--key", API_KEY]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip() if server.stdout else ""
+        if not url.startswith("http://"):
+            raise BenchError(f"the server did not start (it printed {url!r})")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def module_version(runner: Runner, module: str) -> str | None:
+    """The version of ``module`` as the children import it, or None when it cannot be."""
+    script = f"import {module}; print({module}.__version__)"
+    try:
+        return runner.run(["-c", script], capture_output=True).stdout.strip()
+    except BenchError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the table: samples of one measure for each client.
+
+    ``theirs`` stays None where the official package has no equivalent; such a row may have a
+    ``floor`` instead (a bare json.loads loop), and its ratio is then openai_batch ÷ floor.
+    """
+
+    case: str
+    unit: str
+    higher_is_better: bool = False
+    ours: list[float] = field(default_factory=list)
+    theirs: list[float] | None = None
+    floor: list[float] | None = None
+
+    def ratio(self) -> float | None:
+        """How many times better openai_batch is (faster, or less memory); >1 favours it."""
+        if self.floor and self.ours:
+            return statistics.median(self.ours) / statistics.median(self.floor)
+        if not self.ours or not self.theirs:
+            return None
+        ours, theirs = statistics.median(self.ours), statistics.median(self.theirs)
+        return ours / theirs if self.higher_is_better else theirs / ours
+
+    def to_dict(self) -> dict[str, object]:
+        def median(samples: list[float] | None) -> float | None:
+            return statistics.median(samples) if samples else None
+
+        return {
+            "case": self.case,
+            "unit": self.unit,
+            "higher_is_better": self.higher_is_better,
+            "openai_batch": self.ours,
+            "openai": self.theirs,
+            "floor": self.floor,
+            "median_openai_batch": median(self.ours),
+            "median_openai": median(self.theirs),
+            "ratio": self.ratio(),
+        }
+
+
+def record(official: bool, *pairs: tuple[Row, float]) -> None:
+    """Add one sample to each row, in the column of the client that made it."""
+    for row, value in pairs:
+        if not official:
+            row.ours.append(value)
+        elif row.theirs is None:
+            row.theirs = [value]
+        else:
+            row.theirs.append(value)
+
+
+@dataclass
+class Settings:
+    file_bytes: int
+    batches: int
+    lines: int
+    repeats: int
+    official: bool  # whether the openai package can be imported
+
+
+def repeat(settings: Settings, measure: Callable[[bool], None], *rows: Row) -> list[Row]:
+    """Call ``measure(official)`` for each repeat, alternating clients so drift hits both."""
+    for _ in range(settings.repeats):
+        measure(False)
+        if settings.official:
+            measure(True)
+    return list(rows)
+
+
+def expect(facts: dict[str, float], key: str, wanted: int, what: str) -> dict[str, float]:
+    if facts.get(key) != wanted:
+        raise BenchError(f"{what}: expected {key}={wanted:,}, the child saw {facts.get(key)}")
+    return facts
+
+
+# ---------------------------------------------------------------------------------------------
+# The cases
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_importtime(stderr: str) -> list[tuple[int, int, int, str]]:
+    """``-X importtime`` lines as (self µs, cumulative µs, depth, module)."""
+    entries = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or line.count("|") != 2:
+            continue
+        own, cumulative, name = line[len("import time:") :].split("|")
+        if not own.strip().isdigit():
+            continue  # the header line
+        depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
+        entries.append((int(own), int(cumulative), depth, name.strip()))
+    return entries
+
+
+def import_cumulative(entries: list[tuple[int, int, int, str]], module: str) -> int:
+    for _, cumulative, depth, name in entries:
+        if depth == 0 and name == module:
+            return cumulative
+    raise BenchError(f"-X importtime did not report {module} at the top level")
+
+
+def heaviest_packages(
+    entries: list[tuple[int, int, int, str]], module: str, top: int = 8
+) -> list[list[object]]:
+    """Where the import of ``module`` spends its time: self µs summed by top-level package."""
+    totals: dict[str, int] = {}
+    subtree: list[tuple[int, int, int, str]] = []
+    for entry in entries:
+        subtree.append(entry)
+        if entry[2] == 0 and entry[3] == module:
+            break
+        if entry[2] == 0:
+            subtree = []  # the interpreter's own start-up, before `import module`
+    for own, _, _, name in subtree:
+        package = name.split(".")[0]
+        totals[package] = totals.get(package, 0) + own
+    return [[name, us] for name, us in sorted(totals.items(), key=lambda kv: -kv[1])[:top]]
+
+
+def case_import(runner: Runner, settings: Settings, extra: dict[str, object]) -> list[Row]:
+    cumulative = Row("import: -X importtime, top module cumulative", "µs")
+    wall = Row('import: fresh `python -c "import X"`, wall', "ms")
+    floor = Row('  the interpreter alone: `python -c "pass"`, wall', "ms")
+    for official in (False, True)[: 1 + settings.official]:
+        runner.wall(["-c", f"import {_MODULES[official]}"])  # compiles and caches the bytecode
+
+    def measure(official: bool) -> None:
+        module = _MODULES[official]
+        proc = runner.run(["-X", "importtime", "-c", f"import {module}"], capture_output=True)
+        entries = parse_importtime(proc.stderr)
+        extra[f"import_breakdown_{module}"] = heaviest_packages(entries, module)
+        seconds = runner.wall(["-c", f"import {module}"])
+        record(official, (cumulative, import_cumulative(entries, module)), (wall, seconds * 1000))
+        if not official:
+            record(False, (floor, runner.wall(["-c", "pass"]) * 1000))
+
+    return repeat(settings, measure, cumulative, wall, floor)
+
+
+def case_cold_list(runner: Runner, settings: Settings) -> list[Row]:
+    row = Row("cold `list --limit 20`, whole process, wall", "ms")
+    # Once with the output kept, to know both print the page (and to warm the caches).
+    shown = runner.run(COLD_LIST_OURS, capture_output=True).stdout.splitlines()
+    if len(shown) != 20:
+        raise BenchError(f"`openai_batch list --limit 20` printed {len(shown)} lines, not 20")
+    if settings.official:
+        printed = runner.run(COLD_LIST_THEIRS, capture_output=True).stdout
+        if printed.count("Batch(") != 20:
+            raise BenchError("the official package's list did not print 20 batches")
+
+    def measure(official: bool) -> None:
+        seconds = runner.wall(COLD_LIST_THEIRS if official else COLD_LIST_OURS)
+        record(official, (row, seconds * 1000))
+
+    return repeat(settings, measure, row)
+
+
+def case_list_all(runner: Runner, settings: Settings) -> list[Row]:
+    label = f"list {settings.batches:,} batches (pages of 100)"
+    wall = Row(f"{label}: wall after import", "s")
+    peak = Row(f"{label}: peak RSS", "MiB")
+
+    def measure(official: bool) -> None:
+        facts = runner.facts(client_script("list_all", official))
+        expect(facts, "count", settings.batches, "listing batches")
+        record(official, (wall, facts["seconds"]), (peak, facts["peak_rss_mib"]))
+
+    return repeat(settings, measure, wall, peak)
+
+
+def case_download(runner: Runner, settings: Settings, size: int, streaming: bool) -> list[Row]:
+    """openai_batch's write_to_file against one of the official package's two forms."""
+    form = "streaming stream_to_file" if streaming else "write_to_file"
+    label = f"download {size / MIB:.0f} MiB [official {form}]"
+    speed = Row(f"{label}: throughput", "MiB/s", higher_is_better=True)
+    peak = Row(f"{label}: peak RSS", "MiB")
+    target = os.path.join(runner.workdir, "downloaded.jsonl")
+
+    def measure(official: bool) -> None:
+        name = "download_streaming" if official and streaming else "download"
+        facts = runner.facts(client_script(name, official), CONTENT_FILE_ID, target)
+        os.remove(target)
+        expect(facts, "bytes", size, "the downloaded file's size")
+        record(official, (speed, size / MIB / facts["seconds"]), (peak, facts["peak_rss_mib"]))
+
+    return repeat(settings, measure, speed, peak)
+
+
+def case_upload(runner: Runner, settings: Settings, path: str) -> list[Row]:
+    size = os.path.getsize(path)
+    label = f"upload {size / MIB:.0f} MiB [official: open(path, 'rb')]"
+    speed = Row(f"{label}: throughput", "MiB/s", higher_is_better=True)
+    peak = Row(f"{label}: peak RSS", "MiB")
+
+    def measure(official: bool) -> None:
+        facts = runner.facts(client_script("upload", official), path)
+        expect(facts, "bytes", size, "the size the server received")
+        record(official, (speed, size / MIB / facts["seconds"]), (peak, facts["peak_rss_mib"]))
+
+    return repeat(settings, measure, speed, peak)
+
+
+def case_jsonl(runner: Runner, settings: Settings, name: str, path: str) -> list[Row]:
+    """``name`` (validate_input or iter_results) beside a bare json.loads loop on ``path``."""
+    size = os.path.getsize(path)
+    label = f"{name}, {settings.lines:,} lines ({size / MIB:.0f} MiB)"
+    speed = Row(f"{label}: throughput", "MiB/s", higher_is_better=True)
+    peak = Row(f"{label}: peak RSS", "MiB")
+    floor_speed = Row("  json.loads loop, same file (floor): throughput", "MiB/s", True)
+    floor_peak = Row("  json.loads loop, same file (floor): peak RSS", "MiB")
+    programs = [
+        ((speed, peak), _PRELUDE + _JSONL_SCRIPTS[name]),
+        ((floor_speed, floor_peak), _PRELUDE + _JSONL_SCRIPTS["floor"]),
+    ]
+    for _ in range(settings.repeats):
+        for (speed_row, peak_row), program in programs:
+            facts = expect(runner.facts(program, path), "count", settings.lines, name)
+            record(False, (speed_row, size / MIB / facts["seconds"]))
+            record(False, (peak_row, facts["peak_rss_mib"]))
+    speed.floor, peak.floor = floor_speed.ours, floor_peak.ours
+    return [speed, peak, floor_speed, floor_peak]
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+
+def number(value: float, unit: str) -> str:
+    digits = 0 if unit in ("µs", "MiB/s") or value >= 100 else 1 if value >= 10 else 2
+    return f"{value:,.{digits}f} {unit}"
+
+
+def cells(row: Row) -> list[str]:
+    ours = number(statistics.median(row.ours), row.unit)
+    theirs = "—" if row.theirs is None else number(statistics.median(row.theirs), row.unit)
+    ratio = row.ratio()
+    shown = "—" if ratio is None else f"{ratio:.2f}×" + (" floor" if row.floor else "")
+    return [row.case, ours, theirs, shown]
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ["case", "openai_batch", "openai", "ratio"]
+    table = [header] + [cells(row) for row in rows]
+    widths = [max(len(line[index]) for line in table) for index in range(len(header))]
+    for number_, line in enumerate(table):
+        left = line[0].ljust(widths[0])
+        right = [cell.rjust(width) for cell, width in zip(line[1:], widths[1:])]
+        print("  ".join([left, *right]).rstrip())
+        if number_ == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def machine() -> dict[str, object]:
+    return {
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "executable": sys.executable,
+    }
+
+
+_NOTES = """\
+Medians of {repeats} runs, each in a fresh interpreter. ratio: how many times better
+openai_batch is (faster, higher throughput or less memory); below 1 the official package
+is better. "× floor": openai_batch's value divided by a bare json.loads loop's.
+Peak RSS is the child's VmHWM (/proc/self/status), interpreter and imports included.
+openai_batch's write_to_file also fsyncs the file before renaming it into place."""
+
+
+def print_targets(rows: list[Row]) -> None:
+    """Say whether openai_batch meets the goals the project set for it."""
+    by_case = {row.case: row for row in rows}
+    imports = by_case["import: -X importtime, top module cumulative"].ratio()
+    if imports is not None:
+        verdict = "met" if imports >= 20 else "MISSED"
+        print(f"target: import at least 20× faster (-X importtime): {imports:.1f}×, {verdict}")
+    for row in rows:
+        if row.case.startswith(("download", "upload")) and row.unit == "MiB":
+            peak = statistics.median(row.ours)
+            verdict = "met" if peak < 50 else "MISSED"
+            print(f"target: under 50 MiB peak RSS, {row.case}: {peak:.1f} MiB, {verdict}")
+
+
+def print_import_breakdown(extra: dict[str, object]) -> None:
+    print("where import time goes (self time of each package's modules, from the last run):")
+    for module in _MODULES.values():
+        heaviest = extra.get(f"import_breakdown_{module}")
+        if isinstance(heaviest, list):
+            parts = [f"{name} {us / 1000:.1f} ms" for name, us in heaviest]
+            print(f"  import {module}: " + ", ".join(parts))
+
+
+def print_report(rows: list[Row], settings: Settings, extra: dict[str, object]) -> None:
+    print()
+    print_table(rows)
+    print()
+    print(_NOTES.format(repeats=settings.repeats))
+    if not settings.official:
+        print("The openai package is not importable here, so its column is empty. Install it:")
+        print("  pip install -r bench/requirements.txt")
+    print()
+    print_targets(rows)
+    print()
+    print_import_breakdown(extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="10 MiB files, 2,000 batches, 3 repeats"
+    )
+    parser.add_argument("--file-mib", type=int, help="size of the files moved (200; quick: 10)")
+    parser.add_argument("--batches", type=int, help="batches to list (10,000; quick: 2,000)")
+    parser.add_argument("--lines", type=int, default=50_000, help="JSONL lines (50,000)")
+    parser.add_argument("--repeats", type=int, help="runs per measure (5; quick: 3)")
+    parser.add_argument("--json", metavar="FILE", help="also write every sample to FILE")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace, official: bool) -> Settings:
+    def pick(given: int | None, full: int, quick: int) -> int:
+        return given if given is not None else quick if args.quick else full
+
+    return Settings(
+        file_bytes=pick(args.file_mib, 200, 10) * MIB,
+        batches=pick(args.batches, 10_000, 2_000),
+        lines=args.lines,
+        repeats=pick(args.repeats, 5, 3),
+        official=official,
+    )
+
+
+def make_files(workdir: str, settings: Settings) -> dict[str, str]:
+    """The four data files: the one to download, the one to upload and the two JSONL ones."""
+    paths = {name: os.path.join(workdir, f"{name}.jsonl") for name in _FILES}
+    write_lines(paths["content"], output_line, size=settings.file_bytes)
+    write_lines(paths["upload"], request_line, size=settings.file_bytes)
+    write_lines(paths["requests"], request_line, lines=settings.lines)
+    write_lines(paths["outputs"], output_line, lines=settings.lines)
+    return paths
+
+
+def run_cases(
+    runner: Runner, settings: Settings, paths: dict[str, str]
+) -> tuple[list[Row], dict[str, object]]:
+    extra: dict[str, object] = {}
+    size = os.path.getsize(paths["content"])
+    steps: list[tuple[str, Callable[[], list[Row]]]] = [
+        ("import", lambda: case_import(runner, settings, extra)),
+        ("cold list", lambda: case_cold_list(runner, settings)),
+        ("list all", lambda: case_list_all(runner, settings)),
+        ("download", lambda: case_download(runner, settings, size, streaming=False)),
+        ("download, streaming", lambda: case_download(runner, settings, size, streaming=True)),
+        ("upload", lambda: case_upload(runner, settings, paths["upload"])),
+        (
+            "validate_input",
+            lambda: case_jsonl(runner, settings, "validate_input", paths["requests"]),
+        ),
+        ("iter_results", lambda: case_jsonl(runner, settings, "iter_results", paths["outputs"])),
+    ]
+    rows: list[Row] = []
+    for name, step in steps:
+        if name == "download, streaming" and not settings.official:
+            continue
+        started = time.perf_counter()
+        rows += step()
+        print(f"  {name}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    return rows, extra
+
+
+def fingerprint() -> str:
+    """A short hash of openai_batch.py, to tell whether it changed while the run went on."""
+    with open(os.path.join(REPO, "openai_batch.py"), "rb") as source:
+        return hashlib.sha256(source.read()).hexdigest()[:12]
+
+
+def print_header(command: str, settings: Settings, versions: dict[str, str | None]) -> None:
+    about = machine()
+    print(f"command: {command}")
+    print(f"machine: {about['python']} on {about['platform']}, {about['cpus']} CPUs")
+    print(
+        f"clients: openai_batch {versions['openai_batch']} from {REPO} "
+        f"(sha256 {fingerprint()}…), openai {versions['openai'] or '(not installed)'}"
+    )
+    print(
+        f"sizes: {settings.file_bytes / MIB:.0f} MiB files, {settings.batches:,} batches, "
+        f"{settings.lines:,} JSONL lines; {settings.repeats} repeats",
+        flush=True,  # before the progress lines on stderr
+    )
+
+
+def run(args: argparse.Namespace, command: str, workdir: str) -> int:
+    started, source = time.perf_counter(), fingerprint()
+    settings = settings_from(args, official=False)
+    paths = make_files(workdir, settings)
+    with local_server(sys.executable, settings.batches, paths["content"]) as url:
+        runner = Runner(sys.executable, child_env(url), workdir)
+        versions = {name: module_version(runner, name) for name in _MODULES.values()}
+        settings.official = versions["openai"] is not None
+        print_header(command, settings, versions)
+        rows, extra = run_cases(runner, settings, paths)
+    print_report(rows, settings, extra)
+    if fingerprint() != source:
+        print("\nWARNING: openai_batch.py changed during the run; its rows mix two versions.")
+    elapsed = time.perf_counter() - started
+    print(f"\nthe whole run took {elapsed:.0f} s")
+    if args.json:
+        about = {"command": command, "machine": machine(), "versions": versions}
+        extra.update(settings=vars(settings), seconds=elapsed)
+        write_json(args.json, {**about, **extra, "rows": [row.to_dict() for row in rows]})
+    return 0
+
+
+def write_json(path: str, data: dict[str, object]) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join([sys.executable, sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+    workdir = tempfile.mkdtemp(prefix="openai-batch-bench-")
+    try:
+        return run(args, command, workdir)
+    except (BenchError, subprocess.TimeoutExpired) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
