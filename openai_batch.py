@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         Iterable,
         Iterator,
         Mapping,
+        NoReturn,
         Optional,
         Tuple,
         TypeVar,
@@ -3326,7 +3327,7 @@ def _watch(session: _Session, batch_id: str) -> int:
         batch = session.client.batches.wait(
             batch_id,
             poll_interval=getattr(args, "interval", None),
-            timeout=getattr(args, "timeout_wait", None),
+            timeout=getattr(args, "wait_timeout", None),
             on_update=None if args.json else _LiveProgress(console),
         )
     except WaitTimeoutError as exc:
@@ -3478,8 +3479,11 @@ _API_KEY_HELP = (
 )
 
 
-def _global_options(parser: Any, suppress: bool) -> None:
-    """Options every command takes, before or after its name."""
+def _global_options(parser: Any, suppress: bool, request_timeout: bool = True) -> None:
+    """Options every command takes, before or after its name.
+
+    After ``wait`` and ``submit``, --timeout is how long to wait for the batch instead.
+    """
     import argparse
 
     default = {"default": argparse.SUPPRESS} if suppress else {}
@@ -3494,20 +3498,22 @@ def _global_options(parser: Any, suppress: bool) -> None:
     group.add_argument(
         "--project", metavar="PROJECT", help="project id (OPENAI_PROJECT_ID)", **default
     )
-    group.add_argument(
-        "--timeout", type=_positive, metavar="S", help="seconds per request (600)", **default
-    )
+    if request_timeout:
+        group.add_argument(
+            "--timeout", type=_positive, metavar="S", help="seconds per request (600)", **default
+        )
     group.add_argument(
         "--max-retries", type=int, metavar="N", help="retries per request (2)", **default
     )
 
 
 def _parser() -> Any:
-    import argparse
-
-    common = argparse.ArgumentParser(add_help=False)
+    parser_class = _parser_class()
+    common = parser_class(add_help=False)
     _global_options(common, suppress=True)
-    parser = argparse.ArgumentParser(
+    waiting = parser_class(add_help=False)
+    _global_options(waiting, suppress=True, request_timeout=False)
+    parser = parser_class(
         prog="openai-batch",
         description="The OpenAI Batch API from the command line. "
         "The key comes from OPENAI_API_KEY.",
@@ -3521,8 +3527,30 @@ def _parser() -> Any:
     commands.required = True
     _batch_commands(commands, common)
     _file_commands(commands, common)
-    _workflow_commands(commands, common)
+    _workflow_commands(commands, common, waiting)
     return parser
+
+
+def _parser_class() -> Any:
+    """argparse's parser, with error messages that never repeat a key typed by mistake."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            self.print_usage(sys.stderr)
+            self.exit(_EXIT_USAGE, f"{self.prog}: error: {_redact(message, None)}\n")
+
+    return Parser
+
+
+def _redact(text: str, key: str | None) -> str:
+    """``text`` without the key, nor anything that looks like an OpenAI key."""
+    import re
+
+    for secret in (key, os.environ.get("OPENAI_API_KEY")):
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return re.sub(r"\bsk-[A-Za-z0-9_-]{8,}", "sk-[redacted]", text)
 
 
 def _add(
@@ -3632,21 +3660,23 @@ def _file_commands(commands: Any, common: Any) -> None:
     content.add_argument("-o", "--output", metavar="FILE", help="save to FILE (atomically) instead")
 
 
-def _workflow_commands(commands: Any, common: Any) -> None:
+def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
     validate = _add(commands, common, "validate", _cmd_validate, "check an input file offline")
     validate.add_argument("file", metavar="FILE")
     validate.add_argument(
         "--endpoint", type=_endpoint, metavar="E", help="the endpoint every line must use"
     )
     _json_flag(validate)
-    submit = _add(commands, common, "submit", _cmd_submit, "validate, upload and start a batch")
+    submit = _add(commands, waiting, "submit", _cmd_submit, "validate, upload and start a batch")
     submit.add_argument("file", metavar="FILE")
     submit.add_argument("--endpoint", type=_endpoint, metavar="E", help="(read from the lines)")
     _batch_options(submit)
     submit.add_argument("--wait", action="store_true", help="then wait for it to finish")
     _wait_options(submit)
     _json_flag(submit)
-    wait = _add(commands, common, "wait", _cmd_wait, "wait for a batch to finish, showing progress")
+    wait = _add(
+        commands, waiting, "wait", _cmd_wait, "wait for a batch to finish, showing progress"
+    )
     wait.add_argument("id", metavar="ID", help="batch id")
     _wait_options(wait)
     _json_flag(wait)
@@ -3680,12 +3710,12 @@ def _wait_options(command: Any) -> None:
         help="seconds between polls (2 s, growing to 60 s)",
     )
     command.add_argument(
-        "--timeout-wait",
-        "--wait-timeout",
-        dest="timeout_wait",
+        "--timeout",
+        dest="wait_timeout",
         type=_positive,
         metavar="S",
-        help="give up after S seconds (exit 124)",
+        help="give up waiting after S seconds (exit 124); before the command, --timeout is "
+        "the timeout of each request",
     )
 
 
@@ -3698,10 +3728,7 @@ def _report(exc: BaseException, console: _Console, key: str | None) -> int:
         if exc.more:
             console.note(f"  ... and {exc.more:,} more")
         return _EXIT_ERROR
-    message = str(exc)
-    if key:
-        message = message.replace(key, "[redacted]")
-    console.note(f"error: {message}")
+    console.note(f"error: {_redact(str(exc), key)}")
     hint = _hint(exc)
     if hint:
         console.note(f"hint: {hint}")

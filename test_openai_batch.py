@@ -3469,7 +3469,7 @@ def test_cli_submit_and_wait_with_exit_codes(client: Client, api: FakeAPI, tmp_p
 
 def test_cli_wait_times_out_with_its_own_code(client: Client, api: FakeAPI) -> None:
     batch = client.submit(chat_requests(50))
-    ran = cli(client, "wait", batch.id, "--interval", "10", "--timeout-wait", "30")
+    ran = cli(client, "wait", batch.id, "--interval", "10", "--timeout", "30")
     assert ran.code == 124
     assert ran.err == f"error: Batch {batch.id} is still in_progress after 30 s.\n"
 
