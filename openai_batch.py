@@ -45,11 +45,17 @@ if TYPE_CHECKING:
     from typing import Generic as _Generic
 
     _M = TypeVar("_M", bound="_Model")
+    _E = TypeVar("_E", bound="APIError")
     _T = TypeVar("_T")
     _Headers = Mapping[str, Optional[str]]
     _Query = Mapping[str, object]
+    _FileContent = Union[bytes, IO[bytes]]
     _FileInput = Union[
-        str, "os.PathLike[str]", bytes, IO[bytes], Tuple[str, Union[bytes, IO[bytes]]]
+        str,
+        "os.PathLike[str]",
+        _FileContent,
+        Tuple[str, _FileContent],
+        Tuple[str, _FileContent, str],
     ]
 else:
 
@@ -151,6 +157,7 @@ _CHUNK = 1024 * 1024
 _CREATE_SLACK, _CREATE_CLOCK_SKEW = 5.0, 600.0
 _METADATA_MAX_KEYS, _METADATA_MAX_KEY, _METADATA_MAX_VALUE = 16, 64, 512
 _FIRST_POLL, _MAX_POLL = 2.0, 60.0  # wait(): seconds between polls, growing by half each time
+_MAX_OUTAGE = 600.0  # wait(): seconds of failing polls it rides out
 
 # ---------------------------------------------------------------------------------------------
 # Exceptions
@@ -196,6 +203,10 @@ class APIError(OpenAIError):
         self.param = fields_.get("param")
         self.type = fields_.get("type")
 
+    def __str__(self) -> str:
+        request_id = getattr(self, "request_id", None)
+        return f"{self.message} (request id {request_id})" if request_id else self.message
+
 
 class APIResponseValidationError(APIError):
     """The server answered, but not with what the API promises (not JSON, wrong shape)."""
@@ -232,17 +243,30 @@ class APIStatusError(APIError):
         headers: Mapping[str, str] | None = None,
         body: object = None,
         request: _RequestInfo | None = None,
+        response: _ErrorResponse | None = None,
     ) -> None:
         super().__init__(message, request, body=body)
         if status_code is not None:
             self.status_code = status_code
         self.headers = {k.lower(): v for k, v in (headers or {}).items()}
         self.request_id = self.headers.get("x-request-id")
+        self.response = response or _ErrorResponse(self.status_code, self.headers, "")
 
-    def __str__(self) -> str:
-        if self.request_id:
-            return f"{self.message} (request id {self.request_id})"
-        return self.message
+
+class _ErrorResponse:
+    """The response of an error, for code that reads ``error.response`` as the official
+    package's users do: ``status_code``, ``headers``, ``text`` and ``json()``."""
+
+    def __init__(self, status_code: int, headers: Mapping[str, str], text: str) -> None:
+        self.status_code = status_code
+        self.headers = dict(headers)
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"<Response [{self.status_code}]>"
+
+    def json(self) -> Any:
+        return json.loads(self.text)
 
 
 class BadRequestError(APIStatusError):
@@ -996,13 +1020,13 @@ class _Pool:
         with self._lock:
             self._idle.setdefault(origin, []).append(connection)
 
-    def open(self, origin: tuple[str, str, int], timeout: float) -> _Connection:
+    def open(self, origin: tuple[str, str, int], timeout: float | None) -> _Connection:
         """A new connection, through the environment's proxy when it names one."""
         import http.client
 
         scheme, host, port = origin
         proxy = _proxy_for(scheme, host)
-        connect_timeout = min(timeout, _CONNECT_TIMEOUT)
+        connect_timeout = _CONNECT_TIMEOUT if timeout is None else min(timeout, _CONNECT_TIMEOUT)
         if scheme == "https" and self._ssl is None:
             self._ssl = _ssl_context()
         conn: http.client.HTTPConnection
@@ -1087,8 +1111,11 @@ def _status_error(
     """The exception for an error status, readable whatever the body is (JSON, HTML, nothing)."""
     body, detail = _error_detail(status, headers.get("content-type", ""), raw)
     cls = _STATUS_ERRORS.get(status) or (InternalServerError if status >= 500 else APIStatusError)
+    response = _ErrorResponse(status, headers, raw.decode("utf-8", "replace"))
     message = f"Error code: {status} - {detail}"
-    return cls(message, status_code=status, headers=headers, body=body, request=request)
+    return cls(
+        message, status_code=status, headers=headers, body=body, request=request, response=response
+    )
 
 
 def _error_detail(status: int, content_type: str, raw: bytes) -> tuple[object, str]:
@@ -1127,12 +1154,15 @@ def _clip(text: str, width: int = 200) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _json_body(raw: bytes, status: int, headers: dict[str, str], request: _RequestInfo) -> Any:
-    """The decoded JSON of a successful response, or a clear error naming what came instead."""
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise _unexpected_body("JSON", raw, status, headers, request) from None
+def _scrub(value: Any, secret: str) -> Any:
+    """``value`` (text, or JSON made of dicts and lists) with ``secret`` blotted out."""
+    if isinstance(value, str):
+        return value.replace(secret, "[redacted]")
+    if isinstance(value, list):
+        return [_scrub(item, secret) for item in value]
+    if isinstance(value, dict):
+        return {key: _scrub(item, secret) for key, item in value.items()}
+    return value
 
 
 def _unexpected_body(
@@ -1179,7 +1209,7 @@ class _Transport:
         *,
         base_url: str,
         headers: dict[str, str],
-        timeout: float,
+        timeout: float | None,
         retry: _RetryPolicy,
         clock: Callable[[], float],
         sleep: Callable[[float], None],
@@ -1289,10 +1319,23 @@ class _Transport:
             raw = self.read_and_release(response, connection, request)
             received = _lower_headers(response)
             if response.status >= 300:
-                raise _status_error(response.status, received, raw, request)
-            return _json_body(raw, response.status, received, request)
+                raise self.scrubbed(_status_error(response.status, received, raw, request))
+            try:
+                return json.loads(raw)
+            except ValueError:
+                error = _unexpected_body("JSON", raw, response.status, received, request)
+                raise self.scrubbed(error) from None
 
         return self.call(attempt, recover=recover)
+
+    def scrubbed(self, error: _E) -> _E:
+        """The error without the key, should a server or a proxy have echoed it back."""
+        key = self.headers.get("Authorization", "").partition("Bearer ")[2]
+        if key:
+            error.message = error.message.replace(key, "[redacted]")
+            error.args = (error.message,)
+            error.body = _scrub(error.body, key)
+        return error
 
     def stream(
         self,
@@ -1311,12 +1354,13 @@ class _Transport:
             received = _lower_headers(response)
             if response.status >= 300:
                 raw = self.read_and_release(response, connection, request)
-                raise _status_error(response.status, received, raw, request)
+                raise self.scrubbed(_status_error(response.status, received, raw, request))
             if received.get("content-type", "").startswith("text/html"):
                 # The API serves files as data, never as web pages: this is a proxy's login
                 # or block page, and saving it as the batch's output would lose the results.
                 raw = self.read_and_release(response, connection, request)
-                raise _unexpected_body("file content", raw, response.status, received, request)
+                error = _unexpected_body("file content", raw, response.status, received, request)
+                raise self.scrubbed(error)
             return BinaryContent(
                 response,
                 connection,
@@ -1346,7 +1390,12 @@ class _Transport:
             self.pool.give_back(connection.origin, connection)
 
     def respond(
-        self, method: str, url: str, headers: dict[str, str], body: _Body | None, timeout: float
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: _Body | None,
+        timeout: float | None,
     ) -> tuple[http.client.HTTPResponse, _Connection, _RequestInfo]:
         """One exchange, following GET redirects; credentials never go to another origin."""
         for _ in range(_MAX_REDIRECTS + 1):
@@ -1364,7 +1413,11 @@ class _Transport:
         raise _final(APIConnectionError(message=message, request=request))
 
     def exchange(
-        self, request: _RequestInfo, headers: dict[str, str], body: _Body | None, timeout: float
+        self,
+        request: _RequestInfo,
+        headers: dict[str, str],
+        body: _Body | None,
+        timeout: float | None,
     ) -> tuple[http.client.HTTPResponse, _Connection]:
         """Send one request on a kept-alive or new connection and read the response head."""
         import http.client
@@ -1405,6 +1458,10 @@ def _connect(connection: _Connection, request: _RequestInfo) -> None:
     except (OSError, http.client.HTTPException) as exc:
         error = _connection_error(exc, request)
         error._unsent = True
+        if str(exc).startswith("Tunnel connection failed"):  # the proxy said no
+            error = _final(error)
+            error.message += " (check HTTPS_PROXY and its credentials)"
+            error.args = (error.message,)
         raise error from exc
 
 
@@ -1413,7 +1470,7 @@ def _send(
     request: _RequestInfo,
     headers: dict[str, str],
     body: _Body | None,
-    timeout: float,
+    timeout: float | None,
 ) -> http.client.HTTPResponse:
     conn = connection.conn
     conn.sock.settimeout(timeout)
@@ -1571,6 +1628,19 @@ class BinaryContent:
     def text(self) -> str:
         return self.read().decode("utf-8")
 
+    def json(self) -> Any:
+        """The body decoded as JSON."""
+        return json.loads(self.read())
+
+    def iter_text(self, chunk_size: int = 64 * 1024) -> Iterator[str]:
+        """The body as text, in pieces as they arrive (UTF-8 split safely between them)."""
+        import codecs
+
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        for chunk in self.iter_bytes(chunk_size):
+            yield decoder.decode(chunk)
+        yield decoder.decode(b"", final=True)
+
     def write_to_file(self, file: str | os.PathLike[str]) -> int:
         """Save the body to ``file`` atomically and return the number of bytes written.
 
@@ -1580,6 +1650,8 @@ class BinaryContent:
         """
         with _AtomicFile(file) as out:
             return self._download_into(out.file)
+
+    stream_to_file = write_to_file  # the official package's other name for it
 
     def _download_into(self, out: IO[bytes]) -> int:
         content, retries = self, 0
@@ -1660,12 +1732,16 @@ def _remove_quietly(path: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+class _ArgumentError(ValueError):
+    """A bad argument, refused before any request (the command line's usage error)."""
+
+
 def _quote_id(value: str, name: str) -> str:
     """An id made safe for a URL path; an empty one is refused before any request."""
     from urllib.parse import quote
 
     if not isinstance(value, str) or not value:
-        raise ValueError(f"Expected a non-empty value for `{name}` but received {value!r}")
+        raise _ArgumentError(f"Expected a non-empty value for `{name}` but received {value!r}")
     return quote(value, safe="")
 
 
@@ -1674,19 +1750,21 @@ def _check_metadata(metadata: Mapping[str, str] | None) -> None:
     if metadata is None:
         return
     if len(metadata) > _METADATA_MAX_KEYS:
-        raise ValueError(
+        raise _ArgumentError(
             f"metadata has {len(metadata)} keys; at most {_METADATA_MAX_KEYS} are allowed"
         )
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise ValueError(f"metadata keys and values must be strings; got {key!r}: {value!r}")
+            raise _ArgumentError(
+                f"metadata keys and values must be strings; got {key!r}: {value!r}"
+            )
         if len(key) > _METADATA_MAX_KEY:
-            raise ValueError(
+            raise _ArgumentError(
                 f"metadata key {key[:20]!r}... is {len(key)} characters; "
                 f"at most {_METADATA_MAX_KEY} are allowed"
             )
         if len(value) > _METADATA_MAX_VALUE:
-            raise ValueError(
+            raise _ArgumentError(
                 f"metadata value of {key!r} is {len(value)} characters; "
                 f"at most {_METADATA_MAX_VALUE} are allowed"
             )
@@ -1890,20 +1968,35 @@ class Batches:
 
         Polls every ``poll_interval`` seconds, or, by default, after 2 s, growing by half each
         time to a minute. ``on_update(batch)`` is called with the first batch seen and on every
-        change. Each poll follows the client's retry rules. Past ``timeout`` seconds,
+        change. Each poll follows the client's retry rules; once the batch has been seen, polls
+        that still fail go on for up to ten minutes of outage. Past ``timeout`` seconds,
         ``WaitTimeoutError`` is raised, carrying the last batch seen.
         """
         transport = self._client._transport
         deadline = None if timeout is None else transport.clock() + timeout
         interval = poll_interval or _FIRST_POLL
         seen: dict[str, Any] | None = None
+        outage: float | None = None
         while True:
-            batch = self.retrieve(batch_id)
-            if on_update is not None and batch.to_dict() != seen:
-                on_update(batch)
-            seen = batch.to_dict()
-            if batch.is_terminal:
-                return batch
+            try:
+                batch, outage = self.retrieve(batch_id), None
+            except (APIConnectionError, InternalServerError, RateLimitError) as exc:
+                # A day-long wait should outlast a short outage, which one poll's retries do
+                # not; the first poll must succeed, and an outage past a limit is an error.
+                outage = transport.clock() if outage is None else outage
+                if (
+                    seen is None
+                    or transport.clock() - outage >= _MAX_OUTAGE
+                    or not getattr(exc, "_retryable", True)
+                ):
+                    raise
+            else:
+                current = batch.to_dict()
+                if on_update is not None and current != seen:
+                    on_update(batch)
+                seen = current
+                if batch.is_terminal:
+                    return batch
             now = transport.clock()
             if deadline is not None and now >= deadline:
                 raise WaitTimeoutError(
@@ -2022,7 +2115,7 @@ class Files:
 def _file_source(file: _FileInput) -> tuple[str, int, Callable[[], Iterator[bytes]]]:
     """Name, size and a restartable reader for each way a file can be given."""
     if isinstance(file, tuple):
-        name, content = file
+        name, content = file[0], file[1]  # a third item, a content type, is not needed
         _, size, chunks = _file_source(content)
         return os.path.basename(name) or name, size, chunks
     if isinstance(file, (bytes, bytearray, memoryview)):
@@ -2062,21 +2155,30 @@ def _stream_source(file: IO[Any]) -> tuple[str, int, Callable[[], Iterator[bytes
 
 
 def _read_path(path: str, size: int) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (closed below; an error here is the disk's)
+    except OSError as exc:
+        raise OpenAIError(f"Cannot read {path} to upload it: {exc}") from exc
+    with handle:
         yield from _read_exactly(handle, size, path)
 
 
 def _read_exactly(handle: IO[bytes], size: int, name: str) -> Iterator[bytes]:
     """``size`` bytes in chunks; a file that changes while it is sent is an error, not a
-    request the server would wait on forever."""
+    request the server would wait on forever. A disk's error is not a network error: it is
+    raised as OpenAIError, which is not retried."""
     left = size
-    while left > 0:
-        chunk = handle.read(min(_CHUNK, left))
-        if not chunk:
-            break
-        left -= len(chunk)
-        yield chunk
-    if left or handle.read(1):
+    try:
+        while left > 0:
+            chunk = handle.read(min(_CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk
+        more = handle.read(1)
+    except OSError as exc:
+        raise OpenAIError(f"Cannot read {name} to upload it: {exc}") from exc
+    if left or more:
         raise OpenAIError(f"{name} changed while it was being uploaded; upload it again.")
 
 
@@ -2588,7 +2690,7 @@ class Client:
         organization: str | None = None,
         project: str | None = None,
         base_url: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         default_headers: Mapping[str, str] | None = None,
         clock: Callable[[], float] | None = None,
@@ -2599,7 +2701,7 @@ class Client:
         self.organization = organization or os.environ.get("OPENAI_ORG_ID") or None
         self.project = project or os.environ.get("OPENAI_PROJECT_ID") or None
         self.base_url = _base_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
-        self.timeout = float(timeout)
+        self.timeout = None if timeout is None else float(timeout)  # None: wait forever
         self.max_retries = int(max_retries)
         self.default_headers = dict(default_headers or {})
         self._transport = _Transport(
@@ -2682,11 +2784,14 @@ class Client:
         endpoint: BatchEndpoint | str | None = None,
         completion_window: CompletionWindow | str = CompletionWindow.HOURS_24,
         metadata: Mapping[str, str] | None = None,
+        on_upload: Callable[[FileObject], object] | None = None,
     ) -> Batch:
         """Validate, upload and start a batch from a JSONL file or from requests.
 
         Raises ``InputFileError`` before any request when the input has problems. The endpoint
-        is read from the lines when not given.
+        is read from the lines when not given. ``on_upload(file)`` is called once the input is
+        uploaded: should starting the batch then fail, that file can be used without uploading
+        it again (``batches.create(input_file_id=file.id, ...)``).
         """
         _check_metadata(metadata)
         if not isinstance(path_or_requests, (str, os.PathLike)):
@@ -2696,10 +2801,16 @@ class Client:
                 path = os.path.join(directory, "requests.jsonl")
                 write_jsonl(path, path_or_requests)
                 return self.submit(
-                    path, endpoint=endpoint, completion_window=completion_window, metadata=metadata
+                    path,
+                    endpoint=endpoint,
+                    completion_window=completion_window,
+                    metadata=metadata,
+                    on_upload=on_upload,
                 )
         summary = validate_input(path_or_requests, endpoint=endpoint)
         upload = self.files.create(file=path_or_requests, purpose="batch")
+        if on_upload is not None:
+            on_upload(upload)
         return self.batches.create(
             input_file_id=upload.id,
             endpoint=summary.endpoint or "",
@@ -2733,7 +2844,8 @@ class Client:
         paths = []
         for file_id, kind in ((batch.output_file_id, "output"), (batch.error_file_id, "errors")):
             if file_id:
-                path = os.path.join(os.fspath(directory), f"{batch.id}_{kind}.jsonl")
+                name = "".join(c if c.isalnum() or c in "-_." else "_" for c in batch.id)
+                path = os.path.join(os.fspath(directory), f"{name}_{kind}.jsonl")
                 with self.files.content(file_id) as content:
                     content.write_to_file(path)
                 paths.append(path)
@@ -2765,6 +2877,12 @@ def _base_url(url: str) -> str:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url.strip())
+    if parts.username is not None or parts.password is not None:
+        # Named without them, since a password is as secret as a key.
+        raise OpenAIError(
+            f"base_url for {parts.hostname} holds a user name or password, which this client "
+            "does not send; put credentials in default_headers instead"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise OpenAIError(f"base_url must be an http:// or https:// URL, not {url!r}")
     return url.strip().rstrip("/")
@@ -3156,7 +3274,7 @@ def _cmd_list(session: _Session) -> int:
     """One page of batches; with --all or a filter, pages of 100 until the answer is known."""
     args = session.args
     keep = _batch_filter(args)
-    paging = args.all or keep is not None or args.since is not None
+    paging = args.all or keep is not None or args.since is not None or (args.limit or 0) > 100
     page = session.client.batches.list(limit=100 if paging else args.limit, after=args.after)
     if not paging:
         return _show_batches(session.console, page.data, args.json)
@@ -3305,6 +3423,7 @@ def _cmd_submit(session: _Session) -> int:
         endpoint=args.endpoint,
         completion_window=args.completion_window,
         metadata=_metadata(args),
+        on_upload=lambda file: session.console.note(f"uploaded {args.file} as {file.id}"),
     )
     if not args.wait:
         return _show_batch(session.console, batch, args.json)
@@ -3405,6 +3524,11 @@ def _cmd_retry(session: _Session) -> int:
 
     args = session.args
     batch = session.client.batches.retrieve(args.id)
+    if not batch.is_terminal:
+        raise OpenAIError(
+            f"{batch.id} is still {_text(batch.status)}; its unfinished requests may yet run. "
+            "Retry once it has finished, or cancel it first."
+        )
     with tempfile.TemporaryDirectory(prefix="openai-batch-") as directory:
         requests = session.input_file(batch, directory)
         count = write_failed_requests(requests, session.client.results(batch), args.output)
@@ -3732,11 +3856,7 @@ def _report(exc: BaseException, console: _Console, key: str | None) -> int:
     hint = _hint(exc)
     if hint:
         console.note(f"hint: {hint}")
-    return (
-        _EXIT_USAGE
-        if isinstance(exc, ValueError) and not isinstance(exc, OpenAIError)
-        else _EXIT_ERROR
-    )
+    return _EXIT_USAGE if isinstance(exc, _ArgumentError) else _EXIT_ERROR
 
 
 def _hint(exc: BaseException) -> str | None:

@@ -1866,9 +1866,8 @@ def test_a_success_that_is_not_json_is_a_validation_error(client: Client, api: F
     api.arm("GET", r"/v1/batches/b", Fault.raw(200, b"OK", "text/plain"))
     with raises(ob.APIResponseValidationError) as info:
         client.batches.retrieve("b")
-    assert (
-        str(info.value) == f"Expected JSON from GET {api.base_url}/batches/b but got text/plain: OK"
-    )
+    expected = f"Expected JSON from GET {api.base_url}/batches/b but got text/plain: OK"
+    assert str(info.value) == expected + " (request id req_1)"
     assert (info.value.status_code, info.value.request_id, info.value.body) == (200, "req_1", "OK")
     assert len(api.requests) == 1
 
@@ -1880,7 +1879,8 @@ def test_a_proxy_login_page_is_named_as_such(client: Client, api: FakeAPI) -> No
         client.batches.list()
     assert str(info.value) == (
         f"Expected JSON from GET {api.base_url}/batches but got text/html; charset=utf-8: "
-        "Sign in - Corporate Web Gateway (a proxy or login page may be in the way)"
+        "Sign in - Corporate Web Gateway (a proxy or login page may be in the way) "
+        "(request id req_1)"
     )
 
 
@@ -3454,7 +3454,9 @@ def test_cli_submit_and_wait_with_exit_codes(client: Client, api: FakeAPI, tmp_p
         ["finalizing", "3/1/4"],
         ["completed", "3/1/4"],
     ]
+    file_id = api.batches[batch_id]["input_file_id"]
     assert ran.err == (
+        f"uploaded {path} as {file_id}\n"
         f"{batch_id} completed after 20s: 3/1/4 completed/failed/total\n"
         f"next: openai-batch results {batch_id}  (or: download {batch_id})\n"
     )
