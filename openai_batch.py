@@ -1335,6 +1335,8 @@ class _Transport:
             error.message = error.message.replace(key, "[redacted]")
             error.args = (error.message,)
             error.body = _scrub(error.body, key)
+            if isinstance(error, APIStatusError):
+                error.response.text = error.response.text.replace(key, "[redacted]")
         return error
 
     def stream(
@@ -2115,9 +2117,12 @@ class Files:
 def _file_source(file: _FileInput) -> tuple[str, int, Callable[[], Iterator[bytes]]]:
     """Name, size and a restartable reader for each way a file can be given."""
     if isinstance(file, tuple):
-        name, content = file[0], file[1]  # a third item, a content type, is not needed
+        name = os.path.basename(file[0]) or file[0]
+        content = file[1]  # a third item, a content type, is not needed
+        if not isinstance(content, (bytes, bytearray, memoryview)):
+            return _stream_source(content, name)
         _, size, chunks = _file_source(content)
-        return os.path.basename(name) or name, size, chunks
+        return name, size, chunks
     if isinstance(file, (bytes, bytearray, memoryview)):
         data = bytes(file)
         return "input.jsonl", len(data), lambda: iter((data,))
@@ -2135,11 +2140,14 @@ def _file_source(file: _FileInput) -> tuple[str, int, Callable[[], Iterator[byte
     )
 
 
-def _stream_source(file: IO[Any]) -> tuple[str, int, Callable[[], Iterator[bytes]]]:
+def _stream_source(
+    file: IO[Any], filename: str | None = None
+) -> tuple[str, int, Callable[[], Iterator[bytes]]]:
     if not isinstance(file.read(0), bytes):
         raise TypeError("`file` is open in text mode; open it with 'rb' to upload it.")
-    name = getattr(file, "name", None)
-    filename = os.path.basename(name) if isinstance(name, str) else "input.jsonl"
+    if filename is None:
+        name = getattr(file, "name", None)
+        filename = os.path.basename(name) if isinstance(name, str) else "input.jsonl"
     if not (hasattr(file, "seekable") and file.seekable()):
         data = file.read()  # a pipe: its size is known only once it has been read
         return filename, len(data), lambda: iter((data,))

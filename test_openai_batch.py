@@ -1967,6 +1967,7 @@ ZhGXNvHTZzlZftxjHYVFchIIyZ2y+UzG89AOFlfLETXSBDT9xnVorJtm
 class _Proxy(ThreadingHTTPServer):
     daemon_threads = True
     seen: list[tuple[str, str, str]]  # (method, target, Proxy-Authorization)
+    refuse = False  # answer CONNECT with 407, as a proxy wanting other credentials does
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -2001,6 +2002,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def do_CONNECT(self) -> None:
         self.server.seen.append(("CONNECT", self.path, self.headers.get("Proxy-Authorization", "")))
+        if self.server.refuse:
+            self.send_response(407, "Proxy Authentication Required")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         host, _, port = self.path.rpartition(":")
         upstream = socket.create_connection((host, int(port)), timeout=5)
         self.send_response(200, "Connection established")
@@ -3982,3 +3988,199 @@ def test_no_repr_or_error_shows_the_key(api: FakeAPI) -> None:
         ]
     _SEEN.extend(shown)
     assert not _leaks(shown)
+
+
+# ---------------------------------------------------------------- what a review found
+
+
+def test_read_jsonl_takes_binary_file_objects_with_a_bom() -> None:
+    import io
+
+    stream = io.BytesIO(b'\xef\xbb\xbf{"a": 1}\n{"b": 2}')
+    assert list(ob.read_jsonl(stream)) == [{"a": 1}, {"b": 2}]
+
+
+def test_an_empty_url_is_not_a_batch_endpoint(tmp_path: Any) -> None:
+    assert _problems(tmp_path, [request_line("a", url="")]) == [
+        (1, 'url "" is not a batch endpoint')
+    ]
+
+
+def test_a_proxy_that_refuses_the_tunnel_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    with _proxy() as proxy:
+        proxy.refuse = True
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.server_port}")
+        client = Client(api_key=API_KEY, base_url="https://127.0.0.1:9/v1", sleep=_no_sleep)
+        with raises(ob.APIConnectionError) as info:
+            client.batches.retrieve("b")
+    assert "Tunnel connection failed: 407 Proxy Authentication Required" in str(info.value)
+    assert str(info.value).endswith("(check HTTPS_PROXY and its credentials)")
+    assert len(proxy.seen) == 1
+
+
+def _no_sleep(seconds: float) -> None:
+    raise AssertionError(f"slept {seconds} s")
+
+
+def test_a_disk_error_during_an_upload_is_not_retried(client: Client, api: FakeAPI) -> None:
+    import io
+
+    class FailingDisk(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            if self.tell() >= 10:
+                raise OSError(5, "Input/output error")
+            return super().read(10)
+
+    with raises(ob.OpenAIError) as info:
+        client.files.create(file=("in.jsonl", FailingDisk(b"x" * 100)))
+    assert str(info.value) == "Cannot read in.jsonl to upload it: [Errno 5] Input/output error"
+    assert api.clock.sleeps == [] and api.files == {}
+
+
+def test_wait_rides_out_an_outage_but_not_a_long_one(client: Client, api: FakeAPI) -> None:
+    def after_first_poll(*faults: Fault) -> Callable[[ob.Batch], None]:
+        armed: list[bool] = []
+
+        def arm(batch: ob.Batch) -> None:
+            if not armed:
+                armed.append(True)
+                api.arm("GET", r"/v1/batches/[^/]+", *faults)
+
+        return arm
+
+    batch = client.submit(chat_requests(3))
+    outage = after_first_poll(*[Fault.error(503)] * 3, *[Fault.drop()] * 3)
+    assert client.batches.wait(batch.id, poll_interval=30, on_update=outage).status == "completed"
+    api.clock.sleeps.clear()
+    stuck = api.add_batch(status="in_progress")
+    endless = after_first_poll(*[Fault.error(502)] * 300)
+    with raises(ob.InternalServerError):
+        client.batches.wait(stuck["id"], poll_interval=100, on_update=endless)
+    waited = sum(s for s in api.clock.sleeps if s == 100)
+    assert 600 <= waited <= 700
+
+
+def test_the_first_poll_of_a_wait_must_succeed(client: Client, api: FakeAPI) -> None:
+    api.arm("GET", r"/v1/batches/[^/]+", *[Fault.error(500)] * 3)
+    with raises(ob.InternalServerError):
+        client.batches.wait("batch_x")
+
+
+def test_a_key_echoed_by_a_server_is_scrubbed(client: Client, api: FakeAPI) -> None:
+    api.arm("GET", r"/v1/batches/b", Fault.error(400, message=f"bad header: Bearer {API_KEY}"))
+    with raises(ob.BadRequestError) as info:
+        client.batches.retrieve("b")
+    assert info.value.message == "Error code: 400 - bad header: Bearer [redacted]"
+    assert API_KEY not in json.dumps(info.value.body)
+    assert API_KEY not in info.value.response.text
+    api.arm("GET", r"/v1/batches/b", Fault.raw(200, f"<p>{API_KEY}</p>".encode(), "text/html"))
+    with raises(ob.APIResponseValidationError) as validation:
+        client.batches.retrieve("b")
+    assert "[redacted]" in str(validation.value) and API_KEY not in str(validation.value.body)
+
+
+def test_credentials_in_the_base_url_are_refused_without_showing_them() -> None:
+    with raises(ob.OpenAIError) as info:
+        Client(api_key=API_KEY, base_url="https://alice:hunter2@gateway.example/v1")
+    assert str(info.value) == (
+        "base_url for gateway.example holds a user name or password, which this client does "
+        "not send; put credentials in default_headers instead"
+    )
+
+
+def test_error_response_is_there_for_code_written_for_the_official_package(
+    client: Client, api: FakeAPI
+) -> None:
+    with raises(ob.NotFoundError) as info:
+        client.batches.retrieve("batch_nope")
+    response = info.value.response
+    assert (response.status_code, response.headers["x-request-id"]) == (404, "req_1")
+    assert response.json()["error"]["message"] == "No batch found with id 'batch_nope'."
+    assert repr(response) == "<Response [404]>"
+    assert ob.NotFoundError("gone").response.status_code == 404
+
+
+def test_a_file_given_with_its_content_type_and_content_helpers(
+    client: Client, api: FakeAPI
+) -> None:
+    made = client.files.create(file=("typed.jsonl", b'{"k": "\xc3\xa9"}\n', "application/jsonl"))
+    assert (made.filename, api.contents[made.id]) == ("typed.jsonl", b'{"k": "\xc3\xa9"}\n')
+    assert "".join(client.files.content(made.id).iter_text(3)) == '{"k": "é"}\n'
+    assert client.files.content(made.id).stream_to_file is not None
+
+
+def test_a_client_without_a_timeout_waits_as_long_as_it_takes(api: FakeAPI) -> None:
+    api.add_batch(id="batch_1")
+    client = make_client(api, timeout=None)
+    assert client.timeout is None and client.batches.retrieve("batch_1").id == "batch_1"
+
+
+def test_cli_retry_refuses_a_batch_that_is_still_running(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    api.add_batch(id="batch_run", status="in_progress")
+    ran = cli(client, "retry", "batch_run", "-o", str(tmp_path / "r.jsonl"))
+    assert (ran.code, ran.err) == (
+        1,
+        "error: batch_run is still in_progress; its unfinished requests may yet run. "
+        "Retry once it has finished, or cancel it first.\n",
+    )
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_cli_bad_arguments_exit_2_and_runtime_errors_1(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    assert cli(client, "get", "").code == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\xff\n")
+    ran = cli(client, "validate", str(bad))
+    assert ran.code == 1 and "not UTF-8" in ran.err
+
+
+def test_cli_list_asks_for_pages_of_100_past_100(client: Client, api: FakeAPI) -> None:
+    for i in range(150):
+        api.add_batch(created_at=_T0 - i)
+    assert len(cli(client, "list", "--limit", "150").out.splitlines()) == 150
+    assert [r.query["limit"] for r in api.requests] == ["100", "100"]
+
+
+def test_cli_submit_says_which_file_it_uploaded_when_create_fails(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    path = tmp_path / "in.jsonl"
+    ob.write_jsonl(path, chat_requests(2))
+    api.arm("POST", r"/v1/batches", Fault.error(400, message="Project quota exceeded"))
+    ran = cli(client, "submit", str(path))
+    file_id = next(iter(api.files))
+    assert ran.code == 1
+    assert ran.err.splitlines()[:2] == [
+        f"uploaded {path} as {file_id}",
+        "error: Error code: 400 - Project quota exceeded (request id req_2)",
+    ]
+
+
+def test_split_refuses_a_folder_with_shards_of_an_earlier_split(tmp_path: Any) -> None:
+    path = tmp_path / "all.jsonl"
+    ob.write_jsonl(path, chat_requests(5))
+    ob.split_jsonl(path, tmp_path / "parts", max_requests=2)
+    with raises(FileExistsError) as info:
+        ob.split_jsonl(path, tmp_path / "parts", max_requests=4)
+    assert str(info.value) == (
+        f"{tmp_path / 'parts'} already holds shards of an earlier split "
+        "(all.001.jsonl, all.002.jsonl, all.003.jsonl); remove them or split into another folder"
+    )
+    assert sorted(os.listdir(tmp_path / "parts")) == [
+        "all.001.jsonl",
+        "all.002.jsonl",
+        "all.003.jsonl",
+    ]
+
+
+def test_create_after_its_last_try_still_finds_its_batch(api: FakeAPI) -> None:
+    client = make_client(api, max_retries=0)
+    file_id = api.add_file(b"".join(r.to_json().encode() + b"\n" for r in chat_requests(2)))["id"]
+    api.add_batch(input_file_id=file_id, status="cancelled", created_at=int(api.clock.now))
+    api.arm("POST", r"/v1/batches", Fault.lose_response())
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert batch.status == "validating" and len(api.batches) == 2
