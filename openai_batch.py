@@ -164,12 +164,21 @@ _MAX_OUTAGE = 600.0  # wait(): seconds of failing polls it rides out
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class _RequestInfo:
-    """The request an error belongs to: method and URL, never headers (they hold the key)."""
+    """The request an error belongs to: method and URL, never headers (they hold the key).
 
-    method: str
-    url: str
+    Private classes here are plain, not dataclasses: ``@dataclass`` takes most of the time
+    this module needs to import, and is kept for the public API objects.
+    """
+
+    __slots__ = ("method", "url")
+
+    def __init__(self, method: str, url: str) -> None:
+        self.method = method
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"_RequestInfo({self.method!r}, {self.url!r})"
 
 
 class OpenAIError(Exception):
@@ -858,7 +867,6 @@ class CursorPage(_Generic[_M]):
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class _RetryPolicy:
     """When a request is sent again and how long to wait first: the official package's rules.
 
@@ -869,10 +877,12 @@ class _RetryPolicy:
     doubling up to ``max_delay``, less up to a quarter at random so that clients spread out.
     """
 
-    max_retries: int = DEFAULT_MAX_RETRIES
-    initial_delay: float = _INITIAL_RETRY_DELAY
-    max_delay: float = _MAX_RETRY_DELAY
-    max_retry_after: float = _MAX_RETRY_AFTER
+    initial_delay = _INITIAL_RETRY_DELAY
+    max_delay = _MAX_RETRY_DELAY
+    max_retry_after = _MAX_RETRY_AFTER
+
+    def __init__(self, max_retries: int = DEFAULT_MAX_RETRIES) -> None:
+        self.max_retries = max_retries
 
     def should_retry(self, status: int, headers: Mapping[str, str], now: float) -> bool:
         asked = _retry_after(headers, now)
@@ -2916,17 +2926,21 @@ _COLORS = {
 }
 
 
-@dataclass
 class _Console:
     """Where and how the command line writes: a terminal gets tables, a pipe gets TSV."""
 
-    out: IO[str]
-    err: IO[str]
-    tty: bool
-    color: bool
-    width: int
-    clock: Callable[[], float]
-    live: bool = False  # a progress line is on screen without its newline
+    def __init__(
+        self,
+        out: IO[str],
+        err: IO[str],
+        tty: bool,
+        color: bool,
+        width: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.out, self.err, self.tty, self.color, self.width = out, err, tty, color, width
+        self.clock = clock
+        self.live = False  # a progress line is on screen without its newline
 
     @classmethod
     def detect(cls, clock: Callable[[], float]) -> _Console:

@@ -1587,7 +1587,9 @@ def test_status_errors_carry_status_request_id_code_and_param(client: Client, ap
     assert isinstance(error.body, dict) and error.body["param"] == "input_file_id"
     assert str(error) == f"{error.message} (request id req_1)"
     assert error.message.startswith("Error code: 400 - ")
-    assert error.request == ob._RequestInfo("POST", api.base_url + "/batches")
+    assert error.request is not None
+    assert (error.request.method, error.request.url) == ("POST", api.base_url + "/batches")
+    assert repr(error.request) == f"_RequestInfo('POST', '{api.base_url}/batches')"
 
 
 @pytest.mark.parametrize(
