@@ -1987,37 +1987,54 @@ class Batches:
         transport = self._client._transport
         deadline = None if timeout is None else transport.clock() + timeout
         interval = poll_interval or _FIRST_POLL
-        seen: dict[str, Any] | None = None
-        outage: float | None = None
+        poll = _Poller(self, batch_id, on_update)
         while True:
-            try:
-                batch, outage = self.retrieve(batch_id), None
-            except (APIConnectionError, InternalServerError, RateLimitError) as exc:
-                # A day-long wait should outlast a short outage, which one poll's retries do
-                # not; the first poll must succeed, and an outage past a limit is an error.
-                outage = transport.clock() if outage is None else outage
-                if (
-                    seen is None
-                    or transport.clock() - outage >= _MAX_OUTAGE
-                    or not getattr(exc, "_retryable", True)
-                ):
-                    raise
-            else:
-                current = batch.to_dict()
-                if on_update is not None and current != seen:
-                    on_update(batch)
-                seen = current
-                if batch.is_terminal:
-                    return batch
+            batch = poll()
+            if batch.is_terminal:
+                return batch
             now = transport.clock()
             if deadline is not None and now >= deadline:
                 raise WaitTimeoutError(
                     f"Batch {batch.id} is still {_text(batch.status)} after {timeout:g} s.", batch
                 )
-            pause = interval if deadline is None else min(interval, deadline - now)
-            transport.sleep(pause)
+            transport.sleep(interval if deadline is None else min(interval, deadline - now))
             if poll_interval is None:
                 interval = min(interval * 1.5, _MAX_POLL)
+
+
+class _Poller:
+    """The polls of one ``wait``: ``on_update`` on each change, and outages ridden out.
+
+    A day-long wait should outlast a short outage, which the retries of one poll do not; so a
+    poll that still fails returns the last batch seen, until the outage passes a limit. The
+    first poll must succeed: a wrong id or a wrong key should fail at once.
+    """
+
+    def __init__(
+        self, batches: Batches, batch_id: str, on_update: Callable[[Batch], object] | None
+    ) -> None:
+        self.batches, self.batch_id, self.on_update = batches, batch_id, on_update
+        self.last: Batch | None = None
+        self.seen: dict[str, Any] | None = None
+        self.outage_since: float | None = None
+
+    def __call__(self) -> Batch:
+        clock = self.batches._client._transport.clock
+        try:
+            batch = self.batches.retrieve(self.batch_id)
+        except (APIConnectionError, InternalServerError, RateLimitError) as exc:
+            if self.outage_since is None:
+                self.outage_since = clock()
+            passing = clock() - self.outage_since < _MAX_OUTAGE
+            if self.last is None or not passing or not getattr(exc, "_retryable", True):
+                raise
+            return self.last
+        self.outage_since = None
+        current = batch.to_dict()
+        if self.on_update is not None and current != self.seen:
+            self.on_update(batch)
+        self.seen, self.last = current, batch
+        return batch
 
 
 class Files:
@@ -3076,22 +3093,34 @@ def _batch_cells(console: _Console, batch: Batch) -> list[str]:
     ]
 
 
-def _show_batches(console: _Console, batches: Iterable[Batch], as_json: bool) -> int:
+def _show_rows(
+    console: _Console,
+    items: Iterable[_Model],
+    as_json: bool,
+    cells: Callable[[Any], list[str]],
+    table: tuple[list[str], tuple[int, ...], int | None, str],
+) -> int:
+    """A list: JSON a line, TSV in a pipe, or a table (header, shrinkable, status, empty note)."""
     if as_json:
-        for batch in batches:
-            console.line(json.dumps(batch.to_dict(), ensure_ascii=False))
-        return _EXIT_OK
-    if not console.tty:
-        for batch in batches:
-            console.line("\t".join(_batch_cells(console, batch)))
-        return _EXIT_OK
-    rows = [_batch_cells(console, batch) for batch in batches]
-    if not rows:
-        console.note("No batches found.")
-        return _EXIT_OK
-    header = ["ID", "STATUS", "ENDPOINT", "MODEL", "PROGRESS", "CREATED"]
-    _table(console, header, rows, shrinkable=(2, 3), status_column=1)
+        for item in items:
+            console.line(json.dumps(item.to_dict(), ensure_ascii=False))
+    elif not console.tty:
+        for item in items:
+            console.line("\t".join(cells(item)))
+    else:
+        header, shrinkable, status_column, empty = table
+        rows = [cells(item) for item in items]
+        if rows:
+            _table(console, header, rows, shrinkable, status_column)
+        else:
+            console.note(empty)
     return _EXIT_OK
+
+
+def _show_batches(console: _Console, batches: Iterable[Batch], as_json: bool) -> int:
+    header = ["ID", "STATUS", "ENDPOINT", "MODEL", "PROGRESS", "CREATED"]
+    table = (header, (2, 3), 1, "No batches found.")
+    return _show_rows(console, batches, as_json, lambda b: _batch_cells(console, b), table)
 
 
 def _show_batch(console: _Console, batch: Batch, as_json: bool) -> int:
@@ -3158,11 +3187,6 @@ def _show_file(console: _Console, file: FileObject, as_json: bool) -> int:
 
 
 def _show_files(console: _Console, files: Iterable[FileObject], as_json: bool) -> int:
-    if as_json:
-        for file in files:
-            console.line(json.dumps(file.to_dict(), ensure_ascii=False))
-        return _EXIT_OK
-
     def cells(file: FileObject) -> list[str]:
         size = _size(file.bytes) if console.tty else str(file.bytes)
         return [
@@ -3173,16 +3197,8 @@ def _show_files(console: _Console, files: Iterable[FileObject], as_json: bool) -
             console.when(file.created_at),
         ]
 
-    if not console.tty:
-        for file in files:
-            console.line("\t".join(cells(file)))
-        return _EXIT_OK
-    rows = [cells(file) for file in files]
-    if not rows:
-        console.note("No files found.")
-        return _EXIT_OK
-    _table(console, ["ID", "PURPOSE", "SIZE", "FILENAME", "CREATED"], rows, shrinkable=(3,))
-    return _EXIT_OK
+    table = (["ID", "PURPOSE", "SIZE", "FILENAME", "CREATED"], (3,), None, "No files found.")
+    return _show_rows(console, files, as_json, cells, table)
 
 
 def _result_detail(result: BatchResult | None) -> str:
