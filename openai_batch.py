@@ -3727,7 +3727,7 @@ def _json_flag(command: Any) -> None:
     command.add_argument("--json", action="store_true", help="print the API's JSON")
 
 
-def _batch_commands(commands: Any, common: Any) -> None:
+def _list_command(commands: Any, common: Any) -> None:
     statuses = [status.value for status in BatchStatus]
     listing = _add(commands, common, "list", _cmd_list, "list batches, newest first")
     listing.add_argument(
@@ -3757,6 +3757,10 @@ def _batch_commands(commands: Any, common: Any) -> None:
         help="only batches created since WHEN (2h, 3d, 2024-05-01)",
     )
     _json_flag(listing)
+
+
+def _batch_commands(commands: Any, common: Any) -> None:
+    _list_command(commands, common)
     for name, run, text, aliases in (
         ("get", _cmd_get, "show a batch", ["retrieve"]),
         ("cancel", _cmd_cancel, "cancel a batch", []),
@@ -3823,6 +3827,7 @@ def _file_commands(commands: Any, common: Any) -> None:
 
 
 def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
+    """validate, submit and wait."""
     validate = _add(commands, common, "validate", _cmd_validate, "check an input file offline")
     validate.add_argument("file", metavar="FILE")
     validate.add_argument(
@@ -3842,6 +3847,11 @@ def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
     wait.add_argument("id", metavar="ID", help="batch id")
     _wait_options(wait)
     _json_flag(wait)
+    _finished_commands(commands, common)
+
+
+def _finished_commands(commands: Any, common: Any) -> None:
+    """What to do with a finished batch: download, results and retry."""
     download = _add(
         commands, common, "download", _cmd_download, "save a batch's output and error files"
     )
