@@ -558,15 +558,8 @@ class FakeAPI:
             server.socket = tls.wrap_socket(server.socket, server_side=True)
             scheme = "https"
         self.base_url = f"{scheme}://127.0.0.1:{server.server_port}/v1"
-        # A short poll interval keeps shutdown() at teardown quick.
-        thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-        thread.start()
-        try:
+        with _serving(server):
             yield self
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()
 
     def arm(self, method: str, path: str, *faults: Fault) -> None:
         """Make the next requests whose path full-matches `path` meet `faults`, in order."""
@@ -900,6 +893,20 @@ class FakeAPI:
         filename = f"{batch['id']}_{kind}.jsonl"
         expires = job.output_expires or _THIRTY_DAYS
         return str(self._store_file(content, filename, "batch_output", int(at), expires)["id"])
+
+
+@contextmanager
+def _serving(server: ThreadingHTTPServer) -> Iterator[None]:
+    """Serve in a daemon thread while the block runs."""
+    # A short poll interval keeps shutdown() at teardown quick.
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 class _Server(ThreadingHTTPServer):
@@ -2040,13 +2047,8 @@ def _pipe(one: socket.socket, other: socket.socket) -> None:
 def _proxy() -> Iterator[_Proxy]:
     server = _Proxy(("127.0.0.1", 0), _ProxyHandler)
     server.seen = []
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
+    with _serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextmanager
