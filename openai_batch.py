@@ -142,6 +142,12 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT = 600.0
 #: How many times a failed request is sent again (as in the official package).
 DEFAULT_MAX_RETRIES = 2
+#: The most requests an input file may hold (the Batch API's limits, as documented in 2025).
+MAX_REQUESTS = 50_000
+#: The most bytes an input file may hold.
+MAX_INPUT_BYTES = 200 * 1024 * 1024
+#: The most embedding inputs, across all requests, of a /v1/embeddings batch.
+MAX_EMBEDDING_INPUTS = 50_000
 
 _CONNECT_TIMEOUT = 5.0  # the official package's connect timeout
 _INITIAL_RETRY_DELAY = 0.5
@@ -2255,10 +2261,6 @@ def _form_quote(value: str) -> str:
 # JSONL helpers: write, read, validate and split input files; read and join results
 # ---------------------------------------------------------------------------------------------
 
-#: The Batch API's limits on one input file (OpenAI's documentation, 2025).
-MAX_REQUESTS = 50_000
-MAX_INPUT_BYTES = 200 * 1024 * 1024
-MAX_EMBEDDING_INPUTS = 50_000
 _MAX_PROBLEMS = 50
 _BOM = b"\xef\xbb\xbf"
 _MISSING = object()
