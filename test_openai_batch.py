@@ -4191,3 +4191,20 @@ def test_create_after_its_last_try_still_finds_its_batch(api: FakeAPI) -> None:
     api.arm("POST", r"/v1/batches", Fault.lose_response())
     batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
     assert batch.status == "validating" and len(api.batches) == 2
+
+
+def test_api_objects_compare_print_and_copy_as_dataclasses_do() -> None:
+    import dataclasses
+
+    counts = ob.BatchRequestCounts(total=3, completed=2, failed=1)
+    assert repr(counts) == "BatchRequestCounts(total=3, completed=2, failed=1)"
+    assert counts == ob.BatchRequestCounts(3, 2, 1) and counts != ob.BatchRequestCounts(3, 2, 0)
+    assert counts != ob.InputTokensDetails(3) and counts != (3, 2, 1)
+    assert dataclasses.replace(counts, failed=0).to_dict() == {
+        "total": 3,
+        "completed": 2,
+        "failed": 0,
+    }
+    assert dataclasses.asdict(counts) == {"total": 3, "completed": 2, "failed": 1}
+    with raises(TypeError, match="unhashable"):
+        hash(counts)
