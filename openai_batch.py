@@ -117,6 +117,7 @@ __all__ = [
     "InternalServerError",
     "APIConnectionError",
     "APITimeoutError",
+    "OutcomeUnknownError",
     "InputFileError",
     "WaitTimeoutError",
     # constants
@@ -126,6 +127,7 @@ __all__ = [
     "MAX_REQUESTS",
     "MAX_INPUT_BYTES",
     "MAX_EMBEDDING_INPUTS",
+    "IDEMPOTENCY_METADATA_KEY",
     # command line
     "main",
 ]
@@ -154,13 +156,22 @@ _INITIAL_RETRY_DELAY = 0.5
 _MAX_RETRY_DELAY = 8.0
 _MAX_RETRY_AFTER = 120.0  # a server asking for a longer wait gets an error, not a hung process
 _RETRY_STATUSES = frozenset({408, 409, 429})
+_EARLIEST_DATE, _LATEST_DATE = 631_152_000.0, 7_258_118_400.0  # 1990 and 2200: sane HTTP dates
 _MAX_REDIRECTS = 5
 _POOL_IDLE_SECONDS = 30.0  # servers close idle keep-alive connections; don't reuse old ones
 _CHUNK = 1024 * 1024
-# When a create call's outcome is unknown, a batch of its file made since the first try is
-# taken for its own. "Since" is on the server's clock (its Date header) less a few seconds for
-# the header's rounding; before any Date header, our clock less a wide margin for skew.
-_CREATE_SLACK, _CREATE_CLOCK_SKEW = 5.0, 600.0
+#: The metadata key under which ``batches.create`` stores each call's idempotency key, so that
+#: the batch a call made can be told from every other by identity, never by time or file.
+IDEMPOTENCY_METADATA_KEY = "openai_batch_idempotency_key"
+# After a create call's outcome is unknown, the batch list is read for its key at these pauses
+# (30 s in all): the list can lag creation by seconds, and a request that timed out may still
+# be on its way to the server.
+_SETTLE_PAUSES = (0.0, 1.0, 2.0, 4.0, 8.0, 15.0)
+# How far back, on the server's clock, the list is read for a key: for a caller's own key, 30
+# days; for a call's recovery, its own duration plus an hour, which no clock's rounding or a
+# fleet's skew comes near.
+_KEY_HORIZON, _KEY_SLACK = 30 * 86400.0, 3600.0
+_MAX_KEY_LENGTH = 255
 _METADATA_MAX_KEYS, _METADATA_MAX_KEY, _METADATA_MAX_VALUE = 16, 64, 512
 _FIRST_POLL, _MAX_POLL = 2.0, 60.0  # wait(): seconds between polls, growing by half each time
 _MAX_OUTAGE = 600.0  # wait(): seconds of failing polls it rides out
@@ -335,6 +346,23 @@ class APITimeoutError(APIConnectionError):
         self, request: _RequestInfo | None = None, *, message: str = "Request timed out."
     ) -> None:
         super().__init__(message=message, request=request)
+
+
+class OutcomeUnknownError(APIConnectionError):
+    """A create call may or may not have made its batch, and that could not be found out.
+
+    ``idempotency_key`` is the call's key when the batch would carry it: creating again with
+    ``idempotency_key=`` that key returns the batch if it exists and makes it if not. It is
+    None when the metadata had no room for the key.
+    """
+
+    _retryable = False
+
+    def __init__(
+        self, message: str, *, idempotency_key: str | None, request: _RequestInfo | None = None
+    ) -> None:
+        super().__init__(message=message, request=request)
+        self.idempotency_key = idempotency_key
 
 
 class InputFileError(OpenAIError, ValueError):
@@ -931,13 +959,28 @@ def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
         except ValueError:
             continue
         return seconds if math.isfinite(seconds) else None
-    value = headers.get("retry-after")
-    if not value:
+    moment = _http_date(headers.get("retry-after"))
+    return None if moment is None else moment - now
+
+
+def _http_date(text: str | None) -> float | None:
+    """The time an HTTP date names; None for one that is missing, unreadable or absurd.
+
+    A date from a broken server or proxy (``year 99999``) must not stop a request: it is
+    treated as absent, as is any date outside 1990 to 2200.
+    """
+    if not text:
         return None
     import email.utils
 
-    parsed = email.utils.parsedate_tz(value)
-    return None if parsed is None else email.utils.mktime_tz(parsed) - now
+    try:
+        parsed = email.utils.parsedate_tz(text)
+        moment = None if parsed is None else float(email.utils.mktime_tz(parsed))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if moment is None or not _EARLIEST_DATE <= moment <= _LATEST_DATE:
+        return None
+    return moment
 
 
 class _Body:
@@ -1182,14 +1225,16 @@ def _clip(text: str, width: int = 200) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _scrub(value: Any, secret: str) -> Any:
-    """``value`` (text, or JSON made of dicts and lists) with ``secret`` blotted out."""
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    """``value`` (text, or JSON made of dicts and lists) with each secret blotted out."""
     if isinstance(value, str):
-        return value.replace(secret, "[redacted]")
+        for secret in secrets:
+            value = value.replace(secret, "[redacted]")
+        return value
     if isinstance(value, list):
-        return [_scrub(item, secret) for item in value]
+        return [_scrub(item, secrets) for item in value]
     if isinstance(value, dict):
-        return {key: _scrub(item, secret) for key, item in value.items()}
+        return {_scrub(key, secrets): _scrub(item, secrets) for key, item in value.items()}
     return value
 
 
@@ -1221,7 +1266,13 @@ def _expect_object(payload: Any, what: str, request: _RequestInfo | None) -> dic
 
 
 _STALE_CONNECTION_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
-_CREDENTIAL_HEADERS = frozenset({"authorization", "openai-organization", "openai-project"})
+# Headers that carry no credential: the only ones sent on after a redirect to another origin,
+# and the only ones whose values may show in an error. Any other header may be a key
+# (Authorization, Azure's api-key, a gateway's X-Api-Key, a Cookie).
+_PLAIN_HEADERS = frozenset(
+    {"accept", "user-agent", "content-type", "openai-organization", "openai-project"}
+)
+_REDIRECT_HEADERS = frozenset({"accept", "user-agent"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -1251,22 +1302,17 @@ class _Transport:
         self.sleep = sleep
         self.random = random
         self.pool = _Pool()
-        self.last_date: tuple[str, float] | None = None  # the last Date header, and when
+        self.last_date: tuple[float, float] | None = None  # the last Date header, and when
 
     def close(self) -> None:
         self.pool.close()
 
     def server_now(self) -> float | None:
         """The server's clock, from the last response's Date header; None before any."""
-        import email.utils
-
         if self.last_date is None:
             return None
-        text, seen_at = self.last_date
-        parsed = email.utils.parsedate_tz(text)
-        if parsed is None:
-            return None
-        return email.utils.mktime_tz(parsed) + (self.clock() - seen_at)
+        moment, seen_at = self.last_date
+        return moment + (self.clock() - seen_at)
 
     def url(self, path: str, query: _Query | None = None) -> str:
         from urllib.parse import urlencode
@@ -1290,12 +1336,13 @@ class _Transport:
         self,
         attempt: Callable[[], _T],
         *,
-        recover: Callable[[APIError], _T | None] | None = None,
+        recover: Callable[[APIError, bool], _T | None] | None = None,
     ) -> _T:
         """Run ``attempt`` until it succeeds or the retry rules say stop.
 
-        ``recover(error)`` runs after each failed try, the last one too; a value it returns is
-        the result (a create call's batch, found although its response was lost).
+        ``recover(error, last)`` runs after each failed try, ``last`` telling whether another
+        try will follow; a value it returns is the result (a create call's batch, found
+        although its response was lost).
         """
         retries = 0
         while True:
@@ -1303,7 +1350,7 @@ class _Transport:
                 return attempt()
             except (APIStatusError, APIConnectionError) as exc:
                 delay = self.retry_delay(exc, retries)
-                found = recover(exc) if recover is not None else None
+                found = recover(exc, delay is None) if recover is not None else None
                 if found is not None:
                     return found
                 if delay is None:
@@ -1331,41 +1378,65 @@ class _Transport:
         self,
         method: str,
         path: str,
+        parse: Callable[[Any], _T],
         *,
         query: _Query | None = None,
         body: _Body | None = None,
         headers: _Headers | None = None,
         timeout: float | None = None,
-        recover: Callable[[APIError], Any | None] | None = None,
-    ) -> Any:
-        """Send a request (with retries) and return its decoded JSON."""
+        recover: Callable[[APIError, bool], _T | None] | None = None,
+    ) -> _T:
+        """Send a request (with retries) and return ``parse`` of its decoded JSON."""
         url, sent = self.url(path, query), self.merged_headers(headers)
         seconds = self.timeout if timeout is None else timeout
 
-        def attempt() -> Any:
+        def attempt() -> _T:
             response, connection, request = self.respond(method, url, sent, body, seconds)
             raw = self.read_and_release(response, connection, request)
             received = _lower_headers(response)
             if response.status >= 300:
                 raise self.scrubbed(_status_error(response.status, received, raw, request))
             try:
-                return json.loads(raw)
+                payload = json.loads(raw)
             except ValueError:
                 error = _unexpected_body("JSON", raw, response.status, received, request)
                 raise self.scrubbed(error) from None
+            try:
+                return parse(payload)
+            except APIError as exc:  # the wrong shape: its body is what the server sent
+                exc.request = exc.request or request
+                raise self.scrubbed(exc) from None
 
         return self.call(attempt, recover=recover)
 
     def scrubbed(self, error: _E) -> _E:
-        """The error without the key, should a server or a proxy have echoed it back."""
-        key = self.headers.get("Authorization", "").partition("Bearer ")[2]
-        if key:
-            error.message = error.message.replace(key, "[redacted]")
-            error.args = (error.message,)
-            error.body = _scrub(error.body, key)
-            if isinstance(error, APIStatusError):
-                error.response.text = error.response.text.replace(key, "[redacted]")
+        """The error without any credential, should a server or a proxy have echoed one back.
+
+        Every attribute a caller may print or log is cleaned: the message, the body, the
+        headers, and ``error.response``'s text and headers.
+        """
+        secrets = self.secrets()
+        if not secrets:
+            return error
+        error.message = _scrub(error.message, secrets)
+        error.args = (error.message,)
+        error.body = _scrub(error.body, secrets)
+        if isinstance(error, APIStatusError):
+            error.headers = _scrub(error.headers, secrets)
+            error.response.headers = _scrub(error.response.headers, secrets)
+            error.response.text = _scrub(error.response.text, secrets)
         return error
+
+    def secrets(self) -> list[str]:
+        """The credentials among the headers this client sends: the values to never show."""
+        found = []
+        for name, value in self.headers.items():
+            if name.lower() in _PLAIN_HEADERS or not value:
+                continue
+            scheme, _, token = value.partition(" ")
+            known = token and scheme.lower() in ("bearer", "basic", "token")
+            found.append(token.strip() if known else value)
+        return sorted({secret for secret in found if len(secret) >= 8}, key=len, reverse=True)
 
     def stream(
         self,
@@ -1437,7 +1508,7 @@ class _Transport:
             self.read_and_release(response, connection, request)
             target = _join_url(url, location)
             if _origin(target) != _origin(url):
-                headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+                headers = {k: v for k, v in headers.items() if k.lower() in _REDIRECT_HEADERS}
             url = target
         message = f"Too many redirects ({method} {url})."
         raise _final(APIConnectionError(message=message, request=request))
@@ -1461,8 +1532,8 @@ class _Transport:
             if connection.conn.sock is None:
                 _connect(connection, request)
             response = _send(connection, request, headers, body, timeout)
-            date = response.getheader("date")
-            if date:
+            date = _http_date(response.getheader("date"))
+            if date is not None:
                 self.last_date = (date, self.clock())
             return response, connection
         except (OSError, http.client.HTTPException) as exc:
@@ -1804,6 +1875,10 @@ def _parse(model: type[_M], payload: Any, what: str) -> _M:
     return model.from_dict(_expect_object(payload, what, None))
 
 
+def _expecting(model: type[_M], what: str) -> Callable[[Any], _M]:
+    return lambda payload: _parse(model, payload, what)
+
+
 def _page(
     payload: Any, model: type[_M], fetch: Callable[[str | None], CursorPage[_M]]
 ) -> CursorPage[_M]:
@@ -1853,14 +1928,157 @@ def _outcome_unknown(error: APIError) -> bool:
     )
 
 
-# A batch in these states was not made seconds ago, so it is not a lost create call's.
-_NOT_JUST_CREATED = frozenset(
-    {BatchStatus.COMPLETED, BatchStatus.EXPIRED, BatchStatus.CANCELLING, BatchStatus.CANCELLED}
-)
-
-
 def _with_extra(body: dict[str, Any], extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**body, **extra_body} if extra_body else body
+
+
+def _identity(metadata: Mapping[str, str] | None, given: str | None) -> tuple[str, bool]:
+    """A create call's idempotency key, and whether the batch's metadata has room for it.
+
+    The key is the caller's (``idempotency_key``, or the metadata's own entry) or a new random
+    one. With 16 metadata keys there is no room, which a caller's key cannot do without.
+    """
+    mine = (metadata or {}).get(IDEMPOTENCY_METADATA_KEY)
+    if given is not None:
+        if not isinstance(given, str) or not 0 < len(given) <= _MAX_KEY_LENGTH:
+            raise _ArgumentError(
+                f"idempotency_key must be a string of 1 to {_MAX_KEY_LENGTH} characters"
+            )
+        if mine is not None and mine != given:
+            raise _ArgumentError(
+                f"metadata[{IDEMPOTENCY_METADATA_KEY!r}] differs from idempotency_key; "
+                "give the key once"
+            )
+    key = given or mine
+    room = mine is not None or len(metadata or {}) < _METADATA_MAX_KEYS
+    if key is not None and not room:
+        raise _ArgumentError(
+            f"metadata has {_METADATA_MAX_KEYS} keys, leaving no room for the idempotency key; "
+            f"drop one to use idempotency_key"
+        )
+    return key or os.urandom(16).hex(), room
+
+
+class _Create:
+    """One ``batches.create`` call, known from start to end by its idempotency key.
+
+    The key goes in the batch's metadata (``IDEMPOTENCY_METADATA_KEY``) and in an
+    Idempotency-Key header. When a try's outcome is unknown, the batch list is read for the
+    key, never for a file or a time; finding it ends the call, and not finding it within 30 s
+    lets the next try go. Should two batches carry the key, the oldest is kept and the other
+    cancelled.
+    """
+
+    def __init__(self, batches: Batches, key: str, stored: bool, options: dict[str, Any]) -> None:
+        self.batches, self.key, self.stored, self.options = batches, key, stored, options
+        self.transport = batches._client._transport
+        self.started = self.transport.clock()
+        self.unknown = False  # a try may have made a batch that we have not seen
+        self.recovered: Batch | None = None  # the batch found in the list after such a try
+
+    def run(self, body: dict[str, Any], headers: _Headers | None, checked: bool) -> Batch:
+        """Send the create with retries; ``checked``: a batch it makes may meet a twin."""
+        made = self.transport.request_json(
+            "POST",
+            "/batches",
+            _expecting(Batch, "a batch"),
+            body=_Body.json(body),
+            query=self.options["extra_query"],
+            headers={"Idempotency-Key": self.key, **(headers or {})},
+            timeout=self.options["timeout"],
+            recover=self.recover,
+        )
+        if made is not self.recovered and (self.unknown or checked):
+            # A try whose outcome was unknown may have made a twin since; so may another
+            # process that holds the same key.
+            return self.keep_one([made, *self.matching(self.lookback())])
+        return made
+
+    def recover(self, error: APIError, last: bool) -> Batch | None:
+        """After a failed try: the batch it made, if any; raise if that cannot be known."""
+        if not _outcome_unknown(error):
+            return None
+        self.unknown = True
+        if not self.stored:
+            raise OutcomeUnknownError(
+                f"A create call failed ({error}) and may have made its batch; with 16 metadata "
+                "keys there was no room for the key that would tell, so it was not sent again. "
+                "Check `openai-batch list` before creating it again.",
+                idempotency_key=None,
+                request=error.request,
+            ) from error
+        found = self.settle()
+        if found:
+            self.recovered = self.keep_one(found)
+            return self.recovered
+        if last:
+            raise OutcomeUnknownError(
+                f"A create call failed ({error}), and no batch with its idempotency key "
+                f"{self.key} appeared in the batch list within {sum(_SETTLE_PAUSES):g} s, so "
+                "it most likely made none; but a late request may yet make one. Call create "
+                f"again with idempotency_key={self.key!r} (the command line's "
+                f"--idempotency-key {self.key}): it returns that batch if it exists and makes "
+                "it if not.",
+                idempotency_key=self.key,
+                request=error.request,
+            ) from error
+        return None
+
+    def lookback(self) -> float:
+        return self.transport.clock() - self.started + _KEY_SLACK
+
+    def settle(self) -> list[Batch]:
+        """The batches with the key, read from the list until one shows or 30 s pass."""
+        for pause in _SETTLE_PAUSES:
+            if pause:
+                self.transport.sleep(pause)
+            found = self.matching(self.lookback())
+            if found:
+                return found
+        return []
+
+    def matching(self, lookback: float) -> list[Batch]:
+        """The listed batches with the key, made within ``lookback`` seconds of now.
+
+        The cut-off is on the server's clock, read from the list's own Date header, so that
+        our clock being wrong cannot hide a batch; without any Date, the whole list is read.
+        """
+        found, cutoff = [], None
+        try:
+            for batch in self.batches.list(limit=100, **self.options):
+                if cutoff is None:
+                    now = self.transport.server_now()
+                    cutoff = -1.0 if now is None else now - lookback
+                metadata = batch.metadata if isinstance(batch.metadata, dict) else {}
+                if metadata.get(IDEMPOTENCY_METADATA_KEY) == self.key:
+                    found.append(batch)
+                elif isinstance(batch.created_at, (int, float)) and batch.created_at < cutoff:
+                    break  # newest first: every batch past this one is older still
+        except APIError as exc:
+            raise OutcomeUnknownError(
+                f"A create call's outcome is unknown, and the batch list could not be read to "
+                f"find its batch (idempotency key {self.key}), so it was not sent again: {exc}",
+                idempotency_key=self.key,
+                request=exc.request,
+            ) from exc
+        return found
+
+    def keep_one(self, found: list[Batch]) -> Batch:
+        """The oldest batch with the key; any other is a duplicate, cancelled at once."""
+        unique = {batch.id: batch for batch in found}
+        ordered = sorted(unique.values(), key=lambda b: (b.created_at or 0, b.id))
+        kept = ordered[0]
+        for twin in ordered[1:]:
+            if twin.is_terminal or twin.status in ("cancelling",):
+                continue
+            try:
+                self.batches.cancel(twin.id, **self.options)
+            except APIError as exc:
+                raise OpenAIError(
+                    f"Batch {twin.id} duplicates {kept.id} (the same idempotency key) and "
+                    f"could not be cancelled: {exc}. Cancel it: openai-batch cancel {twin.id}"
+                ) from exc
+        return kept
 
 
 class Batches:
@@ -1877,6 +2095,7 @@ class Batches:
         completion_window: CompletionWindow | str = CompletionWindow.HOURS_24,
         metadata: Mapping[str, str] | None = None,
         output_expires_after: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
         extra_body: Mapping[str, Any] | None = None,
@@ -1884,51 +2103,42 @@ class Batches:
     ) -> Batch:
         """Start a batch that runs the requests of an uploaded input file.
 
-        Never starts two batches for one call: when a try's outcome is unknown (the connection
-        broke or timed out, the server failed), it looks for a batch of this input file made
-        since the first try, before trying again and after the last try, and returns that
-        batch if it finds one. If it cannot look, it raises rather than guess.
+        One call makes at most one batch. Each call carries an idempotency key, stored in the
+        batch's metadata under ``IDEMPOTENCY_METADATA_KEY`` and sent as an Idempotency-Key
+        header. When a try's outcome is unknown (the connection broke or timed out, the server
+        failed), the batch list is read for that key, never for a file or a time: for up to
+        30 s, since the list can lag creation by seconds and a request that timed out may still
+        arrive. Found, that batch is returned; not found, the next try goes, carrying the same
+        key. Should two batches carry it, the oldest is kept and the other cancelled.
+
+        ``idempotency_key``, the caller's own key, makes the call idempotent across processes:
+        a batch made with the same key in the last 30 days is returned, whatever its status,
+        instead of a new one. Raises ``OutcomeUnknownError`` when it cannot be known whether a
+        batch was made: the list could not be read, or 16 metadata keys left no room for the
+        key.
         """
         body = _create_body(input_file_id, endpoint, completion_window, metadata)
         if output_expires_after is not None:
             body["output_expires_after"] = dict(output_expires_after)
-        body = _with_extra(body, extra_body)
-        transport = self._client._transport
-        server_now = transport.server_now()
-        since = server_now - _CREATE_SLACK if server_now else transport.clock() - _CREATE_CLOCK_SKEW
-        payload = transport.request_json(
-            "POST",
-            "/batches",
-            body=_Body.json(body),
-            query=extra_query,
-            headers=extra_headers,
-            timeout=timeout,
-            recover=lambda error: self._find_created(body, since, error, extra_headers),
-        )
-        return _parse(Batch, payload, "a batch")
+        key, stored = _identity(metadata, idempotency_key)
+        if stored:
+            body["metadata"] = {**(metadata or {}), IDEMPOTENCY_METADATA_KEY: key}
+        options = {"extra_headers": extra_headers, "extra_query": extra_query, "timeout": timeout}
+        call = _Create(self, key, stored, options)
+        if idempotency_key is not None or IDEMPOTENCY_METADATA_KEY in (metadata or {}):
+            found = call.matching(_KEY_HORIZON)
+            if found:
+                return call.keep_one(found)
+            return call.run(_with_extra(body, extra_body), extra_headers, checked=True)
+        return call.run(_with_extra(body, extra_body), extra_headers, checked=False)
 
-    def _find_created(
-        self, sent: Mapping[str, Any], since: float, error: APIError, headers: _Headers | None
-    ) -> dict[str, Any] | None:
-        """The batch a create call with an unknown outcome made, if the server has it."""
-        if not _outcome_unknown(error):
-            return None
-        wanted = (sent["input_file_id"], sent["endpoint"], sent["completion_window"])
-        try:
-            for batch in self.list(limit=100, extra_headers=headers):
-                if batch.created_at and batch.created_at < since:
-                    return None
-                found = (batch.input_file_id, batch.endpoint, batch.completion_window)
-                same = found == wanted and (batch.metadata or {}) == (sent.get("metadata") or {})
-                if same and batch.status not in _NOT_JUST_CREATED:
-                    return batch.to_dict()
-        except APIError as exc:
-            raise APIConnectionError(
-                message="A create call had an unknown outcome and the batch list could not be "
-                f"checked for its batch, so it was not sent again: {exc}",
-                request=exc.request,
-            ) from exc
-        return None
+    def _made_with(self, key: str) -> Batch | None:
+        """The batch made with this idempotency key in the last 30 days, if there is one."""
+        call = _Create(
+            self, key, True, {"extra_headers": None, "extra_query": None, "timeout": None}
+        )
+        found = call.matching(_KEY_HORIZON)
+        return call.keep_one(found) if found else None
 
     def retrieve(
         self,
@@ -1940,10 +2150,14 @@ class Batches:
     ) -> Batch:
         """Fetch a batch by id."""
         path = "/batches/" + _quote_id(batch_id, "batch_id")
-        payload = self._client._transport.request_json(
-            "GET", path, query=extra_query, headers=extra_headers, timeout=timeout
+        return self._client._transport.request_json(
+            "GET",
+            path,
+            _expecting(Batch, "a batch"),
+            query=extra_query,
+            headers=extra_headers,
+            timeout=timeout,
         )
-        return _parse(Batch, payload, "a batch")
 
     def cancel(
         self,
@@ -1956,15 +2170,15 @@ class Batches:
     ) -> Batch:
         """Ask the server to stop a batch; it moves to ``cancelling``, then ``cancelled``."""
         path = "/batches/" + _quote_id(batch_id, "batch_id") + "/cancel"
-        payload = self._client._transport.request_json(
+        return self._client._transport.request_json(
             "POST",
             path,
+            _expecting(Batch, "a batch"),
             body=_Body.json(dict(extra_body)) if extra_body else None,
             query=extra_query,
             headers=extra_headers,
             timeout=timeout,
         )
-        return _parse(Batch, payload, "a batch")
 
     def list(
         self,
@@ -1979,10 +2193,14 @@ class Batches:
 
         def fetch(cursor: str | None) -> CursorPage[Batch]:
             query = {"after": cursor, "limit": limit, **(extra_query or {})}
-            payload = self._client._transport.request_json(
-                "GET", "/batches", query=query, headers=extra_headers, timeout=timeout
+            return self._client._transport.request_json(
+                "GET",
+                "/batches",
+                lambda payload: _page(payload, Batch, fetch),
+                query=query,
+                headers=extra_headers,
+                timeout=timeout,
             )
-            return _page(payload, Batch, fetch)
 
         return fetch(after)
 
@@ -2083,10 +2301,15 @@ class Files:
         for key, value in (extra_body or {}).items():
             form.append((key, str(_query_value(value))))
         body = _multipart(form, *_file_source(file))
-        payload = self._client._transport.request_json(
-            "POST", "/files", body=body, query=extra_query, headers=extra_headers, timeout=timeout
+        return self._client._transport.request_json(
+            "POST",
+            "/files",
+            _expecting(FileObject, "a file"),
+            body=body,
+            query=extra_query,
+            headers=extra_headers,
+            timeout=timeout,
         )
-        return _parse(FileObject, payload, "a file")
 
     def retrieve(
         self,
@@ -2098,10 +2321,14 @@ class Files:
     ) -> FileObject:
         """Fetch a file's details by id."""
         path = "/files/" + _quote_id(file_id, "file_id")
-        payload = self._client._transport.request_json(
-            "GET", path, query=extra_query, headers=extra_headers, timeout=timeout
+        return self._client._transport.request_json(
+            "GET",
+            path,
+            _expecting(FileObject, "a file"),
+            query=extra_query,
+            headers=extra_headers,
+            timeout=timeout,
         )
-        return _parse(FileObject, payload, "a file")
 
     def delete(
         self,
@@ -2113,10 +2340,14 @@ class Files:
     ) -> FileDeleted:
         """Delete a file."""
         path = "/files/" + _quote_id(file_id, "file_id")
-        payload = self._client._transport.request_json(
-            "DELETE", path, query=extra_query, headers=extra_headers, timeout=timeout
+        return self._client._transport.request_json(
+            "DELETE",
+            path,
+            _expecting(FileDeleted, "a deleted file"),
+            query=extra_query,
+            headers=extra_headers,
+            timeout=timeout,
         )
-        return _parse(FileDeleted, payload, "a deleted file")
 
     def list(
         self,
@@ -2133,14 +2364,14 @@ class Files:
 
         def fetch(cursor: str | None) -> CursorPage[FileObject]:
             query = {"purpose": purpose, "limit": limit, "after": cursor, "order": order}
-            payload = self._client._transport.request_json(
+            return self._client._transport.request_json(
                 "GET",
                 "/files",
+                lambda payload: _page(payload, FileObject, fetch),
                 query={**query, **(extra_query or {})},
                 headers=extra_headers,
                 timeout=timeout,
             )
-            return _page(payload, FileObject, fetch)
 
         return fetch(after)
 
@@ -2154,8 +2385,9 @@ class Files:
     ) -> BinaryContent:
         """A file's content, streamed: ``write_to_file(path)`` saves it atomically."""
         path = "/files/" + _quote_id(file_id, "file_id") + "/content"
+        headers = {"Accept": "application/binary", **(extra_headers or {})}
         return self._client._transport.stream(
-            path, query=extra_query, headers=extra_headers, timeout=timeout
+            path, query=extra_query, headers=headers, timeout=timeout
         )
 
 
@@ -2834,15 +3066,19 @@ class Client:
         completion_window: CompletionWindow | str = CompletionWindow.HOURS_24,
         metadata: Mapping[str, str] | None = None,
         on_upload: Callable[[FileObject], object] | None = None,
+        idempotency_key: str | None = None,
     ) -> Batch:
         """Validate, upload and start a batch from a JSONL file or from requests.
 
         Raises ``InputFileError`` before any request when the input has problems. The endpoint
         is read from the lines when not given. ``on_upload(file)`` is called once the input is
         uploaded: should starting the batch then fail, that file can be used without uploading
-        it again (``batches.create(input_file_id=file.id, ...)``).
+        it again (``batches.create(input_file_id=file.id, ...)``). With ``idempotency_key``, a
+        batch already made with that key is returned, and nothing is uploaded (see
+        ``batches.create``).
         """
         _check_metadata(metadata)
+        _identity(metadata, idempotency_key)
         if not isinstance(path_or_requests, (str, os.PathLike)):
             import tempfile
 
@@ -2855,8 +3091,13 @@ class Client:
                     completion_window=completion_window,
                     metadata=metadata,
                     on_upload=on_upload,
+                    idempotency_key=idempotency_key,
                 )
         summary = validate_input(path_or_requests, endpoint=endpoint)
+        if idempotency_key is not None:
+            made = self.batches._made_with(idempotency_key)
+            if made is not None:
+                return made
         upload = self.files.create(file=path_or_requests, purpose="batch")
         if on_upload is not None:
             on_upload(upload)
@@ -2865,6 +3106,7 @@ class Client:
             endpoint=summary.endpoint or "",
             completion_window=completion_window,
             metadata=metadata,
+            idempotency_key=idempotency_key,
         )
 
     def _batch(self, batch_or_id: Batch | str) -> Batch:

@@ -104,13 +104,14 @@ class FakeClock:
 class Fault:
     """One armed misbehaviour; see FakeAPI.arm."""
 
-    action: str  # "respond" | "drop" | "reset" | "lose_response" | "cut_body" | "slow"
+    action: str  # "respond" | "drop" | "reset" | "lose_response" | "cut_body" | "slow" | "late"
     status: int = 500
     body: bytes | None = None  # None: an OpenAI-shaped error body saying "Injected <status>"
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # real seconds, for "slow"
     fraction: float = 0.5  # share of the body sent, for "cut_body"
+    then: Callable[[], Any] | None = None  # run once the request is processed
 
     @classmethod
     def error(
@@ -142,9 +143,12 @@ class Fault:
         return cls("reset")
 
     @classmethod
-    def lose_response(cls) -> Fault:
-        """Process the request (state changes), then close without a reply."""
-        return cls("lose_response")
+    def lose_response(cls, then: Callable[[], Any] | None = None) -> Fault:
+        """Process the request (state changes), then close without a reply.
+
+        `then`, if given, runs after processing: another client's request landing just after.
+        """
+        return cls("lose_response", then=then)
 
     @classmethod
     def cut_body(cls, fraction: float = 0.5) -> Fault:
@@ -155,6 +159,12 @@ class Fault:
     def slow(cls, delay: float) -> Fault:
         """Process the request, then wait `delay` real seconds before replying."""
         return cls("slow", delay=delay)
+
+    @classmethod
+    def late(cls, delay: float) -> Fault:
+        """Wait `delay` real seconds, then process the request and reply: a request that
+        reaches the service after the client has given up on it."""
+        return cls("late", delay=delay)
 
 
 @dataclass(frozen=True)
@@ -540,6 +550,9 @@ class FakeAPI:
         self.lock = threading.RLock()
         self._faults: list[tuple[str, re.Pattern[str], list[Fault]]] = []
         self._jobs: dict[str, _Job] = {}
+        self._made_at: dict[str, float] = {}  # batch id -> exact time it was made
+        #: seconds a new batch takes to appear in the batch list, as a real list can lag
+        self.list_lag = 0.0
         self._serial = 0
         self._received = 0
 
@@ -597,6 +610,7 @@ class FakeAPI:
             )
             batch.update(fields)
             self.batches[batch["id"]] = batch
+            self._made_at[batch["id"]] = min(self.clock.now, batch["created_at"])
             content = self.contents.get(batch["input_file_id"])
             if batch["status"] == "validating" and content is not None:
                 self._jobs[batch["id"]] = _Job(content, output_expires)
@@ -772,7 +786,12 @@ class FakeAPI:
 
     def _list_batches(self, request: Recorded) -> dict[str, Any]:
         limit = _int_param(request.query, "limit", 20, 1, 100)
-        return _page(_oldest_first(self.batches.values())[::-1], request.query.get("after"), limit)
+        shown = [  # a list that lags: a batch appears `list_lag` seconds after it is made
+            batch
+            for batch in self.batches.values()
+            if self._made_at[batch["id"]] <= self.clock.now - self.list_lag
+        ]
+        return _page(_oldest_first(shown)[::-1], request.query.get("after"), limit)
 
     def _retrieve_batch(self, request: Recorded, batch_id: str) -> dict[str, Any]:
         return self._batch(batch_id)
@@ -947,7 +966,12 @@ class _Handler(BaseHTTPRequestHandler):
         action = fault.action if fault else "none"
         if body is None or action in ("drop", "reset"):
             return self._hang_up(reset=action == "reset")
+        if fault and action == "late":
+            time.sleep(fault.delay)
         response = _injected(fault) if fault and action == "respond" else api._handle(request)
+        if fault and fault.then is not None:
+            with api.lock:
+                fault.then()
         response.headers["x-request-id"] = request_id
         if fault and action == "lose_response":
             return self._hang_up(reset=False)
@@ -2177,16 +2201,17 @@ def test_create_retrieve_list_and_cancel(client: Client, api: FakeAPI, tmp_path:
         output_expires_after={"anchor": "created_at", "seconds": 3600},
     )
     sent = json.loads(requests_to(api, "POST", r"/v1/batches")[0].body)
+    key = _key_of(batch)
     assert sent == {
         "input_file_id": file_id,
         "endpoint": "/v1/chat/completions",
         "completion_window": "24h",
-        "metadata": {"job": "nightly"},
+        "metadata": {"job": "nightly", KEY_FIELD: key},
         "output_expires_after": {"anchor": "created_at", "seconds": 3600},
     }
     assert (batch.status, batch.metadata, batch.input_file_id) == (
         "validating",
-        {"job": "nightly"},
+        {"job": "nightly", KEY_FIELD: key},
         file_id,
     )
     assert client.batches.retrieve(batch.id) == batch
@@ -2248,6 +2273,25 @@ def test_bad_metadata_is_refused_before_any_request(
     assert api.requests == []
 
 
+KEY_FIELD = ob.IDEMPOTENCY_METADATA_KEY
+
+
+def _key_of(batch: ob.Batch | dict[str, Any]) -> str:
+    metadata = batch.metadata if isinstance(batch, ob.Batch) else batch["metadata"]
+    assert isinstance(metadata, dict)
+    return str(metadata[KEY_FIELD])
+
+
+def _live(api: FakeAPI) -> list[str]:
+    """The batches that are running or done, not cancelled: those the account pays for."""
+    return [b["id"] for b in api.batches.values() if b["status"] not in ("cancelling", "cancelled")]
+
+
+def _seeded_file(api: FakeAPI) -> str:
+    """An input file put straight into the fake, so that the client has seen no Date header."""
+    return str(api.add_file(b"".join(r.to_json().encode() + b"\n" for r in chat_requests(2)))["id"])
+
+
 @pytest.mark.parametrize(
     "fault", [Fault.lose_response(), Fault.slow(0.4), Fault.cut_body(), Fault.reset()]
 )
@@ -2257,8 +2301,12 @@ def test_create_never_makes_a_duplicate(api: FakeAPI, tmp_path: Any, fault: Faul
     api.arm("POST", r"/v1/batches", fault)
     batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
     assert list(api.batches) == [batch.id]
-    assert len(requests_to(api, "POST", r"/v1/batches")) == (1 if fault.action != "reset" else 2)
-    assert len(requests_to(api, "GET", r"/v1/batches")) == 1
+    posts = requests_to(api, "POST", r"/v1/batches")
+    # A reset request made nothing: 30 s of looking (six reads of the list), then a second try.
+    assert len(posts) == (1 if fault.action != "reset" else 2)
+    assert len(requests_to(api, "GET", r"/v1/batches")) == (1 if fault.action != "reset" else 7)
+    keys = {post.headers["idempotency-key"] for post in posts}
+    assert keys == {_key_of(batch)} and len(_key_of(batch)) == 32
 
 
 def test_create_sends_again_when_the_first_try_made_nothing(
@@ -2276,13 +2324,201 @@ def test_create_gives_up_when_it_cannot_tell(client: Client, api: FakeAPI, tmp_p
     file_id = _uploaded(client, tmp_path)
     api.arm("POST", r"/v1/batches", Fault.lose_response())
     api.arm("GET", r"/v1/batches", *[Fault.error(503)] * 3)
-    with raises(ob.APIConnectionError) as info:
+    with raises(ob.OutcomeUnknownError) as info:
         client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
-    assert str(info.value).startswith(
-        "A create call had an unknown outcome and the batch list could not be checked for its "
-        "batch, so it was not sent again: Error code: 503 - Injected 503"
+    key = _key_of(next(iter(api.batches.values())))
+    assert str(info.value) == (
+        "A create call's outcome is unknown, and the batch list could not be read to find its "
+        f"batch (idempotency key {key}), so it was not sent again: Error code: 503 - Injected "
+        "503 (request id req_5)"
     )
+    assert info.value.idempotency_key == key and isinstance(info.value, ob.APIConnectionError)
     assert len(api.batches) == 1 and len(requests_to(api, "POST", r"/v1/batches")) == 1
+    # The key on the error finds the batch once the list can be read again.
+    found = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", idempotency_key=key
+    )
+    assert list(api.batches) == [found.id] and len(requests_to(api, "POST", r"/v1/batches")) == 1
+
+
+# The review's scenarios: each ends with exactly one live batch made by the call, returned by it.
+
+
+def test_create_finds_its_batch_in_a_list_that_lags(api: FakeAPI) -> None:
+    client, file_id = make_client(api), _seeded_file(api)
+    api.list_lag = 2.0
+    api.arm("POST", r"/v1/batches", Fault.lose_response())
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert _live(api) == [batch.id] and len(requests_to(api, "POST", r"/v1/batches")) == 1
+    assert api.clock.sleeps == [1.0, 2.0]  # looked at once, after 1 s, then found after 3 s
+
+
+def test_create_with_a_client_clock_eleven_minutes_fast(api: FakeAPI) -> None:
+    file_id = _seeded_file(api)
+    client = make_client(api, clock=lambda: api.clock.now + 660)
+    api.arm("POST", r"/v1/batches", Fault.lose_response())
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert _live(api) == [batch.id] and len(requests_to(api, "POST", r"/v1/batches")) == 1
+
+
+def test_create_of_a_batch_that_finishes_before_the_lookup(api: FakeAPI) -> None:
+    client, file_id = make_client(api), _seeded_file(api)
+    api.seconds_validating = api.seconds_per_request = api.seconds_finalizing = 0.0
+    api.arm("POST", r"/v1/batches", Fault.lose_response())
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert batch.status == "completed"
+    assert _live(api) == [batch.id] and len(requests_to(api, "POST", r"/v1/batches")) == 1
+
+
+def test_a_second_create_minutes_later_with_one_500_makes_its_own_batch(api: FakeAPI) -> None:
+    file_id = _seeded_file(api)
+    earlier = api.add_batch(
+        input_file_id=file_id, status="failed", created_at=int(api.clock.now) - 300
+    )
+    client = make_client(api)  # a fresh process, as the command line is: no Date seen yet
+    api.arm("POST", r"/v1/batches", Fault.error(500))
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert batch.id != earlier["id"] and batch.status == "validating"
+    assert _live(api) == [earlier["id"], batch.id]
+    assert api.batches[earlier["id"]]["status"] == "failed"
+
+
+def test_a_concurrent_creator_from_the_same_file_keeps_its_own_batch(api: FakeAPI) -> None:
+    client, file_id = make_client(api), _seeded_file(api)
+    other: list[str] = []
+
+    def worker_b_lands() -> None:
+        other.append(api.add_batch(input_file_id=file_id, metadata=None)["id"])
+
+    api.arm("POST", r"/v1/batches", Fault.lose_response(then=worker_b_lands))
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert batch.id not in other and sorted(_live(api)) == sorted([batch.id, *other])
+    assert _key_of(batch) == requests_to(api, "POST", r"/v1/batches")[0].headers["idempotency-key"]
+
+
+def test_a_create_that_lands_after_the_timeout_is_found(api: FakeAPI) -> None:
+    # Real time: the request reaches the service 0.6 s after the client gave up at 0.2 s.
+    client = make_client(api, timeout=0.2, clock=time.time, sleep=time.sleep)
+    file_id = _seeded_file(api)
+    api.arm("POST", r"/v1/batches", Fault.late(0.6))
+    started = time.monotonic()
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert _live(api) == [batch.id] and len(requests_to(api, "POST", r"/v1/batches")) == 1
+    assert time.monotonic() - started < 5
+
+
+def test_a_duplicate_that_appears_anyway_is_cancelled(api: FakeAPI) -> None:
+    client, file_id = make_client(api), _seeded_file(api)
+    api.list_lag = 30.2  # longer than the 30 s of looking: the second try goes
+    api.arm("POST", r"/v1/batches", Fault.lose_response())
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    first, second = list(api.batches)
+    assert batch.id == first and _live(api) == [first]
+    assert api.batches[second]["status"] == "cancelling" and _key_of(api.batches[second]) == (
+        _key_of(batch)
+    )
+
+
+def test_create_with_no_room_for_the_key_raises_rather_than_guess(api: FakeAPI) -> None:
+    client, file_id = make_client(api), _seeded_file(api)
+    full = {f"k{i}": "v" for i in range(16)}
+    api.arm("POST", r"/v1/batches", Fault.lose_response())
+    with raises(ob.OutcomeUnknownError) as info:
+        client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", metadata=full)
+    message = str(info.value)
+    assert message.startswith("A create call failed (Connection error (POST ")
+    assert message.endswith(
+        "and may have made its batch; with 16 metadata keys there was no room for the key that "
+        "would tell, so it was not sent again. Check `openai-batch list` before creating it "
+        "again."
+    )
+    assert info.value.idempotency_key is None
+    assert len(api.batches) == 1 and next(iter(api.batches.values()))["metadata"] == full
+    assert requests_to(api, "GET", r"/v1/batches") == []
+    with raises(ValueError, match="metadata has 16 keys, leaving no room for the idempotency key"):
+        client.batches.create(
+            input_file_id=file_id, endpoint="/v1/embeddings", metadata=full, idempotency_key="k"
+        )
+
+
+def test_create_after_the_last_try_says_what_is_unknown(api: FakeAPI) -> None:
+    client, file_id = make_client(api, max_retries=0), _seeded_file(api)
+    api.arm("POST", r"/v1/batches", Fault.error(500))
+    with raises(ob.OutcomeUnknownError) as info:
+        client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    key = info.value.idempotency_key
+    assert key and api.batches == {}
+    assert str(info.value) == (
+        "A create call failed (Error code: 500 - Injected 500 (request id req_1)), and no batch "
+        f"with its idempotency key {key} appeared in the batch list within 30 s, so it most "
+        "likely made none; but a late request may yet make one. Call create again with "
+        f"idempotency_key='{key}' (the command line's --idempotency-key {key}): it returns that "
+        "batch if it exists and makes it if not."
+    )
+    assert isinstance(info.value.__cause__, ob.InternalServerError)
+    batch = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", idempotency_key=key
+    )
+    assert _live(api) == [batch.id] and _key_of(batch) == key
+
+
+def test_an_idempotency_key_returns_the_batch_it_made_whatever_its_status(api: FakeAPI) -> None:
+    file_id = _seeded_file(api)
+    first = make_client(api).batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", idempotency_key="nightly-42"
+    )
+    api.batches[first.id]["status"] = "failed"
+    api.clock.advance(86400 * 3)
+    rerun = make_client(api)  # another process, after a crash
+    again = rerun.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", idempotency_key="nightly-42"
+    )
+    assert (again.id, again.status) == (first.id, "failed") and len(api.batches) == 1
+    assert len(requests_to(api, "POST", r"/v1/batches")) == 1
+    submitted = rerun.submit(_chat_path(api), idempotency_key="nightly-42")
+    assert submitted.id == first.id and len(api.files) == 1  # nothing uploaded
+
+
+def _chat_path(api: FakeAPI) -> str:
+    import tempfile
+
+    handle, path = tempfile.mkstemp(suffix=".jsonl")
+    os.close(handle)
+    ob.write_jsonl(path, chat_requests(2))
+    return path
+
+
+def test_two_processes_with_one_key_end_with_one_batch(api: FakeAPI) -> None:
+    file_id = _seeded_file(api)
+    api.list_lag = 1.0  # the second process looks before the first one's batch is listed
+    first = make_client(api).batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", idempotency_key="k1"
+    )
+    api.clock.advance(0.5)
+    # The second process's create takes a second, by which time the first batch is listed.
+    api.arm("POST", r"/v1/batches", Fault("slow", then=lambda: api.clock.advance(1.0)))
+    second = make_client(api).batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", idempotency_key="k1"
+    )
+    assert second.id == first.id and _live(api) == [first.id] and len(api.batches) == 2
+
+
+def test_the_recovery_lookup_keeps_the_calls_query_headers_and_key(api: FakeAPI) -> None:
+    client, file_id = make_client(api), _seeded_file(api)
+    api.arm("POST", r"/v1/batches", Fault.lose_response())
+    client.batches.create(
+        input_file_id=file_id,
+        endpoint="/v1/chat/completions",
+        metadata={"job": "nightly"},
+        extra_query={"api-version": "2025-04-01"},
+        extra_headers={"X-Gateway": "team-a"},
+        timeout=30,
+    )
+    listed = requests_to(api, "GET", r"/v1/batches")[0]
+    assert listed.query == {"limit": "100", "api-version": "2025-04-01"}
+    assert listed.headers["x-gateway"] == "team-a"
+    (batch,) = api.batches.values()
+    assert batch["metadata"] == {"job": "nightly", KEY_FIELD: _key_of(batch)}
 
 
 def test_list_pages_lazily_newest_first(client: Client, api: FakeAPI) -> None:
@@ -2953,7 +3189,7 @@ def test_submit_wait_results_download_and_join(client: Client, api: FakeAPI, tmp
     assert (batch.status, batch.endpoint, batch.metadata) == (
         "validating",
         "/v1/chat/completions",
-        {"run": "e2e"},
+        {"run": "e2e", KEY_FIELD: _key_of(batch)},
     )
     seen: list[str] = []
     done = client.batches.wait(batch.id, on_update=lambda b: seen.append(ob._text(b.status)))
@@ -3358,8 +3594,10 @@ def test_cli_create_and_cancel(client: Client, api: FakeAPI) -> None:
         "--json",
     )
     batch = json.loads(ran.out)
+    key = batch["metadata"].pop(KEY_FIELD)
     assert (ran.code, batch["status"], batch["metadata"]) == (0, "validating", {"job": "nightly"})
     sent = json.loads(requests_to(api, "POST", r"/v1/batches")[0].body)
+    assert sent["metadata"] == {"job": "nightly", KEY_FIELD: key}
     assert sent["output_expires_after"] == {"anchor": "created_at", "seconds": 7200}
     assert sent["endpoint"] == "/v1/chat/completions"
     ran = cli(client, "cancel", batch["id"])
@@ -4185,8 +4423,7 @@ def test_split_refuses_a_folder_with_shards_of_an_earlier_split(tmp_path: Any) -
 
 
 def test_create_after_its_last_try_still_finds_its_batch(api: FakeAPI) -> None:
-    client = make_client(api, max_retries=0)
-    file_id = api.add_file(b"".join(r.to_json().encode() + b"\n" for r in chat_requests(2)))["id"]
+    client, file_id = make_client(api, max_retries=0), _seeded_file(api)
     api.add_batch(input_file_id=file_id, status="cancelled", created_at=int(api.clock.now))
     api.arm("POST", r"/v1/batches", Fault.lose_response())
     batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
