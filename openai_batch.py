@@ -807,8 +807,9 @@ class BatchResult(_Model):
             error = BatchResultError(None if code is None else str(code), error.get("message"))
         elif error is not None:
             error = BatchResultError(None, str(error))
+        custom_id = data.get("custom_id")
         result = cls(
-            custom_id=data.get("custom_id", ""),
+            custom_id=custom_id if isinstance(custom_id, str) else _json_text(custom_id),
             id=data.get("id"),
             status_code=response.get("status_code"),
             request_id=response.get("request_id"),
@@ -835,6 +836,11 @@ class BatchResult(_Model):
             },
             "error": None if error is None else {"code": error.code, "message": error.message},
         }
+
+
+def _json_text(value: object) -> str:
+    """A custom_id that is not a string, as text: "" for a missing one, else its JSON."""
+    return "" if value is None else json.dumps(value)
 
 
 @dataclass
@@ -890,16 +896,22 @@ class CursorPage(_Generic[_M]):
         return self._fetch(cursor)
 
     def iter_pages(self) -> Iterator[CursorPage[_M]]:
-        """This page, then each following page as the loop reaches it."""
+        """This page, then each following page as the loop reaches it.
+
+        A server whose cursors go round (a, b, a, ...) is refused rather than followed forever:
+        a page may not end on an item that an earlier page ended on.
+        """
         page = self
         yield page
+        seen = {page.last_id}
         while page.has_next_page():
             following = page.get_next_page()
-            if following.data and following.last_id and following.last_id == page.last_id:
+            if following.data and following.last_id in seen:
                 raise APIResponseValidationError(
-                    f"The server sent the page after {page.last_id} again; stopping here "
-                    "rather than listing the same items forever."
+                    f"The server sent the page ending at {following.last_id} again; stopping "
+                    "here rather than listing the same items forever."
                 )
+            seen.add(following.last_id)
             page = following
             yield page
 
@@ -1669,7 +1681,11 @@ class BinaryContent:
             self._connection.conn.close()
 
     def iter_bytes(self, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
-        """The body in chunks as they arrive."""
+        """The body in chunks as they arrive.
+
+        A download that breaks off is started again under the client's retry rules, and the
+        bytes already given are skipped, so that the chunks are the whole body exactly once.
+        """
         if self._content is not None:
             for start in range(0, len(self._content), chunk_size):
                 yield self._content[start : start + chunk_size]
@@ -1677,12 +1693,41 @@ class BinaryContent:
         if self._started:
             raise OpenAIError("The content has already been read; it can be read only once.")
         self._started = True
+        content, given, retries = self, 0, 0
         try:
-            yield from self._chunks(chunk_size)
+            while True:
+                try:
+                    for chunk in content._chunks(chunk_size, skip=given):
+                        given += len(chunk)
+                        yield chunk
+                    return
+                except APIConnectionError as error:
+                    delay = self._transport.retry_delay(error, retries)
+                    if delay is None or self._reopen is None:
+                        raise
+                self._transport.sleep(delay)
+                retries += 1
+                content.close()
+                content = self._again()
         finally:
+            content.close()
             self.close()
 
-    def _chunks(self, chunk_size: int) -> Iterator[bytes]:
+    def _again(self) -> BinaryContent:
+        """The same body, asked for again after a break; a body of another size is refused."""
+        assert self._reopen is not None
+        content = self._reopen()
+        if content._expected != self._expected:
+            content.close()
+            raise APIConnectionError(
+                message=f"The file changed while it was being downloaded (GET "
+                f"{self._request.url}): {self._expected} bytes, then {content._expected}.",
+                request=self._request,
+            )
+        return content
+
+    def _chunks(self, chunk_size: int, skip: int = 0) -> Iterator[bytes]:
+        """The response's body, less its first ``skip`` bytes (given before a break)."""
         import http.client
 
         received = 0
@@ -1694,11 +1739,18 @@ class BinaryContent:
             if not chunk:
                 break
             received += len(chunk)
-            yield chunk
+            if received > skip:
+                yield chunk[max(0, len(chunk) - (received - skip)) :]
         if self._expected is not None and received != self._expected:
             raise APIConnectionError(
                 message=f"Download broke off after {received:,} of {self._expected:,} bytes "
                 f"(GET {self._request.url}).",
+                request=self._request,
+            )
+        if received < skip:
+            raise APIConnectionError(
+                message=f"The file came back shorter than before ({received:,} bytes, after "
+                f"{skip:,}) (GET {self._request.url}).",
                 request=self._request,
             )
         self._finished = True
@@ -1746,32 +1798,18 @@ class BinaryContent:
         """Save the body to ``file`` atomically and return the number of bytes written.
 
         The bytes go to a temporary file beside the target, which is renamed only once the
-        whole body has arrived. A download that breaks off is started again under the client's
-        retry rules; if it cannot finish, the target is left as it was and the error raised.
+        whole body has arrived. A download that breaks off is resumed under the client's
+        retry rules; if it cannot finish, the target is left as it was, nothing is left beside
+        it, and the error is raised.
         """
         with _AtomicFile(file) as out:
-            return self._download_into(out.file)
+            written = 0
+            for chunk in self.iter_bytes(_CHUNK):
+                out.file.write(chunk)
+                written += len(chunk)
+            return written
 
     stream_to_file = write_to_file  # the official package's other name for it
-
-    def _download_into(self, out: IO[bytes]) -> int:
-        content, retries = self, 0
-        while True:
-            written = 0
-            try:
-                for chunk in content.iter_bytes(_CHUNK):
-                    out.write(chunk)
-                    written += len(chunk)
-                return written
-            except APIConnectionError as error:
-                delay = self._transport.retry_delay(error, retries)
-                if delay is None or self._reopen is None:
-                    raise
-            self._transport.sleep(delay)
-            retries += 1
-            out.seek(0)
-            out.truncate()
-            content = self._reopen()
 
 
 def _content_length(headers: Mapping[str, str]) -> int | None:
@@ -1790,8 +1828,12 @@ class _AtomicFile:
     """
 
     def __init__(self, path: _PathLike) -> None:
+        import errno
+
         self.path = os.fspath(path)
         directory, name = os.path.split(self.path)
+        if not name or os.path.isdir(self.path):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory, not a file name", self.path)
         self.partial = os.path.join(directory, f".{name}.{os.urandom(4).hex()}.part")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
         self.file: IO[bytes] = open(os.open(self.partial, flags, 0o666), "wb")  # noqa: SIM115
@@ -1807,12 +1849,18 @@ class _AtomicFile:
             self.discard()
 
     def commit(self) -> None:
-        if not self.done:
-            self.done = True
+        if self.done:
+            return
+        self.done = True
+        try:
             self.file.flush()
             os.fsync(self.file.fileno())
             self.file.close()
             os.replace(self.partial, self.path)
+        except BaseException:  # a full disk, a failed fsync or rename: leave nothing behind
+            self.file.close()
+            _remove_quietly(self.partial)
+            raise
 
     def discard(self) -> None:
         if not self.done:
@@ -2929,7 +2977,8 @@ def _take(
 def write_failed_requests(requests_path: _PathLike, results: _Results, path: _PathLike) -> int:
     """Write the requests that failed or have no result to a new input file, ready to submit.
 
-    Returns how many were written; with none, no file is written.
+    Returns how many were written. With none, no file is left at ``path``: an old one there is
+    removed, so that a script never submits a stale retry file again.
     """
     failed = (
         request
@@ -2940,6 +2989,7 @@ def write_failed_requests(requests_path: _PathLike, results: _Results, path: _Pa
         lines, _ = _write_rows(out.file, failed)
         if not lines:
             out.discard()
+            _remove_quietly(os.fspath(path))
     return lines
 
 
@@ -3214,6 +3264,14 @@ class _Console:
         self.out, self.err, self.tty, self.color, self.width = out, err, tty, color, width
         self.clock = clock
         self.live = False  # a progress line is on screen without its newline
+        # A stream that cannot carry "…" (PYTHONIOENCODING=ascii, an old code page) gets this
+        # module's own symbols in ASCII, and anything else it cannot carry as \u escapes.
+        self.ascii = not all(_carries(stream, "…×–") for stream in (out, err))
+        if self.ascii:
+            for stream in (out, err):
+                reconfigure = getattr(stream, "reconfigure", None)
+                if reconfigure is not None:
+                    reconfigure(errors="backslashreplace")
 
     @classmethod
     def detect(cls, clock: Callable[[], float]) -> _Console:
@@ -3224,30 +3282,31 @@ class _Console:
         tty = forced or sys.stdout.isatty()
         color = tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
         width = shutil.get_terminal_size((100, 24)).columns
-        return cls(sys.stdout, sys.stderr, tty, color, width, clock)
+        err = sys.stderr if sys.stderr is not None else open(os.devnull, "w")  # noqa: SIM115
+        return cls(sys.stdout, err, tty, color, width, clock)
+
+    def write(self, stream: IO[str], text: str) -> None:
+        stream.write(text.translate(_ASCII_SYMBOLS) if self.ascii else text)
+        stream.flush()
 
     def line(self, text: str = "") -> None:
         self.end_live()
-        self.out.write(text + "\n")
-        self.out.flush()
+        self.write(self.out, text + "\n")
 
     def note(self, text: str) -> None:
         """A message for the person, on stderr so that stdout stays data."""
         self.end_live()
-        self.err.write(text + "\n")
-        self.err.flush()
+        self.write(self.err, text + "\n")
 
     def redraw(self, text: str) -> None:
-        """Replace the live line on the terminal."""
-        self.out.write("\r\x1b[2K" + text[: self.width - 1])
-        self.out.flush()
+        """Replace the live line on the terminal, cut to its width but never its colours."""
+        self.write(self.out, "\r\x1b[2K" + _clip_visible(text, self.width - 1))
         self.live = True
 
     def end_live(self) -> None:
         if self.live:
             self.live = False
-            self.out.write("\n")
-            self.out.flush()
+            self.write(self.out, "\n")
 
     def paint(self, status: str, text: str) -> str:
         code = _COLORS.get(status)
@@ -3260,6 +3319,33 @@ class _Console:
         if self.tty:
             return _ago(self.clock() - timestamp, timestamp)
         return _iso(timestamp)
+
+
+_ASCII_SYMBOLS = str.maketrans({"…": "...", "×": "x", "–": "-", "—": "-", "→": "->"})
+
+
+def _carries(stream: IO[str], text: str) -> bool:
+    """Whether ``stream``'s encoding can write ``text``."""
+    try:
+        text.encode(getattr(stream, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def _clip_visible(text: str, width: int) -> str:
+    """``text`` cut to ``width`` visible characters; colour codes take no room and are all
+    kept, so that a cut line still ends its colour."""
+    import re
+
+    pieces, room = [], width
+    for piece in re.split(r"(\x1b\[[0-9;]*m)", text):
+        if piece.startswith("\x1b["):
+            pieces.append(piece)
+        else:
+            pieces.append(piece[: max(room, 0)])
+            room -= len(piece)
+    return "".join(pieces)
 
 
 def _iso(timestamp: float) -> str:
@@ -3576,7 +3662,7 @@ def _cmd_list(session: _Session) -> int:
     since = None
     if args.since is not None:
         back, moment = args.since
-        since = moment or session.console.clock() - back
+        since = session.console.clock() - back if moment is None else moment
     return _show_batches(session.console, _filtered(page, keep, since, limit), args.json)
 
 
@@ -3636,6 +3722,7 @@ def _cmd_create(session: _Session) -> int:
         completion_window=args.completion_window,
         metadata=_metadata(args),
         output_expires_after=expires,
+        idempotency_key=args.idempotency_key,
     )
     return _show_batch(session.console, batch, args.json)
 
@@ -3718,6 +3805,7 @@ def _cmd_submit(session: _Session) -> int:
         completion_window=args.completion_window,
         metadata=_metadata(args),
         on_upload=lambda file: session.console.note(f"uploaded {args.file} as {file.id}"),
+        idempotency_key=args.idempotency_key,
     )
     if not args.wait:
         return _show_batch(session.console, batch, args.json)
@@ -3823,6 +3911,7 @@ def _cmd_retry(session: _Session) -> int:
             f"{batch.id} is still {_text(batch.status)}; its unfinished requests may yet run. "
             "Retry once it has finished, or cancel it first."
         )
+    existed = os.path.exists(args.output)
     with tempfile.TemporaryDirectory(prefix="openai-batch-") as directory:
         requests = session.input_file(batch, directory)
         count = write_failed_requests(requests, session.client.results(batch), args.output)
@@ -3830,7 +3919,8 @@ def _cmd_retry(session: _Session) -> int:
         session.console.note(f"wrote {_plural(count, 'request')} to {args.output}")
         session.console.note(f"next: openai-batch submit {args.output}")
     else:
-        session.console.note(f"nothing to retry: every request of {batch.id} succeeded")
+        gone = f"; removed the old {args.output}" if existed else ""
+        session.console.note(f"nothing to retry: every request of {batch.id} succeeded{gone}")
     return _EXIT_OK
 
 
@@ -3854,17 +3944,18 @@ def _endpoint(text: str) -> str:
     return path
 
 
-def _since(text: str) -> tuple[float, float]:
+def _since(text: str) -> tuple[float, float | None]:
     """--since: 90s, 30m, 2h, 3d, 1w back from now; a date (2024-05-01); or a Unix time.
 
-    Returns (seconds back, time): one of them is 0, so that "now" can be the client's clock.
+    Returns (seconds back, time): the time is None for a duration, so that "now" can be the
+    client's clock, and a time of 0 (1970-01-01) is a time like any other.
     """
     import argparse
     import datetime
 
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return float(text[:-1]) * units[text[-1]], 0.0
+        return float(text[:-1]) * units[text[-1]], None
     if text.replace(".", "", 1).isdigit():
         return 0.0, float(text)
     try:
@@ -3879,16 +3970,38 @@ def _since(text: str) -> tuple[float, float]:
     return 0.0, parsed.timestamp()
 
 
-def _positive(text: str) -> float:
-    import argparse
+def _number(low: float, high: float, whole: bool = False) -> Callable[[str], float]:
+    """An argparse type for a finite number from ``low`` to ``high`` (a whole one if asked)."""
 
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
+    def parse(text: str) -> float:
+        import argparse
+        import math
+
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and low <= value <= high) or (not whole and value <= 0):
+            kind = "a whole number" if whole else "a number of seconds"
+            raise argparse.ArgumentTypeError(
+                f"expected {kind} from {low:g} to {high:g}, got {text!r}"
+            ) from None
+        return value
+
+    return parse
+
+
+_SECONDS = _number(0, 86400.0)  # a request: up to a day
+_WAIT_SECONDS = _number(0, 31 * 86400.0)  # a wait: longer than any batch's window
+_INTERVAL = _number(0, 3600.0)
+_COUNT = _number(1, 1_000_000, whole=True)
+_RETRIES = _number(0, 100, whole=True)
+_EXPIRY = _number(3600, 2_592_000, whole=True)  # output_expires_after: an hour to 30 days
+
+
+def _path(text: str) -> str:
+    """A path given on the command line, with ``~`` expanded as a shell would (``-o=~/x``)."""
+    return os.path.expanduser(text)
 
 
 _API_KEY_HELP = (
@@ -3918,10 +4031,10 @@ def _global_options(parser: Any, suppress: bool, request_timeout: bool = True) -
     )
     if request_timeout:
         group.add_argument(
-            "--timeout", type=_positive, metavar="S", help="seconds per request (600)", **default
+            "--timeout", type=_SECONDS, metavar="S", help="seconds per request (600)", **default
         )
     group.add_argument(
-        "--max-retries", type=int, metavar="N", help="retries per request (2)", **default
+        "--max-retries", type=_RETRIES, metavar="N", help="retries per request (2)", **default
     )
 
 
@@ -3987,7 +4100,7 @@ def _list_command(commands: Any, common: Any) -> None:
     statuses = [status.value for status in BatchStatus]
     listing = _add(commands, common, "list", _cmd_list, "list batches, newest first")
     listing.add_argument(
-        "--limit", type=int, metavar="N", help="show at most N batches (20; no limit with --all)"
+        "--limit", type=_COUNT, metavar="N", help="show at most N batches (20; no limit with --all)"
     )
     listing.add_argument("--after", metavar="ID", help="start after this batch id")
     listing.add_argument("--all", action="store_true", help="every batch, fetching pages as needed")
@@ -4034,7 +4147,7 @@ def _batch_commands(commands: Any, common: Any) -> None:
     _batch_options(create)
     create.add_argument(
         "--output-expires-after",
-        type=int,
+        type=_EXPIRY,
         metavar="SECONDS",
         help="delete the output files this long after they are made (3600-2592000)",
     )
@@ -4044,6 +4157,12 @@ def _batch_commands(commands: Any, common: Any) -> None:
 def _batch_options(command: Any) -> None:
     command.add_argument(
         "--completion-window", default="24h", metavar="W", help="24h (the only one)"
+    )
+    command.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="a key of your own: run again with it, the command returns the batch it made "
+        "instead of making another",
     )
     command.add_argument(
         "--metadata",
@@ -4056,7 +4175,7 @@ def _batch_options(command: Any) -> None:
 
 def _file_commands(commands: Any, common: Any) -> None:
     upload = _add(commands, common, "upload", _cmd_upload, "upload a file")
-    upload.add_argument("file", metavar="FILE")
+    upload.add_argument("file", type=_path, metavar="FILE")
     upload.add_argument("--purpose", default="batch", help="batch (default) or another purpose")
     _json_flag(upload)
     files = commands.add_parser(
@@ -4066,7 +4185,7 @@ def _file_commands(commands: Any, common: Any) -> None:
     verbs.required = True
     listing = _add(verbs, common, "list", _cmd_files_list, "list files, newest first")
     listing.add_argument("--purpose", help="only this purpose (batch, batch_output, ...)")
-    listing.add_argument("--limit", type=int, metavar="N", help="files per page")
+    listing.add_argument("--limit", type=_COUNT, metavar="N", help="files per page")
     listing.add_argument("--order", choices=["asc", "desc"], help="by creation time (desc)")
     listing.add_argument("--all", action="store_true", help="every page")
     _json_flag(listing)
@@ -4079,19 +4198,21 @@ def _file_commands(commands: Any, common: Any) -> None:
         _json_flag(command)
     content = _add(verbs, common, "content", _cmd_files_content, "print or save a file's content")
     content.add_argument("id", metavar="ID", help="file id")
-    content.add_argument("-o", "--output", metavar="FILE", help="save to FILE (atomically) instead")
+    content.add_argument(
+        "-o", "--output", type=_path, metavar="FILE", help="save to FILE (atomically) instead"
+    )
 
 
 def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
     """validate, submit and wait."""
     validate = _add(commands, common, "validate", _cmd_validate, "check an input file offline")
-    validate.add_argument("file", metavar="FILE")
+    validate.add_argument("file", type=_path, metavar="FILE")
     validate.add_argument(
         "--endpoint", type=_endpoint, metavar="E", help="the endpoint every line must use"
     )
     _json_flag(validate)
     submit = _add(commands, waiting, "submit", _cmd_submit, "validate, upload and start a batch")
-    submit.add_argument("file", metavar="FILE")
+    submit.add_argument("file", type=_path, metavar="FILE")
     submit.add_argument("--endpoint", type=_endpoint, metavar="E", help="(read from the lines)")
     _batch_options(submit)
     submit.add_argument("--wait", action="store_true", help="then wait for it to finish")
@@ -4112,7 +4233,9 @@ def _finished_commands(commands: Any, common: Any) -> None:
         commands, common, "download", _cmd_download, "save a batch's output and error files"
     )
     download.add_argument("id", metavar="ID", help="batch id")
-    download.add_argument("-o", "--output-dir", default=".", metavar="DIR", help="directory (.)")
+    download.add_argument(
+        "-o", "--output-dir", default=".", type=_path, metavar="DIR", help="directory (.)"
+    )
     results = _add(
         commands, common, "results", _cmd_results, "one line per request, in input order"
     )
@@ -4120,27 +4243,33 @@ def _finished_commands(commands: Any, common: Any) -> None:
     results.add_argument(
         "--failed", action="store_true", help="only requests that failed or did not run"
     )
-    results.add_argument("--input", metavar="FILE", help="the input file (default: fetch it)")
+    results.add_argument(
+        "--input", type=_path, metavar="FILE", help="the input file (default: fetch it)"
+    )
     _json_flag(results)
     retry = _add(
         commands, common, "retry", _cmd_retry, "write the requests that failed to a new input file"
     )
     retry.add_argument("id", metavar="ID", help="batch id")
-    retry.add_argument("-o", "--output", required=True, metavar="FILE", help="the new input file")
-    retry.add_argument("--input", metavar="FILE", help="the input file (default: fetch it)")
+    retry.add_argument(
+        "-o", "--output", required=True, type=_path, metavar="FILE", help="the new input file"
+    )
+    retry.add_argument(
+        "--input", type=_path, metavar="FILE", help="the input file (default: fetch it)"
+    )
 
 
 def _wait_options(command: Any) -> None:
     command.add_argument(
         "--interval",
-        type=_positive,
+        type=_INTERVAL,
         metavar="S",
         help="seconds between polls (2 s, growing to 60 s)",
     )
     command.add_argument(
         "--timeout",
         dest="wait_timeout",
-        type=_positive,
+        type=_WAIT_SECONDS,
         metavar="S",
         help="give up waiting after S seconds (exit 124); before the command, --timeout is "
         "the timeout of each request",
@@ -4156,14 +4285,31 @@ def _report(exc: BaseException, console: _Console, key: str | None) -> int:
         if exc.more:
             console.note(f"  ... and {exc.more:,} more")
         return _EXIT_ERROR
-    console.note(f"error: {_redact(str(exc), key)}")
+    if not isinstance(exc, (OpenAIError, OSError, ValueError)):
+        # Not a failure this module expects: name it, since its text alone may say little.
+        exc_text = f"{type(exc).__name__}: {exc} (unexpected; please report it)"
+        console.note(f"error: {_redact(exc_text, key)}")
+        return _EXIT_ERROR
+    console.note(f"error: {_redact(_describe(exc), key)}")
     hint = _hint(exc)
     if hint:
         console.note(f"hint: {hint}")
     return _EXIT_USAGE if isinstance(exc, _ArgumentError) else _EXIT_ERROR
 
 
+def _describe(exc: BaseException) -> str:
+    """An error as one line for a person: a missing file reads "No such file: x.jsonl"."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        reason = "No such file" if isinstance(exc, FileNotFoundError) else exc.strerror
+        return f"{reason}: {exc.filename}"
+    return str(exc)
+
+
 def _hint(exc: BaseException) -> str | None:
+    if isinstance(exc, OutcomeUnknownError):
+        if exc.idempotency_key:
+            return f"run the same command again with --idempotency-key {exc.idempotency_key}"
+        return "`openai-batch list` shows whether the batch was made"
     if isinstance(exc, AuthenticationError):
         return "check the key in OPENAI_API_KEY (and --organization/--project if you use them)"
     if isinstance(exc, NotFoundError):
@@ -4187,6 +4333,10 @@ def main(argv: list[str] | None = None, *, client: Client | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else _EXIT_USAGE
+    if sys.stdout is None:  # started with stdout closed (`>&-`): nothing could be shown
+        if sys.stderr is not None:
+            sys.stderr.write("openai-batch: error: standard output is closed; nothing was done\n")
+        return _EXIT_ERROR
     clock = client._transport.clock if client is not None else time.time
     console = _Console.detect(clock)
     session = _Session(args, console, client)
@@ -4201,7 +4351,7 @@ def main(argv: list[str] | None = None, *, client: Client | None = None) -> int:
         # from failing on the closed pipe.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return _EXIT_BROKEN_PIPE
-    except (OpenAIError, OSError, ValueError) as exc:
+    except Exception as exc:  # every failure becomes a message, never a traceback
         key = (
             session._client.api_key
             if session._client is not None
