@@ -3595,10 +3595,11 @@ class _LiveProgress:
         counts = batch.request_counts
         if not isinstance(counts, BatchRequestCounts) or not counts.total:
             return "validating the input file" if batch.status == "validating" else ""
-        done = counts.completed + counts.failed
+        completed, failed = counts.completed or 0, counts.failed or 0  # a count may be missing
+        done = completed + failed
         filled = 24 * done // counts.total
         text = f"[{'=' * filled}{' ' * (24 - filled)}] {100 * done // counts.total:3d}%  "
-        text += f"{counts.completed}/{counts.failed}/{counts.total}"
+        text += f"{completed}/{failed}/{counts.total}"
         if batch.status == "finalizing":
             return text + "  finalizing: writing the output files"
         started = batch.in_progress_at

@@ -13,6 +13,7 @@ import http.client
 import json
 import random
 import re
+import shlex
 import socket
 import struct
 import sys
@@ -553,6 +554,8 @@ class FakeAPI:
         self._made_at: dict[str, float] = {}  # batch id -> exact time it was made
         #: seconds a new batch takes to appear in the batch list, as a real list can lag
         self.list_lag = 0.0
+        #: a Date header to send instead of the clock's (a broken server's or proxy's)
+        self.date_header: str | None = None
         self._serial = 0
         self._received = 0
 
@@ -952,7 +955,10 @@ class _Handler(BaseHTTPRequestHandler):
         """The Date header on the fake's clock, as the real API's is on the real one."""
         import email.utils
 
-        now = self.server.api.clock.now if timestamp is None else timestamp
+        api = self.server.api
+        if api.date_header is not None:
+            return api.date_header
+        now = api.clock.now if timestamp is None else timestamp
         return email.utils.formatdate(now, usegmt=True)
 
     def _serve(self) -> None:
@@ -4461,3 +4467,259 @@ def test_api_objects_compare_print_and_copy_as_dataclasses_do() -> None:
     assert dataclasses.asdict(counts) == {"total": 3, "completed": 2, "failed": 1}
     with raises(TypeError, match="unhashable"):
         hash(counts)
+
+
+# ---------------------------------------------------------------- what the second review found
+# One test per finding of the hardening issue; each failed before its fix.
+
+
+def test_a_redirect_to_another_host_sends_no_credential_header(api: FakeAPI) -> None:
+    secrets = {"api-key": "azure-key-0123456789", "X-Api-Key": "gw-key-0123456789"}
+    secrets["Cookie"] = "session=0123456789abcdef"
+    with FakeAPI().serve() as other:
+        other.add_batch(id="batch_1")
+        location = other.base_url + "/batches/batch_1"
+        api.arm("GET", r"/v1/batches/batch_1", Fault.error(302, headers={"Location": location}))
+        client = make_client(api, organization="org-1", default_headers=secrets)
+        with raises(ob.AuthenticationError):
+            client.batches.retrieve("batch_1", extra_headers={"X-Trace-Token": "t-0123456789"})
+    assert api.requests[0].headers["api-key"] == "azure-key-0123456789"
+    sent = other.requests[0].headers
+    assert sorted(sent) == ["accept", "accept-encoding", "host", "user-agent"]
+
+
+def test_no_error_attribute_keeps_a_credential(api: FakeAPI) -> None:
+    azure = "azure-key-0123456789abcdef"
+    client = make_client(api, default_headers={"api-key": azure})
+    echoed = [f"Bearer {API_KEY}", {"api-key": azure}]
+    api.arm(
+        "GET", r"/v1/batches/b", Fault.raw(200, json.dumps(echoed).encode(), "application/json")
+    )
+    with raises(ob.APIResponseValidationError) as shape:
+        client.batches.retrieve("b")
+    assert shape.value.body == ["Bearer [redacted]", {"api-key": "[redacted]"}]
+    header = {"x-echo-authorization": f"Bearer {API_KEY}", "x-echo-api-key": azure}
+    api.arm("GET", r"/v1/batches/b", Fault.error(400, headers=header, message=f"got {azure}"))
+    with raises(ob.BadRequestError) as status:
+        client.batches.retrieve("b")
+    error = status.value
+    assert error.headers["x-echo-authorization"] == "Bearer [redacted]"
+    assert error.response.headers["x-echo-api-key"] == "[redacted]"
+    assert error.message == "Error code: 400 - got [redacted]"
+    texts = [json.dumps(error.body), json.dumps(error.headers), error.response.text]
+    texts += [json.dumps(error.response.headers), str(error), repr(error)]
+    assert not _leaks(texts) and not _leaks(texts, azure)
+
+
+def test_a_40_mib_line_reads_whole_from_a_stream(client: Client, api: FakeAPI) -> None:
+    # bench/bench.py times this against a json.loads floor; a test only checks what it reads.
+    line = b'{"custom_id":"e","response":{"body":"' + b"x" * (40 * 1024 * 1024) + b'"}}\r\n'
+    file_id = api.add_file(line + b'{"custom_id":"f"}')["id"]
+    lines = list(client.files.content(file_id).iter_lines())
+    assert [len(text) for text in lines] == [len(line) - 2, 17] and lines[1][-2:] == '"}'
+    results = list(ob.iter_results(client.files.content(file_id)))
+    assert [(r.custom_id, len(r.body or "")) for r in results] == [
+        ("e", 40 * 1024 * 1024),
+        ("f", 0),
+    ]
+
+
+def test_a_write_into_a_directory_leaves_nothing_behind(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    file_id = api.add_file(b"data\n")["id"]
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with raises(IsADirectoryError, match="Is a directory, not a file name"):
+        client.files.content(file_id).write_to_file(folder)
+    ran = cli(client, "files", "content", file_id, "-o", str(folder))
+    assert (ran.code, ran.err) == (1, f"error: Is a directory, not a file name: {folder}\n")
+    ran = cli(client, "files", "content", file_id, "-o", str(folder) + "/")
+    assert ran.code == 1
+    assert os.listdir(tmp_path) == ["out"] and os.listdir(folder) == []
+
+
+def test_a_failed_fsync_or_rename_leaves_nothing_behind(
+    client: Client, api: FakeAPI, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file_id = api.add_file(b"data\n")["id"]
+    target = tmp_path / "out.jsonl"
+    target.write_bytes(b"old")
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ob.os, "fsync", full_disk)
+    with raises(OSError, match="No space left on device"):
+        client.files.content(file_id).write_to_file(target)
+    monkeypatch.undo()
+
+    def no_rename(source: str, target: str) -> None:
+        raise PermissionError(13, "Permission denied", target)
+
+    monkeypatch.setattr(ob.os, "replace", no_rename)
+    with raises(PermissionError):
+        ob.write_jsonl(target, chat_requests(1))
+    assert os.listdir(tmp_path) == ["out.jsonl"] and target.read_bytes() == b"old"
+
+
+def test_results_and_retry_ride_out_a_broken_download(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    batch_id = _finished(client, api, tmp_path)
+    batch = api.batches[batch_id]
+    output = rf"/v1/files/{batch['output_file_id']}/content"
+    api.arm("GET", output, Fault.cut_body(0.5))
+    ran = cli(client, "results", batch_id)
+    assert ran.code == 0 and [row.split("\t")[1] for row in ran.out.splitlines()] == [
+        "ok",
+        "failed",
+        "ok",
+        "failed",
+        "ok",
+    ]
+    api.arm("GET", output, Fault.cut_body(0.3))
+    ran = cli(client, "retry", batch_id, "-o", str(tmp_path / "retry.jsonl"))
+    assert ran.code == 0 and ran.err.startswith("wrote 2 requests")
+    api.arm("GET", output, Fault.cut_body(0.6))
+    assert len(list(client.results(batch_id))) == 5
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--timeout", "inf", "list"], "argument --timeout: expected a number of seconds from 0"),
+        (["--timeout", "1e10", "list"], "argument --timeout: expected a number of seconds from 0"),
+        (["wait", "b", "--interval", "inf"], "argument --interval: expected a number of seconds"),
+        (["wait", "b", "--timeout", "nan"], "argument --timeout: expected a number of seconds"),
+        (["--max-retries", "-1", "list"], "argument --max-retries: expected a whole number from 0"),
+        (["list", "--limit", "0"], "argument --limit: expected a whole number from 1 to 1e+06"),
+        (
+            ["create", "--input-file-id", "f", "--endpoint", "e", "--output-expires-after", "5"],
+            "argument --output-expires-after: expected a whole number from 3600 to 2.592e+06",
+        ),
+    ],
+)
+def test_cli_number_flags_take_only_finite_sane_values(
+    client: Client, api: FakeAPI, argv: list[str], message: str
+) -> None:
+    ran = cli(client, *argv)
+    assert ran.code == 2 and message in ran.err and "Traceback" not in ran.err
+    assert api.requests == []
+
+
+def test_cli_with_stdout_closed_says_so(api: FakeAPI) -> None:
+    api.add_batch(id="batch_1")
+    env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+    command = f"{shlex.quote(sys.executable)} -m openai_batch get batch_1 >&-"
+    ran = subprocess.run(
+        ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (ran.returncode, ran.stderr) == (
+        1,
+        "openai-batch: error: standard output is closed; nothing was done\n",
+    )
+    assert api.requests == []
+
+
+def test_cli_results_with_a_null_custom_id(client: Client, api: FakeAPI, tmp_path: Any) -> None:
+    line = {"id": "r1", "custom_id": None, "response": {"status_code": 200, "body": {}}}
+    output = api.add_file(json.dumps(line).encode() + b"\n", purpose="batch_output")["id"]
+    api.add_batch(id="batch_n", status="completed", output_file_id=output)
+    requests = write_lines(tmp_path / "in.jsonl", [request_line("a")])
+    ran = cli(client, "results", "batch_n", "--input", requests)
+    assert ran.code == 0 and ran.out.splitlines() == [
+        "a\tmissing\t\tno result: the request did not run",
+        "\tok\t200\t{}",
+    ]
+
+
+def test_cli_an_unexpected_failure_is_a_message_not_a_traceback(
+    client: Client, api: FakeAPI
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("something odd")
+
+    client.batches.retrieve = broken  # type: ignore[method-assign]
+    ran = cli(client, "get", "batch_1")
+    assert (ran.code, ran.err) == (
+        1,
+        "error: RuntimeError: something odd (unexpected; please report it)\n",
+    )
+
+
+def test_an_absurd_date_is_treated_as_absent(api: FakeAPI) -> None:
+    absurd = "Wed, 01 Jan 99999 00:00:00 GMT"
+    assert ob._http_date(absurd) is None and ob._http_date("not a date") is None
+    assert ob._http_date("Tue, 14 Nov 2023 22:13:20 GMT") == _T0
+    client = make_client(api)
+    api.arm("GET", r"/v1/batches/b", Fault.error(429, headers={"Retry-After": absurd}))
+    api.add_batch(id="b")
+    api.date_header = absurd
+    assert client.batches.retrieve("b").id == "b"
+    assert api.clock.sleeps == [0.5]  # the backoff, as if no Retry-After had come
+    file_id = _seeded_file(api)
+    api.arm("POST", r"/v1/batches", Fault.lose_response())
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert _live(api) == ["b", batch.id]  # no Date to go by: the whole list was read
+
+
+def test_cli_since_the_epoch_shows_every_batch(client: Client, api: FakeAPI) -> None:
+    _seed_list(api)
+    ran = cli(client, "list", "--since", "1970-01-01")
+    assert len(ran.out.splitlines()) == len(api.batches)
+
+
+def test_retry_with_nothing_to_retry_leaves_no_stale_file(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    clean = _finished(client, api, tmp_path, fail=())
+    stale = tmp_path / "retry.jsonl"
+    ob.write_jsonl(stale, chat_requests(2))
+    ran = cli(client, "retry", clean, "-o", str(stale))
+    assert (
+        ran.err
+        == f"nothing to retry: every request of {clean} succeeded; removed the old {stale}\n"
+    )
+    assert not stale.exists()
+
+
+def test_an_ascii_only_stdout_gets_ascii_symbols(tmp_path: Any) -> None:
+    long_id = "é" + "x" * 100
+    path = write_lines(tmp_path / "in.jsonl", [request_line(long_id), request_line(long_id)])
+    ran = _module("validate", path, PYTHONIOENCODING="ascii")
+    assert ran.returncode == 1 and "Traceback" not in ran.stderr
+    assert f'line 2: custom_id "\\xe9{"x" * 77}... repeats line 1\n' in ran.stderr
+
+
+def test_a_narrow_terminal_keeps_the_colour_reset_of_the_live_line() -> None:
+    import io
+
+    out = io.StringIO()
+    console = ob._Console(out, io.StringIO(), tty=True, color=True, width=12, clock=lambda: _T0)
+    batch = ob.Batch.from_dict(
+        {"id": "b", "status": "in_progress", "request_counts": {"total": 4, "completed": 1}}
+    )
+    ob._LiveProgress(console)(batch)
+    shown = out.getvalue()
+    assert shown == "\r\x1b[2K\x1b[36min_progress\x1b[0m"
+
+
+def test_file_content_is_asked_for_as_binary(client: Client, api: FakeAPI) -> None:
+    file_id = api.add_file(b"data\n")["id"]
+    assert client.files.content(file_id).read() == b"data\n"
+    assert api.requests[0].headers["accept"] == "application/binary"
+
+
+def test_cli_expands_a_tilde_where_a_shell_would(
+    client: Client, api: FakeAPI, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch_id = _finished(client, api, tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    ran = cli(client, "download", batch_id, "--output-dir=~/x")
+    assert ran.code == 0 and not (tmp_path / "~").exists()
+    assert sorted(os.listdir(tmp_path / "home" / "x")) == [
+        f"{batch_id}_errors.jsonl",
+        f"{batch_id}_output.jsonl",
+    ]
