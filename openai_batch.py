@@ -3487,8 +3487,12 @@ def _show_batch(console: _Console, batch: Batch, as_json: bool) -> int:
         stamp = getattr(batch, stage + "_at")
         if stamp:
             details.append((stage.replace("_", " "), console.when(stamp)))
-    for key, value in sorted((batch.metadata or {}).items()):
+    metadata = dict(batch.metadata) if isinstance(batch.metadata, dict) else {}
+    identity = metadata.pop(IDEMPOTENCY_METADATA_KEY, None)
+    for key, value in sorted(metadata.items()):
         details.append(("metadata", f"{key}={value}"))
+    if identity is not None:  # ours, apart from the caller's own metadata
+        details.append(("idempotency_key", str(identity)))
     for error in _batch_errors(batch):
         details.append(("error", error))
     _show_details(console, details)

@@ -4727,3 +4727,52 @@ def test_cli_expands_a_tilde_where_a_shell_would(
         f"{batch_id}_errors.jsonl",
         f"{batch_id}_output.jsonl",
     ]
+
+
+def test_cli_create_and_submit_with_an_idempotency_key_run_once(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    file_id = _seeded_file(api)
+    argv = ["create", "--input-file-id", file_id, "--endpoint", "chat/completions"]
+    first = cli(client, *argv, "--metadata", "job=nightly", "--idempotency-key", "run-7")
+    again = cli(client, *argv, "--idempotency-key", "run-7")
+    assert first.code == again.code == 0 and first.out == again.out and len(api.batches) == 1
+    rows = [line.split("\t") for line in first.out.splitlines()]
+    assert ["metadata", "job=nightly"] in rows and rows[-1] == ["idempotency_key", "run-7"]
+    path = write_lines(tmp_path / "in.jsonl", [request_line("a")])
+    submitted = [cli(client, "submit", path, "--idempotency-key", "run-8") for _ in range(2)]
+    assert [ran.code for ran in submitted] == [0, 0] and submitted[0].out == submitted[1].out
+    assert len(api.batches) == 2 and len(api.files) == 2  # the second submit uploaded nothing
+
+
+def test_cli_an_unknown_outcome_hints_at_the_key(client: Client, api: FakeAPI) -> None:
+    file_id = _seeded_file(api)
+    api.arm("POST", r"/v1/batches", *[Fault.error(502)] * 3)
+    ran = cli(client, "create", "--input-file-id", file_id, "--endpoint", "chat/completions")
+    key = json.loads(requests_to(api, "POST", r"/v1/batches")[0].body)["metadata"][KEY_FIELD]
+    assert ran.code == 1 and ran.err.endswith(
+        f"hint: run the same command again with --idempotency-key {key}\n"
+    )
+    assert {r.headers["idempotency-key"] for r in requests_to(api, "POST", r"/v1/batches")} == {key}
+
+
+def test_the_readme_gives_the_two_commands_and_ci_runs_the_second() -> None:
+    folder = os.path.dirname(os.path.abspath(ob.__file__))
+    with open(os.path.join(folder, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    first, second = [line.split("  #")[0].strip() for line in block.strip().splitlines()]
+    assert first == "python -m openai_batch validate examples/requests.jsonl"
+    assert second == "python -m pip install pytest && python -m pytest -q"
+    with open(os.path.join(folder, ".ci", "run"), encoding="utf-8") as handle:
+        assert f"TEST_COMMAND='{second}'" in handle.read()
+    ran = subprocess.run(
+        [sys.executable, *first.split()[1:]],
+        cwd=folder,
+        env=_module_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (ran.returncode, ran.stderr) == (0, "")
+    assert ran.stdout.split("\t")[:2] == ["examples/requests.jsonl", "4"]
