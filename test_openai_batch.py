@@ -4776,3 +4776,41 @@ def test_the_readme_gives_the_two_commands_and_ci_runs_the_second() -> None:
     )
     assert (ran.returncode, ran.stderr) == (0, "")
     assert ran.stdout.split("\t")[:2] == ["examples/requests.jsonl", "4"]
+
+
+def test_the_lookup_reads_the_list_only_back_to_the_call(api: FakeAPI) -> None:
+    client, file_id = make_client(api), _seeded_file(api)
+    for _ in range(150):  # two days old: no lost create of this call can be among them
+        api.add_batch(input_file_id=file_id, created_at=int(api.clock.now) - 2 * 86400)
+    api.arm("POST", r"/v1/batches", Fault.lose_response())
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert len(api.batches) == 151 and _key_of(batch)
+    assert len(requests_to(api, "GET", r"/v1/batches")) == 1  # one page of 150, not two
+
+
+def test_a_twin_that_already_ended_is_left_alone_and_one_that_will_not_cancel_is_named(
+    api: FakeAPI,
+) -> None:
+    client, file_id = make_client(api), _seeded_file(api)
+    old = api.add_batch(input_file_id=file_id, status="completed", metadata={KEY_FIELD: "k"})
+    again = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", idempotency_key="k"
+    )
+    assert again.id == old["id"]
+    twin = api.add_batch(input_file_id=file_id, metadata={KEY_FIELD: "k"})
+    assert (
+        client.batches.create(
+            input_file_id=file_id, endpoint="/v1/embeddings", idempotency_key="k"
+        ).id
+        == old["id"]
+    )
+    assert api.batches[twin["id"]]["status"] == "cancelling"
+    api.add_batch(id="batch_twin", input_file_id=file_id, metadata={KEY_FIELD: "k"})
+    api.arm("POST", r"/v1/batches/batch_twin/cancel", *[Fault.error(403)])
+    with raises(ob.OpenAIError) as info:
+        client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", idempotency_key="k")
+    assert str(info.value).startswith(
+        f"Batch batch_twin duplicates {old['id']} (the same idempotency key) and could not be "
+        "cancelled: Error code: 403 - Injected 403"
+    )
+    assert str(info.value).endswith("Cancel it: openai-batch cancel batch_twin")
