@@ -660,6 +660,14 @@ class Batch(_Model):
         """True once the batch can no longer change (an unknown status counts as running)."""
         return isinstance(self.status, BatchStatus) and self.status.is_terminal
 
+    @property
+    def ended_at(self) -> int | None:
+        """When the batch completed, failed, expired or was cancelled; None while it runs."""
+        if not self.is_terminal:
+            return None
+        ended = getattr(self, f"{_text(self.status)}_at", None)
+        return ended if isinstance(ended, int) else None
+
 
 @dataclass(repr=False, eq=False)
 class FileObject(_Model):
@@ -2259,13 +2267,15 @@ class Batches:
         poll_interval: float | None = None,
         timeout: float | None = None,
         on_update: Callable[[Batch], object] | None = None,
+        on_error: Callable[[APIError, float], object] | None = None,
     ) -> Batch:
         """Poll a batch until it is completed, failed, expired or cancelled, and return it.
 
         Polls every ``poll_interval`` seconds, or, by default, after 2 s, growing by half each
         time to a minute. ``on_update(batch)`` is called with the first batch seen and on every
         change. Each poll follows the client's retry rules; once the batch has been seen, polls
-        that still fail go on for up to ten minutes of outage. Past ``timeout`` seconds,
+        that still fail go on for up to ten minutes of outage, and ``on_error(error, seconds)``
+        is called for each, with the seconds until the next poll. Past ``timeout`` seconds,
         ``WaitTimeoutError`` is raised, carrying the last batch seen.
         """
         transport = self._client._transport
@@ -2281,7 +2291,10 @@ class Batches:
                 raise WaitTimeoutError(
                     f"Batch {batch.id} is still {_text(batch.status)} after {timeout:g} s.", batch
                 )
-            transport.sleep(interval if deadline is None else min(interval, deadline - now))
+            pause = interval if deadline is None else min(interval, deadline - now)
+            if poll.failure is not None and on_error is not None:
+                on_error(poll.failure, pause)
+            transport.sleep(pause)
             if poll_interval is None:
                 interval = min(interval * 1.5, _MAX_POLL)
 
@@ -2301,6 +2314,7 @@ class _Poller:
         self.last: Batch | None = None
         self.seen: dict[str, Any] | None = None
         self.outage_since: float | None = None
+        self.failure: APIError | None = None  # why the last poll failed, while riding it out
 
     def __call__(self) -> Batch:
         clock = self.batches._client._transport.clock
@@ -2312,8 +2326,9 @@ class _Poller:
             passing = clock() - self.outage_since < _MAX_OUTAGE
             if self.last is None or not passing or not getattr(exc, "_retryable", True):
                 raise
+            self.failure = exc
             return self.last
-        self.outage_since = None
+        self.outage_since, self.failure = None, None
         current = batch.to_dict()
         if self.on_update is not None and current != self.seen:
             self.on_update(batch)
@@ -3500,13 +3515,69 @@ def _show_batch(console: _Console, batch: Batch, as_json: bool) -> int:
 
 
 def _batch_errors(batch: Batch) -> list[str]:
-    errors = batch.errors.data if isinstance(batch.errors, BatchErrors) else None
+    """The batch's own errors, a line each: where, the code, and the server's message."""
     shown = []
-    for error in errors or []:
-        if isinstance(error, BatchError):
-            where = f"line {error.line}: " if error.line else ""
-            shown.append(f"{where}{error.message or error.code}")
+    for error in _error_list(batch):
+        where = f"line {error.line}: " if error.line else ""
+        code = f"{error.code}: " if error.code and error.message else ""
+        shown.append(f"{where}{code}{error.message or error.code or 'no detail given'}")
     return shown
+
+
+def _error_list(batch: Batch) -> list[BatchError]:
+    errors = batch.errors.data if isinstance(batch.errors, BatchErrors) else None
+    return [error for error in errors or [] if isinstance(error, BatchError)]
+
+
+_SHOWN_ERRORS = 5  # a failed batch's first errors shown by wait; the rest are counted
+
+
+def _show_ending(console: _Console, batch: Batch) -> None:
+    """How a finished batch ended, on its own clock; why, if badly; and the next command."""
+    status = _text(batch.status)
+    ended, started = batch.ended_at, batch.created_at
+    took = f" after {_duration(ended - started)}" if ended and started else ""
+    console.note(f"{batch.id} {status}{took}: {_progress(batch)} completed/failed/total")
+    errors = _batch_errors(batch)
+    for line in errors[:_SHOWN_ERRORS]:
+        console.note(f"  {line}")
+    if len(errors) > _SHOWN_ERRORS:
+        console.note(f"  and {len(errors) - _SHOWN_ERRORS:,} more (openai-batch get {batch.id})")
+    console.note(_next_step(batch))
+
+
+def _next_step(batch: Batch) -> str:
+    """The command to run after a batch has ended, or a hint at what went wrong."""
+    status, counts = _text(batch.status), batch.request_counts
+    total = counts.total or 0 if isinstance(counts, BatchRequestCounts) else 0
+    done = (counts.completed or 0) if isinstance(counts, BatchRequestCounts) else 0
+    failed = (counts.failed or 0) if isinstance(counts, BatchRequestCounts) else 0
+    retry = f"openai-batch retry {batch.id} -o retry.jsonl"
+    if status == "completed":
+        if failed:
+            return f"next: openai-batch results {batch.id} --failed, then {retry}"
+        return f"next: openai-batch results {batch.id}  (or: download {batch.id})"
+    if status == "failed":
+        if any(error.code == "token_limit_exceeded" for error in _error_list(batch)):
+            return (
+                "hint: the organization's queue of enqueued tokens for this model is full; wait "
+                "for running batches to finish (openai-batch list --status in_progress), or "
+                "split the file (split_jsonl) and submit the parts one at a time"
+            )
+        return f"hint: fix what the errors name, then submit again; openai-batch get {batch.id}"
+    left = max(total - done - failed, 0)
+    return f"hint: {_plural(left, 'request')} did not run; {retry} writes them to a new file"
+
+
+def _still_running(batch_id: str, batch: Batch | None) -> str:
+    """What is true after a wait stops early: the batch goes on, and how to go on with it."""
+    where = "may still be running"
+    if batch is not None:
+        where = f"is still {_text(batch.status)} ({_progress(batch)} completed/failed/total)"
+    return (
+        f"{batch_id} {where} on the server; resume with `openai-batch wait {batch_id}`, "
+        f"stop it with `openai-batch cancel {batch_id}`"
+    )
 
 
 def _show_details(console: _Console, details: list[tuple[str, str]]) -> None:
@@ -3585,8 +3656,10 @@ class _LiveProgress:
 
     def __init__(self, console: _Console) -> None:
         self.console = console
+        self.last: Batch | None = None
 
     def __call__(self, batch: Batch) -> None:
+        self.last = batch
         console = self.console
         status = _text(batch.status)
         if not console.tty:
@@ -3594,6 +3667,19 @@ class _LiveProgress:
             console.line("\t".join(cells))
             return
         console.redraw(f"{console.paint(status, status.ljust(11))} {self.bar(batch)}")
+
+    def trouble(self, error: APIError, seconds: float) -> None:
+        """A poll failed and will be made again: say so, rather than look frozen."""
+        if isinstance(error, APIStatusError):
+            what = f"the server answered {error.status_code}"
+        else:
+            what = "timed out" if isinstance(error, APITimeoutError) else "connection lost"
+        text = f"{what}, polling again in {_duration(seconds)}"
+        if not self.console.tty or self.last is None:
+            self.console.note(f"note: {text}")
+            return
+        status = _text(self.last.status)
+        self.console.redraw(f"{self.console.paint(status, status.ljust(11))} ({text})")
 
     def bar(self, batch: Batch) -> str:
         counts = batch.request_counts
@@ -3606,7 +3692,7 @@ class _LiveProgress:
         text += f"{completed}/{failed}/{counts.total}"
         if batch.status == "finalizing":
             return text + "  finalizing: writing the output files"
-        started = batch.in_progress_at
+        started = batch.in_progress_at or batch.created_at  # a server may not say when it began
         if batch.status == "in_progress" and done and isinstance(started, (int, float)):
             elapsed = max(self.console.clock() - started, 1.0)
             text += f"  ~{_duration((counts.total - done) * elapsed / done)} left"
@@ -3829,26 +3915,29 @@ def _watch(session: _Session, batch_id: str) -> int:
     With --json, nothing is shown while waiting and the finished batch is printed as JSON.
     """
     console, args = session.console, session.args
+    progress = _LiveProgress(console)
     try:
         batch = session.client.batches.wait(
             batch_id,
             poll_interval=getattr(args, "interval", None),
             timeout=getattr(args, "wait_timeout", None),
-            on_update=None if args.json else _LiveProgress(console),
+            on_update=None if args.json else progress,
+            on_error=None if args.json else progress.trouble,
         )
     except WaitTimeoutError as exc:
         console.note(f"error: {exc}")
+        console.note(_still_running(batch_id, exc.batch))
         return _EXIT_TIMEOUT
+    except KeyboardInterrupt:
+        console.end_live()
+        console.note(_still_running(batch_id, progress.last))
+        return _EXIT_INTERRUPTED
     status = _text(batch.status)
     if args.json:
         console.line(batch.to_json())
         return _EXIT_OK if status == "completed" else _EXIT_ERROR
     console.end_live()
-    started = batch.created_at if isinstance(batch.created_at, int) else console.clock()
-    took = _duration(console.clock() - started)
-    console.note(f"{batch.id} {status} after {took}: {_progress(batch)} completed/failed/total")
-    if status == "completed":
-        console.note(f"next: openai-batch results {batch.id}  (or: download {batch.id})")
+    _show_ending(console, batch)
     return _EXIT_OK if status == "completed" else _EXIT_ERROR
 
 

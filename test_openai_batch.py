@@ -3582,7 +3582,7 @@ def test_cli_get_on_a_terminal_and_in_a_pipe(client: Client, api: FakeAPI) -> No
     assert ran.out == GOLDEN_GET_TTY
     piped = cli(client, "retrieve", "batch_failed")
     assert piped.out.splitlines()[:2] == ["id\tbatch_failed", "status\tfailed"]
-    assert "error\tline 3: bad line" in piped.out.splitlines()
+    assert "error\tline 3: x: bad line" in piped.out.splitlines()
     assert json.loads(cli(client, "get", "batch_chat", "--json").out) == api.batches["batch_chat"]
 
 
@@ -3730,9 +3730,13 @@ def test_cli_submit_and_wait_with_exit_codes(client: Client, api: FakeAPI, tmp_p
     file_id = api.batches[batch_id]["input_file_id"]
     assert ran.err == (
         f"uploaded {path} as {file_id}\n"
-        f"{batch_id} completed after 20s: 3/1/4 completed/failed/total\n"
-        f"next: openai-batch results {batch_id}  (or: download {batch_id})\n"
+        f"{batch_id} completed after 19s: 3/1/4 completed/failed/total\n"
+        f"next: openai-batch results {batch_id} --failed, then openai-batch retry {batch_id} -o "
+        "retry.jsonl\n"
     )
+    api.clock.advance(19 * 60)  # the duration is the batch's own, however late one asks
+    ran = cli(client, "wait", batch_id)
+    assert ran.err.startswith(f"{batch_id} completed after 19s: 3/1/4 completed/failed/total\n")
     assert cli(client, "wait", batch_id).code == 0
     cancelled = api.add_batch(id="batch_c", status="cancelled")
     assert cli(client, "wait", cancelled["id"]).code == 1
@@ -3746,7 +3750,11 @@ def test_cli_wait_times_out_with_its_own_code(client: Client, api: FakeAPI) -> N
     batch = client.submit(chat_requests(50))
     ran = cli(client, "wait", batch.id, "--interval", "10", "--timeout", "30")
     assert ran.code == 124
-    assert ran.err == f"error: Batch {batch.id} is still in_progress after 30 s.\n"
+    assert ran.err == (
+        f"error: Batch {batch.id} is still in_progress after 30 s.\n"
+        f"{batch.id} is still in_progress (20/0/50 completed/failed/total) on the server; resume "
+        f"with `openai-batch wait {batch.id}`, stop it with `openai-batch cancel {batch.id}`\n"
+    )
 
 
 def test_cli_wait_stops_on_interrupt_with_130(api: FakeAPI) -> None:
@@ -3757,6 +3765,12 @@ def test_cli_wait_stops_on_interrupt_with_130(api: FakeAPI) -> None:
     batch = client.submit(chat_requests(2))
     ran = cli(client, "wait", batch.id, tty=True)
     assert ran.code == 130 and ran.out.endswith("\n") and "\r\x1b[2K" in ran.out
+    assert ran.err == (
+        f"{batch.id} is still validating (0/0/0 completed/failed/total) on the server; resume "
+        f"with `openai-batch wait {batch.id}`, stop it with `openai-batch cancel {batch.id}`\n"
+    )
+    ran = cli(client, "wait", batch.id, "--json")
+    assert ran.code == 130 and ran.err.startswith(f"{batch.id} may still be running on the server")
 
 
 def test_cli_submit_json_and_a_bad_file(client: Client, api: FakeAPI, tmp_path: Any) -> None:
@@ -4814,3 +4828,96 @@ def test_a_twin_that_already_ended_is_left_alone_and_one_that_will_not_cancel_is
         "cancelled: Error code: 403 - Injected 403"
     )
     assert str(info.value).endswith("Cancel it: openai-batch cancel batch_twin")
+
+
+# ---------------------------------------------------------------- a newcomer's path (issue 9)
+
+
+def test_cli_wait_explains_a_failed_batch_in_a_pipe_and_on_a_terminal(
+    client: Client, api: FakeAPI
+) -> None:
+    lines = [request_line(f"r{i}") for i in range(8)]
+    for line in lines[1:]:
+        line["body"] = {**line["body"], "model": "gpt-5-nope"}
+    content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    file_id = api.add_file(content)["id"]
+    batch = api.add_batch(id="batch_bad", input_file_id=file_id)
+    api.clock.advance(400)  # asked long after the batch failed: its own clock still counts
+    piped = cli(client, "wait", batch["id"])
+    assert piped.code == 1
+    mismatch = "mismatched_model: The model for this request does not match the batch's model"
+    assert piped.err == (
+        "batch_bad failed after 10s: 0/0/0 completed/failed/total\n"
+        + "".join(f"  line {n}: {mismatch} 'gpt-4o-mini'.\n" for n in range(2, 7))
+        + "  and 2 more (openai-batch get batch_bad)\n"
+        "hint: fix what the errors name, then submit again; openai-batch get batch_bad\n"
+    )
+    assert cli(client, "wait", batch["id"], tty=True).err == piped.err
+
+
+def test_cli_wait_explains_the_enqueued_token_limit(client: Client, api: FakeAPI) -> None:
+    message = (
+        "Enqueued token limit reached for gpt-4o in organization org-1. Limit: 90,000 enqueued "
+        "tokens. Please try submitting fewer tasks or wait for other batch jobs to complete."
+    )
+    error = {"code": "token_limit_exceeded", "message": message, "param": None, "line": None}
+    now = int(api.clock.now)
+    api.add_batch(
+        id="batch_tl",
+        status="failed",
+        created_at=now - 6,
+        failed_at=now - 5,
+        errors={"object": "list", "data": [error]},
+    )
+    ran = cli(client, "wait", "batch_tl")
+    assert (ran.code, ran.err) == (
+        1,
+        "batch_tl failed after 1s: 0/0/0 completed/failed/total\n"
+        f"  token_limit_exceeded: {message}\n"
+        "hint: the organization's queue of enqueued tokens for this model is full; wait for "
+        "running batches to finish (openai-batch list --status in_progress), or split the file "
+        "(split_jsonl) and submit the parts one at a time\n",
+    )
+
+
+def test_cli_wait_on_an_expired_batch_says_what_did_not_run(client: Client, api: FakeAPI) -> None:
+    counts = {"total": 10, "completed": 6, "failed": 1}
+    now = int(api.clock.now)
+    api.add_batch(
+        id="batch_x",
+        status="expired",
+        created_at=now - 86400,
+        expired_at=now,
+        request_counts=counts,
+    )
+    ran = cli(client, "wait", "batch_x")
+    assert ran.err == (
+        "batch_x expired after 1d: 6/1/10 completed/failed/total\n"
+        "hint: 3 requests did not run; openai-batch retry batch_x -o retry.jsonl writes them to "
+        "a new file\n"
+    )
+
+
+def test_cli_wait_says_when_polls_fail_instead_of_freezing(client: Client, api: FakeAPI) -> None:
+    batch = client.submit(chat_requests(2))
+    api.arm("GET", rf"/v1/batches/{batch.id}", Fault.slow(0), *[Fault.error(503)] * 3)
+    piped = cli(client, "wait", batch.id, "--interval", "4")
+    assert piped.code == 0
+    assert "note: the server answered 503, polling again in 4s\n" in piped.err
+    api2 = cli(client, "wait", batch.id)  # a finished batch: nothing fails, nothing noted
+    assert "note:" not in api2.err
+    later = client.submit(chat_requests(2))
+    api.arm("GET", rf"/v1/batches/{later.id}", Fault.slow(0), *[Fault.drop()] * 6)
+    shown = cli(client, "wait", later.id, "--interval", "4", tty=True, width=100)
+    assert "\r\x1b[2Kvalidating  (connection lost, polling again in 4s)" in shown.out
+
+
+def test_the_live_line_estimates_from_created_at_when_in_progress_at_is_missing() -> None:
+    import io
+
+    out = io.StringIO()
+    console = ob._Console(out, io.StringIO(), tty=True, color=False, width=100, clock=lambda: _T0)
+    counts = {"total": 4, "completed": 1, "failed": 0}
+    data = {"id": "b", "status": "in_progress", "created_at": _T0 - 30, "request_counts": counts}
+    ob._LiveProgress(console)(ob.Batch.from_dict(data))
+    assert out.getvalue().endswith("1/0/4  ~1m 30s left")
