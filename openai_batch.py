@@ -120,6 +120,7 @@ __all__ = [
     "OutcomeUnknownError",
     "InputFileError",
     "WaitTimeoutError",
+    "BatchNotFinishedError",
     # constants
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
@@ -389,6 +390,14 @@ class InputFileError(OpenAIError, ValueError):
             return lines[0]
         count = len(self.problems) + self.more
         return f"{self.path}: {count:,} problems\n" + "\n".join(lines)
+
+
+class BatchNotFinishedError(OpenAIError):
+    """A batch's results were asked for while it still runs; ``batch`` is as it was seen."""
+
+    def __init__(self, message: str, batch: Batch) -> None:
+        super().__init__(message)
+        self.batch = batch
 
 
 class WaitTimeoutError(OpenAIError, TimeoutError):
@@ -3177,13 +3186,24 @@ class Client:
     def _batch(self, batch_or_id: Batch | str) -> Batch:
         return batch_or_id if isinstance(batch_or_id, Batch) else self.batches.retrieve(batch_or_id)
 
-    def results(self, batch_or_id: Batch | str) -> Iterator[BatchResult]:
+    def results(self, batch_or_id: Batch | str, *, partial: bool = False) -> Iterator[BatchResult]:
         """Stream a batch's results: its output file, then its error file.
 
         Given an id, the batch is fetched first; given a ``Batch``, its file ids are used as
-        they are, so pass a fresh one.
+        they are, so pass a fresh one. A batch that is still running raises
+        ``BatchNotFinishedError``, since its results are not all in: wait for it first, or pass
+        ``partial=True`` for what has arrived.
         """
         batch = self._batch(batch_or_id)
+        if not batch.is_terminal and not partial:
+            raise BatchNotFinishedError(
+                f"{batch.id} is still {_text(batch.status)}: its results are not all in yet. "
+                "Wait for it to finish, or ask for what has arrived (partial=True).",
+                batch,
+            )
+        return self._results(batch)
+
+    def _results(self, batch: Batch) -> Iterator[BatchResult]:
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
                 with self.files.content(file_id) as content:
@@ -3408,8 +3428,10 @@ def _table(
     rows: list[list[str]],
     shrinkable: tuple[int, ...] = (),
     status_column: int | None = None,
+    middle: tuple[int, ...] = (),
 ) -> None:
-    """Aligned columns fitted to the terminal: the ``shrinkable`` ones give up width first."""
+    """Aligned columns fitted to the terminal: the ``shrinkable`` ones give up width first,
+    and the ``middle`` ones are cut in their middle."""
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
     excess = sum(widths) + 2 * (len(widths) - 1) - console.width
     for index in shrinkable:
@@ -3420,21 +3442,31 @@ def _table(
             widths[index] -= cut
             excess -= cut
     for number, row in enumerate([header, *rows]):
-        cells = [_fit(cell, width) for cell, width in zip(row, widths)]
+        cells = [
+            _fit(cell, width, index in middle)
+            for index, (cell, width) in enumerate(zip(row, widths))
+        ]
         if status_column is not None and number > 0:
             status = row[status_column]
             cells[status_column] = console.paint(status, cells[status_column])
         console.line("  ".join(cells).rstrip())
 
 
-def _fit(cell: str, width: int) -> str:
-    return cell.ljust(width) if len(cell) <= width else cell[: width - 1] + "…"
+def _fit(cell: str, width: int, middle: bool = False) -> str:
+    """A cell padded or cut to ``width``: cut at its end, or in its ``middle`` so that the end
+    that tells names apart (``…_output.jsonl``, ``…_error.jsonl``) stays."""
+    if len(cell) <= width:
+        return cell.ljust(width)
+    if middle:
+        head = (width - 1) // 3
+        return cell[:head] + "…" + cell[len(cell) - (width - 1 - head) :]
+    return cell[: width - 1] + "…"
 
 
-def _progress(batch: Batch) -> str:
+def _progress(batch: Batch, blank: str = "-") -> str:
     counts = batch.request_counts
     if not isinstance(counts, BatchRequestCounts):
-        return "-"
+        return blank
     return f"{counts.completed}/{counts.failed}/{counts.total}"
 
 
@@ -3445,7 +3477,7 @@ def _batch_cells(console: _Console, batch: Batch) -> list[str]:
         _text(batch.status),
         _text(batch.endpoint),
         batch.model or blank,
-        _progress(batch),
+        _progress(batch, blank),
         console.when(batch.created_at),
     ]
 
@@ -3456,6 +3488,7 @@ def _show_rows(
     as_json: bool,
     cells: Callable[[Any], list[str]],
     table: tuple[list[str], tuple[int, ...], int | None, str],
+    middle: tuple[int, ...] = (),
 ) -> int:
     """A list: JSON a line, TSV in a pipe, or a table (header, shrinkable, status, empty note)."""
     if as_json:
@@ -3468,7 +3501,7 @@ def _show_rows(
         header, shrinkable, status_column, empty = table
         rows = [cells(item) for item in items]
         if rows:
-            _table(console, header, rows, shrinkable, status_column)
+            _table(console, header, rows, shrinkable, status_column, middle)
         else:
             console.note(empty)
     return _EXIT_OK
@@ -3615,7 +3648,7 @@ def _show_files(console: _Console, files: Iterable[FileObject], as_json: bool) -
         ]
 
     table = (["ID", "PURPOSE", "SIZE", "FILENAME", "CREATED"], (3,), None, "No files found.")
-    return _show_rows(console, files, as_json, cells, table)
+    return _show_rows(console, files, as_json, cells, table, middle=(3,))
 
 
 def _result_detail(result: BatchResult | None) -> str:
@@ -3663,7 +3696,7 @@ class _LiveProgress:
         console = self.console
         status = _text(batch.status)
         if not console.tty:
-            cells = [_iso(console.clock()), batch.id, status, _progress(batch)]
+            cells = [_iso(console.clock()), batch.id, status, _progress(batch, "")]
             console.line("\t".join(cells))
             return
         console.redraw(f"{console.paint(status, status.ljust(11))} {self.bar(batch)}")
@@ -3957,21 +3990,62 @@ def _cmd_results(session: _Session) -> int:
 
     args, console = session.args, session.console
     batch = session.client.batches.retrieve(args.id)
+    if batch.status == "failed" and not (batch.output_file_id or batch.error_file_id):
+        _show_ending(console, batch)  # no request ran: the batch's own errors say why
+        return _EXIT_ERROR
+    tally = _Tally()
     with tempfile.TemporaryDirectory(prefix="openai-batch-") as directory:
-        pairs = _joined(session, batch, directory)
+        pairs = tally(_joined(session, batch, directory))
         if args.failed:
             pairs = (pair for pair in pairs if pair[1] is None or not pair[1].ok)
-        if args.json:
-            for request, result in pairs:
-                line = result.to_dict() if result else _missing_result(request)
-                console.line(json.dumps(line, ensure_ascii=False))
-        elif console.tty:
-            rows = [_result_cells(*pair) for pair in pairs]
-            _table(console, ["CUSTOM_ID", "RESULT", "STATUS", "DETAIL"], rows, shrinkable=(3, 0))
-        else:
-            for pair in pairs:
-                console.line("\t".join(_result_cells(*pair)))
+        shown = _show_results(console, pairs, args.json)
+    if args.input and tally.results and not tally.matched:
+        console.note(
+            f"warning: none of the {_plural(tally.results, 'result')} of {batch.id} matches a "
+            f"request in {args.input}; is it the batch's input file?"
+        )
+    if args.failed and not shown:
+        console.note(f"no failed requests: every request of {batch.id} succeeded")
     return _EXIT_OK
+
+
+class _Tally:
+    """Counts, as pairs go by, the results and those that matched a request."""
+
+    def __init__(self) -> None:
+        self.results = self.matched = 0
+
+    def __call__(
+        self, pairs: Iterable[tuple[BatchRequest | None, BatchResult | None]]
+    ) -> Iterator[tuple[BatchRequest | None, BatchResult | None]]:
+        for request, result in pairs:
+            self.results += result is not None
+            self.matched += result is not None and request is not None
+            yield request, result
+
+
+def _show_results(
+    console: _Console,
+    pairs: Iterable[tuple[BatchRequest | None, BatchResult | None]],
+    as_json: bool,
+) -> int:
+    """Print joined results as JSON lines, a table or TSV; return how many were shown."""
+    shown = 0
+    if as_json:
+        for request, result in pairs:
+            line = result.to_dict() if result else _missing_result(request)
+            console.line(json.dumps(line, ensure_ascii=False))
+            shown += 1
+    elif console.tty:
+        rows = [_result_cells(*pair) for pair in pairs]
+        if rows:
+            _table(console, ["CUSTOM_ID", "RESULT", "STATUS", "DETAIL"], rows, shrinkable=(3, 0))
+        shown = len(rows)
+    else:
+        for pair in pairs:
+            console.line("\t".join(_result_cells(*pair)))
+            shown += 1
+    return shown
 
 
 def _missing_result(request: BatchRequest | None) -> dict[str, Any]:
@@ -3983,7 +4057,7 @@ def _joined(
     session: _Session, batch: Batch, directory: str
 ) -> Iterator[tuple[BatchRequest | None, BatchResult | None]]:
     """Results joined to their requests when the input is at hand, else results alone."""
-    results = session.client.results(batch)
+    results = session.client.results(batch, partial=session.args.partial)
     try:
         requests = session.input_file(batch, directory)
     except APIStatusError as exc:
@@ -4004,6 +4078,12 @@ def _cmd_retry(session: _Session) -> int:
         raise OpenAIError(
             f"{batch.id} is still {_text(batch.status)}; its unfinished requests may yet run. "
             "Retry once it has finished, or cancel it first."
+        )
+    if batch.status == "failed" and _error_list(batch):
+        first = _batch_errors(batch)[0]
+        session.console.note(
+            f"warning: {batch.id} failed before any request ran ({first}); its lines will "
+            "fail the same way again unless you fix them first"
         )
     existed = os.path.exists(args.output)
     with tempfile.TemporaryDirectory(prefix="openai-batch-") as directory:
@@ -4162,10 +4242,29 @@ def _parser_class() -> Any:
 
     class Parser(argparse.ArgumentParser):
         def error(self, message: str) -> NoReturn:
+            if message.endswith(("required: COMMAND", "required: VERB")):
+                self.print_help(sys.stderr)  # no command given: show them all
+                self.exit(_EXIT_USAGE)
             self.print_usage(sys.stderr)
-            self.exit(_EXIT_USAGE, f"{self.prog}: error: {_redact(message, None)}\n")
+            message = _redact(message, None) + _did_you_mean(self, message)
+            self.exit(_EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
     return Parser
+
+
+def _did_you_mean(parser: Any, message: str) -> str:
+    """For a mistyped command, the closest one (`lst` -> list), as a sentence to append."""
+    import argparse
+    import difflib
+    import re
+
+    typed = re.search(r"invalid choice: '?([^'\s]+)", message)
+    for action in parser._actions:
+        if typed and isinstance(action, argparse._SubParsersAction):
+            close = difflib.get_close_matches(typed.group(1), list(action.choices), n=1)
+            if close:
+                return f"; did you mean {close[0]!r}?"
+    return ""
 
 
 def _redact(text: str, key: str | None) -> str:
@@ -4299,7 +4398,8 @@ def _file_commands(commands: Any, common: Any) -> None:
 
 def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
     """validate, submit and wait."""
-    validate = _add(commands, common, "validate", _cmd_validate, "check an input file offline")
+    offline = _parser_class()(add_help=False)  # validate sends nothing: no connection options
+    validate = _add(commands, offline, "validate", _cmd_validate, "check an input file offline")
     validate.add_argument("file", type=_path, metavar="FILE")
     validate.add_argument(
         "--endpoint", type=_endpoint, metavar="E", help="the endpoint every line must use"
@@ -4338,6 +4438,9 @@ def _finished_commands(commands: Any, common: Any) -> None:
         "--failed", action="store_true", help="only requests that failed or did not run"
     )
     results.add_argument(
+        "--partial", action="store_true", help="what has arrived, while the batch still runs"
+    )
+    results.add_argument(
         "--input", type=_path, metavar="FILE", help="the input file (default: fetch it)"
     )
     _json_flag(results)
@@ -4361,16 +4464,23 @@ def _wait_options(command: Any) -> None:
         help="seconds between polls (2 s, growing to 60 s)",
     )
     command.add_argument(
+        "--deadline",
+        dest="wait_timeout",
+        type=_WAIT_SECONDS,
+        metavar="S",
+        help="give up waiting after S seconds (exit 124); the batch goes on",
+    )
+    command.add_argument(
         "--timeout",
         dest="wait_timeout",
         type=_WAIT_SECONDS,
         metavar="S",
-        help="give up waiting after S seconds (exit 124); before the command, --timeout is "
-        "the timeout of each request",
+        help="the same as --deadline here, kept for old scripts; before the command, "
+        "--timeout is the timeout of each request",
     )
 
 
-def _report(exc: BaseException, console: _Console, key: str | None) -> int:
+def _report(exc: BaseException, console: _Console, key: str | None, command: str = "") -> int:
     """Print an expected error as one short message with a hint; return its exit code."""
     if isinstance(exc, InputFileError):
         console.note(f"error: {exc.path}: {_plural(len(exc.problems) + exc.more, 'problem')}")
@@ -4385,7 +4495,7 @@ def _report(exc: BaseException, console: _Console, key: str | None) -> int:
         console.note(f"error: {_redact(exc_text, key)}")
         return _EXIT_ERROR
     console.note(f"error: {_redact(_describe(exc), key)}")
-    hint = _hint(exc)
+    hint = _hint(exc, command)
     if hint:
         console.note(f"hint: {hint}")
     return _EXIT_USAGE if isinstance(exc, _ArgumentError) else _EXIT_ERROR
@@ -4399,21 +4509,43 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
-def _hint(exc: BaseException) -> str | None:
+def _hint(exc: BaseException, command: str = "") -> str | None:
+    """The next thing to try after an error, fitted to the command that met it."""
     if isinstance(exc, OutcomeUnknownError):
         if exc.idempotency_key:
             return f"run the same command again with --idempotency-key {exc.idempotency_key}"
         return "`openai-batch list` shows whether the batch was made"
+    if isinstance(exc, BatchNotFinishedError):
+        batch_id = exc.batch.id
+        return f"openai-batch wait {batch_id}, then again; or add --partial for what has arrived"
     if isinstance(exc, AuthenticationError):
         return "check the key in OPENAI_API_KEY (and --organization/--project if you use them)"
-    if isinstance(exc, NotFoundError):
-        return "check the id; `openai-batch list` shows your batches"
+    if isinstance(exc, APIStatusError):
+        return _status_hint(exc, command)
     if isinstance(exc, RateLimitError):
         return "the API is limiting requests; try again in a while"
     if isinstance(exc, APIConnectionError):
         return "check the network, HTTPS_PROXY and --base-url"
     if isinstance(exc, OpenAIError) and "OPENAI_API_KEY" in str(exc):
         return "export OPENAI_API_KEY=sk-... (or see --api-key)"
+    return None
+
+
+def _status_hint(exc: APIStatusError, command: str) -> str | None:
+    url = exc.request.url if exc.request is not None else ""
+    if isinstance(exc, NotFoundError):
+        if command in ("list", "files list"):
+            return (
+                "the server has no such list here; an OpenAI-compatible server's base URL "
+                "usually ends in /v1 (--base-url http://host:8000/v1)"
+            )
+        if "/files/" in url:
+            return "check the file id; `openai-batch files list` shows your files"
+        return "check the id; `openai-batch list` shows your batches"
+    if isinstance(exc, RateLimitError):
+        return "the API is limiting requests; try again in a while"
+    if command == "cancel" and exc.status_code in (400, 409):
+        return "the batch has already finished, so there is nothing to cancel (openai-batch get ID)"
     return None
 
 
@@ -4451,7 +4583,8 @@ def main(argv: list[str] | None = None, *, client: Client | None = None) -> int:
             if session._client is not None
             else getattr(args, "api_key", None)
         )
-        return _report(exc, console, key)
+        command = " ".join(filter(None, (args.command, getattr(args, "verb", None))))
+        return _report(exc, console, key, command)
 
 
 if __name__ == "__main__":

@@ -802,7 +802,7 @@ class FakeAPI:
     def _cancel_batch(self, request: Recorded, batch_id: str) -> dict[str, Any]:
         batch = self._batch(batch_id)
         if batch["status"] in _TERMINAL:
-            raise _ApiError(400, f"Cannot cancel a batch with status '{batch['status']}'.")
+            raise _ApiError(409, f"Cannot cancel a batch with status '{batch['status']}'.")
         if batch["status"] != "cancelling":
             self._enter(batch, self._jobs.get(batch_id), "cancelling", self.clock.now)
         return batch
@@ -1313,7 +1313,7 @@ def test_fake_cancel_keeps_partial_results(api: FakeAPI) -> None:
     assert batch["error_file_id"] is None
     status, body = _http_json(api, "POST", f"/batches/{batch_id}/cancel")
     assert (status, body["error"]["message"]) == (
-        400,
+        409,
         "Cannot cancel a batch with status 'cancelled'.",
     )
 
@@ -4921,3 +4921,136 @@ def test_the_live_line_estimates_from_created_at_when_in_progress_at_is_missing(
     data = {"id": "b", "status": "in_progress", "created_at": _T0 - 30, "request_counts": counts}
     ob._LiveProgress(console)(ob.Batch.from_dict(data))
     assert out.getvalue().endswith("1/0/4  ~1m 30s left")
+
+
+def test_results_of_a_running_batch_are_refused_unless_partial(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    batch = client.submit(chat_requests(3))
+    with raises(ob.BatchNotFinishedError) as info:
+        client.results(batch.id)
+    assert str(info.value) == (
+        f"{batch.id} is still validating: its results are not all in yet. Wait for it to "
+        "finish, or ask for what has arrived (partial=True)."
+    )
+    assert info.value.batch.id == batch.id and list(client.results(batch, partial=True)) == []
+    ran = cli(client, "results", batch.id)
+    assert (ran.code, ran.out) == (1, "")
+    assert ran.err.endswith(
+        f"hint: openai-batch wait {batch.id}, then again; or add --partial for what has arrived\n"
+    )
+    partial = cli(client, "results", batch.id, "--partial")
+    assert (
+        partial.code == 0
+        and [row.split("\t")[1] for row in partial.out.splitlines()] == ["missing"] * 3
+    )
+
+
+def test_results_of_a_failed_batch_show_its_errors(client: Client, api: FakeAPI) -> None:
+    error = {"code": "missing_model", "message": "The body must name a model.", "line": 2}
+    api.add_batch(id="batch_f", status="failed", errors={"object": "list", "data": [error]})
+    ran = cli(client, "results", "batch_f")
+    assert (ran.code, ran.out) == (1, "")
+    assert ran.err == (
+        "batch_f failed: -/-/- completed/failed/total\n".replace("-/-/-", "0/0/0")
+        + "  line 2: missing_model: The body must name a model.\n"
+        "hint: fix what the errors name, then submit again; openai-batch get batch_f\n"
+    )
+
+
+def test_results_warn_when_the_input_matches_no_result(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    batch_id = _finished(client, api, tmp_path, fail=())
+    other = write_lines(tmp_path / "other.jsonl", [request_line("zz")])
+    ran = cli(client, "results", batch_id, "--input", other)
+    assert ran.code == 0 and ran.err == (
+        f"warning: none of the 5 results of {batch_id} matches a request in {other}; is it the "
+        "batch's input file?\n"
+    )
+    ran = cli(client, "results", batch_id, "--failed")
+    assert (ran.out, ran.err) == (
+        "",
+        f"no failed requests: every request of {batch_id} succeeded\n",
+    )
+
+
+def test_hints_fit_the_command(client: Client, api: FakeAPI) -> None:
+    api.arm("GET", r"/v1/batches", Fault.error(404, message="Not Found"))
+    ran = cli(client, "list")
+    assert ran.err.splitlines()[-1] == (
+        "hint: the server has no such list here; an OpenAI-compatible server's base URL usually "
+        "ends in /v1 (--base-url http://host:8000/v1)"
+    )
+    ran = cli(client, "files", "get", "file-nope")
+    assert ran.err.splitlines()[-1] == (
+        "hint: check the file id; `openai-batch files list` shows your files"
+    )
+    api.add_batch(id="batch_done", status="completed")
+    ran = cli(client, "cancel", "batch_done")
+    assert ran.code == 1 and ran.err == (
+        "error: Error code: 409 - Cannot cancel a batch with status 'completed'. (request id "
+        "req_5)\nhint: the batch has already finished, so there is nothing to cancel "
+        "(openai-batch get ID)\n"
+    )
+
+
+def test_retry_of_a_batch_that_failed_validation_warns(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    content = b"".join(r.to_json().encode() + b"\n" for r in chat_requests(2))
+    file_id = api.add_file(content)["id"]
+    error = {"code": "invalid_value", "message": "Unknown model 'gpt-5-nope'.", "line": 1}
+    errors = {"object": "list", "data": [error]}
+    api.add_batch(id="batch_v", status="failed", input_file_id=file_id, errors=errors)
+    ran = cli(client, "retry", "batch_v", "-o", str(tmp_path / "retry.jsonl"))
+    assert ran.err.splitlines()[0] == (
+        "warning: batch_v failed before any request ran (line 1: invalid_value: Unknown model "
+        "'gpt-5-nope'.); its lines will fail the same way again unless you fix them first"
+    )
+
+
+def test_no_command_lists_them_and_a_typo_gets_the_closest(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert ob.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: openai-batch") and "  validate " in err and "  results " in err
+    assert ob.main(["lst"]) == 2
+    assert capsys.readouterr().err.endswith("; did you mean 'list'?\n")
+    assert ob.main(["files", "lst"]) == 2
+    assert capsys.readouterr().err.endswith("; did you mean 'list'?\n")
+    assert ob.main(["files"]) == 2
+    assert "  content " in capsys.readouterr().err
+
+
+def test_wait_takes_deadline_and_validate_takes_no_connection_options(
+    client: Client, api: FakeAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch = client.submit(chat_requests(50))
+    ran = cli(client, "wait", batch.id, "--interval", "10", "--deadline", "30")
+    assert ran.code == 124 and ran.err.startswith(f"error: Batch {batch.id} is still in_progress")
+    with pytest.raises(SystemExit):
+        ob._parser().parse_args(["validate", "--help"])
+    shown = capsys.readouterr().out
+    assert "--base-url" not in shown and "--api-key" not in shown and "--endpoint" in shown
+    with pytest.raises(SystemExit):
+        ob._parser().parse_args(["wait", "--help"])
+    assert "--deadline S" in capsys.readouterr().out
+
+
+def test_narrow_tables_keep_the_end_of_file_names(client: Client, api: FakeAPI) -> None:
+    for kind in ("output", "error"):
+        api.add_file(
+            b"x\n", filename=f"batch_84f0a1b2c3d4e5f6_{kind}.jsonl", purpose="batch_output"
+        )
+    ran = cli(client, "files", "list", tty=True, width=80)
+    names = re.findall(r"batch_84f0\S*", ran.out)
+    assert len(names) == 2 and all("…" in name for name in names)
+    assert names[0].endswith("_error.jsonl") and names[1].endswith("output.jsonl")
+
+
+def test_tsv_leaves_a_missing_value_empty(client: Client, api: FakeAPI) -> None:
+    api.add_batch(id="batch_nc", request_counts=None)
+    ran = cli(client, "list")
+    assert ran.out.split("\t")[3:5] == ["", ""]
