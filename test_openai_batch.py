@@ -5054,3 +5054,152 @@ def test_tsv_leaves_a_missing_value_empty(client: Client, api: FakeAPI) -> None:
     api.add_batch(id="batch_nc", request_counts=None)
     ran = cli(client, "list")
     assert ran.out.split("\t")[3:5] == ["", ""]
+
+
+# ---------------------------------------------------------------- the README runs
+# Every Python block of README.md runs against the fake, and every `$ openai-batch ...` line of
+# its console blocks is run in order, in one session, its output compared with what the README
+# shows. After a change of output: `python test_openai_batch.py --update-readme`.
+
+_README = os.path.join(os.path.dirname(os.path.abspath(ob.__file__)), "README.md")
+# Standalone 32-hex idempotency keys are random, and request ids count every request made.
+_README_VARIES = re.compile(r"(?<![\w-])[0-9a-f]{32}(?![\w-])|\breq_[0-9]+")
+
+
+def _readme_text() -> str:
+    with open(_README, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _readme_blocks(kind: str) -> list[str]:
+    return re.findall(rf"^```{kind}\n(.*?)^```", _readme_text(), re.MULTILINE | re.DOTALL)
+
+
+def _readme_commands() -> list[tuple[str, str]]:
+    """Each `$ ` line of README.md's console blocks, in order, with the output shown under it."""
+    found = []
+    for block in _readme_blocks("console"):
+        for chunk in re.split(r"^\$ ", block, flags=re.MULTILINE)[1:]:
+            command, _, output = chunk.partition("\n")
+            found.append((command, output.rstrip("\n")))
+    return found
+
+
+def _readme_session(api: FakeAPI, folder: Any) -> Client:
+    """What the README's shell examples start from: two input files and two older batches."""
+    prompts = ["What is 2+2?", "Name a prime.", "Capital of Italy?", "Capital of France?"]
+    ids = ["q0", "q1", "fail-2", "q3"]
+    ob.write_jsonl(
+        folder / "requests.jsonl",
+        [BatchRequest.chat(i, "gpt-4o-mini", p) for i, p in zip(ids, prompts)],
+    )
+    bad = [request_line("a"), request_line("a", method="GET"), '{"custom_id": "b", url: 1}']
+    bad.append(request_line("c", body={"model": "gpt-4o", "messages": []}))
+    write_lines(folder / "bad.jsonl", bad)
+    now = int(api.clock.now)
+    counts = {"total": 5000, "completed": 4998, "failed": 2}
+    api.add_batch(
+        id="batch_6f1c0e2a",
+        status="completed",
+        endpoint="/v1/embeddings",
+        model="text-embedding-3-small",
+        created_at=now - 2 * 86400 + 26,
+        request_counts=counts,
+    )
+    counts = {"total": 800, "completed": 640, "failed": 0}
+    api.add_batch(
+        id="batch_93ab77d0",
+        status="expired",
+        model="gpt-4o",
+        created_at=now - 9 * 86400 + 26,
+        request_counts=counts,
+    )
+    return make_client(api)
+
+
+def _readme_run(client: Client, command: str) -> tuple[int, str]:
+    """Run one README command line in-process: its exit code and what a terminal would show."""
+    import contextlib
+    import io
+
+    line = command.partition("  #")[0]
+    line, _, pipe = line.strip().partition(" | ")
+    argv = shlex.split(line)
+    assert argv[0] == "openai-batch", command
+    shown = io.StringIO()
+    patch = pytest.MonkeyPatch()
+    patch.setenv("OPENAI_BATCH_FORCE_TTY", "0" if pipe else "1")
+    patch.setenv("COLUMNS", "100")
+    patch.setenv("NO_COLOR", "1")
+    try:
+        with contextlib.redirect_stdout(shown), contextlib.redirect_stderr(shown):
+            code = ob.main(argv[1:], client=client)
+    finally:
+        patch.undo()
+    # A redrawn live line leaves on screen what was drawn last.
+    lines = [line.rsplit("\r\x1b[2K", 1)[-1] for line in shown.getvalue().split("\n")]
+    if pipe.strip().startswith("head -"):
+        lines = lines[: int(pipe.split("-")[1].split()[0])]
+    elif pipe.startswith("cut -c1-"):
+        lines = [line[: int(pipe[len("cut -c1-") :].split()[0])] for line in lines]
+    return code, "\n".join(lines).rstrip("\n")
+
+
+def _readme_expected_code(command: str) -> int:
+    found = re.search(r"#.*\bexit ([0-9]+)", command)
+    return int(found.group(1)) if found else 0
+
+
+def test_every_python_example_in_the_readme_runs(
+    api: FakeAPI, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.seconds_validating = api.seconds_per_request = api.seconds_finalizing = 0.0
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
+    monkeypatch.chdir(tmp_path)
+    blocks = _readme_blocks("python")
+    assert len(blocks) >= 3
+    namespace: dict[str, Any] = {}
+    for block in blocks:
+        exec(compile(block, _README, "exec"), namespace)
+    printed = capsys.readouterr().out
+    _SEEN.append(printed)
+    assert "q0 echo: What is 2+2?" in printed and "q2 echo: Capital of France?" in printed
+    assert "404 req_" in printed and (tmp_path / "output.jsonl").exists()
+
+
+def test_every_shell_example_in_the_readme_runs(
+    api: FakeAPI, tmp_path: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    client = _readme_session(api, tmp_path)
+    commands = _readme_commands()
+    assert len(commands) >= 15
+    for command, shown in commands:
+        code, output = _readme_run(client, command)
+        _SEEN.append(output)
+        assert code == _readme_expected_code(command), command
+        assert _README_VARIES.sub("…", output) == _README_VARIES.sub("…", shown), command
+
+
+def _update_readme() -> None:
+    """Write into README.md the outputs its shell examples give now."""
+    import pathlib
+    import tempfile
+
+    text = _readme_text()
+    with tempfile.TemporaryDirectory() as folder, FakeAPI().serve() as api:
+        os.chdir(folder)
+        client = _readme_session(api, pathlib.Path(folder))
+        for command, shown in _readme_commands():
+            _, output = _readme_run(client, command)
+            before = f"$ {command}\n{shown}\n" if shown else f"$ {command}\n"
+            after = f"$ {command}\n{output}\n" if output else f"$ {command}\n"
+            assert before in text, command
+            text = text.replace(before, after, 1)
+    with open(_README, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--update-readme"]:
+    _update_readme()
