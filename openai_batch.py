@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import os
 import sys
 import time
@@ -118,6 +119,7 @@ __all__ = [
     "APIConnectionError",
     "APITimeoutError",
     "OutcomeUnknownError",
+    "DuplicateBatchError",
     "InputFileError",
     "WaitTimeoutError",
     "BatchNotFinishedError",
@@ -153,6 +155,7 @@ MAX_INPUT_BYTES = 200 * 1024 * 1024
 MAX_EMBEDDING_INPUTS = 50_000
 
 _CONNECT_TIMEOUT = 5.0  # the official package's connect timeout
+_MAX_TIMEOUT = 7 * 86400.0  # a socket cannot wait longer than about 24 days; a week is plenty
 _INITIAL_RETRY_DELAY = 0.5
 _MAX_RETRY_DELAY = 8.0
 _MAX_RETRY_AFTER = 120.0  # a server asking for a longer wait gets an error, not a hung process
@@ -390,6 +393,16 @@ class InputFileError(OpenAIError, ValueError):
             return lines[0]
         count = len(self.problems) + self.more
         return f"{self.path}: {count:,} problems\n" + "\n".join(lines)
+
+
+class DuplicateBatchError(OpenAIError):
+    """A create call found a twin of its batch (the same idempotency key) that would not
+    cancel; ``batch`` is the batch kept, ``duplicate_id`` the one to cancel by hand."""
+
+    def __init__(self, message: str, batch: Batch, duplicate_id: str) -> None:
+        super().__init__(message)
+        self.batch = batch
+        self.duplicate_id = duplicate_id
 
 
 class BatchNotFinishedError(OpenAIError):
@@ -766,6 +779,117 @@ class BatchRequest:
         return _dumps_line(self.to_dict())
 
 
+# JSON has no NaN or Infinity, yet json.loads reads them, and it reads a number too large for
+# a float (1e400, or 309 digits) as inf. Every reader of lines refuses all three at next to no
+# cost: NaN and Infinity through parse_constant, which runs only when they appear; a number
+# too large through a parse_float that checks each float, or, on a line dense with numbers (an
+# embedding, where a call per float would double the time), through sum() over its lists.
+
+
+class _NotFinite(ValueError):
+    """NaN, Infinity or a number too large for a float, met in JSON text."""
+
+    def __init__(self, reason: str, literal: str) -> None:
+        super().__init__(reason)
+        self.literal = literal
+
+    def at(self, text: str | bytes) -> str:
+        """The reason and the literal's column in ``text``, counted as json's errors count it."""
+        import re
+
+        if isinstance(text, bytes):
+            text = text.decode(json.detect_encoding(text), "surrogatepass")  # as json.loads does
+        # Strings are matched whole, so that a literal inside one is passed over: the first one
+        # outside them is where the parser stopped.
+        for match in re.finditer(_JSON_TOKEN, text):
+            if match.group() == self.literal:
+                column = match.start() - text.rfind("\n", 0, match.start())
+                return f"{self} (column {column})"
+        return str(self)
+
+
+# A string, NaN, Infinity or a number: enough of JSON to find where a literal stands in a line.
+_JSON_TOKEN = (
+    r'"(?:[^"\\]|\\.)*"'
+    r"|-?Infinity|NaN"
+    r"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"  # json.scanner.NUMBER_RE
+)
+
+
+def _refuse_constant(literal: str) -> NoReturn:
+    raise _NotFinite(f"{literal} is not a JSON number", literal)
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise _NotFinite(f"{_clip(literal, 24)} is out of range for a float", literal)
+    return value
+
+
+_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
+_FINITE_JSON = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+_NUMBER_CHARACTERS = "0123456789+-.eE,[] "  # all a list of numbers is made of
+
+
+def _decode_line(text: str) -> tuple[Any, int]:
+    """json's raw_decode of a line, refusing what JSON or a float cannot hold (_NotFinite)."""
+    middle = len(text) // 2
+    if len(text) < 1024 or text[middle - 32 : middle + 32].strip(_NUMBER_CHARACTERS):
+        return _FINITE_JSON.raw_decode(text)
+    # The middle of the line is all numbers (an embedding, token ids): its floats are read as
+    # they come and checked after, list by list.
+    data, end = _JSON.raw_decode(text)
+    if type(data) is dict and _may_hold_infinity(data):
+        return _FINITE_JSON.raw_decode(text)  # raises _NotFinite, unless only a sum overflowed
+    return data, end
+
+
+def _may_hold_infinity(value: dict[str, Any] | list[Any]) -> bool:
+    """Whether parsed JSON may hold an infinite float: never false when it does."""
+    if isinstance(value, list) and value and isinstance(value[0], (int, float)):
+        try:
+            return not math.isfinite(sum(value))  # a list of numbers in one pass, in C
+        except (TypeError, OverflowError):  # not all numbers, or ints too large for a float
+            pass
+    for item in value.values() if isinstance(value, dict) else value:
+        if isinstance(item, (dict, list)):
+            if _may_hold_infinity(item):
+                return True
+        elif isinstance(item, float) and math.isinf(item):
+            return True
+    return False
+
+
+def _plain_json_error(text: str | bytes) -> ValueError | None:
+    """What json.loads finds wrong with ``text``, NaN and infinity allowed; None for nothing.
+
+    Text that is not JSON for another reason keeps the verdict it had before they were refused.
+    """
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        return exc
+    return None
+
+
+def _body_json(text: str) -> Any:
+    """A response body sent as a JSON string, decoded; a plain-text body stays text.
+
+    Raises ``_NotFinite`` (a ValueError) for a body that is JSON but for a number that JSON or
+    a float cannot hold.
+    """
+    try:
+        return _FINITE_JSON.decode(text)
+    except _NotFinite as exc:
+        if _plain_json_error(text) is not None:
+            return text
+        reason = f"the response body is not valid JSON: {exc.at(text)}"
+        raise _NotFinite(reason, exc.literal) from None
+    except ValueError:
+        return text
+
+
 @dataclass
 class BatchResultError:
     """Why a request failed without an HTTP response (``code`` may come as ``type``)."""
@@ -814,10 +938,7 @@ class BatchResult(_Model):
             response = {}
         body = response.get("body")
         if isinstance(body, str):
-            try:
-                body = json.loads(body)
-            except ValueError:
-                pass  # a plain-text body stays text
+            body = _body_json(body)
         error = data.get("error")
         if isinstance(error, dict):
             code = error.get("code") or error.get("type")
@@ -825,14 +946,11 @@ class BatchResult(_Model):
         elif error is not None:
             error = BatchResultError(None, str(error))
         custom_id = data.get("custom_id")
-        result = cls(
-            custom_id=custom_id if isinstance(custom_id, str) else _json_text(custom_id),
-            id=data.get("id"),
-            status_code=response.get("status_code"),
-            request_id=response.get("request_id"),
-            body=body,
-            error=error,
-        )
+        if not isinstance(custom_id, str):
+            custom_id = _json_text(custom_id)
+        # In field order: keywords would double the cost of this call, on every line of a file.
+        status_code, request_id = response.get("status_code"), response.get("request_id")
+        result = cls(custom_id, data.get("id"), status_code, request_id, body, error)
         result._raw = dict(data)
         return result
 
@@ -1267,6 +1385,32 @@ def _scrub(value: Any, secrets: list[str]) -> Any:
     return value
 
 
+def _header_value(name: str, value: str) -> str:
+    """A header value that can be sent; one that cannot is refused by its position, never
+    shown, since it may be a key."""
+    bad = [index for index, char in enumerate(str(value)) if char < " " and char != "\t"]
+    if bad:
+        raise _ArgumentError(
+            f"The {name} header has a character that cannot be sent in HTTP (position "
+            f"{bad[0] + 1} of {len(str(value))}); check how it was copied."
+        )
+    return str(value)
+
+
+def _secrets(headers: Mapping[str, str]) -> list[str]:
+    """The credentials among request headers: the values never to show, longest first."""
+    found = []
+    for name, value in headers.items():
+        if name.lower() in _PLAIN_HEADERS or not value:
+            continue
+        scheme, _, token = value.partition(" ")
+        known = token and scheme.lower() in ("bearer", "basic", "token")
+        found.append(token.strip() if known else value)
+        if name.lower() == "cookie":  # each cookie's value alone, as a server may echo it
+            found += [part.partition("=")[2].strip() for part in value.split(";")]
+    return sorted({secret for secret in found if len(secret) >= 8}, key=len, reverse=True)
+
+
 def _unexpected_body(
     expected: str, raw: bytes, status: int, headers: dict[str, str], request: _RequestInfo
 ) -> APIResponseValidationError:
@@ -1294,6 +1438,7 @@ def _expect_object(payload: Any, what: str, request: _RequestInfo | None) -> dic
     return payload
 
 
+_NOT_JSON = object()
 _STALE_CONNECTION_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 # Headers that carry no credential: the only ones sent on after a redirect to another origin,
 # and the only ones whose values may show in an error. Any other header may be a key
@@ -1332,6 +1477,7 @@ class _Transport:
         self.random = random
         self.pool = _Pool()
         self.last_date: tuple[float, float] | None = None  # the last Date header, and when
+        self.drops_metadata = False  # seen: a batch made without the metadata it was sent
 
     def close(self) -> None:
         self.pool.close()
@@ -1356,7 +1502,7 @@ class _Transport:
             for existing in [key for key in headers if key.lower() == name.lower()]:
                 del headers[existing]
             if value is not None:
-                headers[name] = value
+                headers[name] = _header_value(name, value)
         return headers
 
     # -- retries ---------------------------------------------------------------------------
@@ -1424,27 +1570,30 @@ class _Transport:
             raw = self.read_and_release(response, connection, request)
             received = _lower_headers(response)
             if response.status >= 300:
-                raise self.scrubbed(_status_error(response.status, received, raw, request))
+                raise self.scrubbed(_status_error(response.status, received, raw, request), sent)
             try:
                 payload = json.loads(raw)
             except ValueError:
+                payload = _NOT_JSON
+            if payload is _NOT_JSON:  # raised here, so that no JSONDecodeError holds the body
                 error = _unexpected_body("JSON", raw, response.status, received, request)
-                raise self.scrubbed(error) from None
+                raise self.scrubbed(error, sent)
             try:
                 return parse(payload)
             except APIError as exc:  # the wrong shape: its body is what the server sent
                 exc.request = exc.request or request
-                raise self.scrubbed(exc) from None
+                raise self.scrubbed(exc, sent) from None
 
         return self.call(attempt, recover=recover)
 
-    def scrubbed(self, error: _E) -> _E:
-        """The error without any credential, should a server or a proxy have echoed one back.
+    def scrubbed(self, error: _E, sent: Mapping[str, str]) -> _E:
+        """The error without any credential it was ``sent`` with, should a server or a proxy
+        have echoed one back.
 
         Every attribute a caller may print or log is cleaned: the message, the body, the
         headers, and ``error.response``'s text and headers.
         """
-        secrets = self.secrets()
+        secrets = _secrets(sent)
         if not secrets:
             return error
         error.message = _scrub(error.message, secrets)
@@ -1455,17 +1604,6 @@ class _Transport:
             error.response.headers = _scrub(error.response.headers, secrets)
             error.response.text = _scrub(error.response.text, secrets)
         return error
-
-    def secrets(self) -> list[str]:
-        """The credentials among the headers this client sends: the values to never show."""
-        found = []
-        for name, value in self.headers.items():
-            if name.lower() in _PLAIN_HEADERS or not value:
-                continue
-            scheme, _, token = value.partition(" ")
-            known = token and scheme.lower() in ("bearer", "basic", "token")
-            found.append(token.strip() if known else value)
-        return sorted({secret for secret in found if len(secret) >= 8}, key=len, reverse=True)
 
     def stream(
         self,
@@ -1484,13 +1622,13 @@ class _Transport:
             received = _lower_headers(response)
             if response.status >= 300:
                 raw = self.read_and_release(response, connection, request)
-                raise self.scrubbed(_status_error(response.status, received, raw, request))
+                raise self.scrubbed(_status_error(response.status, received, raw, request), sent)
             if received.get("content-type", "").startswith("text/html"):
                 # The API serves files as data, never as web pages: this is a proxy's login
                 # or block page, and saving it as the batch's output would lose the results.
                 raw = self.read_and_release(response, connection, request)
                 error = _unexpected_body("file content", raw, response.status, received, request)
-                raise self.scrubbed(error)
+                raise self.scrubbed(error, sent)
             return BinaryContent(
                 response,
                 connection,
@@ -1775,14 +1913,20 @@ class BinaryContent:
 
     def iter_lines(self) -> Iterator[str]:
         """The body as text lines, without their line endings."""
-        pending = b""
+        # A line not ended yet is kept in pieces and joined once, when it ends: adding each
+        # chunk to it copied it again for every chunk, and a line of 80 MB took 75 s.
+        pending: list[bytes] = []
         for chunk in self.iter_bytes():
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
+            *ended, rest = chunk.split(b"\n")
+            if ended:
+                ended[0] = b"".join([*pending, ended[0]])
+                pending = []
+            for line in ended:
                 yield line.rstrip(b"\r").decode("utf-8")
-        if pending:
-            yield pending.rstrip(b"\r").decode("utf-8")
+            pending.append(rest)
+        last = b"".join(pending)
+        if last:
+            yield last.rstrip(b"\r").decode("utf-8")
 
     def read(self) -> bytes:
         """The whole body (kept in memory; prefer ``write_to_file`` for large files)."""
@@ -1853,7 +1997,13 @@ class _AtomicFile:
             raise IsADirectoryError(errno.EISDIR, "Is a directory, not a file name", self.path)
         self.partial = os.path.join(directory, f".{name}.{os.urandom(4).hex()}.part")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        self.file: IO[bytes] = open(os.open(self.partial, flags, 0o666), "wb")  # noqa: SIM115
+        try:
+            descriptor = os.open(self.partial, flags, 0o666)
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, "No such folder", directory or ".") from None
+        except OSError as exc:  # named by the target: the temporary name means nothing to anyone
+            raise type(exc)(exc.errno, exc.strerror, self.path) from None
+        self.file: IO[bytes] = open(descriptor, "wb")  # noqa: SIM115
         self.done = False
 
     def __enter__(self) -> _AtomicFile:
@@ -1997,31 +2147,29 @@ def _with_extra(body: dict[str, Any], extra_body: Mapping[str, Any] | None) -> d
     return {**body, **extra_body} if extra_body else body
 
 
-def _identity(metadata: Mapping[str, str] | None, given: str | None) -> tuple[str, bool]:
+def _identity(metadata: Mapping[str, str], given: str | None) -> tuple[str, bool]:
     """A create call's idempotency key, and whether the batch's metadata has room for it.
 
-    The key is the caller's (``idempotency_key``, or the metadata's own entry) or a new random
-    one. With 16 metadata keys there is no room, which a caller's key cannot do without.
+    The key is the caller's ``idempotency_key`` or a new random one. With 16 metadata keys of
+    the caller's own there is no room, which a caller's key cannot do without.
     """
-    mine = (metadata or {}).get(IDEMPOTENCY_METADATA_KEY)
-    if given is not None:
-        if not isinstance(given, str) or not 0 < len(given) <= _MAX_KEY_LENGTH:
-            raise _ArgumentError(
-                f"idempotency_key must be a string of 1 to {_MAX_KEY_LENGTH} characters"
-            )
-        if mine is not None and mine != given:
-            raise _ArgumentError(
-                f"metadata[{IDEMPOTENCY_METADATA_KEY!r}] differs from idempotency_key; "
-                "give the key once"
-            )
-    key = given or mine
-    room = mine is not None or len(metadata or {}) < _METADATA_MAX_KEYS
-    if key is not None and not room:
+    if given is not None and (not isinstance(given, str) or not 0 < len(given) <= _MAX_KEY_LENGTH):
+        raise _ArgumentError(
+            f"idempotency_key must be a string of 1 to {_MAX_KEY_LENGTH} characters"
+        )
+    room = len(metadata) < _METADATA_MAX_KEYS
+    if given is not None and not room:
         raise _ArgumentError(
             f"metadata has {_METADATA_MAX_KEYS} keys, leaving no room for the idempotency key; "
-            f"drop one to use idempotency_key"
+            "drop one to use idempotency_key"
         )
-    return key or os.urandom(16).hex(), room
+    return given or os.urandom(16).hex(), room
+
+
+def _own_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """The caller's metadata without an idempotency key copied from another batch's: each
+    call has its own key, and a copied one would find that other batch."""
+    return {k: v for k, v in (metadata or {}).items() if k != IDEMPOTENCY_METADATA_KEY}
 
 
 class _Create:
@@ -2030,8 +2178,9 @@ class _Create:
     The key goes in the batch's metadata (``IDEMPOTENCY_METADATA_KEY``) and in an
     Idempotency-Key header. When a try's outcome is unknown, the batch list is read for the
     key, never for a file or a time; finding it ends the call, and not finding it within 30 s
-    lets the next try go. Should two batches carry the key, the oldest is kept and the other
-    cancelled.
+    lets the next try go. After a create that may have a twin (an unknown try before it, or a
+    caller's key that another process may hold), the call waits to see its batch listed, then
+    keeps the oldest batch with the key and cancels the others.
     """
 
     def __init__(self, batches: Batches, key: str, stored: bool, options: dict[str, Any]) -> None:
@@ -2041,8 +2190,8 @@ class _Create:
         self.unknown = False  # a try may have made a batch that we have not seen
         self.recovered: Batch | None = None  # the batch found in the list after such a try
 
-    def run(self, body: dict[str, Any], headers: _Headers | None, checked: bool) -> Batch:
-        """Send the create with retries; ``checked``: a batch it makes may meet a twin."""
+    def run(self, body: dict[str, Any], headers: _Headers | None, shared: bool) -> Batch:
+        """Send the create with retries; ``shared``: another process may hold the key."""
         made = self.transport.request_json(
             "POST",
             "/batches",
@@ -2053,10 +2202,28 @@ class _Create:
             timeout=self.options["timeout"],
             recover=self.recover,
         )
-        if made is not self.recovered and (self.unknown or checked):
-            # A try whose outcome was unknown may have made a twin since; so may another
-            # process that holds the same key.
-            return self.keep_one([made, *self.matching(self.lookback())])
+        if made is self.recovered:
+            return made
+        if self.stored and not _carries_key(made, self.key):
+            self.transport.drops_metadata = True  # later unknown outcomes cannot be looked up
+            return made
+        return self.confirm(made) if self.unknown or shared else made
+
+    def confirm(self, made: Batch) -> Batch:
+        """Keep one batch of the key, once the list shows ``made`` or a twin (30 s at most).
+
+        A list that lags shows batches in the order they were made, so once it shows this
+        call's batch, it shows any twin made before it.
+        """
+        for pause in _SETTLE_PAUSES:
+            if pause:
+                self.transport.sleep(pause)
+            try:
+                found = self.matching(self.lookback())
+            except OutcomeUnknownError:
+                return made  # the list cannot be read: the batch in hand is this call's
+            if found:
+                return self.keep_one([made, *found])
         return made
 
     def recover(self, error: APIError, last: bool) -> Batch | None:
@@ -2064,11 +2231,15 @@ class _Create:
         if not _outcome_unknown(error):
             return None
         self.unknown = True
-        if not self.stored:
+        if not self.stored or self.transport.drops_metadata:
+            why = (
+                "with 16 metadata keys there was no room for the key that would tell"
+                if not self.stored
+                else "this server does not keep metadata, so its key cannot tell"
+            )
             raise OutcomeUnknownError(
-                f"A create call failed ({error}) and may have made its batch; with 16 metadata "
-                "keys there was no room for the key that would tell, so it was not sent again. "
-                "Check `openai-batch list` before creating it again.",
+                f"A create call failed ({error}) and may have made its batch; {why}, so it was "
+                "not sent again. Check `openai-batch list` before creating it again.",
                 idempotency_key=None,
                 request=error.request,
             ) from error
@@ -2102,11 +2273,12 @@ class _Create:
                 return found
         return []
 
-    def matching(self, lookback: float) -> list[Batch]:
+    def matching(self, lookback: float, sent: bool = True) -> list[Batch]:
         """The listed batches with the key, made within ``lookback`` seconds of now.
 
         The cut-off is on the server's clock, read from the list's own Date header, so that
         our clock being wrong cannot hide a batch; without any Date, the whole list is read.
+        A list that cannot be read is an unknown outcome once a create has been ``sent``.
         """
         found, cutoff = [], None
         try:
@@ -2114,12 +2286,13 @@ class _Create:
                 if cutoff is None:
                     now = self.transport.server_now()
                     cutoff = -1.0 if now is None else now - lookback
-                metadata = batch.metadata if isinstance(batch.metadata, dict) else {}
-                if metadata.get(IDEMPOTENCY_METADATA_KEY) == self.key:
+                if _carries_key(batch, self.key):
                     found.append(batch)
                 elif isinstance(batch.created_at, (int, float)) and batch.created_at < cutoff:
                     break  # newest first: every batch past this one is older still
         except APIError as exc:
+            if not sent:
+                raise
             raise OutcomeUnknownError(
                 f"A create call's outcome is unknown, and the batch list could not be read to "
                 f"find its batch (idempotency key {self.key}), so it was not sent again: {exc}",
@@ -2134,16 +2307,37 @@ class _Create:
         ordered = sorted(unique.values(), key=lambda b: (b.created_at or 0, b.id))
         kept = ordered[0]
         for twin in ordered[1:]:
-            if twin.is_terminal or twin.status in ("cancelling",):
+            if twin.is_terminal or twin.status == BatchStatus.CANCELLING:
                 continue
             try:
                 self.batches.cancel(twin.id, **self.options)
             except APIError as exc:
-                raise OpenAIError(
+                raise DuplicateBatchError(
                     f"Batch {twin.id} duplicates {kept.id} (the same idempotency key) and "
-                    f"could not be cancelled: {exc}. Cancel it: openai-batch cancel {twin.id}"
+                    f"could not be cancelled: {exc}. Cancel it: openai-batch cancel {twin.id}",
+                    kept,
+                    twin.id,
                 ) from exc
         return kept
+
+
+def _carries_key(batch: Batch, key: str) -> bool:
+    metadata = batch.metadata if isinstance(batch.metadata, dict) else {}
+    return metadata.get(IDEMPOTENCY_METADATA_KEY) == key
+
+
+def _same_call(batch: Batch, key: str, input_file_id: str | None, endpoint: str) -> Batch:
+    """``batch``, made earlier with ``key``, if it was made for the same work; a key used
+    again for other work is refused, as Stripe refuses it."""
+    if (input_file_id is None or batch.input_file_id == input_file_id) and _text(
+        batch.endpoint
+    ) == endpoint:
+        return batch
+    raise _ArgumentError(
+        f"idempotency key {key!r} made batch {batch.id} from {batch.input_file_id} for "
+        f"{_text(batch.endpoint)}; this call asks for "
+        f"{input_file_id or 'a new upload'} for {endpoint}. Use a new key for new work."
+    )
 
 
 class Batches:
@@ -2182,27 +2376,30 @@ class Batches:
         batch was made: the list could not be read, or 16 metadata keys left no room for the
         key.
         """
-        body = _create_body(input_file_id, endpoint, completion_window, metadata)
+        if extra_body and "metadata" in extra_body:
+            raise _ArgumentError("give metadata as metadata=, so that the idempotency key joins it")
+        own = _own_metadata(metadata)
+        body = _create_body(input_file_id, endpoint, completion_window, own)
         if output_expires_after is not None:
             body["output_expires_after"] = dict(output_expires_after)
-        key, stored = _identity(metadata, idempotency_key)
+        key, stored = _identity(own, idempotency_key)
         if stored:
-            body["metadata"] = {**(metadata or {}), IDEMPOTENCY_METADATA_KEY: key}
+            body["metadata"] = {**own, IDEMPOTENCY_METADATA_KEY: key}
         options = {"extra_headers": extra_headers, "extra_query": extra_query, "timeout": timeout}
         call = _Create(self, key, stored, options)
-        if idempotency_key is not None or IDEMPOTENCY_METADATA_KEY in (metadata or {}):
-            found = call.matching(_KEY_HORIZON)
+        shared = idempotency_key is not None
+        if shared:
+            found = call.matching(_KEY_HORIZON, sent=False)
             if found:
-                return call.keep_one(found)
-            return call.run(_with_extra(body, extra_body), extra_headers, checked=True)
-        return call.run(_with_extra(body, extra_body), extra_headers, checked=False)
+                return _same_call(call.keep_one(found), key, input_file_id, body["endpoint"])
+        return call.run(_with_extra(body, extra_body), extra_headers, shared)
 
     def _made_with(self, key: str) -> Batch | None:
         """The batch made with this idempotency key in the last 30 days, if there is one."""
         call = _Create(
             self, key, True, {"extra_headers": None, "extra_query": None, "timeout": None}
         )
-        found = call.matching(_KEY_HORIZON)
+        found = call.matching(_KEY_HORIZON, sent=False)
         return call.keep_one(found) if found else None
 
     def retrieve(
@@ -2476,11 +2673,16 @@ def _file_source(file: _FileInput) -> tuple[str, int, Callable[[], Iterator[byte
         data = bytes(file)
         return "input.jsonl", len(data), lambda: iter((data,))
     if isinstance(file, (str, os.PathLike)):
+        import stat
+
         path = os.fspath(file)
         if os.path.isdir(path):
             raise IsADirectoryError(21, "Is a directory, not a file to upload", path)
         with open(path, "rb") as handle:  # a missing or unreadable file fails here, with its name
             size = os.fstat(handle.fileno()).st_size
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # a pipe: `<(cat f)`
+                data = handle.read()
+                return os.path.basename(path), len(data), lambda: iter((data,))
         return os.path.basename(path), size, lambda: _read_path(path, size)
     if hasattr(file, "read"):
         return _stream_source(file)
@@ -2643,8 +2845,10 @@ def _raw_lines(source: _PathLike | IO[Any]) -> Iterator[tuple[int, bytes | str]]
 
 def _binary_lines(path: _PathLike) -> Iterator[tuple[int, bytes]]:
     with open(path, "rb") as handle:
-        for number, line in enumerate(handle, 1):
-            yield number, line[3:] if number == 1 and line[:3] == _BOM else line
+        first = handle.readline()
+        if first:
+            yield 1, first[3:] if first[:3] == _BOM else first
+        yield from enumerate(handle, 2)  # the rest line by line in C, with no test for a BOM
 
 
 def read_jsonl(path_or_file: _PathLike | IO[Any]) -> Iterator[dict[str, Any]]:
@@ -2658,20 +2862,43 @@ def read_jsonl(path_or_file: _PathLike | IO[Any]) -> Iterator[dict[str, Any]]:
         yield _parse_line(line, name, number)
 
 
+_LINE_ENDINGS = ("\n", "\r\n", "")
+
+
 def _parse_line(line: bytes | str, name: str, number: int) -> dict[str, Any]:
+    # raw_decode of the decoded line skips what json.loads adds to every call (it guesses the
+    # encoding of bytes and matches whitespace at both ends), a third of its time on a short
+    # line. A line that is not just a JSON object and a line ending goes to _parse_line_slowly,
+    # which parses it as before and names what is wrong.
+    try:
+        text = line.decode() if isinstance(line, bytes) else line
+        data, end = _decode_line(text)
+        if type(data) is dict and text[end:] in _LINE_ENDINGS:
+            return data
+    except (TypeError, ValueError, RecursionError):
+        pass
+    return _parse_line_slowly(line, name, number)
+
+
+def _parse_line_slowly(line: bytes | str, name: str, number: int) -> dict[str, Any]:
     if not line.strip():
         raise InputFileError(name, [(number, "blank line")])
+    # Without its line ending, so that an error's column is on this line.
+    text = line.rstrip(b"\r\n") if isinstance(line, bytes) else line.rstrip("\r\n")
     try:
-        # Without its line ending, so that an error's column is on this line.
-        data = json.loads(line.rstrip(b"\r\n") if isinstance(line, bytes) else line.rstrip("\r\n"))
+        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except ValueError as exc:
-        raise InputFileError(name, [(number, f"not valid JSON: {_json_reason(exc)}")]) from None
+        reason = _json_reason(exc, text)
+        raise InputFileError(name, [(number, f"not valid JSON: {reason}")]) from None
     if not isinstance(data, dict):
         raise InputFileError(name, [(number, f"expected a JSON object, got {_json_type(data)}")])
     return data
 
 
-def _json_reason(exc: ValueError) -> str:
+def _json_reason(exc: ValueError, text: bytes | str) -> str:
+    if isinstance(exc, _NotFinite):
+        plain = _plain_json_error(text)
+        return exc.at(text) if plain is None else _json_reason(plain, text)
     if isinstance(exc, UnicodeDecodeError):
         return f"not UTF-8 text (byte {exc.start + 1})"
     if isinstance(exc, json.JSONDecodeError):
@@ -2697,6 +2924,9 @@ def _embedding_inputs(body: Mapping[str, Any]) -> int:
     if isinstance(value, list) and value and not isinstance(value[0], int):
         return len(value)
     return 0 if value is None else 1
+
+
+_EMBEDDINGS_URL = BatchEndpoint.EMBEDDINGS.value  # once: an enum's value is a property
 
 
 class _InputCheck:
@@ -2780,7 +3010,7 @@ class _InputCheck:
         self.body_model(number, body.get("model"))
         if body.get("stream") is True:
             self.problem(number, 'body sets "stream": true; batch requests cannot stream')
-        if url == BatchEndpoint.EMBEDDINGS.value:
+        if url == _EMBEDDINGS_URL:
             self.inputs += _embedding_inputs(body)
 
     def body_model(self, number: int, model: object) -> None:
@@ -2956,10 +3186,17 @@ def iter_results(source: _Results) -> Iterator[BatchResult]:
     for number, line in lines:
         if isinstance(line, BatchResult):
             yield line
-        elif isinstance(line, dict):
-            yield BatchResult.from_dict(line)
-        elif line.strip():
-            yield BatchResult.from_dict(_parse_line(line, name, number))
+            continue
+        try:
+            data = line if isinstance(line, dict) else _parse_line(line, name, number)
+            result = BatchResult.from_dict(data)
+        except InputFileError:
+            if line.strip():
+                raise
+            continue  # a blank line carries no result (asked only of a line that failed)
+        except _NotFinite as exc:  # in a body sent as a JSON string
+            raise InputFileError(name, [(number, str(exc))]) from None
+        yield result
 
 
 def join_results(
@@ -3056,9 +3293,11 @@ class Client:
         self.organization = organization or os.environ.get("OPENAI_ORG_ID") or None
         self.project = project or os.environ.get("OPENAI_PROJECT_ID") or None
         self.base_url = _base_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
-        self.timeout = None if timeout is None else float(timeout)  # None: wait forever
+        self.timeout = _timeout(timeout)  # None: wait forever
         self.max_retries = int(max_retries)
-        self.default_headers = dict(default_headers or {})
+        if self.max_retries < 0:
+            raise _ArgumentError(f"max_retries must be 0 or more, not {max_retries!r}")
+        self.default_headers = {k: _header_value(k, v) for k, v in (default_headers or {}).items()}
         self._transport = _Transport(
             base_url=self.base_url,
             headers=self._headers(),
@@ -3152,7 +3391,7 @@ class Client:
         ``batches.create``).
         """
         _check_metadata(metadata)
-        _identity(metadata, idempotency_key)
+        _identity(_own_metadata(metadata), idempotency_key)
         if not isinstance(path_or_requests, (str, os.PathLike)):
             import tempfile
 
@@ -3171,7 +3410,7 @@ class Client:
         if idempotency_key is not None:
             made = self.batches._made_with(idempotency_key)
             if made is not None:
-                return made
+                return _same_call(made, idempotency_key, None, summary.endpoint or "")
         upload = self.files.create(file=path_or_requests, purpose="batch")
         if on_upload is not None:
             on_upload(upload)
@@ -3230,6 +3469,20 @@ class Client:
 
 #: The official package's name for the client, so that only the import changes.
 OpenAI = Client
+
+
+def _timeout(seconds: float | None) -> float | None:
+    """A timeout in seconds: positive and finite, or None to wait as long as it takes."""
+    import math
+
+    if seconds is None:
+        return None
+    value = float(seconds)
+    if not (math.isfinite(value) and 0 < value <= _MAX_TIMEOUT):
+        raise _ArgumentError(
+            f"timeout must be seconds from 0 to {_MAX_TIMEOUT:g}, or None, not {seconds!r}"
+        )
+    return value
 
 
 def _api_key(given: str | None) -> str:
@@ -4130,7 +4383,7 @@ def _since(text: str) -> tuple[float, float | None]:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
         return float(text[:-1]) * units[text[-1]], None
-    if text.replace(".", "", 1).isdigit():
+    if text.replace(".", "", 1).isdigit() and float(text) <= _LATEST_DATE:
         return 0.0, float(text)
     try:
         parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -4165,9 +4418,9 @@ def _number(low: float, high: float, whole: bool = False) -> Callable[[str], flo
     return parse
 
 
-_SECONDS = _number(0, 86400.0)  # a request: up to a day
+_SECONDS = _number(0.1, 86400.0)  # a request: up to a day
 _WAIT_SECONDS = _number(0, 31 * 86400.0)  # a wait: longer than any batch's window
-_INTERVAL = _number(0, 3600.0)
+_INTERVAL = _number(0.1, 3600.0)  # not a tight loop of polls
 _COUNT = _number(1, 1_000_000, whole=True)
 _RETRIES = _number(0, 100, whole=True)
 _EXPIRY = _number(3600, 2_592_000, whole=True)  # output_expires_after: an hour to 30 days
@@ -4504,7 +4757,8 @@ def _report(exc: BaseException, console: _Console, key: str | None, command: str
 def _describe(exc: BaseException) -> str:
     """An error as one line for a person: a missing file reads "No such file: x.jsonl"."""
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        reason = "No such file" if isinstance(exc, FileNotFoundError) else exc.strerror
+        plain = isinstance(exc, FileNotFoundError) and exc.strerror != "No such folder"
+        reason = "No such file" if plain else exc.strerror
         return f"{reason}: {exc.filename}"
     return str(exc)
 
@@ -4566,6 +4820,7 @@ def main(argv: list[str] | None = None, *, client: Client | None = None) -> int:
     clock = client._transport.clock if client is not None else time.time
     console = _Console.detect(clock)
     session = _Session(args, console, client)
+    restore = _unwind_on_signals()
     try:
         code: int = args.run(session)
         return code
@@ -4585,6 +4840,30 @@ def main(argv: list[str] | None = None, *, client: Client | None = None) -> int:
         )
         command = " ".join(filter(None, (args.command, getattr(args, "verb", None))))
         return _report(exc, console, key, command)
+    finally:
+        restore()
+
+
+def _unwind_on_signals() -> Callable[[], None]:
+    """Make SIGTERM and SIGHUP unwind the command as Ctrl-C does, so that no temporary file
+    is left behind (``timeout``, a closed terminal); returns what puts the old handlers back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def unwind(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    before = {name: signal.signal(getattr(signal, name), unwind) for name in names}
+
+    def restore() -> None:
+        for name, handler in before.items():
+            signal.signal(getattr(signal, name), handler)
+
+    return restore
 
 
 if __name__ == "__main__":

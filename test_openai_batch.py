@@ -2497,16 +2497,12 @@ def _chat_path(api: FakeAPI) -> str:
 def test_two_processes_with_one_key_end_with_one_batch(api: FakeAPI) -> None:
     file_id = _seeded_file(api)
     api.list_lag = 1.0  # the second process looks before the first one's batch is listed
-    first = make_client(api).batches.create(
-        input_file_id=file_id, endpoint="/v1/chat/completions", idempotency_key="k1"
-    )
-    api.clock.advance(0.5)
-    # The second process's create takes a second, by which time the first batch is listed.
-    api.arm("POST", r"/v1/batches", Fault("slow", then=lambda: api.clock.advance(1.0)))
+    first = api.add_batch(input_file_id=file_id, metadata={KEY_FIELD: "k1"})  # just made
     second = make_client(api).batches.create(
         input_file_id=file_id, endpoint="/v1/chat/completions", idempotency_key="k1"
     )
-    assert second.id == first.id and _live(api) == [first.id] and len(api.batches) == 2
+    assert second.id == first["id"] and _live(api) == [first["id"]] and len(api.batches) == 2
+    assert api.clock.sleeps == [1.0]  # it waited for the list to show a batch of its key
 
 
 def test_the_recovery_lookup_keeps_the_calls_query_headers_and_key(api: FakeAPI) -> None:
@@ -3982,7 +3978,7 @@ def test_wait_on_a_terminal_redraws_one_live_line(api: FakeAPI) -> None:
     batch = make_client(api).submit(chat_requests(20, fail=(4,)))
     leader, follower = os.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "openai_batch", "wait", batch.id, "--interval", "0.05"],
+        [sys.executable, "-m", "openai_batch", "wait", batch.id, "--interval", "0.1"],
         env=_module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url, COLUMNS="100"),
         stdin=follower,
         stdout=follower,
@@ -4812,17 +4808,17 @@ def test_a_twin_that_already_ended_is_left_alone_and_one_that_will_not_cancel_is
     )
     assert again.id == old["id"]
     twin = api.add_batch(input_file_id=file_id, metadata={KEY_FIELD: "k"})
+    chat = "/v1/chat/completions"
     assert (
-        client.batches.create(
-            input_file_id=file_id, endpoint="/v1/embeddings", idempotency_key="k"
-        ).id
-        == old["id"]
+        client.batches.create(input_file_id=file_id, endpoint=chat, idempotency_key="k").id
+        == (old["id"])
     )
     assert api.batches[twin["id"]]["status"] == "cancelling"
     api.add_batch(id="batch_twin", input_file_id=file_id, metadata={KEY_FIELD: "k"})
     api.arm("POST", r"/v1/batches/batch_twin/cancel", *[Fault.error(403)])
-    with raises(ob.OpenAIError) as info:
-        client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", idempotency_key="k")
+    with raises(ob.DuplicateBatchError) as info:
+        client.batches.create(input_file_id=file_id, endpoint=chat, idempotency_key="k")
+    assert (info.value.batch.id, info.value.duplicate_id) == (old["id"], "batch_twin")
     assert str(info.value).startswith(
         f"Batch batch_twin duplicates {old['id']} (the same idempotency key) and could not be "
         "cancelled: Error code: 403 - Injected 403"
@@ -5203,3 +5199,158 @@ def _update_readme() -> None:
 
 if __name__ == "__main__" and sys.argv[1:] == ["--update-readme"]:
     _update_readme()
+
+
+def test_a_key_copied_in_metadata_does_not_find_the_batch_it_came_from(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [request_line("a")])
+    first = client.submit(path, metadata={"job": "nightly"})
+    again = client.submit(path, metadata=first.metadata)  # the job's tags carried over
+    assert again.id != first.id and again.metadata is not None
+    assert again.metadata["job"] == "nightly" and _key_of(again) != _key_of(first)
+
+
+def test_a_key_used_again_for_other_work_is_refused(client: Client, api: FakeAPI) -> None:
+    file_id = _seeded_file(api)
+    chat = "/v1/chat/completions"
+    made = client.batches.create(input_file_id=file_id, endpoint=chat, idempotency_key="job-1")
+    other = _seeded_file(api)
+    with raises(ValueError) as info:
+        client.batches.create(input_file_id=other, endpoint=chat, idempotency_key="job-1")
+    assert str(info.value) == (
+        f"idempotency key 'job-1' made batch {made.id} from {file_id} for /v1/chat/completions; "
+        f"this call asks for {other} for /v1/chat/completions. Use a new key for new work."
+    )
+    with raises(ValueError, match="give metadata as metadata=, so that the idempotency key joins"):
+        client.batches.create(
+            input_file_id=file_id, endpoint="/v1/embeddings", extra_body={"metadata": {}}
+        )
+    assert len(api.batches) == 1
+
+
+def test_a_server_that_drops_metadata_is_not_guessed_at(api: FakeAPI) -> None:
+    client, file_id = make_client(api), _seeded_file(api)
+    original = api._create_batch
+
+    def forgetful(request: Recorded) -> dict[str, Any]:
+        batch = original(request)
+        batch["metadata"] = None
+        return batch
+
+    api._create_batch = forgetful  # type: ignore[method-assign]
+    first = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert first.metadata is None
+    api.arm("POST", r"/v1/batches", Fault.lose_response())
+    with raises(ob.OutcomeUnknownError, match="this server does not keep metadata"):
+        client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert len(api.batches) == 2 and len(requests_to(api, "POST", r"/v1/batches")) == 2
+
+
+def test_a_key_lookup_that_fails_before_sending_is_the_lists_own_error(
+    client: Client, api: FakeAPI
+) -> None:
+    file_id = _seeded_file(api)
+    api.arm("GET", r"/v1/batches", *[Fault.error(503)] * 3)
+    with raises(ob.InternalServerError):
+        client.batches.create(
+            input_file_id=file_id, endpoint="/v1/chat/completions", idempotency_key="k"
+        )
+    assert requests_to(api, "POST", r"/v1/batches") == []
+
+
+def test_a_twin_check_that_cannot_read_the_list_returns_the_batch_made(
+    client: Client, api: FakeAPI
+) -> None:
+    file_id = _seeded_file(api)
+    api.arm("GET", r"/v1/batches", Fault.slow(0), *[Fault.error(503)] * 3)
+    made = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", idempotency_key="k"
+    )
+    assert list(api.batches) == [made.id]
+
+
+# Non-finite numbers: every reader refuses what the validator refuses, naming the line.
+
+_NUMBERS = ",".join(["-0.0123", "1.2e-05"] * 400)  # a line dense with numbers is checked apart
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"a": NaN}', "not valid JSON: NaN is not a JSON number (column 7)"),
+        ('{"a": [1, -Infinity]}', "not valid JSON: -Infinity is not a JSON number (column 11)"),
+        ('{"a": 1e400}', "not valid JSON: 1e400 is out of range for a float (column 7)"),
+        ('{"a": -1E+400}', "not valid JSON: -1E+400 is out of range for a float (column 7)"),
+        (
+            '{"a": ' + "9" * 309 + ".5}",
+            "not valid JSON: 99999999999999999999999… is out of range for a float (column 7)",
+        ),
+        (
+            '{"a": [' + _NUMBERS + ",1e999]}",
+            f"not valid JSON: 1e999 is out of range for a float (column {len(_NUMBERS) + 9})",
+        ),
+        # A line that is not JSON for another reason too keeps the message it had.
+        ('{"a": NaN x}', "not valid JSON: Expecting ',' delimiter (column 11)"),
+    ],
+    ids=["nan", "-infinity", "1e400", "-1E+400", "309 digits", "in an embedding", "and more"],
+)
+def test_read_jsonl_refuses_numbers_that_json_or_a_float_cannot_hold(
+    tmp_path: Any, line: str, message: str
+) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [{"a": "NaN, Infinity and 1e400 in a string"}, line])
+    lines = ob.read_jsonl(path)
+    assert next(lines) == {"a": "NaN, Infinity and 1e400 in a string"}
+    with raises(ob.InputFileError) as info:
+        next(lines)
+    assert str(info.value) == f"{path}: line 2: {message}"
+
+
+def test_validate_input_refuses_nan_infinity_and_numbers_too_large(tmp_path: Any) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    lines = [
+        request_line("a", body={"model": "gpt-4o-mini", "temperature": float("nan")}),
+        '{"custom_id":"b","method":"POST","url":"/v1/chat/completions",'
+        '"body":{"model":"gpt-4o-mini","temperature":1e400}}',
+        request_line("c", body={**body, "stop": ["NaN", "Infinity"]}),
+    ]
+    assert _problems(tmp_path, lines) == [
+        (1, "not valid JSON: NaN is not a JSON number (column 117)"),
+        (2, "not valid JSON: 1e400 is out of range for a float (column 107)"),
+    ]
+
+
+def test_iter_results_refuses_them_in_lines_and_in_bodies_sent_as_json_text(
+    tmp_path: Any,
+) -> None:
+    scored = {"custom_id": "a", "response": {"status_code": 200, "body": '{"score": 0.5}'}}
+    text = {"custom_id": "b", "response": {"status_code": 200, "body": "NaN is not a number"}}
+    nan = {"custom_id": "c", "response": {"status_code": 200, "body": '{"score": NaN}'}}
+    infinite = '{"custom_id": "d", "response": {"body": {"score": -Infinity}}}'
+    path = write_lines(tmp_path / "out.jsonl", [scored, text, infinite])
+    results = ob.iter_results(path)
+    assert [next(results).body, next(results).body] == [{"score": 0.5}, "NaN is not a number"]
+    with raises(ob.InputFileError) as info:
+        next(results)
+    assert str(info.value) == (
+        f"{path}: line 3: not valid JSON: -Infinity is not a JSON number (column 51)"
+    )
+    with raises(ob.InputFileError) as info:
+        list(ob.iter_results([scored, "", nan]))
+    assert str(info.value) == (
+        "<stream>: line 3: the response body is not valid JSON: NaN is not a JSON number "
+        "(column 11)"
+    )
+
+
+def test_join_and_retry_files_name_the_line_of_a_non_finite_number(tmp_path: Any) -> None:
+    requests = write_lines(tmp_path / "in.jsonl", [request_line("a")])
+    result = '{"custom_id": "a", "response": {"status_code": 200, "body": {"x": 1e400}}}'
+    results = write_lines(tmp_path / "out.jsonl", [result])
+    for call in (
+        lambda: list(ob.join_results(requests, results)),
+        lambda: ob.write_failed_requests(requests, results, tmp_path / "retry.jsonl"),
+    ):
+        with raises(ob.InputFileError, match=r"out\.jsonl: line 1: not valid JSON: 1e400 is out"):
+            call()
+    assert sorted(os.listdir(tmp_path)) == ["in.jsonl", "out.jsonl"]

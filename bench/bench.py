@@ -3,11 +3,14 @@
     python -m venv /tmp/bench && /tmp/bench/bin/pip install -r bench/requirements.txt
     /tmp/bench/bin/python bench/bench.py            # 200 MiB files, 10,000 batches, 5 repeats
     /tmp/bench/bin/python bench/bench.py --quick    # 10 MiB files, 2,000 batches, 3 repeats
+    python bench/bench.py --quick --source /tmp/copy  # openai_batch.py from another folder
 
 Every measurement is a fresh interpreter, so that imports, caches and memory never carry over
 from one case to the next; the server (bench/server.py) is another process, so that it never
-competes with a client for the GIL. openai_batch is imported from this repository, not from
-anything installed. Without the ``openai`` package the official rows are skipped, not failed.
+competes with a client for the GIL (a second one serves the case of one 40 MiB line).
+openai_batch is imported from this repository (or from the folder ``--source`` names, to
+measure a copy under change), never from anything installed. Without the ``openai`` package
+the official rows are skipped, not failed.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ _TIMEOUT = 900  # seconds for any one child: a hung client fails the run instead
 # Variables that would send the clients somewhere other than the local server, or change them.
 _DROPPED_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
 _MODULES = {False: "openai_batch", True: "openai"}  # by `official`
-_FILES = ("content", "upload", "requests", "outputs")  # the data files, made once per run
+_FILES = ("content", "upload", "requests", "outputs", "long")  # the data files, made once a run
+LONG_LINE_BYTES = 40 * MIB  # one embeddings output line: some 2,000 inputs of 1,536 numbers
+LONG_LINE_BUDGET = 5.0  # seconds iter_results may take over it from a files.content stream
 
 # ---------------------------------------------------------------------------------------------
 # Test data: batch input lines (chat requests) and output lines (BatchRequestOutput)
@@ -82,6 +87,38 @@ def output_line(number: int) -> str:
     response = {"status_code": 200, "request_id": f"req_{number:032x}", "body": body}
     line = {"id": f"batch_req_{number:024x}", "custom_id": f"request-{number}"}
     return json.dumps({**line, "response": response, "error": None}, separators=(",", ":"))
+
+
+def embeddings_line(size: int) -> str:
+    """One output line of an embeddings request with as many inputs as fit in ``size`` bytes.
+
+    Its numbers look like the API's (-0.033318721, 2.0843751e-05) and come from a formula, so
+    that every run reads the same line.
+    """
+    vectors = []
+    for number in range(64):  # distinct vectors, used in turn: parsing costs the same
+        steps = [(number * 7919 + index * 104_729) % 20_011 for index in range(1536)]
+        values = [(step - 10_005) / (163_840.3 if step % 97 else 480_000_000.7) for step in steps]
+        numbers = [float(f"{value:.8g}") for value in values]
+        vectors.append(json.dumps(numbers, separators=(",", ":")))
+    items: list[str] = []
+    used = 400  # room for what surrounds the list
+    while True:
+        item = (
+            f'{{"object":"embedding","index":{len(items)},"embedding":{vectors[len(items) % 64]}}}'
+        )
+        if used + len(item) + 1 > size:
+            break
+        items.append(item)
+        used += len(item) + 1
+    tokens = 8 * len(items)
+    body = '{"object":"list","data":[' + ",".join(items) + "]"
+    body += f',"model":"text-embedding-3-small","usage":{{"prompt_tokens":{tokens},'
+    body += f'"total_tokens":{tokens}}}}}'
+    response = f'{{"status_code":200,"request_id":"req_{0:032x}","body":{body}}}'
+    return (
+        f'{{"id":"batch_req_{0:024x}","custom_id":"request-0","response":{response},"error":null}}'
+    )
 
 
 def write_lines(
@@ -152,6 +189,9 @@ _JSONL_SCRIPTS = {
     "count = openai_batch.validate_input(sys.argv[1]).requests\nreport(start, count=count)",
     "iter_results": "import openai_batch\nstart = time.perf_counter()\n"
     "count = sum(1 for _ in openai_batch.iter_results(sys.argv[1]))\nreport(start, count=count)",
+    "iter_results_stream": _OURS
+    + "results = openai_batch.iter_results(client.files.content(sys.argv[1]))\n"
+    "count = sum(1 for _ in results)\nreport(start, count=count)",
 }
 
 COLD_LIST_OURS = ["-m", "openai_batch", "list", "--limit", "20"]
@@ -210,7 +250,7 @@ class Runner:
         return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def child_env(base_url: str) -> dict[str, str]:
+def child_env(base_url: str, source: str) -> dict[str, str]:
     """This environment, minus what would change either client or the interpreter.
 
     PYTHON* variables go: PYTHONDONTWRITEBYTECODE would make every run compile
@@ -226,7 +266,7 @@ def child_env(base_url: str) -> dict[str, str]:
         OPENAI_API_KEY=API_KEY,
         OPENAI_BASE_URL=base_url,
         NO_PROXY="127.0.0.1,localhost",
-        PYTHONPATH=REPO,  # openai_batch from this checkout, never an installed copy
+        PYTHONPATH=source,  # this checkout's openai_batch (or --source's), never an installed one
     )
     return env
 
@@ -320,6 +360,7 @@ class Settings:
     lines: int
     repeats: int
     official: bool  # whether the openai package can be imported
+    source: str = REPO  # the folder whose openai_batch.py the children import
 
 
 def repeat(settings: Settings, measure: Callable[[bool], None], *rows: Row) -> list[Row]:
@@ -485,6 +526,32 @@ def case_jsonl(runner: Runner, settings: Settings, name: str, path: str) -> list
     return [speed, peak, floor_speed, floor_peak]
 
 
+def case_long_line(runner: Runner, settings: Settings, path: str) -> list[Row]:
+    """iter_results over one huge line, streamed by files.content and from the path.
+
+    The server that serves this line is a second one, started for this case alone.
+    """
+    size = os.path.getsize(path)
+    label = f"iter_results, one {size / MIB:.0f} MiB line"
+    stream = Row(f"{label}, files.content stream: throughput", "MiB/s", True)
+    wall = Row(f"{label}, files.content stream: wall after import", "s")
+    local = Row(f"{label}, from the path: throughput", "MiB/s", True)
+    floor = Row("  json.loads of the same line (floor): throughput", "MiB/s", True)
+    with local_server(runner.python, 1, path) as url:
+        streamer = Runner(runner.python, child_env(url, settings.source), runner.workdir)
+        for _ in range(settings.repeats):
+            program = _PRELUDE + _JSONL_SCRIPTS["iter_results_stream"]
+            facts = expect(streamer.facts(program, CONTENT_FILE_ID), "count", 1, label)
+            record(False, (stream, size / MIB / facts["seconds"]), (wall, facts["seconds"]))
+            for row, name in ((local, "iter_results"), (floor, "floor")):
+                facts = expect(
+                    runner.facts(_PRELUDE + _JSONL_SCRIPTS[name], path), "count", 1, name
+                )
+                record(False, (row, size / MIB / facts["seconds"]))
+    stream.floor = local.floor = floor.ours
+    return [stream, wall, local, floor]
+
+
 # ---------------------------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------------------------
@@ -544,6 +611,11 @@ def print_targets(rows: list[Row]) -> None:
             peak = statistics.median(row.ours)
             verdict = "met" if peak < 50 else "MISSED"
             print(f"target: under 50 MiB peak RSS, {row.case}: {peak:.1f} MiB, {verdict}")
+        if row.case.startswith("iter_results, one") and row.unit == "s":
+            seconds = statistics.median(row.ours)
+            verdict = "ok" if seconds <= LONG_LINE_BUDGET else "MISSED"
+            case = row.case.replace(": wall after import", "")
+            print(f"target: {case}, budget {LONG_LINE_BUDGET:.0f} s: {seconds:.2f} s, {verdict}")
 
 
 def print_import_breakdown(extra: dict[str, object]) -> None:
@@ -584,6 +656,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lines", type=int, default=50_000, help="JSONL lines (50,000)")
     parser.add_argument("--repeats", type=int, help="runs per measure (5; quick: 3)")
     parser.add_argument("--json", metavar="FILE", help="also write every sample to FILE")
+    parser.add_argument(
+        "--source",
+        metavar="DIR",
+        default=REPO,
+        help="import openai_batch.py from DIR instead of this checkout",
+    )
     return parser.parse_args(argv)
 
 
@@ -597,16 +675,18 @@ def settings_from(args: argparse.Namespace, official: bool) -> Settings:
         lines=args.lines,
         repeats=pick(args.repeats, 5, 3),
         official=official,
+        source=os.path.abspath(args.source),
     )
 
 
 def make_files(workdir: str, settings: Settings) -> dict[str, str]:
-    """The four data files: the one to download, the one to upload and the two JSONL ones."""
+    """The data files: the one to download, the one to upload, and the JSONL ones."""
     paths = {name: os.path.join(workdir, f"{name}.jsonl") for name in _FILES}
     write_lines(paths["content"], output_line, size=settings.file_bytes)
     write_lines(paths["upload"], request_line, size=settings.file_bytes)
     write_lines(paths["requests"], request_line, lines=settings.lines)
     write_lines(paths["outputs"], output_line, lines=settings.lines)
+    write_lines(paths["long"], lambda _: embeddings_line(LONG_LINE_BYTES), lines=1)
     return paths
 
 
@@ -627,6 +707,7 @@ def run_cases(
             lambda: case_jsonl(runner, settings, "validate_input", paths["requests"]),
         ),
         ("iter_results", lambda: case_jsonl(runner, settings, "iter_results", paths["outputs"])),
+        ("one long line", lambda: case_long_line(runner, settings, paths["long"])),
     ]
     rows: list[Row] = []
     for name, step in steps:
@@ -638,9 +719,9 @@ def run_cases(
     return rows, extra
 
 
-def fingerprint() -> str:
+def fingerprint(folder: str) -> str:
     """A short hash of openai_batch.py, to tell whether it changed while the run went on."""
-    with open(os.path.join(REPO, "openai_batch.py"), "rb") as source:
+    with open(os.path.join(folder, "openai_batch.py"), "rb") as source:
         return hashlib.sha256(source.read()).hexdigest()[:12]
 
 
@@ -648,9 +729,10 @@ def print_header(command: str, settings: Settings, versions: dict[str, str | Non
     about = machine()
     print(f"command: {command}")
     print(f"machine: {about['python']} on {about['platform']}, {about['cpus']} CPUs")
+    official = versions["openai"] or "(not installed)"
     print(
-        f"clients: openai_batch {versions['openai_batch']} from {REPO} "
-        f"(sha256 {fingerprint()}…), openai {versions['openai'] or '(not installed)'}"
+        f"clients: openai_batch {versions['openai_batch']} from {settings.source} "
+        f"(sha256 {fingerprint(settings.source)}…), openai {official}"
     )
     print(
         f"sizes: {settings.file_bytes / MIB:.0f} MiB files, {settings.batches:,} batches, "
@@ -660,17 +742,18 @@ def print_header(command: str, settings: Settings, versions: dict[str, str | Non
 
 
 def run(args: argparse.Namespace, command: str, workdir: str) -> int:
-    started, source = time.perf_counter(), fingerprint()
+    started = time.perf_counter()
     settings = settings_from(args, official=False)
+    source = fingerprint(settings.source)
     paths = make_files(workdir, settings)
     with local_server(sys.executable, settings.batches, paths["content"]) as url:
-        runner = Runner(sys.executable, child_env(url), workdir)
+        runner = Runner(sys.executable, child_env(url, settings.source), workdir)
         versions = {name: module_version(runner, name) for name in _MODULES.values()}
         settings.official = versions["openai"] is not None
         print_header(command, settings, versions)
         rows, extra = run_cases(runner, settings, paths)
     print_report(rows, settings, extra)
-    if fingerprint() != source:
+    if fingerprint(settings.source) != source:
         print("\nWARNING: openai_batch.py changed during the run; its rows mix two versions.")
     elapsed = time.perf_counter() - started
     print(f"\nthe whole run took {elapsed:.0f} s")
