@@ -105,7 +105,8 @@ class FakeClock:
 class Fault:
     """One armed misbehaviour; see FakeAPI.arm."""
 
-    action: str  # "respond" | "drop" | "reset" | "lose_response" | "cut_body" | "slow" | "late"
+    # "respond" | "drop" | "reset" | "lose_response" | "cut_body" | "slow" | "late" | "stall"
+    action: str
     status: int = 500
     body: bytes | None = None  # None: an OpenAI-shaped error body saying "Injected <status>"
     content_type: str = "application/json"
@@ -160,6 +161,12 @@ class Fault:
     def slow(cls, delay: float) -> Fault:
         """Process the request, then wait `delay` real seconds before replying."""
         return cls("slow", delay=delay)
+
+    @classmethod
+    def stall(cls, delay: float, fraction: float = 0.5) -> Fault:
+        """Process the request, send `fraction` of the body, then hang for `delay` real
+        seconds before closing: a download that stops in the middle."""
+        return cls("stall", delay=delay, fraction=fraction)
 
     @classmethod
     def late(cls, delay: float) -> Fault:
@@ -983,7 +990,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._hang_up(reset=False)
         if fault and action == "slow":
             time.sleep(fault.delay)
-        self._send(response, fault.fraction if fault and action == "cut_body" else 1.0)
+        self._send(response, fault.fraction if fault and action in ("cut_body", "stall") else 1.0)
+        if fault and action == "stall":
+            time.sleep(fault.delay)
 
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
 
@@ -5354,3 +5363,78 @@ def test_join_and_retry_files_name_the_line_of_a_non_finite_number(tmp_path: Any
         with raises(ob.InputFileError, match=r"out\.jsonl: line 1: not valid JSON: 1e400 is out"):
             call()
     assert sorted(os.listdir(tmp_path)) == ["in.jsonl", "out.jsonl"]
+
+
+def test_per_call_credentials_and_cookie_values_are_scrubbed(api: FakeAPI) -> None:
+    client = make_client(api, default_headers={"Cookie": "theme=dark; sid=s3cr3t-session-0123"})
+    azure = "azure-per-call-0123456789"
+    echo = f"api-key {azure}, sid s3cr3t-session-0123"
+    api.arm("GET", r"/v1/batches/b", Fault.raw(200, echo.encode(), "text/plain"))
+    with raises(ob.APIResponseValidationError) as info:
+        client.batches.retrieve("b", extra_headers={"api-key": azure})
+    error = info.value
+    assert "[redacted]" in str(error.body) and azure not in str(error.body)
+    assert "s3cr3t-session-0123" not in str(error.body)
+    assert error.__context__ is None and error.__cause__ is None  # no JSONDecodeError holds it
+
+
+def test_settings_that_cannot_work_are_refused_without_showing_them() -> None:
+    with raises(ValueError) as info:
+        Client(api_key=API_KEY, default_headers={"X-Api-Key": "gw-0123456789\n"})
+    assert str(info.value) == (
+        "The X-Api-Key header has a character that cannot be sent in HTTP (position 14 of 14); "
+        "check how it was copied."
+    )
+    for timeout in (float("inf"), 1e10, 0, -1):
+        with raises(ValueError, match="timeout must be seconds from 0 to 604800, or None"):
+            Client(api_key=API_KEY, timeout=timeout)
+    with raises(ValueError, match="max_retries must be 0 or more"):
+        Client(api_key=API_KEY, max_retries=-1)
+
+
+def test_an_output_file_in_a_missing_folder_is_named_by_the_folder(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    file_id = api.add_file(b"x\n")["id"]
+    target = tmp_path / "nowhere" / "out.jsonl"
+    ran = cli(client, "files", "content", file_id, "-o", str(target))
+    assert (ran.code, ran.err) == (1, f"error: No such folder: {tmp_path / 'nowhere'}\n")
+
+
+def test_an_upload_from_a_named_pipe_is_read_whole(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    fifo = tmp_path / "in.jsonl"
+    os.mkfifo(fifo)
+    content = b"".join(r.to_json().encode() + b"\n" for r in chat_requests(2))
+
+    def feed() -> None:
+        with open(fifo, "wb") as pipe:
+            pipe.write(content)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    uploaded = client.files.create(file=fifo, purpose="batch")
+    feeder.join()
+    assert api.contents[uploaded.id] == content and uploaded.filename == "in.jsonl"
+
+
+def test_sigterm_during_a_download_leaves_no_partial_file(api: FakeAPI, tmp_path: Any) -> None:
+    import signal
+
+    file_id = api.add_file(b"x" * 4_000_000)["id"]
+    api.arm("GET", rf"/v1/files/{file_id}/content", Fault.stall(30))
+    env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+    target = tmp_path / "out.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "openai_batch", "files", "content", file_id, "-o", str(target)],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while not any(name.startswith(".out.jsonl.") for name in os.listdir(tmp_path)):
+        assert time.monotonic() < deadline, "the download never started"
+        time.sleep(0.02)  # real time: a real process, half a body in, waiting for the rest
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 128 + signal.SIGTERM
+    assert os.listdir(tmp_path) == []
