@@ -23,7 +23,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 # `typing` costs as much to import as `json` does; annotations are strings here
 # (`from __future__ import annotations`), so it is needed only by type checkers.
@@ -373,26 +373,55 @@ class InputFileError(OpenAIError, ValueError):
     """A JSONL file with problems, each with its line number; found before anything is sent.
 
     ``problems`` lists ``(line, message)`` pairs (line is None for the file as a whole), up to
-    a cap; ``more`` counts the problems left out.
+    a cap; ``more`` counts the problems left out. A problem met on many lines is listed once,
+    at its first line, and ``lines[i]`` holds every line of ``problems[i]``.
     """
 
-    def __init__(self, path: str, problems: list[tuple[int | None, str]], more: int = 0) -> None:
+    def __init__(
+        self,
+        path: str,
+        problems: list[tuple[int | None, str]],
+        more: int = 0,
+        lines: list[list[int]] | None = None,
+    ) -> None:
         self.path = path
         self.problems = problems
         self.more = more
+        self.lines = lines or [[] if line is None else [line] for line, _ in problems]
         super().__init__(self._describe())
 
-    def _describe(self) -> str:
-        lines = [
-            f"{self.path}: " + (message if line is None else f"line {line}: {message}")
-            for line, message in self.problems
+    def entries(self) -> list[str]:
+        """Each problem as a line for a person: "lines 1–200: message"."""
+        return [
+            f"{_line_ranges(lines)}: {message}" if lines else message
+            for lines, (_, message) in zip(self.lines, self.problems)
         ]
+
+    def _describe(self) -> str:
+        lines = [f"{self.path}: {entry}" for entry in self.entries()]
         if self.more:
-            lines.append(f"{self.path}: ... and {self.more:,} more problems")
+            noun = "problem" if self.more == 1 else "problems"
+            lines.append(f"{self.path}: ... and {self.more:,} more {noun}")
         if len(lines) == 1:
             return lines[0]
-        count = len(self.problems) + self.more
+        count = sum(max(len(lines), 1) for lines in self.lines) + self.more
         return f"{self.path}: {count:,} problems\n" + "\n".join(lines)
+
+
+def _line_ranges(numbers: list[int]) -> str:
+    """ "line 3", or "lines 1–200", or "lines 2, 5, 9–12" (the first few runs, then a count)."""
+    if len(numbers) == 1:
+        return f"line {numbers[0]}"
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    shown = [f"{a}" if a == b else f"{a}–{b}" for a, b in runs[:5]]
+    if len(runs) > 5:
+        shown.append(f"and {sum(b - a + 1 for a, b in runs[5:]):,} more")
+    return "lines " + ", ".join(shown)
 
 
 class DuplicateBatchError(OpenAIError):
@@ -988,6 +1017,8 @@ class InputSummary:
     endpoint: str | None
     model: str | None
     embedding_inputs: int
+    #: ``(line, message)`` pairs: what the server may refuse though the rule is uncertain
+    warnings: list[tuple[int | None, str]] = field(default_factory=list)
 
 
 class CursorPage(_Generic[_M]):
@@ -2929,6 +2960,12 @@ def _embedding_inputs(body: Mapping[str, Any]) -> int:
 _EMBEDDINGS_URL = BatchEndpoint.EMBEDDINGS.value  # once: an enum's value is a property
 
 
+_DECIMAL_MAX_BYTES = 200_000_000  # the documented "200 MB", if counted in decimal
+# Endpoints whose API has a default model, so a body may leave it out (not documented for
+# batches: a warning, not an error).
+_DEFAULT_MODEL_ENDPOINTS = frozenset({"/v1/moderations", "/v1/images/generations"})
+
+
 class _InputCheck:
     """The state of one pass of ``validate_input``: what was seen and what is wrong."""
 
@@ -2947,11 +2984,21 @@ class _InputCheck:
         self.ids: dict[str, int] = {}
         self.requests = self.bytes = self.inputs = self.lines = 0
         self.problems: list[tuple[int | None, str]] = []
+        self.lines_of: list[list[int]] = []
+        self.index: dict[str, int] = {}  # message -> its place in problems
         self.more = 0
+        self.blanks: list[int] = []  # blank lines not yet known to be at the end
+        self.warnings: list[tuple[int | None, str]] = []
 
     def problem(self, line: int | None, message: str) -> None:
-        if len(self.problems) < self.max_problems:
+        """A problem; one met before is listed once, with all its lines."""
+        place = self.index.get(message)
+        if place is not None and line is not None:
+            self.lines_of[place].append(line)
+        elif len(self.problems) < self.max_problems:
+            self.index[message] = len(self.problems)
             self.problems.append((line, message))
+            self.lines_of.append([] if line is None else [line])
         else:
             self.more += 1
 
@@ -2960,8 +3007,14 @@ class _InputCheck:
         try:
             data = _parse_line(raw, self.path, number)
         except InputFileError as exc:
-            self.problem(number, exc.problems[0][1])
+            if not raw.strip():  # an error only if a line follows: see finish()
+                self.blanks.append(number)
+            else:
+                self.problem(number, exc.problems[0][1])
             return
+        for blank in self.blanks:
+            self.problem(blank, "blank line")
+        self.blanks.clear()
         self.requests += 1
         if self.requests == self.max_requests + 1:
             self.problem(
@@ -3007,14 +3060,17 @@ class _InputCheck:
         if not isinstance(body, dict):
             self.problem(number, f"body must be a JSON object, got {_json_type(body)}")
             return
-        self.body_model(number, body.get("model"))
+        self.body_model(number, body.get("model"), url)
         if body.get("stream") is True:
             self.problem(number, 'body sets "stream": true; batch requests cannot stream')
         if url == _EMBEDDINGS_URL:
             self.inputs += _embedding_inputs(body)
 
-    def body_model(self, number: int, model: object) -> None:
-        if model is None:
+    def body_model(self, number: int, model: object, url: object = None) -> None:
+        if model is None and url in _DEFAULT_MODEL_ENDPOINTS:
+            # The API has a default model here; whether a batch takes it is not documented.
+            self.warnings.append((number, f"body has no model; {url} may use its default"))
+        elif model is None:
             self.problem(number, "body has no model")
         elif not isinstance(model, str):
             self.problem(number, f"model must be a string, got {_json_type(model)}")
@@ -3027,9 +3083,23 @@ class _InputCheck:
                 f"{self.model_line}; a batch runs one model",
             )
 
-    def finish(self) -> InputSummary:
-        if self.lines == 0:
-            self.problem(None, "the file is empty")
+    def finish(self, strict: bool) -> InputSummary:
+        if self.lines == len(self.blanks):
+            self.problem(None, "the file is empty" if not self.lines else "the file is blank")
+        elif self.blanks:
+            where = _line_ranges(self.blanks)
+            self.warnings.append((None, f"{where}: blank, at the end of the file"))
+        if _DECIMAL_MAX_BYTES < self.bytes <= self.max_bytes == MAX_INPUT_BYTES:
+            self.warnings.append(
+                (
+                    None,
+                    f"the file is {self.bytes:,} bytes: over 200 MB, if the limit is counted in "
+                    "decimal, and under 200 MiB; split_jsonl makes it safe",
+                )
+            )
+        if strict:
+            for line, message in self.warnings:
+                self.problem(line, message)
         if self.bytes > self.max_bytes:
             self.problem(
                 None,
@@ -3043,9 +3113,15 @@ class _InputCheck:
                 f"{self.max_inputs:,} (split_jsonl splits a file)",
             )
         if self.problems:
-            raise InputFileError(self.path, self.problems, self.more)
+            raise InputFileError(self.path, self.problems, self.more, self.lines_of)
         return InputSummary(
-            self.path, self.requests, self.bytes, self.endpoint, self.model, self.inputs
+            self.path,
+            self.requests,
+            self.bytes,
+            self.endpoint,
+            self.model,
+            self.inputs,
+            [] if strict else self.warnings,
         )
 
 
@@ -3057,20 +3133,47 @@ def validate_input(
     max_bytes: int = MAX_INPUT_BYTES,
     max_embedding_inputs: int = MAX_EMBEDDING_INPUTS,
     max_problems: int = _MAX_PROBLEMS,
+    strict: bool = False,
 ) -> InputSummary:
     """Check a batch input file in one streaming pass, before it costs a day in the queue.
 
     Returns what the file holds, or raises ``InputFileError`` listing every problem found (up
-    to ``max_problems``, then a count), each with its line number. Memory holds the custom_ids
-    and nothing else of the file.
+    to ``max_problems``, then a count), each with its line numbers. A problem on many lines is
+    listed once. Where the server's rule is uncertain (a trailing blank line, a missing model
+    on an endpoint with a default, a file between 200 MB and 200 MiB), the summary's
+    ``warnings`` say so, and ``strict=True`` makes them problems: refusing a file the server
+    would take is the worst a validator can do. A CSV, a JSON array or pretty-printed JSON is
+    named as such, once. Memory holds the custom_ids and nothing else of the file.
     """
     name = os.fspath(path)
+    _check_shape(name)
     wanted = None if endpoint is None else str(_query_value(endpoint))
     limits = (max_requests, max_bytes, max_embedding_inputs)
     check = _InputCheck(name, wanted, limits, max_problems)
     for number, raw in _binary_lines(name):
         check.line(number, raw)
-    return check.finish()
+    return check.finish(strict)
+
+
+def _check_shape(path: str) -> None:
+    """Refuse, in one sentence, a file that is not JSONL at all: a JSON array, pretty-printed
+    JSON or a CSV would otherwise get an error on every line."""
+    with open(path, "rb") as handle:
+        head = [handle.readline() for _ in range(2)]
+    first = head[0].lstrip(_BOM).strip()
+    try:
+        if isinstance(json.loads(first), dict):
+            return  # the first line is a JSON object: JSONL, whatever else is wrong
+    except ValueError:
+        pass
+    shape = None
+    if first.startswith(b"[") or (first == b"{" and head[1].strip()[:1] == b'"'):
+        shape = "a JSON array" if first.startswith(b"[") else "pretty-printed JSON"
+    elif first and first[:1] not in b"{[" and all(b"," in line or b"\t" in line for line in head):
+        shape = "a CSV or TSV table"
+    if shape is not None:
+        hint = "JSONL means one JSON object per line (see BatchRequest.chat and write_jsonl)"
+        raise InputFileError(path, [(None, f"this looks like {shape}, not JSONL; {hint}")])
 
 
 _NO_LIMIT = sys.maxsize
@@ -4154,8 +4257,12 @@ def _cmd_files_content(session: _Session) -> int:
 
 def _cmd_validate(session: _Session) -> int:
     args = session.args
-    summary = validate_input(args.file, endpoint=args.endpoint)
+    summary = validate_input(args.file, endpoint=args.endpoint, strict=args.strict)
     console = session.console
+    for line, message in summary.warnings:
+        console.note(
+            f"warning: {summary.path}: " + (message if line is None else f"line {line}: {message}")
+        )
     if args.json:
         from dataclasses import asdict
 
@@ -4657,6 +4764,9 @@ def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
     validate.add_argument(
         "--endpoint", type=_endpoint, metavar="E", help="the endpoint every line must use"
     )
+    validate.add_argument(
+        "--strict", action="store_true", help="treat warnings (uncertain rules) as errors"
+    )
     _json_flag(validate)
     submit = _add(commands, waiting, "submit", _cmd_submit, "validate, upload and start a batch")
     submit.add_argument("file", type=_path, metavar="FILE")
@@ -4736,9 +4846,10 @@ def _wait_options(command: Any) -> None:
 def _report(exc: BaseException, console: _Console, key: str | None, command: str = "") -> int:
     """Print an expected error as one short message with a hint; return its exit code."""
     if isinstance(exc, InputFileError):
-        console.note(f"error: {exc.path}: {_plural(len(exc.problems) + exc.more, 'problem')}")
-        for line, message in exc.problems:
-            console.note(f"  line {line}: {message}" if line is not None else f"  {message}")
+        count = sum(max(len(lines), 1) for lines in exc.lines) + exc.more
+        console.note(f"error: {exc.path}: {_plural(count, 'problem')}")
+        for entry in exc.entries():
+            console.note(f"  {entry}")
         if exc.more:
             console.note(f"  ... and {exc.more:,} more")
         return _EXIT_ERROR

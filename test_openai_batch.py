@@ -3005,16 +3005,16 @@ def test_more_embedding_inputs_than_the_limit(tmp_path: Any) -> None:
 
 
 def test_every_problem_is_listed_up_to_a_cap(tmp_path: Any) -> None:
-    lines = [request_line("a", method="GET"), "[]", request_line("a"), "{", ""]
+    lines = [request_line("a", method="GET"), "[]", request_line("a"), "{", "", "{}"]
     path = write_lines(tmp_path / "in.jsonl", lines)
     with raises(ob.InputFileError) as info:
         ob.validate_input(path, max_problems=3)
     assert str(info.value) == (
-        f"{path}: 5 problems\n"
+        f"{path}: 9 problems\n"
         f'{path}: line 1: method must be "POST", got "GET"\n'
         f"{path}: line 2: expected a JSON object, got an array\n"
         f'{path}: line 3: custom_id "a" repeats line 1\n'
-        f"{path}: ... and 2 more problems"
+        f"{path}: ... and 6 more problems"
     )
 
 
@@ -5438,3 +5438,85 @@ def test_sigterm_during_a_download_leaves_no_partial_file(api: FakeAPI, tmp_path
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 128 + signal.SIGTERM
     assert os.listdir(tmp_path) == []
+
+
+# A validator that teaches (issue 9).
+
+
+def test_identical_problems_collapse_into_one_line(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    lines = [request_line(f"r{i}") for i in range(200)] + [request_line("x", method="GET")]
+    lines += [request_line(f"s{i}", method="GET") for i in range(3)]
+    path = write_lines(tmp_path / "in.jsonl", lines)
+    ran = cli(client, "validate", path, "--endpoint", "embeddings")
+    expected = (
+        f"error: {path}: 208 problems\n"
+        '  lines 1–200: url "/v1/chat/completions" differs from "/v1/embeddings" given as '
+        "endpoint\n"
+        '  lines 201–204: method must be "POST", got "GET"\n'
+    )
+    assert (ran.code, ran.out, ran.err) == (1, "", expected.replace("lines 1–200", "lines 1–204"))
+    assert cli(client, "validate", path, "--endpoint", "embeddings", tty=True).err == ran.err
+    with raises(ob.InputFileError) as info:
+        ob.validate_input(path, endpoint="/v1/embeddings")
+    assert info.value.problems[1] == (201, 'method must be "POST", got "GET"')
+    assert info.value.lines[1] == [201, 202, 203, 204]
+    assert ob._line_ranges([2, 5, 9, 10, 11, 12]) == "lines 2, 5, 9–12"
+
+
+@pytest.mark.parametrize(
+    ("content", "shape"),
+    [
+        ('[{"custom_id": "a"},\n {"custom_id": "b"}]\n', "a JSON array"),
+        ('{\n  "custom_id": "a",\n  "method": "POST"\n}\n', "pretty-printed JSON"),
+        ("custom_id,prompt\nq1,What is 2+2?\n", "a CSV or TSV table"),
+        ("custom_id\tprompt\nq1\tWhat is 2+2?\n", "a CSV or TSV table"),
+    ],
+)
+def test_a_file_that_is_not_jsonl_is_named_once(
+    client: Client, tmp_path: Any, content: str, shape: str
+) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text(content)
+    ran = cli(client, "validate", str(path))
+    assert (ran.code, ran.err) == (
+        1,
+        f"error: {path}: 1 problem\n  this looks like {shape}, not JSONL; JSONL means one JSON "
+        "object per line (see BatchRequest.chat and write_jsonl)\n",
+    )
+
+
+def test_uncertain_rules_warn_and_strict_makes_them_errors(
+    client: Client, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moderation = request_line("m", url="/v1/moderations", body={"input": "hello"})
+    path = write_lines(
+        tmp_path / "in.jsonl",
+        [moderation, request_line("n", url="/v1/moderations", body={"input": "x"}), "", ""],
+    )
+    summary = ob.validate_input(path)
+    assert summary.warnings == [
+        (1, "body has no model; /v1/moderations may use its default"),
+        (2, "body has no model; /v1/moderations may use its default"),
+        (None, "lines 3–4: blank, at the end of the file"),
+    ]
+    ran = cli(client, "validate", path)
+    assert ran.code == 0 and ran.err.splitlines()[-1] == (
+        f"warning: {path}: lines 3–4: blank, at the end of the file"
+    )
+    strict = cli(client, "validate", path, "--strict")
+    assert strict.code == 1 and strict.err.splitlines()[1:] == [
+        "  lines 1–2: body has no model; /v1/moderations may use its default",
+        "  lines 3–4: blank, at the end of the file",
+    ]
+    monkeypatch.setattr(ob, "MAX_INPUT_BYTES", 1000)
+    monkeypatch.setattr(ob, "_DECIMAL_MAX_BYTES", 300)
+    chat = write_lines(tmp_path / "chat.jsonl", [request_line(f"c{i}") for i in range(3)])
+    assert ob.validate_input(chat, max_bytes=1000).warnings == [
+        (
+            None,
+            f"the file is {os.path.getsize(chat):,} bytes: over 200 MB, if the limit is counted "
+            "in decimal, and under 200 MiB; split_jsonl makes it safe",
+        )
+    ]
