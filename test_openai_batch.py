@@ -214,7 +214,9 @@ class _Job:
     content: bytes  # the input file as it was when the batch was created
     output_expires: int | None  # output_expires_after.seconds
     requests: list[dict[str, Any]] = field(default_factory=list)  # input lines, once validated
-    failed: list[bool] = field(default_factory=list)  # fail_rule, per request
+    failed: list[bool] = field(default_factory=list)  # fail_rule or flaky_rule, per request
+    statuses: list[int] = field(default_factory=list)  # the status each request answers with
+    tokens: int = 0  # the batch's prompt tokens, as the enqueued-token limit counts them
     at: dict[str, float] = field(default_factory=dict)  # status -> exact time it was entered
 
 
@@ -424,6 +426,14 @@ def _tokens(text: str) -> int:
     return max(1, len(text.split()))
 
 
+def _prompt(body: dict[str, Any]) -> Any:
+    """What a request body asks about: its last message, or its input."""
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages:
+        return messages[-1]
+    return body.get("input", body.get("prompt"))
+
+
 def _chat_reply(body: dict[str, Any], created: int, serial: str) -> dict[str, Any]:
     messages = body.get("messages")
     prompt = _as_text(messages[-1] if isinstance(messages, list) and messages else messages)
@@ -552,6 +562,14 @@ class FakeAPI:
         self.requests: list[Recorded] = []
         #: decides, when a batch validates, which input lines go to the error file
         self.fail_rule: Callable[[dict[str, Any]], bool] = lambda line: "fail" in line["custom_id"]
+        #: decides, when a batch validates, which lines answer 500 the first time they run
+        self.flaky_rule: Callable[[dict[str, Any]], bool] = lambda line: False
+        self._flaked: set[str] = set()
+        #: the most prompt tokens that batches in progress may hold per model; a batch that
+        #: would pass it fails validation with token_limit_exceeded, as the real service does
+        self.enqueued_token_limit: int | None = None
+        #: how many times each custom_id ran, across every batch
+        self.ran: dict[str, int] = {}
         #: exceptions raised inside the fake while handling requests (bugs in the fake, or in
         #: fail_rule); the `api` fixture raises the first one at teardown
         self.errors: list[BaseException] = []
@@ -855,10 +873,43 @@ class FakeAPI:
             batch["errors"] = {"object": "list", "data": errors}
             self._enter(batch, job, "failed", at)
             return
+        job.tokens = sum(_tokens(_as_text(_prompt(request["body"]))) for request in requests)
+        model = requests[0]["body"]["model"]
+        if self._over_token_limit(model, job.tokens):
+            message = f"Enqueued token limit reached for {model} in organization org-fake."
+            message += f" Limit: {self.enqueued_token_limit:,} enqueued tokens. Please try"
+            message += " submitting fewer tasks or wait for other batch jobs to complete."
+            error = {"code": "token_limit_exceeded", "message": message, "param": None}
+            batch["errors"] = {"object": "list", "data": [{**error, "line": None}]}
+            self._enter(batch, job, "failed", at)
+            return
         job.requests = requests
-        job.failed = [bool(self.fail_rule(request)) for request in requests]
-        batch["model"] = requests[0]["body"]["model"]
+        job.statuses = [self._status_of(request) for request in requests]
+        job.failed = [status != 200 for status in job.statuses]
+        batch["model"] = model
         self._enter(batch, job, "in_progress", at)
+
+    def _status_of(self, request: dict[str, Any]) -> int:
+        """400 for a line the fail_rule fails; 500 the first time a flaky line runs; else 200."""
+        if self.fail_rule(request):
+            return 400
+        if self.flaky_rule(request) and request["custom_id"] not in self._flaked:
+            self._flaked.add(request["custom_id"])
+            return 500
+        return 200
+
+    def _over_token_limit(self, model: str, tokens: int) -> bool:
+        """Whether a batch of `tokens` would pass the limit, with what is enqueued already."""
+        if self.enqueued_token_limit is None:
+            return False
+        active = ("in_progress", "finalizing")
+        enqueued = sum(
+            job.tokens
+            for batch_id, job in self._jobs.items()
+            if self.batches[batch_id]["status"] in active
+            and self.batches[batch_id]["model"] == model
+        )
+        return enqueued + tokens > self.enqueued_token_limit
 
     def _count(self, batch: dict[str, Any], job: _Job, cutoff: float) -> None:
         done = self._done(job, cutoff)
@@ -899,8 +950,12 @@ class FakeAPI:
 
     def _result(self, batch: dict[str, Any], job: _Job, index: int) -> dict[str, Any]:
         request = job.requests[index]
-        if job.failed[index]:
-            status, body = 400, json.loads(_error_json(400, "Request failed by fail_rule"))
+        self.ran[request["custom_id"]] = self.ran.get(request["custom_id"], 0) + 1
+        status = job.statuses[index]
+        if status == 400:
+            body = json.loads(_error_json(400, "Request failed by fail_rule"))
+        elif status == 500:
+            body = json.loads(_error_json(500, "The server had an error processing this request"))
         else:
             created = int(self._finish_time(job, index))
             serial = self._new_id("", 24)
@@ -1338,6 +1393,35 @@ def test_fake_expiry_keeps_partial_results(api: FakeAPI) -> None:
     output = _http_lines(api, batch["output_file_id"])
     assert sorted(line["custom_id"] for line in output) == ["req-0", "req-2"]
     assert [line["custom_id"] for line in _http_lines(api, batch["error_file_id"])] == ["fail-1"]
+
+
+def test_fake_keeps_an_enqueued_token_limit_per_model(api: FakeAPI) -> None:
+    api.enqueued_token_limit = 100  # each request of _chat_jsonl is 2 tokens ("question N")
+    first = _http_start(api, _chat_jsonl(40))
+    api.clock.advance(10)
+    assert _http_batch(api, first)["status"] == "in_progress"  # 80 tokens enqueued
+    second = _http_start(api, _chat_jsonl(20))  # 40 more: over the limit while the first runs
+    api.clock.advance(10)
+    batch = _http_batch(api, second)
+    assert batch["status"] == "failed"
+    assert batch["errors"]["data"][0]["code"] == "token_limit_exceeded"
+    api.clock.advance(100)  # the first is done: the same work fits now
+    third = _http_start(api, _chat_jsonl(20))
+    api.clock.advance(10)
+    assert _http_batch(api, third)["status"] == "in_progress"
+
+
+def test_fake_flaky_lines_answer_500_once_and_every_run_is_counted(api: FakeAPI) -> None:
+    api.flaky_rule = lambda line: line["custom_id"] == "req-1"
+    for _ in range(2):
+        batch_id = _http_start(api, _chat_jsonl(3))
+        api.clock.advance(60)
+        batch = _http_batch(api, batch_id)
+        assert batch["status"] == "completed"
+        lines = _http_lines(api, batch["error_file_id"]) if batch["error_file_id"] else []
+        statuses = [line["response"]["status_code"] for line in lines]
+        assert statuses == ([500] if _ == 0 else [])
+    assert api.ran == {"req-0": 2, "req-1": 2, "req-2": 2}
 
 
 def test_fake_fails_a_batch_with_bad_input_lines(api: FakeAPI) -> None:
