@@ -409,7 +409,7 @@ class InputFileError(OpenAIError, ValueError):
 
 
 def _line_ranges(numbers: list[int]) -> str:
-    """ "line 3", or "lines 1–200", or "lines 2, 5, 9–12" (the first few runs, then a count)."""
+    """Line numbers for a person: line 3, lines 1–200, lines 2, 5, 9–12 (five runs at most)."""
     if len(numbers) == 1:
         return f"line {numbers[0]}"
     runs: list[list[int]] = []
