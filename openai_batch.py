@@ -1017,8 +1017,8 @@ class InputSummary:
     endpoint: str | None
     model: str | None
     embedding_inputs: int
-    #: ``(line, message)`` pairs: what the server may refuse though the rule is uncertain
-    warnings: list[tuple[int | None, str]] = field(default_factory=list)
+    #: what the server may refuse though its rule is uncertain, a line each with where
+    warnings: list[str] = field(default_factory=list)
 
 
 class CursorPage(_Generic[_M]):
@@ -2988,7 +2988,7 @@ class _InputCheck:
         self.index: dict[str, int] = {}  # message -> its place in problems
         self.more = 0
         self.blanks: list[int] = []  # blank lines not yet known to be at the end
-        self.warnings: list[tuple[int | None, str]] = []
+        self.warned: dict[str, list[int]] = {}  # a warning's message -> its lines
 
     def problem(self, line: int | None, message: str) -> None:
         """A problem; one met before is listed once, with all its lines."""
@@ -3035,6 +3035,8 @@ class _InputCheck:
             self.problem(number, "missing custom_id")
         elif not isinstance(value, str):
             self.problem(number, f"custom_id must be a string, got {_json_type(value)}")
+        elif not value:
+            self.problem(number, "custom_id is empty")
         elif value in self.ids:
             self.problem(number, f"custom_id {_shown(value)} repeats line {self.ids[value]}")
         else:
@@ -3069,7 +3071,9 @@ class _InputCheck:
     def body_model(self, number: int, model: object, url: object = None) -> None:
         if model is None and url in _DEFAULT_MODEL_ENDPOINTS:
             # The API has a default model here; whether a batch takes it is not documented.
-            self.warnings.append((number, f"body has no model; {url} may use its default"))
+            self.warned.setdefault(f"body has no model; {url} may use its default", []).append(
+                number
+            )
         elif model is None:
             self.problem(number, "body has no model")
         elif not isinstance(model, str):
@@ -3087,19 +3091,18 @@ class _InputCheck:
         if self.lines == len(self.blanks):
             self.problem(None, "the file is empty" if not self.lines else "the file is blank")
         elif self.blanks:
-            where = _line_ranges(self.blanks)
-            self.warnings.append((None, f"{where}: blank, at the end of the file"))
+            self.warned["blank, at the end of the file"] = self.blanks
         if _DECIMAL_MAX_BYTES < self.bytes <= self.max_bytes == MAX_INPUT_BYTES:
-            self.warnings.append(
-                (
-                    None,
-                    f"the file is {self.bytes:,} bytes: over 200 MB, if the limit is counted in "
-                    "decimal, and under 200 MiB; split_jsonl makes it safe",
-                )
+            message = (
+                f"the file is {self.bytes:,} bytes: over 200 MB, if the limit is counted in "
+                "decimal, and under 200 MiB; split_jsonl makes it safe"
             )
+            self.warned[message] = []
         if strict:
-            for line, message in self.warnings:
-                self.problem(line, message)
+            for message, lines in self.warned.items():
+                where: list[int | None] = [*lines] if lines else [None]  # None: the whole file
+                for line in where:
+                    self.problem(line, message)
         if self.bytes > self.max_bytes:
             self.problem(
                 None,
@@ -3121,8 +3124,16 @@ class _InputCheck:
             self.endpoint,
             self.model,
             self.inputs,
-            [] if strict else self.warnings,
+            [] if strict else _entries(self.warned),
         )
+
+
+def _entries(found: dict[str, list[int]]) -> list[str]:
+    """Messages with the lines they were met on, a line each: "lines 3–4: message"."""
+    return [
+        f"{_line_ranges(lines)}: {message}" if lines else message
+        for message, lines in found.items()
+    ]
 
 
 def validate_input(
@@ -3342,15 +3353,31 @@ def write_failed_requests(requests_path: _PathLike, results: _Results, path: _Pa
     """Write the requests that failed or have no result to a new input file, ready to submit.
 
     Returns how many were written. With none, no file is left at ``path``: an old one there is
-    removed, so that a script never submits a stale retry file again.
+    removed, so that a script never submits a stale retry file again. Results that match no
+    request (the wrong input file) raise ``InputFileError`` and write nothing.
     """
-    failed = (
-        request
-        for request, result in join_results(requests_path, results)
-        if request is not None and (result is None or not result.ok)
-    )
+    seen = [0, 0]  # results, and results that matched a request
+
+    def failed() -> Iterator[BatchRequest]:
+        for request, result in join_results(requests_path, results):
+            seen[0] += result is not None
+            seen[1] += result is not None and request is not None
+            if request is not None and (result is None or not result.ok):
+                yield request
+
     with _AtomicFile(path) as out:
-        lines, _ = _write_rows(out.file, failed)
+        lines, _ = _write_rows(out.file, failed())
+        if seen[0] and not seen[1]:
+            raise InputFileError(
+                os.fspath(requests_path),
+                [
+                    (
+                        None,
+                        f"none of the {seen[0]:,} results matches a request here; is it the "
+                        "batch's input file? (nothing was written)",
+                    )
+                ],
+            )
         if not lines:
             out.discard()
             _remove_quietly(os.fspath(path))
@@ -3483,6 +3510,8 @@ class Client:
         metadata: Mapping[str, str] | None = None,
         on_upload: Callable[[FileObject], object] | None = None,
         idempotency_key: str | None = None,
+        strict: bool = False,
+        on_validated: Callable[[InputSummary], object] | None = None,
     ) -> Batch:
         """Validate, upload and start a batch from a JSONL file or from requests.
 
@@ -3491,7 +3520,8 @@ class Client:
         uploaded: should starting the batch then fail, that file can be used without uploading
         it again (``batches.create(input_file_id=file.id, ...)``). With ``idempotency_key``, a
         batch already made with that key is returned, and nothing is uploaded (see
-        ``batches.create``).
+        ``batches.create``). ``on_validated(summary)`` sees the file's summary, warnings
+        included, before anything is sent; ``strict=True`` refuses a file with warnings.
         """
         _check_metadata(metadata)
         _identity(_own_metadata(metadata), idempotency_key)
@@ -3508,8 +3538,12 @@ class Client:
                     metadata=metadata,
                     on_upload=on_upload,
                     idempotency_key=idempotency_key,
+                    strict=strict,
+                    on_validated=on_validated,
                 )
-        summary = validate_input(path_or_requests, endpoint=endpoint)
+        summary = validate_input(path_or_requests, endpoint=endpoint, strict=strict)
+        if on_validated is not None:
+            on_validated(summary)
         if idempotency_key is not None:
             made = self.batches._made_with(idempotency_key)
             if made is not None:
@@ -3537,6 +3571,8 @@ class Client:
         ``partial=True`` for what has arrived.
         """
         batch = self._batch(batch_or_id)
+        if not batch.is_terminal and isinstance(batch_or_id, Batch):
+            batch = self.batches.retrieve(batch.id)  # a Batch kept from before may be stale
         if not batch.is_terminal and not partial:
             raise BatchNotFinishedError(
                 f"{batch.id} is still {_text(batch.status)}: its results are not all in yet. "
@@ -3765,11 +3801,18 @@ def _duration(seconds: float, parts: int = 2) -> str:
     return " ".join(pieces[:parts])
 
 
+def _blank_if_none(value: object) -> str:
+    """A value for a tab-separated cell: empty when the server left it out."""
+    return "" if value is None else str(value)
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
-def _size(count: int) -> str:
+def _size(count: int | None) -> str:
+    if not isinstance(count, int):
+        return "-"  # a server that left it out
     value, unit = float(count), "B"
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
@@ -3880,7 +3923,7 @@ def _show_batch(console: _Console, batch: Batch, as_json: bool) -> int:
         ("status", console.paint(_text(batch.status), _text(batch.status))),
         ("endpoint", _text(batch.endpoint)),
         ("model", batch.model or ""),
-        ("progress", _progress(batch) + (" (completed/failed/total)" if counts else "")),
+        ("progress", _progress(batch, "") + (" (completed/failed/total)" if counts else "")),
         ("input_file_id", batch.input_file_id or ""),
         ("output_file_id", batch.output_file_id or ""),
         ("error_file_id", batch.error_file_id or ""),
@@ -3984,7 +4027,7 @@ def _show_file(console: _Console, file: FileObject, as_json: bool) -> int:
         ("id", file.id),
         ("filename", file.filename or ""),
         ("purpose", file.purpose or ""),
-        ("bytes", _size(file.bytes) if console.tty and file.bytes else str(file.bytes)),
+        ("bytes", _size(file.bytes) if console.tty else _blank_if_none(file.bytes)),
         ("created", console.when(file.created_at)),
         ("expires", console.when(file.expires_at)),
     ]
@@ -3994,7 +4037,7 @@ def _show_file(console: _Console, file: FileObject, as_json: bool) -> int:
 
 def _show_files(console: _Console, files: Iterable[FileObject], as_json: bool) -> int:
     def cells(file: FileObject) -> list[str]:
-        size = _size(file.bytes) if console.tty else str(file.bytes)
+        size = _size(file.bytes) if console.tty else _blank_if_none(file.bytes)
         return [
             file.id,
             file.purpose or "",
@@ -4259,10 +4302,7 @@ def _cmd_validate(session: _Session) -> int:
     args = session.args
     summary = validate_input(args.file, endpoint=args.endpoint, strict=args.strict)
     console = session.console
-    for line, message in summary.warnings:
-        console.note(
-            f"warning: {summary.path}: " + (message if line is None else f"line {line}: {message}")
-        )
+    _show_warnings(console, summary)
     if args.json:
         from dataclasses import asdict
 
@@ -4272,13 +4312,24 @@ def _cmd_validate(session: _Session) -> int:
             f", {summary.embedding_inputs:,} embedding inputs" if summary.embedding_inputs else ""
         )
         console.line(
-            f"ok  {summary.path}: {summary.requests:,} requests, {_size(summary.bytes)}, "
-            f"{summary.endpoint}, model {summary.model}{inputs}"
+            f"ok  {summary.path}: {_plural(summary.requests, 'request')}, "
+            f"{_size(summary.bytes)}, {summary.endpoint}, model {summary.model or '-'}{inputs}"
         )
     else:
-        cells = [summary.path, summary.requests, summary.bytes, summary.endpoint, summary.model]
+        cells = [
+            summary.path,
+            summary.requests,
+            summary.bytes,
+            summary.endpoint,
+            summary.model or "",
+        ]
         console.line("\t".join(str(cell) for cell in [*cells, summary.embedding_inputs]))
     return _EXIT_OK
+
+
+def _show_warnings(console: _Console, summary: InputSummary) -> None:
+    for warning in summary.warnings:
+        console.note(f"warning: {summary.path}: {warning}")
 
 
 def _cmd_submit(session: _Session) -> int:
@@ -4290,6 +4341,8 @@ def _cmd_submit(session: _Session) -> int:
         metadata=_metadata(args),
         on_upload=lambda file: session.console.note(f"uploaded {args.file} as {file.id}"),
         idempotency_key=args.idempotency_key,
+        strict=args.strict,
+        on_validated=lambda summary: _show_warnings(session.console, summary),
     )
     if not args.wait:
         return _show_batch(session.console, batch, args.json)
@@ -4771,6 +4824,9 @@ def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
     submit = _add(commands, waiting, "submit", _cmd_submit, "validate, upload and start a batch")
     submit.add_argument("file", type=_path, metavar="FILE")
     submit.add_argument("--endpoint", type=_endpoint, metavar="E", help="(read from the lines)")
+    submit.add_argument(
+        "--strict", action="store_true", help="refuse a file with warnings (uncertain rules)"
+    )
     _batch_options(submit)
     submit.add_argument("--wait", action="store_true", help="then wait for it to finish")
     _wait_options(submit)

@@ -5581,9 +5581,8 @@ def test_uncertain_rules_warn_and_strict_makes_them_errors(
     )
     summary = ob.validate_input(path)
     assert summary.warnings == [
-        (1, "body has no model; /v1/moderations may use its default"),
-        (2, "body has no model; /v1/moderations may use its default"),
-        (None, "lines 3–4: blank, at the end of the file"),
+        "lines 1–2: body has no model; /v1/moderations may use its default",
+        "lines 3–4: blank, at the end of the file",
     ]
     ran = cli(client, "validate", path)
     assert ran.code == 0 and ran.err.splitlines()[-1] == (
@@ -5598,9 +5597,8 @@ def test_uncertain_rules_warn_and_strict_makes_them_errors(
     monkeypatch.setattr(ob, "_DECIMAL_MAX_BYTES", 300)
     chat = write_lines(tmp_path / "chat.jsonl", [request_line(f"c{i}") for i in range(3)])
     assert ob.validate_input(chat, max_bytes=1000).warnings == [
-        (
-            None,
-            f"the file is {os.path.getsize(chat):,} bytes: over 200 MB, if the limit is counted "
-            "in decimal, and under 200 MiB; split_jsonl makes it safe",
-        )
+        f"the file is {os.path.getsize(chat):,} bytes: over 200 MB, if the limit is counted "
+        "in decimal, and under 200 MiB; split_jsonl makes it safe"
     ]
+    with raises(ob.InputFileError, match="over 200 MB, if the limit is counted in decimal"):
+        ob.validate_input(chat, max_bytes=1000, strict=True)
