@@ -4075,12 +4075,24 @@ def _result_detail(result: BatchResult | None) -> str:
     return json.dumps(result.body, ensure_ascii=False)
 
 
-def _result_cells(request: BatchRequest | None, result: BatchResult | None) -> list[str]:
+def _result_cells(
+    request: BatchRequest | None, result: BatchResult | None, running: bool = False
+) -> list[str]:
     custom_id = request.custom_id if request is not None else result.custom_id if result else ""
     outcome = "missing" if result is None else "ok" if result.ok else "failed"
     code = "" if result is None or result.status_code is None else str(result.status_code)
     detail = " ".join(_result_detail(result).split())
-    return [custom_id, outcome, code, detail]
+    if result is None and running:
+        outcome, detail = "pending", "not run yet: the batch is still running"
+    # A model's text may hold terminal escapes; shown raw, they would repaint the screen.
+    return [_printable(cell) for cell in (custom_id, outcome, code, detail)]
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters shown as escapes, so that none reaches a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class _LiveProgress:
@@ -4378,6 +4390,16 @@ def _watch(session: _Session, batch_id: str) -> int:
         console.end_live()
         console.note(_still_running(batch_id, progress.last))
         return _EXIT_INTERRUPTED
+    except SystemExit:  # SIGTERM or SIGHUP: the batch goes on all the same
+        console.end_live()
+        console.note(_still_running(batch_id, progress.last))
+        raise
+    except APIError as exc:
+        if progress.last is None:
+            raise  # the first poll failed: a wrong id or key, not an outage
+        console.note(f"error: polls failed for too long: {exc}")
+        console.note(_still_running(batch_id, progress.last))
+        return _EXIT_ERROR
     status = _text(batch.status)
     if args.json:
         console.line(batch.to_json())
@@ -4406,12 +4428,19 @@ def _cmd_results(session: _Session) -> int:
     if batch.status == "failed" and not (batch.output_file_id or batch.error_file_id):
         _show_ending(console, batch)  # no request ran: the batch's own errors say why
         return _EXIT_ERROR
+    running = not batch.is_terminal
+    if running and args.partial and not (batch.output_file_id or batch.error_file_id):
+        console.note(
+            f"no results yet: {batch.id} is still {_text(batch.status)}, and a batch writes "
+            "its results when it ends"
+        )
+        return _EXIT_OK
     tally = _Tally()
     with tempfile.TemporaryDirectory(prefix="openai-batch-") as directory:
         pairs = tally(_joined(session, batch, directory))
         if args.failed:
-            pairs = (pair for pair in pairs if pair[1] is None or not pair[1].ok)
-        shown = _show_results(console, pairs, args.json)
+            pairs = (pair for pair in pairs if _failed(pair[1], running))
+        shown = _show_results(console, pairs, args.json, running)
     if args.input and tally.results and not tally.matched:
         console.note(
             f"warning: none of the {_plural(tally.results, 'result')} of {batch.id} matches a "
@@ -4420,6 +4449,11 @@ def _cmd_results(session: _Session) -> int:
     if args.failed and not shown:
         console.note(f"no failed requests: every request of {batch.id} succeeded")
     return _EXIT_OK
+
+
+def _failed(result: BatchResult | None, running: bool) -> bool:
+    """Whether a request failed or did not run; while the batch runs, no result is pending."""
+    return not running if result is None else not result.ok
 
 
 class _Tally:
@@ -4441,8 +4475,12 @@ def _show_results(
     console: _Console,
     pairs: Iterable[tuple[BatchRequest | None, BatchResult | None]],
     as_json: bool,
+    running: bool = False,
 ) -> int:
-    """Print joined results as JSON lines, a table or TSV; return how many were shown."""
+    """Print joined results as JSON lines, a table or TSV; return how many were shown.
+
+    While the batch still ``running``, a request with no result is pending, not missing.
+    """
     shown = 0
     if as_json:
         for request, result in pairs:
@@ -4450,13 +4488,13 @@ def _show_results(
             console.line(json.dumps(line, ensure_ascii=False))
             shown += 1
     elif console.tty:
-        rows = [_result_cells(*pair) for pair in pairs]
+        rows = [_result_cells(*pair, running) for pair in pairs]
         if rows:
             _table(console, ["CUSTOM_ID", "RESULT", "STATUS", "DETAIL"], rows, shrinkable=(3, 0))
         shown = len(rows)
     else:
         for pair in pairs:
-            console.line("\t".join(_result_cells(*pair)))
+            console.line("\t".join(_result_cells(*pair, running)))
             shown += 1
     return shown
 
@@ -4492,7 +4530,9 @@ def _cmd_retry(session: _Session) -> int:
             f"{batch.id} is still {_text(batch.status)}; its unfinished requests may yet run. "
             "Retry once it has finished, or cancel it first."
         )
-    if batch.status == "failed" and _error_list(batch):
+    errors = _error_list(batch) if batch.status == "failed" else []
+    quota = any(error.code == "token_limit_exceeded" for error in errors)
+    if errors and not quota:
         first = _batch_errors(batch)[0]
         session.console.note(
             f"warning: {batch.id} failed before any request ran ({first}); its lines will "
@@ -4504,7 +4544,15 @@ def _cmd_retry(session: _Session) -> int:
         count = write_failed_requests(requests, session.client.results(batch), args.output)
     if count:
         session.console.note(f"wrote {_plural(count, 'request')} to {args.output}")
-        session.console.note(f"next: openai-batch submit {args.output}")
+        if errors and not quota:
+            session.console.note(f"next: fix its lines, then openai-batch submit {args.output}")
+        elif quota:
+            session.console.note(
+                f"next: once running batches finish, openai-batch submit {args.output} (the "
+                "lines are fine; the enqueued-token limit was full)"
+            )
+        else:
+            session.console.note(f"next: openai-batch submit {args.output}")
     else:
         gone = f"; removed the old {args.output}" if existed else ""
         session.console.note(f"nothing to retry: every request of {batch.id} succeeded{gone}")
@@ -4955,11 +5003,13 @@ def _hint(exc: BaseException, command: str = "") -> str | None:
 def _status_hint(exc: APIStatusError, command: str) -> str | None:
     url = exc.request.url if exc.request is not None else ""
     if isinstance(exc, NotFoundError):
-        if command in ("list", "files list"):
+        if command in ("list", "files list") or "Invalid URL" in exc.message:
             return (
-                "the server has no such list here; an OpenAI-compatible server's base URL "
+                "the server has no such endpoint here; an OpenAI-compatible server's base URL "
                 "usually ends in /v1 (--base-url http://host:8000/v1)"
             )
+        if "/files/" in url and command in ("results", "download", "retry"):
+            return "the batch's files have expired or been deleted (they are kept 30 days)"
         if "/files/" in url:
             return "check the file id; `openai-batch files list` shows your files"
         return "check the id; `openai-batch list` shows your batches"

@@ -5029,10 +5029,27 @@ def test_results_of_a_running_batch_are_refused_unless_partial(
         f"hint: openai-batch wait {batch.id}, then again; or add --partial for what has arrived\n"
     )
     partial = cli(client, "results", batch.id, "--partial")
-    assert (
-        partial.code == 0
-        and [row.split("\t")[1] for row in partial.out.splitlines()] == ["missing"] * 3
+    assert (partial.code, partial.out, partial.err) == (
+        0,
+        "",
+        f"no results yet: {batch.id} is still validating, and a batch writes its results when "
+        "it ends\n",
     )
+    # A server that writes results as it goes: what has arrived, and the rest pending.
+    line = {"custom_id": "q0", "response": {"status_code": 200, "body": {"choices": []}}}
+    output = api.add_file(json.dumps(line).encode() + b"\n", purpose="batch_output")["id"]
+    inputs = api.add_file(b"".join(r.to_json().encode() + b"\n" for r in chat_requests(3)))
+    seeded = api.add_batch(status="in_progress", input_file_id=inputs["id"], output_file_id=output)
+    partial = cli(client, "results", seeded["id"], "--partial")
+    assert [row.split("\t")[:2] for row in partial.out.splitlines()] == [
+        ["q0", "ok"],
+        ["q1", "pending"],
+        ["q2", "pending"],
+    ]
+    assert cli(client, "results", seeded["id"], "--partial", "--failed").out == ""
+    stale = ob.Batch.from_dict(seeded)  # as it was seen while it ran
+    seeded["status"] = "completed"
+    assert [r.custom_id for r in client.results(stale)] == ["q0"]  # fetched again, not refused
 
 
 def test_results_of_a_failed_batch_show_its_errors(client: Client, api: FakeAPI) -> None:
@@ -5068,8 +5085,8 @@ def test_hints_fit_the_command(client: Client, api: FakeAPI) -> None:
     api.arm("GET", r"/v1/batches", Fault.error(404, message="Not Found"))
     ran = cli(client, "list")
     assert ran.err.splitlines()[-1] == (
-        "hint: the server has no such list here; an OpenAI-compatible server's base URL usually "
-        "ends in /v1 (--base-url http://host:8000/v1)"
+        "hint: the server has no such endpoint here; an OpenAI-compatible server's base URL "
+        "usually ends in /v1 (--base-url http://host:8000/v1)"
     )
     ran = cli(client, "files", "get", "file-nope")
     assert ran.err.splitlines()[-1] == (
@@ -5255,6 +5272,7 @@ def test_every_python_example_in_the_readme_runs(
     _SEEN.append(printed)
     assert "q0 echo: What is 2+2?" in printed and "q2 echo: Capital of France?" in printed
     assert "404 req_" in printed and (tmp_path / "output.jsonl").exists()
+    assert "\nTrue\n" in printed and "\nFalse\n" not in printed  # the tour's status check
 
 
 def test_every_shell_example_in_the_readme_runs(
@@ -5602,3 +5620,80 @@ def test_uncertain_rules_warn_and_strict_makes_them_errors(
     ]
     with raises(ob.InputFileError, match="over 200 MB, if the limit is counted in decimal"):
         ob.validate_input(chat, max_bytes=1000, strict=True)
+
+
+def test_more_hints_that_fit_the_situation(client: Client, api: FakeAPI, tmp_path: Any) -> None:
+    api.arm("GET", r"/v1/batches/b1", Fault.error(404, message="Invalid URL (GET /batches/b1)"))
+    ran = cli(client, "get", "b1")
+    assert ran.err.endswith("usually ends in /v1 (--base-url http://host:8000/v1)\n")
+    batch_id = _finished(client, api, tmp_path)
+    del api.files[api.batches[batch_id]["output_file_id"]]  # expired
+    ran = cli(client, "results", batch_id)
+    assert ran.code == 1 and ran.err.endswith(
+        "hint: the batch's files have expired or been deleted (they are kept 30 days)\n"
+    )
+
+
+def test_retry_of_a_batch_over_the_token_limit_says_the_lines_are_fine(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    content = b"".join(r.to_json().encode() + b"\n" for r in chat_requests(2))
+    file_id = api.add_file(content)["id"]
+    error = {"code": "token_limit_exceeded", "message": "Enqueued token limit reached."}
+    errors = {"object": "list", "data": [error]}
+    api.add_batch(id="batch_q", status="failed", input_file_id=file_id, errors=errors)
+    ran = cli(client, "retry", "batch_q", "-o", str(tmp_path / "retry.jsonl"))
+    assert ran.err == (
+        f"wrote 2 requests to {tmp_path / 'retry.jsonl'}\n"
+        f"next: once running batches finish, openai-batch submit {tmp_path / 'retry.jsonl'} (the "
+        "lines are fine; the enqueued-token limit was full)\n"
+    )
+
+
+def test_retry_with_the_wrong_input_file_writes_nothing(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    batch_id = _finished(client, api, tmp_path)
+    other = write_lines(tmp_path / "other.jsonl", [request_line("zz")])
+    target = tmp_path / "retry.jsonl"
+    ran = cli(client, "retry", batch_id, "--input", other, "-o", str(target))
+    assert ran.code == 1 and not target.exists()
+    assert ran.err == (
+        f"error: {other}: 1 problem\n  none of the 5 results matches a request here; is it "
+        "the batch's input file? (nothing was written)\n"
+    )
+
+
+def test_submit_shows_warnings_and_strict_refuses_them(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [request_line("a"), ""])
+    ran = cli(client, "submit", path, "--strict")
+    assert ran.code == 1 and "blank, at the end of the file" in ran.err and api.files == {}
+    ran = cli(client, "submit", path)
+    assert ran.code == 0 and ran.err.startswith(
+        f"warning: {path}: line 2: blank, at the end of the file\nuploaded "
+    )
+
+
+def test_a_wait_that_outlasts_an_outage_limit_says_the_batch_goes_on(
+    client: Client, api: FakeAPI
+) -> None:
+    batch = client.submit(chat_requests(2))
+    api.arm("GET", rf"/v1/batches/{batch.id}", Fault.slow(0), *[Fault.error(503)] * 200)
+    ran = cli(client, "wait", batch.id, "--interval", "60")
+    assert ran.code == 1 and ran.err.splitlines()[-1].startswith(
+        f"{batch.id} is still validating (0/0/0 completed/failed/total) on the server; resume "
+    )
+
+
+def test_results_never_send_terminal_escapes_from_a_reply(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    body = {"choices": [{"message": {"content": "\x1b[31mred\x1b[0m \x07"}}]}
+    line = {"custom_id": "a", "response": {"status_code": 200, "body": body}}
+    output = api.add_file(json.dumps(line).encode() + b"\n", purpose="batch_output")["id"]
+    api.add_batch(id="batch_e", status="completed", output_file_id=output)
+    requests = write_lines(tmp_path / "in.jsonl", [request_line("a")])
+    ran = cli(client, "results", "batch_e", "--input", requests, tty=True)
+    assert "\x1b" not in ran.out and "\\x1b[31mred\\x1b[0m \\x07" in ran.out
