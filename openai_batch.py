@@ -3166,11 +3166,15 @@ def validate_input(
     return check.finish(strict)
 
 
-def _check_shape(path: str) -> None:
+def _check_shape(path: _PathLike) -> None:
     """Refuse, in one sentence, a file that is not JSONL at all: a JSON array, pretty-printed
     JSON or a CSV would otherwise get an error on every line."""
     with open(path, "rb") as handle:
         head = [handle.readline() for _ in range(2)]
+    if head[0][:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head[0]:
+        # json.loads would read UTF-16 too; the Batch API reads UTF-8 only.
+        message = "this file is UTF-16 or UTF-32 text; a batch file must be UTF-8 (save it so)"
+        raise InputFileError(os.fspath(path), [(None, message)])
     first = head[0].lstrip(_BOM).strip()
     try:
         if isinstance(json.loads(first), dict):
@@ -3184,7 +3188,8 @@ def _check_shape(path: str) -> None:
         shape = "a CSV or TSV table"
     if shape is not None:
         hint = "JSONL means one JSON object per line (see BatchRequest.chat and write_jsonl)"
-        raise InputFileError(path, [(None, f"this looks like {shape}, not JSONL; {hint}")])
+        message = f"this looks like {shape}, not JSONL; {hint}"
+        raise InputFileError(os.fspath(path), [(None, message)])
 
 
 _NO_LIMIT = sys.maxsize
@@ -4174,6 +4179,7 @@ class _Session:
         """The batch's requests: --input when given, else its input file, fetched."""
         given: str | None = getattr(self.args, "input", None)
         if given:
+            _check_shape(given)  # a CSV given by mistake is named once, not line by line
             return given
         path = os.path.join(directory, "input.jsonl")
         with self.client.files.content(batch.input_file_id) as content:

@@ -5697,3 +5697,20 @@ def test_results_never_send_terminal_escapes_from_a_reply(
     requests = write_lines(tmp_path / "in.jsonl", [request_line("a")])
     ran = cli(client, "results", "batch_e", "--input", requests, tty=True)
     assert "\x1b" not in ran.out and "\\x1b[31mred\\x1b[0m \\x07" in ran.out
+
+
+def test_a_utf16_file_and_a_csv_given_as_input_are_named(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(json.dumps(request_line("a")).encode("utf-16") + b"\n\x00")
+    with raises(ob.InputFileError) as info:
+        ob.validate_input(path)
+    assert str(info.value) == (
+        f"{path}: this file is UTF-16 or UTF-32 text; a batch file must be UTF-8 (save it so)"
+    )
+    batch_id = _finished(client, api, tmp_path)
+    table = tmp_path / "prompts.csv"
+    table.write_text("custom_id,prompt\nq1,What is 2+2?\n")
+    ran = cli(client, "results", batch_id, "--input", str(table))
+    assert ran.code == 1 and "this looks like a CSV or TSV table, not JSONL" in ran.err
