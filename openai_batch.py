@@ -103,6 +103,8 @@ __all__ = [
     "iter_results",
     "join_results",
     "write_failed_requests",
+    # jobs
+    "JobReport",
     # errors, named as in the official package, then this module's own
     "OpenAIError",
     "APIError",
@@ -131,6 +133,8 @@ __all__ = [
     "MAX_INPUT_BYTES",
     "MAX_EMBEDDING_INPUTS",
     "IDEMPOTENCY_METADATA_KEY",
+    "DEFAULT_MAX_ACTIVE",
+    "DEFAULT_ROUNDS",
     # command line
     "main",
 ]
@@ -154,6 +158,12 @@ MAX_INPUT_BYTES = 200 * 1024 * 1024
 #: The most embedding inputs, across all requests, of a /v1/embeddings batch.
 MAX_EMBEDDING_INPUTS = 50_000
 
+#: How many of a job's batches run at once unless told otherwise: enough to keep the service
+#: busy, few enough that one job does not take an organisation's whole queue.
+DEFAULT_MAX_ACTIVE = 4
+#: How many rounds a job runs: the first, and one more for what failed in a way that may pass
+#: (a 5xx or 429 line, a batch that expired or was cancelled) and then a last chance.
+DEFAULT_ROUNDS = 3
 _CONNECT_TIMEOUT = 5.0  # the official package's connect timeout
 _MAX_TIMEOUT = 7 * 86400.0  # a socket cannot wait longer than about 24 days; a week is plenty
 _INITIAL_RETRY_DELAY = 0.5
@@ -3592,6 +3602,43 @@ class Client:
                 with self.files.content(file_id) as content:
                     yield from iter_results(content)
 
+    def run(
+        self,
+        input: _PathLike,
+        output: _PathLike,
+        *,
+        batch_size: int = MAX_REQUESTS,
+        max_active: int = DEFAULT_MAX_ACTIVE,
+        max_enqueued_tokens: int | None = None,
+        rounds: int = DEFAULT_ROUNDS,
+        poll_interval: float | None = None,
+        keep_files: bool = False,
+        on_event: Callable[[dict[str, Any]], object] | None = None,
+    ) -> JobReport:
+        """Run every request of a JSONL file of any size, across as many batches as it takes.
+
+        The input is validated first; nothing is sent if it has problems. It is cut into
+        shards under the Batch API's limits (``batch_size`` lowers the request limit). At most
+        ``max_active`` batches run at once, holding at most ``max_enqueued_tokens`` prompt
+        tokens (estimated as characters over four). A batch over the enqueued-token limit goes
+        again later, and the job keeps fewer tokens in flight. Requests with no result, or a
+        failure that may pass (5xx, 429, an expired batch), go again in up to ``rounds``
+        rounds. ``output`` is written atomically at the end: one Batch API output line per
+        request, in input order. The job's record lives in ``output + ".job"``: running the
+        same call again after any crash resumes it, and never makes a batch twice. Once
+        ``output`` is written, the files the job put on the server are deleted unless
+        ``keep_files``. ``on_event(dict)`` sees each step.
+        """
+        settings = {
+            "batch_size": batch_size,
+            "max_active": max_active,
+            "max_enqueued_tokens": max_enqueued_tokens,
+            "rounds": rounds,
+            "interval": poll_interval,
+            "keep_files": keep_files,
+        }
+        return _run_job(self, input, output, settings, on_event)  # the Jobs section, below
+
     def download(self, batch_or_id: Batch | str, directory: _PathLike = ".") -> list[str]:
         """Save a batch's output and error files into ``directory``; return their paths.
 
@@ -3659,6 +3706,368 @@ def _base_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise OpenAIError(f"base_url must be an http:// or https:// URL, not {url!r}")
     return url.strip().rstrip("/")
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs: work of any size across many batches, resumed after a crash
+# ---------------------------------------------------------------------------------------------
+
+_STATE_VERSION = 1
+_RETRYABLE_LINE_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+
+
+@dataclass
+class JobReport:
+    """What a job did: its requests by outcome, the batches and rounds it took, and tokens."""
+
+    output: str
+    requests: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # reason -> requests
+    batches: int = 0
+    rounds: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+def _estimate_tokens(line: bytes) -> int:
+    """A request's prompt tokens, guessed without a tokenizer: its characters over four."""
+    return max(1, len(line) // 4)
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _JobState:
+    """A job's record, ``RESULTS.job/state.json``, written atomically at every step that
+    matters, so that a run killed at any instant is resumed by running it again."""
+
+    def __init__(self, folder: str, data: dict[str, Any]) -> None:
+        self.folder, self.data = folder, data
+
+    @classmethod
+    def open(cls, output: str, input_path: str, settings: dict[str, Any]) -> _JobState:
+        folder = output + ".job"
+        digest = _sha256(input_path)
+        path = os.path.join(folder, "state.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+            if data.get("sha256") != digest:
+                raise OpenAIError(
+                    f"{input_path} has changed since the job in {folder} began; finish that job "
+                    f"with the input it began with, or remove {folder} to start again"
+                )
+            return cls(folder, data)
+        os.makedirs(folder, exist_ok=True)
+        data = {
+            "version": _STATE_VERSION,
+            "job": os.urandom(8).hex(),
+            "input": os.path.abspath(input_path),
+            "sha256": digest,
+            "settings": settings,
+            "round": 0,
+            "shards": [],
+            "written": False,
+            "cleaned": [],
+        }
+        state = cls(folder, data)
+        state.save()
+        return state
+
+    def save(self) -> None:
+        with _AtomicFile(os.path.join(self.folder, "state.json")) as out:
+            out.file.write(json.dumps(self.data, indent=1).encode("utf-8"))
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.folder, name)
+
+    @property
+    def shards(self) -> list[dict[str, Any]]:
+        return self.data["shards"]  # type: ignore[no-any-return]
+
+
+class _JobRunner:
+    """Drives one job: rounds of shards, each a batch, under the active and token budgets."""
+
+    def __init__(
+        self,
+        client: Client,
+        state: _JobState,
+        endpoint: str,
+        settings: dict[str, Any],
+        on_event: Callable[[dict[str, Any]], object] | None,
+    ) -> None:
+        self.client, self.state, self.endpoint, self.settings = client, state, endpoint, settings
+        self.on_event = on_event
+        self.clock, self.sleep = client._transport.clock, client._transport.sleep
+        budget = settings.get("max_enqueued_tokens")
+        self.budget: int | None = state.data.get("budget", budget)
+
+    def event(self, kind: str, **facts: Any) -> None:
+        if self.on_event is not None:
+            self.on_event({"event": kind, **facts})
+
+    def run(self) -> None:
+        """Rounds until every request has a final result, then RESULTS, then the clean-up."""
+        data = self.state.data
+        while not data["written"]:
+            if any(shard["status"] in ("queued", "running") for shard in self.state.shards):
+                self.drive()
+            elif data["round"] >= self.settings["rounds"] or not self.plan(data["round"] + 1):
+                self.write_results()
+        if not self.settings["keep_files"]:
+            self.clean_up()
+
+    # -- rounds and shards --------------------------------------------------------------------
+
+    def plan(self, round_: int) -> bool:
+        """Write the next round's shards: every request with no final result yet."""
+        final = self.final_results()
+        limits = (self.settings["batch_size"], MAX_INPUT_BYTES, MAX_EMBEDDING_INPUTS)
+        shards: list[_Shard] = []
+        embeddings = self.endpoint == BatchEndpoint.EMBEDDINGS.value
+        for _, raw in _binary_lines(self.state.data["input"]):
+            line = raw if raw.endswith(b"\n") else raw + b"\n"
+            if not line.strip():
+                continue
+            data = _parse_line(line, self.state.data["input"], 0)
+            if data["custom_id"] in final:
+                continue
+            inputs = _embedding_inputs(data["body"]) if embeddings else 0
+            if not shards or not shards[-1].fits(len(line), inputs, limits):
+                if shards:
+                    shards[-1].commit()
+                name = f"r{round_}-{len(shards) + 1:04d}.jsonl"
+                shards.append(_Shard(self.state.path(name)))
+            shards[-1].add(line, inputs)
+        if shards:
+            shards[-1].commit()
+        job = self.state.data["job"]
+        for number, shard in enumerate(shards, 1):
+            self.state.shards.append(
+                {
+                    "name": os.path.basename(shard.path),
+                    "round": round_,
+                    "requests": shard.requests,
+                    "tokens": _estimate_tokens(b"x" * shard.bytes),
+                    "key": f"job-{job}-r{round_}-s{number}",
+                    "tries": 0,
+                    "status": "queued",
+                    "file_id": None,
+                    "batch_id": None,
+                    "files": [],
+                }
+            )
+        if shards:
+            self.state.data["round"] = round_
+            self.state.save()
+            self.event("round", round=round_, shards=len(shards))
+        return bool(shards)
+
+    def final_results(self) -> set[str]:
+        """The custom_ids whose result is final: a success, or a failure that will not pass."""
+        final: set[str] = set()
+        for result in self.results():
+            status = result.status_code
+            if result.ok or (status is not None and status not in _RETRYABLE_LINE_STATUSES):
+                final.add(result.custom_id)
+        return final
+
+    def results(self) -> Iterator[BatchResult]:
+        for shard in self.state.shards:
+            for name in shard["files"]:
+                yield from iter_results(self.state.path(name))
+
+    # -- submitting and polling ---------------------------------------------------------------
+
+    def drive(self) -> None:
+        """Start queued shards within the budgets, poll the running ones, until none is left."""
+        interval = self.settings["interval"] or _FIRST_POLL
+        while True:
+            for shard in self.state.shards:
+                if shard["status"] == "queued" and self.room_for(shard):
+                    self.start(shard)
+            running = [s for s in self.state.shards if s["status"] == "running"]
+            if not running:
+                return
+            for shard in running:
+                self.check(shard)
+            if any(s["status"] in ("running", "queued") for s in self.state.shards):
+                self.sleep(interval)
+                if not self.settings["interval"]:
+                    interval = min(interval * 1.5, _MAX_POLL)
+
+    def room_for(self, shard: dict[str, Any]) -> bool:
+        running = [s for s in self.state.shards if s["status"] == "running"]
+        if not running:
+            return True  # one shard at a time always goes, whatever the budget
+        if len(running) >= self.settings["max_active"]:
+            return False
+        held = sum(s["tokens"] for s in running)
+        return self.budget is None or held + shard["tokens"] <= self.budget
+
+    def start(self, shard: dict[str, Any]) -> None:
+        """Upload a shard (again, if a kill lost the record) and create its batch by its key."""
+        if shard["file_id"] is None:
+            upload = self.client.files.create(file=self.state.path(shard["name"]), purpose="batch")
+            shard["file_id"] = upload.id
+            self.state.save()
+            self.event("uploaded", shard=shard["name"], file_id=upload.id)
+        key = shard["key"] + (f"-t{shard['tries']}" if shard["tries"] else "")
+        batch = self.client.batches.create(
+            input_file_id=shard["file_id"],
+            endpoint=self.endpoint,
+            idempotency_key=key,
+            metadata={"openai_batch_job": self.state.data["job"]},
+        )
+        shard.update(batch_id=batch.id, status="running", made=shard.get("made", 0) + 1)
+        self.state.save()
+        self.event("created", shard=shard["name"], batch_id=batch.id)
+
+    def check(self, shard: dict[str, Any]) -> None:
+        """Poll a running shard's batch; once it has ended, keep its results."""
+        try:
+            batch = self.client.batches.retrieve(shard["batch_id"])
+        except (APIConnectionError, InternalServerError, RateLimitError) as exc:
+            self.event("poll_failed", shard=shard["name"], error=str(exc))
+            return  # an outage: the next poll tries again
+        if not batch.is_terminal:
+            return
+        if batch.status == "failed" and any(
+            error.code == "token_limit_exceeded" for error in _error_list(batch)
+        ):
+            self.requeue(shard)
+            return
+        names, server_files = [], []
+        for file_id, kind in ((batch.output_file_id, "output"), (batch.error_file_id, "errors")):
+            if file_id:
+                name = f"{batch.id}_{kind}.jsonl"
+                with self.client.files.content(file_id) as content:
+                    content.write_to_file(self.state.path(name))
+                names.append(name)
+                server_files.append(file_id)
+        shard["files"] += names
+        shard["server_files"] = shard.get("server_files", []) + server_files
+        shard.update(status=_text(batch.status), usage=_usage_of(batch))
+        if batch.status == "failed":
+            shard["errors"] = _batch_errors(batch)[:_SHOWN_ERRORS]
+        self.state.save()
+        self.event("ended", shard=shard["name"], batch_id=batch.id, status=_text(batch.status))
+
+    def requeue(self, shard: dict[str, Any]) -> None:
+        """A batch over the enqueued-token limit: not its requests' failure. It goes again
+        once another ends, and the job keeps fewer tokens in flight from now on."""
+        others = [s for s in self.state.shards if s["status"] == "running" and s is not shard]
+        held = sum(s["tokens"] for s in others)
+        if others:
+            self.budget = held if self.budget is None else min(self.budget, held)
+            self.state.data["budget"] = self.budget
+        shard.update(status="queued", batch_id=None, tries=shard["tries"] + 1)
+        self.state.save()
+        self.event("over_token_limit", shard=shard["name"], budget=self.budget)
+        if not others:  # nothing of ours holds the queue: someone else's batches do
+            self.sleep(_MAX_POLL)
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def write_results(self) -> None:
+        """RESULTS, atomically: one line per request, in input order."""
+        input_path = self.state.data["input"]
+        with _AtomicFile(self.state.data["output"]) as out:
+            for request, result in join_results(input_path, self.results()):
+                if request is None:
+                    continue  # a result of no request of this input: not ours to report
+                line = result.to_dict() if result is not None else self.no_result(request)
+                out.file.write(_dumps_line(line).encode("utf-8") + b"\n")
+        self.state.data["written"] = True
+        self.state.save()
+        self.event("written", output=self.state.data["output"])
+
+    def no_result(self, request: BatchRequest) -> dict[str, Any]:
+        rounds = self.state.data["round"]
+        message = f"no result after {_plural(rounds, 'round')}"
+        failed = [s for s in self.state.shards if s.get("errors")]
+        if failed:
+            message += f"; a batch failed: {failed[-1]['errors'][0]}"
+        error = {"code": "no_result", "message": message}
+        return {"id": None, "custom_id": request.custom_id, "response": None, "error": error}
+
+    def clean_up(self) -> None:
+        """Delete from the server the files the job made, once RESULTS is safe on disk."""
+        cleaned = self.state.data["cleaned"]
+        for shard in self.state.shards:
+            for file_id in [shard["file_id"], *shard.get("server_files", [])]:
+                if file_id and file_id not in cleaned:
+                    try:
+                        self.client.files.delete(file_id)
+                    except NotFoundError:
+                        pass  # gone already: expired, or deleted by a run that was killed
+                    cleaned.append(file_id)
+                    self.state.save()
+
+
+def _usage_of(batch: Batch) -> dict[str, int]:
+    usage = batch.usage if isinstance(batch.usage, BatchUsage) else None
+    if usage is None:
+        return {}
+    cached = usage.input_tokens_details.cached_tokens if usage.input_tokens_details else 0
+    reasoning = usage.output_tokens_details.reasoning_tokens if usage.output_tokens_details else 0
+    return {
+        "input_tokens": usage.input_tokens or 0,
+        "cached_tokens": cached or 0,
+        "output_tokens": usage.output_tokens or 0,
+        "reasoning_tokens": reasoning or 0,
+    }
+
+
+def _job_report(state: _JobState, seconds: float) -> JobReport:
+    """The job's report, from its RESULTS and its record."""
+    report = JobReport(state.data["output"], rounds=state.data["round"], seconds=seconds)
+    for result in iter_results(state.data["output"]):
+        report.requests += 1
+        if result.ok:
+            report.succeeded += 1
+        else:
+            report.failed += 1
+            reason = (result.error.code if result.error else None) or f"HTTP {result.status_code}"
+            report.failures[reason] = report.failures.get(reason, 0) + 1
+    for shard in state.shards:
+        report.batches += shard.get("made", 0)
+        for key, value in (shard.get("usage") or {}).items():
+            report.usage[key] = report.usage.get(key, 0) + value
+    return report
+
+
+def _run_job(
+    client: Client,
+    input: _PathLike,
+    output: _PathLike,
+    settings: dict[str, Any],
+    on_event: Callable[[dict[str, Any]], object] | None,
+) -> JobReport:
+    started = client._transport.clock()
+    input_path, output_path = os.path.abspath(input), os.path.abspath(output)
+    summary = validate_input(
+        input_path, max_requests=_NO_LIMIT, max_bytes=_NO_LIMIT, max_embedding_inputs=_NO_LIMIT
+    )
+    state = _JobState.open(output_path, input_path, settings)
+    state.data["output"] = output_path
+    runner = _JobRunner(client, state, summary.endpoint or "", settings, on_event)
+    runner.run()
+    return _job_report(state, client._transport.clock() - started)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -4415,6 +4824,45 @@ def _watch(session: _Session, batch_id: str) -> int:
     return _EXIT_OK if status == "completed" else _EXIT_ERROR
 
 
+def _cmd_run(session: _Session) -> int:
+    """A job: every request of INPUT, across as many batches as it takes, into RESULTS."""
+    args, console = session.args, session.console
+
+    def show(event: dict[str, Any]) -> None:
+        if args.json:
+            console.line(json.dumps(event, ensure_ascii=False))
+        else:
+            facts = [f"{key}={value}" for key, value in event.items() if key != "event"]
+            console.note("\t".join([_iso(console.clock()), event["event"], *facts]))
+
+    try:
+        report = session.client.run(
+            args.input,
+            args.output,
+            batch_size=args.batch_size,
+            max_active=args.max_active,
+            max_enqueued_tokens=args.max_enqueued_tokens,
+            rounds=args.rounds,
+            poll_interval=args.interval,
+            keep_files=args.keep_files,
+            on_event=show,
+        )
+    except KeyboardInterrupt:
+        console.note(
+            "stopped; the job's batches go on running on the server. Run the same command "
+            "again to resume it."
+        )
+        return _EXIT_INTERRUPTED
+    why = ", ".join(f"{count} {reason}" for reason, count in sorted(report.failures.items()))
+    console.note(
+        f"{report.output}: {_plural(report.requests, 'request')}, {report.succeeded:,} "
+        f"succeeded, {report.failed:,} failed{f' ({why})' if why else ''}; "
+        f"{report.batches:,} {'batch' if report.batches == 1 else 'batches'}, "
+        f"{_plural(report.rounds, 'round')}"
+    )
+    return _EXIT_OK if report.ok else _EXIT_ERROR
+
+
 def _cmd_download(session: _Session) -> int:
     batch = session.client.batches.retrieve(session.args.id)
     paths = session.client.download(batch, session.args.output_dir)
@@ -4892,6 +5340,51 @@ def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
     _wait_options(wait)
     _json_flag(wait)
     _finished_commands(commands, common)
+    _run_command(commands, common)
+
+
+def _run_command(commands: Any, common: Any) -> None:
+    run = _add(
+        commands,
+        common,
+        "run",
+        _cmd_run,
+        "run a file of any size across many batches; run it again to resume",
+        epilog="The job's record is kept in RESULTS.job/ beside RESULTS: the same command, run "
+        "again after any crash, resumes it and never makes a batch twice.",
+    )
+    run.add_argument("input", type=_path, metavar="INPUT")
+    run.add_argument("-o", "--output", required=True, type=_path, metavar="RESULTS")
+    run.add_argument(
+        "--batch-size",
+        type=_number(1, MAX_REQUESTS, whole=True),
+        default=MAX_REQUESTS,
+        metavar="N",
+        help=f"requests per batch ({MAX_REQUESTS:,})",
+    )
+    run.add_argument(
+        "--max-active",
+        type=_number(1, 1000, whole=True),
+        default=DEFAULT_MAX_ACTIVE,
+        metavar="N",
+        help=f"batches running at once ({DEFAULT_MAX_ACTIVE})",
+    )
+    run.add_argument(
+        "--max-enqueued-tokens",
+        type=_number(1, 10**12, whole=True),
+        metavar="T",
+        help="prompt tokens in flight at most (estimated as characters / 4)",
+    )
+    run.add_argument(
+        "--rounds",
+        type=_number(1, 100, whole=True),
+        default=DEFAULT_ROUNDS,
+        metavar="R",
+        help=f"rounds for what failed in a way that may pass ({DEFAULT_ROUNDS})",
+    )
+    run.add_argument("--interval", type=_INTERVAL, metavar="S", help="first pause between polls")
+    run.add_argument("--keep-files", action="store_true", help="keep the job's files on the server")
+    _json_flag(run)
 
 
 def _finished_commands(commands: Any, common: Any) -> None:

@@ -5714,3 +5714,112 @@ def test_a_utf16_file_and_a_csv_given_as_input_are_named(
     table.write_text("custom_id,prompt\nq1,What is 2+2?\n")
     ran = cli(client, "results", batch_id, "--input", str(table))
     assert ran.code == 1 and "this looks like a CSV or TSV table, not JSONL" in ran.err
+
+
+# ---------------------------------------------------------------- jobs (issue 10, begun)
+
+
+def _job_input(tmp_path: Any, count: int, fail: tuple[int, ...] = ()) -> str:
+    path = str(tmp_path / "in.jsonl")
+    ob.write_jsonl(path, chat_requests(count, fail=fail))
+    return path
+
+
+def _output_ids(path: Any) -> list[str]:
+    return [json.loads(line)["custom_id"] for line in open(path, encoding="utf-8")]
+
+
+def _batches_by_key(api: FakeAPI) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for batch in api.batches.values():
+        key = (batch["metadata"] or {}).get(KEY_FIELD)
+        found.setdefault(key, []).append(batch["status"])
+    return found
+
+
+def test_run_splits_retries_and_writes_one_line_per_request_in_order(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    api.flaky_rule = lambda line: line["custom_id"] == "q4"  # a 500 once, then fine
+    source = _job_input(tmp_path, 10, fail=(7,))  # fail-7 answers 400: final, not sent again
+    events: list[dict[str, Any]] = []
+    out = tmp_path / "out.jsonl"
+    report = client.run(source, out, batch_size=3, max_active=2, on_event=events.append)
+    assert _output_ids(out) == [r.custom_id for r in chat_requests(10, fail=(7,))]
+    assert api.ran == {
+        r.custom_id: 2 if r.custom_id == "q4" else 1 for r in chat_requests(10, fail=(7,))
+    }
+    assert (report.requests, report.succeeded, report.failed) == (10, 9, 1)
+    assert (report.failures, report.batches, report.rounds) == ({"HTTP 400": 1}, 5, 2)
+    assert report.usage["input_tokens"] > 0 and not report.ok
+    assert api.files == {}  # the job's uploads and outputs were deleted once out.jsonl was safe
+    assert all(len(statuses) == 1 for statuses in _batches_by_key(api).values())
+    assert [e["event"] for e in events].count("round") == 2
+    again = client.run(source, out, batch_size=3)  # done already: nothing is sent
+    assert again.requests == 10 and len(api.batches) == 5
+
+
+def test_run_stays_under_the_enqueued_token_limit(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    api.enqueued_token_limit = 10  # two requests' prompts ("question N": 2 tokens each) fit
+    source = _job_input(tmp_path, 12)
+    events: list[dict[str, Any]] = []
+    report = client.run(
+        source, tmp_path / "out.jsonl", batch_size=4, max_active=3, on_event=events.append
+    )
+    assert report.ok and report.succeeded == 12
+    assert all(count == 1 for count in api.ran.values()) and len(api.ran) == 12
+    tripped = [e for e in events if e["event"] == "over_token_limit"]
+    assert tripped and tripped[-1]["budget"] is not None  # it lowered its own budget
+
+
+def test_run_resumes_after_a_crash_without_making_a_batch_twice(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    source = _job_input(tmp_path, 9)
+    out = tmp_path / "out.jsonl"
+
+    def crash_after_second_create(event: dict[str, Any]) -> None:
+        if event["event"] == "created" and event["shard"] == "r1-0002.jsonl":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.run(source, out, batch_size=3, on_event=crash_after_second_create)
+    assert not out.exists() and len(api.batches) == 2
+    report = client.run(source, out, batch_size=3)
+    assert report.ok and _output_ids(out) == [f"q{i}" for i in range(9)]
+    assert len(api.batches) == 3 and all(count == 1 for count in api.ran.values())
+
+
+def test_run_refuses_bad_and_changed_input_at_no_cost(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    bad = write_lines(tmp_path / "bad.jsonl", [request_line("a"), "{"])
+    with raises(ob.InputFileError):
+        client.run(bad, tmp_path / "out.jsonl")
+    assert api.requests == [] and not (tmp_path / "out.jsonl.job").exists()
+    source = _job_input(tmp_path, 3)
+    out = tmp_path / "out.jsonl"
+    client.run(source, out, keep_files=True)
+    ob.write_jsonl(source, chat_requests(4))
+    with raises(ob.OpenAIError) as info:
+        client.run(source, out)
+    assert str(info.value) == (
+        f"{source} has changed since the job in {out}.job began; finish that job with the "
+        f"input it began with, or remove {out}.job to start again"
+    )
+
+
+def test_cli_run_prints_events_and_exits_1_on_permanent_failures(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    source = _job_input(tmp_path, 4, fail=(2,))
+    out = tmp_path / "out.jsonl"
+    ran = cli(client, "run", source, "-o", str(out), "--batch-size", "2")
+    assert ran.code == 1 and ran.err.splitlines()[-1] == (
+        f"{out}: 4 requests, 3 succeeded, 1 failed (1 HTTP 400); 2 batches, 1 round"
+    )
+    assert "\tcreated\tshard=r1-0001.jsonl\tbatch_id=" in ran.err
+    ran = cli(client, "run", source, "-o", str(out), "--json")
+    assert ran.code == 1 and ran.out == ""  # finished before: nothing happened, nothing to tell
