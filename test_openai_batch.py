@@ -5823,3 +5823,58 @@ def test_cli_run_prints_events_and_exits_1_on_permanent_failures(
     assert "\tcreated\tshard=r1-0001.jsonl\tbatch_id=" in ran.err
     ran = cli(client, "run", source, "-o", str(out), "--json")
     assert ran.code == 1 and ran.out == ""  # finished before: nothing happened, nothing to tell
+
+
+class ScaledClock(FakeClock):
+    """Real time, `speed` times faster: the fake's clock when a real process polls it."""
+
+    def __init__(self, speed: float, start: float = 1_700_000_000.0) -> None:
+        self.speed, self.origin, self.start = speed, time.monotonic(), start
+        super().__init__(start)
+
+    @property  # type: ignore[override]
+    def now(self) -> float:
+        return self.start + (time.monotonic() - self.origin) * self.speed
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self.start = value - (time.monotonic() - self.origin) * self.speed
+
+
+def test_run_killed_at_twenty_moments_finishes_with_nothing_twice(tmp_path: Any) -> None:
+    api = FakeAPI(clock=ScaledClock(speed=50))  # a batch takes about 0.4 s
+    source = _job_input(tmp_path, 60)
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "openai_batch", "run", source, "-o", str(out)]
+    command += ["--batch-size", "5", "--max-active", "2", "--interval", "0.1", "--json"]
+    moments = random.Random(8)
+    kills = finished = 0
+    with api.serve():
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+        while not finished:
+            process = subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            try:
+                if kills < 20:
+                    process.wait(timeout=moments.uniform(0.05, 0.5))
+                else:
+                    process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()  # SIGKILL: no handler, no clean-up, at whatever it was doing
+                process.wait()
+                kills += 1
+                continue
+            finally:
+                assert process.stderr is not None
+                process.stderr.close()
+            finished = process.returncode == 0
+            assert process.returncode in (0, -9), process.returncode
+        assert kills >= 20
+        assert _output_ids(out) == [f"q{i}" for i in range(60)]
+        assert api.ran == {f"q{i}": 1 for i in range(60)}  # no request ran twice
+        assert all(len(statuses) == 1 for statuses in _batches_by_key(api).values())
+        assert len(api.batches) == 12  # one batch a shard, whatever the kills
+        # Left on the server: only uploads whose record a kill cut short.
+        assert all(file["purpose"] == "batch" for file in api.files.values())
+        assert len(api.files) <= kills
