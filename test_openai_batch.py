@@ -5104,8 +5104,7 @@ def test_hints_fit_the_command(client: Client, api: FakeAPI) -> None:
 def test_retry_of_a_batch_that_failed_validation_warns(
     client: Client, api: FakeAPI, tmp_path: Any
 ) -> None:
-    content = b"".join(r.to_json().encode() + b"\n" for r in chat_requests(2))
-    file_id = api.add_file(content)["id"]
+    file_id = _seeded_file(api)
     error = {"code": "invalid_value", "message": "Unknown model 'gpt-5-nope'.", "line": 1}
     errors = {"object": "list", "data": [error]}
     api.add_batch(id="batch_v", status="failed", input_file_id=file_id, errors=errors)
@@ -5637,8 +5636,7 @@ def test_more_hints_that_fit_the_situation(client: Client, api: FakeAPI, tmp_pat
 def test_retry_of_a_batch_over_the_token_limit_says_the_lines_are_fine(
     client: Client, api: FakeAPI, tmp_path: Any
 ) -> None:
-    content = b"".join(r.to_json().encode() + b"\n" for r in chat_requests(2))
-    file_id = api.add_file(content)["id"]
+    file_id = _seeded_file(api)
     error = {"code": "token_limit_exceeded", "message": "Enqueued token limit reached."}
     errors = {"object": "list", "data": [error]}
     api.add_batch(id="batch_q", status="failed", input_file_id=file_id, errors=errors)
