@@ -3614,6 +3614,7 @@ class Client:
         poll_interval: float | None = None,
         keep_files: bool = False,
         on_event: Callable[[dict[str, Any]], object] | None = None,
+        cancel: bool = False,
     ) -> JobReport:
         """Run every request of a JSONL file of any size, across as many batches as it takes.
 
@@ -3627,7 +3628,9 @@ class Client:
         request, in input order. The job's record lives in ``output + ".job"``: running the
         same call again after any crash resumes it, and never makes a batch twice. Once
         ``output`` is written, the files the job put on the server are deleted unless
-        ``keep_files``. ``on_event(dict)`` sees each step.
+        ``keep_files``. ``on_event(dict)`` sees each step, with ``"progress"``: where the job
+        stands. ``cancel=True`` cancels the job's running batches instead, and ends the job
+        with what they did.
         """
         settings = {
             "batch_size": batch_size,
@@ -3637,7 +3640,7 @@ class Client:
             "interval": poll_interval,
             "keep_files": keep_files,
         }
-        return _run_job(self, input, output, settings, on_event)  # the Jobs section, below
+        return _run_job(self, input, output, settings, on_event, cancel)  # the Jobs section
 
     def download(self, batch_or_id: Batch | str, directory: _PathLike = ".") -> list[str]:
         """Save a batch's output and error files into ``directory``; return their paths.
@@ -3754,15 +3757,37 @@ class _JobState:
     """A job's record, ``RESULTS.job/state.json``, written atomically at every step that
     matters, so that a run killed at any instant is resumed by running it again."""
 
-    def __init__(self, folder: str, data: dict[str, Any]) -> None:
-        self.folder, self.data = folder, data
+    def __init__(self, folder: str, data: dict[str, Any], lock: IO[bytes]) -> None:
+        self.folder, self.data, self.lock = folder, data, lock
 
     @classmethod
-    def open(cls, output: str, input_path: str, settings: dict[str, Any]) -> _JobState:
+    def open(
+        cls, output: str, input_path: str, settings: dict[str, Any], begin: dict[str, Any]
+    ) -> _JobState:
+        """The job of ``output``, resumed, or begun with ``begin`` in its record; held by
+        this process alone until ``close()``."""
         folder = output + ".job"
-        digest = _sha256(input_path)
         path = os.path.join(folder, "state.json")
-        if os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        lock = _lock(os.path.join(folder, "lock"))
+        try:
+            digest = _sha256(input_path)
+            if not os.path.exists(path):
+                data = {
+                    "version": _STATE_VERSION,
+                    "job": os.urandom(8).hex(),
+                    "input": os.path.abspath(input_path),
+                    "sha256": digest,
+                    "settings": settings,
+                    "round": 0,
+                    "shards": [],
+                    "written": False,
+                    "cleaned": [],
+                    **begin,
+                }
+                state = cls(folder, data, lock)
+                state.save()
+                return state
             with open(path, encoding="utf-8") as handle:
                 data = json.load(handle)
             if data.get("sha256") != digest:
@@ -3770,22 +3795,13 @@ class _JobState:
                     f"{input_path} has changed since the job in {folder} began; finish that job "
                     f"with the input it began with, or remove {folder} to start again"
                 )
-            return cls(folder, data)
-        os.makedirs(folder, exist_ok=True)
-        data = {
-            "version": _STATE_VERSION,
-            "job": os.urandom(8).hex(),
-            "input": os.path.abspath(input_path),
-            "sha256": digest,
-            "settings": settings,
-            "round": 0,
-            "shards": [],
-            "written": False,
-            "cleaned": [],
-        }
-        state = cls(folder, data)
-        state.save()
-        return state
+            return cls(folder, data, lock)
+        except BaseException:
+            lock.close()
+            raise
+
+    def close(self) -> None:
+        self.lock.close()  # and with it the lock
 
     def save(self) -> None:
         with _AtomicFile(os.path.join(self.folder, "state.json")) as out:
@@ -3797,6 +3813,33 @@ class _JobState:
     @property
     def shards(self) -> list[dict[str, Any]]:
         return self.data["shards"]  # type: ignore[no-any-return]
+
+
+def _lock(path: str) -> IO[bytes]:
+    """An open file whose exclusive lock this process holds until it closes the file.
+
+    The system drops the lock when the process ends, however it ends, so a job killed with
+    SIGKILL is not left locked; a second process on the same job is refused, rather than let
+    two of them write one record.
+    """
+    handle = open(path, "a+b")  # noqa: SIM115
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        folder = os.path.dirname(path)
+        raise OpenAIError(
+            f"another process is running the job in {folder}; let it finish, or stop it "
+            "(Ctrl-C) and run the command again"
+        ) from None
+    return handle
 
 
 class _JobRunner:
@@ -3818,18 +3861,73 @@ class _JobRunner:
 
     def event(self, kind: str, **facts: Any) -> None:
         if self.on_event is not None:
-            self.on_event({"event": kind, **facts})
+            self.on_event({"event": kind, **facts, "progress": self.progress()})
+
+    def progress(self) -> dict[str, Any]:
+        """Where the job stands: shards, requests, tokens used and the time since it began.
+
+        A request whose failure may pass on a later round is pending, not failed.
+        """
+        data, shards = self.state.data, self.state.shards
+        active = sum(shard["status"] == "running" for shard in shards)
+        queued = sum(shard["status"] == "queued" for shard in shards)
+        succeeded = sum(shard.get("succeeded", 0) for shard in shards)
+        failed = sum(shard.get("failed", 0) for shard in shards)
+        usage: dict[str, int] = {}
+        for shard in shards:
+            for name, value in (shard.get("usage") or {}).items():
+                usage[name] = usage.get(name, 0) + value
+        return {
+            "round": data["round"],
+            "rounds": self.settings["rounds"],
+            "shards": {"done": len(shards) - active - queued, "active": active, "queued": queued},
+            "requests": {
+                "succeeded": succeeded,
+                "failed": failed,
+                "pending": data["requests"] - succeeded - failed,
+            },
+            "usage": usage,
+            "elapsed": round(max(self.clock() - data["started"], 0.0), 3),
+        }
 
     def run(self) -> None:
         """Rounds until every request has a final result, then RESULTS, then the clean-up."""
         data = self.state.data
+        if data["written"]:
+            self.event("already_written", output=data["output"])
         while not data["written"]:
             if any(shard["status"] in ("queued", "running") for shard in self.state.shards):
                 self.drive()
-            elif data["round"] >= self.settings["rounds"] or not self.plan(data["round"] + 1):
+            elif (
+                data.get("cancelled")
+                or data["round"] >= self.settings["rounds"]
+                or not self.plan(data["round"] + 1)
+            ):
                 self.write_results()
         if not self.settings["keep_files"]:
             self.clean_up()
+
+    def cancel(self) -> None:
+        """Cancel the job's running batches, keeping what they have done, and start no more.
+
+        The job then ends as soon as they have: RESULTS gets what arrived, and a line saying
+        why for each request that got nothing.
+        """
+        data = self.state.data
+        if data["written"]:
+            return
+        data["cancelled"] = True
+        for shard in self.state.shards:
+            if shard["status"] == "queued":
+                shard["status"] = "not_started"
+        self.state.save()
+        for shard in self.state.shards:
+            if shard["status"] == "running":
+                try:
+                    self.client.batches.cancel(shard["batch_id"])
+                except (ConflictError, NotFoundError):
+                    pass  # it ended on its own meanwhile: its results are kept all the same
+                self.event("cancelling", shard=shard["name"], batch_id=shard["batch_id"])
 
     # -- rounds and shards --------------------------------------------------------------------
 
@@ -3879,12 +3977,7 @@ class _JobRunner:
 
     def final_results(self) -> set[str]:
         """The custom_ids whose result is final: a success, or a failure that will not pass."""
-        final: set[str] = set()
-        for result in self.results():
-            status = result.status_code
-            if result.ok or (status is not None and status not in _RETRYABLE_LINE_STATUSES):
-                final.add(result.custom_id)
-        return final
+        return {result.custom_id for result in self.results() if not _may_pass(result)}
 
     def results(self) -> Iterator[BatchResult]:
         for shard in self.state.shards:
@@ -3906,6 +3999,7 @@ class _JobRunner:
             for shard in running:
                 self.check(shard)
             if any(s["status"] in ("running", "queued") for s in self.state.shards):
+                self.event("progress")
                 self.sleep(interval)
                 if not self.settings["interval"]:
                     interval = min(interval * 1.5, _MAX_POLL)
@@ -3961,11 +4055,21 @@ class _JobRunner:
                 server_files.append(file_id)
         shard["files"] += names
         shard["server_files"] = shard.get("server_files", []) + server_files
-        shard.update(status=_text(batch.status), usage=_usage_of(batch))
+        shard.update(status=_text(batch.status), usage=_usage_of(batch), **self.tally(names))
         if batch.status == "failed":
             shard["errors"] = _batch_errors(batch)[:_SHOWN_ERRORS]
         self.state.save()
         self.event("ended", shard=shard["name"], batch_id=batch.id, status=_text(batch.status))
+
+    def tally(self, names: list[str]) -> dict[str, int]:
+        """A shard's results: how many, how many succeeded, and how many failed for good."""
+        counts = {"results": 0, "succeeded": 0, "failed": 0}
+        for name in names:
+            for result in iter_results(self.state.path(name)):
+                counts["results"] += 1
+                counts["succeeded"] += result.ok
+                counts["failed"] += not result.ok and not _may_pass(result)
+        return counts
 
     def requeue(self, shard: dict[str, Any]) -> None:
         """A batch over the enqueued-token limit: not its requests' failure. It goes again
@@ -3986,24 +4090,57 @@ class _JobRunner:
     def write_results(self) -> None:
         """RESULTS, atomically: one line per request, in input order."""
         input_path = self.state.data["input"]
+        endings = self.endings()
         with _AtomicFile(self.state.data["output"]) as out:
             for request, result in join_results(input_path, self.results()):
                 if request is None:
                     continue  # a result of no request of this input: not ours to report
-                line = result.to_dict() if result is not None else self.no_result(request)
+                if result is not None:
+                    line = result.to_dict()
+                else:
+                    error = self.no_result(endings.get(request.custom_id, []))
+                    line = {"id": None, "custom_id": request.custom_id, "response": None}
+                    line["error"] = error
                 out.file.write(_dumps_line(line).encode("utf-8") + b"\n")
         self.state.data["written"] = True
         self.state.save()
         self.event("written", output=self.state.data["output"])
 
-    def no_result(self, request: BatchRequest) -> dict[str, Any]:
-        rounds = self.state.data["round"]
-        message = f"no result after {_plural(rounds, 'round')}"
-        failed = [s for s in self.state.shards if s.get("errors")]
-        if failed:
-            message += f"; a batch failed: {failed[-1]['errors'][0]}"
-        error = {"code": "no_result", "message": message}
-        return {"id": None, "custom_id": request.custom_id, "response": None, "error": error}
+    def endings(self) -> dict[str, list[str]]:
+        """For each request that no batch answered, how each batch it was sent in ended."""
+        endings: dict[str, list[str]] = {}
+        answered: set[str] | None = None
+        for shard in self.state.shards:
+            if shard.get("results") == shard["requests"]:
+                continue  # every request of the shard has its line
+            if answered is None:
+                answered = {result.custom_id for result in self.results()}
+            for data in read_jsonl(self.state.path(shard["name"])):
+                if data["custom_id"] not in answered:
+                    endings.setdefault(data["custom_id"], []).append(shard["status"])
+        return endings
+
+    def no_result(self, endings: list[str]) -> dict[str, str]:
+        """Why a request has no result, from how its batches ended: an error object."""
+        said = []
+        for status in ("expired", "cancelled", "failed", "completed"):
+            count = endings.count(status)
+            if status == "completed" and count:
+                said.append(f"{_times(count)} its batch completed without a line for it")
+            elif count:
+                said.append(f"its batch {status} {_times(count)}")
+        errors = [e for s in self.state.shards for e in s.get("errors", [])]
+        if "failed" in endings and errors:
+            said.append(f"the batch said: {errors[-1]}")
+        if self.state.data.get("cancelled"):
+            code = "job_cancelled"
+            said.append("the job was cancelled (run --cancel)")
+        else:
+            last = endings[-1] if endings else "completed"
+            code = "no_result" if last in ("completed", "not_started") else f"batch_{last}"
+            rounds = _plural(self.state.data["round"], "round")
+            said.append(f"the job was out of rounds after {rounds} (--rounds gives more)")
+        return {"code": code, "message": "no result: " + "; ".join(said)}
 
     def clean_up(self) -> None:
         """Delete from the server the files the job made, once RESULTS is safe on disk."""
@@ -4017,6 +4154,17 @@ class _JobRunner:
                         pass  # gone already: expired, or deleted by a run that was killed
                     cleaned.append(file_id)
                     self.state.save()
+
+
+def _may_pass(result: BatchResult) -> bool:
+    """Whether a failed line may pass if sent again: a 5xx, 408, 409 or 429, or no answer at
+    all (its batch expired or was cancelled before it ran)."""
+    status = result.status_code
+    return not result.ok and (status is None or status in _RETRYABLE_LINE_STATUSES)
+
+
+def _times(count: int) -> str:
+    return {1: "once", 2: "twice"}.get(count, f"{count} times")
 
 
 def _usage_of(batch: Batch) -> dict[str, int]:
@@ -4057,17 +4205,30 @@ def _run_job(
     output: _PathLike,
     settings: dict[str, Any],
     on_event: Callable[[dict[str, Any]], object] | None,
+    cancel: bool = False,
 ) -> JobReport:
-    started = client._transport.clock()
+    """Begin, resume or cancel the job of ``output``; return its report once RESULTS is in."""
+    clock = client._transport.clock
     input_path, output_path = os.path.abspath(input), os.path.abspath(output)
-    summary = validate_input(
-        input_path, max_requests=_NO_LIMIT, max_bytes=_NO_LIMIT, max_embedding_inputs=_NO_LIMIT
-    )
-    state = _JobState.open(output_path, input_path, settings)
-    state.data["output"] = output_path
-    runner = _JobRunner(client, state, summary.endpoint or "", settings, on_event)
-    runner.run()
-    return _job_report(state, client._transport.clock() - started)
+    begin: dict[str, Any] = {}
+    if not os.path.exists(os.path.join(output_path + ".job", "state.json")):
+        if cancel:
+            raise OpenAIError(f"there is no job to cancel in {output_path}.job")
+        # Validated once, before anything is sent; a resumed job's input is checked by hash.
+        summary = validate_input(
+            input_path, max_requests=_NO_LIMIT, max_bytes=_NO_LIMIT, max_embedding_inputs=_NO_LIMIT
+        )
+        begin = {"endpoint": summary.endpoint or "", "requests": summary.requests}
+        begin.update(started=clock(), output=output_path)
+    state = _JobState.open(output_path, input_path, settings, begin)
+    try:
+        runner = _JobRunner(client, state, state.data["endpoint"], settings, on_event)
+        if cancel:
+            runner.cancel()
+        runner.run()
+        return _job_report(state, clock() - state.data["started"])
+    finally:
+        state.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -4104,7 +4265,7 @@ class _Console:
     ) -> None:
         self.out, self.err, self.tty, self.color, self.width = out, err, tty, color, width
         self.clock = clock
-        self.live = False  # a progress line is on screen without its newline
+        self.live = 0  # the lines of progress on screen, the last without its newline
         # A stream that cannot carry "…" (PYTHONIOENCODING=ascii, an old code page) gets this
         # module's own symbols in ASCII, and anything else it cannot carry as \u escapes.
         self.ascii = not all(_carries(stream, "…×–") for stream in (out, err))
@@ -4140,13 +4301,24 @@ class _Console:
         self.write(self.err, text + "\n")
 
     def redraw(self, text: str) -> None:
-        """Replace the live line on the terminal, cut to its width but never its colours."""
-        self.write(self.out, "\r\x1b[2K" + _clip_visible(text, self.width - 1))
-        self.live = True
+        """Replace the live lines on the terminal, each cut to its width but never its
+        colours."""
+        rows = text.split("\n")
+        up = f"\x1b[{self.live - 1}F" if self.live > 1 else ""  # to the first of them
+        cut = ["\r\x1b[2K" + _clip_visible(row, self.width - 1) for row in rows]
+        self.write(self.out, up + "\n".join(cut))
+        self.live = len(rows)
+
+    def clear_live(self) -> None:
+        """Take the live lines off the terminal, so that a note takes their place."""
+        if self.live:
+            up = f"\x1b[{self.live - 1}F" if self.live > 1 else ""
+            self.write(self.out, up + "\r\x1b[J")
+            self.live = 0
 
     def end_live(self) -> None:
         if self.live:
-            self.live = False
+            self.live = 0
             self.write(self.out, "\n")
 
     def paint(self, status: str, text: str) -> str:
@@ -4509,6 +4681,62 @@ def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
+class _JobProgress:
+    """``run``'s display: a live block on a terminal, a line per event in a pipe, or with
+    ``--json`` each event as a JSON line."""
+
+    NOTED = ("round", "over_token_limit", "poll_failed", "cancelling", "written")
+
+    def __init__(self, console: _Console, as_json: bool) -> None:
+        self.console, self.as_json = console, as_json
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        console, kind = self.console, event["event"]
+        if self.as_json:
+            console.line(json.dumps(event, ensure_ascii=False))
+            return
+        facts = [
+            f"{key}={value}" for key, value in event.items() if key not in ("event", "progress")
+        ]
+        if not console.tty:
+            if kind != "progress":
+                console.note("\t".join([_iso(console.clock()), kind, *facts]))
+            return
+        ended = kind == "ended" and event.get("status") != "completed"
+        if kind in self.NOTED or ended:
+            console.clear_live()
+            console.note(" ".join([kind.replace("_", " "), *facts]))
+        console.redraw(self.block(event["progress"]))
+
+    @staticmethod
+    def block(progress: dict[str, Any]) -> str:
+        shards, requests = progress["shards"], progress["requests"]
+        tokens = _tokens(progress["usage"])
+        return "\n".join(
+            [
+                f"round {progress['round']} of {progress['rounds']}: "
+                f"{_plural(shards['done'], 'shard')} done, {shards['active']:,} active, "
+                f"{shards['queued']:,} queued",
+                f"requests: {requests['succeeded']:,} succeeded, {requests['failed']:,} failed, "
+                f"{requests['pending']:,} pending",
+                f"{tokens or 'no tokens yet'}; {_duration(progress['elapsed'])} so far",
+            ]
+        )
+
+
+def _tokens(usage: dict[str, int]) -> str:
+    """Tokens used, as ``Batch.usage`` counts them, in a few words."""
+    if not usage:
+        return ""
+    text = f"{usage.get('input_tokens', 0):,} tokens in"
+    if usage.get("cached_tokens"):
+        text += f" ({usage['cached_tokens']:,} cached)"
+    text += f", {usage.get('output_tokens', 0):,} out"
+    if usage.get("reasoning_tokens"):
+        text += f" ({usage['reasoning_tokens']:,} reasoning)"
+    return text
+
+
 class _LiveProgress:
     """``wait``'s display: one redrawn line on a terminal, a line per change in a pipe."""
 
@@ -4827,14 +5055,7 @@ def _watch(session: _Session, batch_id: str) -> int:
 def _cmd_run(session: _Session) -> int:
     """A job: every request of INPUT, across as many batches as it takes, into RESULTS."""
     args, console = session.args, session.console
-
-    def show(event: dict[str, Any]) -> None:
-        if args.json:
-            console.line(json.dumps(event, ensure_ascii=False))
-        else:
-            facts = [f"{key}={value}" for key, value in event.items() if key != "event"]
-            console.note("\t".join([_iso(console.clock()), event["event"], *facts]))
-
+    show = _JobProgress(console, args.json)
     try:
         report = session.client.run(
             args.input,
@@ -4846,20 +5067,30 @@ def _cmd_run(session: _Session) -> int:
             poll_interval=args.interval,
             keep_files=args.keep_files,
             on_event=show,
+            cancel=args.cancel,
         )
     except KeyboardInterrupt:
+        console.end_live()
         console.note(
             "stopped; the job's batches go on running on the server. Run the same command "
-            "again to resume it."
+            "again to resume it, or add --cancel to cancel them."
         )
         return _EXIT_INTERRUPTED
-    why = ", ".join(f"{count} {reason}" for reason, count in sorted(report.failures.items()))
+    except SystemExit:  # SIGTERM or SIGHUP: the batches go on all the same
+        console.end_live()
+        raise
+    console.end_live()
+    why = ", ".join(f"{count:,} {reason}" for reason, count in sorted(report.failures.items()))
+    tokens = _tokens(report.usage)
     console.note(
         f"{report.output}: {_plural(report.requests, 'request')}, {report.succeeded:,} "
         f"succeeded, {report.failed:,} failed{f' ({why})' if why else ''}; "
         f"{report.batches:,} {'batch' if report.batches == 1 else 'batches'}, "
-        f"{_plural(report.rounds, 'round')}"
+        f"{_plural(report.rounds, 'round')}{f', {tokens}' if tokens else ''}; "
+        f"{_duration(report.seconds)}"
     )
+    if report.failed:
+        console.note(f"next: openai-batch results {args.output} --failed shows them and why")
     return _EXIT_OK if report.ok else _EXIT_ERROR
 
 
@@ -4878,6 +5109,14 @@ def _cmd_results(session: _Session) -> int:
     import tempfile
 
     args, console = session.args, session.console
+    if os.path.isfile(args.id):  # a results file at hand, such as run's RESULTS
+        results = iter_results(args.id)
+        pairs = join_results(args.input, results) if args.input else ((None, r) for r in results)
+        if args.failed:
+            pairs = (pair for pair in pairs if _failed(pair[1], False))
+        if not _show_results(console, pairs, args.json) and args.failed:
+            console.note(f"no failed requests: every request in {args.id} succeeded")
+        return _EXIT_OK
     batch = session.client.batches.retrieve(args.id)
     if batch.status == "failed" and not (batch.output_file_id or batch.error_file_id):
         _show_ending(console, batch)  # no request ran: the batch's own errors say why
@@ -5384,6 +5623,11 @@ def _run_command(commands: Any, common: Any) -> None:
     )
     run.add_argument("--interval", type=_INTERVAL, metavar="S", help="first pause between polls")
     run.add_argument("--keep-files", action="store_true", help="keep the job's files on the server")
+    run.add_argument(
+        "--cancel",
+        action="store_true",
+        help="cancel the job's running batches and end it with what they did",
+    )
     _json_flag(run)
 
 
@@ -5399,7 +5643,7 @@ def _finished_commands(commands: Any, common: Any) -> None:
     results = _add(
         commands, common, "results", _cmd_results, "one line per request, in input order"
     )
-    results.add_argument("id", metavar="ID", help="batch id")
+    results.add_argument("id", metavar="ID", help="batch id, or a results file such as run's")
     results.add_argument(
         "--failed", action="store_true", help="only requests that failed or did not run"
     )

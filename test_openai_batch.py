@@ -106,6 +106,7 @@ class Fault:
     """One armed misbehaviour; see FakeAPI.arm."""
 
     # "respond" | "drop" | "reset" | "lose_response" | "cut_body" | "slow" | "late" | "stall"
+    # | "pass"
     action: str
     status: int = 500
     body: bytes | None = None  # None: an OpenAI-shaped error body saying "Injected <status>"
@@ -167,6 +168,11 @@ class Fault:
         """Process the request, send `fraction` of the body, then hang for `delay` real
         seconds before closing: a download that stops in the middle."""
         return cls("stall", delay=delay, fraction=fraction)
+
+    @classmethod
+    def passes(cls) -> Fault:
+        """Let the request by as if nothing were armed: to reach the next ones."""
+        return cls("pass")
 
     @classmethod
     def late(cls, delay: float) -> Fault:
@@ -606,6 +612,11 @@ class FakeAPI:
         """Make the next requests whose path full-matches `path` meet `faults`, in order."""
         with self.lock:
             self._faults.append((method.upper(), re.compile(path), list(faults)))
+
+    def disarm(self) -> None:
+        """Forget the faults armed and not met yet."""
+        with self.lock:
+            self._faults.clear()
 
     def add_file(
         self, content: bytes, *, filename: str = "input.jsonl", purpose: str = "batch"
@@ -5809,18 +5820,183 @@ def test_run_refuses_bad_and_changed_input_at_no_cost(
     )
 
 
+def _json_lines(path: Any) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def _fake_usage(api: FakeAPI) -> tuple[int, int]:
+    """Prompt and completion tokens, as the fake's batches counted them."""
+    usages = [batch["usage"] or {} for batch in api.batches.values()]
+    return sum(u.get("input_tokens", 0) for u in usages), sum(
+        u.get("output_tokens", 0) for u in usages
+    )
+
+
 def test_cli_run_prints_events_and_exits_1_on_permanent_failures(
     client: Client, api: FakeAPI, tmp_path: Any
 ) -> None:
     source = _job_input(tmp_path, 4, fail=(2,))
     out = tmp_path / "out.jsonl"
+    started = api.clock.now
     ran = cli(client, "run", source, "-o", str(out), "--batch-size", "2")
-    assert ran.code == 1 and ran.err.splitlines()[-1] == (
-        f"{out}: 4 requests, 3 succeeded, 1 failed (1 HTTP 400); 2 batches, 1 round"
+    tokens_in, tokens_out = _fake_usage(api)
+    took = ob._duration(api.clock.now - started)
+    assert (
+        tokens_in > 0
+        and ran.code == 1
+        and ran.err.splitlines()[-2:]
+        == [
+            f"{out}: 4 requests, 3 succeeded, 1 failed (1 HTTP 400); 2 batches, 1 round, "
+            f"{tokens_in} tokens in, {tokens_out} out; {took}",
+            f"next: openai-batch results {out} --failed shows them and why",
+        ]
     )
     assert "\tcreated\tshard=r1-0001.jsonl\tbatch_id=" in ran.err
+    assert "\tprogress\t" not in ran.err  # in a pipe, a line per event, not per poll
+    failed = cli(client, "results", str(out), "--failed")  # the hint's command, as printed
+    assert failed.code == 0 and failed.out.split("\t")[:3] == ["fail-2", "failed", "400"]
     ran = cli(client, "run", source, "-o", str(out), "--json")
-    assert ran.code == 1 and ran.out == ""  # finished before: nothing happened, nothing to tell
+    assert ran.code == 1 and [json.loads(line)["event"] for line in ran.out.splitlines()] == [
+        "already_written"  # finished before: nothing is sent again
+    ]
+
+
+def test_run_events_say_where_the_job_stands(client: Client, api: FakeAPI, tmp_path: Any) -> None:
+    source = _job_input(tmp_path, 7, fail=(5,))
+    events: list[dict[str, Any]] = []
+    report = client.run(source, tmp_path / "out.jsonl", batch_size=2, on_event=events.append)
+    kinds = [event["event"] for event in events]
+    assert {"round", "uploaded", "created", "progress", "ended", "written"} <= set(kinds)
+    for event in events:
+        requests, shards = event["progress"]["requests"], event["progress"]["shards"]
+        assert sum(requests.values()) == 7 and sum(shards.values()) == 4
+    elapsed = [event["progress"]["elapsed"] for event in events]
+    assert elapsed == sorted(elapsed) and elapsed[-1] == report.seconds > 0
+    last = events[-1]["progress"]
+    assert last["requests"] == {"succeeded": 6, "failed": 1, "pending": 0}
+    assert last["shards"] == {"done": 4, "active": 0, "queued": 0}
+    assert last["usage"] == report.usage and report.usage["input_tokens"] == _fake_usage(api)[0]
+
+
+def _screen(text: str) -> list[str]:
+    """What a terminal shows after `text`: lines, carriage returns, and the erase and
+    cursor-up escapes the live display uses (any other escape fails the test)."""
+    rows, row, col = [""], 0, 0
+    for token in re.findall(r"\x1b\[\d*[A-Za-z]|[\r\n]|[^\x1b\r\n]+", text):
+        if token == "\n":
+            row, col = row + 1, 0
+            rows += [""] * (row + 1 - len(rows))
+        elif token == "\r":
+            col = 0
+        elif token == "\x1b[2K":
+            rows[row] = ""
+        elif token == "\x1b[J":
+            rows[row] = rows[row][:col]
+            del rows[row + 1 :]
+        elif token.startswith("\x1b[") and token.endswith("F"):
+            row, col = row - int(token[2:-1] or 1), 0
+        else:
+            assert not token.startswith("\x1b"), token
+            rows[row] = rows[row][:col] + token + rows[row][col + len(token) :]
+            col += len(token)
+    return rows
+
+
+def test_cli_run_on_a_terminal_keeps_one_live_block(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    source = _job_input(tmp_path, 5, fail=(1,))
+    ran = cli(
+        client, "run", source, "-o", str(tmp_path / "out.jsonl"), "--batch-size", "2", tty=True
+    )
+    assert ran.code == 1 and ran.out.count("\x1b[2F") > 3  # redrawn in place, many times
+    tokens_in, tokens_out = _fake_usage(api)
+    block = _screen(ran.out)
+    assert block[:2] == [
+        "round 1 of 3: 3 shards done, 0 active, 0 queued",
+        "requests: 4 succeeded, 1 failed, 0 pending",
+    ]
+    assert block[3:] == [""]  # the block, once: each redraw and note took the last one's place
+    assert block[2].startswith(f"{tokens_in} tokens in, {tokens_out} out; ")
+    assert block[2].endswith(" so far")
+    assert ran.err.splitlines()[0] == "round round=1 shards=3"  # a note above the block
+
+
+def test_run_says_why_a_request_got_no_result(client: Client, api: FakeAPI, tmp_path: Any) -> None:
+    api.completion_window_seconds = 10  # every batch expires before any request is done
+    source = _job_input(tmp_path, 3)
+    out = tmp_path / "out.jsonl"
+    report = client.run(source, out, batch_size=2, rounds=2)
+    assert (report.failed, report.failures, report.rounds, report.batches) == (
+        3,
+        {"batch_expired": 3},
+        2,
+        4,
+    )
+    lines = _json_lines(out)
+    assert [line["custom_id"] for line in lines] == ["q0", "q1", "q2"]
+    assert all(line["response"] is None for line in lines)
+    assert lines[0]["error"] == {
+        "code": "batch_expired",
+        "message": "no result: its batch expired twice; the job was out of rounds after 2 "
+        "rounds (--rounds gives more)",
+    }
+    assert [r.error.code for r in ob.iter_results(out) if r.error] == ["batch_expired"] * 3
+
+
+def test_run_cancel_stops_the_job_and_keeps_what_it_did(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    source = _job_input(tmp_path, 9)
+    out = tmp_path / "out.jsonl"
+    ran = cli(client, "run", source, "-o", str(out), "--cancel")
+    assert ran.code == 1 and ran.err == f"error: there is no job to cancel in {out}.job\n"
+
+    def stop_after_second_create(event: dict[str, Any]) -> None:
+        if event["event"] == "created" and event["shard"] == "r1-0002.jsonl":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.run(source, out, batch_size=3, max_active=2, on_event=stop_after_second_create)
+    api.clock.advance(11)  # the first request of each running batch is done
+    ran = cli(client, "run", source, "-o", str(out), "--batch-size", "3", "--cancel")
+    assert ran.code == 1 and all(len(made) == 1 for made in _batches_by_key(api).values())
+    assert sorted(b["status"] for b in api.batches.values()) == ["cancelled", "cancelled"]
+    lines = {line["custom_id"]: line for line in _json_lines(out)}
+    done = sorted(c for c, line in lines.items() if line["response"])
+    assert done == ["q0", "q3"] and api.ran == {"q0": 1, "q3": 1}  # nothing new was sent
+    assert lines["q1"]["error"] == {
+        "code": "job_cancelled",
+        "message": "no result: its batch cancelled once; the job was cancelled (run --cancel)",
+    }
+    assert lines["q8"]["error"] == {
+        "code": "job_cancelled",
+        "message": "no result: the job was cancelled (run --cancel)",
+    }
+    assert "\tcancelling\tshard=r1-0001.jsonl\t" in ran.err and api.files == {}
+    again = cli(client, "run", source, "-o", str(out), "--batch-size", "3")
+    assert again.code == 1 and len(api.batches) == 2  # a cancelled job stays ended
+
+
+def test_a_second_process_on_one_job_is_refused(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    source = _job_input(tmp_path, 2)
+    out = tmp_path / "out.jsonl"
+    os.makedirs(f"{out}.job")
+    held = ob._lock(f"{out}.job/lock")  # as another process running the job would hold it
+    try:
+        with raises(ob.OpenAIError) as info:
+            client.run(source, out)
+        assert str(info.value) == (
+            f"another process is running the job in {out}.job; let it finish, or stop it "
+            "(Ctrl-C) and run the command again"
+        )
+        assert api.requests == []
+    finally:
+        held.close()
+    assert client.run(source, out).ok  # once it is let go, the job runs
 
 
 class ScaledClock(FakeClock):
@@ -5839,40 +6015,75 @@ class ScaledClock(FakeClock):
         self.start = value - (time.monotonic() - self.origin) * self.speed
 
 
-def test_run_killed_at_twenty_moments_finishes_with_nothing_twice(tmp_path: Any) -> None:
-    api = FakeAPI(clock=ScaledClock(speed=50))  # a batch takes about 0.4 s
-    source = _job_input(tmp_path, 60)
+# Where `run` is killed: inside a request the fake has carried out but not answered yet (so
+# its outcome is lost with the process), and inside the final write of RESULTS. A point is
+# (phase, method, path, how many such requests to let by first).
+_KILL_POINTS = [
+    *[("upload", "POST", r"/v1/files", n) for n in (0, 1, 0, 1)],
+    *[("create", "POST", r"/v1/batches", n) for n in (0, 1, 0, 1)],
+    *[("wait", "GET", r"/v1/batches/[^/]+", n) for n in (0, 2, 1, 3)],
+    *[("download", "GET", r"/v1/files/[^/]+/content", n) for n in (0, 1, 0, 1)],
+    *[("final write", "", "", 0)] * 3,
+    *[("clean-up", "DELETE", r"/v1/files/[^/]+", n) for n in (0, 3)],
+]
+
+
+def _kill_inside(api: FakeAPI, process: Any, point: tuple[str, str, str, int], out: Any) -> bool:
+    """SIGKILL `process` inside `point`; False if it ended before getting there."""
+    phase, method, path, skip = point
+    if phase == "final write":  # RESULTS' partial file, beside it, is there while it is written
+        while process.poll() is None:
+            if any(name.startswith(f".{out.name}.") for name in os.listdir(out.parent)):
+                process.kill()
+                return True
+            time.sleep(0.0002)
+        return False
+    hit = threading.Event()
+    held = Fault("stall" if phase == "download" else "slow", delay=3, then=hit.set)
+    api.arm(method, path, *[Fault.passes()] * skip, held)
+    while process.poll() is None and not hit.wait(0.01):
+        pass
+    api.disarm()
+    if not hit.is_set():
+        return False
+    time.sleep(0.02)  # the reply is held back (a download: half of it sent)
+    process.kill()
+    return True
+
+
+def test_run_killed_inside_every_step_finishes_with_nothing_twice(tmp_path: Any) -> None:
+    api = FakeAPI(clock=ScaledClock(speed=400))  # a batch of 25 takes about 0.1 s
+    source = _job_input(tmp_path, 1200)
     out = tmp_path / "out.jsonl"
     command = [sys.executable, "-m", "openai_batch", "run", source, "-o", str(out)]
-    command += ["--batch-size", "5", "--max-active", "2", "--interval", "0.1", "--json"]
-    moments = random.Random(8)
-    kills = finished = 0
+    command += ["--batch-size", "25", "--max-active", "2", "--interval", "0.1", "--json"]
+    moments, points = random.Random(8), list(_KILL_POINTS)
+    killed: list[str] = []
     with api.serve():
         env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
-        while not finished:
-            process = subprocess.Popen(
-                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-            )
+        while True:
+            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
             try:
-                if kills < 20:
-                    process.wait(timeout=moments.uniform(0.05, 0.5))
-                else:
-                    process.wait(timeout=60)
+                if points:
+                    if _kill_inside(api, process, points[0], out):
+                        killed.append(points[0][0])
+                    points.pop(0)
+                elif killed.count("anywhere") < 3:  # and at a few moments at random
+                    process.wait(timeout=moments.uniform(0.05, 0.6))
             except subprocess.TimeoutExpired:
-                process.kill()  # SIGKILL: no handler, no clean-up, at whatever it was doing
-                process.wait()
-                kills += 1
-                continue
-            finally:
-                assert process.stderr is not None
-                process.stderr.close()
-            finished = process.returncode == 0
+                process.kill()
+                killed.append("anywhere")
+            process.wait(timeout=120)  # SIGKILL: no handler, no clean-up, wherever it was
             assert process.returncode in (0, -9), process.returncode
-        assert kills >= 20
-        assert _output_ids(out) == [f"q{i}" for i in range(60)]
-        assert api.ran == {f"q{i}": 1 for i in range(60)}  # no request ran twice
-        assert all(len(statuses) == 1 for statuses in _batches_by_key(api).values())
-        assert len(api.batches) == 12  # one batch a shard, whatever the kills
-        # Left on the server: only uploads whose record a kill cut short.
-        assert all(file["purpose"] == "batch" for file in api.files.values())
-        assert len(api.files) <= kills
+            if process.returncode == 0:
+                break
+    phases = [phase for phase, *_ in _KILL_POINTS]
+    assert [phase for phase in killed if phase != "anywhere"] == phases, killed
+    assert len(killed) >= 20
+    assert _output_ids(out) == [f"q{i}" for i in range(1200)]
+    assert api.ran == {f"q{i}": 1 for i in range(1200)}  # no request ran twice
+    assert all(len(statuses) == 1 for statuses in _batches_by_key(api).values())
+    assert len(api.batches) == 48  # one batch a shard, whatever the kills
+    # Left on the server: only uploads whose record a kill cut short.
+    assert all(file["purpose"] == "batch" for file in api.files.values())
+    assert 1 <= len(api.files) <= killed.count("upload") + killed.count("anywhere")
