@@ -993,6 +993,10 @@ class BatchResult(_Model):
         result._raw = dict(data)
         return result
 
+    def _line(self) -> dict[str, Any]:
+        """The line as it was read, not copied: only to write it out again."""
+        return self._raw if self._raw is not None else self.to_dict()
+
     def to_dict(self) -> dict[str, Any]:
         """The line as it was read (or as the fields say, for a result built by hand)."""
         if self._raw is not None:
@@ -3346,7 +3350,7 @@ def join_results(
             held = index.get(result.custom_id)
             if held is None or result.ok or not held[1]:
                 index[result.custom_id] = (spool.tell(), result.ok)
-                spool.write(_dumps_line(result.to_dict()).encode("utf-8") + b"\n")
+                spool.write(_dumps_line(result._line()).encode("utf-8") + b"\n")
         for data in read_jsonl(requests_path):
             request = BatchRequest.from_dict(data)
             yield request, _take(spool, index, request.custom_id)
@@ -4096,7 +4100,7 @@ class _JobRunner:
                 if request is None:
                     continue  # a result of no request of this input: not ours to report
                 if result is not None:
-                    line = result.to_dict()
+                    line = result._line()
                 else:
                     error = self.no_result(endings.get(request.custom_id, []))
                     line = {"id": None, "custom_id": request.custom_id, "response": None}
@@ -4685,8 +4689,6 @@ class _JobProgress:
     """``run``'s display: a live block on a terminal, a line per event in a pipe, or with
     ``--json`` each event as a JSON line."""
 
-    NOTED = ("round", "over_token_limit", "poll_failed", "cancelling", "written")
-
     def __init__(self, console: _Console, as_json: bool) -> None:
         self.console, self.as_json = console, as_json
 
@@ -4702,10 +4704,10 @@ class _JobProgress:
             if kind != "progress":
                 console.note("\t".join([_iso(console.clock()), kind, *facts]))
             return
-        ended = kind == "ended" and event.get("status") != "completed"
-        if kind in self.NOTED or ended:
+        note = _job_note(event)
+        if note:
             console.clear_live()
-            console.note(" ".join([kind.replace("_", " "), *facts]))
+            console.note(note)
         console.redraw(self.block(event["progress"]))
 
     @staticmethod
@@ -4722,6 +4724,24 @@ class _JobProgress:
                 f"{tokens or 'no tokens yet'}; {_duration(progress['elapsed'])} so far",
             ]
         )
+
+
+def _job_note(event: dict[str, Any]) -> str | None:
+    """What a person watching a job on a terminal should read about an event, if anything."""
+    kind, shard = event["event"], event.get("shard")
+    if kind == "round":
+        return f"round {event['round']}: {_plural(event['shards'], 'shard')}"
+    if kind == "over_token_limit":
+        budget = event.get("budget")
+        held = f", with at most {budget:,} tokens in flight" if budget else ""
+        return f"{shard}: over the enqueued-token limit; it goes again later{held}"
+    if kind == "poll_failed":
+        return f"{shard}: a poll failed ({event['error']}); polling again"
+    if kind == "cancelling":
+        return f"{shard}: cancelling {event['batch_id']}"
+    if kind == "ended" and event["status"] != "completed":
+        return f"{shard}: {event['batch_id']} {event['status']}"
+    return None
 
 
 def _tokens(usage: dict[str, int]) -> str:
@@ -5083,7 +5103,7 @@ def _cmd_run(session: _Session) -> int:
     why = ", ".join(f"{count:,} {reason}" for reason, count in sorted(report.failures.items()))
     tokens = _tokens(report.usage)
     console.note(
-        f"{report.output}: {_plural(report.requests, 'request')}, {report.succeeded:,} "
+        f"{args.output}: {_plural(report.requests, 'request')}, {report.succeeded:,} "
         f"succeeded, {report.failed:,} failed{f' ({why})' if why else ''}; "
         f"{report.batches:,} {'batch' if report.batches == 1 else 'batches'}, "
         f"{_plural(report.rounds, 'round')}{f', {tokens}' if tokens else ''}; "

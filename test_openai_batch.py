@@ -5233,6 +5233,30 @@ def _readme_session(api: FakeAPI, folder: Any) -> Client:
     return make_client(api)
 
 
+def _screen(text: str) -> list[str]:
+    """What a terminal shows after `text`: lines, carriage returns, and the erase and
+    cursor-up escapes the live display uses (any other escape fails the test)."""
+    rows, row, col = [""], 0, 0
+    for token in re.findall(r"\x1b\[\d*[A-Za-z]|[\r\n]|[^\x1b\r\n]+", text):
+        if token == "\n":
+            row, col = row + 1, 0
+            rows += [""] * (row + 1 - len(rows))
+        elif token == "\r":
+            col = 0
+        elif token == "\x1b[2K":
+            rows[row] = ""
+        elif token == "\x1b[J":
+            rows[row] = rows[row][:col]
+            del rows[row + 1 :]
+        elif token.startswith("\x1b[") and token.endswith("F"):
+            row, col = row - int(token[2:-1] or 1), 0
+        else:
+            assert not token.startswith("\x1b"), token
+            rows[row] = rows[row][:col] + token + rows[row][col + len(token) :]
+            col += len(token)
+    return rows
+
+
 def _readme_run(client: Client, command: str) -> tuple[int, str]:
     """Run one README command line in-process: its exit code and what a terminal would show."""
     import contextlib
@@ -5252,8 +5276,7 @@ def _readme_run(client: Client, command: str) -> tuple[int, str]:
             code = ob.main(argv[1:], client=client)
     finally:
         patch.undo()
-    # A redrawn live line leaves on screen what was drawn last.
-    lines = [line.rsplit("\r\x1b[2K", 1)[-1] for line in shown.getvalue().split("\n")]
+    lines = _screen(shown.getvalue())  # a redrawn live line leaves what was drawn last
     if pipe.strip().startswith("head -"):
         lines = lines[: int(pipe.split("-")[1].split()[0])]
     elif pipe.startswith("cut -c1-"):
@@ -5283,6 +5306,7 @@ def test_every_python_example_in_the_readme_runs(
     assert "q0 echo: What is 2+2?" in printed and "q2 echo: Capital of France?" in printed
     assert "404 req_" in printed and (tmp_path / "output.jsonl").exists()
     assert "\nTrue\n" in printed and "\nFalse\n" not in printed  # the tour's status check
+    assert "\n120000 120000 0 6 1\n" in printed  # the worked example: 120,000 in 6 batches
 
 
 def test_every_shell_example_in_the_readme_runs(
@@ -5879,30 +5903,6 @@ def test_run_events_say_where_the_job_stands(client: Client, api: FakeAPI, tmp_p
     assert last["usage"] == report.usage and report.usage["input_tokens"] == _fake_usage(api)[0]
 
 
-def _screen(text: str) -> list[str]:
-    """What a terminal shows after `text`: lines, carriage returns, and the erase and
-    cursor-up escapes the live display uses (any other escape fails the test)."""
-    rows, row, col = [""], 0, 0
-    for token in re.findall(r"\x1b\[\d*[A-Za-z]|[\r\n]|[^\x1b\r\n]+", text):
-        if token == "\n":
-            row, col = row + 1, 0
-            rows += [""] * (row + 1 - len(rows))
-        elif token == "\r":
-            col = 0
-        elif token == "\x1b[2K":
-            rows[row] = ""
-        elif token == "\x1b[J":
-            rows[row] = rows[row][:col]
-            del rows[row + 1 :]
-        elif token.startswith("\x1b[") and token.endswith("F"):
-            row, col = row - int(token[2:-1] or 1), 0
-        else:
-            assert not token.startswith("\x1b"), token
-            rows[row] = rows[row][:col] + token + rows[row][col + len(token) :]
-            col += len(token)
-    return rows
-
-
 def test_cli_run_on_a_terminal_keeps_one_live_block(
     client: Client, api: FakeAPI, tmp_path: Any
 ) -> None:
@@ -5920,7 +5920,7 @@ def test_cli_run_on_a_terminal_keeps_one_live_block(
     assert block[3:] == [""]  # the block, once: each redraw and note took the last one's place
     assert block[2].startswith(f"{tokens_in} tokens in, {tokens_out} out; ")
     assert block[2].endswith(" so far")
-    assert ran.err.splitlines()[0] == "round round=1 shards=3"  # a note above the block
+    assert ran.err.splitlines()[0] == "round 1: 3 shards"  # a note above the block
 
 
 def test_run_says_why_a_request_got_no_result(client: Client, api: FakeAPI, tmp_path: Any) -> None:
