@@ -72,6 +72,7 @@ __all__ = [
     # the client and its resources
     "Client",
     "OpenAI",
+    "AzureOpenAI",
     "Batches",
     "Files",
     # API objects
@@ -1512,9 +1513,13 @@ class _Transport:
         clock: Callable[[], float],
         sleep: Callable[[float], None],
         random: Callable[[], float],
+        query: Mapping[str, str] | None = None,
+        credentials: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.base_url = base_url
         self.headers = headers
+        self.query = dict(query or {})  # on every request, before the call's own
+        self.credentials = credentials  # the auth headers, asked for on every request
         self.timeout = timeout
         self.retry = retry
         self.clock = clock
@@ -1537,13 +1542,16 @@ class _Transport:
     def url(self, path: str, query: _Query | None = None) -> str:
         from urllib.parse import urlencode
 
-        pairs = [(key, _query_value(value)) for key, value in (query or {}).items()]
+        merged = {**self.query, **(query or {})} if self.query else query or {}
+        pairs = [(key, _query_value(value)) for key, value in merged.items()]
         pairs = [(key, value) for key, value in pairs if value is not None]
         return self.base_url + path + ("?" + urlencode(pairs) if pairs else "")
 
     def merged_headers(self, extra: _Headers | None) -> dict[str, str]:
-        headers = dict(self.headers)
-        for name, value in (extra or {}).items():
+        """The headers of one request: credentials, then the client's, then the call's; a
+        name given again (in any case) replaces the one before, and None removes it."""
+        headers = self.credentials() if self.credentials is not None else {}
+        for name, value in [*self.headers.items(), *(extra or {}).items()]:
             for existing in [key for key in headers if key.lower() == name.lower()]:
                 del headers[existing]
             if value is not None:
@@ -3434,11 +3442,13 @@ class Client:
         timeout: float | None = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
+        webhook_secret: str | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
         random: Callable[[], float] | None = None,
     ) -> None:
-        self.api_key = _api_key(api_key)
+        self.api_key = self._key(api_key)
         self.organization = organization or os.environ.get("OPENAI_ORG_ID") or None
         self.project = project or os.environ.get("OPENAI_PROJECT_ID") or None
         self.base_url = _base_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
@@ -3447,6 +3457,8 @@ class Client:
         if self.max_retries < 0:
             raise _ArgumentError(f"max_retries must be 0 or more, not {max_retries!r}")
         self.default_headers = {k: _header_value(k, v) for k, v in (default_headers or {}).items()}
+        self.default_query = {str(k): str(v) for k, v in (default_query or {}).items()}
+        self.webhook_secret = webhook_secret or os.environ.get("OPENAI_WEBHOOK_SECRET") or None
         self._transport = _Transport(
             base_url=self.base_url,
             headers=self._headers(),
@@ -3455,6 +3467,8 @@ class Client:
             clock=clock or time.time,
             sleep=sleep or time.sleep,
             random=random or _default_random,
+            query=self._query(),
+            credentials=self._credentials,
         )
         self.batches = Batches(self)
         self.files = Files(self)
@@ -3476,10 +3490,19 @@ class Client:
         """Close the kept-alive connections."""
         self._transport.close()
 
+    def _key(self, given: str | None) -> str:
+        return _api_key(given)
+
+    def _credentials(self) -> dict[str, str]:
+        """The headers that carry the key, for one request."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def _query(self) -> dict[str, str]:
+        return dict(self.default_query)
+
     def _headers(self) -> dict[str, str]:
         python = ".".join(str(part) for part in sys.version_info[:3])
         headers = {
-            "Authorization": f"Bearer {self.api_key}",
             "Accept": "application/json",
             "User-Agent": f"openai-batch/{__version__} (Python {python}; {sys.platform})",
         }
@@ -3500,10 +3523,11 @@ class Client:
         timeout: float | None = None,
         max_retries: int | None = None,
         default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
     ) -> Client:
         """A new client with these settings changed and the others kept."""
         transport = self._transport
-        return type(self)(
+        return Client(
             api_key or self.api_key,
             organization=organization or self.organization,
             project=project or self.project,
@@ -3511,6 +3535,8 @@ class Client:
             timeout=self.timeout if timeout is None else timeout,
             max_retries=self.max_retries if max_retries is None else max_retries,
             default_headers={**self.default_headers, **(default_headers or {})},
+            default_query={**self.default_query, **(default_query or {})},
+            webhook_secret=self.webhook_secret,
             clock=transport.clock,
             sleep=transport.sleep,
             random=transport.random,
@@ -3713,6 +3739,168 @@ def _base_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise OpenAIError(f"base_url must be an http:// or https:// URL, not {url!r}")
     return url.strip().rstrip("/")
+
+
+# ---------------------------------------------------------------------------------------------
+# Azure OpenAI: the same client, with Azure's address, api-version and credentials
+# ---------------------------------------------------------------------------------------------
+
+
+class AzureOpenAI(Client):
+    """The client for an Azure OpenAI resource, with the official package's constructor.
+
+    Requests go to ``{azure_endpoint}/openai/batches...`` and ``/openai/files...`` (files and
+    batches never take a deployment path, so ``azure_deployment`` is kept but not used), each
+    with ``?api-version=``, the recovery lookup after a lost create and every page of a list
+    included. The key goes in the ``api-key`` header; an Entra ID token (``azure_ad_token``,
+    or ``azure_ad_token_provider``, called for every request) goes in ``Authorization:
+    Bearer``. Left out, they come from AZURE_OPENAI_API_KEY, AZURE_OPENAI_AD_TOKEN (which wins
+    over the key, as in the official package), AZURE_OPENAI_ENDPOINT and OPENAI_API_VERSION.
+    Azure's "v1" surface (``https://RESOURCE.openai.azure.com/openai/v1/``, no api-version)
+    takes the plain ``OpenAI(base_url=..., api_key=...)`` instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_version: str | None = None,
+        azure_endpoint: str | None = None,
+        azure_deployment: str | None = None,
+        api_key: str | None = None,
+        azure_ad_token: str | None = None,
+        azure_ad_token_provider: Callable[[], str] | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        webhook_secret: str | None = None,
+        base_url: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        random: Callable[[], float] | None = None,
+    ) -> None:
+        given = [c for c in (api_key, azure_ad_token, azure_ad_token_provider) if c is not None]
+        if len(given) > 1:
+            raise OpenAIError(
+                "The `api_key`, `azure_ad_token` and `azure_ad_token_provider` arguments are "
+                "mutually exclusive; only one can be passed at a time"
+            )
+        if not given:
+            azure_ad_token = os.environ.get("AZURE_OPENAI_AD_TOKEN") or None
+            if azure_ad_token is None:
+                api_key = os.environ.get("AZURE_OPENAI_API_KEY") or None
+        if api_key is None and azure_ad_token is None and azure_ad_token_provider is None:
+            raise OpenAIError(
+                "Missing credentials. Please pass one of `api_key`, `azure_ad_token`, "
+                "`azure_ad_token_provider`, or the `AZURE_OPENAI_API_KEY` or "
+                "`AZURE_OPENAI_AD_TOKEN` environment variables."
+            )
+        api_version = api_version or os.environ.get("OPENAI_API_VERSION") or None
+        if api_version is None:
+            raise _ArgumentError(
+                "Must provide either the `api_version` argument or the `OPENAI_API_VERSION` "
+                "environment variable"
+            )
+        if base_url is None:
+            azure_endpoint = azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT") or None
+            if azure_endpoint is None:
+                raise _ArgumentError(
+                    "Must provide one of the `base_url` or `azure_endpoint` arguments, or the "
+                    "`AZURE_OPENAI_ENDPOINT` environment variable"
+                )
+            base_url = _base_url(azure_endpoint) + "/openai"
+        elif azure_endpoint is not None:
+            raise _ArgumentError("base_url and azure_endpoint are mutually exclusive")
+        self.api_version, self.azure_endpoint = api_version, azure_endpoint
+        self.azure_deployment = azure_deployment if azure_endpoint else None
+        self._azure_ad_token = _header_value("Authorization", azure_ad_token or "")
+        self._azure_ad_token_provider = azure_ad_token_provider
+        super().__init__(
+            api_key,
+            organization=organization,
+            project=project,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            default_headers=default_headers,
+            default_query=default_query,
+            webhook_secret=webhook_secret,
+            clock=clock,
+            sleep=sleep,
+            random=random,
+        )
+
+    def _key(self, given: str | None) -> str:
+        return "" if given is None else _api_key(given)  # a token instead: no key at all
+
+    def _credentials(self) -> dict[str, str]:
+        provider = self._azure_ad_token_provider
+        if provider is not None:
+            token = provider()
+            if not isinstance(token, str) or not token:
+                raise _ArgumentError(
+                    "Expected `azure_ad_token_provider` argument to return a non-empty string."
+                )
+            return {"Authorization": "Bearer " + _header_value("Authorization", token)}
+        if self._azure_ad_token:
+            return {"Authorization": f"Bearer {self._azure_ad_token}"}
+        return {"api-key": self.api_key}
+
+    def _query(self) -> dict[str, str]:
+        return {**self.default_query, "api-version": self.api_version}
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(base_url={self.base_url!r}, "
+            f"api_version={self.api_version!r}, timeout={self.timeout}, "
+            f"max_retries={self.max_retries})"
+        )
+
+    def with_options(
+        self,
+        *,
+        api_key: str | None = None,
+        azure_ad_token: str | None = None,
+        azure_ad_token_provider: Callable[[], str] | None = None,
+        api_version: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
+    ) -> AzureOpenAI:
+        """A new client with these settings changed and the others kept."""
+        transport = self._transport
+        if not (api_key or azure_ad_token or azure_ad_token_provider):  # keep the ones it has
+            azure_ad_token_provider = self._azure_ad_token_provider
+            azure_ad_token = None if azure_ad_token_provider else self._azure_ad_token or None
+            api_key = None if azure_ad_token_provider or azure_ad_token else self.api_key
+        endpoint = None if base_url else self.azure_endpoint
+        return AzureOpenAI(
+            api_key=api_key,
+            azure_ad_token=azure_ad_token,
+            azure_ad_token_provider=azure_ad_token_provider,
+            azure_endpoint=endpoint,
+            base_url=base_url or (None if endpoint else self.base_url),
+            api_version=api_version or self.api_version,
+            azure_deployment=self.azure_deployment,
+            organization=organization or self.organization,
+            project=project or self.project,
+            webhook_secret=self.webhook_secret,
+            timeout=self.timeout if timeout is None else timeout,
+            max_retries=self.max_retries if max_retries is None else max_retries,
+            default_headers={**self.default_headers, **(default_headers or {})},
+            default_query={**self.default_query, **(default_query or {})},
+            clock=transport.clock,
+            sleep=transport.sleep,
+            random=transport.random,
+        )
+
+    copy = with_options
 
 
 # ---------------------------------------------------------------------------------------------

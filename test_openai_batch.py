@@ -209,7 +209,10 @@ class _ApiError(Exception):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
 
-    def response(self) -> _Response:
+    def response(self, azure: bool = False) -> _Response:
+        if azure:  # Azure's shape: a code (often the status, as a string) and a message
+            error = {"code": self.code or str(self.status), "message": self.message}
+            return _Response(self.status, json.dumps({"error": error}).encode())
         return _Response(self.status, _error_json(self.status, self.message, self.param, self.code))
 
 
@@ -495,6 +498,7 @@ def _reply(endpoint: str, body: dict[str, Any], created: int, serial: str) -> di
         "/v1/embeddings": _embeddings_reply,
         "/v1/responses": _responses_reply,
     }
+    endpoint = endpoint if endpoint.startswith("/v1/") else "/v1" + endpoint  # Azure's
     if endpoint in replies:
         return replies[endpoint](body, created, serial)
     return {"echo": body}
@@ -589,6 +593,12 @@ class FakeAPI:
         self.date_header: str | None = None
         self._serial = 0
         self._received = 0
+        #: Azure mode, when set: the api-version every request must carry; paths under
+        #: /openai/, the key in an api-key header (or a token of azure_tokens as Bearer), and
+        #: Azure's error bodies
+        self.azure_version: str | None = None
+        self.azure_tokens: set[str] = set()
+        self.endpoint = ""  # Azure's azure_endpoint: the server's origin
 
     # -- public helpers for tests
 
@@ -604,7 +614,8 @@ class FakeAPI:
         if tls is not None:
             server.socket = tls.wrap_socket(server.socket, server_side=True)
             scheme = "https"
-        self.base_url = f"{scheme}://127.0.0.1:{server.server_port}/v1"
+        self.endpoint = f"{scheme}://127.0.0.1:{server.server_port}"
+        self.base_url = f"{self.endpoint}/v1"
         with _serving(server):
             yield self
 
@@ -679,7 +690,10 @@ class FakeAPI:
         with self.lock:
             try:
                 self.process()
-                self._authenticate(request.headers.get("authorization", ""))
+                if self.azure_version is not None:
+                    request = self._from_azure(request)
+                else:
+                    self._authenticate(request.headers.get("authorization", ""))
                 for method, pattern, name in _ROUTES:
                     match = re.fullmatch(pattern, request.path)
                     if match and method == request.method:
@@ -690,7 +704,27 @@ class FakeAPI:
                         return _Response(200, json.dumps(result).encode())
                 raise _ApiError(404, f"Invalid URL ({request.method} {request.path})")
             except _ApiError as exc:
-                return exc.response()
+                return exc.response(azure=self.azure_version is not None)
+
+    def _from_azure(self, request: Recorded) -> Recorded:
+        """An Azure request checked as Azure checks it, and routed as the OpenAI one."""
+        if not request.path.startswith("/openai/"):
+            raise _ApiError(404, "Resource not found")
+        if not request.query.get("api-version"):
+            message = "Missing API version parameter: the api-version query parameter is required"
+            raise _ApiError(400, message, code="MissingApiVersionParameter")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        bearer = scheme.lower() == "bearer" and token in self.azure_tokens
+        if not bearer and request.headers.get("api-key") != self.api_key:
+            raise _ApiError(
+                401,
+                "Access denied due to invalid subscription key or wrong API endpoint. Make sure "
+                "to provide a valid key for an active subscription and use a correct regional "
+                "API endpoint for your resource.",
+            )
+        query = {k: v for k, v in request.query.items() if k != "api-version"}
+        path = "/v1/" + request.path[len("/openai/") :]
+        return Recorded(request.method, path, query, request.headers, request.body)
 
     def _authenticate(self, authorization: str) -> None:
         scheme, _, key = authorization.partition(" ")
@@ -810,7 +844,10 @@ class FakeAPI:
         if unknown:
             raise _ApiError(400, f"Unrecognized request argument supplied: {unknown[0]}")
         file_id = _require_string(params, "input_file_id")
-        _check_choice(_require_string(params, "endpoint"), _ENDPOINTS, "endpoint")
+        endpoint = _require_string(params, "endpoint")
+        if self.azure_version is not None and not endpoint.startswith("/v1/"):
+            endpoint = "/v1" + endpoint  # Azure takes the endpoint with or without /v1
+        _check_choice(endpoint, _ENDPOINTS, "endpoint")
         _check_choice(_require_string(params, "completion_window"), ("24h",), "completion_window")
         _check_metadata(params.get("metadata"))
         expires = params.get("output_expires_after")
@@ -1568,6 +1605,11 @@ from openai_batch import BatchRequest, Client  # noqa: E402
 _SEEN: list[str] = []
 _ENV_NAMES = (
     "OPENAI_API_KEY",
+    "OPENAI_WEBHOOK_SECRET",
+    "OPENAI_API_VERSION",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_AD_TOKEN",
+    "AZURE_OPENAI_ENDPOINT",
     "OPENAI_ORG_ID",
     "OPENAI_PROJECT_ID",
     "OPENAI_BASE_URL",
@@ -6087,3 +6129,153 @@ def test_run_killed_inside_every_step_finishes_with_nothing_twice(tmp_path: Any)
     # Left on the server: only uploads whose record a kill cut short.
     assert all(file["purpose"] == "batch" for file in api.files.values())
     assert 1 <= len(api.files) <= killed.count("upload") + killed.count("anywhere")
+
+
+# ---------------------------------------------------------------- Azure OpenAI
+
+AZURE_VERSION = "2024-10-21"
+
+
+def make_azure(api: FakeAPI, **options: Any) -> ob.AzureOpenAI:
+    """An Azure client of the fake in Azure mode, on its clock."""
+    api.azure_version = AZURE_VERSION
+    settings: dict[str, Any] = {
+        "azure_endpoint": api.endpoint,
+        "api_version": AZURE_VERSION,
+        "clock": api.clock.time,
+        "sleep": api.clock.sleep,
+        "random": lambda: 0.0,
+    }
+    settings.update(options)
+    if not {"api_key", "azure_ad_token", "azure_ad_token_provider"} & set(options):
+        settings["api_key"] = API_KEY
+    client = ob.AzureOpenAI(**settings)
+    _SEEN.append(repr(client))
+    return client
+
+
+def test_azure_sends_every_request_to_openai_paths_with_its_api_version_and_key(
+    api: FakeAPI, tmp_path: Any
+) -> None:
+    client = make_azure(api, azure_deployment="gpt-4o-mini-batch")
+    api.seconds_validating = api.seconds_per_request = api.seconds_finalizing = 0.0
+    api.add_batch(status="completed")
+    api.add_batch(status="failed")
+    batch = client.submit(chat_requests(3), endpoint="/v1/chat/completions")
+    done = client.batches.wait(batch.id)
+    assert sorted(r.custom_id for r in client.results(done)) == ["q0", "q1", "q2"]
+    assert len(list(client.batches.list(limit=1))) == 3  # three pages, one batch each
+    assert [f.id for f in client.files.list()] and client.files.delete(done.output_file_id)
+    assert len(api.requests) > 8
+    for request in api.requests:
+        assert request.path.startswith("/openai/") and "/deployments/" not in request.path
+        assert request.query["api-version"] == AZURE_VERSION
+        assert request.headers["api-key"] == API_KEY and "authorization" not in request.headers
+    pages = [r.query for r in api.requests if r.path == "/openai/batches" and r.method == "GET"]
+    assert [query.get("after") is not None for query in pages[-3:]] == [False, True, True]
+
+
+def test_azure_finds_a_lost_create_with_its_api_version(api: FakeAPI) -> None:
+    client = make_azure(api)
+    file_id = _seeded_file(api)
+    api.arm("POST", r"/openai/batches", Fault.lose_response())
+    batch = client.batches.create(input_file_id=file_id, endpoint="/chat/completions")
+    assert _live(api) == [batch.id]
+    lookups = [r for r in api.requests if r.method == "GET" and r.path == "/openai/batches"]
+    assert lookups and all(r.query["api-version"] == AZURE_VERSION for r in lookups)
+
+
+def test_azure_asks_the_token_provider_for_every_request(api: FakeAPI) -> None:
+    tokens = iter(f"entra-token-{n}" for n in range(100))
+    api.azure_tokens = {f"entra-token-{n}" for n in range(100)}
+    client = make_azure(api, azure_ad_token_provider=lambda: next(tokens))
+    api.add_batch(status="completed")
+    batch_id = next(iter(api.batches))
+    client.batches.retrieve(batch_id)
+    client.batches.retrieve(batch_id)
+    sent = [r.headers["authorization"] for r in api.requests]
+    assert sent == ["Bearer entra-token-0", "Bearer entra-token-1"]
+    assert all("api-key" not in r.headers for r in api.requests)
+    fixed = make_azure(api, azure_ad_token="entra-token-50")
+    assert fixed.batches.retrieve(batch_id).id == batch_id
+    assert api.requests[-1].headers["authorization"] == "Bearer entra-token-50"
+    with raises(ValueError) as info:  # as the official client raises it
+        make_azure(api, azure_ad_token_provider=lambda: "").batches.retrieve(batch_id)
+    assert str(info.value) == (
+        "Expected `azure_ad_token_provider` argument to return a non-empty string."
+    )
+
+
+def test_azure_reads_its_settings_from_the_environment_as_the_official_client_does(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api.azure_version = AZURE_VERSION
+    api.add_batch(status="completed")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", api.endpoint + "/")
+    monkeypatch.setenv("OPENAI_API_VERSION", AZURE_VERSION)
+    client = ob.AzureOpenAI()
+    assert client.base_url == api.endpoint + "/openai"
+    assert [b.id for b in client.batches.list()] == list(api.batches)
+    monkeypatch.setenv("AZURE_OPENAI_AD_TOKEN", "entra-token-7")  # it wins over the key
+    api.azure_tokens = {"entra-token-7"}
+    assert [b.id for b in ob.AzureOpenAI().batches.list()] == list(api.batches)
+    assert "api-key" not in api.requests[-1].headers
+    again = client.with_options(max_retries=0)  # the key, endpoint and version are kept
+    assert isinstance(again, ob.AzureOpenAI) and again.batches.list().data
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"api_key": "k", "azure_ad_token": "t"},
+            "The `api_key`, `azure_ad_token` and `azure_ad_token_provider` arguments are "
+            "mutually exclusive; only one can be passed at a time",
+        ),
+        (
+            {},
+            "Missing credentials. Please pass one of `api_key`, `azure_ad_token`, "
+            "`azure_ad_token_provider`, or the `AZURE_OPENAI_API_KEY` or "
+            "`AZURE_OPENAI_AD_TOKEN` environment variables.",
+        ),
+        (
+            {"api_key": "k"},
+            "Must provide either the `api_version` argument or the `OPENAI_API_VERSION` "
+            "environment variable",
+        ),
+        (
+            {"api_key": "k", "api_version": "v"},
+            "Must provide one of the `base_url` or `azure_endpoint` arguments, or the "
+            "`AZURE_OPENAI_ENDPOINT` environment variable",
+        ),
+        (
+            {"api_key": "k", "api_version": "v", "base_url": "https://a", "azure_endpoint": "x"},
+            "base_url and azure_endpoint are mutually exclusive",
+        ),
+    ],
+)
+def test_azure_says_what_it_is_missing(options: dict[str, Any], message: str) -> None:
+    # The official client's classes: OpenAIError for credentials, ValueError for the rest.
+    kind = ob.OpenAIError if "credentials" in message or "exclusive;" in message else ValueError
+    with raises(kind) as info:
+        ob.AzureOpenAI(**options)
+    assert str(info.value) == message
+
+
+def test_azure_errors_are_the_same_exceptions(api: FakeAPI) -> None:
+    client = make_azure(api, max_retries=0)
+    with raises(ob.NotFoundError) as info:
+        client.batches.retrieve("batch_nope")
+    assert (info.value.status_code, info.value.code) == (404, "404")
+    assert info.value.message == "Error code: 404 - No batch found with id 'batch_nope'."
+    wrong = make_azure(api, api_key="sk-wrong-key-0000", max_retries=0)
+    with raises(ob.AuthenticationError) as info:
+        wrong.batches.list()
+    assert "Access denied due to invalid subscription key" in str(info.value)
+    assert "sk-wrong-key-0000" not in repr(wrong) + str(info.value) + repr(info.value.body)
+    api.azure_version = AZURE_VERSION
+    bare = make_client(api, base_url=api.endpoint + "/openai", max_retries=0)  # no api-version
+    with raises(ob.BadRequestError) as info:
+        bare.batches.list()
+    assert info.value.code == "MissingApiVersionParameter"
