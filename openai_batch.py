@@ -2982,6 +2982,33 @@ def _embedding_inputs(body: Mapping[str, Any]) -> int:
 _EMBEDDINGS_URL = BatchEndpoint.EMBEDDINGS.value  # once: an enum's value is a property
 
 
+@dataclass(frozen=True)
+class _Provider:
+    """What one provider's Batch API takes in an input file; a new provider is one row."""
+
+    name: str
+    max_requests: int
+    max_bytes: int
+    bom: bool  # a UTF-8 byte-order mark is read past (else the file is refused)
+    bare_urls: bool  # "/chat/completions" is taken for "/v1/chat/completions"
+    expires: tuple[int, int]  # the seconds output_expires_after and expires_after may be
+    model: str  # what body.model names, said where a model is missing
+
+
+_PROVIDERS = {
+    "openai": _Provider("OpenAI", MAX_REQUESTS, MAX_INPUT_BYTES, True, False, (3600, 2592000), ""),
+    "azure": _Provider(
+        "Azure OpenAI",
+        100_000,
+        MAX_INPUT_BYTES,
+        False,
+        True,
+        (1209600, 2592000),
+        " (on Azure OpenAI, the name of a global-batch deployment)",
+    ),
+}
+
+
 _DECIMAL_MAX_BYTES = 200_000_000  # the documented "200 MB", if counted in decimal
 # Endpoints whose API has a default model, so a body may leave it out (not documented for
 # batches: a warning, not an error).
@@ -2992,11 +3019,18 @@ class _InputCheck:
     """The state of one pass of ``validate_input``: what was seen and what is wrong."""
 
     def __init__(
-        self, path: str, endpoint: str | None, limits: tuple[int, int, int], max_problems: int
+        self,
+        path: str,
+        endpoint: str | None,
+        limits: tuple[int, int, int],
+        max_problems: int,
+        rules: _Provider = _PROVIDERS["openai"],
     ) -> None:
-        self.path = path
+        self.path, self.rules = path, rules
         self.endpoint, self.endpoint_line = endpoint, None if endpoint is None else 0
         self.endpoints = {member.value for member in BatchEndpoint}
+        if rules.bare_urls:
+            self.endpoints |= {url[len("/v1") :] for url in self.endpoints}
         if endpoint:  # one newer than this module is fine when named outright
             self.endpoints.add(endpoint)
         self.max_requests, self.max_bytes, self.max_inputs = limits
@@ -3087,7 +3121,7 @@ class _InputCheck:
         self.body_model(number, body.get("model"), url)
         if body.get("stream") is True:
             self.problem(number, 'body sets "stream": true; batch requests cannot stream')
-        if url == _EMBEDDINGS_URL:
+        if url == _EMBEDDINGS_URL or (url == "/embeddings" and self.rules.bare_urls):
             self.inputs += _embedding_inputs(body)
 
     def body_model(self, number: int, model: object, url: object = None) -> None:
@@ -3097,7 +3131,7 @@ class _InputCheck:
                 number
             )
         elif model is None:
-            self.problem(number, "body has no model")
+            self.problem(number, f"body has no model{self.rules.model}")
         elif not isinstance(model, str):
             self.problem(number, f"model must be a string, got {_json_type(model)}")
         elif self.model is None:
@@ -3162,11 +3196,12 @@ def validate_input(
     path: _PathLike,
     *,
     endpoint: BatchEndpoint | str | None = None,
-    max_requests: int = MAX_REQUESTS,
-    max_bytes: int = MAX_INPUT_BYTES,
+    max_requests: int | None = None,
+    max_bytes: int | None = None,
     max_embedding_inputs: int = MAX_EMBEDDING_INPUTS,
     max_problems: int = _MAX_PROBLEMS,
     strict: bool = False,
+    provider: str = "openai",
 ) -> InputSummary:
     """Check a batch input file in one streaming pass, before it costs a day in the queue.
 
@@ -3177,12 +3212,30 @@ def validate_input(
     ``warnings`` say so, and ``strict=True`` makes them problems: refusing a file the server
     would take is the worst a validator can do. A CSV, a JSON array or pretty-printed JSON is
     named as such, once. Memory holds the custom_ids and nothing else of the file.
+
+    ``provider="azure"`` checks by Azure OpenAI's rules instead: 100,000 requests, no UTF-8
+    byte-order mark, and urls with or without ``/v1`` (``/chat/completions``).
     """
+    rules = _PROVIDERS.get(provider)
+    if rules is None:
+        raise _ArgumentError(f"provider must be one of {', '.join(_PROVIDERS)}, not {provider!r}")
     name = os.fspath(path)
     _check_shape(name)
     wanted = None if endpoint is None else str(_query_value(endpoint))
-    limits = (max_requests, max_bytes, max_embedding_inputs)
-    check = _InputCheck(name, wanted, limits, max_problems)
+    limits = (
+        rules.max_requests if max_requests is None else max_requests,
+        rules.max_bytes if max_bytes is None else max_bytes,
+        max_embedding_inputs,
+    )
+    check = _InputCheck(name, wanted, limits, max_problems, rules)
+    if not rules.bom:
+        with open(name, "rb") as handle:
+            if handle.read(3) == _BOM:
+                check.problem(
+                    1,
+                    f"the file starts with a UTF-8 byte-order mark (BOM), which {rules.name} "
+                    "refuses; save it as UTF-8 without a BOM",
+                )
     for number, raw in _binary_lines(name):
         check.line(number, raw)
     return check.finish(strict)
@@ -3490,6 +3543,8 @@ class Client:
         """Close the kept-alive connections."""
         self._transport.close()
 
+    _provider = "openai"  # whose rules validate_input checks this client's files by
+
     def _key(self, given: str | None) -> str:
         return _api_key(given)
 
@@ -3586,7 +3641,9 @@ class Client:
                     strict=strict,
                     on_validated=on_validated,
                 )
-        summary = validate_input(path_or_requests, endpoint=endpoint, strict=strict)
+        summary = validate_input(
+            path_or_requests, endpoint=endpoint, strict=strict, provider=self._provider
+        )
         if on_validated is not None:
             on_validated(summary)
         if idempotency_key is not None:
@@ -3831,6 +3888,8 @@ class AzureOpenAI(Client):
             sleep=sleep,
             random=random,
         )
+
+    _provider = "azure"
 
     def _key(self, given: str | None) -> str:
         return "" if given is None else _api_key(given)  # a token instead: no key at all
@@ -4408,7 +4467,11 @@ def _run_job(
             raise OpenAIError(f"there is no job to cancel in {output_path}.job")
         # Validated once, before anything is sent; a resumed job's input is checked by hash.
         summary = validate_input(
-            input_path, max_requests=_NO_LIMIT, max_bytes=_NO_LIMIT, max_embedding_inputs=_NO_LIMIT
+            input_path,
+            max_requests=_NO_LIMIT,
+            max_bytes=_NO_LIMIT,
+            max_embedding_inputs=_NO_LIMIT,
+            provider=client._provider,
         )
         begin = {"endpoint": summary.endpoint or "", "requests": summary.requests}
         begin.update(started=clock(), output=output_path)
@@ -5010,15 +5073,33 @@ class _Session:
     def client(self) -> Client:
         if self._client is None:
             args = self.args
-            self._client = Client(
-                getattr(args, "api_key", None),
-                organization=getattr(args, "organization", None),
-                project=getattr(args, "project", None),
-                base_url=getattr(args, "base_url", None),
-                timeout=_given(getattr(args, "timeout", None), DEFAULT_TIMEOUT),
-                max_retries=_given(getattr(args, "max_retries", None), DEFAULT_MAX_RETRIES),
-            )
+            common: dict[str, Any] = {
+                "organization": getattr(args, "organization", None),
+                "project": getattr(args, "project", None),
+                "timeout": _given(getattr(args, "timeout", None), DEFAULT_TIMEOUT),
+                "max_retries": _given(getattr(args, "max_retries", None), DEFAULT_MAX_RETRIES),
+            }
+            if self.azure:  # --base-url, if given, is the resource's endpoint
+                self._client = AzureOpenAI(
+                    api_key=getattr(args, "api_key", None),
+                    azure_endpoint=getattr(args, "base_url", None),
+                    **common,
+                )
+            else:
+                key, url = getattr(args, "api_key", None), getattr(args, "base_url", None)
+                self._client = Client(key, base_url=url, **common)
         return self._client
+
+    @property
+    def azure(self) -> bool:
+        """Whether the command talks to Azure OpenAI: --azure, or AZURE_OPENAI_ENDPOINT set."""
+        if self._client is not None:
+            return self._client._provider == "azure"
+        return bool(getattr(self.args, "azure", False) or os.environ.get("AZURE_OPENAI_ENDPOINT"))
+
+    @property
+    def provider(self) -> str:
+        return "azure" if self.azure else "openai"
 
     def input_file(self, batch: Batch, directory: str) -> str:
         """The batch's requests: --input when given, else its input file, fetched."""
@@ -5101,6 +5182,12 @@ def _cmd_create(session: _Session) -> int:
     args = session.args
     expires = None
     if args.output_expires_after is not None:
+        low, high = _PROVIDERS[session.provider].expires
+        if not low <= args.output_expires_after <= high:
+            raise _ArgumentError(
+                f"--output-expires-after must be from {low:,} to {high:,} seconds on "
+                f"{_PROVIDERS[session.provider].name}, not {args.output_expires_after:,}"
+            )
         expires = {"anchor": "created_at", "seconds": args.output_expires_after}
     batch = session.client.batches.create(
         input_file_id=args.input_file_id,
@@ -5163,7 +5250,9 @@ def _cmd_files_content(session: _Session) -> int:
 
 def _cmd_validate(session: _Session) -> int:
     args = session.args
-    summary = validate_input(args.file, endpoint=args.endpoint, strict=args.strict)
+    summary = validate_input(
+        args.file, endpoint=args.endpoint, strict=args.strict, provider=session.provider
+    )
     console = session.console
     _show_warnings(console, summary)
     if args.json:
@@ -5572,6 +5661,12 @@ def _global_options(parser: Any, suppress: bool, request_timeout: bool = True) -
     group.add_argument(
         "--max-retries", type=_RETRIES, metavar="N", help="retries per request (2)", **default
     )
+    group.add_argument(
+        "--azure",
+        action="store_true",
+        help="talk to Azure OpenAI (so does AZURE_OPENAI_ENDPOINT, when set)",
+        **default,
+    )
 
 
 def _parser() -> Any:
@@ -5768,6 +5863,9 @@ def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
     )
     validate.add_argument(
         "--strict", action="store_true", help="treat warnings (uncertain rules) as errors"
+    )
+    validate.add_argument(
+        "--azure", action="store_true", help="Azure OpenAI's rules (so does AZURE_OPENAI_ENDPOINT)"
     )
     _json_flag(validate)
     submit = _add(commands, waiting, "submit", _cmd_submit, "validate, upload and start a batch")

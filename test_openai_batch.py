@@ -6279,3 +6279,74 @@ def test_azure_errors_are_the_same_exceptions(api: FakeAPI) -> None:
     with raises(ob.BadRequestError) as info:
         bare.batches.list()
     assert info.value.code == "MissingApiVersionParameter"
+
+
+def test_validate_by_azure_rules(tmp_path: Any) -> None:
+    bare = [request_line(f"r{i}", url="/chat/completions") for i in range(2)]
+    path = write_lines(tmp_path / "bare.jsonl", bare)
+    summary = ob.validate_input(path, provider="azure")
+    assert (summary.endpoint, summary.requests) == ("/chat/completions", 2)
+    with raises(ob.InputFileError) as info:
+        ob.validate_input(path)  # OpenAI wants /v1
+    assert 'url "/chat/completions" is not a batch endpoint' in str(info.value)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "bare.jsonl").read_bytes())
+    with raises(ob.InputFileError) as info:
+        ob.validate_input(bom, provider="azure")
+    assert info.value.problems == [
+        (
+            1,
+            "the file starts with a UTF-8 byte-order mark (BOM), which Azure OpenAI refuses; "
+            "save it as UTF-8 without a BOM",
+        )
+    ]
+    many = tmp_path / "many.jsonl"
+    ob.write_jsonl(many, (BatchRequest.chat(f"r{i}", "m", "hi") for i in range(50_001)))
+    assert ob.validate_input(many, provider="azure").requests == 50_001  # Azure: 100,000
+    with raises(ob.InputFileError):
+        ob.validate_input(many)
+    no_model = write_lines(
+        tmp_path / "nomodel.jsonl",
+        [request_line("a", body={"messages": []}, url="/chat/completions")],
+    )
+    with raises(ob.InputFileError) as info:
+        ob.validate_input(no_model, provider="azure")
+    assert "body has no model (on Azure OpenAI, the name of a global-batch deployment)" in str(
+        info.value
+    )
+    with raises(ValueError):
+        ob.validate_input(path, provider="bedrock")
+
+
+def test_cli_talks_to_azure_when_its_endpoint_is_set(api: FakeAPI, tmp_path: Any) -> None:
+    api.azure_version = AZURE_VERSION
+    api.add_batch(id="batch_on_azure", status="completed")
+    env = {
+        "AZURE_OPENAI_ENDPOINT": api.endpoint,
+        "AZURE_OPENAI_API_KEY": API_KEY,
+        "OPENAI_API_VERSION": AZURE_VERSION,
+    }
+    listed = _module("list", **env)
+    assert listed.returncode == 0 and listed.stdout.startswith("batch_on_azure\tcompleted")
+    assert api.requests[-1].path == "/openai/batches"
+    bare = write_lines(tmp_path / "bare.jsonl", [request_line("r", url="/chat/completions")])
+    checked = _module("validate", bare, **env)
+    assert checked.returncode == 0, checked.stderr
+    refused = _module("validate", bare)  # without Azure, OpenAI's rules
+    assert refused.returncode == 1 and "not a batch endpoint" in refused.stderr
+    flagged = _module("validate", bare, "--azure")
+    assert flagged.returncode == 0, flagged.stderr
+    early = _module(
+        "create",
+        "--input-file-id",
+        "file-x",
+        "--endpoint",
+        "/chat/completions",
+        "--output-expires-after",
+        "3600",
+        **env,
+    )
+    assert early.returncode == 2 and early.stderr.strip().endswith(
+        "--output-expires-after must be from 1,209,600 to 2,592,000 seconds on Azure OpenAI, "
+        "not 3,600"
+    )
