@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         IO,
         Any,
         Callable,
+        Dict,
         Iterable,
         Iterator,
         Mapping,
@@ -61,12 +62,12 @@ if TYPE_CHECKING:
 else:
 
     class _Generic:
-        """Run-time stand-in for typing.Generic: the page class only needs `[]` to work."""
+        """Run-time stand-in for typing.Generic: the generic classes only need `[]` to work."""
 
         def __class_getitem__(cls, item: object) -> type:
             return cls
 
-    _M = "_M"
+    _M, _T = "_M", "_T"
 
 __all__ = [
     # the client and its resources
@@ -75,6 +76,9 @@ __all__ = [
     "AzureOpenAI",
     "Batches",
     "Files",
+    "Models",
+    "Model",
+    "LegacyAPIResponse",
     # API objects
     "Batch",
     "BatchError",
@@ -625,6 +629,41 @@ class _Model:
         """``to_dict()`` as JSON text."""
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
 
+    #: the official package's order of the fields, where this class's differs
+    _order: tuple[str, ...] = ()
+
+    def model_dump(self) -> dict[str, Any]:
+        """Every field, None where the server sent none, in the official package's order,
+        then the fields the server sent that this module does not know: what the official
+        package's ``model_dump()`` gives for the same response."""
+        names = self._order or tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+        out = {name: _dumped(getattr(self, name)) for name in names}
+        for key, value in (self._raw or {}).items():
+            if key not in out:
+                out[key] = _dumped(value)
+        return out
+
+    def model_dump_json(self, *, indent: int | None = None) -> str:
+        """``model_dump()`` as JSON: compact unless ``indent``, non-ASCII as it is."""
+        separators = (",", ":") if indent is None else None
+        return json.dumps(
+            self.model_dump(), indent=indent, separators=separators, ensure_ascii=False
+        )
+
+    @classmethod
+    def model_validate(cls: type[_M], obj: Mapping[str, Any]) -> _M:
+        """The object from the API's JSON object (the official package's name for it)."""
+        return cls.from_dict(obj)
+
+
+def _dumped(value: Any) -> Any:
+    """A field's value as ``model_dump`` gives it: nested objects dumped whole."""
+    if isinstance(value, _Model):
+        return value.model_dump()
+    if isinstance(value, list):
+        return [_dumped(item) for item in value]
+    return _to_json_value(value)
+
 
 @dataclass(repr=False, eq=False)
 class BatchError(_Model):
@@ -635,6 +674,8 @@ class BatchError(_Model):
     param: str | None = None
     line: int | None = None
 
+    _order = ("code", "line", "message", "param")
+
 
 @dataclass(repr=False, eq=False)
 class BatchErrors(_Model):
@@ -644,6 +685,7 @@ class BatchErrors(_Model):
     data: list[BatchError] | None = None
 
     _parsers = {"data": _nested_list(BatchError)}
+    _order = ("data", "object")
 
 
 @dataclass(repr=False, eq=False)
@@ -653,6 +695,8 @@ class BatchRequestCounts(_Model):
     total: int = 0
     completed: int = 0
     failed: int = 0
+
+    _order = ("completed", "failed", "total")
 
 
 @dataclass(repr=False, eq=False)
@@ -716,6 +760,12 @@ class Batch(_Model):
         "request_counts": _nested(BatchRequestCounts),
         "usage": _nested(BatchUsage),
     }
+    _order = (
+        *("id", "completion_window", "created_at", "endpoint", "input_file_id", "object"),
+        *("status", "cancelled_at", "cancelling_at", "completed_at", "error_file_id", "errors"),
+        *("expired_at", "expires_at", "failed_at", "finalizing_at", "in_progress_at"),
+        *("metadata", "model", "output_file_id", "request_counts", "usage"),
+    )
 
     @property
     def is_terminal(self) -> bool:
@@ -753,6 +803,19 @@ class FileDeleted(_Model):
     id: str = ""
     object: str = "file"
     deleted: bool = False
+
+    _order = ("id", "deleted", "object")
+
+
+@dataclass(repr=False, eq=False)
+class Model(_Model):
+    """A model the API serves (on Azure OpenAI, a model the resource can deploy)."""
+
+    id: str = ""
+    created: int = 0
+    object: str = "model"
+    owned_by: str = ""
+    shutdown_date: str | None = None
 
 
 @dataclass
@@ -1485,6 +1548,10 @@ def _expect_object(payload: Any, what: str, request: _RequestInfo | None) -> dic
 
 
 _NOT_JSON = object()
+if TYPE_CHECKING:
+    # A response as with_raw_response keeps it: method, url, status, headers, body (None while
+    # streamed), retries taken, and when it was sent (time.monotonic()).
+    _Seen = Tuple[str, str, int, Dict[str, str], Optional[bytes], int, float]
 _STALE_CONNECTION_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 # Headers that carry no credential: the only ones sent on after a redirect to another origin,
 # and the only ones whose values may show in an error. Any other header may be a key
@@ -1528,6 +1595,7 @@ class _Transport:
         self.pool = _Pool()
         self.last_date: tuple[float, float] | None = None  # the last Date header, and when
         self.drops_metadata = False  # seen: a batch made without the metadata it was sent
+        self.watching: dict[int, list[_Seen]] = {}  # by thread: with_raw_response's responses
 
     def close(self) -> None:
         self.pool.close()
@@ -1617,13 +1685,19 @@ class _Transport:
         """Send a request (with retries) and return ``parse`` of its decoded JSON."""
         url, sent = self.url(path, query), self.merged_headers(headers)
         seconds = self.timeout if timeout is None else timeout
+        tries = [0]
 
         def attempt() -> _T:
+            started = time.monotonic()
             response, connection, request = self.respond(method, url, sent, body, seconds)
             raw = self.read_and_release(response, connection, request)
             received = _lower_headers(response)
+            tries[0] += 1
             if response.status >= 300:
                 raise self.scrubbed(_status_error(response.status, received, raw, request), sent)
+            if self.watching:
+                seen = (method, url, response.status, received, raw, tries[0] - 1, started)
+                self.saw(seen)
             try:
                 payload = json.loads(raw)
             except ValueError:
@@ -1638,6 +1712,14 @@ class _Transport:
                 raise self.scrubbed(exc, sent) from None
 
         return self.call(attempt, recover=recover)
+
+    def saw(self, seen: _Seen) -> None:
+        """Keep a response for the with_raw_response call running on this thread, if any."""
+        import _thread
+
+        watched = self.watching.get(_thread.get_ident())
+        if watched is not None:
+            watched.append(seen)
 
     def scrubbed(self, error: _E, sent: Mapping[str, str]) -> _E:
         """The error without any credential it was ``sent`` with, should a server or a proxy
@@ -1671,8 +1753,11 @@ class _Transport:
         seconds = self.timeout if timeout is None else timeout
 
         def attempt() -> BinaryContent:
+            started = time.monotonic()
             response, connection, request = self.respond("GET", url, sent, None, seconds)
             received = _lower_headers(response)
+            if self.watching and response.status < 300:
+                self.saw(("GET", url, response.status, received, None, 0, started))
             if response.status >= 300:
                 raw = self.read_and_release(response, connection, request)
                 raise self.scrubbed(_status_error(response.status, received, raw, request), sent)
@@ -2557,6 +2642,12 @@ class Batches:
             if poll_interval is None:
                 interval = min(interval * 1.5, _MAX_POLL)
 
+    @property
+    def with_raw_response(self) -> Any:
+        """The same calls, each giving the HTTP response: ``raw.headers`` (rate limits, the
+        request id), ``raw.status_code``, and ``raw.parse()`` for the batch."""
+        return _WithRawResponse(self, ("create", "retrieve", "list", "cancel"))
+
 
 class _Poller:
     """The polls of one ``wait``: ``on_update`` on each change, and outages ridden out.
@@ -2711,6 +2802,183 @@ class Files:
         return self._client._transport.stream(
             path, query=extra_query, headers=headers, timeout=timeout
         )
+
+    def wait_for_processing(
+        self, id: str, *, poll_interval: float = 5.0, max_wait_seconds: float = 30 * 60
+    ) -> FileObject:
+        """Poll a file until it is processed, has an error or is deleted, and return it.
+
+        As the official package's, with one bound more: a server that never fills in
+        ``status`` (some compatible ones) gets the file back at once, since no poll could
+        tell more. Past ``max_wait_seconds``, ``RuntimeError``, as the official one raises.
+        """
+        transport = self._client._transport
+        started = transport.clock()
+        file = self.retrieve(id)
+        while file.status not in ("processed", "error", "deleted") and file.status is not None:
+            if transport.clock() - started >= max_wait_seconds:
+                raise RuntimeError(
+                    f"Giving up on waiting for file {id} to finish processing after "
+                    f"{max_wait_seconds} seconds."
+                )
+            transport.sleep(poll_interval)
+            file = self.retrieve(id)
+        return file
+
+    @property
+    def with_raw_response(self) -> Any:
+        """The same calls, giving the HTTP response: ``.headers``, ``.status_code`` and
+        ``.parse()`` for the file."""
+        return _WithRawResponse(self, ("create", "retrieve", "list", "delete", "content"))
+
+
+class Models:
+    """``client.models``: the models the server serves, to check a file's before sending."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(
+        self,
+        *,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        timeout: float | None = None,
+    ) -> CursorPage[Model]:
+        """Every model, in one page (the API does not page this list)."""
+
+        def one_page(payload: Any) -> CursorPage[Model]:
+            page = _page(payload, Model, lambda cursor: page)
+            return CursorPage(page.data, has_more=False)
+
+        return self._client._transport.request_json(
+            "GET", "/models", one_page, query=extra_query, headers=extra_headers, timeout=timeout
+        )
+
+    def retrieve(
+        self,
+        model: str,
+        *,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        timeout: float | None = None,
+    ) -> Model:
+        """Fetch a model by id (a fine-tuned one's colons stay as they are)."""
+        from urllib.parse import quote
+
+        _quote_id(model, "model")
+        return self._client._transport.request_json(
+            "GET",
+            "/models/" + quote(model, safe="!$&'()*+,;=:@"),
+            _expecting(Model, "a model"),
+            query=extra_query,
+            headers=extra_headers,
+            timeout=timeout,
+        )
+
+    @property
+    def with_raw_response(self) -> Any:
+        """The same calls, giving the HTTP response; see ``Batches.with_raw_response``."""
+        return _WithRawResponse(self, ("retrieve", "list"))
+
+
+class LegacyAPIResponse(_Generic[_T]):
+    """What a ``with_raw_response`` call gives: the HTTP response, and ``parse()`` for the
+    object the plain call returns.
+
+    ``headers`` is read in any case (``raw.headers["X-Request-Id"]``). For a create found in
+    the batch list after its response was lost, the response is that list's.
+    """
+
+    http_version = "HTTP/1.1"
+    is_closed = True
+
+    def __init__(self, seen: _Seen, parsed: _T) -> None:
+        self.method, self.url, self.status_code, headers, self._body, tries, started = seen
+        self.headers = _AnyCase(headers)
+        self.retries_taken = tries
+        self.elapsed = _timedelta(time.monotonic() - started)
+        self._parsed = parsed
+
+    def __repr__(self) -> str:
+        return f"<APIResponse [{self.status_code}] type={type(self._parsed)}>"
+
+    @property
+    def request_id(self) -> str | None:
+        value: str | None = self.headers.get("x-request-id")
+        return value
+
+    def parse(self) -> _T:
+        """The object the plain call returns."""
+        return self._parsed
+
+    @property
+    def content(self) -> bytes:
+        if self._body is None:  # a file's content, streamed: read it now
+            self._body = self._parsed.read() if isinstance(self._parsed, BinaryContent) else b""
+        return self._body
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+def _timedelta(seconds: float) -> Any:
+    import datetime
+
+    return datetime.timedelta(seconds=seconds)
+
+
+class _AnyCase:
+    """Response headers, read by name in any case."""
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = {name.lower(): value for name, value in headers.items()}
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers[name.lower()]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._headers.get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._headers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._headers!r})"
+
+
+class _WithRawResponse:
+    """A resource's calls, each giving a ``LegacyAPIResponse`` instead of its object."""
+
+    def __init__(self, resource: Any, names: tuple[str, ...]) -> None:
+        self._resource, self._names = resource, names
+
+    def __getattr__(self, name: str) -> Callable[..., LegacyAPIResponse[Any]]:
+        if name not in self._names:
+            raise AttributeError(f"with_raw_response has no {name!r}")
+        method = getattr(self._resource, name)
+        transport = self._resource._client._transport
+
+        def call(*args: Any, **kwargs: Any) -> LegacyAPIResponse[Any]:
+            import _thread
+
+            thread = _thread.get_ident()
+            seen: list[_Seen] = []
+            transport.watching[thread] = seen
+            try:
+                parsed = method(*args, **kwargs)
+            finally:
+                del transport.watching[thread]
+            return LegacyAPIResponse(seen[-1], parsed)
+
+        return call
 
 
 def _file_source(file: _FileInput) -> tuple[str, int, Callable[[], Iterator[bytes]]]:
@@ -3525,6 +3793,7 @@ class Client:
         )
         self.batches = Batches(self)
         self.files = Files(self)
+        self.models = Models(self)
 
     def __repr__(self) -> str:
         return (
@@ -5255,6 +5524,8 @@ def _cmd_validate(session: _Session) -> int:
     )
     console = session.console
     _show_warnings(console, summary)
+    if args.check_models and summary.model:
+        _check_model(session, summary.model)
     if args.json:
         from dataclasses import asdict
 
@@ -5277,6 +5548,34 @@ def _cmd_validate(session: _Session) -> int:
         ]
         console.line("\t".join(str(cell) for cell in [*cells, summary.embedding_inputs]))
     return _EXIT_OK
+
+
+def _check_model(session: _Session, model: str) -> None:
+    """Warn when the server does not list the model a file names (a typo costs a day)."""
+    if session.azure:
+        session.console.note(
+            f"note: on Azure OpenAI, {model!r} names a deployment, which the models list does "
+            "not show; not checked"
+        )
+        return
+    served = [served.id for served in session.client.models.list()]
+    if model not in served:
+        session.console.note(
+            f"warning: model {model!r} is not among the {_plural(len(served), 'model')} the "
+            "server lists; openai-batch models lists them"
+        )
+
+
+def _cmd_models(session: _Session) -> int:
+    console = session.console
+    models = session.client.models.list()
+    return _show_rows(
+        console,
+        models,
+        session.args.json,
+        lambda m: [m.id, _blank_if_none(m.owned_by), console.when(m.created)],
+        (["ID", "OWNED BY", "CREATED"], (0,), None, "no models"),
+    )
 
 
 def _show_warnings(console: _Console, summary: InputSummary) -> None:
@@ -5824,6 +6123,8 @@ def _batch_options(command: Any) -> None:
 
 
 def _file_commands(commands: Any, common: Any) -> None:
+    models = _add(commands, common, "models", _cmd_models, "list the models the server serves")
+    _json_flag(models)
     upload = _add(commands, common, "upload", _cmd_upload, "upload a file")
     upload.add_argument("file", type=_path, metavar="FILE")
     upload.add_argument("--purpose", default="batch", help="batch (default) or another purpose")
@@ -5866,6 +6167,11 @@ def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
     )
     validate.add_argument(
         "--azure", action="store_true", help="Azure OpenAI's rules (so does AZURE_OPENAI_ENDPOINT)"
+    )
+    validate.add_argument(
+        "--check-models",
+        action="store_true",
+        help="warn if the server does not list the file's model (needs the key)",
     )
     _json_flag(validate)
     submit = _add(commands, waiting, "submit", _cmd_submit, "validate, upload and start a batch")

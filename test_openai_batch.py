@@ -78,6 +78,8 @@ _ROUTES = (
     ("GET", r"/v1/batches", "_list_batches"),
     ("GET", r"/v1/batches/([^/]+)", "_retrieve_batch"),
     ("POST", r"/v1/batches/([^/]+)/cancel", "_cancel_batch"),
+    ("GET", r"/v1/models", "_list_models"),
+    ("GET", r"/v1/models/([^/]+)", "_retrieve_model"),
 )
 
 
@@ -599,6 +601,15 @@ class FakeAPI:
         self.azure_version: str | None = None
         self.azure_tokens: set[str] = set()
         self.endpoint = ""  # Azure's azure_endpoint: the server's origin
+        #: the models GET /v1/models lists
+        self.models: dict[str, dict[str, Any]] = {
+            name: {"id": name, "object": "model", "created": 1_700_000_000, "owned_by": owner}
+            for name, owner in (
+                ("gpt-4o-mini", "system"),
+                ("text-embedding-3-small", "system"),
+                ("ft:gpt-4o-mini:acme::abc123", "acme"),
+            )
+        }
 
     # -- public helpers for tests
 
@@ -796,6 +807,15 @@ class FakeAPI:
             return None
         number = int(seconds) if seconds and re.fullmatch(r"[0-9]+", seconds) else seconds
         return _check_expires_after({"anchor": anchor, "seconds": number}, "expires_after")
+
+    def _list_models(self, request: Recorded) -> dict[str, Any]:
+        return {"object": "list", "data": list(self.models.values())}
+
+    def _retrieve_model(self, request: Recorded, model: str) -> dict[str, Any]:
+        if model not in self.models:
+            message = f"The model '{model}' does not exist or you do not have access to it."
+            raise _ApiError(404, message, None, "model_not_found")
+        return self.models[model]
 
     def _list_files(self, request: Recorded) -> dict[str, Any]:
         query = request.query
@@ -6350,3 +6370,108 @@ def test_cli_talks_to_azure_when_its_endpoint_is_set(api: FakeAPI, tmp_path: Any
         "--output-expires-after must be from 1,209,600 to 2,592,000 seconds on Azure OpenAI, "
         "not 3,600"
     )
+
+
+# ---------------------------------------------------------------- as the official package
+
+_OFFICIAL_ORDER = [
+    *("id", "completion_window", "created_at", "endpoint", "input_file_id", "object"),
+    *("status", "cancelled_at", "cancelling_at", "completed_at", "error_file_id", "errors"),
+    *("expired_at", "expires_at", "failed_at", "finalizing_at", "in_progress_at"),
+    *("metadata", "model", "output_file_id", "request_counts", "usage"),
+]
+
+
+def test_model_dump_gives_every_field_in_the_official_order(client: Client, api: FakeAPI) -> None:
+    sent = api.add_batch(status="completed")
+    api.batches[sent["id"]]["novel_field"] = {"kept": ["as", "sent"]}  # newer than this module
+    del api.batches[sent["id"]]["usage"]  # a field the server left out
+    batch = client.batches.retrieve(sent["id"])
+    dumped = batch.model_dump()
+    assert list(dumped) == [*_OFFICIAL_ORDER, "novel_field"]
+    assert dumped["usage"] is None and dumped["novel_field"] == {"kept": ["as", "sent"]}
+    assert list(dumped["request_counts"]) == ["completed", "failed", "total"]
+    assert batch.model_dump_json() == json.dumps(dumped, separators=(",", ":"))
+    assert json.loads(batch.model_dump_json(indent=2)) == dumped
+    assert ob.Batch.model_validate(api.batches[sent["id"]]) == batch
+    assert "usage" not in batch.to_dict()
+    gone = client.files.delete(_seeded_file(api))
+    assert list(gone.model_dump()) == ["id", "deleted", "object"]
+
+
+def test_model_dump_matches_the_official_package(client: Client, api: FakeAPI) -> None:
+    openai = pytest.importorskip("openai")  # a side-by-side check, where the package is at hand
+    sent = api.add_batch(status="failed", errors={"object": "list", "data": [{"code": "x"}]})
+    ours = client.batches.retrieve(sent["id"])
+    theirs = openai.types.Batch.construct(**sent)  # as the official client builds it
+    assert ours.model_dump() == theirs.model_dump()
+    assert ours.model_dump_json() == theirs.model_dump_json()
+
+
+def test_with_raw_response_gives_headers_status_and_the_object(
+    client: Client, api: FakeAPI
+) -> None:
+    sent = api.add_batch(status="completed")
+    api.arm("GET", r"/v1/batches/[^/]+", Fault.error(500))
+    raw = client.batches.with_raw_response.retrieve(sent["id"])
+    assert (raw.status_code, raw.retries_taken, raw.method) == (200, 1, "GET")
+    assert raw.headers["X-Request-Id"] == raw.request_id == raw.headers.get("x-request-id")
+    assert raw.request_id.startswith("req_") and raw.url.endswith(f"/batches/{sent['id']}")
+    assert raw.parse() == client.batches.retrieve(sent["id"]) and raw.parse() is raw.parse()
+    assert json.loads(raw.content)["id"] == sent["id"] == json.loads(raw.text)["id"]
+    page = client.batches.with_raw_response.list(limit=1).parse()
+    assert [b.id for b in page] == list(api.batches)[::-1]
+    file_id = _seeded_file(api)
+    content = client.files.with_raw_response.content(file_id)
+    assert content.content == api.contents[file_id] and content.status_code == 200
+    assert client.models.with_raw_response.list().parse().data
+    with pytest.raises(AttributeError):
+        client.batches.with_raw_response.wait  # noqa: B018
+    with raises(ob.NotFoundError):  # an error status raises, as the plain call does
+        client.batches.with_raw_response.retrieve("batch_nope")
+    assert api.requests[-1].headers.get("x-stainless-raw-response") is None
+
+
+def test_models_list_and_retrieve(client: Client, api: FakeAPI) -> None:
+    models = client.models.list()
+    assert [m.id for m in models] == list(api.models) and models.has_more is False
+    tuned = client.models.retrieve("ft:gpt-4o-mini:acme::abc123")
+    assert (tuned.owned_by, tuned.shutdown_date) == ("acme", None)
+    assert api.requests[-1].path == "/v1/models/ft:gpt-4o-mini:acme::abc123"
+    assert list(tuned.model_dump()) == ["id", "created", "object", "owned_by", "shutdown_date"]
+    with raises(ob.NotFoundError):
+        client.models.retrieve("gpt-nope")
+    with raises(ValueError):
+        client.models.retrieve("")
+
+
+def test_cli_lists_models_and_validate_checks_them(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    listed = cli(client, "models")
+    assert listed.code == 0 and listed.out.splitlines()[0].split("\t")[0] == "gpt-4o-mini"
+    good = write_lines(tmp_path / "good.jsonl", [request_line("a")])
+    assert cli(client, "validate", good, "--check-models").code == 0
+    bad = tmp_path / "bad.jsonl"
+    ob.write_jsonl(bad, [BatchRequest.chat("a", "gpt-4o-mnii", "hi")])
+    ran = cli(client, "validate", str(bad), "--check-models")
+    assert ran.code == 0 and (
+        "warning: model 'gpt-4o-mnii' is not among the 3 models the server lists; "
+        "openai-batch models lists them" in ran.err
+    )
+
+
+def test_wait_for_processing_is_bounded(client: Client, api: FakeAPI) -> None:
+    file_id = _seeded_file(api)
+    assert client.files.wait_for_processing(file_id).status == "processed"
+    api.files[file_id]["status"] = "uploaded"  # and it never moves on
+    with raises(RuntimeError) as info:
+        client.files.wait_for_processing(file_id, poll_interval=60, max_wait_seconds=300)
+    assert str(info.value) == (
+        f"Giving up on waiting for file {file_id} to finish processing after 300 seconds."
+    )
+    assert api.clock.sleeps[-5:] == [60] * 5
+    api.files[file_id]["status"] = None  # a server that never says: no hang, no poll
+    before = len(api.requests)
+    assert client.files.wait_for_processing(file_id).status is None
+    assert len(api.requests) == before + 1
