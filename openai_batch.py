@@ -2497,6 +2497,7 @@ class Batches:
         extra_query: _Query | None = None,
         extra_body: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        _never_sent: bool = False,
     ) -> Batch:
         """Start a batch that runs the requests of an uploaded input file.
 
@@ -2526,7 +2527,7 @@ class Batches:
         options = {"extra_headers": extra_headers, "extra_query": extra_query, "timeout": timeout}
         call = _Create(self, key, stored, options)
         shared = idempotency_key is not None
-        if shared:
+        if shared and not _never_sent:  # (a job knows when it never sent a create of the key)
             found = call.matching(_KEY_HORIZON, sent=False)
             if found:
                 return _same_call(call.keep_one(found), key, input_file_id, body["endpoint"])
@@ -4236,6 +4237,7 @@ class AzureOpenAI(Client):
 # ---------------------------------------------------------------------------------------------
 
 _STATE_VERSION = 1
+_ALONE_TRIES = 3  # a one-request shard over the token limit alone this often fails for good
 _RETRYABLE_LINE_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
 
@@ -4252,6 +4254,7 @@ class JobReport:
     rounds: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    files_left: int = 0  # the job's files a failed clean-up left on the server
 
     @property
     def ok(self) -> bool:
@@ -4315,6 +4318,8 @@ class _JobState:
                     f"{input_path} has changed since the job in {folder} began; finish that job "
                     f"with the input it began with, or remove {folder} to start again"
                 )
+            # The same content, perhaps moved: read it, and write RESULTS, where they are now.
+            data.update(input=os.path.abspath(input_path), output=output)
             return cls(folder, data, lock)
         except BaseException:
             lock.close()
@@ -4454,7 +4459,12 @@ class _JobRunner:
     def plan(self, round_: int) -> bool:
         """Write the next round's shards: every request with no final result yet."""
         final = self.final_results()
-        limits = (self.settings["batch_size"], MAX_INPUT_BYTES, MAX_EMBEDDING_INPUTS)
+        most_bytes = MAX_INPUT_BYTES if self.budget is None else max(1, self.budget * 4)
+        limits = (
+            self.settings["batch_size"],
+            min(most_bytes, MAX_INPUT_BYTES),
+            MAX_EMBEDDING_INPUTS,
+        )
         shards: list[_Shard] = []
         embeddings = self.endpoint == BatchEndpoint.EMBEDDINGS.value
         for _, raw in _binary_lines(self.state.data["input"]):
@@ -4541,11 +4551,16 @@ class _JobRunner:
             self.state.save()
             self.event("uploaded", shard=shard["name"], file_id=upload.id)
         key = shard["key"] + (f"-t{shard['tries']}" if shard["tries"] else "")
+        never_sent = shard.get("sent") != key
+        if never_sent:  # recorded first: a kill after this line may leave a batch to find
+            shard["sent"] = key
+            self.state.save()
         batch = self.client.batches.create(
             input_file_id=shard["file_id"],
             endpoint=self.endpoint,
             idempotency_key=key,
             metadata={"openai_batch_job": self.state.data["job"]},
+            _never_sent=never_sent,
         )
         shard.update(batch_id=batch.id, status="running", made=shard.get("made", 0) + 1)
         self.state.save()
@@ -4569,10 +4584,14 @@ class _JobRunner:
         for file_id, kind in ((batch.output_file_id, "output"), (batch.error_file_id, "errors")):
             if file_id:
                 name = f"{batch.id}_{kind}.jsonl"
-                with self.client.files.content(file_id) as content:
-                    content.write_to_file(self.state.path(name))
-                names.append(name)
-                server_files.append(file_id)
+                try:
+                    with self.client.files.content(file_id) as content:
+                        content.write_to_file(self.state.path(name))
+                except NotFoundError:  # expired or deleted: its requests go again next round
+                    shard.setdefault("errors", []).append(f"its {kind} file {file_id} is gone")
+                else:
+                    names.append(name)
+                server_files.append(file_id)  # deleted at the end, should it be there after all
         shard["files"] += names
         shard["server_files"] = shard.get("server_files", []) + server_files
         shard.update(status=_text(batch.status), usage=_usage_of(batch), **self.tally(names))
@@ -4599,11 +4618,45 @@ class _JobRunner:
         if others:
             self.budget = held if self.budget is None else min(self.budget, held)
             self.state.data["budget"] = self.budget
-        shard.update(status="queued", batch_id=None, tries=shard["tries"] + 1)
+        alone = shard.get("alone", 0) + (not others)
+        shard.update(status="queued", batch_id=None, tries=shard["tries"] + 1, alone=alone)
+        if alone and shard["requests"] > 1:
+            self.split(shard)  # over the limit with nothing of ours running: too big
+        elif alone > _ALONE_TRIES:
+            shard["status"] = "failed"
+            shard["errors"] = [
+                f"token_limit_exceeded: over the enqueued-token limit {alone} times with no "
+                "other batch of this job running; the limit is too low for this request, or "
+                "other work holds it"
+            ]
         self.state.save()
         self.event("over_token_limit", shard=shard["name"], budget=self.budget)
-        if not others:  # nothing of ours holds the queue: someone else's batches do
+        if not others and shard["status"] == "queued":  # others' batches may hold the queue
             self.sleep(_MAX_POLL)
+
+    def split(self, shard: dict[str, Any]) -> None:
+        """Cut a shard that is over the token limit on its own into two new shards."""
+        half = shard["requests"] // 2
+        stem = shard["name"][: -len(".jsonl")]
+        parts: list[dict[str, Any]] = []
+        with open(self.state.path(shard["name"]), "rb") as lines:
+            for suffix, count in (("a", half), ("b", shard["requests"] - half)):
+                name, size = f"{stem}{suffix}.jsonl", 0
+                with _AtomicFile(self.state.path(name)) as out:
+                    for _ in range(count):
+                        line = lines.readline()
+                        out.file.write(line)
+                        size += len(line)
+                parts.append(
+                    {
+                        **{"name": name, "round": shard["round"], "requests": count},
+                        **{"tokens": _estimate_tokens(size), "key": shard["key"] + suffix},
+                        **{"tries": 0, "status": "queued", "file_id": None, "batch_id": None},
+                        "files": [],
+                    }
+                )
+        shard["status"] = "split"
+        self.state.shards.extend(parts)
 
     # -- the end ------------------------------------------------------------------------------
 
@@ -4664,7 +4717,7 @@ class _JobRunner:
 
     def clean_up(self) -> None:
         """Delete from the server the files the job made, once RESULTS is safe on disk."""
-        cleaned = self.state.data["cleaned"]
+        cleaned, left = self.state.data["cleaned"], 0
         for shard in self.state.shards:
             for file_id in [shard["file_id"], *shard.get("server_files", [])]:
                 if file_id and file_id not in cleaned:
@@ -4672,8 +4725,15 @@ class _JobRunner:
                         self.client.files.delete(file_id)
                     except NotFoundError:
                         pass  # gone already: expired, or deleted by a run that was killed
+                    except APIError as exc:  # RESULTS is safe: the next run deletes it
+                        self.event("clean_up_failed", file_id=file_id, error=str(exc))
+                        left += 1
+                        continue
                     cleaned.append(file_id)
                     self.state.save()
+        if left or self.state.data.get("left"):
+            self.state.data["left"] = left
+            self.state.save()
 
 
 def _may_pass(result: BatchResult) -> bool:
@@ -4712,6 +4772,7 @@ def _job_report(state: _JobState, seconds: float) -> JobReport:
             report.failed += 1
             reason = (result.error.code if result.error else None) or f"HTTP {result.status_code}"
             report.failures[reason] = report.failures.get(reason, 0) + 1
+    report.files_left = state.data.get("left", 0)
     for shard in state.shards:
         report.batches += shard.get("made", 0)
         for key, value in (shard.get("usage") or {}).items():
@@ -4730,6 +4791,10 @@ def _run_job(
     """Begin, resume or cancel the job of ``output``; return its report once RESULTS is in."""
     clock = client._transport.clock
     input_path, output_path = os.path.abspath(input), os.path.abspath(output)
+    if input_path == output_path or (
+        os.path.exists(output_path) and os.path.samefile(input_path, output_path)
+    ):
+        raise _ArgumentError(f"RESULTS would overwrite INPUT ({input}); give another -o path")
     begin: dict[str, Any] = {}
     if not os.path.exists(os.path.join(output_path + ".job", "state.json")):
         if cancel:
@@ -5249,6 +5314,10 @@ class _JobProgress:
 def _job_note(event: dict[str, Any]) -> str | None:
     """What a person watching a job on a terminal should read about an event, if anything."""
     kind, shard = event["event"], event.get("shard")
+    if kind == "already_written":
+        return f"{event['output']} is written already: the job is done"
+    if kind == "clean_up_failed":
+        return f"could not delete {event['file_id']} ({event['error']}); the next run will"
     if kind == "round":
         return f"round {event['round']}: {_plural(event['shards'], 'shard')}"
     if kind == "over_token_limit":
@@ -5687,6 +5756,11 @@ def _cmd_run(session: _Session) -> int:
     )
     if report.failed:
         console.note(f"next: openai-batch results {args.output} --failed shows them and why")
+    if report.files_left:
+        console.note(
+            f"{_plural(report.files_left, 'file')} of the job could not be deleted from the "
+            "server; run the same command again to finish the clean-up"
+        )
     return _EXIT_OK if report.ok else _EXIT_ERROR
 
 
@@ -6335,6 +6409,8 @@ def _describe(exc: BaseException) -> str:
 
 def _hint(exc: BaseException, command: str = "") -> str | None:
     """The next thing to try after an error, fitted to the command that met it."""
+    if command == "run" and isinstance(exc, (APIError, OSError)):
+        return "the job is kept beside RESULTS: run the same command again to resume it"
     if isinstance(exc, OutcomeUnknownError):
         if exc.idempotency_key:
             return f"run the same command again with --idempotency-key {exc.idempotency_key}"

@@ -6475,3 +6475,55 @@ def test_wait_for_processing_is_bounded(client: Client, api: FakeAPI) -> None:
     before = len(api.requests)
     assert client.files.wait_for_processing(file_id).status is None
     assert len(api.requests) == before + 1
+
+
+def test_a_shard_over_the_token_limit_on_its_own_is_split_not_sent_forever(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    api.enqueued_token_limit = 4  # two requests' prompts at most, whatever the budget says
+    source = _job_input(tmp_path, 8)
+    events: list[dict[str, Any]] = []
+    report = client.run(source, tmp_path / "out.jsonl", batch_size=8, on_event=events.append)
+    assert report.ok and _output_ids(tmp_path / "out.jsonl") == [f"q{i}" for i in range(8)]
+    assert all(count == 1 for count in api.ran.values()) and len(api.ran) == 8
+    names = [e["shard"] for e in events if e["event"] == "created"]
+    assert "r1-0001a.jsonl" in names and "r1-0001aa.jsonl" in names  # halved, then again
+    failed = [b for b in api.batches.values() if b["status"] == "failed"]
+    assert 0 < len(failed) < 8  # a trip or two per halving, not one a minute forever
+
+
+def test_a_job_is_refused_its_own_input_as_results_and_follows_a_moved_input(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    source = _job_input(tmp_path, 3)
+    with raises(ValueError) as info:
+        client.run(source, source)
+    assert str(info.value) == f"RESULTS would overwrite INPUT ({source}); give another -o path"
+    assert api.requests == [] and len(_json_lines(source)) == 3
+
+    def stop(event: dict[str, Any]) -> None:
+        if event["event"] == "created":
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        client.run(source, out, on_event=stop)
+    moved = tmp_path / "moved.jsonl"
+    os.replace(source, moved)
+    ob.write_jsonl(source, chat_requests(5))  # another file where the input was
+    report = client.run(moved, out)
+    assert report.ok and _output_ids(out) == ["q0", "q1", "q2"]
+
+
+def test_a_job_outlives_a_lost_output_file_and_a_failed_clean_up(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    source = _job_input(tmp_path, 4)
+    out = tmp_path / "out.jsonl"
+    api.arm("GET", r"/v1/files/[^/]+/content", Fault.error(404, message="No such File"))
+    api.arm("DELETE", r"/v1/files/[^/]+", *[Fault.error(500)] * 3)  # one delete, every retry
+    report = client.run(source, out, max_active=1)
+    assert report.ok and _output_ids(out) == ["q0", "q1", "q2", "q3"]
+    assert report.rounds == 2 and report.files_left == 1
+    again = client.run(source, out)  # finishes the clean-up
+    assert again.files_left == 0 and api.files == {}
