@@ -74,11 +74,22 @@ __all__ = [
     "Client",
     "OpenAI",
     "AzureOpenAI",
+    "AsyncOpenAI",
+    "AsyncAzureOpenAI",
+    "AsyncPaginator",
     "Batches",
     "Files",
     "Models",
     "Model",
     "LegacyAPIResponse",
+    "Webhooks",
+    "WebhookEvent",
+    "BatchWebhookEventData",
+    "BatchCompletedWebhookEvent",
+    "BatchFailedWebhookEvent",
+    "BatchExpiredWebhookEvent",
+    "BatchCancelledWebhookEvent",
+    "InvalidWebhookSignatureError",
     # API objects
     "Batch",
     "BatchError",
@@ -3098,6 +3109,208 @@ def _form_quote(value: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Webhooks: OpenAI's signed event notices, verified
+# ---------------------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _HeaderGetter(Protocol):
+        """Headers that answer ``get(name)``: http.client.HTTPMessage (``self.headers`` in an
+        http.server handler), email.message.Message, and the headers of most web frameworks."""
+
+        def get(self, __name: str) -> str | None: ...
+
+    _WebhookHeaders = Union[Mapping[str, str], _HeaderGetter]
+
+
+class InvalidWebhookSignatureError(ValueError):
+    """A webhook's signature does not match the one computed from its payload and the secret.
+
+    Also raised for a timestamp that is not a whole number, or too far from now. A ValueError
+    and not an OpenAIError, as in the official package: no call to the API went wrong.
+    """
+
+
+@dataclass(repr=False, eq=False)
+class WebhookEvent(_Model):
+    """An event OpenAI sent to a webhook endpoint; the batch events have classes of their own.
+
+    ``unwrap`` gives this class to every other type (responses, fine-tuning jobs, evals...),
+    with ``data`` the dict the server sent.
+    """
+
+    id: str = ""
+    created_at: int = 0
+    # Any, so that each event class can give its data a class of its own.
+    data: Any = None
+    type: str = ""
+    object: str | None = None
+
+
+@dataclass(repr=False, eq=False)
+class BatchWebhookEventData(_Model):
+    """What a batch event is about."""
+
+    id: str = ""  # the batch's id
+
+
+@dataclass(repr=False, eq=False)
+class _BatchWebhookEvent(WebhookEvent):
+    """What every batch event has: ``data.id`` names the batch."""
+
+    data: BatchWebhookEventData = field(default_factory=BatchWebhookEventData)
+
+    _parsers = {"data": _nested(BatchWebhookEventData)}
+
+
+@dataclass(repr=False, eq=False)
+class BatchCompletedWebhookEvent(_BatchWebhookEvent):
+    """Sent when a batch has completed."""
+
+    type: str = "batch.completed"
+
+
+@dataclass(repr=False, eq=False)
+class BatchFailedWebhookEvent(_BatchWebhookEvent):
+    """Sent when a batch has failed."""
+
+    type: str = "batch.failed"
+
+
+@dataclass(repr=False, eq=False)
+class BatchExpiredWebhookEvent(_BatchWebhookEvent):
+    """Sent when a batch has expired."""
+
+    type: str = "batch.expired"
+
+
+@dataclass(repr=False, eq=False)
+class BatchCancelledWebhookEvent(_BatchWebhookEvent):
+    """Sent when a batch has been cancelled."""
+
+    type: str = "batch.cancelled"
+
+
+# An event of any other type is a WebhookEvent. The official package parses an unknown type
+# into the first class of its union (an agent environment's "expired" event) instead, which
+# no caller can tell from the real one; a plain event with the type it came with can be.
+_WEBHOOK_EVENTS: dict[str, type[WebhookEvent]] = {
+    "batch.completed": BatchCompletedWebhookEvent,
+    "batch.failed": BatchFailedWebhookEvent,
+    "batch.expired": BatchExpiredWebhookEvent,
+    "batch.cancelled": BatchCancelledWebhookEvent,
+}
+
+_NO_WEBHOOK_SECRET = (
+    "The webhook secret must either be set using the env var, OPENAI_WEBHOOK_SECRET, on the "
+    "client class, OpenAI(webhook_secret='123'), or passed to this function"
+)
+
+
+class Webhooks:
+    """``client.webhooks``: check that an event came from OpenAI, and read it.
+
+    The secret is the ``whsec_...`` one the dashboard shows for the endpoint: ``secret=`` on
+    the call, else ``OpenAI(webhook_secret=...)``, else OPENAI_WEBHOOK_SECRET. "Now" is the
+    client's clock, so that tests can fix it.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def unwrap(
+        self, payload: str | bytes, headers: _WebhookHeaders, *, secret: str | None = None
+    ) -> WebhookEvent:
+        """Verify an event as ``verify_signature`` does, then parse it.
+
+        A batch event comes back as BatchCompletedWebhookEvent, BatchFailedWebhookEvent,
+        BatchExpiredWebhookEvent or BatchCancelledWebhookEvent, any other as a WebhookEvent.
+        Raises ValueError too for a payload that is not a JSON object.
+        """
+        self.verify_signature(payload, headers, secret=secret)
+        data = json.loads(payload)
+        if not isinstance(data, dict):
+            raise ValueError(f"The webhook payload is not a JSON object: {type(data).__name__}")
+        kind = data.get("type")
+        event = _WEBHOOK_EVENTS.get(kind, WebhookEvent) if isinstance(kind, str) else WebhookEvent
+        return event.from_dict(data)
+
+    def verify_signature(
+        self,
+        payload: str | bytes,
+        headers: _WebhookHeaders,
+        *,
+        secret: str | None = None,
+        tolerance: int = 300,
+    ) -> None:
+        """Check that OpenAI sent ``payload``, at most ``tolerance`` seconds from now.
+
+        Raises InvalidWebhookSignatureError when no signature matches, or the timestamp is not
+        a whole number or too old or new; ValueError when a header or the secret is missing.
+        """
+        import base64
+        import hashlib
+        import hmac
+
+        if secret is None:
+            secret = self._client.webhook_secret
+        if secret is None:
+            raise ValueError(_NO_WEBHOOK_SECRET)
+        signatures = _webhook_header(headers, "webhook-signature")
+        timestamp = _webhook_header(headers, "webhook-timestamp")
+        webhook_id = _webhook_header(headers, "webhook-id")
+        _check_webhook_time(timestamp, int(self._client._transport.clock()), tolerance)
+        key = base64.b64decode(secret[6:]) if secret.startswith("whsec_") else secret.encode()
+        # The bytes as they came: the official package decodes them as UTF-8 first, and so
+        # raises UnicodeDecodeError, not a signature error, for a forged body that is not.
+        body = payload if isinstance(payload, bytes) else payload.encode()
+        signed = f"{webhook_id}.{timestamp}.".encode() + body
+        expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        # Several signatures may come, space-separated, each "v1,<base64>" (or bare): one
+        # match is enough. compare_digest refuses str that is not ASCII (a TypeError in the
+        # official package); such a signature can never match, so it is skipped.
+        given = (part[3:] if part.startswith("v1,") else part for part in signatures.split())
+        if not any(sig.isascii() and hmac.compare_digest(expected, sig) for sig in given):
+            raise InvalidWebhookSignatureError(
+                "The given webhook signature does not match the expected signature"
+            )
+
+
+def _webhook_header(headers: _WebhookHeaders, name: str) -> str:
+    """A webhook header's value; ValueError naming the header when it is missing.
+
+    The official package's rules, so that the same headers pass or fail alike: a mapping's key
+    matches in any case if its value is a str; then ``get`` is tried with the name lower-case,
+    upper-case and Capitalized-Like-This, and an empty value counts as missing.
+    """
+    from collections.abc import Mapping
+
+    if isinstance(headers, Mapping):
+        for key, value in headers.items():
+            if key.lower() == name and isinstance(value, str):
+                return value
+    capitalized = "-".join(part.capitalize() for part in name.split("-"))
+    for spelling in (name, name.upper(), capitalized):
+        found = headers.get(spelling)
+        if found:
+            return found
+    raise ValueError(f"Could not find {name} header")
+
+
+def _check_webhook_time(timestamp: str, now: int, tolerance: int) -> None:
+    """Refuse a replayed or post-dated event: one more than ``tolerance`` seconds from now."""
+    try:
+        seconds = int(timestamp)
+    except ValueError:
+        raise InvalidWebhookSignatureError("Invalid webhook timestamp format") from None
+    if now - seconds > tolerance:
+        raise InvalidWebhookSignatureError("Webhook timestamp is too old")
+    if seconds > now + tolerance:
+        raise InvalidWebhookSignatureError("Webhook timestamp is too new")
+
+
+# ---------------------------------------------------------------------------------------------
 # JSONL helpers: write, read, validate and split input files; read and join results
 # ---------------------------------------------------------------------------------------------
 
@@ -3780,7 +3993,9 @@ class Client:
             raise _ArgumentError(f"max_retries must be 0 or more, not {max_retries!r}")
         self.default_headers = {k: _header_value(k, v) for k, v in (default_headers or {}).items()}
         self.default_query = {str(k): str(v) for k, v in (default_query or {}).items()}
-        self.webhook_secret = webhook_secret or os.environ.get("OPENAI_WEBHOOK_SECRET") or None
+        if webhook_secret is None:  # as the official client: "" given stays "" (and fails)
+            webhook_secret = os.environ.get("OPENAI_WEBHOOK_SECRET")
+        self.webhook_secret = webhook_secret
         self._transport = _Transport(
             base_url=self.base_url,
             headers=self._headers(),
@@ -3795,6 +4010,7 @@ class Client:
         self.batches = Batches(self)
         self.files = Files(self)
         self.models = Models(self)
+        self.webhooks = Webhooks(self)
 
     def __repr__(self) -> str:
         return (
@@ -4230,6 +4446,179 @@ class AzureOpenAI(Client):
         )
 
     copy = with_options
+
+
+# ---------------------------------------------------------------------------------------------
+# Async: AsyncOpenAI and AsyncAzureOpenAI, the same calls awaited
+# ---------------------------------------------------------------------------------------------
+
+
+async def _in_thread(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """``function(*args, **kwargs)`` on the event loop's thread pool, awaited.
+
+    Batch work is a few slow calls, not thousands of quick ones, so each call runs the
+    blocking client in a thread rather than reimplementing HTTP on asyncio; the loop stays
+    free meanwhile. (``loop.run_in_executor`` rather than ``asyncio.to_thread``: 3.8 has no
+    such function.)
+    """
+    import asyncio
+    import functools
+
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(function, *args, **kwargs))
+
+
+class AsyncPaginator(_Generic[_M]):
+    """What an async ``list()`` gives: ``await`` it for the first page, or ``async for`` over
+    every item of every page, each page fetched as the loop reaches it."""
+
+    def __init__(self, first: Callable[[], CursorPage[_M]]) -> None:
+        self._first = first
+
+    def __await__(self) -> Any:
+        return _in_thread(self._first).__await__()
+
+    def __aiter__(self) -> Any:
+        return self._items()
+
+    async def _items(self) -> Any:
+        page: CursorPage[_M] | None = await self
+        while page is not None:
+            for item in page.data:
+                yield item
+            page = await _in_thread(page.get_next_page) if page.has_next_page() else None
+
+
+class _AsyncContent:
+    """A file's content, read as it arrives without blocking the loop."""
+
+    def __init__(self, content: BinaryContent) -> None:
+        self._content = content
+
+    async def read(self) -> bytes:
+        return await _in_thread(self._content.read)
+
+    async def write_to_file(self, file: _PathLike) -> int:
+        """Save the body to ``file`` atomically (see ``BinaryContent.write_to_file``)."""
+        return await _in_thread(self._content.write_to_file, file)
+
+    stream_to_file = astream_to_file = write_to_file
+
+    def close(self) -> None:
+        self._content.close()
+
+
+class _Async:
+    """One resource of an async client: the blocking resource's calls, each awaited."""
+
+    _calls: tuple[str, ...] = ()
+    _lists: tuple[str, ...] = ()
+
+    def __init__(self, resource: Any) -> None:
+        self._resource = resource
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._resource, name)
+        if name in self._lists:
+            return lambda *args, **kwargs: AsyncPaginator(lambda: method(*args, **kwargs))
+        if name not in self._calls:
+            raise AttributeError(f"{type(self).__name__} has no {name!r}")
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await _in_thread(method, *args, **kwargs)
+
+        return call
+
+    @property
+    def with_raw_response(self) -> _Async:
+        raw = _Async(self._resource.with_raw_response)
+        raw._calls = tuple(n for n in (*self._calls, *self._lists) if n != "wait")
+        return raw
+
+
+class AsyncBatches(_Async):
+    """``client.batches``, awaited; ``list()`` is awaited or iterated with ``async for``."""
+
+    _calls = ("create", "retrieve", "cancel", "wait")
+    _lists = ("list",)
+
+
+class AsyncFiles(_Async):
+    """``client.files``, awaited; ``content()`` gives a body to ``await .read()`` or save."""
+
+    _calls = ("create", "retrieve", "delete", "wait_for_processing")
+    _lists = ("list",)
+
+    async def content(self, file_id: str, **options: Any) -> _AsyncContent:
+        return _AsyncContent(await _in_thread(self._resource.content, file_id, **options))
+
+
+class AsyncModels(_Async):
+    _calls = ("retrieve",)
+    _lists = ("list",)
+
+
+class AsyncOpenAI:
+    """The client with ``async def`` calls: ``await client.batches.create(...)``, and
+    ``async for batch in client.batches.list()``. It takes the same settings as ``OpenAI``.
+
+    Each call runs the blocking client on the loop's thread pool (see ``_in_thread``): batch
+    work makes few, slow calls, and this way every rule of the blocking client (retries, the
+    idempotent create, atomic downloads) holds unchanged. ``webhooks`` is the same object as
+    the blocking client's: verifying a signature does no I/O.
+    """
+
+    _blocking: type[Client] = Client
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._client = self._blocking(*args, **kwargs)
+        self.batches = AsyncBatches(self._client.batches)
+        self.files = AsyncFiles(self._client.files)
+        self.models = AsyncModels(self._client.models)
+        self.webhooks = self._client.webhooks
+
+    def __repr__(self) -> str:
+        return "Async" + repr(self._client)
+
+    def __getattr__(self, name: str) -> Any:  # base_url, api_key, timeout, ...
+        return getattr(self._client, name)
+
+    async def __aenter__(self) -> AsyncOpenAI:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._client.close()
+
+    async def submit(self, *args: Any, **kwargs: Any) -> Batch:
+        """``OpenAI.submit``, awaited."""
+        return await _in_thread(self._client.submit, *args, **kwargs)
+
+    async def run(self, *args: Any, **kwargs: Any) -> JobReport:
+        """``OpenAI.run``, awaited: a job of any size, on a thread of its own."""
+        return await _in_thread(self._client.run, *args, **kwargs)
+
+    async def download(self, *args: Any, **kwargs: Any) -> list[str]:
+        return await _in_thread(self._client.download, *args, **kwargs)
+
+    async def results(self, batch_or_id: Batch | str, *, partial: bool = False) -> Any:
+        """``OpenAI.results`` as an async iterator: ``async for result in ...``."""
+        results = await _in_thread(self._client.results, batch_or_id, partial=partial)
+        done = object()
+        while True:
+            result = await _in_thread(next, results, done)
+            if result is done:
+                return
+            yield result
+
+
+class AsyncAzureOpenAI(AsyncOpenAI):
+    """``AzureOpenAI`` with ``async def`` calls; see ``AsyncOpenAI``. A token provider is
+    called on the thread pool, so it must be a plain function, not a coroutine."""
+
+    _blocking = AzureOpenAI
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,8 +8,12 @@ responses, cut bodies, slow replies). Its self-tests talk to it with `http.clien
 
 from __future__ import annotations
 
+import base64
+import email
 import hashlib
+import hmac
 import http.client
+import io
 import json
 import random
 import re
@@ -24,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Dict, Iterator
 
 import pytest
 
@@ -6527,3 +6531,463 @@ def test_a_job_outlives_a_lost_output_file_and_a_failed_clean_up(
     assert report.rounds == 2 and report.files_left == 1
     again = client.run(source, out)  # finishes the clean-up
     assert again.files_left == 0 and api.files == {}
+
+
+# ---------------------------------------------------------------- webhooks
+
+_NOW = 1_750_000_000
+_KEY = bytes(range(32))
+_SECRET = "whsec_" + base64.b64encode(_KEY).decode()
+_WRONG = "The given webhook signature does not match the expected signature"
+_NO_SECRET = (
+    "The webhook secret must either be set using the env var, OPENAI_WEBHOOK_SECRET, on the "
+    "client class, OpenAI(webhook_secret='123'), or passed to this function"
+)
+
+
+@contextmanager
+def refused(kind: type[BaseException], message: str) -> Iterator[Any]:
+    """pytest.raises for exactly this class (not a subclass) and this message."""
+    with pytest.raises(kind) as info:
+        yield info
+    assert (type(info.value), str(info.value)) == (kind, message)
+
+
+def webhook_client(secret: str | None = _SECRET, now: float = _NOW) -> ob.Client:
+    """A client that never connects, its clock stopped at ``now``."""
+    return ob.OpenAI(api_key="sk-test", webhook_secret=secret, clock=lambda: now)
+
+
+def signature(body: str | bytes, timestamp: object, webhook_id: str, key: bytes = _KEY) -> str:
+    text = body if isinstance(body, bytes) else body.encode()
+    signed = f"{webhook_id}.{timestamp}.".encode() + text
+    return base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def signed_headers(
+    body: str | bytes, *, timestamp: object = _NOW, webhook_id: str = "wh_1", key: bytes = _KEY
+) -> dict[str, str]:
+    """The three headers OpenAI sends with an event."""
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": "v1," + signature(body, timestamp, webhook_id, key),
+    }
+
+
+def batch_event(kind: str = "batch.completed", **changes: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "id": "evt_685343a1381c819085d44c354e1b330e",
+        "created_at": _NOW - 5,
+        "data": {"id": "batch_abc123"},
+        "type": kind,
+        "object": "event",
+    }
+    event.update(changes)
+    return event
+
+
+def http_message(headers: dict[str, str]) -> http.client.HTTPMessage:
+    """Headers as an http.server handler sees them in ``self.headers``."""
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+    return http.client.parse_headers(io.BytesIO(lines.encode("latin-1")))
+
+
+def test_a_valid_signature_passes_with_a_whsec_secret() -> None:
+    body = json.dumps(batch_event())
+    webhook_client().webhooks.verify_signature(body, signed_headers(body))  # no error
+
+
+def test_a_secret_without_whsec_is_used_as_its_utf8_bytes() -> None:
+    body = json.dumps(batch_event())
+    headers = signed_headers(body, key="plain-sécret".encode())
+    webhook_client("plain-sécret").webhooks.verify_signature(body, headers)
+    with refused(ob.InvalidWebhookSignatureError, _WRONG):
+        webhook_client().webhooks.verify_signature(body, headers)
+
+
+def test_one_matching_signature_among_several_is_enough() -> None:
+    body = '{"type":"batch.failed"}'
+    good = signature(body, _NOW, "wh_1")
+    other = signature(body, _NOW, "wh_1", key=b"an old secret")
+    webhooks = webhook_client().webhooks
+    for given in (f"v1,{other} v1,{good}", f"v1,{good}  v1,{other}", good, f"v1a,x\tv1,{good}"):
+        headers = {**signed_headers(body), "webhook-signature": given}
+        webhooks.verify_signature(body, headers)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"webhook-signature": "v1,AAAA"},
+        {"webhook-signature": ""},
+        {"webhook-id": "wh_2"},
+        {"webhook-timestamp": f"+{_NOW}"},  # the signed text is the header as sent
+        {"webhook-signature": "v1,ü"},  # not ASCII: compare_digest would raise TypeError
+    ],
+)
+def test_a_wrong_signature_is_refused(change: dict[str, str]) -> None:
+    body = json.dumps(batch_event())
+    headers = {**signed_headers(body), **change}
+    with refused(ob.InvalidWebhookSignatureError, _WRONG) as info:
+        webhook_client().webhooks.verify_signature(body, headers)
+    assert isinstance(info.value, ValueError)
+    assert not isinstance(info.value, ob.OpenAIError)
+
+
+def test_a_changed_body_or_the_wrong_secret_is_refused() -> None:
+    body = json.dumps(batch_event())
+    headers = signed_headers(body)
+    webhooks = webhook_client().webhooks
+    for payload, secret in [(body + " ", None), (body, "whsec_" + "A" * 44), (body, "raw")]:
+        with refused(ob.InvalidWebhookSignatureError, _WRONG):
+            webhooks.verify_signature(payload, headers, secret=secret)
+
+
+def test_a_body_that_is_not_utf8_is_a_wrong_signature() -> None:
+    body = b'{"type":"batch.completed","id":"\xff"}'
+    with refused(ob.InvalidWebhookSignatureError, _WRONG):
+        webhook_client().webhooks.unwrap(body, signed_headers(b"{}"))
+
+
+@pytest.mark.parametrize(
+    ("offset", "tolerance", "error"),
+    [
+        (-300, 300, None),
+        (300, 300, None),
+        (-301, 300, "Webhook timestamp is too old"),
+        (301, 300, "Webhook timestamp is too new"),
+        (-10, 10, None),
+        (-11, 10, "Webhook timestamp is too old"),
+        (0, 0, None),
+        (1, 0, "Webhook timestamp is too new"),
+    ],
+)
+def test_the_timestamp_must_be_within_the_tolerance(
+    offset: int, tolerance: int, error: str | None
+) -> None:
+    body = json.dumps(batch_event())
+    headers = signed_headers(body, timestamp=_NOW + offset)
+    webhooks = webhook_client(now=_NOW + 0.9).webhooks  # now is whole seconds, as officially
+    if error is None:
+        webhooks.verify_signature(body, headers, tolerance=tolerance)
+        return
+    with refused(ob.InvalidWebhookSignatureError, error):
+        webhooks.verify_signature(body, headers, tolerance=tolerance)
+
+
+def test_unwrap_keeps_the_default_tolerance_of_five_minutes() -> None:
+    body = json.dumps(batch_event())
+    webhook_client().webhooks.unwrap(body, signed_headers(body, timestamp=_NOW - 300))
+    with refused(ob.InvalidWebhookSignatureError, "Webhook timestamp is too old"):
+        webhook_client().webhooks.unwrap(body, signed_headers(body, timestamp=_NOW - 301))
+
+
+@pytest.mark.parametrize("timestamp", ["1750000000.0", "soon", "", "0x10"])
+def test_a_timestamp_that_is_not_a_whole_number_is_refused(timestamp: str) -> None:
+    body = "{}"
+    headers = {**signed_headers(body), "webhook-timestamp": timestamp}
+    with refused(ob.InvalidWebhookSignatureError, "Invalid webhook timestamp format"):
+        webhook_client().webhooks.verify_signature(body, headers)
+
+
+def test_a_timestamp_is_read_as_int_reads_it_and_signed_as_sent() -> None:
+    body = "{}"
+    headers = signed_headers(body, timestamp=f" {_NOW} ")
+    webhook_client().webhooks.verify_signature(body, headers)
+
+
+@pytest.mark.parametrize("missing", ["webhook-signature", "webhook-timestamp", "webhook-id"])
+def test_a_missing_header_is_named(missing: str) -> None:
+    body = "{}"
+    headers = signed_headers(body)
+    del headers[missing]
+    for given in (headers, http_message(headers)):
+        with refused(ValueError, f"Could not find {missing} header"):  # not a signature error
+            webhook_client().webhooks.verify_signature(body, given)
+
+
+def test_headers_are_found_in_any_case_in_a_dict() -> None:
+    body = json.dumps(batch_event())
+    headers = signed_headers(body)
+    webhooks = webhook_client().webhooks
+    for spell in (str.upper, str.title, lambda name: name.replace("webhook", "WebHook")):
+        webhooks.verify_signature(body, {spell(name): value for name, value in headers.items()})
+
+
+def test_headers_are_found_in_what_http_server_and_email_give() -> None:
+    body = json.dumps(batch_event())
+    headers = signed_headers(body)
+    webhooks = webhook_client().webhooks
+    webhooks.verify_signature(body, http_message({k.upper(): v for k, v in headers.items()}))
+    lines = "".join(f"{k.title()}: {v}\n" for k, v in headers.items())
+    webhooks.verify_signature(body, email.message_from_string(lines))
+
+
+def test_an_empty_header_counts_as_missing_only_where_get_finds_it() -> None:
+    body = "{}"
+    headers = {**signed_headers(body), "webhook-id": ""}
+    with refused(ValueError, "Could not find webhook-id header"):
+        webhook_client().webhooks.verify_signature(body, http_message(headers))
+    with refused(ob.InvalidWebhookSignatureError, _WRONG):
+        webhook_client().webhooks.verify_signature(body, headers)  # a dict's "" is a value
+
+
+def test_bytes_and_str_payloads_are_alike() -> None:
+    body = json.dumps(batch_event(data={"id": "batch_é"}), ensure_ascii=False)
+    headers = signed_headers(body)
+    webhooks = webhook_client().webhooks
+    webhooks.verify_signature(body, headers)
+    webhooks.verify_signature(body.encode(), headers)
+    assert webhooks.unwrap(body.encode(), headers) == webhooks.unwrap(body, headers)
+
+
+def test_the_secret_comes_from_the_call_the_client_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = "{}"
+    headers = signed_headers(body)
+    webhook_client(None).webhooks.verify_signature(body, headers, secret=_SECRET)
+    webhook_client(_SECRET).webhooks.verify_signature(body, headers)
+    with refused(ob.InvalidWebhookSignatureError, _WRONG):
+        webhook_client(_SECRET).webhooks.verify_signature(body, headers, secret="whsec_AAAA")
+    monkeypatch.setenv("OPENAI_WEBHOOK_SECRET", _SECRET)
+    client = webhook_client(None)
+    assert client.webhook_secret == _SECRET
+    client.webhooks.verify_signature(body, headers)
+    client.webhook_secret = "whsec_AAAA"  # read at each call, not kept by client.webhooks
+    with refused(ob.InvalidWebhookSignatureError, _WRONG):
+        client.webhooks.verify_signature(body, headers)
+
+
+def test_without_a_secret_nothing_is_checked() -> None:
+    webhooks = webhook_client(None).webhooks
+    with refused(ValueError, _NO_SECRET):
+        webhooks.verify_signature("{}", {})  # the secret is looked for before the headers
+    with refused(ValueError, _NO_SECRET):
+        webhooks.unwrap("{}", signed_headers("{}"))
+
+
+_BATCH_EVENTS = [
+    ("batch.completed", ob.BatchCompletedWebhookEvent),
+    ("batch.failed", ob.BatchFailedWebhookEvent),
+    ("batch.expired", ob.BatchExpiredWebhookEvent),
+    ("batch.cancelled", ob.BatchCancelledWebhookEvent),
+]
+
+
+@pytest.mark.parametrize(("kind", "event_class"), _BATCH_EVENTS)
+def test_unwrap_gives_each_batch_event_its_class(kind: str, event_class: type[Any]) -> None:
+    payload = batch_event(kind)
+    body = json.dumps(payload)
+    event = webhook_client().webhooks.unwrap(body.encode(), signed_headers(body))
+    assert type(event) is event_class
+    assert isinstance(event, ob.WebhookEvent)
+    assert (event.id, event.created_at, event.type, event.object) == (
+        payload["id"],
+        _NOW - 5,
+        kind,
+        "event",
+    )
+    assert event.data == ob.BatchWebhookEventData(id="batch_abc123")
+    assert event.data.id == "batch_abc123"
+    assert event.to_dict() == payload
+    assert list(event.to_dict()) == ["id", "created_at", "data", "type", "object"]
+    assert repr(event).startswith(f"{event_class.__name__}(id='evt_")
+
+
+def test_a_batch_event_keeps_what_a_newer_server_adds() -> None:
+    payload = batch_event(data={"id": "batch_1", "status": "completed"}, region="eu")
+    del payload["object"]
+    body = json.dumps(payload)
+    event = webhook_client().webhooks.unwrap(body, signed_headers(body))
+    assert event.object is None
+    assert event.to_dict() == payload
+    assert json.loads(event.to_json()) == payload
+
+
+def test_an_event_of_another_type_is_kept_as_it_came() -> None:
+    payload = {
+        "id": "evt_2",
+        "created_at": _NOW,
+        "data": {"id": "resp_1", "extra": [1, 2]},
+        "type": "response.completed",
+        "object": "event",
+    }
+    body = json.dumps(payload)
+    event = webhook_client().webhooks.unwrap(body, signed_headers(body))
+    assert type(event) is ob.WebhookEvent
+    assert (event.type, event.id, event.created_at) == ("response.completed", "evt_2", _NOW)
+    assert event.data == {"id": "resp_1", "extra": [1, 2]}
+    assert event.to_dict() == payload
+    for odd in ({"type": ["batch.completed"]}, {"id": "evt_3"}):
+        text = json.dumps(odd)
+        assert type(webhook_client().webhooks.unwrap(text, signed_headers(text))) is ob.WebhookEvent
+
+
+def test_unwrap_checks_the_signature_before_reading_the_payload() -> None:
+    with refused(ob.InvalidWebhookSignatureError, _WRONG):
+        webhook_client().webhooks.unwrap("not json", signed_headers("{}"))
+    with pytest.raises(json.JSONDecodeError):
+        webhook_client().webhooks.unwrap("not json", signed_headers("not json"))
+
+
+def test_a_signed_payload_that_is_not_an_object_is_refused() -> None:
+    body = "[1]"
+    with refused(ValueError, "The webhook payload is not a JSON object: list"):
+        webhook_client().webhooks.unwrap(body, signed_headers(body))
+
+
+def test_the_webhook_secret_is_not_shown() -> None:
+    client = webhook_client()
+    assert _SECRET not in repr(client)
+    with pytest.raises(ob.InvalidWebhookSignatureError) as info:
+        client.webhooks.verify_signature("{}", {**signed_headers("{}"), "webhook-id": "x"})
+    assert _SECRET[6:] not in str(info.value) + repr(info.value)
+
+
+# ---------------------------------------------------------------- side by side with openai
+
+
+def _upper(headers: dict[str, str]) -> dict[str, str]:
+    return {name.upper(): value for name, value in headers.items()}
+
+
+def _bare(headers: dict[str, str]) -> dict[str, str]:
+    return {**headers, "webhook-signature": headers["webhook-signature"][3:]}  # no "v1,"
+
+
+_EVENT = batch_event("batch.cancelled")  # a type both parse alike; see the last test
+_Form = Callable[[Dict[str, str]], Any]
+#: name: (payload, header changes (None drops one), seconds from now, headers' form, raw key)
+_SIDE_BY_SIDE: dict[str, tuple[Any, dict[str, str | None], int, _Form, bytes | None]] = {
+    "completed": (batch_event("batch.completed"), {}, 0, dict, None),
+    "failed": (batch_event("batch.failed"), {}, 0, dict, None),
+    "expired": (batch_event("batch.expired"), {}, 0, dict, None),
+    "cancelled": (_EVENT, {}, 0, dict, None),
+    "extra fields": (batch_event(region="eu", data={"id": "b", "x": 1}), {}, 0, dict, None),
+    "no object": ({"id": "e", "data": {"id": "b"}, "type": "batch.failed"}, {}, 0, dict, None),
+    "only a type": ({"type": "batch.expired"}, {}, 0, dict, None),
+    "bytes": (json.dumps(_EVENT).encode(), {}, 0, dict, None),
+    "bad signature": (_EVENT, {"webhook-signature": "v1,AAAA"}, 0, dict, None),
+    "bare signature": (_EVENT, {}, 0, _bare, None),
+    "too old": (_EVENT, {}, -301, dict, None),
+    "too new": (_EVENT, {}, 301, dict, None),
+    "bad timestamp": (_EVENT, {"webhook-timestamp": "1.5"}, 0, dict, None),
+    "no signature": (_EVENT, {"webhook-signature": None}, 0, dict, None),
+    "no timestamp": (_EVENT, {"webhook-timestamp": None}, 0, dict, None),
+    "no id": (_EVENT, {"webhook-id": None}, 0, dict, None),
+    "upper-case dict": (_EVENT, {}, 0, _upper, None),
+    "HTTPMessage": (_EVENT, {}, 0, http_message, None),
+    "empty id, HTTPMessage": (_EVENT, {"webhook-id": ""}, 0, http_message, None),
+    "empty id, dict": (_EVENT, {"webhook-id": ""}, 0, dict, None),
+    "raw secret": (_EVENT, {}, 0, dict, b"raw"),
+    "not JSON": ("{nope", {}, 0, dict, None),
+}
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
+    """The class and message of the error, or the class and the dumps of the event."""
+    try:
+        event = call()
+    except ValueError as exc:
+        return type(exc).__name__, str(exc)
+    return type(event).__name__, (event.to_dict(), event.model_dump_json())
+
+
+@pytest.mark.parametrize("name", list(_SIDE_BY_SIDE))
+def test_unwrap_agrees_with_the_official_package(name: str) -> None:
+    openai = pytest.importorskip("openai")
+    payload, changes, seconds, form, key = _SIDE_BY_SIDE[name]
+    body = payload if isinstance(payload, (str, bytes)) else json.dumps(payload)
+    signed = signed_headers(body, timestamp=int(time.time()) + seconds, key=key or _KEY)
+    headers = form({k: v for k, v in {**signed, **changes}.items() if v is not None})
+    secret = None if key is None else key.decode()
+    official = openai.OpenAI(api_key="sk-test", webhook_secret=_SECRET).webhooks
+    ours = ob.OpenAI(api_key="sk-test", webhook_secret=_SECRET).webhooks
+    theirs = _outcome(lambda: official.unwrap(body, headers, secret=secret))
+    assert _outcome(lambda: ours.unwrap(body, headers, secret=secret)) == theirs
+
+
+def test_verify_signature_agrees_with_the_official_package_on_a_secret_missing() -> None:
+    openai = pytest.importorskip("openai")
+    official = openai.OpenAI(api_key="sk-test", webhook_secret=None).webhooks
+    ours = ob.OpenAI(api_key="sk-test", webhook_secret=None).webhooks
+    theirs = _outcome(lambda: official.verify_signature("{}", {}))
+    mine = _outcome(lambda: ours.verify_signature("{}", {}))
+    assert mine == theirs == ("ValueError", _NO_SECRET)
+    assert issubclass(openai.InvalidWebhookSignatureError, ValueError)
+    assert ob.InvalidWebhookSignatureError.__mro__[1:] == (
+        ValueError,
+        Exception,
+        BaseException,
+        object,
+    )
+
+
+def test_an_unknown_type_differs_from_the_official_package_on_purpose() -> None:
+    openai = pytest.importorskip("openai")
+    body = json.dumps({"id": "e", "type": "video.completed", "data": {"id": "v"}})
+    headers = signed_headers(body, timestamp=int(time.time()))
+    theirs = openai.OpenAI(api_key="x", webhook_secret=_SECRET).webhooks.unwrap(body, headers)
+    ours = ob.OpenAI(api_key="x", webhook_secret=_SECRET).webhooks.unwrap(body, headers)
+    assert type(theirs).__name__ == "AgentEnvironmentExpiredWebhookEvent"  # their first class
+    assert type(ours) is ob.WebhookEvent
+    assert ours.to_dict() == theirs.to_dict() == json.loads(body)
+
+
+# ---------------------------------------------------------------- async
+
+
+def test_the_async_client_awaits_the_same_calls(api: FakeAPI, tmp_path: Any) -> None:
+    import asyncio
+
+    api.seconds_validating = api.seconds_per_request = api.seconds_finalizing = 0.0
+    settings = {"clock": api.clock.time, "sleep": api.clock.sleep, "random": lambda: 0.0}
+
+    async def main() -> dict[str, Any]:
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, **settings) as client:
+            batch = await client.submit(chat_requests(3))
+            done = await client.batches.wait(batch.id)
+            first = await client.batches.list(limit=1)
+            listed = [b.id async for b in client.batches.list(limit=1)]
+            together = await asyncio.gather(*(client.batches.retrieve(batch.id) for _ in "abc"))
+            content = await client.files.content(done.output_file_id)
+            raw = await client.batches.with_raw_response.retrieve(batch.id)
+            return {
+                "status": done.status,
+                "first": [b.id for b in first.data],
+                "listed": listed,
+                "together": {b.id for b in together},
+                "results": sorted([r.custom_id async for r in client.results(done)]),
+                "lines": len((await content.read()).splitlines()),
+                "raw": (raw.status_code, raw.parse().id),
+                "models": [m.id async for m in client.models.list()],
+                "base_url": client.base_url,
+            }
+
+    seen = asyncio.run(main())
+    assert seen["status"] == "completed" and seen["first"] == [seen["raw"][1]]
+    assert seen["listed"] == list(api.batches)[::-1] and seen["together"] == {seen["raw"][1]}
+    assert seen["results"] == ["q0", "q1", "q2"] and seen["lines"] == 3
+    assert seen["raw"][0] == 200 and seen["models"] == list(api.models)
+    assert seen["base_url"] == api.base_url
+
+
+def test_the_async_azure_client(api: FakeAPI) -> None:
+    import asyncio
+
+    api.azure_version = AZURE_VERSION
+    api.add_batch(status="completed")
+
+    async def main() -> list[str]:
+        client = ob.AsyncAzureOpenAI(
+            api_key=API_KEY, azure_endpoint=api.endpoint, api_version=AZURE_VERSION
+        )
+        try:
+            return [b.id async for b in client.batches.list()]
+        finally:
+            await client.close()
+
+    assert asyncio.run(main()) == list(api.batches)
+    assert api.requests[-1].path == "/openai/batches" and "api-key" in api.requests[-1].headers
