@@ -77,6 +77,10 @@ __all__ = [
     "AsyncOpenAI",
     "AsyncAzureOpenAI",
     "AsyncPaginator",
+    "AsyncCursorPage",
+    "AsyncBatches",
+    "AsyncFiles",
+    "AsyncModels",
     "Batches",
     "Files",
     "Models",
@@ -643,23 +647,47 @@ class _Model:
     #: the official package's order of the fields, where this class's differs
     _order: tuple[str, ...] = ()
 
-    def model_dump(self) -> dict[str, Any]:
+    def model_dump(
+        self,
+        *,
+        mode: str = "python",
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
+        by_alias: bool = False,
+        exclude_unset: bool = False,
+        exclude_defaults: bool = False,
+        exclude_none: bool = False,
+    ) -> dict[str, Any]:
         """Every field, None where the server sent none, in the official package's order,
         then the fields the server sent that this module does not know: what the official
-        package's ``model_dump()`` gives for the same response."""
+        package's ``model_dump()`` gives for the same response. ``exclude_unset`` leaves out
+        what the server did not send, ``exclude_none`` every None, and ``include`` and
+        ``exclude`` name top-level fields; ``mode`` and ``by_alias`` change nothing here (the
+        values are JSON's already, and no field has an alias)."""
         names = self._order or tuple(f.name for f in fields(self))  # type: ignore[arg-type]
-        out = {name: _dumped(getattr(self, name)) for name in names}
-        for key, value in (self._raw or {}).items():
+        raw = self._raw
+        if exclude_unset and raw is not None:
+            names = tuple(name for name in names if name in raw)
+        flags = {"exclude_unset": exclude_unset, "exclude_none": exclude_none}
+        out = {name: _dumped(getattr(self, name), flags) for name in names}
+        for key, value in (raw or {}).items():
             if key not in out:
-                out[key] = _dumped(value)
+                out[key] = _dumped(value, flags)
+        if exclude_none:
+            out = {key: value for key, value in out.items() if value is not None}
+        if include is not None:
+            out = {key: value for key, value in out.items() if key in set(include)}
+        if exclude is not None:
+            out = {key: value for key, value in out.items() if key not in set(exclude)}
         return out
 
-    def model_dump_json(self, *, indent: int | None = None) -> str:
+    def model_dump_json(
+        self, *, indent: int | None = None, exclude_unset: bool = False, exclude_none: bool = False
+    ) -> str:
         """``model_dump()`` as JSON: compact unless ``indent``, non-ASCII as it is."""
         separators = (",", ":") if indent is None else None
-        return json.dumps(
-            self.model_dump(), indent=indent, separators=separators, ensure_ascii=False
-        )
+        dumped = self.model_dump(exclude_unset=exclude_unset, exclude_none=exclude_none)
+        return json.dumps(dumped, indent=indent, separators=separators, ensure_ascii=False)
 
     @classmethod
     def model_validate(cls: type[_M], obj: Mapping[str, Any]) -> _M:
@@ -667,12 +695,16 @@ class _Model:
         return cls.from_dict(obj)
 
 
-def _dumped(value: Any) -> Any:
+def _dumped(value: Any, flags: dict[str, bool] | None = None) -> Any:
     """A field's value as ``model_dump`` gives it: nested objects dumped whole."""
     if isinstance(value, _Model):
-        return value.model_dump()
+        flags = flags or {}
+        return value.model_dump(
+            exclude_unset=flags.get("exclude_unset", False),
+            exclude_none=flags.get("exclude_none", False),
+        )
     if isinstance(value, list):
-        return [_dumped(item) for item in value]
+        return [_dumped(item, flags) for item in value]
     return _to_json_value(value)
 
 
@@ -4476,7 +4508,10 @@ class AsyncPaginator(_Generic[_M]):
         self._first = first
 
     def __await__(self) -> Any:
-        return _in_thread(self._first).__await__()
+        return self._page().__await__()
+
+    async def _page(self) -> AsyncCursorPage[_M]:
+        return AsyncCursorPage(await _in_thread(self._first))
 
     def __aiter__(self) -> Any:
         return self._items()
@@ -4489,23 +4524,61 @@ class AsyncPaginator(_Generic[_M]):
             page = await _in_thread(page.get_next_page) if page.has_next_page() else None
 
 
+class AsyncCursorPage(_Generic[_M]):
+    """One page of an async list: ``data``, ``has_more``, and the next pages awaited."""
+
+    def __init__(self, page: CursorPage[_M]) -> None:
+        self._page = page
+        self.data, self.has_more = page.data, page.has_more
+        self.first_id, self.last_id, self.object = page.first_id, page.last_id, page.object
+
+    def has_next_page(self) -> bool:
+        return self._page.has_next_page()
+
+    async def get_next_page(self) -> AsyncCursorPage[_M]:
+        return AsyncCursorPage(await _in_thread(self._page.get_next_page))
+
+    async def iter_pages(self) -> Any:
+        page = self
+        yield page
+        while page.has_next_page():
+            page = await page.get_next_page()
+            yield page
+
+    async def __aiter__(self) -> Any:
+        async for page in self.iter_pages():
+            for item in page.data:
+                yield item
+
+
 class _AsyncContent:
-    """A file's content, read as it arrives without blocking the loop."""
+    """A file's content, as the official async client gives it: read whole in the await,
+    then ``read()``, ``text`` and ``write_to_file()`` at once. For a file too big to hold,
+    ``await client.download(...)`` streams it to disk."""
 
-    def __init__(self, content: BinaryContent) -> None:
-        self._content = content
+    def __init__(self, body: bytes) -> None:
+        self.content = body
 
-    async def read(self) -> bytes:
-        return await _in_thread(self._content.read)
+    def read(self) -> bytes:
+        return self.content
 
-    async def write_to_file(self, file: _PathLike) -> int:
-        """Save the body to ``file`` atomically (see ``BinaryContent.write_to_file``)."""
-        return await _in_thread(self._content.write_to_file, file)
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8")
 
-    stream_to_file = astream_to_file = write_to_file
+    def json(self) -> Any:
+        return json.loads(self.content)
 
-    def close(self) -> None:
-        self._content.close()
+    def write_to_file(self, file: _PathLike) -> int:
+        """Save the body to ``file`` atomically."""
+        with _AtomicFile(file) as out:
+            out.file.write(self.content)
+        return len(self.content)
+
+    stream_to_file = write_to_file
+
+    async def astream_to_file(self, file: _PathLike) -> int:
+        return await _in_thread(self.write_to_file, file)
 
 
 class _Async:
@@ -4550,7 +4623,18 @@ class AsyncFiles(_Async):
     _lists = ("list",)
 
     async def content(self, file_id: str, **options: Any) -> _AsyncContent:
-        return _AsyncContent(await _in_thread(self._resource.content, file_id, **options))
+        def whole() -> bytes:
+            with self._resource.content(file_id, **options) as body:
+                data: bytes = body.read()
+            return data
+
+        return _AsyncContent(await _in_thread(whole))
+
+    @property
+    def with_raw_response(self) -> _Async:
+        raw = super().with_raw_response
+        raw._calls += ("content",)
+        return raw
 
 
 class AsyncModels(_Async):
@@ -4571,7 +4655,10 @@ class AsyncOpenAI:
     _blocking: type[Client] = Client
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._client = self._blocking(*args, **kwargs)
+        self._wrap(self._blocking(*args, **kwargs))
+
+    def _wrap(self, client: Client) -> None:
+        self._client = client
         self.batches = AsyncBatches(self._client.batches)
         self.files = AsyncFiles(self._client.files)
         self.models = AsyncModels(self._client.models)
@@ -4582,6 +4669,14 @@ class AsyncOpenAI:
 
     def __getattr__(self, name: str) -> Any:  # base_url, api_key, timeout, ...
         return getattr(self._client, name)
+
+    def with_options(self, **changes: Any) -> AsyncOpenAI:
+        """A new async client with these settings changed and the others kept."""
+        made = object.__new__(type(self))
+        made._wrap(self._client.with_options(**changes))
+        return made
+
+    copy = with_options
 
     async def __aenter__(self) -> AsyncOpenAI:
         return self
@@ -6016,7 +6111,11 @@ def _check_model(session: _Session, model: str) -> None:
             "not show; not checked"
         )
         return
-    served = [served.id for served in session.client.models.list()]
+    try:
+        served = [served.id for served in session.client.models.list()]
+    except APIError as exc:  # a check that cannot run is a warning, as its findings are
+        session.console.note(f"warning: could not list the server's models to check: {exc}")
+        return
     if model not in served:
         session.console.note(
             f"warning: model {model!r} is not among the {_plural(len(served), 'model')} the "

@@ -6401,6 +6401,10 @@ def test_model_dump_gives_every_field_in_the_official_order(client: Client, api:
     assert "usage" not in batch.to_dict()
     gone = client.files.delete(_seeded_file(api))
     assert list(gone.model_dump()) == ["id", "deleted", "object"]
+    assert "usage" not in batch.model_dump(exclude_unset=True)
+    assert None not in batch.model_dump(exclude_none=True).values()
+    assert list(batch.model_dump(include={"id", "status"})) == ["id", "status"]
+    assert "id" not in batch.model_dump(exclude={"id"}, mode="json", by_alias=True)
 
 
 def test_model_dump_matches_the_official_package(client: Client, api: FakeAPI) -> None:
@@ -6954,13 +6958,21 @@ def test_the_async_client_awaits_the_same_calls(api: FakeAPI, tmp_path: Any) -> 
             together = await asyncio.gather(*(client.batches.retrieve(batch.id) for _ in "abc"))
             content = await client.files.content(done.output_file_id)
             raw = await client.batches.with_raw_response.retrieve(batch.id)
+            page = await client.batches.list(limit=1)
+            pages = [len(p.data) async for p in page.iter_pages()]
+            quick = client.with_options(timeout=5)
+            again = await quick.batches.retrieve(batch.id)
+            raw_content = await client.files.with_raw_response.content(done.output_file_id)
             return {
                 "status": done.status,
                 "first": [b.id for b in first.data],
                 "listed": listed,
                 "together": {b.id for b in together},
                 "results": sorted([r.custom_id async for r in client.results(done)]),
-                "lines": len((await content.read()).splitlines()),
+                "lines": len(content.read().splitlines()) + len(content.text.splitlines()),
+                "pages": pages,
+                "again": (again.id, quick.timeout, type(quick).__name__),
+                "raw_content": raw_content.content == content.content,
                 "raw": (raw.status_code, raw.parse().id),
                 "models": [m.id async for m in client.models.list()],
                 "base_url": client.base_url,
@@ -6969,7 +6981,9 @@ def test_the_async_client_awaits_the_same_calls(api: FakeAPI, tmp_path: Any) -> 
     seen = asyncio.run(main())
     assert seen["status"] == "completed" and seen["first"] == [seen["raw"][1]]
     assert seen["listed"] == list(api.batches)[::-1] and seen["together"] == {seen["raw"][1]}
-    assert seen["results"] == ["q0", "q1", "q2"] and seen["lines"] == 3
+    assert seen["results"] == ["q0", "q1", "q2"] and seen["lines"] == 6
+    assert seen["pages"] == [1] * len(api.batches) and seen["raw_content"]
+    assert seen["again"] == (seen["raw"][1], 5.0, "AsyncOpenAI")
     assert seen["raw"][0] == 200 and seen["models"] == list(api.models)
     assert seen["base_url"] == api.base_url
 
