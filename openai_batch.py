@@ -4798,9 +4798,15 @@ class _JobState:
             with open(path, encoding="utf-8") as handle:
                 data = json.load(handle)
             if data.get("sha256") != digest:
+                what = (
+                    f"RESULTS is written for the input it had then; give another -o path for "
+                    f"the new input, or remove {folder} to start again"
+                    if data.get("written")
+                    else f"finish that job with the input it began with, or remove {folder} "
+                    "to start again"
+                )
                 raise OpenAIError(
-                    f"{input_path} has changed since the job in {folder} began; finish that job "
-                    f"with the input it began with, or remove {folder} to start again"
+                    f"{input_path} has changed since the job in {folder} began; {what}"
                 )
             # The same content, perhaps moved: read it, and write RESULTS, where they are now.
             data.update(input=os.path.abspath(input_path), output=output)
@@ -4902,7 +4908,9 @@ class _JobRunner:
     def run(self) -> None:
         """Rounds until every request has a final result, then RESULTS, then the clean-up."""
         data = self.state.data
-        if data["written"]:
+        if data["written"] and not os.path.exists(data["output"]):
+            data["written"] = False  # RESULTS was removed: written again from the job's files
+        elif data["written"]:
             self.event("already_written", output=data["output"])
         while not data["written"]:
             if any(shard["status"] in ("queued", "running") for shard in self.state.shards):
@@ -4990,8 +4998,15 @@ class _JobRunner:
         return bool(shards)
 
     def final_results(self) -> set[str]:
-        """The custom_ids whose result is final: a success, or a failure that will not pass."""
-        return {result.custom_id for result in self.results() if not _may_pass(result)}
+        """The custom_ids whose result is final: a success, a failure that will not pass, or
+        a request of a batch that failed validation (its file would fail the same way)."""
+        final = {result.custom_id for result in self.results() if not _may_pass(result)}
+        for shard in self.state.shards:
+            if shard["status"] == "failed":
+                final.update(
+                    data["custom_id"] for data in read_jsonl(self.state.path(shard["name"]))
+                )
+        return final
 
     def results(self) -> Iterator[BatchResult]:
         for shard in self.state.shards:
@@ -5002,7 +5017,7 @@ class _JobRunner:
 
     def drive(self) -> None:
         """Start queued shards within the budgets, poll the running ones, until none is left."""
-        interval = self.settings["interval"] or _FIRST_POLL
+        first = interval = self.settings["interval"] or _FIRST_POLL
         while True:
             for shard in self.state.shards:
                 if shard["status"] == "queued" and self.room_for(shard):
@@ -5015,8 +5030,9 @@ class _JobRunner:
             if any(s["status"] in ("running", "queued") for s in self.state.shards):
                 self.event("progress")
                 self.sleep(interval)
-                if not self.settings["interval"]:
-                    interval = min(interval * 1.5, _MAX_POLL)
+                # Backed off as wait backs off while nothing ends; from the start when one does.
+                ended = any(s["status"] != "running" for s in running)
+                interval = first if ended else min(interval * 1.5, max(first, _MAX_POLL))
 
     def room_for(self, shard: dict[str, Any]) -> bool:
         running = [s for s in self.state.shards if s["status"] == "running"]
@@ -5160,12 +5176,13 @@ class _JobRunner:
                     line["error"] = error
                 out.file.write(_dumps_line(line).encode("utf-8") + b"\n")
         self.state.data["written"] = True
+        self.state.data["seconds"] = self.clock() - self.state.data["started"]
         self.state.save()
         self.event("written", output=self.state.data["output"])
 
-    def endings(self) -> dict[str, list[str]]:
-        """For each request that no batch answered, how each batch it was sent in ended."""
-        endings: dict[str, list[str]] = {}
+    def endings(self) -> dict[str, list[dict[str, Any]]]:
+        """For each request that no batch answered, the shards it was sent in."""
+        endings: dict[str, list[dict[str, Any]]] = {}
         answered: set[str] | None = None
         for shard in self.state.shards:
             if shard.get("results") == shard["requests"]:
@@ -5174,26 +5191,33 @@ class _JobRunner:
                 answered = {result.custom_id for result in self.results()}
             for data in read_jsonl(self.state.path(shard["name"])):
                 if data["custom_id"] not in answered:
-                    endings.setdefault(data["custom_id"], []).append(shard["status"])
+                    endings.setdefault(data["custom_id"], []).append(shard)
         return endings
 
-    def no_result(self, endings: list[str]) -> dict[str, str]:
+    def no_result(self, shards: list[dict[str, Any]]) -> dict[str, str]:
         """Why a request has no result, from how its batches ended: an error object."""
+        endings = [shard["status"] for shard in shards]
         said = []
-        for status in ("expired", "cancelled", "failed", "completed"):
+        for status, what in (
+            ("expired", "its batch expired"),
+            ("cancelled", "its batch was cancelled"),
+            ("failed", "its batch failed"),
+            ("completed", "its batch completed without a line for it"),
+        ):
             count = endings.count(status)
-            if status == "completed" and count:
-                said.append(f"{_times(count)} its batch completed without a line for it")
-            elif count:
-                said.append(f"its batch {status} {_times(count)}")
-        errors = [e for s in self.state.shards for e in s.get("errors", [])]
-        if "failed" in endings and errors:
+            if count:
+                said.append(f"{what} {_times(count)}")
+        errors = [e for s in shards if s["status"] == "failed" for e in s.get("errors", [])]
+        if errors:
             said.append(f"the batch said: {errors[-1]}")
+        last = endings[-1] if endings else "completed"
         if self.state.data.get("cancelled"):
             code = "job_cancelled"
             said.append("the job was cancelled (run --cancel)")
+        elif last == "failed":
+            code = "batch_failed"
+            said.append("a batch that fails validation is not sent again; fix what it says")
         else:
-            last = endings[-1] if endings else "completed"
             code = "no_result" if last in ("completed", "not_started") else f"batch_{last}"
             rounds = _plural(self.state.data["round"], "round")
             said.append(f"the job was out of rounds after {rounds} (--rounds gives more)")
@@ -5264,6 +5288,22 @@ def _job_report(state: _JobState, seconds: float) -> JobReport:
     return report
 
 
+def _check_settings(settings: dict[str, Any], max_requests: int) -> None:
+    """Refuse, before anything is sent, settings that could not work."""
+    wanted = {
+        "batch_size": (1, max_requests),
+        "max_active": (1, 10_000),
+        "rounds": (1, 100),
+    }
+    for name, (low, high) in wanted.items():
+        value = settings[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise _ArgumentError(f"{name} must be a whole number from {low} to {high:,}")
+    budget = settings["max_enqueued_tokens"]
+    if budget is not None and (not isinstance(budget, int) or budget < 1):
+        raise _ArgumentError("max_enqueued_tokens must be a whole number of tokens, or None")
+
+
 def _run_job(
     client: Client,
     input: _PathLike,
@@ -5279,6 +5319,9 @@ def _run_job(
         os.path.exists(output_path) and os.path.samefile(input_path, output_path)
     ):
         raise _ArgumentError(f"RESULTS would overwrite INPUT ({input}); give another -o path")
+    if not os.path.isdir(os.path.dirname(output_path)):
+        raise FileNotFoundError(2, "No such folder for RESULTS", os.path.dirname(output_path))
+    _check_settings(settings, _PROVIDERS[client._provider].max_requests)
     begin: dict[str, Any] = {}
     if not os.path.exists(os.path.join(output_path + ".job", "state.json")):
         if cancel:
@@ -5299,7 +5342,7 @@ def _run_job(
         if cancel:
             runner.cancel()
         runner.run()
-        return _job_report(state, clock() - state.data["started"])
+        return _job_report(state, state.data.get("seconds", clock() - state.data["started"]))
     finally:
         state.close()
 
@@ -5758,8 +5801,11 @@ class _JobProgress:
     """``run``'s display: a live block on a terminal, a line per event in a pipe, or with
     ``--json`` each event as a JSON line."""
 
+    HEARTBEAT = 60.0  # seconds: in a pipe, a progress line at least this often
+
     def __init__(self, console: _Console, as_json: bool) -> None:
         self.console, self.as_json = console, as_json
+        self.last = console.clock()
 
     def __call__(self, event: dict[str, Any]) -> None:
         console, kind = self.console, event["event"]
@@ -5770,8 +5816,14 @@ class _JobProgress:
             f"{key}={value}" for key, value in event.items() if key not in ("event", "progress")
         ]
         if not console.tty:
-            if kind != "progress":
-                console.note("\t".join([_iso(console.clock()), kind, *facts]))
+            now = console.clock()
+            if kind == "progress" and now - self.last < self.HEARTBEAT:
+                return  # a line per event, and one a minute while a long wait goes on
+            if kind == "progress":
+                requests = event["progress"]["requests"]
+                facts = [f"{name}={count}" for name, count in requests.items()]
+            console.note("\t".join([_iso(now), kind, *facts]))
+            self.last = now
             return
         note = _job_note(event)
         if note:
@@ -6795,14 +6847,19 @@ def _run_command(commands: Any, common: Any) -> None:
         metavar="R",
         help=f"rounds for what failed in a way that may pass ({DEFAULT_ROUNDS})",
     )
-    run.add_argument("--interval", type=_INTERVAL, metavar="S", help="first pause between polls")
+    run.add_argument(
+        "--interval",
+        type=_INTERVAL,
+        metavar="S",
+        help="first pause between polls (2 s; it grows while no batch ends)",
+    )
     run.add_argument("--keep-files", action="store_true", help="keep the job's files on the server")
     run.add_argument(
         "--cancel",
         action="store_true",
         help="cancel the job's running batches and end it with what they did",
     )
-    _json_flag(run)
+    run.add_argument("--json", action="store_true", help="print each event as a JSON line")
 
 
 def _finished_commands(commands: Any, common: Any) -> None:

@@ -5900,7 +5900,13 @@ def test_run_refuses_bad_and_changed_input_at_no_cost(
     assert api.requests == [] and not (tmp_path / "out.jsonl.job").exists()
     source = _job_input(tmp_path, 3)
     out = tmp_path / "out.jsonl"
-    client.run(source, out, keep_files=True)
+
+    def stop(event: dict[str, Any]) -> None:
+        if event["event"] == "created":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.run(source, out, on_event=stop)
     ob.write_jsonl(source, chat_requests(4))
     with raises(ob.OpenAIError) as info:
         client.run(source, out)
@@ -5908,6 +5914,21 @@ def test_run_refuses_bad_and_changed_input_at_no_cost(
         f"{source} has changed since the job in {out}.job began; finish that job with the "
         f"input it began with, or remove {out}.job to start again"
     )
+    ob.write_jsonl(source, chat_requests(3))
+    assert client.run(source, out).ok  # the input it began with: the job ends
+    ob.write_jsonl(source, chat_requests(4))
+    with raises(ob.OpenAIError) as info:
+        client.run(source, out)
+    assert str(info.value) == (
+        f"{source} has changed since the job in {out}.job began; RESULTS is written for the "
+        f"input it had then; give another -o path for the new input, or remove {out}.job to "
+        "start again"
+    )
+    for wrong in ({"batch_size": 50_001}, {"rounds": 0}, {"max_active": 0}):
+        with raises(ValueError):
+            client.run(source, tmp_path / "other.jsonl", **wrong)
+    with raises(FileNotFoundError):
+        client.run(source, tmp_path / "no" / "such" / "out.jsonl")
 
 
 def _json_lines(path: Any) -> list[dict[str, Any]]:
@@ -6034,7 +6055,7 @@ def test_run_cancel_stops_the_job_and_keeps_what_it_did(
     assert done == ["q0", "q3"] and api.ran == {"q0": 1, "q3": 1}  # nothing new was sent
     assert lines["q1"]["error"] == {
         "code": "job_cancelled",
-        "message": "no result: its batch cancelled once; the job was cancelled (run --cancel)",
+        "message": "no result: its batch was cancelled once; the job was cancelled (run --cancel)",
     }
     assert lines["q8"]["error"] == {
         "code": "job_cancelled",
@@ -7005,3 +7026,16 @@ def test_the_async_azure_client(api: FakeAPI) -> None:
 
     assert asyncio.run(main()) == list(api.batches)
     assert api.requests[-1].path == "/openai/batches" and "api-key" in api.requests[-1].headers
+
+
+def test_a_finished_job_writes_results_again_if_they_were_removed(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    source = _job_input(tmp_path, 3)
+    out = tmp_path / "out.jsonl"
+    first = client.run(source, out)
+    written = out.read_bytes()
+    out.unlink()
+    again = client.run(source, out)
+    assert out.read_bytes() == written and len(api.batches) == 1
+    assert again.seconds == first.seconds  # the job's wall time, not the time since it began
