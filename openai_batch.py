@@ -155,6 +155,7 @@ __all__ = [
     "IDEMPOTENCY_METADATA_KEY",
     "DEFAULT_MAX_ACTIVE",
     "DEFAULT_ROUNDS",
+    "DEFAULT_CONCURRENCY",
     # command line
     "main",
 ]
@@ -184,6 +185,9 @@ DEFAULT_MAX_ACTIVE = 4
 #: How many rounds a job runs: the first, and one more for what failed in a way that may pass
 #: (a 5xx or 429 line, a batch that expired or was cancelled) and then a last chance.
 DEFAULT_ROUNDS = 3
+#: How many requests a direct job (``run --direct``) keeps in flight at most: fewer when the
+#: server answers 429.
+DEFAULT_CONCURRENCY = 16
 _CONNECT_TIMEOUT = 5.0  # the official package's connect timeout
 _MAX_TIMEOUT = 7 * 86400.0  # a socket cannot wait longer than about 24 days; a week is plenty
 _INITIAL_RETRY_DELAY = 0.5
@@ -207,6 +211,7 @@ _SETTLE_PAUSES = (0.0, 1.0, 2.0, 4.0, 8.0, 15.0)
 _KEY_HORIZON, _KEY_SLACK = 30 * 86400.0, 3600.0
 _MAX_KEY_LENGTH = 255
 _METADATA_MAX_KEYS, _METADATA_MAX_KEY, _METADATA_MAX_VALUE = 16, 64, 512
+_MAX_CONCURRENCY = 1000  # threads, one a request in flight
 _FIRST_POLL, _MAX_POLL = 2.0, 60.0  # wait(): seconds between polls, growing by half each time
 _MAX_OUTAGE = 600.0  # wait(): seconds of failing polls it rides out
 
@@ -4220,6 +4225,10 @@ class Client:
         keep_files: bool = False,
         on_event: Callable[[dict[str, Any]], object] | None = None,
         cancel: bool = False,
+        direct: bool = False,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        max_requests_per_minute: int | None = None,
+        max_tokens_per_minute: int | None = None,
     ) -> JobReport:
         """Run every request of a JSONL file of any size, across as many batches as it takes.
 
@@ -4236,6 +4245,11 @@ class Client:
         ``keep_files``. ``on_event(dict)`` sees each step, with ``"progress"``: where the job
         stands. ``cancel=True`` cancels the job's running batches instead, and ends the job
         with what they did.
+
+        ``direct=True`` sends each request straight to its endpoint under the base URL, for a
+        server with no Batch API: at most ``concurrency`` at once (fewer while the server
+        answers 429), within ``max_requests_per_minute`` and ``max_tokens_per_minute``.
+        Answers are kept as they arrive, so a rerun sends only the requests with none.
         """
         settings = {
             "batch_size": batch_size,
@@ -4244,8 +4258,16 @@ class Client:
             "rounds": rounds,
             "interval": poll_interval,
             "keep_files": keep_files,
+            "concurrency": concurrency,
+            "max_requests_per_minute": max_requests_per_minute,
+            "max_tokens_per_minute": max_tokens_per_minute,
         }
-        return _run_job(self, input, output, settings, on_event, cancel)  # the Jobs section
+        if not 1 <= concurrency <= _MAX_CONCURRENCY:
+            raise _ArgumentError(
+                f"concurrency must be 1 to {_MAX_CONCURRENCY}, not {concurrency!r}"
+            )
+        driver = _DirectRunner if direct else _JobRunner  # the sections below
+        return _run_job(self, input, output, settings, on_event, cancel, driver)
 
     def download(self, batch_or_id: Batch | str, directory: _PathLike = ".") -> list[str]:
         """Save a batch's output and error files into ``directory``; return their paths.
@@ -4860,6 +4882,8 @@ def _lock(path: str) -> IO[bytes]:
 class _JobRunner:
     """Drives one job: rounds of shards, each a batch, under the active and token budgets."""
 
+    mode = "Batch API"  # how the job sends its requests; a job is resumed only the same way
+
     def __init__(
         self,
         client: Client,
@@ -5387,6 +5411,7 @@ def _run_job(
     settings: dict[str, Any],
     on_event: Callable[[dict[str, Any]], object] | None,
     cancel: bool = False,
+    driver: type[_JobRunner] = _JobRunner,
 ) -> JobReport:
     """Begin, resume or cancel the job of ``output``; return its report once RESULTS is in."""
     clock = client._transport.clock
@@ -5411,16 +5436,542 @@ def _run_job(
             provider=client._provider,
         )
         begin = {"endpoint": summary.endpoint or "", "requests": summary.requests}
-        begin.update(started=clock(), output=output_path)
+        begin.update(started=clock(), output=output_path, mode=driver.mode)
     state = _JobState.open(output_path, input_path, settings, begin)
     try:
-        runner = _JobRunner(client, state, state.data["endpoint"], settings, on_event)
+        mode = state.data.get("mode", _JobRunner.mode)
+        if mode != driver.mode:
+            raise OpenAIError(
+                f"the job in {state.folder} is a {mode} job, not a {driver.mode} one; run it as "
+                f"it began, or remove {state.folder} to start again"
+            )
+        runner = driver(client, state, state.data["endpoint"], settings, on_event)
         if cancel:
             runner.cancel()
         runner.run()
         return _job_report(state, state.data.get("seconds", clock() - state.data["started"]))
     finally:
         state.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Direct runner: the same batch file, straight to a server with no Batch API
+# ---------------------------------------------------------------------------------------------
+
+_ANSWERS = "answers.jsonl"
+_TICK = 0.5  # seconds between progress events and disk syncs; a worker's longest nap
+_SLOW_DOWN = frozenset({429, 503})  # "too many requests", and Ollama's "server busy"
+
+
+class _DirectRunner(_JobRunner):
+    """Drives a job with no Batch API: each request POSTed straight to the server, at most
+    ``concurrency`` at once, each answer appended to ``answers.jsonl`` as it arrives.
+
+    Everything else is the job's own: its record and lock, rounds for what may pass, RESULTS
+    in input order, cancel, the report and the progress events. The job's one shard is the
+    answers file, which grows as answers arrive; a round sends every request that has no
+    final answer in it, so a rerun after a kill sends only those.
+    """
+
+    mode = "direct"
+
+    def __init__(
+        self,
+        client: Client,
+        state: _JobState,
+        endpoint: str,
+        settings: dict[str, Any],
+        on_event: Callable[[dict[str, Any]], object] | None,
+    ) -> None:
+        super().__init__(client, state, endpoint, settings, on_event)
+        if not state.shards:
+            state.shards.append(
+                {
+                    "name": _ANSWERS,
+                    "requests": state.data["requests"],
+                    "status": "direct",
+                    "files": [_ANSWERS],
+                    "file_id": None,
+                }
+            )
+        self.shard = state.shards[0]
+        self.answers: _Answers | None = None
+        self.flight: _Flight | None = None
+        self.round = state.data["round"]
+        self.cuts = 0  # the pacer's cuts already told of
+
+    def run(self) -> None:
+        if not self.state.data["written"]:
+            self.answers = _Answers(self.state.path(_ANSWERS))
+        try:
+            super().run()
+        finally:
+            if self.answers is not None:
+                self.answers.close()
+
+    def plan(self, round_: int) -> bool:
+        """A round: every request with no final answer yet, sent straight to the server.
+
+        The round is recorded only once it is over, so that a round cut short by a kill is
+        finished by the next run rather than counted.
+        """
+        assert self.answers is not None  # opened by run()
+        pending = self.state.data["requests"] - len(self.answers.final)
+        if pending <= 0:
+            return False
+        self.round = round_
+        self.event("round", round=round_, requests=pending)
+        self.fly(_Flight(self, self.answers))
+        self.state.data["round"] = round_
+        self.shard.update(self.answers.counts())
+        self.state.save()
+        return True
+
+    def fly(self, flight: _Flight) -> None:
+        """Send the round's requests from ``concurrency`` threads; report and sync meanwhile."""
+        import threading
+
+        self.flight = flight
+        for _ in range(flight.workers):
+            threading.Thread(target=flight.work, daemon=True).start()
+        tick = self.clock() + _TICK
+        try:
+            # Woken often in real time, to end as soon as the round does; the ticks are on the
+            # client's clock, as every other wait is.
+            while not flight.finished.wait(_TICK / 10):
+                if self.clock() < tick:
+                    continue
+                tick = self.clock() + _TICK
+                flight.answers.sync()
+                if flight.pacer.cuts > self.cuts:
+                    self.cuts = flight.pacer.cuts
+                    paused = max(flight.pacer.resume_at - self.clock(), 0.0)
+                    self.event("slowed", concurrency=flight.pacer.window, paused=round(paused, 3))
+                self.event("progress")
+        finally:
+            flight.stop()  # the workers take nothing more; what is in flight is sent again
+            flight.answers.sync()
+        if flight.failure is not None:
+            raise flight.failure
+
+    def endings(self) -> dict[str, list[dict[str, Any]]]:
+        return {}  # no batch ran: a request with no answer was never sent (a cancelled job)
+
+    def progress(self) -> dict[str, Any]:
+        """The job's progress, with what is in flight, how fast, and how long is left."""
+        if self.answers is not None:
+            self.shard.update(self.answers.counts())
+        progress = super().progress()
+        del progress["shards"]  # one, the answers file: nothing to tell
+        progress["round"] = self.round
+        flight, rate, in_flight = self.flight, 0.0, 0
+        window = self.settings["concurrency"]
+        if flight is not None and self.answers is not None:
+            answered = self.answers.added - flight.added_before
+            rate = answered / max(self.clock() - flight.started, 1e-3)
+            in_flight, window = flight.pacer.in_flight, flight.pacer.window
+        pending = progress["requests"]["pending"]
+        progress["direct"] = {
+            "in_flight": in_flight,
+            "concurrency": window,
+            "per_second": round(rate, 1),
+            "left": round(pending / rate, 1) if rate and pending else None,
+        }
+        return progress
+
+
+class _Answers:
+    """A direct job's answers: Batch API output lines, appended in the order they arrive.
+
+    Each line is flushed as it is written, so a killed process loses none of them. The file is
+    synced to disk every ``_TICK`` rather than after each line: a sync costs milliseconds, more
+    than an answer takes at a thousand a second, and what it guards against is a crash of the
+    whole machine, after which the unsynced answers' requests are simply sent again.
+    """
+
+    def __init__(self, path: str) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.final: set[str] = set()  # the custom_ids that are done: the only index kept
+        self.succeeded = self.failed = self.added = 0  # added: lines this process wrote
+        self.usage: dict[str, int] = {}
+        self.synced = True
+        kept = 0
+        if os.path.exists(path):
+            with open(path, "rb") as handle:
+                for line in handle:
+                    if not line.endswith(b"\n"):
+                        break  # a line a kill cut short
+                    try:
+                        result = BatchResult.from_dict(_parse_line(line, path, 0))
+                    except ValueError:  # not a line: what a crash of the machine leaves
+                        break
+                    kept += len(line)
+                    self.count(result, _usage_in(result.body))
+        self.file = open(path, "ab")  # noqa: SIM115
+        self.file.truncate(kept)  # the cut line, if any, and whatever follows it
+
+    def count(self, result: BatchResult, usage: dict[str, int]) -> None:
+        for name, value in usage.items():
+            self.usage[name] = self.usage.get(name, 0) + value
+        if result.ok or not _may_pass(result):
+            self.final.add(result.custom_id)
+            self.succeeded += result.ok
+            self.failed += not result.ok
+
+    def add(self, line: bytes, result: BatchResult, usage: dict[str, int]) -> None:
+        with self.lock:
+            if self.file.closed:
+                return  # the run has stopped: the request goes again when the job resumes
+            self.file.write(line)
+            self.file.flush()
+            self.synced, self.added = False, self.added + 1
+            self.count(result, usage)
+
+    def counts(self) -> dict[str, Any]:
+        with self.lock:
+            return {"succeeded": self.succeeded, "failed": self.failed, "usage": dict(self.usage)}
+
+    def sync(self) -> None:
+        """Sync the lines written so far to disk, letting more be written meanwhile."""
+        with self.lock:
+            if self.synced or self.file.closed:
+                return
+            self.synced = True
+            descriptor = self.file.fileno()  # every line is flushed already
+        os.fsync(descriptor)
+
+    def close(self) -> None:
+        self.sync()
+        with self.lock:
+            self.file.close()
+
+
+class _Flight:
+    """One round of a direct job under way: the requests still to send, where the workers
+    take the next one, and the answers they write.
+
+    A request that will be retried waits in a heap by when it is due, not in its worker, so
+    that a wait never takes a thread from the others. Memory holds the requests in flight or
+    waiting to be retried, never the input file.
+    """
+
+    def __init__(self, runner: _DirectRunner, answers: _Answers) -> None:
+        import itertools
+        import threading
+
+        settings = runner.settings
+        self.transport, self.answers = runner.client._transport, answers
+        self.clock, self.sleep = runner.clock, runner.sleep
+        self.input = runner.state.data["input"]
+        self.workers = settings["concurrency"]
+        self.pacer = _Pacer(
+            self.workers,
+            settings.get("max_requests_per_minute"),
+            settings.get("max_tokens_per_minute"),
+            self.clock,
+            self.sleep,
+        )
+        self.lines: Iterator[tuple[int, bytes]] | None = _binary_lines(self.input)
+        self.due: list[tuple[float, int, dict[str, Any], int, int]] = []  # retries, by when
+        self.order = itertools.count()  # ties in the heap go first come, first served
+        self.busy = 0
+        self.started, self.added_before = self.clock(), answers.added
+        self.lock = threading.Condition()
+        self.stopped = False
+        self.failure: BaseException | None = None
+        self.finished = threading.Event()
+        self.left = self.workers  # the workers still running
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
+            self.lock.notify_all()
+        self.pacer.stop()
+
+    def work(self) -> None:
+        """A worker: take requests and send them until none is left or the round stops."""
+        try:
+            while True:
+                taken = self.take()
+                if taken is None:
+                    return
+                try:
+                    self.send(*taken)
+                finally:
+                    with self.lock:
+                        self.busy -= 1
+                        self.lock.notify_all()
+        except BaseException as exc:  # a full disk, a bug: the round stops and says why
+            self.failure = self.failure or exc
+            self.stop()
+            self.finished.set()
+        finally:
+            with self.lock:
+                self.left -= 1
+                if not self.left:
+                    self.finished.set()
+
+    def take(self) -> tuple[dict[str, Any], int, int] | None:
+        """The next request to send, its token estimate and its tries so far: a retry that is
+        due, else the next line with no final answer; None once nothing is left."""
+        import heapq
+
+        while True:
+            with self.lock:
+                if self.stopped:
+                    return None
+                now = self.clock()
+                if self.due and self.due[0][0] <= now:
+                    _, _, data, tokens, tries = heapq.heappop(self.due)
+                    self.busy += 1
+                    return data, tokens, tries
+                line = next(self.lines, None) if self.lines is not None else None
+                if line is not None:
+                    self.busy += 1
+                else:
+                    self.lines = None
+                    if not (self.busy or self.due):
+                        return None
+                    if not self.due:
+                        self.lock.wait()  # for an answer in flight, which may bring a retry
+                        continue
+                    nap = min(self.due[0][0] - now, _TICK)
+            if line is None:
+                self.sleep(nap)
+                continue
+            number, raw = line
+            request = _parse_line(raw, self.input, number) if raw.strip() else None
+            if request is not None and request["custom_id"] not in self.answers.final:
+                return request, _estimate_tokens(len(raw)), 0
+            with self.lock:
+                self.busy -= 1
+
+    def send(self, data: dict[str, Any], tokens: int, tries: int) -> None:
+        """Send one request; write its answer, or queue it to be tried again."""
+        import heapq
+
+        epoch = self.pacer.acquire(tokens)
+        if epoch is None:
+            return  # the round stopped while it waited
+        status, headers, raw, error = self.post(data)
+        body: tuple[Any, bytes | None] | None = None
+        usage: dict[str, int] = {}
+        if error is None:
+            try:
+                body = _answer_body(raw)
+            except _NotFinite as exc:
+                message = f"the response body is not valid JSON: {exc.at(raw)}"
+                error = APIResponseValidationError(message, None, status_code=status)
+            else:
+                usage = _usage_in(body[0]) if status < 300 else {}
+        used = usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
+        self.pacer.release(epoch, status, headers, used - tokens if used else 0)
+        if body is not None and status >= 300:
+            error = _status_error(status, headers, raw, _RequestInfo("POST", data["url"]))
+        delay = None if error is None else self.transport.retry_delay(error, tries)
+        if delay is not None:
+            with self.lock:
+                due = (self.clock() + delay, next(self.order), data, tokens, tries + 1)
+                heapq.heappush(self.due, due)
+            return
+        if body is not None:
+            line, result = _answer_line(data["custom_id"], status, headers, body)
+        else:
+            assert error is not None
+            line, result = _no_answer_line(data["custom_id"], error)
+        self.answers.add(line, result, usage)
+
+    def post(self, data: dict[str, Any]) -> tuple[int, dict[str, str], bytes, APIError | None]:
+        """One try: status, headers and body, or the connection error; ``/v1`` is in the base
+        URL already, so ``/v1/chat/completions`` goes to ``{base_url}/chat/completions``."""
+        transport, url = self.transport, data["url"]
+        path = url[3:] if url.startswith("/v1/") else url
+        sent = transport.merged_headers(None)
+        try:
+            response, connection, request = transport.respond(
+                "POST", transport.url(path), sent, _Body.json(data["body"]), transport.timeout
+            )
+            raw = transport.read_and_release(response, connection, request)
+        except APIConnectionError as exc:
+            return 0, {}, b"", exc
+        headers = _lower_headers(response)
+        if response.status >= 300:  # a server or a proxy may echo the key in an error
+            raw = _scrub(raw.decode("utf-8", "replace"), _secrets(sent)).encode("utf-8")
+        return response.status, headers, raw, None
+
+
+class _Pacer:
+    """A direct job's shared brake: how many requests may be in flight, and when the next may go.
+
+    The window of requests in flight follows AIMD, as TCP's does: each answer widens it by
+    1/window (so by one request per window's worth of answers), up to ``concurrency``, and a
+    429 or a 503 halves it, once a window, since the refusals of requests sent before a cut
+    say nothing new. A server says it is full only that way: latency is no guide to an LLM
+    server, whose batching slows each answer as load grows while answers per second still
+    climb. A ``Retry-After`` holds every request until it has passed. The per-minute budgets
+    are spent evenly, at most a second's worth at once, since servers enforce a minute's
+    limit over shorter spans too.
+    """
+
+    def __init__(
+        self,
+        concurrency: int,
+        requests_per_minute: int | None,
+        tokens_per_minute: int | None,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+    ) -> None:
+        import threading
+
+        self.ceiling, self.limit = concurrency, float(concurrency)
+        self.clock, self.sleep = clock, sleep
+        self.lock = threading.Condition()
+        self.in_flight = self.epoch = self.cuts = 0
+        self.resume_at = 0.0
+        self.stopped = threading.Event()
+        now = clock()
+        self.requests = None if requests_per_minute is None else _Budget(requests_per_minute, now)
+        self.tokens = None if tokens_per_minute is None else _Budget(tokens_per_minute, now)
+
+    @property
+    def window(self) -> int:
+        return int(self.limit)
+
+    def acquire(self, tokens: int) -> int | None:
+        """Wait for room in the window and in the budgets; the window's epoch, or None if
+        the round stopped meanwhile."""
+        with self.lock:
+            while self.in_flight >= int(self.limit) and not self.stopped.is_set():
+                self.lock.wait()
+            if self.stopped.is_set():
+                return None
+            self.in_flight += 1
+            now = self.clock()
+            at = now
+            if self.requests is not None:
+                at = max(at, self.requests.spend(1, now))
+            if self.tokens is not None:
+                at = max(at, self.tokens.spend(tokens, now))
+            epoch = self.epoch
+        while not self.stopped.is_set():
+            wait = max(at, self.resume_at) - self.clock()
+            if wait <= 0:
+                return epoch
+            self.sleep(min(wait, _TICK))
+        self.release(epoch, 0, {}, 0)
+        return None
+
+    def release(self, epoch: int, status: int, headers: Mapping[str, str], tokens: int) -> None:
+        """A request is back: ``status`` (0 for no answer) and ``headers`` steer the window,
+        ``tokens`` more than it was charged for (from its usage) are charged now."""
+        with self.lock:
+            self.in_flight -= 1
+            asked = _retry_after(headers, self.clock()) if headers else None
+            if asked is not None and 0 < asked <= _MAX_RETRY_AFTER:
+                self.resume_at = max(self.resume_at, self.clock() + asked)
+            if status in _SLOW_DOWN and epoch == self.epoch:
+                self.limit = max(self.limit / 2, 1.0)
+                self.epoch += 1
+                self.cuts += 1
+            elif 200 <= status < 300:
+                self.limit = min(self.limit + 1 / self.limit, float(self.ceiling))
+            if tokens and self.tokens is not None:
+                self.tokens.spend(tokens, self.clock())
+            self.lock.notify(max(int(self.limit) - self.in_flight, 0))
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped.set()
+            self.lock.notify_all()
+
+
+class _Budget:
+    """A per-minute budget, spent evenly: it refills continuously and holds a second's worth
+    (or one request's worth, if that is more), so no burst can exceed what a second allows."""
+
+    def __init__(self, per_minute: int, now: float) -> None:
+        self.rate = per_minute / 60.0
+        self.most = max(self.rate, 1.0)
+        self.level, self.at = self.most, now
+
+    def spend(self, amount: float, now: float) -> float:
+        """Spend ``amount`` (or give it back, if negative); the moment it is covered by."""
+        self.level = min(self.level + (now - self.at) * self.rate, self.most) - amount
+        self.at = now
+        return now if self.level >= 0 else now - self.level / self.rate
+
+
+def _answer_body(raw: bytes) -> tuple[Any, bytes | None]:
+    """An answer's body as JSON, with its bytes when they can go into a line as they came;
+    a body that is not JSON, as text. Raises ``_NotFinite`` for JSON holding NaN or Infinity.
+    """
+    stripped = raw.strip()
+    try:
+        text = stripped.decode("utf-8")
+        data, end = _decode_line(text)
+        whole = end == len(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        whole = False
+    if not whole:  # not UTF-8 or not JSON: kept as text, as the Batch API keeps it
+        return raw.decode("utf-8", "replace"), None
+    return data, None if b"\n" in stripped else stripped
+
+
+def _answer_line(
+    custom_id: str, status: int, headers: Mapping[str, str], body: tuple[Any, bytes | None]
+) -> tuple[bytes, BatchResult]:
+    """The Batch API output line of an answer; the server's bytes are kept as they came."""
+    request_id = headers.get("x-request-id")
+    response = {"status_code": status, "request_id": request_id, "body": None}
+    line = {"id": _answer_id(), "custom_id": custom_id, "response": response, "error": None}
+    data, kept = body
+    if kept is None:
+        response["body"] = data
+        text = _dumps_line(line).encode("utf-8")
+    else:  # spliced in for "body": null, the last value of the response
+        head, tail = _dumps_line(line).encode("utf-8").rsplit(b'"body":null', 1)
+        text = b"".join([head, b'"body":', kept, tail])
+    return text + b"\n", BatchResult(custom_id, status_code=status)
+
+
+def _no_answer_line(custom_id: str, error: APIError) -> tuple[bytes, BatchResult]:
+    """The output line of a request with no answer, or none that a line can hold."""
+    code = "timeout" if isinstance(error, APITimeoutError) else "connection_error"
+    if isinstance(error, APIResponseValidationError):
+        code = "invalid_response"
+    found = BatchResultError(code, error.message)
+    line: dict[str, Any] = {"id": _answer_id(), "custom_id": custom_id, "response": None}
+    line["error"] = {"code": found.code, "message": found.message}
+    return _dumps_line(line).encode("utf-8") + b"\n", BatchResult(custom_id, error=found)
+
+
+def _answer_id() -> str:
+    return "batch_req_" + os.urandom(12).hex()
+
+
+def _usage_in(body: Any) -> dict[str, int]:
+    """Tokens an answer used, named as ``Batch.usage`` names them, from any endpoint's names
+    (chat's and embeddings' prompt and completion tokens, the Responses API's own)."""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return {}
+
+    def number(name: str, inner: str = "") -> int:
+        value = usage.get(name)
+        if inner:
+            value = value.get(inner) if isinstance(value, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    return {
+        "input_tokens": number("input_tokens") or number("prompt_tokens"),
+        "cached_tokens": number("input_tokens_details", "cached_tokens")
+        or number("prompt_tokens_details", "cached_tokens"),
+        "output_tokens": number("output_tokens") or number("completion_tokens"),
+        "reasoning_tokens": number("output_tokens_details", "reasoning_tokens")
+        or number("completion_tokens_details", "reasoning_tokens"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -5431,6 +5982,8 @@ _EXIT_OK, _EXIT_ERROR, _EXIT_USAGE = 0, 1, 2
 _EXIT_TIMEOUT = 124  # as timeout(1) exits: the batch may still finish
 _EXIT_INTERRUPTED = 130  # 128 + SIGINT
 _EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as git and coreutils end when the reader goes away
+_PIPED_PROGRESS = 5.0  # seconds between a direct job's progress lines in a pipe
+_PIPED_PROGRESS = 5.0  # seconds between a direct job's progress lines in a pipe
 _COLORS = {
     "completed": "32",
     "failed": "31",
@@ -5892,12 +6445,13 @@ class _JobProgress:
             f"{key}={value}" for key, value in event.items() if key not in ("event", "progress")
         ]
         if not console.tty:
-            now = console.clock()
-            if kind == "progress" and now - self.last < self.HEARTBEAT:
-                return  # a line per event, and one a minute while a long wait goes on
+            now, progress = console.clock(), event["progress"]
+            every = _PIPED_PROGRESS if "direct" in progress else self.HEARTBEAT
+            if kind == "progress" and now - self.last < every:
+                return  # a line per event, and one a minute (a direct job: more) meanwhile
             if kind == "progress":
-                requests = event["progress"]["requests"]
-                facts = [f"{name}={count}" for name, count in requests.items()]
+                shown = _direct_facts(progress) if "direct" in progress else progress["requests"]
+                facts = [f"{name}={count}" for name, count in shown.items()]
             console.note("\t".join([_iso(now), kind, *facts]))
             self.last = now
             return
@@ -5909,6 +6463,15 @@ class _JobProgress:
 
     @staticmethod
     def block(progress: dict[str, Any]) -> str:
+        if "direct" in progress:
+            facts = _direct_facts(progress)
+            left = facts["left"]
+            return (
+                f"round {progress['round']} of {progress['rounds']}: {facts['done']:,} of "
+                f"{facts['requests']:,} done, {facts['failed']:,} failed, "
+                f"{facts['in_flight']:,} in flight; {facts['per_second']:,}/s at concurrency "
+                f"{facts['concurrency']:,}{'' if left is None else f'; {_duration(left)} left'}"
+            )
         shards, requests = progress["shards"], progress["requests"]
         tokens = _tokens(progress["usage"])
         return "\n".join(
@@ -5923,6 +6486,18 @@ class _JobProgress:
         )
 
 
+def _direct_facts(progress: dict[str, Any]) -> dict[str, Any]:
+    """A direct job's progress in a few numbers, for a live line or a piped one."""
+    requests, direct = progress["requests"], progress["direct"]
+    done = requests["succeeded"] + requests["failed"]
+    return {
+        "done": done,
+        "requests": done + requests["pending"],
+        "failed": requests["failed"],
+        **direct,
+    }
+
+
 def _job_note(event: dict[str, Any]) -> str | None:
     """What a person watching a job on a terminal should read about an event, if anything."""
     kind, shard = event["event"], event.get("shard")
@@ -5930,8 +6505,13 @@ def _job_note(event: dict[str, Any]) -> str | None:
         return f"{event['output']} is written already: the job is done"
     if kind == "clean_up_failed":
         return f"could not delete {event['file_id']} ({event['error']}); the next run will"
+    if kind == "round" and "requests" in event:  # a direct job's: no shards
+        return f"round {event['round']}: {_plural(event['requests'], 'request')}"
     if kind == "round":
         return f"round {event['round']}: {_plural(event['shards'], 'shard')}"
+    if kind == "slowed":
+        paused = f", all paused for {event['paused']:g}s" if event["paused"] else ""
+        return f"the server is busy: {event['concurrency']:,} in flight at most{paused}"
     if kind == "over_token_limit":
         budget = event.get("budget")
         held = f", with at most {budget:,} tokens in flight" if budget else ""
@@ -6349,9 +6929,16 @@ def _cmd_run(session: _Session) -> int:
             keep_files=args.keep_files,
             on_event=show,
             cancel=args.cancel,
+            direct=args.direct,
+            concurrency=args.concurrency,
+            max_requests_per_minute=args.max_requests_per_minute,
+            max_tokens_per_minute=args.max_tokens_per_minute,
         )
     except KeyboardInterrupt:
         console.end_live()
+        if args.direct:
+            console.note("stopped. Run the same command again to send what has no answer yet.")
+            return _EXIT_INTERRUPTED
         console.note(
             "stopped; the job's batches go on running on the server. Run the same command "
             "again to resume it, or add --cancel to cancel them."
@@ -6363,10 +6950,11 @@ def _cmd_run(session: _Session) -> int:
     console.end_live()
     why = ", ".join(f"{count:,} {reason}" for reason, count in sorted(report.failures.items()))
     tokens = _tokens(report.usage)
+    batches = f"{report.batches:,} {'batch' if report.batches == 1 else 'batches'}"
     console.note(
         f"{args.output}: {_plural(report.requests, 'request')}, {report.succeeded:,} "
         f"succeeded, {report.failed:,} failed{f' ({why})' if why else ''}; "
-        f"{report.batches:,} {'batch' if report.batches == 1 else 'batches'}, "
+        f"{'sent directly' if args.direct else batches}, "
         f"{_plural(report.rounds, 'round')}{f', {tokens}' if tokens else ''}; "
         f"{_duration(report.seconds)}"
     )
@@ -6935,7 +7523,35 @@ def _run_command(commands: Any, common: Any) -> None:
         action="store_true",
         help="cancel the job's running batches and end it with what they did",
     )
+    _direct_options(run)
     run.add_argument("--json", action="store_true", help="print each event as a JSON line")
+
+
+def _direct_options(run: Any) -> None:
+    run.add_argument(
+        "--direct",
+        action="store_true",
+        help="no Batch API: send each request straight to the server, RESULTS as a batch's",
+    )
+    run.add_argument(
+        "--concurrency",
+        type=_number(1, _MAX_CONCURRENCY, whole=True),
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"--direct: requests in flight at most ({DEFAULT_CONCURRENCY}; fewer on 429s)",
+    )
+    run.add_argument(
+        "--max-requests-per-minute",
+        type=_number(1, 10**9, whole=True),
+        metavar="R",
+        help="--direct: requests sent per minute at most",
+    )
+    run.add_argument(
+        "--max-tokens-per-minute",
+        type=_number(1, 10**12, whole=True),
+        metavar="T",
+        help="--direct: tokens per minute at most (prompts estimated as characters / 4)",
+    )
 
 
 def _finished_commands(commands: Any, common: Any) -> None:

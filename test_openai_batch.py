@@ -7039,3 +7039,421 @@ def test_a_finished_job_writes_results_again_if_they_were_removed(
     again = client.run(source, out)
     assert out.read_bytes() == written and len(api.batches) == 1
     assert again.seconds == first.seconds  # the job's wall time, not the time since it began
+
+
+# ---------------------------------------------------------------- run --direct (issue 12)
+# A server with no Batch API, as vLLM, llama.cpp or Ollama is: it answers each request itself.
+
+
+class ChatServer(ThreadingHTTPServer):
+    """An OpenAI-compatible server with no Batch API: chat, embeddings and responses.
+
+    It checks the key, the path and the body, and answers after `latency` seconds with the
+    endpoint's shapes and an x-request-id. A request is known by its prompt ("question 7"),
+    since the body carries no custom_id. It counts the requests in flight (their peak) and
+    the answers for each prompt, refuses the prompts in `refuse` with a 400, breaks the
+    connection the times `drop` says for a prompt, answers 500 to those in `broken`, and the
+    bytes in `garbled` to those, and, with `capacity` set, answers 429 with a Retry-After to
+    a request over it.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128  # a backlog of 5 drops connections, which wait a second to retry
+
+    def __init__(self, latency: float = 0.01, capacity: int | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _ChatHandler)
+        self.latency, self.capacity = latency, capacity
+        self.lock = threading.Lock()
+        self.in_flight = self.peak = self.refused_429 = 0
+        self.answers: dict[str, int] = {}  # prompt -> 200s sent
+        self.seen: dict[str, int] = {}  # prompt -> requests received, whatever their answer
+        self.arrivals: list[float] = []  # when each request came, on `clock`
+        self.clock: Callable[[], float] = time.monotonic
+        self.refuse: set[str] = set()
+        self.drop: dict[str, int] = {}
+        self.broken: set[str] = set()
+        self.garbled: dict[str, bytes] = {}
+        self.usage = (5, 4)  # prompt and completion tokens of each answer
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)  # a client killed mid-answer is not
+
+    @contextmanager
+    def serve(self) -> Iterator[ChatServer]:
+        thread = threading.Thread(target=self.serve_forever, args=(0.01,), daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.shutdown()
+            self.server_close()
+
+    def answer(self, path: str, body: dict[str, Any], number: int) -> tuple[int, Any]:
+        """The status and JSON body for a valid request to `path` whose prompt is admitted."""
+        prompt, model = _prompt(body), body["model"]
+        if prompt in self.refuse:
+            error = {"message": f"refused: {prompt}", "type": "invalid_request_error"}
+            return 400, {"error": {**error, "param": None, "code": None}}
+        if prompt in self.broken:
+            return 500, {"error": {"message": "The server had an error", "type": "server_error"}}
+        tokens_in, tokens_out = self.usage
+        if path == "/v1/chat/completions":
+            message = {"role": "assistant", "content": f"answer to {prompt}"}
+            return 200, {
+                "id": f"chatcmpl-{number}",
+                "object": "chat.completion",
+                "created": 1_700_000_000,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {
+                    "prompt_tokens": tokens_in,
+                    "completion_tokens": tokens_out,
+                    "total_tokens": tokens_in + tokens_out,
+                },
+            }
+        if path == "/v1/embeddings":
+            vector = [round(0.001 * (number % 97) + 0.1 * i, 6) for i in range(8)]
+            return 200, {
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+                "model": model,
+                "usage": {"prompt_tokens": tokens_in, "total_tokens": tokens_in},
+            }
+        text = {"type": "output_text", "text": f"answer to {prompt}", "annotations": []}
+        return 200, {
+            "id": f"resp_{number}",
+            "object": "response",
+            "status": "completed",
+            "model": model,
+            "output": [{"type": "message", "role": "assistant", "content": [text]}],
+            "usage": {
+                "input_tokens": tokens_in,
+                "output_tokens": tokens_out,
+                "total_tokens": tokens_in + tokens_out,
+                "output_tokens_details": {"reasoning_tokens": 1},
+            },
+        }
+
+
+def _prompt(body: dict[str, Any]) -> str:
+    """What a request asks, which names it: its last message, or its input."""
+    if "messages" in body:
+        return str(body["messages"][-1]["content"])
+    return str(body["input"])
+
+
+class _ChatHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # kept-alive connections, as the client's pool expects
+    server: ChatServer
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body leave in two writes: without this, Nagle's algorithm holds the
+        # body for the client's delayed ACK, 40 ms an answer. Servers in use set it too.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        server = self.server
+        size = int(self.headers["Content-Length"])
+        raw = self.rfile.read(size)
+        if len(raw) < size:
+            return  # the client was killed while it sent
+        body = json.loads(raw)
+        if self.headers.get("Authorization") != f"Bearer {API_KEY}":
+            self.reply(401, {"error": {"message": "Incorrect API key provided"}})
+            return
+        if self.path not in ("/v1/chat/completions", "/v1/embeddings", "/v1/responses"):
+            self.reply(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        assert self.headers["Content-Type"] == "application/json" and body["model"]
+        prompt = _prompt(body)
+        with server.lock:
+            server.in_flight += 1
+            server.peak = max(server.peak, server.in_flight)
+            server.seen[prompt] = server.seen.get(prompt, 0) + 1
+            server.arrivals.append(server.clock())
+            number = sum(server.seen.values())
+            full = server.capacity is not None and server.in_flight > server.capacity
+            dropped = server.drop.get(prompt, 0) > 0
+            server.drop[prompt] = server.drop.get(prompt, 0) - 1
+            server.refused_429 += full
+        try:
+            time.sleep(server.latency)
+            if dropped:  # no answer at all: the connection breaks
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if full:
+                error = {"message": "Rate limit reached", "type": "requests", "code": None}
+                self.reply(429, {"error": error}, {"Retry-After": "1"})
+                return
+            if prompt in server.garbled:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(server.garbled[prompt])))
+                self.end_headers()
+                self.wfile.write(server.garbled[prompt])
+                return
+            status, payload = server.answer(self.path, body, number)
+            if status == 200:
+                with server.lock:
+                    server.answers[prompt] = server.answers.get(prompt, 0) + 1
+            self.reply(status, payload, {"x-request-id": f"req_{number}"})
+        finally:
+            with server.lock:
+                server.in_flight -= 1
+
+
+def _direct_client(server: ChatServer, speed: float = 50.0, **options: Any) -> Client:
+    """A client of the chat server on a clock `speed` times faster than real time, so that
+    retry waits and Retry-After pauses pass in milliseconds; the server shares that clock."""
+    clock = ScaledClock(speed)
+    server.clock = clock.time
+    settings: dict[str, Any] = {
+        "api_key": API_KEY,
+        "base_url": server.base_url,
+        "clock": clock.time,
+        "sleep": lambda seconds: time.sleep(seconds / speed),
+        "random": lambda: 0.0,
+    }
+    settings.update(options)
+    client = Client(**settings)
+    _SEEN.append(repr(client))
+    return client
+
+
+def _questions(server: ChatServer, ids: list[str]) -> dict[str, int]:
+    """The server's answers by custom_id (q7 and fail-7 ask "question 7")."""
+    return {c: server.answers.get(f"question {c.split('q')[-1].split('-')[-1]}", 0) for c in ids}
+
+
+def test_run_direct_writes_every_answer_in_order_within_the_concurrency(tmp_path: Any) -> None:
+    requests = chat_requests(150, fail=(7, 90))
+    ids = [r.custom_id for r in requests]
+    source = _job_input(tmp_path, 150, fail=(7, 90))
+    out = tmp_path / "out.jsonl"
+    with ChatServer(latency=0.01).serve() as server:
+        server.refuse = {"question 7", "question 90"}
+        server.drop = {"question 3": 1, "question 140": 1}  # a broken connection: sent again
+        server.broken = {"question 60"}  # a 500 every time: retried, then again next round
+        client = _direct_client(server)
+        report = client.run(source, out, direct=True, concurrency=8, rounds=2)
+    lines = _json_lines(out)
+    assert [line["custom_id"] for line in lines] == ids
+    assert server.peak == 8  # the concurrency was reached and never exceeded
+    assert _questions(server, ids) == {
+        c: 0 if c in ("fail-7", "fail-90", "q60") else 1 for c in ids
+    }
+    assert server.seen["question 7"] == 1 and server.seen["question 3"] == 2  # 400s are final
+    assert server.seen["question 60"] == 6  # two rounds of three tries (max_retries=2)
+    assert (report.requests, report.succeeded, report.failed, report.rounds) == (150, 147, 3, 2)
+    assert report.failures == {"HTTP 400": 2, "HTTP 500": 1} and report.batches == 0
+    assert report.usage == {
+        "input_tokens": 5 * 147,
+        "cached_tokens": 0,
+        "output_tokens": 4 * 147,
+        "reasoning_tokens": 0,
+    }
+    assert lines[7]["response"]["status_code"] == 400 and lines[7]["error"] is None
+    assert lines[7]["response"]["body"]["error"]["message"] == "refused: question 7"
+    assert [r.custom_id for r in ob.iter_results(out) if not r.ok] == ["fail-7", "q60", "fail-90"]
+    retry = tmp_path / "retry.jsonl"
+    assert ob.write_failed_requests(source, out, retry) == 3
+    assert all(
+        request is not None and result is not None
+        for request, result in ob.join_results(source, out)
+    )
+    again = client.run(source, out, direct=True)  # done already: nothing is sent
+    assert again.requests == 150 and sum(server.seen.values()) == 150 + 2 + 5
+
+
+def test_run_direct_rides_out_429s_by_slowing_the_whole_run(tmp_path: Any) -> None:
+    ids = [r.custom_id for r in chat_requests(120)]
+    source = _job_input(tmp_path, 120)
+    out = tmp_path / "out.jsonl"
+    events: list[dict[str, Any]] = []
+    with ChatServer(latency=0.005, capacity=4).serve() as server:
+        report = _direct_client(server).run(
+            source, out, direct=True, concurrency=16, on_event=events.append
+        )
+    assert report.ok and _output_ids(out) == ids
+    assert _questions(server, ids) == {c: 1 for c in ids}  # each answered once, 429s ridden out
+    assert 0 < server.refused_429 < 60  # the window came down, rather than refusal after refusal
+    slowed = [e for e in events if e["event"] == "slowed"]
+    assert slowed and min(e["concurrency"] for e in slowed) < 8  # halved twice, at least
+
+
+def test_run_direct_keeps_the_per_minute_budgets(tmp_path: Any) -> None:
+    source = _job_input(tmp_path, 40)
+    with ChatServer(latency=0.0).serve() as server:
+        client = _direct_client(server, speed=100)
+        began = server.clock()
+        client.run(source, tmp_path / "a.jsonl", direct=True, max_requests_per_minute=600)
+        arrivals = sorted(server.arrivals)
+        # 10 a second, a second's worth at once: 40 take 3 seconds, and no second has more
+        # than 20 (a second's worth and its refill), give or take a thread's timing
+        assert arrivals[-1] - began >= 3.0
+        assert max(sum(t <= a < t + 1 for a in arrivals) for t in arrivals) <= 22
+        server.arrivals.clear()
+        server.usage = (60, 40)  # 100 tokens an answer, where 25 were estimated (bytes / 4)
+        began = server.clock()
+        client.run(source, tmp_path / "b.jsonl", direct=True, max_tokens_per_minute=60_000)
+        # 1,000 tokens a second: the answers' usage is charged, not only the estimate
+        assert max(server.arrivals) - began >= 2.0
+
+
+def test_run_direct_says_why_a_request_got_no_answer_it_could_keep(tmp_path: Any) -> None:
+    source = _job_input(tmp_path, 4)
+    out = tmp_path / "out.jsonl"
+    with ChatServer().serve() as server:
+        server.drop = {"question 0": 99}  # never an answer
+        server.garbled = {"question 1": b'{"score": NaN}', "question 2": b"<h1>OK</h1>\n"}
+        report = _direct_client(server, max_retries=1).run(source, out, direct=True, rounds=2)
+    lines = _json_lines(out)
+    url = f"{server.base_url}/chat/completions"
+    assert lines[0]["response"] is None and lines[0]["error"] == {
+        "code": "connection_error",
+        "message": f"Connection error (POST {url}): Remote end closed connection without response",
+    }
+    assert lines[1]["response"] is None and lines[1]["error"] == {
+        "code": "invalid_response",
+        "message": "the response body is not valid JSON: NaN is not a JSON number (column 11)",
+    }
+    assert lines[2]["response"]["body"] == "<h1>OK</h1>\n"  # kept as text, as a batch keeps it
+    assert server.seen == {"question 0": 4, "question 1": 2, "question 2": 1, "question 3": 1}
+    assert report.failures == {"connection_error": 1, "invalid_response": 1}
+
+
+@pytest.mark.parametrize("endpoint", ["/v1/chat/completions", "/v1/embeddings", "/v1/responses"])
+def test_run_direct_writes_the_batch_output_shape_for_each_endpoint(
+    tmp_path: Any, endpoint: str
+) -> None:
+    body: dict[str, Any] = {"model": "m", "input": "question 1"}
+    if endpoint == "/v1/chat/completions":
+        body = {"model": "m", "messages": [{"role": "user", "content": "question 1"}]}
+    source = write_lines(tmp_path / "in.jsonl", [request_line("one", url=endpoint, body=body)])
+    out = tmp_path / "out.jsonl"
+    with ChatServer().serve() as server:
+        report = _direct_client(server).run(source, out, direct=True)
+        expected = server.answer(endpoint, body, 1)[1]
+    (line,) = _json_lines(out)
+    assert list(line) == ["id", "custom_id", "response", "error"]
+    assert re.fullmatch(r"batch_req_[0-9a-f]{24}", line["id"]) and line["error"] is None
+    assert line["response"] == {"status_code": 200, "request_id": "req_1", "body": expected}
+    (result,) = ob.iter_results(out)
+    assert result.ok and result.body == expected and result.request_id == "req_1"
+    tokens_out = 0 if endpoint == "/v1/embeddings" else 4
+    assert (report.usage["input_tokens"], report.usage["output_tokens"]) == (5, tokens_out)
+
+
+def _answered(out: Any) -> int:
+    try:
+        with open(f"{out}.job/answers.jsonl", "rb") as handle:
+            return handle.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def test_run_direct_killed_at_any_moment_sends_only_what_has_no_answer(tmp_path: Any) -> None:
+    count, concurrency = 400, 8
+    source = _job_input(tmp_path, count)
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "openai_batch", "run", source, "-o", str(out), "--direct"]
+    command += ["--concurrency", str(concurrency), "--json"]
+    # SIGKILL while the first requests are in flight, then each time a few more answers are
+    # on disk than when the run began: by then those in flight at the last kill have answers.
+    kills = [0, 3 * concurrency, 10 * concurrency, 20 * concurrency, 6 * concurrency]
+    with ChatServer(latency=0.01).serve() as server:
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=server.base_url)
+        for more in kills:
+            at = _answered(out) + more
+            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+            while process.poll() is None and not (
+                _answered(out) >= at and (more or server.in_flight)
+            ):
+                time.sleep(0.0005)
+            process.kill()
+            assert process.wait(timeout=60) == -9
+        done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, timeout=60)
+    assert done.returncode == 0
+    ids = [f"q{i}" for i in range(count)]
+    assert _output_ids(out) == ids
+    answered = _questions(server, ids)
+    assert all(1 <= n <= 2 for n in answered.values()), answered  # none more than twice
+    assert sum(answered.values()) - count <= concurrency * len(kills)  # only those in flight
+
+
+def test_run_direct_cancel_ends_the_job_with_what_was_answered(tmp_path: Any) -> None:
+    source = _job_input(tmp_path, 200)
+    out = tmp_path / "out.jsonl"
+
+    def stop_at_first_progress(event: dict[str, Any]) -> None:
+        if event["event"] == "progress":
+            raise KeyboardInterrupt
+
+    with ChatServer(latency=0.02).serve() as server:
+        client = _direct_client(server)
+        with pytest.raises(KeyboardInterrupt):
+            client.run(source, out, direct=True, concurrency=4, on_event=stop_at_first_progress)
+        answered = _answered(out)
+        assert not out.exists() and 0 < answered < 200
+        with open(f"{out}.job/answers.jsonl", "ab") as answers:  # as a kill mid-line leaves it
+            answers.write(b'{"id":"batch_req_0","custom_id":"q199","resp')
+        with raises(ob.OpenAIError) as info:
+            client.run(source, out)  # begun direct: not to be resumed through the Batch API
+        assert str(info.value) == (
+            f"the job in {out}.job is a direct job, not a Batch API one; run it as it began, "
+            f"or remove {out}.job to start again"
+        )
+        report = client.run(source, out, direct=True, cancel=True)
+    lines = _json_lines(out)
+    assert [line["custom_id"] for line in lines] == [f"q{i}" for i in range(200)]
+    assert report.succeeded >= answered and report.failures == {"job_cancelled": report.failed}
+    assert lines[-1]["response"] is None and lines[-1]["error"] == {
+        "code": "job_cancelled",
+        "message": "no result: the job was cancelled (run --cancel)",
+    }
+
+
+def test_cli_run_direct_shows_a_live_line_and_piped_lines(tmp_path: Any) -> None:
+    source = _job_input(tmp_path, 60, fail=(3,))
+    args = ["run", source, "--direct", "--concurrency", "4", "-o"]
+    with ChatServer(latency=0.02).serve() as server:
+        server.refuse = {"question 3"}
+        client = _direct_client(server, speed=100)
+        ran = cli(client, *args, str(tmp_path / "a.jsonl"), tty=True)
+        piped = cli(client, *args, str(tmp_path / "b.jsonl"))
+    assert ran.code == 1 and ran.out.count("\r\x1b[2K") > 3  # redrawn in place, many times
+    line, end = _screen(ran.out)
+    assert end == "" and re.fullmatch(
+        r"round 1 of 3: 60 of 60 done, 1 failed, 0 in flight; [\d,.]+/s at concurrency 4", line
+    )
+    notes = ran.err.splitlines()
+    assert notes[0] == "round 1: 60 requests"  # a note above the line
+    assert re.fullmatch(
+        re.escape(f"{tmp_path}/a.jsonl: 60 requests, 59 succeeded, 1 failed (1 HTTP 400); ")
+        + r"sent directly, 1 round, 295 tokens in, 236 out; [\dms ]+",
+        notes[-2],
+    )
+    # In a pipe: a line every 5 seconds (on the client's clock, 100 times real time here).
+    rows = [row.split("\t")[2:] for row in piped.err.splitlines() if "\tprogress\t" in row]
+    names = ["done", "requests", "failed", "in_flight", "concurrency", "per_second", "left"]
+    assert len(rows) > 2 and all([cell.split("=")[0] for cell in row] == names for row in rows)
