@@ -7663,6 +7663,10 @@ def _hint(exc: BaseException, command: str = "") -> str | None:
         return "the API is limiting requests; try again in a while"
     if isinstance(exc, APIConnectionError):
         return "check the network, HTTPS_PROXY and --base-url"
+    if "OPENAI_API_VERSION" in str(exc):
+        return "export OPENAI_API_VERSION=2024-10-21 (the Azure OpenAI API version to use)"
+    if "AZURE_OPENAI_API_KEY" in str(exc):
+        return "export AZURE_OPENAI_API_KEY=... (or AZURE_OPENAI_AD_TOKEN, or --api-key)"
     if isinstance(exc, OpenAIError) and "OPENAI_API_KEY" in str(exc):
         return "export OPENAI_API_KEY=sk-... (or see --api-key)"
     return None

@@ -7457,3 +7457,12 @@ def test_cli_run_direct_shows_a_live_line_and_piped_lines(tmp_path: Any) -> None
     rows = [row.split("\t")[2:] for row in piped.err.splitlines() if "\tprogress\t" in row]
     names = ["done", "requests", "failed", "in_flight", "concurrency", "per_second", "left"]
     assert len(rows) > 2 and all([cell.split("=")[0] for cell in row] == names for row in rows)
+
+
+def test_cli_on_azure_says_which_setting_is_missing(api: FakeAPI) -> None:
+    ran = _module("models", AZURE_OPENAI_ENDPOINT=api.endpoint, AZURE_OPENAI_API_KEY=API_KEY)
+    assert ran.returncode == 2 and ran.stderr.splitlines()[-1] == (
+        "hint: export OPENAI_API_VERSION=2024-10-21 (the Azure OpenAI API version to use)"
+    )
+    ran = _module("models", AZURE_OPENAI_ENDPOINT=api.endpoint, OPENAI_API_VERSION="v")
+    assert ran.returncode == 1 and "AZURE_OPENAI_AD_TOKEN, or --api-key" in ran.stderr
