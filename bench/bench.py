@@ -4,6 +4,7 @@
     /tmp/bench/bin/python bench/bench.py            # 200 MiB files, 10,000 batches, 5 repeats
     /tmp/bench/bin/python bench/bench.py --quick    # 10 MiB files, 2,000 batches, 3 repeats
     python bench/bench.py --quick --source /tmp/copy  # openai_batch.py from another folder
+    /tmp/bench/bin/python bench/bench.py --only job --repeats 1  # one case, here the job's
 
 Every measurement is a fresh interpreter, so that imports, caches and memory never carry over
 from one case to the next; the server (bench/server.py) is another process, so that it never
@@ -11,6 +12,16 @@ competes with a client for the GIL (a second one serves the case of one 40 MiB l
 openai_batch is imported from this repository (or from the folder ``--source`` names, to
 measure a copy under change), never from anything installed. Without the ``openai`` package
 the official rows are skipped, not failed.
+
+The job case runs a whole job of a million requests (100,000 with --quick): openai_batch's
+``Client.run`` against the script people write with the official package. Each run has a
+server of its own that keeps the uploads and runs each batch the moment it is made, so that
+the rows measure the clients' own work, not a wait for the service.
+
+The direct case sends 2,000 chat requests straight to a server that answers each after 20 ms,
+32 at a time: openai_batch's ``Client.run(direct=True)`` against the official
+``AsyncOpenAI`` under an ``asyncio.Semaphore``. Its floor is 2,000 × 20 ms ÷ 32 = 1.25 s; a
+bare raw-socket client, measured alongside, shows what the server and the machine allow.
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 TYPE_CHECKING = False
@@ -43,9 +54,13 @@ _TIMEOUT = 900  # seconds for any one child: a hung client fails the run instead
 # Variables that would send the clients somewhere other than the local server, or change them.
 _DROPPED_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
 _MODULES = {False: "openai_batch", True: "openai"}  # by `official`
-_FILES = ("content", "upload", "requests", "outputs", "long")  # the data files, made once a run
+_FILES = ("content", "upload", "requests", "outputs", "long", "job", "direct")  # once a run
 LONG_LINE_BYTES = 40 * MIB  # one embeddings output line: some 2,000 inputs of 1,536 numbers
 LONG_LINE_BUDGET = 5.0  # seconds iter_results may take over it from a files.content stream
+JOB_BATCH_SIZE = 50_000  # requests a batch of the job case holds
+JOB_CATALOG = 20  # batches the job case's server lists besides the ones the job makes
+DIRECT_CONCURRENCY = 32  # requests in flight at once in the direct case, for both clients
+DIRECT_LATENCY_MS = 20  # how long the server takes over each chat request in the direct case
 
 # ---------------------------------------------------------------------------------------------
 # Test data: batch input lines (chat requests) and output lines (BatchRequestOutput)
@@ -138,7 +153,7 @@ def write_lines(
 
 
 # ---------------------------------------------------------------------------------------------
-# What the children run. Each prints one JSON line: its own timing, peak RSS and what it saw.
+# What the children run. Each prints one JSON line: its timing, peak RSS, CPU and what it saw.
 # ---------------------------------------------------------------------------------------------
 
 # Peak RSS is VmHWM, the high-water mark of this process's own memory. Linux carries ru_maxrss
@@ -159,6 +174,8 @@ def peak_rss_mib():
 def report(start, **facts):
     facts["seconds"] = time.perf_counter() - start
     facts["peak_rss_mib"] = peak_rss_mib()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    facts["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     print(json.dumps(facts))
 """
 
@@ -179,6 +196,115 @@ SCRIPTS = {
     "upload_official": "with open(sys.argv[1], 'rb') as f:\n"
     "    uploaded = client.files.create(file=f, purpose='batch')\n"
     "report(start, bytes=uploaded.bytes)",
+    "job": "job = client.run(\n"
+    "    sys.argv[1], sys.argv[2], batch_size=int(sys.argv[3]), max_active=4, poll_interval=0.1\n"
+    ")\n"
+    "report(start, count=job.requests, batches=job.batches)",
+    # What people write with the official package: submit every chunk, then wait for each,
+    # keep its results by custom_id, and write them in input order.
+    "job_official": """\
+size = int(sys.argv[3])
+with open(sys.argv[1], encoding="utf-8") as f:
+    lines = f.readlines()
+batches = []
+for first in range(0, len(lines), size):
+    data = "".join(lines[first : first + size]).encode()
+    uploaded = client.files.create(file=(f"part-{len(batches)}.jsonl", data), purpose="batch")
+    batches.append(
+        client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    )
+results = {}
+for batch in batches:
+    while batch.status not in ("completed", "failed", "expired", "cancelled"):
+        time.sleep(0.1)
+        batch = client.batches.retrieve(batch.id)
+    if batch.status != "completed":
+        sys.exit(f"batch {batch.id} {batch.status}")
+    for line in client.files.content(batch.output_file_id).text.splitlines():
+        result = json.loads(line)
+        results[result["custom_id"]] = result
+    client.files.delete(batch.input_file_id)
+    client.files.delete(batch.output_file_id)
+with open(sys.argv[2], "w", encoding="utf-8") as out:
+    for line in lines:
+        out.write(json.dumps(results[json.loads(line)["custom_id"]]) + "\\n")
+report(start, count=len(lines), batches=len(batches))""",
+}
+
+# The direct case's children, by module: argv is INPUT, RESULTS, the requests in INPUT and
+# the concurrency.
+DIRECT_SCRIPTS = {
+    "openai_batch": "import openai_batch\nstart = time.perf_counter()\n"
+    "job = openai_batch.OpenAI().run(\n"
+    "    sys.argv[1], sys.argv[2], direct=True, concurrency=int(sys.argv[4])\n"
+    ")\n"
+    "report(start, count=job.succeeded)",
+    # What people write with the official package: a task per request, a semaphore to bound
+    # them, and each answer written as a Batch API output line the moment it is in.
+    "openai": """\
+import asyncio
+import openai
+start = time.perf_counter()
+async def main():
+    limit = asyncio.Semaphore(int(sys.argv[4]))
+    with open(sys.argv[1], encoding="utf-8") as f:
+        requests = [json.loads(line) for line in f]
+    async with openai.AsyncOpenAI() as client:
+        with open(sys.argv[2], "w", encoding="utf-8") as out:
+            async def one(request):
+                async with limit:
+                    completion = await client.chat.completions.create(**request["body"])
+                response = {
+                    "status_code": 200,
+                    "request_id": completion._request_id,
+                    "body": completion.to_dict(),
+                }
+                line = {"custom_id": request["custom_id"], "response": response, "error": None}
+                out.write(json.dumps(line) + "\\n")
+            await asyncio.gather(*(one(request) for request in requests))
+    return len(requests)
+report(start, count=asyncio.run(main()))""",
+    # The floor the server and the machine allow: keep-alive sockets and no client at all, one
+    # thread, each connection sending the first line's body again the moment its answer is in.
+    "floor": """\
+import selectors, socket
+from urllib.parse import urlsplit
+start = time.perf_counter()
+total, concurrency = int(sys.argv[3]), int(sys.argv[4])
+with open(sys.argv[1], "rb") as f:
+    body = json.dumps(json.loads(f.readline())["body"]).encode()
+url, key = urlsplit(os.environ["OPENAI_BASE_URL"]), os.environ["OPENAI_API_KEY"]
+head = f"POST {url.path}/chat/completions HTTP/1.1\\r\\nHost: {url.netloc}\\r\\n"
+head += f"Authorization: Bearer {key}\\r\\nContent-Type: application/json\\r\\n"
+request = f"{head}Content-Length: {len(body)}\\r\\n\\r\\n".encode() + body
+selector, pending, sent, answered = selectors.DefaultSelector(), {}, 0, 0
+for _ in range(min(concurrency, total)):
+    sock = socket.create_connection((url.hostname, url.port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    selector.register(sock, selectors.EVENT_READ)
+    pending[sock] = b""
+    sock.sendall(request)
+    sent += 1
+while answered < total:
+    for key, _ in selector.select():
+        sock = key.fileobj
+        data = pending[sock] + sock.recv(65536)
+        end = data.find(b"\\r\\n\\r\\n")
+        head = data[:end].lower()
+        size = int(head.split(b"content-length:")[1].split(b"\\r\\n")[0]) if end > 0 else -1
+        if end < 0 or len(data) < end + 4 + size:
+            pending[sock] = data
+            continue
+        if not head.startswith(b"http/1.1 200"):
+            sys.exit(f"the server answered {head[:40]!r}")
+        pending[sock] = data[end + 4 + size :]
+        answered += 1
+        if sent < total:
+            sock.sendall(request)
+            sent += 1
+report(start, count=answered)""",
 }
 
 _JSONL_SCRIPTS = {
@@ -194,6 +320,21 @@ _JSONL_SCRIPTS = {
     "count = sum(1 for _ in results)\nreport(start, count=count)",
 }
 
+#: The steps of a run, in order; --only picks one.
+STEPS = (
+    "import",
+    "cold list",
+    "list all",
+    "download",
+    "download, streaming",
+    "upload",
+    "validate_input",
+    "iter_results",
+    "one long line",
+    "job",
+    "direct",
+)
+
 COLD_LIST_OURS = ["-m", "openai_batch", "list", "--limit", "20"]
 COLD_LIST_THEIRS = [
     "-c",
@@ -203,7 +344,8 @@ COLD_LIST_THEIRS = [
 
 def client_script(name: str, official: bool) -> str:
     """The child program for case ``name``, with the one client or the other."""
-    body = SCRIPTS["upload_official" if official and name == "upload" else name]
+    own = f"{name}_official"  # where the official package needs a program of its own
+    body = SCRIPTS[own if official and own in SCRIPTS else name]
     return _PRELUDE + (_THEIRS if official else _OURS) + body
 
 
@@ -272,10 +414,17 @@ def child_env(base_url: str, source: str) -> dict[str, str]:
 
 
 @contextmanager
-def local_server(python: str, batches: int, content: str) -> Iterator[str]:
-    """Start bench/server.py and yield its base URL; stop it afterwards."""
+def local_server(
+    python: str, batches: int, content: str, store: str | None = None, latency_ms: int = 20
+) -> Iterator[str]:
+    """Start bench/server.py and yield its base URL; stop it afterwards.
+
+    With ``store``, a folder, it keeps uploads there and runs batches on them. Its chat route
+    answers after ``latency_ms``.
+    """
     command = [python, os.path.join(HERE, "server.py"), "--batches", str(batches)]
-    command += ["--content", content, "--key", API_KEY]
+    command += ["--content", content, "--key", API_KEY, "--latency", str(latency_ms)]
+    command += ["--store", store] if store else []
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().strip() if server.stdout else ""
@@ -361,6 +510,9 @@ class Settings:
     repeats: int
     official: bool  # whether the openai package can be imported
     source: str = REPO  # the folder whose openai_batch.py the children import
+    job_requests: int = 1_000_000
+    direct_requests: int = 2_000
+    only: str | None = None  # the one step to run, if not all
 
 
 def repeat(settings: Settings, measure: Callable[[bool], None], *rows: Row) -> list[Row]:
@@ -552,6 +704,116 @@ def case_long_line(runner: Runner, settings: Settings, path: str) -> list[Row]:
     return [stream, wall, local, floor]
 
 
+def case_job(runner: Runner, settings: Settings, path: str, content: str) -> list[Row]:
+    """A whole job: openai_batch's Client.run against the official package's usual script.
+
+    Each run has a server of its own, so that every run starts with the same empty account.
+    """
+    label = f"job of {settings.job_requests:,} requests (batches of {JOB_BATCH_SIZE:,})"
+    peak = Row(f"{label}: client peak RSS", "MiB")
+    cpu = Row(f"{label}: client CPU, user+sys", "s")
+    wall = Row(f"{label}: wall, whole process", "s")
+    output = os.path.join(runner.workdir, "job-results.jsonl")
+    store = os.path.join(runner.workdir, "server-files")
+    shards = -(-settings.job_requests // JOB_BATCH_SIZE)
+
+    def measure(official: bool) -> None:
+        os.mkdir(store)
+        try:
+            with local_server(runner.python, JOB_CATALOG, content, store) as url:
+                child = Runner(runner.python, child_env(url, settings.source), runner.workdir)
+                script = client_script("job", official)
+                started = time.perf_counter()
+                facts = child.facts(script, path, output, str(JOB_BATCH_SIZE))
+                seconds = time.perf_counter() - started
+            expect(facts, "count", settings.job_requests, "the job's requests")
+            expect(facts, "batches", shards, "the job's batches")
+            expect({"left": len(os.listdir(store))}, "left", 0, "files left on the server")
+            written = job_output(output)
+        finally:
+            shutil.rmtree(store, ignore_errors=True)
+            shutil.rmtree(output + ".job", ignore_errors=True)  # openai_batch's job record
+            with suppress(FileNotFoundError):
+                os.remove(output)
+        expect(written, "lines", settings.job_requests, "the job's output")
+        expect(written, "in_order", settings.job_requests, "the job's output in input order")
+        expect(written, "ok", settings.job_requests, "the job's output, status 200")
+        pairs = (peak, facts["peak_rss_mib"]), (cpu, facts["cpu_seconds"]), (wall, seconds)
+        record(official, *pairs)
+
+    return repeat(settings, measure, peak, cpu, wall)
+
+
+def case_direct(runner: Runner, settings: Settings, path: str, content: str) -> list[Row]:
+    """Chat requests sent straight to a server: openai_batch's direct runner against the
+    official AsyncOpenAI under a semaphore, and a raw-socket client for the floor.
+
+    The server is the step's own, so that no other case's connections share it.
+    """
+    requests, concurrency = settings.direct_requests, DIRECT_CONCURRENCY
+    label = (
+        f"direct: {requests:,} chat requests, {concurrency} at once, {DIRECT_LATENCY_MS} ms each"
+    )
+    speed = Row(f"{label}: throughput", "req/s", higher_is_better=True)
+    wall = Row(f"{label}: wall after import", "s")
+    cpu = Row(f"{label}: client CPU, user+sys, with imports", "s")
+    peak = Row(f"{label}: client peak RSS", "MiB")
+    floor = Row(f"  floor: {requests:,} × {DIRECT_LATENCY_MS} ms ÷ {concurrency}", "s")
+    sockets = Row(f"  a raw-socket client, {concurrency} keep-alive connections: wall", "s")
+    output = os.path.join(runner.workdir, "direct-results.jsonl")
+
+    def measure(official: bool) -> None:
+        child = Runner(runner.python, child_env(url, settings.source), runner.workdir)
+        script, argv = _PRELUDE + DIRECT_SCRIPTS[_MODULES[official]], [path, output]
+        try:
+            facts = child.facts(script, *argv, str(requests), str(concurrency))
+            written = direct_output(output)
+        finally:
+            shutil.rmtree(output + ".job", ignore_errors=True)  # openai_batch's job record
+            with suppress(FileNotFoundError):
+                os.remove(output)
+        expect(facts, "count", requests, "the direct run's answers")
+        expect(written, "lines", requests, "the direct run's output")
+        expect(written, "distinct", requests, "the direct run's custom_ids")
+        expect(written, "ok", requests, "the direct run's output, status 200")
+        if not official:
+            expect(written, "in_order", requests, "the direct run's output in input order")
+        seconds = facts["seconds"]
+        record(official, (speed, requests / seconds), (wall, seconds))
+        record(official, (cpu, facts["cpu_seconds"]), (peak, facts["peak_rss_mib"]))
+        if not official:
+            script = _PRELUDE + DIRECT_SCRIPTS["floor"]
+            raw = child.facts(script, *argv, str(requests), str(concurrency))
+            expect(raw, "count", requests, "the raw-socket client's answers")
+            record(False, (floor, requests * DIRECT_LATENCY_MS / 1000 / concurrency))
+            record(False, (sockets, raw["seconds"]))
+
+    with local_server(runner.python, 1, content, latency_ms=DIRECT_LATENCY_MS) as url:
+        return repeat(settings, measure, speed, wall, cpu, peak, floor, sockets)
+
+
+def direct_output(path: str) -> dict[str, float]:
+    """What a direct run wrote: its lines, its distinct custom_ids, those in input order, and
+    those with a 200 response."""
+    written = job_output(path)
+    with open(path, "rb") as lines:
+        written["distinct"] = len({json.loads(line)["custom_id"] for line in lines})
+    return written
+
+
+def job_output(path: str) -> dict[str, float]:
+    """What a job wrote: its lines, those in input order (request-0, request-1, …), and those
+    with a 200 response."""
+    written: dict[str, float] = {"lines": 0, "in_order": 0, "ok": 0}
+    with open(path, "rb") as lines:
+        for number, line in enumerate(lines):
+            result = json.loads(line)
+            written["lines"] += 1
+            written["in_order"] += result["custom_id"] == f"request-{number}"
+            written["ok"] += (result.get("response") or {}).get("status_code") == 200
+    return written
+
+
 # ---------------------------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------------------------
@@ -596,13 +858,20 @@ Medians of {repeats} runs, each in a fresh interpreter. ratio: how many times be
 openai_batch is (faster, higher throughput or less memory); below 1 the official package
 is better. "× floor": openai_batch's value divided by a bare json.loads loop's.
 Peak RSS is the child's VmHWM (/proc/self/status), interpreter and imports included.
-openai_batch's write_to_file also fsyncs the file before renaming it into place."""
+openai_batch's write_to_file also fsyncs the file before renaming it into place.
+The job: a server that runs each batch at once and makes its output as it sends it (its
+time is in the wall, not in the client's CPU); CPU is the client's getrusage user+sys;
+both outputs are checked line by line (count, input order, status 200).
+Direct: wall and throughput from after the import to the output written; CPU and peak RSS
+of the whole process; both outputs checked (a line per request, distinct custom_ids, status
+200; openai_batch's in input order, as the official loop's need not be)."""
 
 
 def print_targets(rows: list[Row]) -> None:
     """Say whether openai_batch meets the goals the project set for it."""
     by_case = {row.case: row for row in rows}
-    imports = by_case["import: -X importtime, top module cumulative"].ratio()
+    import_row = by_case.get("import: -X importtime, top module cumulative")
+    imports = import_row.ratio() if import_row else None
     if imports is not None:
         verdict = "met" if imports >= 20 else "MISSED"
         print(f"target: import at least 20× faster (-X importtime): {imports:.1f}×, {verdict}")
@@ -611,6 +880,8 @@ def print_targets(rows: list[Row]) -> None:
             peak = statistics.median(row.ours)
             verdict = "met" if peak < 50 else "MISSED"
             print(f"target: under 50 MiB peak RSS, {row.case}: {peak:.1f} MiB, {verdict}")
+        if row.case.startswith("direct:") and row.unit in ("req/s", "MiB"):
+            print_direct_target(row)
         if row.case.startswith("iter_results, one") and row.unit == "s":
             seconds = statistics.median(row.ours)
             verdict = "ok" if seconds <= LONG_LINE_BUDGET else "MISSED"
@@ -618,7 +889,20 @@ def print_targets(rows: list[Row]) -> None:
             print(f"target: {case}, budget {LONG_LINE_BUDGET:.0f} s: {seconds:.2f} s, {verdict}")
 
 
+def print_direct_target(row: Row) -> None:
+    """The direct runner's goals: twice the official client's throughput, half its memory."""
+    what = "throughput" if row.unit == "req/s" else "peak RSS"
+    ratio = row.ratio()
+    if ratio is None:
+        print(f"target: direct, {what} 2× the official client's: not measured (no openai)")
+        return
+    verdict = "met" if ratio >= 2 else "MISSED"
+    print(f"target: direct, {what} 2× better than the official client's: {ratio:.2f}×, {verdict}")
+
+
 def print_import_breakdown(extra: dict[str, object]) -> None:
+    if not any(key.startswith("import_breakdown_") for key in extra):
+        return  # the import step did not run (--only)
     print("where import time goes (self time of each package's modules, from the last run):")
     for module in _MODULES.values():
         heaviest = extra.get(f"import_breakdown_{module}")
@@ -654,8 +938,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--file-mib", type=int, help="size of the files moved (200; quick: 10)")
     parser.add_argument("--batches", type=int, help="batches to list (10,000; quick: 2,000)")
     parser.add_argument("--lines", type=int, default=50_000, help="JSONL lines (50,000)")
+    parser.add_argument(
+        "--job-requests", type=int, help="requests of the job case (1,000,000; quick: 100,000)"
+    )
+    parser.add_argument(
+        "--direct-requests", type=int, default=2_000, help="requests of the direct case (2,000)"
+    )
     parser.add_argument("--repeats", type=int, help="runs per measure (5; quick: 3)")
     parser.add_argument("--json", metavar="FILE", help="also write every sample to FILE")
+    parser.add_argument("--only", metavar="STEP", choices=STEPS, help="run one step: %(choices)s")
     parser.add_argument(
         "--source",
         metavar="DIR",
@@ -676,6 +967,9 @@ def settings_from(args: argparse.Namespace, official: bool) -> Settings:
         repeats=pick(args.repeats, 5, 3),
         official=official,
         source=os.path.abspath(args.source),
+        job_requests=pick(args.job_requests, 1_000_000, 100_000),
+        direct_requests=args.direct_requests,
+        only=args.only,
     )
 
 
@@ -687,6 +981,8 @@ def make_files(workdir: str, settings: Settings) -> dict[str, str]:
     write_lines(paths["requests"], request_line, lines=settings.lines)
     write_lines(paths["outputs"], output_line, lines=settings.lines)
     write_lines(paths["long"], lambda _: embeddings_line(LONG_LINE_BYTES), lines=1)
+    write_lines(paths["job"], request_line, lines=settings.job_requests)
+    write_lines(paths["direct"], request_line, lines=settings.direct_requests)
     return paths
 
 
@@ -708,9 +1004,14 @@ def run_cases(
         ),
         ("iter_results", lambda: case_jsonl(runner, settings, "iter_results", paths["outputs"])),
         ("one long line", lambda: case_long_line(runner, settings, paths["long"])),
+        ("job", lambda: case_job(runner, settings, paths["job"], paths["content"])),
+        ("direct", lambda: case_direct(runner, settings, paths["direct"], paths["content"])),
     ]
+    assert [name for name, _ in steps] == list(STEPS)
     rows: list[Row] = []
     for name, step in steps:
+        if settings.only not in (None, name):
+            continue
         if name == "download, streaming" and not settings.official:
             continue
         started = time.perf_counter()
@@ -736,7 +1037,9 @@ def print_header(command: str, settings: Settings, versions: dict[str, str | Non
     )
     print(
         f"sizes: {settings.file_bytes / MIB:.0f} MiB files, {settings.batches:,} batches, "
-        f"{settings.lines:,} JSONL lines; {settings.repeats} repeats",
+        f"{settings.lines:,} JSONL lines, a job of {settings.job_requests:,} requests, "
+        f"{settings.direct_requests:,} sent directly; "
+        f"{settings.repeats} repeats" + (f"; only {settings.only}" if settings.only else ""),
         flush=True,  # before the progress lines on stderr
     )
 
