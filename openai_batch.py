@@ -4262,10 +4262,16 @@ class Client:
             "max_requests_per_minute": max_requests_per_minute,
             "max_tokens_per_minute": max_tokens_per_minute,
         }
-        if not 1 <= concurrency <= _MAX_CONCURRENCY:
+        if not isinstance(concurrency, int) or not 1 <= concurrency <= _MAX_CONCURRENCY:
             raise _ArgumentError(
                 f"concurrency must be 1 to {_MAX_CONCURRENCY}, not {concurrency!r}"
             )
+        for name in ("max_requests_per_minute", "max_tokens_per_minute"):
+            value = settings[name]
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise _ArgumentError(f"{name} must be a whole number from 1, or None")
+            if value is not None and not direct:
+                raise _ArgumentError(f"{name} goes with direct=True (a batch has no such limit)")
         driver = _DirectRunner if direct else _JobRunner  # the sections below
         return _run_job(self, input, output, settings, on_event, cancel, driver)
 
@@ -5461,6 +5467,17 @@ def _run_job(
 _ANSWERS = "answers.jsonl"
 _TICK = 0.5  # seconds between progress events and disk syncs; a worker's longest nap
 _SLOW_DOWN = frozenset({429, 503})  # "too many requests", and Ollama's "server busy"
+# A request whose retries are spent on a 429, 502, 503, 504 or no answer is not failed while
+# the server may be down or full: the whole run pauses (1, 2, 4 ... 60 s, or as Retry-After
+# asks) and the request goes again; at most this often, so that one request that always
+# fails does not hold the job.
+_MAX_HOLDS = 5
+_FIRST_ANSWER_WAIT = 30.0  # seconds a server that has never answered is waited for
+_RECENT = 10.0  # seconds since another request's answer that say the server is up
+# The first answers all one of these, with no success: the wrong base URL or key, not the
+# requests; the run stops, sending nothing more and writing none of them.
+_WRONG_PLACE = frozenset({401, 403, 404, 405})
+_WRONG_PLACE_STOP = 3
 
 
 class _DirectRunner(_JobRunner):
@@ -5683,6 +5700,13 @@ class _Flight:
         self.failure: BaseException | None = None
         self.finished = threading.Event()
         self.left = self.workers  # the workers still running
+        self.holds: dict[str, int] = {}  # custom_id -> times held back in an outage
+        self.outage_since: float | None = None  # when the server stopped answering, if it has
+        self.paused = 0  # pauses in a row, for the next one's length
+        self.answered = False  # a success seen: the server and the key are right
+        self.last_success: float | None = None
+        self.misplaced: list[APIStatusError] = []  # 401, 403, 404, 405 before any success
+        self.began = self.clock()
 
     def stop(self) -> None:
         with self.lock:
@@ -5771,6 +5795,12 @@ class _Flight:
         if body is not None and status >= 300:
             error = _status_error(status, headers, raw, _RequestInfo("POST", data["url"]))
         delay = None if error is None else self.transport.retry_delay(error, tries)
+        if delay is None and error is not None:
+            delay = self.held(data, error, status, headers)
+            tries = -1 if delay is not None else tries  # a held request starts its retries anew
+        elif error is None and 200 <= status < 300:
+            self.answered, self.outage_since, self.paused = True, None, 0
+            self.last_success = self.clock()
         if delay is not None:
             with self.lock:
                 due = (self.clock() + delay, next(self.order), data, tokens, tries + 1)
@@ -5782,6 +5812,67 @@ class _Flight:
             assert error is not None
             line, result = _no_answer_line(data["custom_id"], error)
         self.answers.add(line, result, usage)
+
+    def held(
+        self, data: dict[str, Any], error: APIError, status: int, headers: Mapping[str, str]
+    ) -> float | None:
+        """Seconds until a request whose retries are spent goes again, or None to write its
+        failure: the run pauses through an outage or a full server, and stops when the first
+        answers say the base URL or the key is wrong."""
+        if status in _WRONG_PLACE and not self.answered and isinstance(error, APIStatusError):
+            with self.lock:
+                self.misplaced.append(error)
+                if len(self.misplaced) >= _WRONG_PLACE_STOP and not self.answered:
+                    self.give_up(self.misplaced[0], wrong_place=True)
+            return _TICK  # kept back: written only if a success shows the server is right
+        # A 429 is never the request's fault. No answer, a 502, 503 or 504 is the server's
+        # (down, or behind a gateway that cannot reach it) only if no other request has been
+        # answered lately; else it is this request's, as a 500 may be, and goes again in the
+        # next round instead.
+        now = self.clock()
+        quiet = self.last_success is None or now - self.last_success > _RECENT
+        passing = status == 429 or (status in (0, 502, 503, 504) and quiet)
+        custom_id = data["custom_id"]
+        holds = self.holds.get(custom_id, 0)
+        if not passing or holds >= _MAX_HOLDS:
+            return None
+        with self.lock:
+            if self.outage_since is None:
+                self.outage_since = now
+            limit = _MAX_OUTAGE if self.answered else _FIRST_ANSWER_WAIT
+            if now - max(self.outage_since, self.began) >= limit:
+                self.give_up(error)
+                return _TICK
+            self.holds[custom_id] = holds + 1
+            asked = _retry_after(headers, now) if headers else None
+            pause = asked if asked is not None else min(2.0**self.paused, _MAX_POLL)
+            pause = min(max(pause, 0.0), _MAX_OUTAGE)
+            self.paused += 1
+        self.pacer.pause(pause)
+        return pause
+
+    def give_up(self, error: APIError, wrong_place: bool = False) -> None:
+        """Stop the round: nothing more is sent, and the job says what is wrong and how to
+        go on. (Called with the lock held.)"""
+        if self.failure is not None:
+            return
+        if wrong_place:
+            message = (
+                f"the first {len(self.misplaced)} requests all failed ({error.message}), and "
+                "none succeeded, so nothing more was sent and none of them was written: check "
+                "--base-url (for vLLM, llama.cpp and Ollama it ends in /v1) and the key, then "
+                "run the same command again"
+            )
+        else:
+            waited = "has not answered" if not self.answered else "stopped answering"
+            message = (
+                f"the server {waited} ({error.message}); the answers so far are kept: run the "
+                "same command again to send the rest"
+            )
+        self.failure = OpenAIError(message)
+        self.stopped = True
+        self.lock.notify_all()
+        self.pacer.stop()  # its lock is never held while this one is taken
 
     def post(self, data: dict[str, Any]) -> tuple[int, dict[str, str], bytes, APIError | None]:
         """One try: status, headers and body, or the connection error; ``/v1`` is in the base
@@ -5886,6 +5977,11 @@ class _Pacer:
             self.stopped.set()
             self.lock.notify_all()
 
+    def pause(self, seconds: float) -> None:
+        """Hold every request for ``seconds``: the server is down or full."""
+        with self.lock:
+            self.resume_at = max(self.resume_at, self.clock() + seconds)
+
 
 class _Budget:
     """A per-minute budget, spent evenly: it refills continuously and holds a second's worth
@@ -5982,7 +6078,6 @@ _EXIT_OK, _EXIT_ERROR, _EXIT_USAGE = 0, 1, 2
 _EXIT_TIMEOUT = 124  # as timeout(1) exits: the batch may still finish
 _EXIT_INTERRUPTED = 130  # 128 + SIGINT
 _EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as git and coreutils end when the reader goes away
-_PIPED_PROGRESS = 5.0  # seconds between a direct job's progress lines in a pipe
 _PIPED_PROGRESS = 5.0  # seconds between a direct job's progress lines in a pipe
 _COLORS = {
     "completed": "32",
@@ -6917,6 +7012,8 @@ def _cmd_run(session: _Session) -> int:
     """A job: every request of INPUT, across as many batches as it takes, into RESULTS."""
     args, console = session.args, session.console
     show = _JobProgress(console, args.json)
+    if not args.direct and args.concurrency is not None:
+        raise _ArgumentError("--concurrency goes with --direct (a batch job has --max-active)")
     try:
         report = session.client.run(
             args.input,
@@ -6930,7 +7027,7 @@ def _cmd_run(session: _Session) -> int:
             on_event=show,
             cancel=args.cancel,
             direct=args.direct,
-            concurrency=args.concurrency,
+            concurrency=_given(args.concurrency, DEFAULT_CONCURRENCY),
             max_requests_per_minute=args.max_requests_per_minute,
             max_tokens_per_minute=args.max_tokens_per_minute,
         )
@@ -7536,7 +7633,6 @@ def _direct_options(run: Any) -> None:
     run.add_argument(
         "--concurrency",
         type=_number(1, _MAX_CONCURRENCY, whole=True),
-        default=DEFAULT_CONCURRENCY,
         metavar="N",
         help=f"--direct: requests in flight at most ({DEFAULT_CONCURRENCY}; fewer on 429s)",
     )
