@@ -7043,6 +7043,7 @@ def _cmd_run(session: _Session) -> int:
         return _EXIT_INTERRUPTED
     except SystemExit:  # SIGTERM or SIGHUP: the batches go on all the same
         console.end_live()
+        console.note("stopped; run the same command again to resume the job")
         raise
     console.end_live()
     why = ", ".join(f"{count:,} {reason}" for reason, count in sorted(report.failures.items()))
