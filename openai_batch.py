@@ -4262,13 +4262,15 @@ class Client:
             "max_requests_per_minute": max_requests_per_minute,
             "max_tokens_per_minute": max_tokens_per_minute,
         }
-        if not isinstance(concurrency, int) or not 1 <= concurrency <= _MAX_CONCURRENCY:
+        whole = isinstance(concurrency, int) and not isinstance(concurrency, bool)
+        if not whole or not 1 <= concurrency <= _MAX_CONCURRENCY:
             raise _ArgumentError(
                 f"concurrency must be 1 to {_MAX_CONCURRENCY}, not {concurrency!r}"
             )
         for name in ("max_requests_per_minute", "max_tokens_per_minute"):
             value = settings[name]
-            if value is not None and (not isinstance(value, int) or value < 1):
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if value is not None and (not whole or value < 1):
                 raise _ArgumentError(f"{name} must be a whole number from 1, or None")
             if value is not None and not direct:
                 raise _ArgumentError(f"{name} goes with direct=True (a batch has no such limit)")
@@ -5695,6 +5697,7 @@ class _Flight:
         self.order = itertools.count()  # ties in the heap go first come, first served
         self.busy = 0
         self.started, self.added_before = self.clock(), answers.added
+        self.answers_due: int = runner.state.data["requests"] - len(answers.final)
         self.lock = threading.Condition()
         self.stopped = False
         self.failure: BaseException | None = None
@@ -5705,7 +5708,8 @@ class _Flight:
         self.paused = 0  # pauses in a row, for the next one's length
         self.answered = False  # a success seen: the server and the key are right
         self.last_success: float | None = None
-        self.misplaced: list[APIStatusError] = []  # 401, 403, 404, 405 before any success
+        # 401, 403, 404, 405 before any success, by request (each request counts once)
+        self.misplaced: dict[str, APIStatusError] = {}
         self.began = self.clock()
 
     def stop(self) -> None:
@@ -5821,9 +5825,10 @@ class _Flight:
         answers say the base URL or the key is wrong."""
         if status in _WRONG_PLACE and not self.answered and isinstance(error, APIStatusError):
             with self.lock:
-                self.misplaced.append(error)
-                if len(self.misplaced) >= _WRONG_PLACE_STOP and not self.answered:
-                    self.give_up(self.misplaced[0], wrong_place=True)
+                self.misplaced.setdefault(data["custom_id"], error)
+                many = len(self.misplaced) >= min(_WRONG_PLACE_STOP, self.requests_left())
+                if many and not self.answered:
+                    self.give_up(next(iter(self.misplaced.values())), wrong_place=True)
             return _TICK  # kept back: written only if a success shows the server is right
         # A 429 is never the request's fault. No answer, a 502, 503 or 504 is the server's
         # (down, or behind a gateway that cannot reach it) only if no other request has been
@@ -5847,7 +5852,8 @@ class _Flight:
             asked = _retry_after(headers, now) if headers else None
             pause = asked if asked is not None else min(2.0**self.paused, _MAX_POLL)
             pause = min(max(pause, 0.0), _MAX_OUTAGE)
-            self.paused += 1
+            if now >= self.pacer.resume_at:  # a new pause: longer than the last, if in a row
+                self.paused += 1
         self.pacer.pause(pause)
         return pause
 
@@ -5865,6 +5871,8 @@ class _Flight:
             )
         else:
             waited = "has not answered" if not self.answered else "stopped answering"
+            if isinstance(error, RateLimitError):
+                waited = "kept refusing requests for being over its limit"
             message = (
                 f"the server {waited} ({error.message}); the answers so far are kept: run the "
                 "same command again to send the rest"
@@ -5873,6 +5881,10 @@ class _Flight:
         self.stopped = True
         self.lock.notify_all()
         self.pacer.stop()  # its lock is never held while this one is taken
+
+    def requests_left(self) -> int:
+        """How many requests this round has still to answer, at least one. (Lock held.)"""
+        return max(self.answers_due - (self.answers.added - self.added_before), 1)
 
     def post(self, data: dict[str, Any]) -> tuple[int, dict[str, str], bytes, APIError | None]:
         """One try: status, headers and body, or the connection error; ``/v1`` is in the base
@@ -5959,13 +5971,15 @@ class _Pacer:
         ``tokens`` more than it was charged for (from its usage) are charged now."""
         with self.lock:
             self.in_flight -= 1
-            asked = _retry_after(headers, self.clock()) if headers else None
-            if asked is not None and 0 < asked <= _MAX_RETRY_AFTER:
-                self.resume_at = max(self.resume_at, self.clock() + asked)
             if status in _SLOW_DOWN and epoch == self.epoch:
+                # Once a window, as the cut: the refusals of requests sent before it say nothing
+                # new, and pausing for each would stop a server that is merely full.
                 self.limit = max(self.limit / 2, 1.0)
                 self.epoch += 1
                 self.cuts += 1
+                asked = _retry_after(headers, self.clock()) if headers else None
+                if asked is not None and 0 < asked <= _MAX_RETRY_AFTER:
+                    self.resume_at = max(self.resume_at, self.clock() + asked)
             elif 200 <= status < 300:
                 self.limit = min(self.limit + 1 / self.limit, float(self.ceiling))
             if tokens and self.tokens is not None:

@@ -7065,6 +7065,7 @@ class ChatServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _ChatHandler)
         self.latency, self.capacity = latency, capacity
         self.retry_after: str | None = "1"  # on a 429; None: a 429 that says nothing of when
+        self.missing: set[str] = set()  # prompts answered 404 at once
         self.lock = threading.Lock()
         self.in_flight = self.peak = self.refused_429 = 0
         self.answers: dict[str, int] = {}  # prompt -> 200s sent
@@ -7198,6 +7199,9 @@ class _ChatHandler(BaseHTTPRequestHandler):
             server.drop[prompt] = server.drop.get(prompt, 0) - 1
             server.refused_429 += full
         try:
+            if prompt in server.missing:  # at once, before the others' latency
+                self.reply(404, {"error": {"message": f"no such thing: {prompt}"}})
+                return
             time.sleep(server.latency)
             if dropped:  # no answer at all: the connection breaks
                 self.close_connection = True
@@ -7526,3 +7530,12 @@ def test_direct_settings_are_checked(client: Client, tmp_path: Any) -> None:
             client.run(source, tmp_path / "o.jsonl", direct=True, **wrong)
     with raises(ValueError):
         client.run(source, tmp_path / "o.jsonl", max_requests_per_minute=60)
+
+
+def test_run_direct_does_not_take_one_bad_request_for_a_wrong_address(tmp_path: Any) -> None:
+    source = _job_input(tmp_path, 10)
+    out = tmp_path / "out.jsonl"
+    with ChatServer(latency=0.05).serve() as server:
+        server.missing = {"question 0"}  # a 404 at once; the rest answer later
+        report = _direct_client(server).run(source, out, direct=True, concurrency=10)
+    assert report.succeeded == 9 and report.failures == {"HTTP 404": 1}
