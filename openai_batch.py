@@ -7060,6 +7060,10 @@ def _cmd_run(session: _Session) -> int:
         console.note("stopped; run the same command again to resume the job")
         raise
     console.end_live()
+    if args.json:  # the report, as the last event
+        from dataclasses import asdict
+
+        console.line(json.dumps({"event": "report", **asdict(report)}, ensure_ascii=False))
     why = ", ".join(f"{count:,} {reason}" for reason, count in sorted(report.failures.items()))
     tokens = _tokens(report.usage)
     batches = f"{report.batches:,} {'batch' if report.batches == 1 else 'batches'}"

@@ -5968,9 +5968,16 @@ def test_cli_run_prints_events_and_exits_1_on_permanent_failures(
     failed = cli(client, "results", str(out), "--failed")  # the hint's command, as printed
     assert failed.code == 0 and failed.out.split("\t")[:3] == ["fail-2", "failed", "400"]
     ran = cli(client, "run", source, "-o", str(out), "--json")
-    assert ran.code == 1 and [json.loads(line)["event"] for line in ran.out.splitlines()] == [
-        "already_written"  # finished before: nothing is sent again
+    events = [json.loads(line) for line in ran.out.splitlines()]
+    assert ran.code == 1 and [event["event"] for event in events] == [
+        "already_written",  # finished before: nothing is sent again
+        "report",
     ]
+    assert (events[-1]["requests"], events[-1]["failed"], events[-1]["failures"]) == (
+        4,
+        1,
+        {"HTTP 400": 1},
+    )
 
 
 def test_run_events_say_where_the_job_stands(client: Client, api: FakeAPI, tmp_path: Any) -> None:
