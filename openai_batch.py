@@ -3199,34 +3199,37 @@ class _BatchWebhookEvent(WebhookEvent):
     data: BatchWebhookEventData = field(default_factory=BatchWebhookEventData)
 
     _parsers = {"data": _nested(BatchWebhookEventData)}
+    _type = ""  # each event's type, the default of its ``type``
+
+    def __post_init__(self) -> None:
+        # The event classes below differ in this default only; giving it here spares each
+        # the import time of a dataclass of its own.
+        if not self.type:
+            self.type = self._type
 
 
-@dataclass(repr=False, eq=False)
 class BatchCompletedWebhookEvent(_BatchWebhookEvent):
     """Sent when a batch has completed."""
 
-    type: str = "batch.completed"
+    _type = "batch.completed"
 
 
-@dataclass(repr=False, eq=False)
 class BatchFailedWebhookEvent(_BatchWebhookEvent):
     """Sent when a batch has failed."""
 
-    type: str = "batch.failed"
+    _type = "batch.failed"
 
 
-@dataclass(repr=False, eq=False)
 class BatchExpiredWebhookEvent(_BatchWebhookEvent):
     """Sent when a batch has expired."""
 
-    type: str = "batch.expired"
+    _type = "batch.expired"
 
 
-@dataclass(repr=False, eq=False)
 class BatchCancelledWebhookEvent(_BatchWebhookEvent):
     """Sent when a batch has been cancelled."""
 
-    type: str = "batch.cancelled"
+    _type = "batch.cancelled"
 
 
 # An event of any other type is a WebhookEvent. The official package parses an unknown type
@@ -3501,17 +3504,24 @@ def _embedding_inputs(body: Mapping[str, Any]) -> int:
 _EMBEDDINGS_URL = BatchEndpoint.EMBEDDINGS.value  # once: an enum's value is a property
 
 
-@dataclass(frozen=True)
 class _Provider:
-    """What one provider's Batch API takes in an input file; a new provider is one row."""
+    """What one provider's Batch API takes in an input file; a new provider is one row.
 
-    name: str
-    max_requests: int
-    max_bytes: int
-    bom: bool  # a UTF-8 byte-order mark is read past (else the file is refused)
-    bare_urls: bool  # "/chat/completions" is taken for "/v1/chat/completions"
-    expires: tuple[int, int]  # the seconds output_expires_after and expires_after may be
-    model: str  # what body.model names, said where a model is missing
+    A plain class, as the module's private helpers are: a dataclass costs import time.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        max_requests: int,
+        max_bytes: int,
+        bom: bool,  # a UTF-8 byte-order mark is read past (else the file is refused)
+        bare_urls: bool,  # "/chat/completions" is taken for "/v1/chat/completions"
+        expires: tuple[int, int],  # the seconds output_expires_after and expires_after may be
+        model: str,  # what body.model names, said where a model is missing
+    ) -> None:
+        self.name, self.max_requests, self.max_bytes = name, max_requests, max_bytes
+        self.bom, self.bare_urls, self.expires, self.model = bom, bare_urls, expires, model
 
 
 _PROVIDERS = {
@@ -4262,17 +4272,8 @@ class Client:
             "max_requests_per_minute": max_requests_per_minute,
             "max_tokens_per_minute": max_tokens_per_minute,
         }
-        whole = isinstance(concurrency, int) and not isinstance(concurrency, bool)
-        if not whole or not 1 <= concurrency <= _MAX_CONCURRENCY:
-            raise _ArgumentError(
-                f"concurrency must be 1 to {_MAX_CONCURRENCY}, not {concurrency!r}"
-            )
         for name in ("max_requests_per_minute", "max_tokens_per_minute"):
-            value = settings[name]
-            whole = isinstance(value, int) and not isinstance(value, bool)
-            if value is not None and (not whole or value < 1):
-                raise _ArgumentError(f"{name} must be a whole number from 1, or None")
-            if value is not None and not direct:
+            if settings[name] is not None and not direct:
                 raise _ArgumentError(f"{name} goes with direct=True (a batch has no such limit)")
         driver = _DirectRunner if direct else _JobRunner  # the sections below
         return _run_job(self, input, output, settings, on_event, cancel, driver)
@@ -4922,8 +4923,7 @@ class _JobRunner:
         failed = sum(shard.get("failed", 0) for shard in shards)
         usage: dict[str, int] = {}
         for shard in shards:
-            for name, value in (shard.get("usage") or {}).items():
-                usage[name] = usage.get(name, 0) + value
+            _added(usage, shard.get("usage") or {})
         return {
             "round": data["round"],
             "rounds": self.settings["rounds"],
@@ -5353,6 +5353,12 @@ class _LineReader:
         return line if line.endswith(b"\n") else line + b"\n"
 
 
+def _added(total: dict[str, int], usage: Mapping[str, int]) -> None:
+    """Add one batch's (or answer's) token counts to ``total``."""
+    for name, value in usage.items():
+        total[name] = total.get(name, 0) + value
+
+
 def _may_pass(result: BatchResult) -> bool:
     """Whether a failed line may pass if sent again: a 5xx, 408, 409 or 429, or no answer at
     all (its batch expired or was cancelled before it ran)."""
@@ -5391,8 +5397,7 @@ def _job_report(state: _JobState, seconds: float) -> JobReport:
     report.files_left = state.data.get("left", 0)
     for shard in state.shards:
         report.batches += shard.get("made", 0)
-        for key, value in (shard.get("usage") or {}).items():
-            report.usage[key] = report.usage.get(key, 0) + value
+        _added(report.usage, shard.get("usage") or {})
     return report
 
 
@@ -5402,14 +5407,17 @@ def _check_settings(settings: dict[str, Any], max_requests: int) -> None:
         "batch_size": (1, max_requests),
         "max_active": (1, 10_000),
         "rounds": (1, 100),
+        "concurrency": (1, _MAX_CONCURRENCY),
     }
     for name, (low, high) in wanted.items():
         value = settings[name]
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise _ArgumentError(f"{name} must be a whole number from {low} to {high:,}")
-    budget = settings["max_enqueued_tokens"]
-    if budget is not None and (not isinstance(budget, int) or budget < 1):
-        raise _ArgumentError("max_enqueued_tokens must be a whole number of tokens, or None")
+    for name in ("max_enqueued_tokens", "max_requests_per_minute", "max_tokens_per_minute"):
+        value = settings[name]
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if value is not None and (not whole or value < 1):
+            raise _ArgumentError(f"{name} must be a whole number from 1, or None")
 
 
 def _run_job(
@@ -5632,8 +5640,7 @@ class _Answers:
         self.file.truncate(kept)  # the cut line, if any, and whatever follows it
 
     def count(self, result: BatchResult, usage: dict[str, int]) -> None:
-        for name, value in usage.items():
-            self.usage[name] = self.usage.get(name, 0) + value
+        _added(self.usage, usage)
         if result.ok or not _may_pass(result):
             self.final.add(result.custom_id)
             self.succeeded += result.ok
