@@ -125,6 +125,7 @@ __all__ = [
     "write_failed_requests",
     # jobs
     "JobReport",
+    "JobStoppedError",
     # errors, named as in the official package, then this module's own
     "OpenAIError",
     "APIError",
@@ -2229,6 +2230,67 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
+class _Backoff:
+    """Pauses that grow while nothing changes: ``first``, then half as long again each time, to
+    ``most``; ``reset()`` starts them over. Every loop that polls or waits for a server takes
+    its pauses from one of these."""
+
+    def __init__(self, first: float = _FIRST_POLL, most: float = _MAX_POLL) -> None:
+        self.first, self.most = first, max(first, most)
+        self.pause = first
+
+    def next(self) -> float:
+        """The pause to take now; the one after it is longer."""
+        pause = self.pause
+        self.pause = min(self.pause * 1.5, self.most)
+        return pause
+
+    def reset(self) -> None:
+        self.pause = self.first
+
+
+class _Outage:
+    """How long a server that does not answer is waited for, before giving up.
+
+    The rule, the same for ``wait``, a job's calls and a direct job's requests: a call that
+    gets no answer, or an answer that says the server is down or full (a 5xx or 429 to the
+    Batch API's own calls), starts the outage clock; any answer that shows the server at
+    work stops it. A server that has never answered in this run is given ``first`` seconds,
+    one that stops answering ``limit`` seconds. Past that, whoever waits gives up and says so.
+    """
+
+    def __init__(
+        self, clock: Callable[[], float], limit: float = _MAX_OUTAGE, first: float | None = None
+    ) -> None:
+        self.clock, self.limit = clock, limit
+        self.first = limit if first is None else first
+        self.since: float | None = None  # when the server stopped answering
+        self.answered = False
+        self.began = clock()
+
+    def up(self) -> None:
+        """The server answered."""
+        self.since, self.answered = None, True
+
+    def down(self) -> bool:
+        """The server did not answer: whether to keep waiting for it."""
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        limit = self.limit if self.answered else self.first
+        return now - max(self.since, self.began) < limit
+
+    def remaining(self) -> float:
+        """Seconds left before giving up, if the server goes on not answering."""
+        limit = self.limit if self.answered else self.first
+        return max(limit - self.seconds, 0.0)
+
+    @property
+    def seconds(self) -> float:
+        """How long the server has not answered."""
+        return 0.0 if self.since is None else max(self.clock() - self.since, 0.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Resources: client.batches and client.files
 # ---------------------------------------------------------------------------------------------
@@ -4266,7 +4328,7 @@ class Client:
             "max_active": max_active,
             "max_enqueued_tokens": max_enqueued_tokens,
             "rounds": rounds,
-            "interval": poll_interval,
+            "poll_interval": poll_interval,
             "keep_files": keep_files,
             "concurrency": concurrency,
             "max_requests_per_minute": max_requests_per_minute,
@@ -4275,8 +4337,8 @@ class Client:
         for name in ("max_requests_per_minute", "max_tokens_per_minute"):
             if settings[name] is not None and not direct:
                 raise _ArgumentError(f"{name} goes with direct=True (a batch has no such limit)")
-        driver = _DirectRunner if direct else _JobRunner  # the sections below
-        return _run_job(self, input, output, settings, on_event, cancel, driver)
+        mode = "direct" if direct else "Batch API"  # _DirectRounds.mode, _BatchRounds.mode
+        return _run_job(self, input, output, settings, on_event, cancel, mode)
 
     def download(self, batch_or_id: Batch | str, directory: _PathLike = ".") -> list[str]:
         """Save a batch's output and error files into ``directory``; return their paths.
@@ -4748,12 +4810,131 @@ class AsyncAzureOpenAI(AsyncOpenAI):
 
 
 # ---------------------------------------------------------------------------------------------
-# Jobs: work of any size across many batches, resumed after a crash
+# Jobs: work of any size in rounds, resumed after a crash; the engine and its record
 # ---------------------------------------------------------------------------------------------
+#
+# A job is one engine (`_Job`) and a round driver. The engine owns the record and its lock, the
+# rounds, RESULTS, the endings of requests with no result, the clean-up, the report and the
+# events; a driver owns how one round's requests get answers: batches (`_BatchRounds`) or
+# requests sent straight to the server (`_DirectRounds`, in the next section). A driver hands
+# the engine result files in Batch API output format, and progress of one shape.
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 _ALONE_TRIES = 3  # a one-request shard over the token limit alone this often fails for good
 _RETRYABLE_LINE_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+
+#: The job settings: for each, the lowest and highest value and the default. ``client.run``
+#: and ``openai-batch run`` both check against this table. A resumed job takes the new
+#: value of every setting but ``batch_size``, which cuts only the shards of rounds to come.
+_JOB_SETTINGS: dict[str, tuple[float, float, float | None]] = {
+    "batch_size": (1, 100_000, MAX_REQUESTS),  # and at most the provider's own limit
+    "max_active": (1, 10_000, DEFAULT_MAX_ACTIVE),
+    "max_enqueued_tokens": (1, 10**12, None),
+    "rounds": (1, 100, DEFAULT_ROUNDS),
+    "poll_interval": (0.1, 3600.0, None),
+    "concurrency": (1, _MAX_CONCURRENCY, DEFAULT_CONCURRENCY),
+    "max_requests_per_minute": (1, 10**9, None),
+    "max_tokens_per_minute": (1, 10**12, None),
+}
+_DIRECT_ONLY = ("concurrency", "max_requests_per_minute", "max_tokens_per_minute")
+
+
+class _JobStatus(str, enum.Enum):
+    """Where a job stands. Its moves::
+
+        RUNNING ---- cancel() ----> CANCELLING
+           |                            |
+           +--------- write() ----------+---> WRITTEN ---- finish() ---> FINISHED
+
+    RUNNING plans and drives rounds; CANCELLING starts nothing and waits for what runs. A
+    FINISHED job has deleted its files from the server and kept in its folder only its record.
+    """
+
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    WRITTEN = "written"
+    FINISHED = "finished"
+
+
+class _ShardStatus(str, enum.Enum):
+    """Where one shard of a batch job stands. Its moves, and what makes each::
+
+                 plan()           start()             check(): its batch ended
+        input ----------> QUEUED ---------> RUNNING -----------------------------> COMPLETED
+                           ^  | |              |                                   EXPIRED
+                           |  | |              |                                   CANCELLED
+                           |  | |              |                                   FAILED
+                           +--|-|--------------+ requeue(): over the enqueued-token limit
+                              | +--> SPLIT       split(): too big on its own; its halves QUEUED
+                              +----> NOT_STARTED cancel(), once no batch of its keys exists
+
+    QUEUED and RUNNING are live; every other status is final.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    SPLIT = "split"
+    NOT_STARTED = "not_started"
+
+
+_LIVE = (_ShardStatus.QUEUED.value, _ShardStatus.RUNNING.value)
+
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    class _ShardRecord(TypedDict, total=False):
+        """One shard of a batch job: a file of requests, and the batch that runs it."""
+
+        name: str  # its file in the job's folder, r<round>-<n>[a|b...].jsonl
+        order: str  # sorts the first round's shards into input order
+        round: int
+        requests: int
+        tokens: int  # its prompt tokens, estimated
+        key: str  # the idempotency key of its creates, with -t<tries> after a requeue
+        tries: int  # times it went over the token limit
+        alone: int  # ... of which with nothing else of the job running
+        sent: str | None  # the last key a create may have been sent with
+        status: str  # a _ShardStatus value
+        file_id: str | None
+        batch_id: str | None
+        made: int  # batches made for it
+        files: list[str]  # its result files in the job's folder
+        server_files: list[str]  # its output and error files on the server
+        usage: dict[str, int]
+        results: int
+        succeeded: int
+        failed: int  # requests whose failure is final
+        errors: list[str]
+
+    class _JobRecord(TypedDict, total=False):
+        """A job: RESULTS.job/state.json, with the steps since in journal.jsonl."""
+
+        version: int
+        generation: int  # of the record; the journal that goes with it carries the same
+        job: str  # a random id, in the creates' idempotency keys
+        mode: str  # how its rounds are driven: "Batch API" or "direct"
+        input: str
+        output: str
+        sha256: str
+        endpoint: str
+        requests: int
+        started: float
+        settings: dict[str, Any]
+        status: str  # a _JobStatus value
+        cancelled: bool
+        round: int
+        budget: int | None  # the enqueued tokens it allows itself now
+        shards: list[_ShardRecord]
+        tally: dict[str, Any]  # RESULTS, counted as it was written
+        seconds: float
+        batches: int  # made, as RESULTS was written
+        usage: dict[str, int]  # tokens, as RESULTS was written
+        cleaned: list[str]  # server files deleted
+        left: int  # server files a clean-up could not delete
 
 
 @dataclass
@@ -4776,6 +4957,18 @@ class JobReport:
         return self.failed == 0
 
 
+class JobStoppedError(OpenAIError):
+    """A job stopped before its end, keeping all it has: the server did not answer for too
+    long, or said that the key or the address is wrong. Running the job again resumes it.
+
+    ``reason`` is ``"outage"``, ``"credentials"`` or ``"address"``.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def _estimate_tokens(size: int) -> int:
     """Prompt tokens, guessed without a tokenizer from the bytes sent: one token in four."""
     return max(1, size // 4)
@@ -4791,74 +4984,164 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-class _JobState:
-    """A job's record, ``RESULTS.job/state.json``, written atomically at every step that
-    matters, so that a run killed at any instant is resumed by running it again."""
+class _Record:
+    """A job's record: ``state.json``, written whole now and then, and ``journal.jsonl``, a
+    line for each step since, so that a step costs what it changes, not what the job holds.
 
-    def __init__(self, folder: str, data: dict[str, Any], lock: IO[bytes]) -> None:
+    Each line sets a shard's record, or some of the job's fields, whole: replaying the journal
+    over the state it was begun for gives the record as it was at the last step. When the
+    journal has grown past the record, the record is written whole again (atomically) under
+    the next generation, and a new journal begun for it; a journal of an older generation is
+    ignored, so a kill between the two loses nothing and replays nothing twice.
+    """
+
+    def __init__(self, folder: str, data: _JobRecord, lock: IO[bytes]) -> None:
         self.folder, self.data, self.lock = folder, data, lock
+        self.journal: IO[bytes] | None = None
+        self.steps = 0  # journal lines since the record was written whole
 
     @classmethod
     def open(
         cls, output: str, input_path: str, settings: dict[str, Any], begin: dict[str, Any]
-    ) -> _JobState:
+    ) -> _Record:
         """The job of ``output``, resumed, or begun with ``begin`` in its record; held by
         this process alone until ``close()``."""
         folder = output + ".job"
-        path = os.path.join(folder, "state.json")
         os.makedirs(folder, exist_ok=True)
         lock = _lock(os.path.join(folder, "lock"))
         try:
-            digest = _sha256(input_path)
-            if not os.path.exists(path):
-                data = {
+            record = cls._read(folder, lock)
+            if record is None:
+                data: Any = {
                     "version": _STATE_VERSION,
+                    "generation": 0,
                     "job": os.urandom(8).hex(),
                     "input": os.path.abspath(input_path),
-                    "sha256": digest,
+                    "sha256": _sha256(input_path),
                     "settings": settings,
+                    "status": _JobStatus.RUNNING.value,
                     "round": 0,
                     "shards": [],
-                    "written": False,
                     "cleaned": [],
                     **begin,
                 }
-                state = cls(folder, data, lock)
-                state.save()
-                return state
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-            if data.get("sha256") != digest:
-                what = (
-                    f"RESULTS is written for the input it had then; give another -o path for "
-                    f"the new input, or remove {folder} to start again"
-                    if data.get("written")
-                    else f"finish that job with the input it began with, or remove {folder} "
-                    "to start again"
-                )
-                raise OpenAIError(
-                    f"{input_path} has changed since the job in {folder} began; {what}"
-                )
+                record = cls(folder, data, lock)
+                record.rewrite()
+                return record
+            record.check_input(input_path)
             # The same content, perhaps moved: read it, and write RESULTS, where they are now.
-            data.update(input=os.path.abspath(input_path), output=output)
-            return cls(folder, data, lock)
+            record.data["input"], record.data["output"] = os.path.abspath(input_path), output
+            return record
         except BaseException:
             lock.close()
             raise
 
-    def close(self) -> None:
-        self.lock.close()  # and with it the lock
+    @classmethod
+    def _read(cls, folder: str, lock: IO[bytes]) -> _Record | None:
+        path = os.path.join(folder, "state.json")
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        if data.get("version") != _STATE_VERSION:
+            raise OpenAIError(
+                f"the job in {folder} was begun by another version of openai_batch; finish it "
+                f"with that version, or remove {folder} to start again"
+            )
+        record = cls(folder, data, lock)
+        record.replay()
+        return record
 
-    def save(self) -> None:
-        with _AtomicFile(os.path.join(self.folder, "state.json")) as out:
-            out.file.write(json.dumps(self.data, indent=1).encode("utf-8"))
+    def replay(self) -> None:
+        """Apply the journal's steps; a line a kill cut short, and what follows, are cut off."""
+        path, kept = self.path("journal.jsonl"), 0
+        if not os.path.exists(path):
+            return
+        with open(path, "rb") as handle:
+            lines = handle.readlines()
+        if not lines or json.loads(lines[0]) != {"generation": self.data["generation"]}:
+            return  # the journal of a record since written whole
+        kept = len(lines[0])
+        for line in lines[1:]:
+            try:
+                step = json.loads(line) if line.endswith(b"\n") else None
+            except ValueError:
+                step = None
+            if not isinstance(step, dict):
+                break
+            self.apply(step)
+            kept += len(line)
+            self.steps += 1
+        with open(path, "r+b") as handle:
+            handle.truncate(kept)
+
+    def apply(self, step: dict[str, Any]) -> None:
+        shards = self.data["shards"]
+        if "shard" in step:
+            number = step["shard"]
+            if number == len(shards):
+                shards.append(step["record"])
+            else:
+                shards[number] = step["record"]
+        else:
+            self.data.update(step["job"])
+
+    def check_input(self, input_path: str) -> None:
+        if self.data.get("sha256") == _sha256(input_path):
+            return
+        written = self.data["status"] in (_JobStatus.WRITTEN.value, _JobStatus.FINISHED.value)
+        what = (
+            "RESULTS is written for the input it had then; write the new input's results "
+            f"elsewhere, or remove {self.folder} to start again"
+            if written
+            else f"finish that job with the input it began with, or remove {self.folder} "
+            "to start again"
+        )
+        raise OpenAIError(f"{input_path} has changed since the job in {self.folder} began; {what}")
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+        self.lock.close()  # and with it the lock
 
     def path(self, name: str) -> str:
         return os.path.join(self.folder, name)
 
     @property
-    def shards(self) -> list[dict[str, Any]]:
-        return self.data["shards"]  # type: ignore[no-any-return]
+    def shards(self) -> list[_ShardRecord]:
+        return self.data["shards"]
+
+    def shard(self, number: int) -> None:
+        """Record shard ``number`` as it is now (a new one, if it is the next)."""
+        self.step({"shard": number, "record": self.shards[number]})
+
+    def job(self, **fields: Any) -> None:
+        """Set and record fields of the job."""
+        self.data.update(fields)  # type: ignore[typeddict-item]
+        self.step({"job": fields})
+
+    def step(self, step: dict[str, Any]) -> None:
+        if self.steps > max(64, 2 * len(self.shards)):
+            self.rewrite()  # the journal now costs more to replay than the record to write
+            return
+        if self.journal is None:
+            self.journal = open(self.path("journal.jsonl"), "ab")  # noqa: SIM115
+        self.journal.write(_dumps_line(step).encode("utf-8") + b"\n")
+        self.journal.flush()
+        os.fsync(self.journal.fileno())
+        self.steps += 1
+
+    def rewrite(self) -> None:
+        """The record whole, under a new generation, and an empty journal for it."""
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+        self.data["generation"] = self.data.get("generation", 0) + 1
+        with _AtomicFile(self.path("state.json")) as out:
+            out.file.write(_dumps_line(self.data).encode("utf-8"))
+        with _AtomicFile(self.path("journal.jsonl")) as out:
+            out.file.write(_dumps_line({"generation": self.data["generation"]}).encode() + b"\n")
+        self.steps = 0
 
 
 def _lock(path: str) -> IO[bytes]:
@@ -4888,423 +5171,18 @@ def _lock(path: str) -> IO[bytes]:
     return handle
 
 
-class _JobRunner:
-    """Drives one job: rounds of shards, each a batch, under the active and token budgets."""
-
-    mode = "Batch API"  # how the job sends its requests; a job is resumed only the same way
-
-    def __init__(
-        self,
-        client: Client,
-        state: _JobState,
-        endpoint: str,
-        settings: dict[str, Any],
-        on_event: Callable[[dict[str, Any]], object] | None,
-    ) -> None:
-        self.client, self.state, self.endpoint, self.settings = client, state, endpoint, settings
-        self.on_event = on_event
-        self.clock, self.sleep = client._transport.clock, client._transport.sleep
-        budget = settings.get("max_enqueued_tokens")
-        self.budget: int | None = state.data.get("budget", budget)
-
-    def event(self, kind: str, **facts: Any) -> None:
-        if self.on_event is not None:
-            self.on_event({"event": kind, **facts, "progress": self.progress()})
-
-    def progress(self) -> dict[str, Any]:
-        """Where the job stands: shards, requests, tokens used and the time since it began.
-
-        A request whose failure may pass on a later round is pending, not failed.
-        """
-        data, shards = self.state.data, self.state.shards
-        active = sum(shard["status"] == "running" for shard in shards)
-        queued = sum(shard["status"] == "queued" for shard in shards)
-        succeeded = sum(shard.get("succeeded", 0) for shard in shards)
-        failed = sum(shard.get("failed", 0) for shard in shards)
-        usage: dict[str, int] = {}
-        for shard in shards:
-            _added(usage, shard.get("usage") or {})
-        return {
-            "round": data["round"],
-            "rounds": self.settings["rounds"],
-            "shards": {"done": len(shards) - active - queued, "active": active, "queued": queued},
-            "requests": {
-                "succeeded": succeeded,
-                "failed": failed,
-                "pending": data["requests"] - succeeded - failed,
-            },
-            "usage": usage,
-            "elapsed": round(max(self.clock() - data["started"], 0.0), 3),
-        }
-
-    def run(self) -> None:
-        """Rounds until every request has a final result, then RESULTS, then the clean-up."""
-        data = self.state.data
-        if data["written"] and not os.path.exists(data["output"]):
-            data["written"] = False  # RESULTS was removed: written again from the job's files
-        elif data["written"]:
-            self.event("already_written", output=data["output"])
-        while not data["written"]:
-            if any(shard["status"] in ("queued", "running") for shard in self.state.shards):
-                self.drive()
-            elif (
-                data.get("cancelled")
-                or data["round"] >= self.settings["rounds"]
-                or (data["round"] and not self.progress()["requests"]["pending"])
-                or not self.plan(data["round"] + 1)
-            ):
-                self.write_results()
-        if not self.settings["keep_files"]:
-            self.clean_up()
-
-    def cancel(self) -> None:
-        """Cancel the job's running batches, keeping what they have done, and start no more.
-
-        The job then ends as soon as they have: RESULTS gets what arrived, and a line saying
-        why for each request that got nothing.
-        """
-        data = self.state.data
-        if data["written"]:
-            return
-        data["cancelled"] = True
-        for shard in self.state.shards:
-            if shard["status"] == "queued":
-                shard["status"] = "not_started"
-        self.state.save()
-        for shard in self.state.shards:
-            if shard["status"] == "running":
-                try:
-                    self.client.batches.cancel(shard["batch_id"])
-                except (ConflictError, NotFoundError):
-                    pass  # it ended on its own meanwhile: its results are kept all the same
-                self.event("cancelling", shard=shard["name"], batch_id=shard["batch_id"])
-
-    # -- rounds and shards --------------------------------------------------------------------
-
-    def plan(self, round_: int) -> bool:
-        """Write the next round's shards: every request with no final result yet."""
-        final = self.final_results()
-        most_bytes = MAX_INPUT_BYTES if self.budget is None else max(1, self.budget * 4)
-        limits = (
-            self.settings["batch_size"],
-            min(most_bytes, MAX_INPUT_BYTES),
-            MAX_EMBEDDING_INPUTS,
-        )
-        shards: list[_Shard] = []
-        embeddings = self.endpoint in (_EMBEDDINGS_URL, "/embeddings")  # Azure's, without /v1
-        for _, raw in _binary_lines(self.state.data["input"]):
-            line = raw if raw.endswith(b"\n") else raw + b"\n"
-            if not line.strip():
-                continue
-            inputs = 0
-            if final or embeddings:  # else the line goes as it is, unread (the first round)
-                data = json.loads(line)
-                if data["custom_id"] in final:
-                    continue
-                inputs = _embedding_inputs(data["body"]) if embeddings else 0
-            if not shards or not shards[-1].fits(len(line), inputs, limits):
-                if shards:
-                    shards[-1].commit()
-                name = f"r{round_}-{len(shards) + 1:04d}.jsonl"
-                shards.append(_Shard(self.state.path(name)))
-            shards[-1].add(line, inputs)
-        if shards:
-            shards[-1].commit()
-        job = self.state.data["job"]
-        for number, shard in enumerate(shards, 1):
-            self.state.shards.append(
-                {
-                    "name": os.path.basename(shard.path),
-                    "round": round_,
-                    "requests": shard.requests,
-                    "tokens": _estimate_tokens(shard.bytes),
-                    "key": f"job-{job}-r{round_}-s{number}",
-                    "tries": 0,
-                    "status": "queued",
-                    "file_id": None,
-                    "batch_id": None,
-                    "files": [],
-                }
-            )
-        if shards:
-            self.state.data["round"] = round_
-            self.state.save()
-            self.event("round", round=round_, shards=len(shards))
-        return bool(shards)
-
-    def final_results(self) -> set[str]:
-        """The custom_ids whose result is final: a success, a failure that will not pass, or
-        a request of a batch that failed validation (its file would fail the same way)."""
-        final = {result.custom_id for result in self.results() if not _may_pass(result)}
-        for shard in self.state.shards:
-            if shard["status"] == "failed":
-                final.update(
-                    data["custom_id"] for data in read_jsonl(self.state.path(shard["name"]))
-                )
-        return final
-
-    def results(self) -> Iterator[BatchResult]:
-        for shard in self.state.shards:
-            for name in shard["files"]:
-                yield from iter_results(self.state.path(name))
-
-    # -- submitting and polling ---------------------------------------------------------------
-
-    def drive(self) -> None:
-        """Start queued shards within the budgets, poll the running ones, until none is left."""
-        first = interval = self.settings["interval"] or _FIRST_POLL
-        while True:
-            for shard in self.state.shards:
-                if shard["status"] == "queued" and self.room_for(shard):
-                    self.start(shard)
-            running = [s for s in self.state.shards if s["status"] == "running"]
-            if not running:
-                return
-            for shard in running:
-                self.check(shard)
-            if any(s["status"] in ("running", "queued") for s in self.state.shards):
-                self.event("progress")
-                self.sleep(interval)
-                # Backed off as wait backs off while nothing ends; from the start when one does.
-                ended = any(s["status"] != "running" for s in running)
-                interval = first if ended else min(interval * 1.5, max(first, _MAX_POLL))
-
-    def room_for(self, shard: dict[str, Any]) -> bool:
-        running = [s for s in self.state.shards if s["status"] == "running"]
-        if not running:
-            return True  # one shard at a time always goes, whatever the budget
-        if len(running) >= self.settings["max_active"]:
-            return False
-        held = sum(s["tokens"] for s in running)
-        return self.budget is None or held + shard["tokens"] <= self.budget
-
-    def start(self, shard: dict[str, Any]) -> None:
-        """Upload a shard (again, if a kill lost the record) and create its batch by its key."""
-        if shard["file_id"] is None:
-            upload = self.client.files.create(file=self.state.path(shard["name"]), purpose="batch")
-            shard["file_id"] = upload.id
-            self.state.save()
-            self.event("uploaded", shard=shard["name"], file_id=upload.id)
-        key = shard["key"] + (f"-t{shard['tries']}" if shard["tries"] else "")
-        never_sent = shard.get("sent") != key
-        if never_sent:  # recorded first: a kill after this line may leave a batch to find
-            shard["sent"] = key
-            self.state.save()
-        batch = self.client.batches.create(
-            input_file_id=shard["file_id"],
-            endpoint=self.endpoint,
-            idempotency_key=key,
-            metadata={"openai_batch_job": self.state.data["job"]},
-            _never_sent=never_sent,
-        )
-        shard.update(batch_id=batch.id, status="running", made=shard.get("made", 0) + 1)
-        self.state.save()
-        self.event("created", shard=shard["name"], batch_id=batch.id)
-
-    def check(self, shard: dict[str, Any]) -> None:
-        """Poll a running shard's batch; once it has ended, keep its results."""
-        try:
-            batch = self.client.batches.retrieve(shard["batch_id"])
-        except (APIConnectionError, InternalServerError, RateLimitError) as exc:
-            self.event("poll_failed", shard=shard["name"], error=str(exc))
-            return  # an outage: the next poll tries again
-        if not batch.is_terminal:
-            return
-        if batch.status == "failed" and any(
-            error.code == "token_limit_exceeded" for error in _error_list(batch)
-        ):
-            self.requeue(shard)
-            return
-        names, server_files = [], []
-        for file_id, kind in ((batch.output_file_id, "output"), (batch.error_file_id, "errors")):
-            if file_id:
-                name = f"{batch.id}_{kind}.jsonl"
-                try:
-                    with self.client.files.content(file_id) as content:
-                        content.write_to_file(self.state.path(name))
-                except NotFoundError:  # expired or deleted: its requests go again next round
-                    shard.setdefault("errors", []).append(f"its {kind} file {file_id} is gone")
-                else:
-                    names.append(name)
-                server_files.append(file_id)  # deleted at the end, should it be there after all
-        shard["files"] += names
-        shard["server_files"] = shard.get("server_files", []) + server_files
-        shard.update(status=_text(batch.status), usage=_usage_of(batch), **self.tally(names))
-        if batch.status == "failed":
-            shard["errors"] = _batch_errors(batch)[:_SHOWN_ERRORS]
-        self.state.save()
-        self.event("ended", shard=shard["name"], batch_id=batch.id, status=_text(batch.status))
-
-    def tally(self, names: list[str]) -> dict[str, int]:
-        """A shard's results: how many, how many succeeded, and how many failed for good."""
-        counts = {"results": 0, "succeeded": 0, "failed": 0}
-        for name in names:
-            for result in iter_results(self.state.path(name)):
-                counts["results"] += 1
-                counts["succeeded"] += result.ok
-                counts["failed"] += not result.ok and not _may_pass(result)
-        return counts
-
-    def requeue(self, shard: dict[str, Any]) -> None:
-        """A batch over the enqueued-token limit: not its requests' failure. It goes again
-        once another ends, and the job keeps fewer tokens in flight from now on."""
-        others = [s for s in self.state.shards if s["status"] == "running" and s is not shard]
-        held = sum(s["tokens"] for s in others)
-        if others:
-            self.budget = held if self.budget is None else min(self.budget, held)
-            self.state.data["budget"] = self.budget
-        alone = shard.get("alone", 0) + (not others)
-        shard.update(status="queued", batch_id=None, tries=shard["tries"] + 1, alone=alone)
-        if alone and shard["requests"] > 1:
-            self.split(shard)  # over the limit with nothing of ours running: too big
-        elif alone > _ALONE_TRIES:
-            shard["status"] = "failed"
-            shard["errors"] = [
-                f"token_limit_exceeded: over the enqueued-token limit {alone} times with no "
-                "other batch of this job running; the limit is too low for this request, or "
-                "other work holds it"
-            ]
-        self.state.save()
-        self.event("over_token_limit", shard=shard["name"], budget=self.budget)
-        if not others and shard["status"] == "queued":  # others' batches may hold the queue
-            self.sleep(_MAX_POLL)
-
-    def split(self, shard: dict[str, Any]) -> None:
-        """Cut a shard that is over the token limit on its own into two new shards."""
-        half = shard["requests"] // 2
-        stem = shard["name"][: -len(".jsonl")]
-        parts: list[dict[str, Any]] = []
-        with open(self.state.path(shard["name"]), "rb") as lines:
-            for suffix, count in (("a", half), ("b", shard["requests"] - half)):
-                name, size = f"{stem}{suffix}.jsonl", 0
-                with _AtomicFile(self.state.path(name)) as out:
-                    for _ in range(count):
-                        line = lines.readline()
-                        out.file.write(line)
-                        size += len(line)
-                parts.append(
-                    {
-                        **{"name": name, "round": shard["round"], "requests": count},
-                        **{"tokens": _estimate_tokens(size), "key": shard["key"] + suffix},
-                        **{"tries": 0, "status": "queued", "file_id": None, "batch_id": None},
-                        "files": [],
-                    }
-                )
-        shard["status"] = "split"
-        self.state.shards.extend(parts)
-
-    # -- the end ------------------------------------------------------------------------------
-
-    def write_results(self) -> None:
-        """RESULTS, atomically: one line per request, in input order, each the line the
-        server wrote, byte for byte; or, for a request with none, a line saying why.
-
-        One pass over the result files makes an index of where each request's line is (a
-        success wins over a failure, a later failure over an earlier one); one pass over the
-        input then copies the lines across. Memory holds the index, not the lines.
-        """
-        input_path = self.state.data["input"]
-        files = [self.state.path(name) for shard in self.state.shards for name in shard["files"]]
-        index, endings = _line_index(files), self.endings()
-        tally: dict[str, Any] = {"requests": 0, "succeeded": 0, "failed": 0, "failures": {}}
-        with _AtomicFile(self.state.data["output"]) as out, _LineReader(files) as lines:
-            for _, raw in _binary_lines(input_path):
-                if not raw.strip():
-                    continue
-                custom_id = json.loads(raw)["custom_id"]  # the input was validated
-                place = index.pop(custom_id, None)
-                if place is None:
-                    error = self.no_result(endings.get(custom_id, []))
-                    line = {"id": None, "custom_id": custom_id, "response": None, "error": error}
-                    text = _dumps_line(line).encode("utf-8") + b"\n"
-                    ok, reason = False, error["code"]
-                else:
-                    text, ok = lines.at(place >> 1), bool(place & 1)
-                    if not ok:
-                        result = BatchResult.from_dict(json.loads(text))
-                        code = result.error.code if result.error else None
-                        reason = code or f"HTTP {result.status_code}"
-                out.file.write(text)
-                tally["requests"] += 1
-                tally["succeeded" if ok else "failed"] += 1
-                if not ok:
-                    tally["failures"][reason] = tally["failures"].get(reason, 0) + 1
-        self.state.data["tally"] = tally
-        self.state.data["written"] = True
-        self.state.data["seconds"] = self.clock() - self.state.data["started"]
-        self.state.save()
-        self.event("written", output=self.state.data["output"])
-
-    def endings(self) -> dict[str, list[dict[str, Any]]]:
-        """For each request that no batch answered, the shards it was sent in."""
-        endings: dict[str, list[dict[str, Any]]] = {}
-        answered: set[str] | None = None
-        for shard in self.state.shards:
-            if shard.get("results") == shard["requests"]:
-                continue  # every request of the shard has its line
-            if answered is None:
-                answered = {result.custom_id for result in self.results()}
-            for data in read_jsonl(self.state.path(shard["name"])):
-                if data["custom_id"] not in answered:
-                    endings.setdefault(data["custom_id"], []).append(shard)
-        return endings
-
-    def no_result(self, shards: list[dict[str, Any]]) -> dict[str, str]:
-        """Why a request has no result, from how its batches ended: an error object."""
-        endings = [shard["status"] for shard in shards]
-        said = []
-        for status, what in (
-            ("expired", "its batch expired"),
-            ("cancelled", "its batch was cancelled"),
-            ("failed", "its batch failed"),
-            ("completed", "its batch completed without a line for it"),
-        ):
-            count = endings.count(status)
-            if count:
-                said.append(f"{what} {_times(count)}")
-        errors = [e for s in shards if s["status"] == "failed" for e in s.get("errors", [])]
-        if errors:
-            said.append(f"the batch said: {errors[-1]}")
-        last = endings[-1] if endings else "completed"
-        if self.state.data.get("cancelled"):
-            code = "job_cancelled"
-            said.append("the job was cancelled (run --cancel)")
-        elif last == "failed":
-            code = "batch_failed"
-            said.append("a batch that fails validation is not sent again; fix what it says")
-        else:
-            code = "no_result" if last in ("completed", "not_started") else f"batch_{last}"
-            rounds = _plural(self.state.data["round"], "round")
-            said.append(f"the job was out of rounds after {rounds} (--rounds gives more)")
-        return {"code": code, "message": "no result: " + "; ".join(said)}
-
-    def clean_up(self) -> None:
-        """Delete from the server the files the job made, once RESULTS is safe on disk."""
-        cleaned, left = self.state.data["cleaned"], 0
-        for shard in self.state.shards:
-            for file_id in [shard["file_id"], *shard.get("server_files", [])]:
-                if file_id and file_id not in cleaned:
-                    try:
-                        self.client.files.delete(file_id)
-                    except NotFoundError:
-                        pass  # gone already: expired, or deleted by a run that was killed
-                    except APIError as exc:  # RESULTS is safe: the next run deletes it
-                        self.event("clean_up_failed", file_id=file_id, error=str(exc))
-                        left += 1
-                        continue
-                    cleaned.append(file_id)
-                    self.state.save()
-        if left or self.state.data.get("left"):
-            self.state.data["left"] = left
-            self.state.save()
+def _supersedes(held_ok: bool | None, ok: bool) -> bool:
+    """Whether a request's newer result takes the place of the one held: a success wins over
+    any failure, and a later failure over an earlier one (its retry failed again)."""
+    return held_ok is None or ok or not held_ok
 
 
-def _line_index(paths: list[str]) -> dict[str, int]:
-    """Where each custom_id's result line is in ``paths``: ``(offset, file, ok)`` packed in one
-    int (a million of them cost a third of what tuples would). A successful line wins over a
-    failed one, and a later failed line over an earlier one, as in ``join_results``."""
+def _line_index(paths: list[str], files: int = 0) -> dict[str, int]:
+    """Where each custom_id's result line is in ``paths``: offset, file (numbered from
+    ``files``) and whether it succeeded, packed in one int (a million of them cost a third of
+    what tuples would). Lines are taken in order, by ``_supersedes``."""
     index: dict[str, int] = {}
-    for number, path in enumerate(paths):
+    for number, path in enumerate(paths, files):
         with open(path, "rb") as handle:
             offset = 0
             for line in handle:
@@ -5313,15 +5191,18 @@ def _line_index(paths: list[str]) -> dict[str, int]:
                     custom_id = data.get("custom_id")
                     if not isinstance(custom_id, str):
                         custom_id = _json_text(custom_id)
-                    response = data.get("response")
-                    status = response.get("status_code") if isinstance(response, dict) else None
-                    ok = data.get("error") is None and isinstance(status, int)
-                    ok = ok and 200 <= status < 300  # type: ignore[operator]
+                    ok = _line_ok(data)
                     held = index.get(custom_id)
-                    if held is None or ok or not held & 1:
+                    if _supersedes(None if held is None else bool(held & 1), ok):
                         index[custom_id] = ((offset << _FILE_BITS | number) << 1) | ok
                 offset += len(line)
     return index
+
+
+def _line_ok(data: dict[str, Any]) -> bool:
+    response = data.get("response")
+    status = response.get("status_code") if isinstance(response, dict) else None
+    return data.get("error") is None and isinstance(status, int) and 200 <= status < 300
 
 
 _FILE_BITS = 20  # in a packed place: up to a million result files
@@ -5384,40 +5265,713 @@ def _usage_of(batch: Batch) -> dict[str, int]:
     }
 
 
-def _job_report(state: _JobState, seconds: float) -> JobReport:
-    """The job's report, from its RESULTS and its record."""
-    report = JobReport(state.data["output"], rounds=state.data["round"], seconds=seconds)
-    tally = state.data["tally"]  # counted as RESULTS was written
-    report.requests, report.succeeded, report.failed = (
-        tally["requests"],
-        tally["succeeded"],
-        tally["failed"],
-    )
-    report.failures = dict(tally["failures"])
-    report.files_left = state.data.get("left", 0)
-    for shard in state.shards:
-        report.batches += shard.get("made", 0)
-        _added(report.usage, shard.get("usage") or {})
-    return report
-
-
 def _check_settings(settings: dict[str, Any], max_requests: int) -> None:
     """Refuse, before anything is sent, settings that could not work."""
-    wanted = {
-        "batch_size": (1, max_requests),
-        "max_active": (1, 10_000),
-        "rounds": (1, 100),
-        "concurrency": (1, _MAX_CONCURRENCY),
-    }
-    for name, (low, high) in wanted.items():
+    for name, (low, high, _) in _JOB_SETTINGS.items():
         value = settings[name]
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise _ArgumentError(f"{name} must be a whole number from {low} to {high:,}")
-    for name in ("max_enqueued_tokens", "max_requests_per_minute", "max_tokens_per_minute"):
-        value = settings[name]
-        whole = isinstance(value, int) and not isinstance(value, bool)
-        if value is not None and (not whole or value < 1):
-            raise _ArgumentError(f"{name} must be a whole number from 1, or None")
+        whole = name != "poll_interval"
+        if name == "batch_size":
+            high = min(high, max_requests)
+        if value is None and _JOB_SETTINGS[name][2] is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (whole and not isinstance(value, int)) or not low <= value <= high:
+            kind = "a whole number" if whole else "a number"
+            none = ", or None" if _JOB_SETTINGS[name][2] is None else ""
+            raise _ArgumentError(f"{name} must be {kind} from {low:g} to {high:,g}{none}")
+
+
+class _Segment:
+    """What the RESULTS writer reads for a run of requests in input order: the file that holds
+    those requests, and the result files that answer them."""
+
+    def __init__(self, requests: str, results: list[str], endings: list[str]) -> None:
+        self.requests, self.results, self.endings = requests, results, endings
+
+
+class _Job:
+    """The engine of a job: the record and its lock, the rounds, RESULTS, the endings, the
+    clean-up, the report and the events. A round driver answers each round's requests."""
+
+    def __init__(
+        self,
+        client: Client,
+        record: _Record,
+        settings: dict[str, Any],
+        on_event: Callable[[dict[str, Any]], object] | None,
+    ) -> None:
+        self.client, self.record, self.settings = client, record, settings
+        self.on_event = on_event
+        self.clock, self.sleep = client._transport.clock, client._transport.sleep
+        self.began = self.clock()  # in this process, for the pace and the time left
+        self.done_before: int | None = None
+        driver = _DirectRounds if record.data["mode"] == _DirectRounds.mode else _BatchRounds
+        self.driver: _BatchRounds | _DirectRounds = driver(self)
+
+    @property
+    def data(self) -> _JobRecord:
+        return self.record.data
+
+    def event(self, kind: str, **facts: Any) -> None:
+        if self.on_event is not None:
+            self.on_event({"event": kind, **facts, "progress": self.progress()})
+
+    def progress(self) -> dict[str, Any]:
+        """Where the job stands, in the same shape whatever drives it: requests by outcome
+        (one whose failure may pass on a later round is pending), the work under way, tokens,
+        the time since it began and, from the pace so far, the time left."""
+        data = self.data
+        succeeded, failed, usage, work = self.driver.progress()
+        done = succeeded + failed
+        pending = data["requests"] - done
+        if self.done_before is None:
+            self.done_before = done
+        elapsed = max(self.clock() - self.began, 1e-3)
+        rate = (done - self.done_before) / elapsed
+        left = round(pending / rate, 1) if rate > 0 and pending else None
+        return {
+            "round": data["round"],
+            "rounds": self.settings["rounds"],
+            "requests": {"succeeded": succeeded, "failed": failed, "pending": pending},
+            "work": work,
+            "usage": usage,
+            "per_second": round(rate, 1),
+            "left": left,
+            "elapsed": round(max(self.clock() - data["started"], 0.0), 3),
+        }
+
+    def run(self) -> None:
+        """Rounds until every request has a final result, then RESULTS, then the clean-up."""
+        data = self.data
+        ended = (_JobStatus.WRITTEN.value, _JobStatus.FINISHED.value)
+        if data["status"] in ended and not os.path.exists(data["output"]):
+            if not self.driver.kept():
+                raise OpenAIError(
+                    f"{data['output']} was written and has since been removed, and the job's "
+                    f"files went with its end; remove {self.record.folder} to run it again"
+                )
+            self.write()  # again, from the job's files: nothing is sent
+        elif data["status"] in ended:
+            self.event("already_written", output=data["output"])
+        try:
+            while data["status"] not in ended:
+                if self.driver.busy():
+                    self.driver.drive()
+                elif (
+                    data["status"] == _JobStatus.CANCELLING.value
+                    or data["round"] >= self.settings["rounds"]
+                    or (data["round"] and not self.progress()["requests"]["pending"])
+                    or not self.driver.plan(data["round"] + 1)
+                ):
+                    self.write()
+        finally:
+            self.driver.close()
+        if data["status"] == _JobStatus.WRITTEN.value:
+            self.finish()
+
+    def cancel(self) -> None:
+        """Cancel the job's running work, keeping what it has done, and start no more.
+
+        The job then ends as soon as what runs has: RESULTS gets what arrived, and a line
+        saying why for each request that got nothing.
+        """
+        if self.data["status"] != _JobStatus.RUNNING.value:
+            return
+        self.record.job(status=_JobStatus.CANCELLING.value, cancelled=True)
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def write(self) -> None:
+        """RESULTS, atomically: one line per request, in input order, each the line the
+        server wrote, byte for byte; or, for a request with none, a line saying why.
+
+        The driver gives the requests in runs (a first-round shard of a batch job), each with
+        the result files that answer it; results of later rounds, which may be for any
+        request, are indexed once. Memory holds the index of one run and of the retried
+        requests, never the lines, and never the whole job.
+        """
+        segments, late, late_endings = self.driver.sources()
+        tally: dict[str, Any] = {"requests": 0, "succeeded": 0, "failed": 0, "failures": {}}
+        later = _line_index(late)
+        with _AtomicFile(self.data["output"]) as out, _LineReader(late) as late_lines:
+            for segment in segments:
+                files = segment.results
+                own = _line_index(files)
+                with _LineReader(files) as lines:
+                    for _, raw in _binary_lines(segment.requests):
+                        if not raw.strip():
+                            continue
+                        custom_id = json.loads(raw)["custom_id"]  # the input was validated
+                        place, newer = own.pop(custom_id, None), later.pop(custom_id, None)
+                        reader: _LineReader | None = lines
+                        if newer is not None and _supersedes(
+                            None if place is None else bool(place & 1), bool(newer & 1)
+                        ):
+                            place, reader = newer, late_lines
+                        if place is None or reader is None:
+                            endings = segment.endings + late_endings.get(custom_id, [])
+                            error = self.no_result(endings)
+                            line = {"id": None, "custom_id": custom_id, "response": None}
+                            line["error"] = error
+                            text, ok = _dumps_line(line).encode("utf-8") + b"\n", False
+                            reason = error["code"]
+                        else:
+                            text, ok = reader.at(place >> 1), bool(place & 1)
+                            reason = "" if ok else _failure_reason(text)
+                        out.file.write(text)
+                        tally["requests"] += 1
+                        tally["succeeded" if ok else "failed"] += 1
+                        if not ok:
+                            tally["failures"][reason] = tally["failures"].get(reason, 0) + 1
+        seconds = self.clock() - self.data["started"]
+        batches, usage = self.driver.totals()
+        self.record.job(
+            status=_JobStatus.WRITTEN.value,
+            tally=tally,
+            seconds=seconds,
+            batches=batches,
+            usage=usage,
+        )
+        self.event("written", output=self.data["output"])
+
+    def no_result(self, endings: list[str]) -> dict[str, str]:
+        """Why a request has no result, from how the work it was sent in ended."""
+        said = []
+        for status, what in (
+            ("expired", "its batch expired"),
+            ("cancelled", "its batch was cancelled"),
+            ("failed", "its batch failed"),
+            ("completed", "its batch completed without a line for it"),
+        ):
+            count = sum(ending.split(":", 1)[0] == status for ending in endings)
+            if count:
+                said.append(f"{what} {_times(count)}")
+        errors = [ending.split(":", 1)[1] for ending in endings if ":" in ending]
+        if errors:
+            said.append(f"the batch said: {errors[-1]}")
+        last = endings[-1].split(":", 1)[0] if endings else "completed"
+        if self.data.get("cancelled"):
+            code = "job_cancelled"
+            said.append("the job was cancelled")
+        elif last == "failed":
+            code = "batch_failed"
+            said.append("a batch that fails validation is not sent again; fix what it says")
+        else:
+            code = "no_result" if last in ("completed", "not_started") else f"batch_{last}"
+            rounds = _plural(self.data["round"], "round")
+            said.append(f"the job was out of rounds after {rounds}")
+        return {"code": code, "message": "no result: " + "; ".join(said)}
+
+    def finish(self) -> None:
+        """Delete the job's files from the server, and from its folder what a rerun does not
+        need, once RESULTS is safe on disk (unless ``keep_files``)."""
+        if self.settings["keep_files"]:
+            return
+        cleaned, left = set(self.data["cleaned"]), 0
+        deleted: list[str] = []
+        for file_id in self.driver.server_files():
+            if file_id in cleaned:
+                continue
+            try:
+                self.client.files.delete(file_id)
+            except NotFoundError:
+                pass  # gone already: expired, or deleted by a run that was killed
+            except APIError as exc:  # RESULTS is safe: the next run deletes it
+                self.event("clean_up_failed", file_id=file_id, error=str(exc))
+                left += 1
+                continue
+            deleted.append(file_id)
+        # One step for all: a kill before it only makes the next run delete them again.
+        self.record.job(cleaned=self.data["cleaned"] + deleted, left=left)
+        if left:
+            return
+        self.record.job(status=_JobStatus.FINISHED.value)
+        for name in self.driver.local_files():
+            _remove_quietly(self.record.path(name))
+
+    def report(self) -> JobReport:
+        """The job's report, from its RESULTS and its record."""
+        data = self.data
+        seconds = data.get("seconds", self.clock() - data["started"])
+        report = JobReport(data["output"], rounds=data["round"], seconds=seconds)
+        tally = data["tally"]  # counted as RESULTS was written
+        report.requests, report.succeeded = tally["requests"], tally["succeeded"]
+        report.failed, report.failures = tally["failed"], dict(tally["failures"])
+        report.files_left = data.get("left", 0)
+        report.batches, report.usage = data["batches"], dict(data["usage"])
+        return report
+
+
+def _failure_reason(line: bytes) -> str:
+    """Why a request failed, in a word for the report: the HTTP status of the answer it got,
+    or, with none, the error's code."""
+    result = BatchResult.from_dict(json.loads(line))
+    if result.status_code is not None:
+        return f"HTTP {result.status_code}"
+    return (result.error.code if result.error else None) or "no_result"
+
+
+class _BatchRounds:
+    """Drives a job's rounds through the Batch API: each round's requests cut into shards, each
+    a batch, started under the active and token budgets, polled, and their results kept."""
+
+    mode = "Batch API"
+
+    def __init__(self, job: _Job) -> None:
+        self.job, self.record, self.client = job, job.record, job.client
+        self.settings = job.settings
+        self.endpoint = job.data["endpoint"]
+        self.backoff = _Backoff(self.settings["poll_interval"] or _FIRST_POLL)
+        self.outage = _Outage(job.clock)
+        self.live: dict[int, tuple[int, int]] = {}  # running shard -> requests done, failed
+        self.queued: list[int] = []  # shard numbers, in order
+        self.running: list[int] = []
+        self.succeeded = self.failed = 0
+        self.usage: dict[str, int] = {}
+        self.ended = 0
+        for number, shard in enumerate(self.record.shards):
+            self.count(number, shard)
+        self.budget: int | None = self.record.data.get("budget")
+        wanted = self.settings["max_enqueued_tokens"]
+        if self.record.data["settings"].get("max_enqueued_tokens") != wanted:
+            self.budget = wanted  # the caller's new limit, rather than what an old one taught
+            recorded = {**self.record.data["settings"], "max_enqueued_tokens": wanted}
+            self.record.job(settings=recorded, budget=wanted)
+
+    def count(self, number: int, shard: _ShardRecord) -> None:
+        """Take a shard into the counts, as it is now."""
+        if shard["status"] == _ShardStatus.QUEUED.value:
+            self.queued.append(number)
+        elif shard["status"] == _ShardStatus.RUNNING.value:
+            self.running.append(number)
+        else:
+            self.ended += shard["status"] != _ShardStatus.SPLIT.value
+            self.succeeded += shard.get("succeeded", 0)
+            self.failed += shard.get("failed", 0)
+            _added(self.usage, shard.get("usage") or {})
+
+    def close(self) -> None:
+        pass
+
+    def progress(self) -> tuple[int, int, dict[str, int], dict[str, Any]]:
+        done = sum(counts[0] for counts in self.live.values())
+        work = {
+            "unit": "shard",
+            "done": self.ended,
+            "active": len(self.running),
+            "queued": len(self.queued),
+        }
+        return self.succeeded + done, self.failed, dict(self.usage), work
+
+    def busy(self) -> bool:
+        return bool(self.queued or self.running)
+
+    def kept(self) -> bool:
+        return all(
+            os.path.exists(self.record.path(name))
+            for shard in self.record.shards
+            for name in [shard["name"], *shard["files"]]
+            if shard["status"] != _ShardStatus.SPLIT.value
+        )
+
+    def totals(self) -> tuple[int, dict[str, int]]:
+        usage: dict[str, int] = {}
+        for shard in self.record.shards:
+            _added(usage, shard.get("usage") or {})
+        return sum(shard.get("made", 0) for shard in self.record.shards), usage
+
+    # -- rounds and shards --------------------------------------------------------------------
+
+    def plan(self, round_: int) -> bool:
+        """Cut the next round's shards: every request with no final result yet."""
+        most_bytes = MAX_INPUT_BYTES if self.budget is None else max(1, self.budget * 4)
+        limits = (
+            self.settings["batch_size"],
+            min(most_bytes, MAX_INPUT_BYTES),
+            MAX_EMBEDDING_INPUTS,
+        )
+        shards: list[_Shard] = []
+        embeddings = self.endpoint in (_EMBEDDINGS_URL, "/embeddings")  # Azure's, without /v1
+        for line, data in self.pending(round_ > 1 or embeddings):
+            inputs = _embedding_inputs(data["body"]) if embeddings and data else 0
+            if not shards or not shards[-1].fits(len(line), inputs, limits):
+                if shards:
+                    shards[-1].commit()
+                name = f"r{round_}-{len(shards) + 1:04d}.jsonl"
+                shards.append(_Shard(self.record.path(name)))
+            shards[-1].add(line, inputs)
+        if shards:
+            shards[-1].commit()
+        job = self.record.data["job"]
+        for number, shard in enumerate(shards, 1):
+            record: _ShardRecord = {
+                "name": os.path.basename(shard.path),
+                "order": f"{number:010d}",
+                "round": round_,
+                "requests": shard.requests,
+                "tokens": _estimate_tokens(shard.bytes),
+                "key": f"job-{job}-r{round_}-s{number}",
+                "tries": 0,
+                "status": _ShardStatus.QUEUED.value,
+                "file_id": None,
+                "batch_id": None,
+                "files": [],
+            }
+            self.add(record)
+        if shards:
+            self.record.job(round=round_)
+            self.job.event("round", round=round_, shards=len(shards))
+        return bool(shards)
+
+    def add(self, shard: _ShardRecord) -> None:
+        self.record.shards.append(shard)
+        number = len(self.record.shards) - 1
+        self.record.shard(number)
+        self.queued.append(number)
+
+    def pending(self, read: bool) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
+        """The request lines with no final result, in input order; parsed if ``read`` (the
+        first round's go as they are, unread)."""
+        if self.record.data["round"] == 0:
+            for _, raw in _binary_lines(self.record.data["input"]):
+                if raw.strip():
+                    line = raw if raw.endswith(b"\n") else raw + b"\n"
+                    yield line, json.loads(line) if read else None
+            return
+        segments, late, endings = self.sources()
+        later = _line_index(late)
+        for segment in segments:
+            if segment.endings and segment.endings[0].startswith("failed"):
+                continue  # failed validation: it would fail the same way again
+            own = _line_index(segment.results)
+            for _, raw in _binary_lines(segment.requests):
+                data = json.loads(raw)
+                custom_id = data["custom_id"]
+                place, newer = own.pop(custom_id, None), later.pop(custom_id, None)
+                if newer is not None and _supersedes(
+                    None if place is None else bool(place & 1), bool(newer & 1)
+                ):
+                    place, files = newer, late
+                else:
+                    files = segment.results
+                failed = any(e.startswith("failed") for e in endings.get(custom_id, []))
+                if not failed and (place is None or not self.final(files, place)):
+                    yield (raw if raw.endswith(b"\n") else raw + b"\n"), data
+
+    def final(self, files: list[str], place: int) -> bool:
+        if place & 1:
+            return True
+        with _LineReader(files) as lines:
+            return not _may_pass(BatchResult.from_dict(json.loads(lines.at(place >> 1))))
+
+    def sources(self) -> tuple[list[_Segment], list[str], dict[str, list[str]]]:
+        """The first round's shards in input order, each with its result files; the later
+        rounds' result files; and for each request of a later round, how its batches ended."""
+        segments: list[_Segment] = []
+        late: list[str] = []
+        endings: dict[str, list[str]] = {}
+        first = sorted(
+            (s for s in self.record.shards if s["round"] == 1 and s["status"] != "split"),
+            key=lambda s: s["order"],
+        )
+        for shard in first:
+            files = [self.record.path(name) for name in shard["files"]]
+            segments.append(_Segment(self.record.path(shard["name"]), files, _ending(shard)))
+        for shard in self.record.shards:
+            if shard["round"] == 1 or shard["status"] == "split":
+                continue
+            late += [self.record.path(name) for name in shard["files"]]
+            if shard.get("results", 0) < shard["requests"]:
+                for data in read_jsonl(self.record.path(shard["name"])):
+                    endings.setdefault(data["custom_id"], []).extend(_ending(shard))
+        return segments, late, endings
+
+    # -- submitting and polling ---------------------------------------------------------------
+
+    def drive(self) -> None:
+        """Start queued shards within the budgets, poll the running ones, until none is left.
+
+        The pauses between polls grow while nothing ends, and start again when one does.
+        """
+        cancelling = self.record.data["status"] == _JobStatus.CANCELLING.value
+        if cancelling:
+            self.cancel()
+        while self.queued or self.running:
+            while self.queued and not cancelling and self.room_for(self.queued[0]):
+                if not self.start(self.queued[0]):
+                    break
+            if not self.running and not self.queued:
+                return
+            ended = self.ended
+            for number in list(self.running):
+                self.check(number)
+            if cancelling and not self.running:
+                return
+            if self.queued or self.running:
+                self.job.event("progress")
+                if self.ended != ended:
+                    self.backoff.reset()
+                self.job.sleep(self.backoff.next())
+
+    def room_for(self, number: int) -> bool:
+        if not self.running:
+            return True  # one shard at a time always goes, whatever the budget
+        if len(self.running) >= self.settings["max_active"]:
+            return False
+        held = sum(self.record.shards[n]["tokens"] for n in self.running)
+        return self.budget is None or held + self.record.shards[number]["tokens"] <= self.budget
+
+    def call(self, what: str, make: Callable[[], _T]) -> _T | None:
+        """A call of the Batch API, its outage ridden out: None after a failure that is the
+        server's (no answer, a 5xx, a 429), to be tried again on the next pass, until the
+        server has not answered for too long; then the job stops, to be run again."""
+        try:
+            made = make()
+        except (
+            APIConnectionError,
+            InternalServerError,
+            RateLimitError,
+            OutcomeUnknownError,
+        ) as exc:
+            if isinstance(exc, APIConnectionError) and not exc._retryable:
+                raise
+            if not self.outage.down():
+                raise JobStoppedError(
+                    f"the server has not answered for {_duration(self.outage.seconds)} "
+                    f"({exc}); the job keeps what it has: run it again to resume",
+                    "outage",
+                ) from exc
+            self.job.event("server_trouble", what=what, error=str(exc))
+            return None
+        self.outage.up()
+        return made
+
+    def start(self, number: int) -> bool:
+        """Upload a shard (again, if a kill lost the record) and create its batch by its key;
+        False if the server did not answer, to be tried again."""
+        shard = self.record.shards[number]
+        if shard["file_id"] is None:
+            path = self.record.path(shard["name"])
+            upload = self.call(
+                "upload", lambda: self.client.files.create(file=path, purpose="batch")
+            )
+            if upload is None:
+                return False
+            shard["file_id"] = upload.id
+            self.record.shard(number)
+            self.job.event("uploaded", shard=shard["name"], file_id=upload.id)
+        key = shard["key"] + (f"-t{shard['tries']}" if shard["tries"] else "")
+        never_sent = shard.get("sent") != key
+        if never_sent:  # recorded first: a kill after this line may leave a batch to find
+            shard["sent"] = key
+            self.record.shard(number)
+        file_id = shard["file_id"]
+        assert file_id is not None
+        batch = self.call(
+            "create",
+            lambda: self.client.batches.create(
+                input_file_id=file_id,
+                endpoint=self.endpoint,
+                idempotency_key=key,
+                metadata={"openai_batch_job": self.record.data["job"]},
+                _never_sent=never_sent,
+            ),
+        )
+        if batch is None:
+            return False
+        shard["batch_id"], shard["status"] = batch.id, _ShardStatus.RUNNING.value
+        shard["made"] = shard.get("made", 0) + 1
+        self.record.shard(number)
+        self.queued.remove(number)
+        self.running.append(number)
+        self.job.event("created", shard=shard["name"], batch_id=batch.id)
+        return True
+
+    def check(self, number: int) -> None:
+        """Poll a running shard's batch; once it has ended, keep its results."""
+        shard = self.record.shards[number]
+        batch_id = shard["batch_id"]
+        assert batch_id is not None
+        batch = self.call("poll", lambda: self.client.batches.retrieve(batch_id))
+        if batch is None:
+            return
+        counts = batch.request_counts
+        if isinstance(counts, BatchRequestCounts):
+            self.live[number] = (counts.completed or 0, counts.failed or 0)
+        if not batch.is_terminal:
+            return
+        if batch.status == "failed" and any(
+            error.code == "token_limit_exceeded" for error in _error_list(batch)
+        ):
+            self.requeue(number)
+            return
+        names, server_files = [], []
+        for file_id, kind in ((batch.output_file_id, "output"), (batch.error_file_id, "errors")):
+            if file_id:
+                name = f"{batch.id}_{kind}.jsonl"
+                path = self.record.path(name)
+
+                def fetch(file_id: str = file_id, path: str = path) -> bool:
+                    with self.client.files.content(file_id) as content:
+                        content.write_to_file(path)
+                    return True
+
+                try:
+                    if self.call("download", fetch) is None:
+                        return  # polled again, and fetched again, on the next pass
+                except NotFoundError:  # expired or deleted: its requests go again next round
+                    shard.setdefault("errors", []).append(f"its {kind} file {file_id} is gone")
+                else:
+                    names.append(name)
+                server_files.append(file_id)  # deleted at the end, should it be there after all
+        shard["files"] += names
+        shard["server_files"] = shard.get("server_files", []) + server_files
+        shard["status"], shard["usage"] = _text(batch.status), _usage_of(batch)
+        shard["results"], shard["succeeded"], shard["failed"] = self.tally(names)
+        if batch.status == "failed":
+            shard["errors"] = _batch_errors(batch)[:_SHOWN_ERRORS]
+        self.record.shard(number)
+        self.running.remove(number)
+        self.live.pop(number, None)
+        self.count(number, shard)
+        if self.budget is not None and shard["status"] == _ShardStatus.COMPLETED.value:
+            # The budget a collision cut grows back, a shard's worth for each batch that ended
+            # without one, up to the caller's limit, as a direct job's window does.
+            wanted = self.settings["max_enqueued_tokens"]
+            grown = self.budget + shard["tokens"]
+            self.budget = grown if wanted is None else min(grown, wanted)
+            self.record.job(budget=self.budget)
+        self.job.event("ended", shard=shard["name"], batch_id=batch.id, status=_text(batch.status))
+
+    def tally(self, names: list[str]) -> tuple[int, int, int]:
+        """A shard's results: how many, how many succeeded, and how many failed for good."""
+        results = succeeded = failed = 0
+        for name in names:
+            for result in iter_results(self.record.path(name)):
+                results += 1
+                succeeded += result.ok
+                failed += not result.ok and not _may_pass(result)
+        return results, succeeded, failed
+
+    def requeue(self, number: int) -> None:
+        """A batch over the enqueued-token limit: not its requests' failure. It goes again
+        once another ends, and the job keeps fewer tokens in flight until batches end well."""
+        shard = self.record.shards[number]
+        others = [n for n in self.running if n != number]
+        held = sum(self.record.shards[n]["tokens"] for n in others)
+        if others:
+            self.budget = held if self.budget is None else min(self.budget, held)
+            self.record.job(budget=self.budget)
+        alone = shard.get("alone", 0) + (not others)
+        shard["status"], shard["batch_id"] = _ShardStatus.QUEUED.value, None
+        shard["tries"], shard["alone"] = shard["tries"] + 1, alone
+        self.running.remove(number)
+        self.live.pop(number, None)
+        if alone and shard["requests"] > 1:
+            self.split(number)  # over the limit with nothing of ours running: too big
+        elif alone > _ALONE_TRIES:
+            shard["status"] = _ShardStatus.FAILED.value
+            shard["errors"] = [
+                f"token_limit_exceeded: over the enqueued-token limit {alone} times with no "
+                "other batch of this job running; the limit is too low for this request, or "
+                "other work holds it"
+            ]
+            self.record.shard(number)
+            self.count(number, shard)
+        else:
+            self.record.shard(number)
+            self.queued.insert(0, number)
+        self.job.event("over_token_limit", shard=shard["name"], budget=self.budget)
+        if not others and shard["status"] == _ShardStatus.QUEUED.value:
+            self.job.sleep(_MAX_POLL)  # others' batches may hold the queue
+
+    def split(self, number: int) -> None:
+        """Cut a shard that is over the token limit on its own into two new shards. The
+        halves are recorded before the shard is marked split, so a kill between leaves it
+        queued, and cut again."""
+        shard = self.record.shards[number]
+        half = shard["requests"] // 2
+        stem = shard["name"][: -len(".jsonl")]
+        parts: list[_ShardRecord] = []
+        with open(self.record.path(shard["name"]), "rb") as lines:
+            for suffix, count in (("a", half), ("b", shard["requests"] - half)):
+                name, size = f"{stem}{suffix}.jsonl", 0
+                with _AtomicFile(self.record.path(name)) as out:
+                    for _ in range(count):
+                        line = lines.readline()
+                        out.file.write(line)
+                        size += len(line)
+                parts.append(
+                    {
+                        **{"name": name, "round": shard["round"], "requests": count},
+                        **{"order": shard.get("order", "") + suffix},
+                        **{"tokens": _estimate_tokens(size), "key": shard["key"] + suffix},
+                        **{"tries": 0, "status": "queued", "file_id": None, "batch_id": None},
+                        "files": [],
+                    }
+                )
+        made = {s["name"] for s in self.record.shards}  # by a run a kill cut short here
+        for part in parts:
+            if part["name"] not in made:
+                self.add(part)
+        shard["status"] = _ShardStatus.SPLIT.value
+        self.record.shard(number)
+        if number in self.queued:
+            self.queued.remove(number)
+
+    def cancel(self) -> None:
+        """Cancel every batch the job may have made, and start no more shards.
+
+        A queued shard whose create may have gone out (a kill, a Ctrl-C) is looked up by its
+        key first: a batch found is cancelled like any running one. Only then is the shard
+        marked not started. Run again after a kill, the job goes on cancelling.
+        """
+        for number in list(self.queued):
+            shard = self.record.shards[number]
+            sent = shard.get("sent")
+            found = None
+            if sent:
+                found = self.client.batches._made_with(sent)
+            if found is not None:
+                shard["batch_id"], shard["status"] = found.id, _ShardStatus.RUNNING.value
+                shard["made"] = shard.get("made", 0) + 1
+                self.running.append(number)
+            else:
+                shard["status"] = _ShardStatus.NOT_STARTED.value
+                self.count(number, shard)
+            self.record.shard(number)
+            self.queued.remove(number)
+        for number in self.running:
+            shard = self.record.shards[number]
+            batch_id = shard["batch_id"]
+            assert batch_id is not None
+            try:
+                self.client.batches.cancel(batch_id)
+            except (ConflictError, NotFoundError):
+                pass  # it ended on its own meanwhile: its results are kept all the same
+            self.job.event("cancelling", shard=shard["name"], batch_id=batch_id)
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def server_files(self) -> list[str]:
+        return [
+            file_id
+            for shard in self.record.shards
+            for file_id in [shard["file_id"], *shard.get("server_files", [])]
+            if file_id
+        ]
+
+    def local_files(self) -> list[str]:
+        return [name for shard in self.record.shards for name in [shard["name"], *shard["files"]]]
+
+
+def _ending(shard: _ShardRecord) -> list[str]:
+    """How a shard ended, for the requests it has no line for: its status, with its batch's
+    last error if it failed."""
+    if shard.get("results", 0) >= shard["requests"]:
+        return []
+    errors = shard.get("errors") or []
+    return [shard["status"] + (f":{errors[-1]}" if errors else "")]
 
 
 def _run_job(
@@ -5427,7 +5981,7 @@ def _run_job(
     settings: dict[str, Any],
     on_event: Callable[[dict[str, Any]], object] | None,
     cancel: bool = False,
-    driver: type[_JobRunner] = _JobRunner,
+    mode: str = _BatchRounds.mode,
 ) -> JobReport:
     """Begin, resume or cancel the job of ``output``; return its report once RESULTS is in."""
     clock = client._transport.clock
@@ -5435,7 +5989,7 @@ def _run_job(
     if input_path == output_path or (
         os.path.exists(output_path) and os.path.samefile(input_path, output_path)
     ):
-        raise _ArgumentError(f"RESULTS would overwrite INPUT ({input}); give another -o path")
+        raise _ArgumentError(f"RESULTS would overwrite INPUT ({input}); write them elsewhere")
     if not os.path.isdir(os.path.dirname(output_path)):
         raise FileNotFoundError(2, "No such folder for RESULTS", os.path.dirname(output_path))
     _check_settings(settings, _PROVIDERS[client._provider].max_requests)
@@ -5452,89 +6006,105 @@ def _run_job(
             provider=client._provider,
         )
         begin = {"endpoint": summary.endpoint or "", "requests": summary.requests}
-        begin.update(started=clock(), output=output_path, mode=driver.mode)
-    state = _JobState.open(output_path, input_path, settings, begin)
+        begin.update(started=clock(), output=output_path, mode=mode)
+    record = _Record.open(output_path, input_path, settings, begin)
     try:
-        mode = state.data.get("mode", _JobRunner.mode)
-        if mode != driver.mode:
+        if record.data["mode"] != mode:
             raise OpenAIError(
-                f"the job in {state.folder} is a {mode} job, not a {driver.mode} one; run it as "
-                f"it began, or remove {state.folder} to start again"
+                f"the job in {record.folder} is a {record.data['mode']} job, not a {mode} one; "
+                f"run it as it began, or remove {record.folder} to start again"
             )
-        runner = driver(client, state, state.data["endpoint"], settings, on_event)
+        job = _Job(client, record, settings, on_event)
         if cancel:
-            runner.cancel()
-        runner.run()
-        return _job_report(state, state.data.get("seconds", clock() - state.data["started"]))
+            job.cancel()
+        job.run()
+        return job.report()
     finally:
-        state.close()
+        record.close()
 
 
 # ---------------------------------------------------------------------------------------------
-# Direct runner: the same batch file, straight to a server with no Batch API
+# Direct rounds: the same batch file, straight to a server with no Batch API
 # ---------------------------------------------------------------------------------------------
 
 _ANSWERS = "answers.jsonl"
 _TICK = 0.5  # seconds between progress events and disk syncs; a worker's longest nap
 _SLOW_DOWN = frozenset({429, 503})  # "too many requests", and Ollama's "server busy"
-# A request whose retries are spent on a 429, 502, 503, 504 or no answer is not failed while
-# the server may be down or full: the whole run pauses (1, 2, 4 ... 60 s, or as Retry-After
-# asks) and the request goes again; at most this often, so that one request that always
-# fails does not hold the job.
-_MAX_HOLDS = 5
+# A request refused for the server being full (429, 503), or with no answer while the server
+# is down, is held back: the whole run pauses (1, 2, 4 ... 60 s, or as Retry-After asks) and
+# the request goes again; at most this often a round, so that one request that is always
+# refused (one larger than a tokens-per-minute limit) does not hold the job.
+_MAX_HOLDS = 3
 _FIRST_ANSWER_WAIT = 30.0  # seconds a server that has never answered is waited for
 _RECENT = 10.0  # seconds since another request's answer that say the server is up
+_PROBE_TIMEOUT = 10.0  # seconds a probe of the server waits for any answer
 # The first answers all one of these, with no success: the wrong base URL or key, not the
 # requests; the run stops, sending nothing more and writing none of them.
-_WRONG_PLACE = frozenset({401, 403, 404, 405})
+_WRONG_PLACE = frozenset({401, 403, 404, 405}) | _REDIRECTS
 _WRONG_PLACE_STOP = 3
 
 
-class _DirectRunner(_JobRunner):
-    """Drives a job with no Batch API: each request POSTed straight to the server, at most
-    ``concurrency`` at once, each answer appended to ``answers.jsonl`` as it arrives.
+class _DirectRounds:
+    """Drives a job's rounds with no Batch API: each request POSTed straight to the server,
+    at most ``concurrency`` at once, each answer appended to ``answers.jsonl`` as it arrives.
 
-    Everything else is the job's own: its record and lock, rounds for what may pass, RESULTS
-    in input order, cancel, the report and the progress events. The job's one shard is the
-    answers file, which grows as answers arrive; a round sends every request that has no
-    final answer in it, so a rerun after a kill sends only those.
+    A round sends every request with no final answer in that file, so a rerun after a kill
+    sends only those. Every request is sent at most ``rounds * (max_retries + 1 + _MAX_HOLDS)``
+    times over the whole job, reruns included: a round's failures are written, and a request
+    whose failures fill its rounds is final, whatever round the job is in.
     """
 
     mode = "direct"
 
-    def __init__(
-        self,
-        client: Client,
-        state: _JobState,
-        endpoint: str,
-        settings: dict[str, Any],
-        on_event: Callable[[dict[str, Any]], object] | None,
-    ) -> None:
-        super().__init__(client, state, endpoint, settings, on_event)
-        if not state.shards:
-            state.shards.append(
-                {
-                    "name": _ANSWERS,
-                    "requests": state.data["requests"],
-                    "status": "direct",
-                    "files": [_ANSWERS],
-                    "file_id": None,
-                }
-            )
-        self.shard = state.shards[0]
+    def __init__(self, job: _Job) -> None:
+        self.job, self.record, self.settings = job, job.record, job.settings
         self.answers: _Answers | None = None
-        self.flight: _Flight | None = None
-        self.round = state.data["round"]
+        self.round: _DirectRound | None = None
+        self.policy: _DirectPolicy | None = None
         self.cuts = 0  # the pacer's cuts already told of
+        self.underway = False
 
-    def run(self) -> None:
-        if not self.state.data["written"]:
-            self.answers = _Answers(self.state.path(_ANSWERS))
-        try:
-            super().run()
-        finally:
-            if self.answers is not None:
-                self.answers.close()
+    def open(self) -> _Answers:
+        if self.answers is None:
+            self.answers = _Answers(self.record.path(_ANSWERS), self.settings["rounds"])
+        return self.answers
+
+    def close(self) -> None:
+        if self.answers is not None:
+            self.answers.close()
+
+    def busy(self) -> bool:
+        return False  # a round cut short by a kill is not recorded: planned again
+
+    def kept(self) -> bool:
+        return os.path.exists(self.record.path(_ANSWERS))
+
+    def totals(self) -> tuple[int, dict[str, int]]:
+        return 0, self.open().counts()["usage"]  # no batch: answers alone
+
+    def progress(self) -> tuple[int, int, dict[str, int], dict[str, Any]]:
+        live = self.record.data["status"] in (_JobStatus.RUNNING.value, "cancelling")
+        counts = self.open().counts() if live else None
+        tally = self.record.data.get("tally")
+        if counts is None:  # written: from RESULTS' own count
+            succeeded, failed = (tally or {}).get("succeeded", 0), (tally or {}).get("failed", 0)
+            usage: dict[str, int] = dict(self.record.data.get("usage") or {})
+        else:
+            succeeded, failed, usage = counts["succeeded"], counts["failed"], counts["usage"]
+        flight = self.round
+        window = self.settings["concurrency"]
+        active = 0
+        if flight is not None:
+            active, window = flight.pacer.in_flight, flight.pacer.window
+        pending = self.record.data["requests"] - succeeded - failed
+        work = {
+            "unit": "request",
+            "done": succeeded + failed,
+            "active": active,
+            "queued": max(pending - active, 0),
+            "limit": window,
+        }
+        return succeeded, failed, usage, work
 
     def plan(self, round_: int) -> bool:
         """A round: every request with no final answer yet, sent straight to the server.
@@ -5542,69 +6112,63 @@ class _DirectRunner(_JobRunner):
         The round is recorded only once it is over, so that a round cut short by a kill is
         finished by the next run rather than counted.
         """
-        assert self.answers is not None  # opened by run()
-        pending = self.state.data["requests"] - len(self.answers.final)
+        answers = self.open()
+        pending = self.record.data["requests"] - len(answers.final)
         if pending <= 0:
             return False
-        self.round = round_
-        self.event("round", round=round_, requests=pending)
-        self.fly(_Flight(self, self.answers))
-        self.state.data["round"] = round_
-        self.shard.update(self.answers.counts())
-        self.state.save()
+        self.job.event("round", round=round_, requests=pending)
+        self.record.data["round"] = round_  # in memory, for the events: recorded once it is over
+        self.fly(_DirectRound(self, answers))
+        self.record.job(round=round_)
         return True
 
-    def fly(self, flight: _Flight) -> None:
+    def drive(self) -> None:
+        pass  # never busy: each round is driven whole by plan()
+
+    def fly(self, flight: _DirectRound) -> None:
         """Send the round's requests from ``concurrency`` threads; report and sync meanwhile."""
         import threading
 
-        self.flight = flight
+        self.round = flight
         for _ in range(flight.workers):
             threading.Thread(target=flight.work, daemon=True).start()
-        tick = self.clock() + _TICK
+        clock = self.job.clock
+        tick = clock() + _TICK
         try:
             # Woken often in real time, to end as soon as the round does; the ticks are on the
             # client's clock, as every other wait is.
             while not flight.finished.wait(_TICK / 10):
-                if self.clock() < tick:
+                if clock() < tick:
                     continue
-                tick = self.clock() + _TICK
+                tick = clock() + _TICK
                 flight.answers.sync()
                 if flight.pacer.cuts > self.cuts:
                     self.cuts = flight.pacer.cuts
-                    paused = max(flight.pacer.resume_at - self.clock(), 0.0)
-                    self.event("slowed", concurrency=flight.pacer.window, paused=round(paused, 3))
-                self.event("progress")
+                    paused = max(flight.pacer.resume_at - clock(), 0.0)
+                    self.job.event(
+                        "slowed", concurrency=flight.pacer.window, paused=round(paused, 3)
+                    )
+                self.job.event("progress")
         finally:
             flight.stop()  # the workers take nothing more; what is in flight is sent again
             flight.answers.sync()
         if flight.failure is not None:
             raise flight.failure
 
-    def endings(self) -> dict[str, list[dict[str, Any]]]:
-        return {}  # no batch ran: a request with no answer was never sent (a cancelled job)
+    def cancel(self) -> None:
+        pass  # nothing runs on the server between two runs
 
-    def progress(self) -> dict[str, Any]:
-        """The job's progress, with what is in flight, how fast, and how long is left."""
-        if self.answers is not None:
-            self.shard.update(self.answers.counts())
-        progress = super().progress()
-        del progress["shards"]  # one, the answers file: nothing to tell
-        progress["round"] = self.round
-        flight, rate, in_flight = self.flight, 0.0, 0
-        window = self.settings["concurrency"]
-        if flight is not None and self.answers is not None:
-            answered = self.answers.added - flight.added_before
-            rate = answered / max(self.clock() - flight.started, 1e-3)
-            in_flight, window = flight.pacer.in_flight, flight.pacer.window
-        pending = progress["requests"]["pending"]
-        progress["direct"] = {
-            "in_flight": in_flight,
-            "concurrency": window,
-            "per_second": round(rate, 1),
-            "left": round(pending / rate, 1) if rate and pending else None,
-        }
-        return progress
+    def sources(self) -> tuple[list[_Segment], list[str], dict[str, list[str]]]:
+        # No batch ran: a request with no answer was never sent (the job was cancelled).
+        self.open()  # which cuts off a line a kill left half written
+        answers = [self.record.path(_ANSWERS)]
+        return [_Segment(self.record.data["input"], answers, [])], [], {}
+
+    def server_files(self) -> list[str]:
+        return []
+
+    def local_files(self) -> list[str]:
+        return [_ANSWERS]
 
 
 class _Answers:
@@ -5616,11 +6180,13 @@ class _Answers:
     whole machine, after which the unsynced answers' requests are simply sent again.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, rounds: int) -> None:
         import threading
 
         self.lock = threading.Lock()
+        self.rounds = rounds
         self.final: set[str] = set()  # the custom_ids that are done: the only index kept
+        self.failures: dict[str, int] = {}  # custom_id -> rounds it failed in a way that may pass
         self.succeeded = self.failed = self.added = 0  # added: lines this process wrote
         self.usage: dict[str, int] = {}
         self.synced = True
@@ -5641,8 +6207,17 @@ class _Answers:
 
     def count(self, result: BatchResult, usage: dict[str, int]) -> None:
         _added(self.usage, usage)
+        custom_id = result.custom_id
+        if custom_id in self.final:
+            return
         if result.ok or not _may_pass(result):
-            self.final.add(result.custom_id)
+            final = True
+        else:  # its rounds filled by failures: final too, whichever round the job is in
+            self.failures[custom_id] = self.failures.get(custom_id, 0) + 1
+            final = self.failures[custom_id] >= self.rounds
+        if final:
+            self.failures.pop(custom_id, None)
+            self.final.add(custom_id)
             self.succeeded += result.ok
             self.failed += not result.ok
 
@@ -5674,83 +6249,29 @@ class _Answers:
             self.file.close()
 
 
-class _Flight:
-    """One round of a direct job under way: the requests still to send, where the workers
-    take the next one, and the answers they write.
-
-    A request that will be retried waits in a heap by when it is due, not in its worker, so
-    that a wait never takes a thread from the others. Memory holds the requests in flight or
-    waiting to be retried, never the input file.
+class _WorkQueue:
+    """A direct round's requests still to send: the input's lines with no final answer, in
+    order, and the requests waiting for a retry, in a heap by when they are due, so that a
+    wait never takes a thread. Every change wakes the workers waiting for work: a worker
+    that has seen the end of the input waits only while something may still come back.
+    Memory holds the requests in flight or waiting, never the input file.
     """
 
-    def __init__(self, runner: _DirectRunner, answers: _Answers) -> None:
+    def __init__(self, path: str, final: set[str], clock: Callable[[], float]) -> None:
         import itertools
         import threading
 
-        settings = runner.settings
-        self.transport, self.answers = runner.client._transport, answers
-        self.clock, self.sleep = runner.clock, runner.sleep
-        self.input = runner.state.data["input"]
-        self.workers = settings["concurrency"]
-        self.pacer = _Pacer(
-            self.workers,
-            settings.get("max_requests_per_minute"),
-            settings.get("max_tokens_per_minute"),
-            self.clock,
-            self.sleep,
-        )
-        self.lines: Iterator[tuple[int, bytes]] | None = _binary_lines(self.input)
-        self.due: list[tuple[float, int, dict[str, Any], int, int]] = []  # retries, by when
+        self.path, self.final, self.clock = path, final, clock
+        self.lines: Iterator[tuple[int, bytes]] | None = _binary_lines(path)
+        self.due: list[tuple[float, int, _Send]] = []
         self.order = itertools.count()  # ties in the heap go first come, first served
-        self.busy = 0
-        self.started, self.added_before = self.clock(), answers.added
-        self.answers_due: int = runner.state.data["requests"] - len(answers.final)
+        self.busy = 0  # requests taken and not yet done
         self.lock = threading.Condition()
         self.stopped = False
-        self.failure: BaseException | None = None
-        self.finished = threading.Event()
-        self.left = self.workers  # the workers still running
-        self.holds: dict[str, int] = {}  # custom_id -> times held back in an outage
-        self.outage_since: float | None = None  # when the server stopped answering, if it has
-        self.paused = 0  # pauses in a row, for the next one's length
-        self.answered = False  # a success seen: the server and the key are right
-        self.last_success: float | None = None
-        # 401, 403, 404, 405 before any success, by request (each request counts once)
-        self.misplaced: dict[str, APIStatusError] = {}
-        self.began = self.clock()
 
-    def stop(self) -> None:
-        with self.lock:
-            self.stopped = True
-            self.lock.notify_all()
-        self.pacer.stop()
-
-    def work(self) -> None:
-        """A worker: take requests and send them until none is left or the round stops."""
-        try:
-            while True:
-                taken = self.take()
-                if taken is None:
-                    return
-                try:
-                    self.send(*taken)
-                finally:
-                    with self.lock:
-                        self.busy -= 1
-                        self.lock.notify_all()
-        except BaseException as exc:  # a full disk, a bug: the round stops and says why
-            self.failure = self.failure or exc
-            self.stop()
-            self.finished.set()
-        finally:
-            with self.lock:
-                self.left -= 1
-                if not self.left:
-                    self.finished.set()
-
-    def take(self) -> tuple[dict[str, Any], int, int] | None:
-        """The next request to send, its token estimate and its tries so far: a retry that is
-        due, else the next line with no final answer; None once nothing is left."""
+    def take(self, sleep: Callable[[float], None]) -> _Send | None:
+        """The next request to send: a retry that is due, else the next line with no final
+        answer; None once nothing is left, or the round has stopped."""
         import heapq
 
         while True:
@@ -5759,139 +6280,327 @@ class _Flight:
                     return None
                 now = self.clock()
                 if self.due and self.due[0][0] <= now:
-                    _, _, data, tokens, tries = heapq.heappop(self.due)
                     self.busy += 1
-                    return data, tokens, tries
-                line = next(self.lines, None) if self.lines is not None else None
-                if line is not None:
-                    self.busy += 1
-                else:
-                    self.lines = None
-                    if not (self.busy or self.due):
-                        return None
-                    if not self.due:
-                        self.lock.wait()  # for an answer in flight, which may bring a retry
+                    return heapq.heappop(self.due)[2]
+                if self.lines is not None:
+                    line = next(self.lines, None)
+                    if line is None:
+                        self.lines = None
+                        self.lock.notify_all()
+                    else:
+                        self.busy += 1
+                        request = self.parse(*line)
+                        if request is not None:
+                            return request
+                        self.busy -= 1
                         continue
-                    nap = min(self.due[0][0] - now, _TICK)
-            if line is None:
-                self.sleep(nap)
-                continue
-            number, raw = line
-            request = _parse_line(raw, self.input, number) if raw.strip() else None
-            if request is not None and request["custom_id"] not in self.answers.final:
-                return request, _estimate_tokens(len(raw)), 0
-            with self.lock:
-                self.busy -= 1
+                if not (self.busy or self.due):
+                    return None  # nothing left, and nothing in flight may come back
+                if not self.due:
+                    self.lock.wait()  # for an answer in flight, which may bring a retry
+                    continue
+                nap = min(self.due[0][0] - now, _TICK)
+            sleep(nap)
 
-    def send(self, data: dict[str, Any], tokens: int, tries: int) -> None:
-        """Send one request; write its answer, or queue it to be tried again."""
+    def parse(self, number: int, raw: bytes) -> _Send | None:
+        if not raw.strip():
+            return None
+        data = _parse_line(raw, self.path, number)
+        if data["custom_id"] in self.final:
+            return None
+        return _Send(data, _estimate_tokens(len(raw)))
+
+    def later(self, send: _Send, delay: float) -> None:
+        """``send`` goes again in ``delay`` seconds."""
         import heapq
 
-        epoch = self.pacer.acquire(tokens)
+        with self.lock:
+            heapq.heappush(self.due, (self.clock() + delay, next(self.order), send))
+            self.lock.notify_all()
+
+    def done(self) -> None:
+        """A request taken is done with, answered or put back for later."""
+        with self.lock:
+            self.busy -= 1
+            self.lock.notify_all()
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
+            self.lock.notify_all()
+
+
+class _Send:
+    """One request of a direct round, and what its sends so far met."""
+
+    def __init__(self, data: dict[str, Any], tokens: int) -> None:
+        self.data, self.tokens = data, tokens
+        self.tries = 0  # sends since the last hold, for the client's retry rules
+        self.sends = 0  # sends this round
+        self.holds = 0
+        self.statuses: list[int] = []  # what each send met: a status, or 0 for no answer
+
+    @property
+    def custom_id(self) -> str:
+        return str(self.data["custom_id"])
+
+
+class _DirectPolicy:
+    """What a direct round does with an answer that is not a success: try the request again
+    (and when), hold it while the server is down or full, write it as the request's own
+    failure, or stop the round because the address or the key is wrong.
+
+    Any answer at all (a 4xx, a 5xx, a 429) shows that the server is up. A request with no
+    answer while no other request has been answered lately is checked by a probe of the
+    server: if the server answers the probe, the failure is the request's own; if not, the
+    server is down, the round pauses, and the outage clock runs (see ``_Outage``).
+    """
+
+    def __init__(self, flight: _DirectRound, succeeded: bool) -> None:
+        self.flight = flight  # the round under way
+        self.outage = _Outage(flight.clock, _MAX_OUTAGE, _FIRST_ANSWER_WAIT)
+        self.last_answer: float | None = None
+        self.succeeded = succeeded  # a success seen: the server and the key were right
+        self.misplaced: dict[str, APIError] = {}  # the first wrong-place answers, by request
+        self.parked: list[tuple[_Send, _Answer]] = []  # ... kept back, unwritten
+        self.paused = 0  # pauses in a row, for the next one's length
+
+    def answered(self, status: int) -> None:
+        self.outage.up()
+        self.last_answer = self.flight.clock()
+        if 200 <= status < 300:
+            self.succeeded, self.paused = True, 0
+
+    def park(self, send: _Send, answer: _Answer) -> bool:
+        """Whether to keep ``send``'s failed answer back, unwritten, until a success says the
+        server is the right one: before any success, an answer that says the address or the
+        key is wrong (and enough of them stop the round). After a success, a 401, a 403 or a
+        redirect stops it."""
+        status, error = answer[0], answer[3]
+        assert error is not None
+        if not self.wrong_place(send, error, status):
+            return False
+        with self.flight.lock:
+            self.parked.append((send, answer))
+        return True
+
+    def unpark(self) -> list[tuple[_Send, _Answer]]:
+        """The answers kept back, once a success has shown that the server is right."""
+        with self.flight.lock:
+            parked, self.parked = self.parked, []
+        return parked
+
+    def decide(self, send: _Send, error: APIError, status: int, headers: _Headers) -> float | None:
+        """Seconds until ``send`` goes again, or None to write its failure. (May stop the
+        round.)"""
+        flight = self.flight
+        if status == 0 and not self.server_up():
+            # Down: held for as long as the outage lasts, its sends not counted against it.
+            if not self.outage.down():
+                flight.give_up(self.stopped(error))
+                return _TICK
+            return self.hold(send, headers)
+        delay = flight.transport.retry_delay(error, send.tries)
+        if delay is not None:
+            send.tries += 1
+            return delay
+        if status in _SLOW_DOWN and send.holds < _MAX_HOLDS:
+            send.holds += 1
+            return self.hold(send, headers)
+        return None
+
+    def wrong_place(self, send: _Send, error: APIError, status: int) -> bool:
+        """Whether the answer says the address or the key is wrong: before any success, the
+        first answers all 401, 403, 404, 405, a redirect or not a response; after a success,
+        a 401, a 403 or a redirect, which say the key has changed or expired, or the address
+        moved. The round stops then, writing none of them."""
+        flight = self.flight
+        invalid = isinstance(error, APIResponseValidationError)
+        if self.succeeded:
+            if status in (401, 403) or status in _REDIRECTS:
+                what = "a redirect" if status in _REDIRECTS else f"HTTP {status}"
+                flight.give_up(
+                    JobStoppedError(
+                        f"the server answered {what} ({error.message}) after answering "
+                        "requests before it: the key has changed or expired, or the address "
+                        "has moved. The answers so far are kept; with a good key and "
+                        "address, run the job again to send the rest",
+                        "credentials",
+                    )
+                )
+                return True
+            return False
+        if status not in _WRONG_PLACE and not invalid:
+            return False
+        with flight.lock:
+            self.misplaced.setdefault(send.custom_id, error)
+            many = len(self.misplaced) >= min(_WRONG_PLACE_STOP, flight.requests_left())
+        if many and not self.succeeded:
+            first = next(iter(self.misplaced.values()))
+            flight.give_up(
+                JobStoppedError(
+                    f"the first {len(self.misplaced)} requests all failed ({first.message}), "
+                    "and none succeeded, so nothing more was sent and none of them was "
+                    "written: check the base URL (for vLLM, llama.cpp and Ollama it ends in "
+                    "/v1) and the key, then run the job again",
+                    "address",
+                )
+            )
+        return True
+
+    def server_up(self) -> bool:
+        """Whether the server is up: it answered lately, or it answers a probe now."""
+        now = self.flight.clock()
+        if self.last_answer is not None and now - self.last_answer <= _RECENT:
+            return True
+        transport = self.flight.transport
+        try:
+            response, connection, request = transport.respond(
+                "GET",
+                transport.url("/models"),
+                transport.merged_headers(None),
+                None,
+                min(_PROBE_TIMEOUT, transport.timeout or _PROBE_TIMEOUT),
+            )
+            transport.read_and_release(response, connection, request)
+        except APIConnectionError:
+            return False
+        self.answered(0)
+        return True
+
+    def hold(self, send: _Send, headers: _Headers) -> float:
+        """Hold ``send`` back, and pause the whole round: the server is down or full."""
+        now = self.flight.clock()
+        asked = _retry_after(headers, now) if headers else None  # type: ignore[arg-type]
+        pause = asked if asked is not None else min(2.0**self.paused, _MAX_POLL)
+        pause = min(max(pause, 0.0), _MAX_OUTAGE)
+        if self.outage.since is not None:  # no longer than the outage may yet last
+            pause = min(pause, max(self.outage.remaining(), _TICK))
+        pacer = self.flight.pacer
+        if now >= pacer.resume_at:  # a new pause: longer than the last, if in a row
+            self.paused += 1
+        pacer.pause(pause)
+        return pause
+
+    def stopped(self, error: APIError) -> JobStoppedError:
+        waited = "has not answered" if not self.outage.answered else "stopped answering"
+        return JobStoppedError(
+            f"the server {waited} for {self.outage.seconds:.0f} s ({error.message}); the "
+            "answers so far are kept: run the job again to send the rest",
+            "outage",
+        )
+
+
+if TYPE_CHECKING:
+    # status (0: no answer), headers, body, the error it is if not a success, tokens used
+    _Body_ = Optional[Tuple[Any, Optional[bytes]]]
+    _Answer = Tuple[int, Dict[str, str], _Body_, Optional[APIError], Dict[str, int]]
+
+
+class _DirectRound:
+    """One round of a direct job under way: its work queue, its workers, its policy for what
+    is not a success, the pacer they share, and the answers they write."""
+
+    def __init__(self, rounds: _DirectRounds, answers: _Answers) -> None:
+        import threading
+
+        job, settings = rounds.job, rounds.settings
+        self.transport, self.answers = job.client._transport, answers
+        self.clock, self.sleep = job.clock, job.sleep
+        self.round, self.rounds = job.data["round"], settings["rounds"]
+        self.workers = settings["concurrency"]
+        self.pacer = _Pacer(
+            self.workers,
+            settings.get("max_requests_per_minute"),
+            settings.get("max_tokens_per_minute"),
+            self.clock,
+            self.sleep,
+        )
+        self.queue = _WorkQueue(job.data["input"], answers.final, self.clock)
+        self.policy = rounds.policy or _DirectPolicy(self, answers.succeeded > 0)
+        self.policy.flight = self
+        rounds.policy = self.policy  # one for all the rounds of this run
+        self.answers_due = job.data["requests"] - len(answers.final)
+        self.added_before = answers.added
+        self.failure: BaseException | None = None
+        self.finished = threading.Event()
+        self.left = self.workers  # the workers still running
+        self.lock = threading.Lock()
+
+    def stop(self) -> None:
+        self.queue.stop()
+        self.pacer.stop()
+
+    def give_up(self, failure: BaseException) -> None:
+        """Stop the round: nothing more is sent, and the job says what is wrong."""
+        with self.lock:
+            if self.failure is None:
+                self.failure = failure
+        self.stop()
+
+    def requests_left(self) -> int:
+        """How many requests this round has still to answer, at least one."""
+        return max(self.answers_due - (self.answers.added - self.added_before), 1)
+
+    def work(self) -> None:
+        """A worker: take requests and send them until none is left or the round stops."""
+        try:
+            while True:
+                send = self.queue.take(self.sleep)
+                if send is None:
+                    return
+                try:
+                    self.send(send)
+                finally:
+                    self.queue.done()
+        except BaseException as exc:  # a full disk, a bug: the round stops and says why
+            self.give_up(exc)
+        finally:
+            with self.lock:
+                self.left -= 1
+                if not self.left:
+                    self.finished.set()
+
+    def send(self, send: _Send) -> None:
+        """Send one request; write its answer, or put it back to be tried again."""
+        epoch = self.pacer.acquire(send.tokens)
         if epoch is None:
             return  # the round stopped while it waited
-        status, headers, raw, error = self.post(data)
+        send.sends += 1
+        status, headers, raw, error = self.post(send.data)
         body: tuple[Any, bytes | None] | None = None
         usage: dict[str, int] = {}
         if error is None:
-            try:
-                body = _answer_body(raw)
-            except _NotFinite as exc:
-                message = f"the response body is not valid JSON: {exc.at(raw)}"
-                error = APIResponseValidationError(message, None, status_code=status)
-            else:
-                usage = _usage_in(body[0]) if status < 300 else {}
+            body, error = _answer_body(raw, status, send.data["url"], headers)
+            usage = _usage_in(body[0]) if body is not None and status < 300 else {}
+            self.policy.answered(status if error is None else 0)
+        send.statuses.append(status)
         used = usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
-        self.pacer.release(epoch, status, headers, used - tokens if used else 0)
-        if body is not None and status >= 300:
-            error = _status_error(status, headers, raw, _RequestInfo("POST", data["url"]))
-        delay = None if error is None else self.transport.retry_delay(error, tries)
-        if delay is None and error is not None:
-            delay = self.held(data, error, status, headers)
-            tries = -1 if delay is not None else tries  # a held request starts its retries anew
-        elif error is None and 200 <= status < 300:
-            self.answered, self.outage_since, self.paused = True, None, 0
-            self.last_success = self.clock()
-        if delay is not None:
-            with self.lock:
-                due = (self.clock() + delay, next(self.order), data, tokens, tries + 1)
-                heapq.heappush(self.due, due)
-            return
-        if body is not None:
-            line, result = _answer_line(data["custom_id"], status, headers, body)
-        else:
+        self.pacer.release(epoch, status, headers, used - send.tokens if used else 0)
+        answer: _Answer = (status, headers, body, error, usage)
+        if error is not None and self.policy.park(send, answer):
+            return  # kept back until a success says the address and the key are right
+        self.settle(send, answer)
+        if error is None and 200 <= status < 300:
+            for parked, kept in self.policy.unpark():
+                self.settle(parked, kept)
+
+    def settle(self, send: _Send, answer: _Answer) -> None:
+        """Write an answer, or put its request back to be tried again."""
+        status, headers, body, error, usage = answer
+        if error is not None:
+            delay = self.policy.decide(send, error, status, headers)
+            if delay is not None:
+                self.queue.later(send, delay)
+                return
+        if body is not None and (error is None or status not in _RETRYABLE_LINE_STATUSES):
+            line, result = _answer_line(send.custom_id, status, headers, body)
+        else:  # its line says how often it failed, and how
             assert error is not None
-            line, result = _no_answer_line(data["custom_id"], error)
+            line, result = _failure_line(
+                send, error, status, headers, body, self.round, self.rounds
+            )
         self.answers.add(line, result, usage)
-
-    def held(
-        self, data: dict[str, Any], error: APIError, status: int, headers: Mapping[str, str]
-    ) -> float | None:
-        """Seconds until a request whose retries are spent goes again, or None to write its
-        failure: the run pauses through an outage or a full server, and stops when the first
-        answers say the base URL or the key is wrong."""
-        if status in _WRONG_PLACE and not self.answered and isinstance(error, APIStatusError):
-            with self.lock:
-                self.misplaced.setdefault(data["custom_id"], error)
-                many = len(self.misplaced) >= min(_WRONG_PLACE_STOP, self.requests_left())
-                if many and not self.answered:
-                    self.give_up(next(iter(self.misplaced.values())), wrong_place=True)
-            return _TICK  # kept back: written only if a success shows the server is right
-        # A 429 is never the request's fault. No answer, a 502, 503 or 504 is the server's
-        # (down, or behind a gateway that cannot reach it) only if no other request has been
-        # answered lately; else it is this request's, as a 500 may be, and goes again in the
-        # next round instead.
-        now = self.clock()
-        quiet = self.last_success is None or now - self.last_success > _RECENT
-        passing = status == 429 or (status in (0, 502, 503, 504) and quiet)
-        custom_id = data["custom_id"]
-        holds = self.holds.get(custom_id, 0)
-        if not passing or holds >= _MAX_HOLDS:
-            return None
-        with self.lock:
-            if self.outage_since is None:
-                self.outage_since = now
-            limit = _MAX_OUTAGE if self.answered else _FIRST_ANSWER_WAIT
-            if now - max(self.outage_since, self.began) >= limit:
-                self.give_up(error)
-                return _TICK
-            self.holds[custom_id] = holds + 1
-            asked = _retry_after(headers, now) if headers else None
-            pause = asked if asked is not None else min(2.0**self.paused, _MAX_POLL)
-            pause = min(max(pause, 0.0), _MAX_OUTAGE)
-            if now >= self.pacer.resume_at:  # a new pause: longer than the last, if in a row
-                self.paused += 1
-        self.pacer.pause(pause)
-        return pause
-
-    def give_up(self, error: APIError, wrong_place: bool = False) -> None:
-        """Stop the round: nothing more is sent, and the job says what is wrong and how to
-        go on. (Called with the lock held.)"""
-        if self.failure is not None:
-            return
-        if wrong_place:
-            message = (
-                f"the first {len(self.misplaced)} requests all failed ({error.message}), and "
-                "none succeeded, so nothing more was sent and none of them was written: check "
-                "--base-url (for vLLM, llama.cpp and Ollama it ends in /v1) and the key, then "
-                "run the same command again"
-            )
-        else:
-            waited = "has not answered" if not self.answered else "stopped answering"
-            if isinstance(error, RateLimitError):
-                waited = "kept refusing requests for being over its limit"
-            message = (
-                f"the server {waited} ({error.message}); the answers so far are kept: run the "
-                "same command again to send the rest"
-            )
-        self.failure = OpenAIError(message)
-        self.stopped = True
-        self.lock.notify_all()
-        self.pacer.stop()  # its lock is never held while this one is taken
-
-    def requests_left(self) -> int:
-        """How many requests this round has still to answer, at least one. (Lock held.)"""
-        return max(self.answers_due - (self.answers.added - self.added_before), 1)
 
     def post(self, data: dict[str, Any]) -> tuple[int, dict[str, str], bytes, APIError | None]:
         """One try: status, headers and body, or the connection error; ``/v1`` is in the base
@@ -6020,20 +6729,83 @@ class _Budget:
         return now if self.level >= 0 else now - self.level / self.rate
 
 
-def _answer_body(raw: bytes) -> tuple[Any, bytes | None]:
-    """An answer's body as JSON, with its bytes when they can go into a line as they came;
-    a body that is not JSON, as text. Raises ``_NotFinite`` for JSON holding NaN or Infinity.
+def _answer_body(
+    raw: bytes, status: int, url: str, headers: Mapping[str, str]
+) -> tuple[tuple[Any, bytes | None] | None, APIError | None]:
+    """An answer's body, as JSON with its bytes when they can go into a line as they came, or
+    as text when it is not JSON; and the error the answer is, if it is not a success.
+
+    A 2xx is a success only with a response in it: a JSON object that is not an error. An
+    HTML page, a body that is not JSON or one that holds NaN or Infinity, and ``{"error":
+    ...}`` come from something other than the API (a proxy, a login page, a gateway).
     """
     stripped = raw.strip()
+    data: Any = None
     try:
         text = stripped.decode("utf-8")
         data, end = _decode_line(text)
         whole = end == len(text)
+    except _NotFinite as exc:
+        message = f"the response body is not valid JSON: {exc.at(raw)}"
+        return None, APIResponseValidationError(message, None, status_code=status)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         whole = False
-    if not whole:  # not UTF-8 or not JSON: kept as text, as the Batch API keeps it
-        return raw.decode("utf-8", "replace"), None
-    return data, None if b"\n" in stripped else stripped
+    body = (data, None if b"\n" in stripped else stripped) if whole else None
+    if status >= 300:
+        if body is None:  # not UTF-8 or not JSON: kept as text, as the Batch API keeps it
+            body = (raw.decode("utf-8", "replace"), None)
+        error = _status_error(status, dict(headers), raw, _RequestInfo("POST", url))
+        return body, error
+    if body is None or not isinstance(data, dict) or data.get("error") is not None:
+        kind = headers.get("content-type", "no content type").split(";")[0]
+        shown = _clip(raw.decode("utf-8", "replace").strip(), 120)
+        what = "an error" if isinstance(data, dict) else f"{kind}, not a JSON response"
+        message = f"the server answered {status} with {what}: {shown!r}"
+        return None, APIResponseValidationError(message, None, status_code=status)
+    return body, None
+
+
+def _failure_line(
+    send: _Send,
+    error: APIError,
+    status: int,
+    headers: Mapping[str, str],
+    body: tuple[Any, bytes | None] | None,
+    round_: int,
+    rounds: int,
+) -> tuple[bytes, BatchResult]:
+    """The output line of a request whose sends this round all failed: its last answer, if
+    it had one, and an error saying how often it was sent and what each send met."""
+    custom_id, times = send.custom_id, len(send.statuses)
+    line: dict[str, Any] = {"id": _answer_id(), "custom_id": custom_id, "response": None}
+    last = send.statuses[-1] if send.statuses else 0
+    if isinstance(error, APITimeoutError):
+        code, what = "timeout", "timed out"
+    elif isinstance(error, APIResponseValidationError):
+        code, what = "invalid_response", "got no response it could use"
+    elif status == 0:
+        code, what = "connection_error", "got no answer"
+    elif last == 429:
+        code, what = "rate_limit_exceeded", "was refused with HTTP 429"
+    else:
+        code, what = "server_error" if last >= 500 else f"http_{last}", f"got HTTP {last}"
+    if len(set(send.statuses)) > 1:
+        what = f"failed ({', '.join(f'HTTP {s}' if s else 'no answer' for s in send.statuses)})"
+    message = f"{what} {times} {'time' if times == 1 else 'times'} in round {round_} of {rounds}"
+    if last == 429:
+        message += ": it may be larger than the tokens-per-minute limit"
+    elif last in (502, 504):
+        message += ", from a gateway in front of the server"
+    if not isinstance(error, (APITimeoutError, APIResponseValidationError)) or not times:
+        message += f"; the last: {error.message}"
+    if body is not None:  # an answer that is not a success: kept, as a batch keeps it
+        request_id = headers.get("x-request-id")
+        line["response"] = {"status_code": status, "request_id": request_id, "body": body[0]}
+    found = BatchResultError(code, message)
+    line["error"] = {"code": code, "message": message}
+    shown = status if body is not None else None
+    result = BatchResult(custom_id, status_code=shown, error=found)
+    return _dumps_line(line).encode("utf-8") + b"\n", result
 
 
 def _answer_line(
@@ -6051,17 +6823,6 @@ def _answer_line(
         head, tail = _dumps_line(line).encode("utf-8").rsplit(b'"body":null', 1)
         text = b"".join([head, b'"body":', kept, tail])
     return text + b"\n", BatchResult(custom_id, status_code=status)
-
-
-def _no_answer_line(custom_id: str, error: APIError) -> tuple[bytes, BatchResult]:
-    """The output line of a request with no answer, or none that a line can hold."""
-    code = "timeout" if isinstance(error, APITimeoutError) else "connection_error"
-    if isinstance(error, APIResponseValidationError):
-        code = "invalid_response"
-    found = BatchResultError(code, error.message)
-    line: dict[str, Any] = {"id": _answer_id(), "custom_id": custom_id, "response": None}
-    line["error"] = {"code": found.code, "message": found.message}
-    return _dumps_line(line).encode("utf-8") + b"\n", BatchResult(custom_id, error=found)
 
 
 def _answer_id() -> str:
@@ -6099,7 +6860,6 @@ _EXIT_OK, _EXIT_ERROR, _EXIT_USAGE = 0, 1, 2
 _EXIT_TIMEOUT = 124  # as timeout(1) exits: the batch may still finish
 _EXIT_INTERRUPTED = 130  # 128 + SIGINT
 _EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as git and coreutils end when the reader goes away
-_PIPED_PROGRESS = 5.0  # seconds between a direct job's progress lines in a pipe
 _COLORS = {
     "completed": "32",
     "failed": "31",
@@ -6543,74 +7303,77 @@ def _printable(text: str) -> str:
 
 
 class _JobProgress:
-    """``run``'s display: a live block on a terminal, a line per event in a pipe, or with
-    ``--json`` each event as a JSON line."""
+    """``run``'s display: a live block on a terminal; in a pipe, as ``wait`` does, a
+    tab-separated line per event on stdout (and where the job stands, every few seconds while
+    it moves, and a minute at most when it does not), with notes on stderr; with ``--json``
+    each event as a JSON line."""
 
-    HEARTBEAT = 60.0  # seconds: in a pipe, a progress line at least this often
+    MOVING, HEARTBEAT = 5.0, 60.0  # seconds between piped progress lines: moving, or still
 
     def __init__(self, console: _Console, as_json: bool) -> None:
         self.console, self.as_json = console, as_json
         self.last = console.clock()
+        self.shown: dict[str, int] | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         console, kind = self.console, event["event"]
         if self.as_json:
             console.line(json.dumps(event, ensure_ascii=False))
             return
-        facts = [
-            f"{key}={value}" for key, value in event.items() if key not in ("event", "progress")
-        ]
+        progress = event["progress"]
         if not console.tty:
-            now, progress = console.clock(), event["progress"]
-            every = _PIPED_PROGRESS if "direct" in progress else self.HEARTBEAT
-            if kind == "progress" and now - self.last < every:
-                return  # a line per event, and one a minute (a direct job: more) meanwhile
-            if kind == "progress":
-                shown = _direct_facts(progress) if "direct" in progress else progress["requests"]
-                facts = [f"{name}={count}" for name, count in shown.items()]
-            console.note("\t".join([_iso(now), kind, *facts]))
-            self.last = now
+            self.piped(kind, event, progress)
             return
         note = _job_note(event)
         if note:
             console.clear_live()
             console.note(note)
-        console.redraw(self.block(event["progress"]))
+        console.redraw(self.block(progress))
+
+    def piped(self, kind: str, event: dict[str, Any], progress: dict[str, Any]) -> None:
+        now = self.console.clock()
+        facts = [
+            f"{key}={value}" for key, value in event.items() if key not in ("event", "progress")
+        ]
+        if kind == "progress":
+            moved = progress["requests"] != self.shown
+            if now - self.last < (self.MOVING if moved else self.HEARTBEAT):
+                return
+            facts = [f"{name}={count}" for name, count in _progress_facts(progress).items()]
+        self.console.line("\t".join([_iso(now), kind, *facts]))
+        self.last, self.shown = now, progress["requests"]
 
     @staticmethod
     def block(progress: dict[str, Any]) -> str:
-        if "direct" in progress:
-            facts = _direct_facts(progress)
-            left = facts["left"]
-            return (
-                f"round {progress['round']} of {progress['rounds']}: {facts['done']:,} of "
-                f"{facts['requests']:,} done, {facts['failed']:,} failed, "
-                f"{facts['in_flight']:,} in flight; {facts['per_second']:,}/s at concurrency "
-                f"{facts['concurrency']:,}{'' if left is None else f'; {_duration(left)} left'}"
-            )
-        shards, requests = progress["shards"], progress["requests"]
+        work, requests = progress["work"], progress["requests"]
+        unit = work["unit"]
+        limit = f" (at most {work['limit']:,} at once)" if "limit" in work else ""
+        doing = f"{work['active']:,} {'in flight' if unit == 'request' else 'running'}{limit}"
         tokens = _tokens(progress["usage"])
+        if not tokens:
+            tokens = "no tokens reported by the server" if work["done"] else "no tokens yet"
+        left = progress["left"]
         return "\n".join(
             [
                 f"round {progress['round']} of {progress['rounds']}: "
-                f"{_plural(shards['done'], 'shard')} done, {shards['active']:,} active, "
-                f"{shards['queued']:,} queued",
+                f"{_plural(work['done'], unit)} done, {doing}, {work['queued']:,} queued",
                 f"requests: {requests['succeeded']:,} succeeded, {requests['failed']:,} failed, "
-                f"{requests['pending']:,} pending",
-                f"{tokens or 'no tokens yet'}; {_duration(progress['elapsed'])} so far",
+                f"{requests['pending']:,} pending"
+                + (f"; {progress['per_second']:,}/s" if progress["per_second"] else ""),
+                f"{tokens}; {_duration(progress['elapsed'])} so far"
+                + ("" if left is None else f", about {_duration(left)} left"),
             ]
         )
 
 
-def _direct_facts(progress: dict[str, Any]) -> dict[str, Any]:
-    """A direct job's progress in a few numbers, for a live line or a piped one."""
-    requests, direct = progress["requests"], progress["direct"]
-    done = requests["succeeded"] + requests["failed"]
+def _progress_facts(progress: dict[str, Any]) -> dict[str, Any]:
+    """Where a job stands in a few numbers, for a piped line."""
+    requests, work = progress["requests"], progress["work"]
     return {
-        "done": done,
-        "requests": done + requests["pending"],
-        "failed": requests["failed"],
-        **direct,
+        **requests,
+        "active": work["active"],
+        "per_second": progress["per_second"],
+        "left": progress["left"],
     }
 
 
@@ -6621,7 +7384,7 @@ def _job_note(event: dict[str, Any]) -> str | None:
         return f"{event['output']} is written already: the job is done"
     if kind == "clean_up_failed":
         return f"could not delete {event['file_id']} ({event['error']}); the next run will"
-    if kind == "round" and "requests" in event:  # a direct job's: no shards
+    if kind == "round" and "requests" in event:  # a round of requests sent one by one
         return f"round {event['round']}: {_plural(event['requests'], 'request')}"
     if kind == "round":
         return f"round {event['round']}: {_plural(event['shards'], 'shard')}"
@@ -6632,8 +7395,8 @@ def _job_note(event: dict[str, Any]) -> str | None:
         budget = event.get("budget")
         held = f", with at most {budget:,} tokens in flight" if budget else ""
         return f"{shard}: over the enqueued-token limit; it goes again later{held}"
-    if kind == "poll_failed":
-        return f"{shard}: a poll failed ({event['error']}); polling again"
+    if kind == "server_trouble":
+        return f"the server did not answer a {event['what']} ({event['error']}); trying again"
     if kind == "cancelling":
         return f"{shard}: cancelling {event['batch_id']}"
     if kind == "ended" and event["status"] != "completed":
@@ -7316,6 +8079,12 @@ def _number(low: float, high: float, whole: bool = False) -> Callable[[str], flo
     return parse
 
 
+def _setting(name: str) -> Callable[[str], float]:
+    """An argparse type for a job setting, with the bounds the library declares for it."""
+    low, high, _ = _JOB_SETTINGS[name]
+    return _number(low, high, whole=name != "poll_interval")
+
+
 _SECONDS = _number(0.1, 86400.0)  # a request: up to a day
 _WAIT_SECONDS = _number(0, 31 * 86400.0)  # a wait: longer than any batch's window
 _INTERVAL = _number(0.1, 3600.0)  # not a tight loop of polls
@@ -7609,34 +8378,34 @@ def _run_command(commands: Any, common: Any) -> None:
     run.add_argument("-o", "--output", required=True, type=_path, metavar="RESULTS")
     run.add_argument(
         "--batch-size",
-        type=_number(1, MAX_REQUESTS, whole=True),
+        type=_setting("batch_size"),
         default=MAX_REQUESTS,
         metavar="N",
         help=f"requests per batch ({MAX_REQUESTS:,})",
     )
     run.add_argument(
         "--max-active",
-        type=_number(1, 1000, whole=True),
+        type=_setting("max_active"),
         default=DEFAULT_MAX_ACTIVE,
         metavar="N",
         help=f"batches running at once ({DEFAULT_MAX_ACTIVE})",
     )
     run.add_argument(
         "--max-enqueued-tokens",
-        type=_number(1, 10**12, whole=True),
+        type=_setting("max_enqueued_tokens"),
         metavar="T",
         help="prompt tokens in flight at most (estimated as characters / 4)",
     )
     run.add_argument(
         "--rounds",
-        type=_number(1, 100, whole=True),
+        type=_setting("rounds"),
         default=DEFAULT_ROUNDS,
         metavar="R",
         help=f"rounds for what failed in a way that may pass ({DEFAULT_ROUNDS})",
     )
     run.add_argument(
         "--interval",
-        type=_INTERVAL,
+        type=_setting("poll_interval"),
         metavar="S",
         help="first pause between polls (2 s; it grows while no batch ends)",
     )
@@ -7658,19 +8427,19 @@ def _direct_options(run: Any) -> None:
     )
     run.add_argument(
         "--concurrency",
-        type=_number(1, _MAX_CONCURRENCY, whole=True),
+        type=_setting("concurrency"),
         metavar="N",
         help=f"--direct: requests in flight at most ({DEFAULT_CONCURRENCY}; fewer on 429s)",
     )
     run.add_argument(
         "--max-requests-per-minute",
-        type=_number(1, 10**9, whole=True),
+        type=_setting("max_requests_per_minute"),
         metavar="R",
         help="--direct: requests sent per minute at most",
     )
     run.add_argument(
         "--max-tokens-per-minute",
-        type=_number(1, 10**12, whole=True),
+        type=_setting("max_tokens_per_minute"),
         metavar="T",
         help="--direct: tokens per minute at most (prompts estimated as characters / 4)",
     )
@@ -7768,7 +8537,18 @@ def _describe(exc: BaseException) -> str:
 
 def _hint(exc: BaseException, command: str = "") -> str | None:
     """The next thing to try after an error, fitted to the command that met it."""
-    if command == "run" and isinstance(exc, (APIError, OSError)):
+    if isinstance(exc, JobStoppedError):
+        return {
+            "outage": "the job keeps what it has: run the same command again once the server "
+            "answers",
+            "credentials": "check the key (OPENAI_API_KEY), then run the same command again: "
+            "the answers so far are kept",
+            "address": "check --base-url (for vLLM, llama.cpp and Ollama it ends in /v1) and the "
+            "key, then run the same command again",
+        }[exc.reason]
+    if command == "run" and isinstance(
+        exc, (APIConnectionError, InternalServerError, RateLimitError)
+    ):
         return "the job is kept beside RESULTS: run the same command again to resume it"
     if isinstance(exc, OutcomeUnknownError):
         if exc.idempotency_key:

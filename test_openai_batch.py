@@ -5921,7 +5921,7 @@ def test_run_refuses_bad_and_changed_input_at_no_cost(
         client.run(source, out)
     assert str(info.value) == (
         f"{source} has changed since the job in {out}.job began; RESULTS is written for the "
-        f"input it had then; give another -o path for the new input, or remove {out}.job to "
+        f"input it had then; write the new input's results elsewhere, or remove {out}.job to "
         "start again"
     )
     for wrong in ({"batch_size": 50_001}, {"rounds": 0}, {"max_active": 0}):
@@ -5963,8 +5963,11 @@ def test_cli_run_prints_events_and_exits_1_on_permanent_failures(
             f"next: openai-batch results {out} --failed shows them and why",
         ]
     )
-    assert "\tcreated\tshard=r1-0001.jsonl\tbatch_id=" in ran.err
-    assert "\tprogress\t" not in ran.err  # in a pipe, a line per event, not per poll
+    # In a pipe, as wait: machine lines on stdout, a line per event; where the job stands
+    # only when it has moved (or once a minute), not once a poll.
+    assert "\tcreated\tshard=r1-0001.jsonl\tbatch_id=" in ran.out and "\t" not in ran.err
+    stands = [line.split("\t")[2:5] for line in ran.out.splitlines() if "\tprogress\t" in line]
+    assert len(stands) == len({tuple(facts) for facts in stands})
     failed = cli(client, "results", str(out), "--failed")  # the hint's command, as printed
     assert failed.code == 0 and failed.out.split("\t")[:3] == ["fail-2", "failed", "400"]
     ran = cli(client, "run", source, "-o", str(out), "--json")
@@ -5987,13 +5990,15 @@ def test_run_events_say_where_the_job_stands(client: Client, api: FakeAPI, tmp_p
     kinds = [event["event"] for event in events]
     assert {"round", "uploaded", "created", "progress", "ended", "written"} <= set(kinds)
     for event in events:
-        requests, shards = event["progress"]["requests"], event["progress"]["shards"]
-        assert sum(requests.values()) == 7 and sum(shards.values()) == 4
+        requests, work = event["progress"]["requests"], event["progress"]["work"]
+        assert sum(requests.values()) == 7 and work["unit"] == "shard"
+        assert work["done"] + work["active"] + work["queued"] == 4
     elapsed = [event["progress"]["elapsed"] for event in events]
     assert elapsed == sorted(elapsed) and elapsed[-1] == report.seconds > 0
     last = events[-1]["progress"]
     assert last["requests"] == {"succeeded": 6, "failed": 1, "pending": 0}
-    assert last["shards"] == {"done": 4, "active": 0, "queued": 0}
+    assert last["work"] == {"unit": "shard", "done": 4, "active": 0, "queued": 0}
+    assert last["left"] is None and last["per_second"] > 0
     assert last["usage"] == report.usage and report.usage["input_tokens"] == _fake_usage(api)[0]
 
 
@@ -6007,10 +6012,9 @@ def test_cli_run_on_a_terminal_keeps_one_live_block(
     assert ran.code == 1 and ran.out.count("\x1b[2F") > 3  # redrawn in place, many times
     tokens_in, tokens_out = _fake_usage(api)
     block = _screen(ran.out)
-    assert block[:2] == [
-        "round 1 of 3: 3 shards done, 0 active, 0 queued",
-        "requests: 4 succeeded, 1 failed, 0 pending",
-    ]
+    assert block[0] == "round 1 of 3: 3 shards done, 0 running, 0 queued"
+    assert block[1].startswith("requests: 4 succeeded, 1 failed, 0 pending; ")
+    assert block[1].endswith("/s")
     assert block[3:] == [""]  # the block, once: each redraw and note took the last one's place
     assert block[2].startswith(f"{tokens_in} tokens in, {tokens_out} out; ")
     assert block[2].endswith(" so far")
@@ -6033,8 +6037,7 @@ def test_run_says_why_a_request_got_no_result(client: Client, api: FakeAPI, tmp_
     assert all(line["response"] is None for line in lines)
     assert lines[0]["error"] == {
         "code": "batch_expired",
-        "message": "no result: its batch expired twice; the job was out of rounds after 2 "
-        "rounds (--rounds gives more)",
+        "message": "no result: its batch expired twice; the job was out of rounds after 2 rounds",
     }
     assert [r.error.code for r in ob.iter_results(out) if r.error] == ["batch_expired"] * 3
 
@@ -6062,13 +6065,13 @@ def test_run_cancel_stops_the_job_and_keeps_what_it_did(
     assert done == ["q0", "q3"] and api.ran == {"q0": 1, "q3": 1}  # nothing new was sent
     assert lines["q1"]["error"] == {
         "code": "job_cancelled",
-        "message": "no result: its batch was cancelled once; the job was cancelled (run --cancel)",
+        "message": "no result: its batch was cancelled once; the job was cancelled",
     }
     assert lines["q8"]["error"] == {
         "code": "job_cancelled",
-        "message": "no result: the job was cancelled (run --cancel)",
+        "message": "no result: the job was cancelled",
     }
-    assert "\tcancelling\tshard=r1-0001.jsonl\t" in ran.err and api.files == {}
+    assert "\tcancelling\tshard=r1-0001.jsonl\t" in ran.out and api.files == {}
     again = cli(client, "run", source, "-o", str(out), "--batch-size", "3")
     assert again.code == 1 and len(api.batches) == 2  # a cancelled job stays ended
 
@@ -6534,7 +6537,7 @@ def test_a_job_is_refused_its_own_input_as_results_and_follows_a_moved_input(
     source = _job_input(tmp_path, 3)
     with raises(ValueError) as info:
         client.run(source, source)
-    assert str(info.value) == f"RESULTS would overwrite INPUT ({source}); give another -o path"
+    assert str(info.value) == f"RESULTS would overwrite INPUT ({source}); write them elsewhere"
     assert api.requests == [] and len(_json_lines(source)) == 3
 
     def stop(event: dict[str, Any]) -> None:
@@ -7038,14 +7041,26 @@ def test_the_async_azure_client(api: FakeAPI) -> None:
 def test_a_finished_job_writes_results_again_if_they_were_removed(
     client: Client, api: FakeAPI, tmp_path: Any
 ) -> None:
+    """With --keep-files; without, a finished job keeps only its record, and says so."""
     source = _job_input(tmp_path, 3)
     out = tmp_path / "out.jsonl"
-    first = client.run(source, out)
+    first = client.run(source, out, keep_files=True)
     written = out.read_bytes()
     out.unlink()
-    again = client.run(source, out)
+    again = client.run(source, out, keep_files=True)
     assert out.read_bytes() == written and len(api.batches) == 1
     assert again.seconds == first.seconds  # the job's wall time, not the time since it began
+    other = tmp_path / "other.jsonl"
+    client.run(source, other)
+    assert sorted(os.listdir(f"{other}.job")) == ["journal.jsonl", "lock", "state.json"]
+    other.unlink()
+    with raises(ob.OpenAIError) as info:
+        client.run(source, other)
+    assert str(info.value) == (
+        f"{other} was written and has since been removed, and the job's files went with its "
+        f"end; remove {other}.job to run it again"
+    )
+    assert len(api.batches) == 2
 
 
 # ---------------------------------------------------------------- run --direct (issue 12)
@@ -7344,23 +7359,24 @@ def test_run_direct_says_why_a_request_got_no_answer_it_could_keep(tmp_path: Any
     url = f"{server.base_url}/chat/completions"
     assert lines[0]["response"] is None and lines[0]["error"] == {
         "code": "connection_error",
-        "message": f"Connection error (POST {url}): Remote end closed connection without response",
+        "message": "got no answer 2 times in round 2 of 2; the last: Connection error (POST "
+        f"{url}): Remote end closed connection without response",
     }
     assert lines[1]["response"] is None and lines[1]["error"] == {
         "code": "invalid_response",
-        "message": "the response body is not valid JSON: NaN is not a JSON number (column 11)",
+        "message": "got no response it could use 1 time in round 2 of 2",
     }
-    assert lines[2]["response"]["body"] == "<h1>OK</h1>\n"  # kept as text, as a batch keeps it
-    # q0: two tries in round 1, when others were answered (so the fault was its own); alone in
-    # round 2, where nothing tells the server from the request, it is held back five times
-    # (the run pausing) before its failure is written.
+    # A 200 that is not a response (a proxy's page) is no success.
+    assert lines[2]["response"] is None and lines[2]["error"]["code"] == "invalid_response"
+    # q0: two tries a round, when others were answered or, alone in round 2, the server
+    # answered a probe (so the fault was its own): four in all, and it ends.
     assert server.seen == {
-        "question 0": 2 + 6 * 2,
+        "question 0": 2 * 2,
         "question 1": 2,
-        "question 2": 1,
+        "question 2": 2,
         "question 3": 1,
     }
-    assert report.failures == {"connection_error": 1, "invalid_response": 1}
+    assert report.failures == {"connection_error": 1, "invalid_response": 2}
 
 
 @pytest.mark.parametrize("endpoint", ["/v1/chat/completions", "/v1/embeddings", "/v1/responses"])
@@ -7450,7 +7466,7 @@ def test_run_direct_cancel_ends_the_job_with_what_was_answered(tmp_path: Any) ->
     assert report.succeeded >= answered and report.failures == {"job_cancelled": report.failed}
     assert lines[-1]["response"] is None and lines[-1]["error"] == {
         "code": "job_cancelled",
-        "message": "no result: the job was cancelled (run --cancel)",
+        "message": "no result: the job was cancelled",
     }
 
 
@@ -7462,11 +7478,13 @@ def test_cli_run_direct_shows_a_live_line_and_piped_lines(tmp_path: Any) -> None
         client = _direct_client(server, speed=100)
         ran = cli(client, *args, str(tmp_path / "a.jsonl"), tty=True)
         piped = cli(client, *args, str(tmp_path / "b.jsonl"))
-    assert ran.code == 1 and ran.out.count("\r\x1b[2K") > 3  # redrawn in place, many times
-    line, end = _screen(ran.out)
-    assert end == "" and re.fullmatch(
-        r"round 1 of 3: 60 of 60 done, 1 failed, 0 in flight; [\d,.]+/s at concurrency 4", line
+    assert ran.code == 1 and ran.out.count("\x1b[2F") > 3  # redrawn in place, many times
+    work, requests, tokens, end = _screen(ran.out)  # the batch job's block, in the same shape
+    assert end == "" and work == (
+        "round 1 of 3: 60 requests done, 0 in flight (at most 4 at once), 0 queued"
     )
+    assert re.fullmatch(r"requests: 59 succeeded, 1 failed, 0 pending; [\d,.]+/s", requests)
+    assert tokens.startswith("295 tokens in, 236 out; ") and tokens.endswith(" so far")
     notes = ran.err.splitlines()
     assert notes[0] == "round 1: 60 requests"  # a note above the line
     assert re.fullmatch(
@@ -7474,9 +7492,10 @@ def test_cli_run_direct_shows_a_live_line_and_piped_lines(tmp_path: Any) -> None
         + r"sent directly, 1 round, 295 tokens in, 236 out; [\dms ]+",
         notes[-2],
     )
-    # In a pipe: a line every 5 seconds (on the client's clock, 100 times real time here).
-    rows = [row.split("\t")[2:] for row in piped.err.splitlines() if "\tprogress\t" in row]
-    names = ["done", "requests", "failed", "in_flight", "concurrency", "per_second", "left"]
+    # In a pipe: a line every 5 seconds while it moves (on the client's clock, 100 times real
+    # time here), on stdout.
+    rows = [row.split("\t")[2:] for row in piped.out.splitlines() if "\tprogress\t" in row]
+    names = ["succeeded", "failed", "pending", "active", "per_second", "left"]
     assert len(rows) > 2 and all([cell.split("=")[0] for cell in row] == names for row in rows)
 
 
@@ -7506,7 +7525,10 @@ def test_run_direct_stops_when_the_first_answers_say_the_address_is_wrong(tmp_pa
         wrong = _direct_client(server, base_url=server.base_url[: -len("/v1")])
         with raises(ob.OpenAIError) as info:
             wrong.run(source, out, direct=True, concurrency=4)
-        assert "check --base-url (for vLLM, llama.cpp and Ollama it ends in /v1)" in str(info.value)
+        assert "check the base URL (for vLLM, llama.cpp and Ollama it ends in /v1)" in str(
+            info.value
+        )
+        assert isinstance(info.value, ob.JobStoppedError) and info.value.reason == "address"
         assert not out.exists()
         report = _direct_client(server).run(source, out, direct=True)  # the same job, resumed
     assert report.ok and _output_ids(out) == [f"q{i}" for i in range(30)]
@@ -7522,8 +7544,9 @@ def test_run_direct_waits_for_a_server_that_does_not_answer_then_says_so(tmp_pat
         down = _direct_client(server, base_url=f"http://127.0.0.1:{port}/v1")
         with raises(ob.OpenAIError) as info:
             down.run(source, out, direct=True)
-        assert str(info.value).startswith("the server has not answered (Connection error")
-        assert str(info.value).endswith("run the same command again to send the rest")
+        assert re.match(r"the server has not answered for 3\d s \(Connection", str(info.value))
+        assert str(info.value).endswith("run the job again to send the rest")
+        assert isinstance(info.value, ob.JobStoppedError) and info.value.reason == "outage"
         report = _direct_client(server).run(source, out, direct=True)
     assert report.ok and server.seen == {f"question {i}": 1 for i in range(5)}
 
