@@ -18,6 +18,7 @@ moves between the two by changing an import. From a shell: ``python -m openai_ba
 from __future__ import annotations
 
 import enum
+import io
 import json
 import math
 import os
@@ -2172,6 +2173,8 @@ class _AtomicFile:
 
     Whatever happens, the target holds either its old content or the whole new one: leaving
     the ``with`` block by an exception, or calling ``discard()``, removes the partial file.
+    Whatever fails (a write, the flush, fsync, close or rename, as on a full disk), the
+    partial file is removed and the first error is raised, named by the target.
     """
 
     def __init__(self, path: _PathLike) -> None:
@@ -2187,9 +2190,9 @@ class _AtomicFile:
             descriptor = os.open(self.partial, flags, 0o666)
         except FileNotFoundError:
             raise FileNotFoundError(errno.ENOENT, "No such folder", directory or ".") from None
-        except OSError as exc:  # named by the target: the temporary name means nothing to anyone
-            raise type(exc)(exc.errno, exc.strerror, self.path) from None
-        self.file: IO[bytes] = open(descriptor, "wb")  # noqa: SIM115
+        except OSError as exc:
+            raise _named(exc, self.path) from None
+        self.file: IO[bytes] = _PartFile(descriptor, self.path)
         self.done = False
 
     def __enter__(self) -> _AtomicFile:
@@ -2202,6 +2205,7 @@ class _AtomicFile:
             self.discard()
 
     def commit(self) -> None:
+        """Rename the file over its target, once all of it is on disk."""
         if self.done:
             return
         self.done = True
@@ -2210,16 +2214,47 @@ class _AtomicFile:
             os.fsync(self.file.fileno())
             self.file.close()
             os.replace(self.partial, self.path)
-        except BaseException:  # a full disk, a failed fsync or rename: leave nothing behind
-            self.file.close()
-            _remove_quietly(self.partial)
+        except BaseException as exc:
+            self._remove()
+            if isinstance(exc, OSError):
+                raise _named(exc, self.path) from None
             raise
 
     def discard(self) -> None:
+        """Remove the partial file, leaving the target as it was."""
         if not self.done:
             self.done = True
+            self._remove()
+
+    def _remove(self) -> None:
+        try:
             self.file.close()
-            _remove_quietly(self.partial)
+        except OSError:
+            # The bytes still buffered met the full disk again. The first error is the one to
+            # raise, and the file is closed all the same: close() closes it, then raises.
+            pass
+        _remove_quietly(self.partial)
+
+
+class _PartFile(io.BufferedWriter):
+    """The partial file of an ``_AtomicFile``, whose write errors name the target."""
+
+    def __init__(self, descriptor: int, target: str) -> None:
+        super().__init__(io.FileIO(descriptor, "wb"))
+        self.target = target
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except OSError as exc:  # a full disk, with no name: the file written to is the target
+            raise _named(exc, self.target) from None
+
+
+def _named(exc: OSError, path: str) -> OSError:
+    """The error named by ``path``: a temporary file's name means nothing to anyone."""
+    if exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, path)
 
 
 def _remove_quietly(path: str) -> None:
@@ -3381,8 +3416,6 @@ def write_jsonl(path_or_file: _PathLike | IO[Any], rows: Iterable[_Row]) -> tupl
 
 
 def _write_rows(out: IO[Any], rows: Iterable[_Row]) -> tuple[int, int]:
-    import io
-
     text = isinstance(out, io.TextIOBase)
     lines = size = 0
     for number, row in enumerate(rows, 1):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import email
+import errno
 import hashlib
 import hmac
 import http.client
@@ -2920,6 +2921,144 @@ def test_a_download_that_keeps_breaking_leaves_the_target_alone(
 def test_content_of_a_missing_file_is_not_found(client: Client, api: FakeAPI) -> None:
     with raises(ob.NotFoundError, match="No such File object: file-nope"):
         client.files.content("file-nope")
+
+
+# A full disk, for real: code runs in a process of its own, either on a small tmpfs filled to its
+# last page (ENOSPC; mounting one takes root on Linux) or with the size of its files limited
+# (EFBIG). Whatever fails, no partial file is left and the error names the file written.
+
+_ON_A_FULL_DISK = """
+import os, sys
+import openai_batch as ob
+
+how, folder, code = sys.argv[1:]
+filler = os.path.join(folder, "filler")
+if how == "tmpfs":
+    with open(filler, "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(bytes(4096))
+        except OSError:
+            handle.truncate(handle.tell() - 4096)  # one page left: room for 4 KB at most
+else:
+    import resource, signal
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    exec(code)
+except OSError as exc:
+    print(f"{type(exc).__name__}: {exc}")
+else:
+    print("no error")
+finally:
+    if how == "tmpfs":
+        os.remove(filler)
+"""
+
+
+@dataclass
+class FullDisk:
+    """A folder where 4 KB more fit at most, and a way to run code that writes there."""
+
+    folder: Any  # a pathlib.Path
+    how: str  # "tmpfs" or "fsize"
+
+    def run(self, code: str) -> str:
+        """What ``code`` raised, as "OSError: [Errno 28] ...", run with ``ob`` imported."""
+        done = subprocess.run(
+            [sys.executable, "-c", _ON_A_FULL_DISK, self.how, str(self.folder), code],
+            env=_module_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0 and not done.stderr, done.stderr
+        return done.stdout.strip()
+
+    def error(self, path: Any) -> str:
+        """What writing too much to ``path`` raises here."""
+        number = errno.ENOSPC if self.how == "tmpfs" else errno.EFBIG
+        return f"OSError: [Errno {number}] {os.strerror(number)}: {str(path)!r}"
+
+
+@pytest.fixture(params=["tmpfs", "fsize"])
+def full_disk(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[FullDisk]:
+    if sys.platform == "win32":
+        pytest.skip("Windows has neither tmpfs nor RLIMIT_FSIZE")
+    if request.param == "fsize":
+        yield FullDisk(tmp_path, "fsize")
+        return
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs takes root on Linux")
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    command = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)]
+    try:
+        mounted = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except OSError as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield FullDisk(folder, "tmpfs")
+    finally:
+        subprocess.run(["umount", str(folder)], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "size", [100_000, 6_000], ids=["failing in a write", "failing in the final flush"]
+)
+def test_atomic_file_on_a_full_disk_leaves_nothing_and_names_the_target(
+    full_disk: FullDisk, size: int
+) -> None:
+    target = full_disk.folder / "out.jsonl"
+    target.write_bytes(b"old")
+    code = f"""
+with ob._AtomicFile({str(target)!r}) as out:
+    for _ in range({size // 1000}):
+        out.file.write(bytes(1000))  # kept in the buffer until it holds 8 KB
+"""
+    assert full_disk.run(code) == full_disk.error(target)
+    assert os.listdir(full_disk.folder) == ["out.jsonl"] and target.read_bytes() == b"old"
+
+
+def test_atomic_file_whose_rename_fails_leaves_nothing_and_names_the_target(
+    tmp_path: Any,
+) -> None:
+    target = tmp_path / "out.jsonl"
+    out = ob._AtomicFile(target)
+    out.file.write(b"new")
+    target.mkdir()  # made meanwhile: no file is renamed over a folder
+    with raises(IsADirectoryError) as info:
+        out.commit()
+    assert str(info.value) == f"[Errno {errno.EISDIR}] Is a directory: {str(target)!r}"
+    assert os.listdir(tmp_path) == ["out.jsonl"] and not os.listdir(target)
+
+
+def test_write_jsonl_on_a_full_disk_leaves_nothing(full_disk: FullDisk) -> None:
+    target = full_disk.folder / "in.jsonl"
+    rows = "[ob.BatchRequest.chat(str(n), 'gpt-4o-mini', 'x' * 100) for n in range(100)]"
+    assert full_disk.run(f"ob.write_jsonl({str(target)!r}, {rows})") == full_disk.error(target)
+    assert os.listdir(full_disk.folder) == []
+
+
+def test_split_jsonl_on_a_full_disk_leaves_no_shard(full_disk: FullDisk, tmp_path: Any) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [request_line("a"), request_line("b" * 6000)])
+    shards = full_disk.folder / "shards"
+    shards.mkdir()
+    code = f"ob.split_jsonl({path!r}, {str(shards)!r}, max_requests=1)"
+    # The first shard fits; the second does not, and the first goes with it.
+    assert full_disk.run(code) == full_disk.error(shards / "in.002.jsonl")
+    assert os.listdir(shards) == []
+
+
+def test_a_download_to_a_full_disk_leaves_nothing(full_disk: FullDisk, api: FakeAPI) -> None:
+    file_id = api.add_file(b'{"n": 1}\n' * 10_000)["id"]
+    target = full_disk.folder / "out.jsonl"
+    client = f"ob.OpenAI(api_key={API_KEY!r}, base_url={api.base_url!r})"
+    code = f"{client}.files.content({file_id!r}).write_to_file({str(target)!r})"
+    assert full_disk.run(code) == full_disk.error(target)
+    assert os.listdir(full_disk.folder) == []
 
 
 # ---------------------------------------------------------------- request lines and JSONL files
