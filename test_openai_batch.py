@@ -3347,6 +3347,75 @@ def test_fuzzed_files_raise_nothing_but_input_file_error(tmp_path: Any) -> None:
     assert outcomes["invalid"] > 300
 
 
+# An unpaired surrogate (json.dumps writes one as an escape, as below) reads into a str that no
+# UTF-8 file can hold: a request with one could never be written again, nor its results.
+_UNPAIRED = "is an unpaired surrogate, which UTF-8 cannot encode"
+
+
+def test_validate_input_refuses_an_unpaired_surrogate_in_any_string(tmp_path: Any) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi \udc00"}]}
+    key = request_line("c", body={"model": "gpt-4o-mini", "messages": [], "user\udfff": "x"})
+    lines = [
+        request_line("a\ud800"),  # in custom_id, the high half alone
+        request_line("b", body=body),  # deep in the body, the low half alone
+        json.dumps(key).replace("\\udfff", "\\uDFFF"),  # in a key, in capitals
+        request_line("dd\ud800\ud800"),  # two high halves are no pair either
+    ]
+    assert json.dumps(lines[0]).startswith('{"custom_id": "a\\ud800"')
+    assert _problems(tmp_path, lines) == [
+        (1, f"not valid JSON: \\ud800 {_UNPAIRED} (column 17)"),
+        (2, f"not valid JSON: \\udc00 {_UNPAIRED} (column 147)"),
+        (3, f"not valid JSON: \\uDFFF {_UNPAIRED} (column 123)"),
+        (4, f"not valid JSON: \\ud800 {_UNPAIRED} (column 18)"),
+    ]
+
+
+def test_validate_input_takes_a_surrogate_pair_and_an_escaped_backslash(tmp_path: Any) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "smile \U0001f600"}]}
+    lines = [
+        request_line("a", body=body),  # written as \ud83d\ude00
+        request_line("b\\ud800"),  # a backslash, then text
+        r'{"custom_id": "c\\\ud83d\uDE00", "method": "POST", "url": "/v1/chat/completions", '
+        r'"body": {"model": "gpt-4o-mini"}}',
+    ]
+    path = write_lines(tmp_path / "in.jsonl", lines)
+    assert "\\ud83d\\ude00" in (tmp_path / "in.jsonl").read_text()
+    assert ob.validate_input(path).requests == 3
+    rows = list(ob.read_jsonl(path))
+    assert rows[0]["body"] == body and [row["custom_id"] for row in rows[1:]] == [
+        "b\\ud800",
+        "c\\\U0001f600",
+    ]
+
+
+def test_read_jsonl_refuses_an_unpaired_surrogate_and_results_pass_it_on(tmp_path: Any) -> None:
+    requests = write_lines(tmp_path / "in.jsonl", [request_line("a"), request_line("b\udbff")])
+    with raises(ob.InputFileError) as info:
+        list(ob.read_jsonl(requests))
+    assert str(info.value) == f"{requests}: line 2: not valid JSON: \\udbff {_UNPAIRED} (column 17)"
+    # A result is the server's, read as written; joining it writes it as an escape again.
+    requests = write_lines(tmp_path / "in.jsonl", [request_line("a"), request_line("b")])
+    body = {"choices": [{"message": {"content": "cut \ud83d"}}]}
+    lines = [{"custom_id": "a", "response": {"status_code": 500, "body": body}}]
+    results = write_lines(tmp_path / "out.jsonl", lines)
+    [result] = ob.iter_results(results)
+    assert result.body == body
+    pairs = [
+        (request.custom_id, found and found.body)
+        for request, found in ob.join_results(requests, results)
+    ]
+    assert pairs == [("a", body), ("b", None)]
+    assert ob.write_failed_requests(requests, results, tmp_path / "retry.jsonl") == 2
+
+
+def test_write_jsonl_names_the_row_of_an_unpaired_surrogate(tmp_path: Any) -> None:
+    target = tmp_path / "out.jsonl"
+    with raises(ValueError) as info:
+        ob.write_jsonl(target, [request_line("a"), request_line("b\udc00")])
+    assert str(info.value) == f"row 2 cannot be written as JSON: \\udc00 {_UNPAIRED}"
+    assert os.listdir(tmp_path) == []
+
+
 # ---------------------------------------------------------------- splitting input files
 
 
@@ -4258,6 +4327,16 @@ def test_module_without_a_key_fails_clearly_without_a_traceback() -> None:
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: The api_key client option must be set")
     assert "Traceback" not in done.stderr
+
+
+def test_module_results_prints_an_unpaired_surrogate_as_its_escape(tmp_path: Any) -> None:
+    body = {"content": "cut \ud83d"}  # a server's, in a result: read as written
+    line = {"custom_id": "a", "response": {"status_code": 200, "body": body}}
+    path = write_lines(tmp_path / "out.jsonl", [line])
+    done = _module("results", "--json", path)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout == json.dumps(line) + "\n"  # the escape is JSON's own: "cut \\ud83d"
+    assert _module("results", path).stdout == 'a\tok\t200\t{"content": "cut \\ud83d"}\n'
 
 
 def test_module_list_into_a_reader_that_stops_early(api: FakeAPI) -> None:
