@@ -3423,7 +3423,7 @@ def _write_rows(out: IO[Any], rows: Iterable[_Row]) -> tuple[int, int]:
         try:
             line = _dumps_line(data) + "\n"
             encoded = line.encode("utf-8")
-        except UnicodeEncodeError as exc:  # a str that no line read by this module holds
+        except UnicodeEncodeError as exc:  # an unpaired surrogate, made in Python or a result's
             reason = _unpaired(f"\\u{ord(exc.object[exc.start]):04x}")
             raise ValueError(f"row {number} cannot be written as JSON: {reason}") from None
         except (TypeError, ValueError) as exc:
