@@ -18,6 +18,7 @@ moves between the two by changing an import. From a shell: ``python -m openai_ba
 from __future__ import annotations
 
 import enum
+import io
 import json
 import math
 import os
@@ -2173,6 +2174,8 @@ class _AtomicFile:
 
     Whatever happens, the target holds either its old content or the whole new one: leaving
     the ``with`` block by an exception, or calling ``discard()``, removes the partial file.
+    Whatever fails (a write, the flush, fsync, close or rename, as on a full disk), the
+    partial file is removed and the first error is raised, named by the target.
     """
 
     def __init__(self, path: _PathLike) -> None:
@@ -2188,9 +2191,9 @@ class _AtomicFile:
             descriptor = os.open(self.partial, flags, 0o666)
         except FileNotFoundError:
             raise FileNotFoundError(errno.ENOENT, "No such folder", directory or ".") from None
-        except OSError as exc:  # named by the target: the temporary name means nothing to anyone
-            raise type(exc)(exc.errno, exc.strerror, self.path) from None
-        self.file: IO[bytes] = open(descriptor, "wb")  # noqa: SIM115
+        except OSError as exc:
+            raise _named(exc, self.path) from None
+        self.file: IO[bytes] = _PartFile(descriptor, self.path)
         self.done = False
 
     def __enter__(self) -> _AtomicFile:
@@ -2203,6 +2206,7 @@ class _AtomicFile:
             self.discard()
 
     def commit(self) -> None:
+        """Rename the file over its target, once all of it is on disk."""
         if self.done:
             return
         self.done = True
@@ -2211,16 +2215,47 @@ class _AtomicFile:
             os.fsync(self.file.fileno())
             self.file.close()
             os.replace(self.partial, self.path)
-        except BaseException:  # a full disk, a failed fsync or rename: leave nothing behind
-            self.file.close()
-            _remove_quietly(self.partial)
+        except BaseException as exc:
+            self._remove()
+            if isinstance(exc, OSError):
+                raise _named(exc, self.path) from None
             raise
 
     def discard(self) -> None:
+        """Remove the partial file, leaving the target as it was."""
         if not self.done:
             self.done = True
+            self._remove()
+
+    def _remove(self) -> None:
+        try:
             self.file.close()
-            _remove_quietly(self.partial)
+        except OSError:
+            # The bytes still buffered met the full disk again. The first error is the one to
+            # raise, and the file is closed all the same: close() closes it, then raises.
+            pass
+        _remove_quietly(self.partial)
+
+
+class _PartFile(io.BufferedWriter):
+    """The partial file of an ``_AtomicFile``, whose write errors name the target."""
+
+    def __init__(self, descriptor: int, target: str) -> None:
+        super().__init__(io.FileIO(descriptor, "wb"))
+        self.target = target
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except OSError as exc:  # a full disk, with no name: the file written to is the target
+            raise _named(exc, self.target) from None
+
+
+def _named(exc: OSError, path: str) -> OSError:
+    """The error named by ``path``: a temporary file's name means nothing to anyone."""
+    if exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, path)
 
 
 def _remove_quietly(path: str) -> None:
@@ -3443,17 +3478,18 @@ def write_jsonl(path_or_file: _PathLike | IO[Any], rows: Iterable[_Row]) -> tupl
 
 
 def _write_rows(out: IO[Any], rows: Iterable[_Row]) -> tuple[int, int]:
-    import io
-
     text = isinstance(out, io.TextIOBase)
     lines = size = 0
     for number, row in enumerate(rows, 1):
         data = row.to_dict() if isinstance(row, BatchRequest) else row
         try:
             line = _dumps_line(data) + "\n"
+            encoded = line.encode("utf-8")
+        except UnicodeEncodeError as exc:  # an unpaired surrogate, made in Python or a result's
+            reason = _unpaired(f"\\u{ord(exc.object[exc.start]):04x}")
+            raise ValueError(f"row {number} cannot be written as JSON: {reason}") from None
         except (TypeError, ValueError) as exc:
             raise ValueError(f"row {number} cannot be written as JSON: {exc}") from None
-        encoded = line.encode("utf-8")
         out.write(line if text else encoded)
         lines += 1
         size += len(encoded)
@@ -3492,11 +3528,12 @@ def read_jsonl(path_or_file: _PathLike | IO[Any]) -> Iterator[dict[str, Any]]:
     """The JSON objects of a JSONL file, one a line, read lazily.
 
     CRLF endings, a UTF-8 byte-order mark and a missing final newline are fine. A line that is
-    blank, not JSON or not an object raises ``InputFileError`` naming the file and the line.
+    blank, not JSON or not an object, or that escapes an unpaired surrogate (which no UTF-8 file
+    can hold), raises ``InputFileError`` naming the file and the line.
     """
     name = _source_name(path_or_file)
     for number, line in _raw_lines(path_or_file):
-        yield _parse_line(line, name, number)
+        yield _parse_input_line(line, name, number)
 
 
 _LINE_ENDINGS = ("\n", "\r\n", "")
@@ -3530,6 +3567,51 @@ def _parse_line_slowly(line: bytes | str, name: str, number: int) -> dict[str, A
     if not isinstance(data, dict):
         raise InputFileError(name, [(number, f"expected a JSON object, got {_json_type(data)}")])
     return data
+
+
+# A \u escape of a UTF-16 surrogate: a high one with the low one that pairs with it, if any, or
+# a low one. json.loads reads one alone into a str that no UTF-8 text can hold, so that the
+# line could never be written again, nor its results.
+_SURROGATE_ESCAPE = (
+    r"\\u[dD](?:[89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|[c-fC-F][0-9a-fA-F]{2})"
+)
+
+
+def _parse_input_line(line: bytes | str, name: str, number: int) -> dict[str, Any]:
+    """A line of an input file, as ``_parse_line`` reads it, refusing an unpaired surrogate.
+
+    Only input is checked: a result is the server's, read as it was written.
+    """
+    data = _parse_line(line, name, number)
+    text = line.decode() if isinstance(line, bytes) else line
+    if "\\" in text:  # a line with no escape at all, the most common, is passed at once
+        reason = _lone_surrogate(text)
+        if reason is not None:
+            raise InputFileError(name, [(number, f"not valid JSON: {reason}")])
+    return data
+
+
+def _lone_surrogate(text: str) -> str | None:
+    """The first unpaired surrogate escaped in JSON text, with its column; None for none."""
+    import re
+
+    pattern = re.compile(_SURROGATE_ESCAPE)
+    match = pattern.search(text)
+    while match is not None:
+        start = before = match.start()
+        while before and text[before - 1] == "\\":
+            before -= 1
+        if (start - before) % 2:  # an escaped backslash, then text: search on from inside it
+            match = pattern.search(text, start + 1)
+        elif match.end() - start == 6:  # one escape, not a pair
+            return f"{_unpaired(match.group())} (column {start + 1})"
+        else:
+            match = pattern.search(text, match.end())
+    return None
+
+
+def _unpaired(escape: str) -> str:
+    return f"{escape} is an unpaired surrogate, which UTF-8 cannot encode"
 
 
 def _json_reason(exc: ValueError, text: bytes | str) -> str:
@@ -3652,7 +3734,7 @@ class _InputCheck:
     def line(self, number: int, raw: bytes) -> None:
         self.lines, self.bytes = number, self.bytes + len(raw)
         try:
-            data = _parse_line(raw, self.path, number)
+            data = _parse_input_line(raw, self.path, number)
         except InputFileError as exc:
             if not raw.strip():  # an error only if a line follows: see finish()
                 self.blanks.append(number)
@@ -4002,7 +4084,10 @@ def join_results(
             held = index.get(result.custom_id)
             if held is None or result.ok or not held[1]:
                 index[result.custom_id] = (spool.tell(), result.ok)
-                spool.write(_dumps_line(result._line()).encode("utf-8") + b"\n")
+                # ASCII, escapes and all: a result may hold an unpaired surrogate, which UTF-8
+                # cannot encode but a JSON escape can.
+                line = json.dumps(result._line(), separators=(",", ":"), allow_nan=False)
+                spool.write(line.encode() + b"\n")
         for data in read_jsonl(requests_path):
             request = BatchRequest.from_dict(data)
             yield request, _take(spool, index, request.custom_id)
@@ -6888,13 +6973,13 @@ class _Console:
         self.clock = clock
         self.live = 0  # the lines of progress on screen, the last without its newline
         # A stream that cannot carry "…" (PYTHONIOENCODING=ascii, an old code page) gets this
-        # module's own symbols in ASCII, and anything else it cannot carry as \u escapes.
+        # module's own symbols in ASCII. Any stream gets what it cannot carry as \u escapes,
+        # as UTF-8 gets an unpaired surrogate in a result (its JSON escape, in --json).
         self.ascii = not all(_carries(stream, "…×–") for stream in (out, err))
-        if self.ascii:
-            for stream in (out, err):
-                reconfigure = getattr(stream, "reconfigure", None)
-                if reconfigure is not None:
-                    reconfigure(errors="backslashreplace")
+        for stream in (out, err):
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(errors="backslashreplace")
 
     @classmethod
     def detect(cls, clock: Callable[[], float]) -> _Console:

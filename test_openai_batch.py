@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import email
+import errno
 import hashlib
 import hmac
 import http.client
@@ -2922,6 +2923,144 @@ def test_content_of_a_missing_file_is_not_found(client: Client, api: FakeAPI) ->
         client.files.content("file-nope")
 
 
+# A full disk, for real: code runs in a process of its own, either on a small tmpfs filled to its
+# last page (ENOSPC; mounting one takes root on Linux) or with the size of its files limited
+# (EFBIG). Whatever fails, no partial file is left and the error names the file written.
+
+_ON_A_FULL_DISK = """
+import os, sys
+import openai_batch as ob
+
+how, folder, code = sys.argv[1:]
+filler = os.path.join(folder, "filler")
+if how == "tmpfs":
+    with open(filler, "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(bytes(4096))
+        except OSError:
+            handle.truncate(handle.tell() - 4096)  # one page left: room for 4 KB at most
+else:
+    import resource, signal
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    exec(code)
+except OSError as exc:
+    print(f"{type(exc).__name__}: {exc}")
+else:
+    print("no error")
+finally:
+    if how == "tmpfs":
+        os.remove(filler)
+"""
+
+
+@dataclass
+class FullDisk:
+    """A folder where 4 KB more fit at most, and a way to run code that writes there."""
+
+    folder: Any  # a pathlib.Path
+    how: str  # "tmpfs" or "fsize"
+
+    def run(self, code: str) -> str:
+        """What ``code`` raised, as "OSError: [Errno 28] ...", run with ``ob`` imported."""
+        done = subprocess.run(
+            [sys.executable, "-c", _ON_A_FULL_DISK, self.how, str(self.folder), code],
+            env=_module_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0 and not done.stderr, done.stderr
+        return done.stdout.strip()
+
+    def error(self, path: Any) -> str:
+        """What writing too much to ``path`` raises here."""
+        number = errno.ENOSPC if self.how == "tmpfs" else errno.EFBIG
+        return f"OSError: [Errno {number}] {os.strerror(number)}: {str(path)!r}"
+
+
+@pytest.fixture(params=["tmpfs", "fsize"])
+def full_disk(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[FullDisk]:
+    if sys.platform == "win32":
+        pytest.skip("Windows has neither tmpfs nor RLIMIT_FSIZE")
+    if request.param == "fsize":
+        yield FullDisk(tmp_path, "fsize")
+        return
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs takes root on Linux")
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    command = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)]
+    try:
+        mounted = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except OSError as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield FullDisk(folder, "tmpfs")
+    finally:
+        subprocess.run(["umount", str(folder)], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "size", [100_000, 6_000], ids=["failing in a write", "failing in the final flush"]
+)
+def test_atomic_file_on_a_full_disk_leaves_nothing_and_names_the_target(
+    full_disk: FullDisk, size: int
+) -> None:
+    target = full_disk.folder / "out.jsonl"
+    target.write_bytes(b"old")
+    code = f"""
+with ob._AtomicFile({str(target)!r}) as out:
+    for _ in range({size // 1000}):
+        out.file.write(bytes(1000))  # kept in the buffer until it holds 8 KB
+"""
+    assert full_disk.run(code) == full_disk.error(target)
+    assert os.listdir(full_disk.folder) == ["out.jsonl"] and target.read_bytes() == b"old"
+
+
+def test_atomic_file_whose_rename_fails_leaves_nothing_and_names_the_target(
+    tmp_path: Any,
+) -> None:
+    target = tmp_path / "out.jsonl"
+    out = ob._AtomicFile(target)
+    out.file.write(b"new")
+    target.mkdir()  # made meanwhile: no file is renamed over a folder
+    with raises(IsADirectoryError) as info:
+        out.commit()
+    assert str(info.value) == f"[Errno {errno.EISDIR}] Is a directory: {str(target)!r}"
+    assert os.listdir(tmp_path) == ["out.jsonl"] and not os.listdir(target)
+
+
+def test_write_jsonl_on_a_full_disk_leaves_nothing(full_disk: FullDisk) -> None:
+    target = full_disk.folder / "in.jsonl"
+    rows = "[ob.BatchRequest.chat(str(n), 'gpt-4o-mini', 'x' * 100) for n in range(100)]"
+    assert full_disk.run(f"ob.write_jsonl({str(target)!r}, {rows})") == full_disk.error(target)
+    assert os.listdir(full_disk.folder) == []
+
+
+def test_split_jsonl_on_a_full_disk_leaves_no_shard(full_disk: FullDisk, tmp_path: Any) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [request_line("a"), request_line("b" * 6000)])
+    shards = full_disk.folder / "shards"
+    shards.mkdir()
+    code = f"ob.split_jsonl({path!r}, {str(shards)!r}, max_requests=1)"
+    # The first shard fits; the second does not, and the first goes with it.
+    assert full_disk.run(code) == full_disk.error(shards / "in.002.jsonl")
+    assert os.listdir(shards) == []
+
+
+def test_a_download_to_a_full_disk_leaves_nothing(full_disk: FullDisk, api: FakeAPI) -> None:
+    file_id = api.add_file(b'{"n": 1}\n' * 10_000)["id"]
+    target = full_disk.folder / "out.jsonl"
+    client = f"ob.OpenAI(api_key={API_KEY!r}, base_url={api.base_url!r})"
+    code = f"{client}.files.content({file_id!r}).write_to_file({str(target)!r})"
+    assert full_disk.run(code) == full_disk.error(target)
+    assert os.listdir(full_disk.folder) == []
+
+
 # ---------------------------------------------------------------- request lines and JSONL files
 
 
@@ -3206,6 +3345,75 @@ def test_fuzzed_files_raise_nothing_but_input_file_error(tmp_path: Any) -> None:
                 assert str(exc).startswith(str(path))
                 outcomes["invalid"] += 1
     assert outcomes["invalid"] > 300
+
+
+# An unpaired surrogate (json.dumps writes one as an escape, as below) reads into a str that no
+# UTF-8 file can hold: a request with one could never be written again, nor its results.
+_UNPAIRED = "is an unpaired surrogate, which UTF-8 cannot encode"
+
+
+def test_validate_input_refuses_an_unpaired_surrogate_in_any_string(tmp_path: Any) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi \udc00"}]}
+    key = request_line("c", body={"model": "gpt-4o-mini", "messages": [], "user\udfff": "x"})
+    lines = [
+        request_line("a\ud800"),  # in custom_id, the high half alone
+        request_line("b", body=body),  # deep in the body, the low half alone
+        json.dumps(key).replace("\\udfff", "\\uDFFF"),  # in a key, in capitals
+        request_line("dd\ud800\ud800"),  # two high halves are no pair either
+    ]
+    assert json.dumps(lines[0]).startswith('{"custom_id": "a\\ud800"')
+    assert _problems(tmp_path, lines) == [
+        (1, f"not valid JSON: \\ud800 {_UNPAIRED} (column 17)"),
+        (2, f"not valid JSON: \\udc00 {_UNPAIRED} (column 147)"),
+        (3, f"not valid JSON: \\uDFFF {_UNPAIRED} (column 123)"),
+        (4, f"not valid JSON: \\ud800 {_UNPAIRED} (column 18)"),
+    ]
+
+
+def test_validate_input_takes_a_surrogate_pair_and_an_escaped_backslash(tmp_path: Any) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "smile \U0001f600"}]}
+    lines = [
+        request_line("a", body=body),  # written as \ud83d\ude00
+        request_line("b\\ud800"),  # a backslash, then text
+        r'{"custom_id": "c\\\ud83d\uDE00", "method": "POST", "url": "/v1/chat/completions", '
+        r'"body": {"model": "gpt-4o-mini"}}',
+    ]
+    path = write_lines(tmp_path / "in.jsonl", lines)
+    assert "\\ud83d\\ude00" in (tmp_path / "in.jsonl").read_text()
+    assert ob.validate_input(path).requests == 3
+    rows = list(ob.read_jsonl(path))
+    assert rows[0]["body"] == body and [row["custom_id"] for row in rows[1:]] == [
+        "b\\ud800",
+        "c\\\U0001f600",
+    ]
+
+
+def test_read_jsonl_refuses_an_unpaired_surrogate_and_results_pass_it_on(tmp_path: Any) -> None:
+    requests = write_lines(tmp_path / "in.jsonl", [request_line("a"), request_line("b\udbff")])
+    with raises(ob.InputFileError) as info:
+        list(ob.read_jsonl(requests))
+    assert str(info.value) == f"{requests}: line 2: not valid JSON: \\udbff {_UNPAIRED} (column 17)"
+    # A result is the server's, read as written; joining it writes it as an escape again.
+    requests = write_lines(tmp_path / "in.jsonl", [request_line("a"), request_line("b")])
+    body = {"choices": [{"message": {"content": "cut \ud83d"}}]}
+    lines = [{"custom_id": "a", "response": {"status_code": 500, "body": body}}]
+    results = write_lines(tmp_path / "out.jsonl", lines)
+    [result] = ob.iter_results(results)
+    assert result.body == body
+    pairs = [
+        (request.custom_id, found and found.body)
+        for request, found in ob.join_results(requests, results)
+    ]
+    assert pairs == [("a", body), ("b", None)]
+    assert ob.write_failed_requests(requests, results, tmp_path / "retry.jsonl") == 2
+
+
+def test_write_jsonl_names_the_row_of_an_unpaired_surrogate(tmp_path: Any) -> None:
+    target = tmp_path / "out.jsonl"
+    with raises(ValueError) as info:
+        ob.write_jsonl(target, [request_line("a"), request_line("b\udc00")])
+    assert str(info.value) == f"row 2 cannot be written as JSON: \\udc00 {_UNPAIRED}"
+    assert os.listdir(tmp_path) == []
 
 
 # ---------------------------------------------------------------- splitting input files
@@ -4119,6 +4327,16 @@ def test_module_without_a_key_fails_clearly_without_a_traceback() -> None:
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: The api_key client option must be set")
     assert "Traceback" not in done.stderr
+
+
+def test_module_results_prints_an_unpaired_surrogate_as_its_escape(tmp_path: Any) -> None:
+    body = {"content": "cut \ud83d"}  # a server's, in a result: read as written
+    line = {"custom_id": "a", "response": {"status_code": 200, "body": body}}
+    path = write_lines(tmp_path / "out.jsonl", [line])
+    done = _module("results", "--json", path)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout == json.dumps(line) + "\n"  # the escape is JSON's own: "cut \\ud83d"
+    assert _module("results", path).stdout == 'a\tok\t200\t{"content": "cut \\ud83d"}\n'
 
 
 def test_module_list_into_a_reader_that_stops_early(api: FakeAPI) -> None:
