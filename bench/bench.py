@@ -5,6 +5,7 @@
     /tmp/bench/bin/python bench/bench.py --quick    # 10 MiB files, 2,000 batches, 3 repeats
     python bench/bench.py --quick --source /tmp/copy  # openai_batch.py from another folder
     /tmp/bench/bin/python bench/bench.py --only job --repeats 1  # one case, here the job's
+    python bench/bench.py --only shards --repeats 1  # openai_batch alone: no official rows
 
 Every measurement is a fresh interpreter, so that imports, caches and memory never carry over
 from one case to the next; the server (bench/server.py) is another process, so that it never
@@ -17,6 +18,12 @@ The job case runs a whole job of a million requests (100,000 with --quick): open
 ``Client.run`` against the script people write with the official package. Each run has a
 server of its own that keeps the uploads and runs each batch the moment it is made, so that
 the rows measure the clients' own work, not a wait for the service.
+
+Two cases measure openai_batch alone, for how its job engine scales. The shards case runs one
+job of 50,000 requests cut into 250, 500 and 1,000 batches, and sets each against the one with
+half its shards: the requests and the bytes stay the same, so what grows is the client's work
+per shard. The job memory case runs jobs of 200,000 and 2,000,000 requests and sets the peak
+RSS of the larger against the smaller's.
 
 The direct case sends 2,000 chat requests straight to a server that answers each after 20 ms,
 32 at a time: openai_batch's ``Client.run(direct=True)`` against the official
@@ -54,11 +61,20 @@ _TIMEOUT = 900  # seconds for any one child: a hung client fails the run instead
 # Variables that would send the clients somewhere other than the local server, or change them.
 _DROPPED_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
 _MODULES = {False: "openai_batch", True: "openai"}  # by `official`
-_FILES = ("content", "upload", "requests", "outputs", "long", "job", "direct")  # once a run
+_FILES = ("content", "upload", "requests", "outputs", "long", "job", "shards", "direct")
 LONG_LINE_BYTES = 40 * MIB  # one embeddings output line: some 2,000 inputs of 1,536 numbers
 LONG_LINE_BUDGET = 5.0  # seconds iter_results may take over it from a files.content stream
 JOB_BATCH_SIZE = 50_000  # requests a batch of the job case holds
 JOB_CATALOG = 20  # batches the job case's server lists besides the ones the job makes
+JOB_MAX_ACTIVE = 4  # batches the job case keeps running at once (the library's default)
+JOB_POLL = 0.1  # seconds between the job case's polls
+SHARDED_REQUESTS = 50_000  # requests of the shards case's job, cut into each count below
+SHARD_COUNTS = (250, 500, 1_000)  # each twice the one before
+# Every shard of the shards case runs at once and is polled often: the server finishes a batch
+# by the first poll after its create, so the client's work, not its sleep, sets the time.
+SHARDS_MAX_ACTIVE = 1_000
+SHARDS_POLL = 0.05
+MEMORY_REQUESTS = (200_000, 2_000_000)  # the job memory case's two jobs, ten times apart
 DIRECT_CONCURRENCY = 32  # requests in flight at once in the direct case, for both clients
 DIRECT_LATENCY_MS = 20  # how long the server takes over each chat request in the direct case
 
@@ -196,8 +212,11 @@ SCRIPTS = {
     "upload_official": "with open(sys.argv[1], 'rb') as f:\n"
     "    uploaded = client.files.create(file=f, purpose='batch')\n"
     "report(start, bytes=uploaded.bytes)",
+    # argv: INPUT, RESULTS, batch size, max_active, poll interval (the official script: the
+    # first three).
     "job": "job = client.run(\n"
-    "    sys.argv[1], sys.argv[2], batch_size=int(sys.argv[3]), max_active=4, poll_interval=0.1\n"
+    "    sys.argv[1], sys.argv[2], batch_size=int(sys.argv[3]), max_active=int(sys.argv[4]),\n"
+    "    poll_interval=float(sys.argv[5]),\n"
     ")\n"
     "report(start, count=job.requests, batches=job.batches)",
     # What people write with the official package: submit every chunk, then wait for each,
@@ -332,6 +351,8 @@ STEPS = (
     "iter_results",
     "one long line",
     "job",
+    "shards",
+    "job memory",
     "direct",
 )
 
@@ -455,7 +476,8 @@ class Row:
     """One line of the table: samples of one measure for each client.
 
     ``theirs`` stays None where the official package has no equivalent; such a row may have a
-    ``floor`` instead (a bare json.loads loop), and its ratio is then openai_batch ÷ floor.
+    ``floor`` instead (a bare json.loads loop, or the same measure of a smaller job), and its
+    ratio is then openai_batch ÷ floor, shown with ``floor_name`` after it.
     """
 
     case: str
@@ -464,6 +486,7 @@ class Row:
     ours: list[float] = field(default_factory=list)
     theirs: list[float] | None = None
     floor: list[float] | None = None
+    floor_name: str = "floor"
 
     def ratio(self) -> float | None:
         """How many times better openai_batch is (faster, or less memory); >1 favours it."""
@@ -485,6 +508,7 @@ class Row:
             "openai_batch": self.ours,
             "openai": self.theirs,
             "floor": self.floor,
+            "floor_name": self.floor_name if self.floor else None,
             "median_openai_batch": median(self.ours),
             "median_openai": median(self.theirs),
             "ratio": self.ratio(),
@@ -704,44 +728,124 @@ def case_long_line(runner: Runner, settings: Settings, path: str) -> list[Row]:
     return [stream, wall, local, floor]
 
 
-def case_job(runner: Runner, settings: Settings, path: str, content: str) -> list[Row]:
-    """A whole job: openai_batch's Client.run against the official package's usual script.
+@dataclass
+class Job:
+    """A job for a child to run through ``Client.run``: its input, and how it is cut and driven."""
 
-    Each run has a server of its own, so that every run starts with the same empty account.
+    path: str
+    requests: int
+    batch_size: int
+    max_active: int = JOB_MAX_ACTIVE
+    poll_interval: float = JOB_POLL
+
+    @property
+    def batches(self) -> int:
+        return -(-self.requests // self.batch_size)
+
+
+def run_job(
+    runner: Runner, settings: Settings, content: str, job: Job, official: bool = False
+) -> tuple[dict[str, float], float]:
+    """Run ``job`` in a child against a server of its own, so that every run starts with the
+    same empty account; check what it wrote and that it left no file on the server.
+
+    Returns what the child reported and the whole process's wall seconds.
     """
+    output = os.path.join(runner.workdir, "job-results.jsonl")
+    store = os.path.join(runner.workdir, "server-files")
+    argv = [job.path, output, str(job.batch_size), str(job.max_active), str(job.poll_interval)]
+    os.mkdir(store)
+    try:
+        with local_server(runner.python, JOB_CATALOG, content, store) as url:
+            child = Runner(runner.python, child_env(url, settings.source), runner.workdir)
+            started = time.perf_counter()
+            facts = child.facts(client_script("job", official), *argv)
+            seconds = time.perf_counter() - started
+        expect(facts, "count", job.requests, "the job's requests")
+        expect(facts, "batches", job.batches, "the job's batches")
+        expect({"left": len(os.listdir(store))}, "left", 0, "files left on the server")
+        written = job_output(output)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(output + ".job", ignore_errors=True)  # openai_batch's job record
+        with suppress(FileNotFoundError):
+            os.remove(output)
+    expect(written, "lines", job.requests, "the job's output")
+    expect(written, "in_order", job.requests, "the job's output in input order")
+    expect(written, "ok", job.requests, "the job's output, status 200")
+    return facts, seconds
+
+
+def case_job(runner: Runner, settings: Settings, path: str, content: str) -> list[Row]:
+    """A whole job: openai_batch's Client.run against the official package's usual script."""
     label = f"job of {settings.job_requests:,} requests (batches of {JOB_BATCH_SIZE:,})"
     peak = Row(f"{label}: client peak RSS", "MiB")
     cpu = Row(f"{label}: client CPU, user+sys", "s")
     wall = Row(f"{label}: wall, whole process", "s")
-    output = os.path.join(runner.workdir, "job-results.jsonl")
-    store = os.path.join(runner.workdir, "server-files")
-    shards = -(-settings.job_requests // JOB_BATCH_SIZE)
+    job = Job(path, settings.job_requests, JOB_BATCH_SIZE)
 
     def measure(official: bool) -> None:
-        os.mkdir(store)
-        try:
-            with local_server(runner.python, JOB_CATALOG, content, store) as url:
-                child = Runner(runner.python, child_env(url, settings.source), runner.workdir)
-                script = client_script("job", official)
-                started = time.perf_counter()
-                facts = child.facts(script, path, output, str(JOB_BATCH_SIZE))
-                seconds = time.perf_counter() - started
-            expect(facts, "count", settings.job_requests, "the job's requests")
-            expect(facts, "batches", shards, "the job's batches")
-            expect({"left": len(os.listdir(store))}, "left", 0, "files left on the server")
-            written = job_output(output)
-        finally:
-            shutil.rmtree(store, ignore_errors=True)
-            shutil.rmtree(output + ".job", ignore_errors=True)  # openai_batch's job record
-            with suppress(FileNotFoundError):
-                os.remove(output)
-        expect(written, "lines", settings.job_requests, "the job's output")
-        expect(written, "in_order", settings.job_requests, "the job's output in input order")
-        expect(written, "ok", settings.job_requests, "the job's output, status 200")
+        facts, seconds = run_job(runner, settings, content, job, official)
         pairs = (peak, facts["peak_rss_mib"]), (cpu, facts["cpu_seconds"]), (wall, seconds)
         record(official, *pairs)
 
     return repeat(settings, measure, peak, cpu, wall)
+
+
+def case_shards(runner: Runner, settings: Settings, path: str, content: str) -> list[Row]:
+    """One job of 50,000 requests cut into 250, 500 and 1,000 shards, openai_batch alone.
+
+    The requests, their bytes and the server's work stay the same from one count to the next;
+    what doubles is the number of batches the client uploads, makes, polls, reads and deletes,
+    and whatever it keeps per shard. Each count's rows are set against the count before.
+    """
+    jobs = [
+        Job(path, SHARDED_REQUESTS, SHARDED_REQUESTS // shards, SHARDS_MAX_ACTIVE, SHARDS_POLL)
+        for shards in SHARD_COUNTS
+    ]
+    rows: list[tuple[Row, Row]] = []
+    for job in jobs:
+        label = f"job of {job.requests:,} requests in {job.batches:,} shards of {job.batch_size}"
+        rows.append(
+            (Row(f"{label}: client CPU, user+sys", "s"), Row(f"{label}: wall, whole process", "s"))
+        )
+    for _ in range(settings.repeats):
+        for job, (cpu, wall) in zip(jobs, rows):
+            facts, seconds = run_job(runner, settings, content, job)
+            record(False, (cpu, facts["cpu_seconds"]), (wall, seconds))
+    for before, after, job in zip(rows, rows[1:], jobs):
+        for row, previous in zip(after, before):
+            row.floor, row.floor_name = previous.ours, f"vs {job.batches:,}"
+    return [row for pair in rows for row in pair]
+
+
+def case_job_memory(runner: Runner, settings: Settings, content: str) -> list[Row]:
+    """The client's peak RSS over jobs of 200,000 and 2,000,000 requests, openai_batch alone.
+
+    The inputs are written here, one at a time, and removed after their runs: the larger is
+    730 MiB, too much to write on every run of bench.py as make_files does for the others.
+    """
+    path = os.path.join(runner.workdir, "memory.jsonl")
+    jobs = [Job(path, requests, JOB_BATCH_SIZE) for requests in MEMORY_REQUESTS]
+    rows: list[tuple[Row, Row, Row]] = []
+    for job in jobs:
+        label = f"job of {job.requests:,} requests ({job.batches} batches of {job.batch_size:,})"
+        peak = Row(f"{label}: client peak RSS", "MiB")
+        cpu = Row(f"{label}: client CPU, user+sys", "s")
+        rows.append((peak, cpu, Row(f"{label}: wall, whole process", "s")))
+    for job, (peak, cpu, wall) in zip(jobs, rows):
+        write_lines(path, request_line, lines=job.requests)
+        try:
+            for _ in range(settings.repeats):
+                facts, seconds = run_job(runner, settings, content, job)
+                pairs = (peak, facts["peak_rss_mib"]), (cpu, facts["cpu_seconds"]), (wall, seconds)
+                record(False, *pairs)
+        finally:
+            os.remove(path)
+    for before, after, job in zip(rows, rows[1:], jobs):
+        for row, previous in zip(after, before):
+            row.floor, row.floor_name = previous.ours, f"vs {job.requests:,}"
+    return [row for triple in rows for row in triple]
 
 
 def case_direct(runner: Runner, settings: Settings, path: str, content: str) -> list[Row]:
@@ -828,7 +932,7 @@ def cells(row: Row) -> list[str]:
     ours = number(statistics.median(row.ours), row.unit)
     theirs = "—" if row.theirs is None else number(statistics.median(row.theirs), row.unit)
     ratio = row.ratio()
-    shown = "—" if ratio is None else f"{ratio:.2f}×" + (" floor" if row.floor else "")
+    shown = "—" if ratio is None else f"{ratio:.2f}×" + (f" {row.floor_name}" if row.floor else "")
     return [row.case, ours, theirs, shown]
 
 
@@ -862,6 +966,9 @@ openai_batch's write_to_file also fsyncs the file before renaming it into place.
 The job: a server that runs each batch at once and makes its output as it sends it (its
 time is in the wall, not in the client's CPU); CPU is the client's getrusage user+sys;
 both outputs are checked line by line (count, input order, status 200).
+Shards and job memory: openai_batch alone, on the job's server, output checked the same way;
+"vs N": the row's value over the same measure with N shards, or N requests. Shards: max_active
+{shards_active:,} and polls every {shards_poll} s, so that no shard waits for another.
 Direct: wall and throughput from after the import to the output written; CPU and peak RSS
 of the whole process; both outputs checked (a line per request, distinct custom_ids, status
 200; openai_batch's in input order, as the official loop's need not be)."""
@@ -887,6 +994,33 @@ def print_targets(rows: list[Row]) -> None:
             verdict = "ok" if seconds <= LONG_LINE_BUDGET else "MISSED"
             case = row.case.replace(": wall after import", "")
             print(f"target: {case}, budget {LONG_LINE_BUDGET:.0f} s: {seconds:.2f} s, {verdict}")
+    print_growth_targets(rows)
+
+
+def print_growth_targets(rows: list[Row]) -> None:
+    """The job engine's goals: CPU at most doubles when the shards double, and the peak RSS of
+    a job ten times larger within 1.25× of the smaller one's."""
+    doublings = [  # the CPU rows of the second shard count on, each over the count before
+        row.ratio() or 0.0
+        for row in rows
+        if row.case.startswith(f"job of {SHARDED_REQUESTS:,} requests in ")
+        and "CPU" in row.case
+        and row.floor
+    ]
+    if doublings:
+        verdict = "met" if all(ratio <= 2 for ratio in doublings) else "MISSED"
+        pairs = zip(SHARD_COUNTS, SHARD_COUNTS[1:], doublings)
+        steps = ", ".join(f"{before:,}→{after:,} {ratio:.2f}×" for before, after, ratio in pairs)
+        print(f"target: each doubling of shards at most doubles the client CPU: {steps}, {verdict}")
+    small, large = MEMORY_REQUESTS
+    for row in rows:
+        if row.case.startswith(f"job of {large:,} requests") and row.unit == "MiB" and row.floor:
+            ratio = row.ratio() or 0.0
+            verdict = "met" if ratio <= 1.25 else "MISSED"
+            print(
+                f"target: client peak RSS, a job of {large:,} requests within 1.25× of "
+                f"{small:,}'s: {ratio:.2f}×, {verdict}"
+            )
 
 
 def print_direct_target(row: Row) -> None:
@@ -915,7 +1049,11 @@ def print_report(rows: list[Row], settings: Settings, extra: dict[str, object]) 
     print()
     print_table(rows)
     print()
-    print(_NOTES.format(repeats=settings.repeats))
+    print(
+        _NOTES.format(
+            repeats=settings.repeats, shards_active=SHARDS_MAX_ACTIVE, shards_poll=SHARDS_POLL
+        )
+    )
     if not settings.official:
         print("The openai package is not importable here, so its column is empty. Install it:")
         print("  pip install -r bench/requirements.txt")
@@ -982,6 +1120,7 @@ def make_files(workdir: str, settings: Settings) -> dict[str, str]:
     write_lines(paths["outputs"], output_line, lines=settings.lines)
     write_lines(paths["long"], lambda _: embeddings_line(LONG_LINE_BYTES), lines=1)
     write_lines(paths["job"], request_line, lines=settings.job_requests)
+    write_lines(paths["shards"], request_line, lines=SHARDED_REQUESTS)
     write_lines(paths["direct"], request_line, lines=settings.direct_requests)
     return paths
 
@@ -1005,6 +1144,8 @@ def run_cases(
         ("iter_results", lambda: case_jsonl(runner, settings, "iter_results", paths["outputs"])),
         ("one long line", lambda: case_long_line(runner, settings, paths["long"])),
         ("job", lambda: case_job(runner, settings, paths["job"], paths["content"])),
+        ("shards", lambda: case_shards(runner, settings, paths["shards"], paths["content"])),
+        ("job memory", lambda: case_job_memory(runner, settings, paths["content"])),
         ("direct", lambda: case_direct(runner, settings, paths["direct"], paths["content"])),
     ]
     assert [name for name, _ in steps] == list(STEPS)
@@ -1038,7 +1179,9 @@ def print_header(command: str, settings: Settings, versions: dict[str, str | Non
     print(
         f"sizes: {settings.file_bytes / MIB:.0f} MiB files, {settings.batches:,} batches, "
         f"{settings.lines:,} JSONL lines, a job of {settings.job_requests:,} requests, "
-        f"{settings.direct_requests:,} sent directly; "
+        f"{settings.direct_requests:,} sent directly; shards: {SHARDED_REQUESTS:,} requests in "
+        f"{'/'.join(f'{count:,}' for count in SHARD_COUNTS)}; job memory: "
+        f"{' and '.join(f'{requests:,}' for requests in MEMORY_REQUESTS)} requests; "
         f"{settings.repeats} repeats" + (f"; only {settings.only}" if settings.only else ""),
         flush=True,  # before the progress lines on stderr
     )
