@@ -214,8 +214,8 @@ _KEY_HORIZON, _KEY_SLACK = 30 * 86400.0, 3600.0
 _MAX_KEY_LENGTH = 255
 _METADATA_MAX_KEYS, _METADATA_MAX_KEY, _METADATA_MAX_VALUE = 16, 64, 512
 _MAX_CONCURRENCY = 1000  # threads, one a request in flight
-_FIRST_POLL, _MAX_POLL = 2.0, 60.0  # wait(): seconds between polls, growing by half each time
-_MAX_OUTAGE = 600.0  # wait(): seconds of failing polls it rides out
+_FIRST_POLL, _MAX_POLL = 2.0, 60.0  # seconds between polls, growing by half each time (_Backoff)
+_MAX_OUTAGE = 600.0  # seconds a server that has stopped answering is waited for (_Outage)
 
 # ---------------------------------------------------------------------------------------------
 # Exceptions
@@ -2266,18 +2266,20 @@ def _remove_quietly(path: str) -> None:
 
 
 class _Backoff:
-    """Pauses that grow while nothing changes: ``first``, then half as long again each time, to
-    ``most``; ``reset()`` starts them over. Every loop that polls or waits for a server takes
-    its pauses from one of these."""
+    """Pauses that grow while nothing changes: ``first``, then ``factor`` times as long each
+    time, to ``most``; ``reset()`` starts them over. Every loop that polls or waits for a
+    server takes its pauses from one of these."""
 
-    def __init__(self, first: float = _FIRST_POLL, most: float = _MAX_POLL) -> None:
-        self.first, self.most = first, max(first, most)
+    def __init__(
+        self, first: float = _FIRST_POLL, most: float = _MAX_POLL, factor: float = 1.5
+    ) -> None:
+        self.first, self.most, self.factor = first, max(first, most), factor
         self.pause = first
 
     def next(self) -> float:
         """The pause to take now; the one after it is longer."""
         pause = self.pause
-        self.pause = min(self.pause * 1.5, self.most)
+        self.pause = min(self.pause * self.factor, self.most)
         return pause
 
     def reset(self) -> None:
@@ -2498,16 +2500,8 @@ class _Create:
         A list that lags shows batches in the order they were made, so once it shows this
         call's batch, it shows any twin made before it.
         """
-        for pause in _SETTLE_PAUSES:
-            if pause:
-                self.transport.sleep(pause)
-            try:
-                found = self.matching(self.lookback())
-            except OutcomeUnknownError:
-                return made  # the list cannot be read: the batch in hand is this call's
-            if found:
-                return self.keep_one([made, *found])
-        return made
+        found = self.settle(readable=False)  # unread: the batch in hand is this call's
+        return self.keep_one([made, *found]) if found else made
 
     def recover(self, error: APIError, last: bool) -> Batch | None:
         """After a failed try: the batch it made, if any; raise if that cannot be known."""
@@ -2546,12 +2540,19 @@ class _Create:
     def lookback(self) -> float:
         return self.transport.clock() - self.started + _KEY_SLACK
 
-    def settle(self) -> list[Batch]:
-        """The batches with the key, read from the list until one shows or 30 s pass."""
+    def settle(self, readable: bool = True) -> list[Batch]:
+        """The batches with the key, read from the list until one shows or 30 s pass. A list
+        that cannot be read raises ``OutcomeUnknownError`` if it must be ``readable``, else
+        counts as showing none."""
         for pause in _SETTLE_PAUSES:
             if pause:
                 self.transport.sleep(pause)
-            found = self.matching(self.lookback())
+            try:
+                found = self.matching(self.lookback())
+            except OutcomeUnknownError:
+                if readable:
+                    raise
+                return []
             if found:
                 return found
         return []
@@ -2676,7 +2677,9 @@ class Batches:
             found = call.matching(_KEY_HORIZON, sent=False)
             if found:
                 return _same_call(call.keep_one(found), key, input_file_id, body["endpoint"])
-        return call.run(_with_extra(body, extra_body), extra_headers, shared)
+        # Confirmed against twins only if another process, or an earlier send of this key, may
+        # have made one; a job knows when neither can have.
+        return call.run(_with_extra(body, extra_body), extra_headers, shared and not _never_sent)
 
     def _made_with(self, key: str) -> Batch | None:
         """The batch made with this idempotency key in the last 30 days, if there is one."""
@@ -2770,7 +2773,7 @@ class Batches:
         """
         transport = self._client._transport
         deadline = None if timeout is None else transport.clock() + timeout
-        interval = poll_interval or _FIRST_POLL
+        backoff = _Backoff(poll_interval or _FIRST_POLL, poll_interval or _MAX_POLL)
         poll = _Poller(self, batch_id, on_update)
         while True:
             batch = poll()
@@ -2781,12 +2784,11 @@ class Batches:
                 raise WaitTimeoutError(
                     f"Batch {batch.id} is still {_text(batch.status)} after {timeout:g} s.", batch
                 )
-            pause = interval if deadline is None else min(interval, deadline - now)
+            pause = backoff.next()
+            pause = pause if deadline is None else min(pause, deadline - now)
             if poll.failure is not None and on_error is not None:
                 on_error(poll.failure, pause)
             transport.sleep(pause)
-            if poll_interval is None:
-                interval = min(interval * 1.5, _MAX_POLL)
 
     @property
     def with_raw_response(self) -> Any:
@@ -2809,22 +2811,20 @@ class _Poller:
         self.batches, self.batch_id, self.on_update = batches, batch_id, on_update
         self.last: Batch | None = None
         self.seen: dict[str, Any] | None = None
-        self.outage_since: float | None = None
+        self.outage = _Outage(batches._client._transport.clock)
         self.failure: APIError | None = None  # why the last poll failed, while riding it out
 
     def __call__(self) -> Batch:
-        clock = self.batches._client._transport.clock
         try:
             batch = self.batches.retrieve(self.batch_id)
         except (APIConnectionError, InternalServerError, RateLimitError) as exc:
-            if self.outage_since is None:
-                self.outage_since = clock()
-            passing = clock() - self.outage_since < _MAX_OUTAGE
+            passing = self.outage.down()
             if self.last is None or not passing or not getattr(exc, "_retryable", True):
                 raise
             self.failure = exc
             return self.last
-        self.outage_since, self.failure = None, None
+        self.outage.up()
+        self.failure = None
         current = batch.to_dict()
         if self.on_update is not None and current != self.seen:
             self.on_update(batch)
@@ -3465,6 +3465,16 @@ def _dumps_line(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+def _line_bytes(data: Any) -> bytes:
+    """A JSONL line's bytes, newline and all. Text that UTF-8 cannot hold (an unpaired
+    surrogate that a server sent as an escape) stays an escape, as it came."""
+    try:
+        return _dumps_line(data).encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        dumped = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        return dumped.encode("ascii") + b"\n"
+
+
 def write_jsonl(path_or_file: _PathLike | IO[Any], rows: Iterable[_Row]) -> tuple[int, int]:
     """Write requests (``BatchRequest`` or dicts) as JSONL; return (lines, bytes) written.
 
@@ -4066,6 +4076,12 @@ def iter_results(source: _Results) -> Iterator[BatchResult]:
         yield result
 
 
+def _supersedes(held_ok: bool | None, ok: bool) -> bool:
+    """Whether a request's newer result takes the place of the one held: a success wins over
+    any failure, and a later failure over an earlier one (its retry failed again)."""
+    return held_ok is None or ok or not held_ok
+
+
 def join_results(
     requests_path: _PathLike, results: _Results
 ) -> Iterator[tuple[BatchRequest | None, BatchResult | None]]:
@@ -4082,7 +4098,7 @@ def join_results(
         index: dict[str, tuple[int, bool]] = {}
         for result in iter_results(results):
             held = index.get(result.custom_id)
-            if held is None or result.ok or not held[1]:
+            if _supersedes(None if held is None else held[1], result.ok):
                 index[result.custom_id] = (spool.tell(), result.ok)
                 # ASCII, escapes and all: a result may hold an unpaired surrogate, which UTF-8
                 # cannot encode but a JSON escape can.
@@ -4916,7 +4932,7 @@ _JOB_SETTINGS: dict[str, tuple[float, float, float | None]] = {
     "max_active": (1, 10_000, DEFAULT_MAX_ACTIVE),
     "max_enqueued_tokens": (1, 10**12, None),
     "rounds": (1, 100, DEFAULT_ROUNDS),
-    "poll_interval": (0.1, 3600.0, None),
+    "poll_interval": (0.01, 3600.0, None),
     "concurrency": (1, _MAX_CONCURRENCY, DEFAULT_CONCURRENCY),
     "max_requests_per_minute": (1, 10**9, None),
     "max_tokens_per_minute": (1, 10**12, None),
@@ -5254,12 +5270,6 @@ def _lock(path: str) -> IO[bytes]:
             "(Ctrl-C) and run the command again"
         ) from None
     return handle
-
-
-def _supersedes(held_ok: bool | None, ok: bool) -> bool:
-    """Whether a request's newer result takes the place of the one held: a success wins over
-    any failure, and a later failure over an earlier one (its retry failed again)."""
-    return held_ok is None or ok or not held_ok
 
 
 def _line_index(paths: list[str], files: int = 0) -> dict[str, int]:
@@ -5608,9 +5618,16 @@ class _BatchRounds:
         self.endpoint = job.data["endpoint"]
         self.backoff = _Backoff(self.settings["poll_interval"] or _FIRST_POLL)
         self.outage = _Outage(job.clock)
-        self.live: dict[int, tuple[int, int]] = {}  # running shard -> requests done, failed
-        self.queued: list[int] = []  # shard numbers, in order
-        self.running: list[int] = []
+        import collections
+
+        # Kept as the shards move, so that a step costs the same in a job of ten thousand
+        # shards as in one of ten: the queue, the running shards (a dict: an ordered set) and
+        # the tokens they hold, and their requests done so far, from their request_counts.
+        self.live: dict[int, int] = {}
+        self.live_done = 0
+        self.queued: collections.deque[int] = collections.deque()
+        self.running: dict[int, None] = {}
+        self.held = 0
         self.succeeded = self.failed = 0
         self.usage: dict[str, int] = {}
         self.ended = 0
@@ -5628,18 +5645,28 @@ class _BatchRounds:
         if shard["status"] == _ShardStatus.QUEUED.value:
             self.queued.append(number)
         elif shard["status"] == _ShardStatus.RUNNING.value:
-            self.running.append(number)
+            self.run(number)
         else:
             self.ended += shard["status"] != _ShardStatus.SPLIT.value
             self.succeeded += shard.get("succeeded", 0)
             self.failed += shard.get("failed", 0)
             _added(self.usage, shard.get("usage") or {})
 
+    def run(self, number: int) -> None:
+        self.running[number] = None
+        self.held += self.record.shards[number]["tokens"]
+
+    def stop(self, number: int) -> None:
+        """A running shard ended, or goes back to the queue."""
+        del self.running[number]
+        self.held -= self.record.shards[number]["tokens"]
+        self.live_done -= self.live.pop(number, 0)
+
     def close(self) -> None:
         pass
 
     def progress(self) -> tuple[int, int, dict[str, int], dict[str, Any]]:
-        done = sum(counts[0] for counts in self.live.values())
+        done = self.live_done
         work = {
             "unit": "shard",
             "done": self.ended,
@@ -5803,8 +5830,8 @@ class _BatchRounds:
             return True  # one shard at a time always goes, whatever the budget
         if len(self.running) >= self.settings["max_active"]:
             return False
-        held = sum(self.record.shards[n]["tokens"] for n in self.running)
-        return self.budget is None or held + self.record.shards[number]["tokens"] <= self.budget
+        tokens = self.record.shards[number]["tokens"]
+        return self.budget is None or self.held + tokens <= self.budget
 
     def call(self, what: str, make: Callable[[], _T]) -> _T | None:
         """A call of the Batch API, its outage ridden out: None after a failure that is the
@@ -5868,7 +5895,7 @@ class _BatchRounds:
         shard["made"] = shard.get("made", 0) + 1
         self.record.shard(number)
         self.queued.remove(number)
-        self.running.append(number)
+        self.run(number)
         self.job.event("created", shard=shard["name"], batch_id=batch.id)
         return True
 
@@ -5882,7 +5909,9 @@ class _BatchRounds:
             return
         counts = batch.request_counts
         if isinstance(counts, BatchRequestCounts):
-            self.live[number] = (counts.completed or 0, counts.failed or 0)
+            done = counts.completed or 0
+            self.live_done += done - self.live.get(number, 0)
+            self.live[number] = done
         if not batch.is_terminal:
             return
         if batch.status == "failed" and any(
@@ -5916,8 +5945,7 @@ class _BatchRounds:
         if batch.status == "failed":
             shard["errors"] = _batch_errors(batch)[:_SHOWN_ERRORS]
         self.record.shard(number)
-        self.running.remove(number)
-        self.live.pop(number, None)
+        self.stop(number)
         self.count(number, shard)
         if self.budget is not None and shard["status"] == _ShardStatus.COMPLETED.value:
             # The budget a collision cut grows back, a shard's worth for each batch that ended
@@ -5942,16 +5970,15 @@ class _BatchRounds:
         """A batch over the enqueued-token limit: not its requests' failure. It goes again
         once another ends, and the job keeps fewer tokens in flight until batches end well."""
         shard = self.record.shards[number]
-        others = [n for n in self.running if n != number]
-        held = sum(self.record.shards[n]["tokens"] for n in others)
+        others = len(self.running) - 1
+        held = self.held - shard["tokens"]
         if others:
             self.budget = held if self.budget is None else min(self.budget, held)
             self.record.job(budget=self.budget)
         alone = shard.get("alone", 0) + (not others)
         shard["status"], shard["batch_id"] = _ShardStatus.QUEUED.value, None
         shard["tries"], shard["alone"] = shard["tries"] + 1, alone
-        self.running.remove(number)
-        self.live.pop(number, None)
+        self.stop(number)
         if alone and shard["requests"] > 1:
             self.split(number)  # over the limit with nothing of ours running: too big
         elif alone > _ALONE_TRIES:
@@ -5965,7 +5992,7 @@ class _BatchRounds:
             self.count(number, shard)
         else:
             self.record.shard(number)
-            self.queued.insert(0, number)
+            self.queued.appendleft(number)
         self.job.event("over_token_limit", shard=shard["name"], budget=self.budget)
         if not others and shard["status"] == _ShardStatus.QUEUED.value:
             self.job.sleep(_MAX_POLL)  # others' batches may hold the queue
@@ -6020,13 +6047,13 @@ class _BatchRounds:
             if found is not None:
                 shard["batch_id"], shard["status"] = found.id, _ShardStatus.RUNNING.value
                 shard["made"] = shard.get("made", 0) + 1
-                self.running.append(number)
+                self.run(number)
             else:
                 shard["status"] = _ShardStatus.NOT_STARTED.value
                 self.count(number, shard)
             self.record.shard(number)
             self.queued.remove(number)
-        for number in self.running:
+        for number in list(self.running):
             shard = self.record.shards[number]
             batch_id = shard["batch_id"]
             assert batch_id is not None
@@ -6448,13 +6475,14 @@ class _DirectPolicy:
         self.succeeded = succeeded  # a success seen: the server and the key were right
         self.misplaced: dict[str, APIError] = {}  # the first wrong-place answers, by request
         self.parked: list[tuple[_Send, _Answer]] = []  # ... kept back, unwritten
-        self.paused = 0  # pauses in a row, for the next one's length
+        self.pauses = _Backoff(1.0, _MAX_POLL, factor=2.0)  # 1, 2, 4 ... 60 s, in a row
 
     def answered(self, status: int) -> None:
         self.outage.up()
         self.last_answer = self.flight.clock()
         if 200 <= status < 300:
-            self.succeeded, self.paused = True, 0
+            self.succeeded = True
+            self.pauses.reset()
 
     def park(self, send: _Send, answer: _Answer) -> bool:
         """Whether to keep ``send``'s failed answer back, unwritten, until a success says the
@@ -6557,13 +6585,12 @@ class _DirectPolicy:
         """Hold ``send`` back, and pause the whole round: the server is down or full."""
         now = self.flight.clock()
         asked = _retry_after(headers, now) if headers else None  # type: ignore[arg-type]
-        pause = asked if asked is not None else min(2.0**self.paused, _MAX_POLL)
-        pause = min(max(pause, 0.0), _MAX_OUTAGE)
+        pacer = self.flight.pacer
+        # A new pause is longer than the last, if in a row; a request held during one, no.
+        grown = self.pauses.next() if now >= pacer.resume_at else self.pauses.pause
+        pause = min(max(asked if asked is not None else grown, 0.0), _MAX_OUTAGE)
         if self.outage.since is not None:  # no longer than the outage may yet last
             pause = min(pause, max(self.outage.remaining(), _TICK))
-        pacer = self.flight.pacer
-        if now >= pacer.resume_at:  # a new pause: longer than the last, if in a row
-            self.paused += 1
         pacer.pause(pause)
         return pause
 
@@ -6889,8 +6916,7 @@ def _failure_line(
     found = BatchResultError(code, message)
     line["error"] = {"code": code, "message": message}
     shown = status if body is not None else None
-    result = BatchResult(custom_id, status_code=shown, error=found)
-    return _dumps_line(line).encode("utf-8") + b"\n", result
+    return _line_bytes(line), BatchResult(custom_id, status_code=shown, error=found)
 
 
 def _answer_line(
@@ -6903,11 +6929,10 @@ def _answer_line(
     data, kept = body
     if kept is None:
         response["body"] = data
-        text = _dumps_line(line).encode("utf-8")
-    else:  # spliced in for "body": null, the last value of the response
-        head, tail = _dumps_line(line).encode("utf-8").rsplit(b'"body":null', 1)
-        text = b"".join([head, b'"body":', kept, tail])
-    return text + b"\n", BatchResult(custom_id, status_code=status)
+        return _line_bytes(line), BatchResult(custom_id, status_code=status)
+    # spliced in for "body": null, the last value of the response
+    head, tail = _line_bytes(line).rsplit(b'"body":null', 1)
+    return b"".join([head, b'"body":', kept, tail]), BatchResult(custom_id, status_code=status)
 
 
 def _answer_id() -> str:
