@@ -7062,6 +7062,29 @@ class ChatServer(ThreadingHTTPServer):
     connection the times `drop` says for a prompt, answers 500 to those in `broken`, and the
     bytes in `garbled` to those, and, with `capacity` set, answers 429 with a Retry-After to
     a request over it.
+
+    A request is in flight from when its body has been read until the last write of its
+    answer begins (or its connection is broken): the count drops before the client can have
+    the whole answer, so the peak never exceeds what the client really had outstanding, even
+    when it sends its next request before this handler's thread has ended.
+
+    Prompts that misbehave the same way every time they are sent:
+    - `hang`: never answered; the handler waits until the client gives up and closes the
+      connection (its timeout), and counts the request in flight until it sees that;
+    - `gateway_504`: a 504 with the HTML page a gateway (nginx) sends when the model behind
+      it takes too long;
+    - `too_big`: a 429 with `Retry-After: 1`, as a request larger than the tokens-per-minute
+      limit is refused however long the client waits;
+    - `html`: a 200 with `Content-Type: text/html` and a web page, as a wrong base URL gives;
+    - `json_error`: a 200 whose JSON body is `{"error": {"message": ..., "type": ...}}`, as
+      some compatible servers report a failure.
+
+    Server-wide switches, which a test may change while a run goes on:
+    - `expire_key_after`: after this many 200 answers, every request is answered 401
+      "Incorrect API key provided" (the key expired or was revoked) until it is None again;
+      a request is refused as it would be answered, so no more than that many 200s are sent;
+    - `redirect_to`: every POST is answered `redirect_status` (302 or 307) with this Location,
+      before anything else is checked, as a proxy in front of the server would.
     """
 
     daemon_threads = True
@@ -7084,6 +7107,17 @@ class ChatServer(ThreadingHTTPServer):
         self.broken: set[str] = set()
         self.garbled: dict[str, bytes] = {}
         self.usage = (5, 4)  # prompt and completion tokens of each answer
+        self.hang: set[str] = set()
+        self.gateway_504: set[str] = set()
+        self.too_big: set[str] = set()
+        self.html: set[str] = set()
+        self.json_error: set[str] = set()
+        self.expire_key_after: int | None = None
+        self.redirect_to: str | None = None
+        self.redirect_status = 302
+        self.ok_answers = 0  # 200s sent with a response, for expire_key_after
+        self.redirected = self.refused_401 = 0
+        self.stopping = threading.Event()  # set when serve() ends: hanging handlers let go
 
     @property
     def base_url(self) -> str:
@@ -7100,6 +7134,7 @@ class ChatServer(ThreadingHTTPServer):
         try:
             yield self
         finally:
+            self.stopping.set()
             self.shutdown()
             self.server_close()
 
@@ -7111,6 +7146,9 @@ class ChatServer(ThreadingHTTPServer):
             return 400, {"error": {**error, "param": None, "code": None}}
         if prompt in self.broken:
             return 500, {"error": {"message": "The server had an error", "type": "server_error"}}
+        if prompt in self.json_error:
+            message = f"The model could not answer {prompt}"
+            return 200, {"error": {"message": message, "type": "server_error"}}
         tokens_in, tokens_out = self.usage
         if path == "/v1/chat/completions":
             message = {"role": "assistant", "content": f"answer to {prompt}"}
@@ -7149,6 +7187,30 @@ class ChatServer(ThreadingHTTPServer):
             },
         }
 
+    def key_holds(self, good: bool = False) -> bool:
+        """Whether the key is still good (with `good`, for a 200 with a response: counted).
+
+        Decided and counted under the lock as the answer leaves, so that no more than
+        `expire_key_after` answers are 200s with a response, however many are in flight.
+        """
+        with self.lock:
+            if self.expire_key_after is not None and self.ok_answers >= self.expire_key_after:
+                self.refused_401 += 1
+                return False
+            self.ok_answers += good
+            return True
+
+
+_GATEWAY_504 = (
+    b"<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n"
+    b"<center><h1>504 Gateway Time-out</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+_WEB_PAGE = (
+    b'<!doctype html>\n<html lang="en"><head><title>Welcome</title></head>\n'
+    b"<body><h1>It works!</h1><p>This is the web page at this address.</p></body></html>\n"
+)
+
 
 def _prompt(body: dict[str, Any]) -> str:
     """What a request asks, which names it: its last message, or its input."""
@@ -7160,6 +7222,7 @@ def _prompt(body: dict[str, Any]) -> str:
 class _ChatHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # kept-alive connections, as the client's pool expects
     server: ChatServer
+    counted = False  # whether this handler's request is in the server's in-flight count
 
     def setup(self) -> None:
         super().setup()
@@ -7170,15 +7233,57 @@ class _ChatHandler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode("utf-8")
+    def leave(self) -> None:
+        """No longer in flight: called before the answer's last write, or a hang-up."""
+        if self.counted:
+            self.counted = False
+            with self.server.lock:
+                self.server.in_flight -= 1
+
+    def send(
+        self,
+        status: int,
+        data: bytes,
+        headers: dict[str, str] | None = None,
+        content_type: str | None = "application/json",
+    ) -> None:
+        """Send a whole answer. The headers go first, then the count drops, then the body:
+        the client cannot have read the answer whole before the count has dropped."""
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        if content_type is not None:
+            self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        if not data:  # the headers are the whole answer
+            self.leave()
         self.end_headers()
+        self.leave()
         self.wfile.write(data)
+
+    def reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self.send(status, json.dumps(payload).encode("utf-8"), headers)
+
+    def hang_up(self) -> None:
+        """Break the connection with no answer; the count drops first."""
+        self.leave()
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def wait_for_the_client_to_leave(self) -> None:
+        """A request never answered: wait until the client closes the connection."""
+        import select
+
+        while not self.server.stopping.is_set():
+            readable, _, _ = select.select([self.connection], [], [], 0.05)
+            if readable:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        break  # the client closed it: it gave up on the answer
+                except OSError:
+                    break
+        self.leave()
+        self.close_connection = True
 
     def do_POST(self) -> None:
         server = self.server
@@ -7186,6 +7291,12 @@ class _ChatHandler(BaseHTTPRequestHandler):
         raw = self.rfile.read(size)
         if len(raw) < size:
             return  # the client was killed while it sent
+        if server.redirect_to is not None:
+            with server.lock:
+                server.redirected += 1
+            location = {"Location": server.redirect_to}
+            self.send(server.redirect_status, b"", location, content_type=None)
+            return
         body = json.loads(raw)
         if self.headers.get("Authorization") != f"Bearer {API_KEY}":
             self.reply(401, {"error": {"message": "Incorrect API key provided"}})
@@ -7197,6 +7308,7 @@ class _ChatHandler(BaseHTTPRequestHandler):
         prompt = _prompt(body)
         with server.lock:
             server.in_flight += 1
+            self.counted = True
             server.peak = max(server.peak, server.in_flight)
             server.seen[prompt] = server.seen.get(prompt, 0) + 1
             server.arrivals.append(server.clock())
@@ -7206,33 +7318,69 @@ class _ChatHandler(BaseHTTPRequestHandler):
             server.drop[prompt] = server.drop.get(prompt, 0) - 1
             server.refused_429 += full
         try:
-            if prompt in server.missing:  # at once, before the others' latency
-                self.reply(404, {"error": {"message": f"no such thing: {prompt}"}})
-                return
-            time.sleep(server.latency)
-            if dropped:  # no answer at all: the connection breaks
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return
-            if full:
-                error = {"message": "Rate limit reached", "type": "requests", "code": None}
-                after = server.retry_after
-                self.reply(429, {"error": error}, {"Retry-After": after} if after else {})
-                return
-            if prompt in server.garbled:
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(server.garbled[prompt])))
-                self.end_headers()
-                self.wfile.write(server.garbled[prompt])
-                return
-            status, payload = server.answer(self.path, body, number)
-            if status == 200:
-                with server.lock:
-                    server.answers[prompt] = server.answers.get(prompt, 0) + 1
-            self.reply(status, payload, {"x-request-id": f"req_{number}"})
+            self.respond(prompt, body, number, full, dropped)
         finally:
+            self.leave()  # if an error came before the answer's last write
+
+    def respond(
+        self, prompt: str, body: dict[str, Any], number: int, full: bool, dropped: bool
+    ) -> None:
+        server = self.server
+        if prompt in server.missing:  # at once, before the others' latency
+            self.reply(404, {"error": {"message": f"no such thing: {prompt}"}})
+            return
+        if prompt in server.hang:
+            self.wait_for_the_client_to_leave()
+            return
+        time.sleep(server.latency)
+        if dropped:  # no answer at all: the connection breaks
+            self.hang_up()
+            return
+        if not server.key_holds():
+            self.expired(number)
+            return
+        if full or prompt in server.too_big:
+            self.refuse_429(prompt, body["model"], too_big=not full)
+            return
+        if prompt in server.gateway_504:
+            self.send(504, _GATEWAY_504, content_type="text/html")
+            return
+        if prompt in server.html:
+            self.send(200, _WEB_PAGE, content_type="text/html; charset=utf-8")
+            return
+        if prompt in server.garbled:
+            self.send(200, server.garbled[prompt], content_type=None)
+            return
+        status, payload = server.answer(self.path, body, number)
+        if not server.key_holds(good=status == 200 and "error" not in payload):
+            self.expired(number)
+            return
+        if status == 200 and "error" not in payload:
             with server.lock:
-                server.in_flight -= 1
+                server.answers[prompt] = server.answers.get(prompt, 0) + 1
+        self.reply(status, payload, {"x-request-id": f"req_{number}"})
+
+    def expired(self, number: int) -> None:
+        message = f"Incorrect API key provided: {_mask(API_KEY)}. You can find your API key at"
+        error = {"message": f"{message} https://platform.openai.com/account/api-keys."}
+        error.update(type="invalid_request_error", param=None, code="invalid_api_key")
+        self.reply(401, {"error": error}, {"x-request-id": f"req_{number}"})
+
+    def refuse_429(self, prompt: str, model: str, too_big: bool) -> None:
+        """Over the capacity (a request rate limit), or `too_big` for the tokens-per-minute
+        limit: then with a Retry-After of 1 s, which waiting never satisfies."""
+        if too_big:
+            message = f"Request too large for {model} on tokens per min (TPM): Limit 30000,"
+            message += " Requested 52000. The input or output tokens must be reduced in order"
+            message += " to run successfully."
+            error = {"message": message, "type": "tokens", "param": None}
+            self.reply(
+                429, {"error": {**error, "code": "rate_limit_exceeded"}}, {"Retry-After": "1"}
+            )
+            return
+        error = {"message": "Rate limit reached", "type": "requests", "code": None}
+        after = self.server.retry_after
+        self.reply(429, {"error": error}, {"Retry-After": after} if after else {})
 
 
 def _direct_client(server: ChatServer, speed: float = 50.0, **options: Any) -> Client:
