@@ -7075,6 +7075,8 @@ class ChatServer(ThreadingHTTPServer):
       it takes too long;
     - `too_big`: a 429 with `Retry-After: 1`, as a request larger than the tokens-per-minute
       limit is refused however long the client waits;
+    - `limited` (prompt -> times): a 429 with the Retry-After of `retry_after` the next times
+      the prompt is sent, then answers as usual: a rate limit that passes;
     - `html`: a 200 with `Content-Type: text/html` and a web page, as a wrong base URL gives;
     - `json_error`: a 200 whose JSON body is `{"error": {"message": ..., "type": ...}}`, as
       some compatible servers report a failure.
@@ -7112,6 +7114,7 @@ class ChatServer(ThreadingHTTPServer):
         self.too_big: set[str] = set()
         self.html: set[str] = set()
         self.json_error: set[str] = set()
+        self.limited: dict[str, int] = {}
         self.expire_key_after: int | None = None
         self.redirect_to: str | None = None
         self.redirect_status = 302
@@ -7316,6 +7319,9 @@ class _ChatHandler(BaseHTTPRequestHandler):
             full = server.capacity is not None and server.in_flight > server.capacity
             dropped = server.drop.get(prompt, 0) > 0
             server.drop[prompt] = server.drop.get(prompt, 0) - 1
+            limited = server.limited.get(prompt, 0) > 0
+            server.limited[prompt] = server.limited.get(prompt, 0) - 1
+            full = full or limited
             server.refused_429 += full
         try:
             self.respond(prompt, body, number, full, dropped)
@@ -7694,3 +7700,212 @@ def test_run_direct_does_not_take_one_bad_request_for_a_wrong_address(tmp_path: 
         server.missing = {"question 0"}  # a 404 at once; the rest answer later
         report = _direct_client(server).run(source, out, direct=True, concurrency=10)
     assert report.succeeded == 9 and report.failures == {"HTTP 404": 1}
+
+
+# ---------------------------------------------------------------- the job engine (issue 16)
+
+
+def _within(seconds: float, call: Callable[[], Any], what: str = "the job") -> Any:
+    """What `call` returns (or raises), or a failure if it has not ended within `seconds` real
+    seconds: a job that hangs fails its test and never stops the suite. The call runs in a
+    daemon thread, left behind if it hangs."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # handed to the test's thread, KeyboardInterrupt too
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        pytest.fail(f"{what} did not end within {seconds:g} s: it hangs", pytrace=False)
+    ended, value = outcome[0]
+    if not ended:
+        raise value
+    return value
+
+
+def _tuple(report: ob.JobReport) -> tuple[Any, ...]:
+    return (report.requests, report.succeeded, report.failed, report.failures, report.rounds)
+
+
+def test_run_direct_always_ends_when_a_tenth_of_the_requests_meet_429s(tmp_path: Any) -> None:
+    """Issue 16, the hang: a worker skipping a line that has its answer already did `busy -= 1`
+    without waking the workers waiting for the end of the round, which then waited for ever."""
+    source = _job_input(tmp_path, 40)
+    ids = [f"q{i}" for i in range(40)]
+    with ChatServer(latency=0.002).serve() as server:
+        client = _direct_client(server, speed=200, max_retries=1)
+        for run in range(20):
+            # Two 429s for one request in ten: with max_retries=1, a second round sends them
+            # again, and its workers skip every line that has its answer.
+            server.limited = {f"question {i}": 2 for i in range(run % 10, 40, 10)}
+            out = tmp_path / f"out-{run}.jsonl"
+            report = _within(
+                10,
+                lambda out=out: client.run(source, out, direct=True, concurrency=16, rounds=3),
+                f"run {run + 1} of 20",
+            )
+            assert report.succeeded == 40 and report.failed == 0, (run, report.failures)
+            assert _output_ids(out) == ids
+
+
+def test_run_direct_rerun_over_kept_answers_always_ends(tmp_path: Any) -> None:
+    """Issue 16, the hang, on a rerun: nearly every line is skipped (its answer is kept), as
+    a job killed late leaves it; no worker may be left waiting for a line already skipped."""
+    source = _job_input(tmp_path, 40)
+    ids = [f"q{i}" for i in range(40)]
+
+    def stop_late(event: dict[str, Any]) -> None:
+        if event["event"] == "progress" and event["progress"]["requests"]["succeeded"] >= 34:
+            raise KeyboardInterrupt
+
+    with ChatServer(latency=0.002).serve() as server:
+        client = _direct_client(server, speed=200, max_retries=1)
+        for run in range(20):
+            out = tmp_path / f"out-{run}.jsonl"
+            server.limited = {f"question {i}": 1 for i in range(run % 10, 40, 10)}
+            try:
+                client.run(source, out, direct=True, concurrency=16, on_event=stop_late)
+            except KeyboardInterrupt:
+                pass
+            server.limited = {f"question {i}": 1 for i in range((run + 5) % 10, 40, 10)}
+            report = _within(
+                10,
+                lambda out=out: client.run(source, out, direct=True, concurrency=16, rounds=3),
+                f"rerun {run + 1} of 20",
+            )
+            assert report.succeeded == 40 and _output_ids(out) == ids, (run, report.failures)
+
+
+def _one_bad_request(
+    tmp_path: Any, misbehave: Callable[[ChatServer], None], **options: Any
+) -> tuple[ChatServer, dict[str, Any], ob.JobReport, Client]:
+    """Run 20 requests directly, "question 5" meeting `misbehave`, with max_retries=1 and two
+    rounds; return the server (stopped), q5's RESULTS line, the report and the client."""
+    source = _job_input(tmp_path, 20)
+    out = tmp_path / "out.jsonl"
+    with ChatServer(latency=0.002).serve() as server:
+        misbehave(server)
+        client = _direct_client(server, speed=200, max_retries=1, **options)
+        report = _within(15, lambda: client.run(source, out, direct=True, rounds=2))
+        seen = dict(server.seen)
+        again = _within(10, lambda: client.run(source, out, direct=True, rounds=2), "the rerun")
+        assert server.seen == seen  # nothing is sent again: the job has ended
+    assert _tuple(again) == _tuple(report)
+    assert report.failed == 1 and report.succeeded == 19
+    limit = 2 * (client.max_retries + 1 + 3)  # rounds * (tries a round + a few held back)
+    assert 1 <= server.seen["question 5"] <= limit, server.seen["question 5"]
+    lines = _json_lines(out)
+    assert [line["custom_id"] for line in lines] == [f"q{i}" for i in range(20)]
+    assert all(line["response"]["status_code"] == 200 for i, line in enumerate(lines) if i != 5)
+    return server, lines[5], report, client
+
+
+def test_run_direct_ends_when_one_request_always_times_out(tmp_path: Any) -> None:
+    """Issue 16, a job always ends: a request that times out every time was sent again and
+    again and kept the job (and every rerun) from finishing. It is sent a bounded number of
+    times and gets a final error that says so."""
+    _, line, _, _ = _one_bad_request(tmp_path, lambda s: s.hang.add("question 5"), timeout=0.2)
+    assert line["response"] is None and line["error"]["code"] == "timeout"
+    assert "times" in line["error"]["message"], line["error"]
+
+
+def test_run_direct_ends_when_one_request_always_gets_a_gateway_504(tmp_path: Any) -> None:
+    """Issue 16, a job always ends: a request answered 504 by a gateway every time (the model
+    behind it too slow for it) is given up after a bounded number of sends, saying why."""
+    _, line, _, _ = _one_bad_request(tmp_path, lambda s: s.gateway_504.add("question 5"))
+    assert line["error"] is not None, line
+    assert "504" in line["error"]["message"] and "times" in line["error"]["message"]
+
+
+def test_run_direct_ends_when_one_request_is_always_too_big_for_the_minute(tmp_path: Any) -> None:
+    """Issue 16, a job always ends: a request refused with a 429 and a Retry-After every time
+    (larger than the tokens-per-minute limit) held the whole run back for ever."""
+    _, line, _, _ = _one_bad_request(tmp_path, lambda s: s.too_big.add("question 5"))
+    assert line["error"] is not None, line
+    assert "429" in line["error"]["message"] and "times" in line["error"]["message"]
+
+
+def test_run_direct_stops_when_the_key_expires_midway_and_resumes_with_a_good_one(
+    tmp_path: Any,
+) -> None:
+    """Issue 16, credentials: a key that expires midway (401 after successes) wrote every
+    remaining request as a final 401, and a rerun with a good key sent nothing. The run must
+    stop, keep only the real answers, and a rerun must finish the job."""
+    source = _job_input(tmp_path, 40)
+    out = tmp_path / "out.jsonl"
+    ids = [f"q{i}" for i in range(40)]
+    with ChatServer(latency=0.002).serve() as server:
+        server.expire_key_after = 10
+        client = _direct_client(server, speed=200)
+        with raises(ob.OpenAIError) as info:  # AuthenticationError is one
+            _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
+        message = str(info.value)
+        assert "401" in message or "key" in message.lower(), message
+        assert not out.exists()
+        assert sum(server.answers.values()) == 10
+        first = {prompt for prompt, count in server.answers.items() if count}
+        server.expire_key_after = None  # a good key again
+        report = _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
+    assert report.succeeded == 40 and report.failed == 0 and _output_ids(out) == ids
+    assert _questions(server, ids) == {c: 1 for c in ids}  # the first 10 were kept, not resent
+    assert all(server.seen[prompt] == 1 for prompt in first)
+
+
+@pytest.mark.parametrize("status", [302, 307])
+def test_run_direct_takes_a_redirect_on_a_post_for_a_wrong_address(
+    tmp_path: Any, status: int
+) -> None:
+    """Issue 16, addresses: a base URL that redirects made every answer a final 302. A
+    redirect on a POST is not an answer: the run stops, as for a wrong address."""
+    source = _job_input(tmp_path, 20)
+    out = tmp_path / "out.jsonl"
+    with ChatServer(latency=0.002).serve() as server:
+        server.redirect_to = server.base_url.replace("http:", "https:") + "/chat/completions"
+        server.redirect_status = status
+        client = _direct_client(server, speed=200)
+        with raises(ob.OpenAIError):
+            _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
+        assert not out.exists() and server.redirected > 0
+        server.redirect_to = None  # the address put right: nothing was final, all go again
+        report = _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
+    assert report.succeeded == 20 and _output_ids(out) == [f"q{i}" for i in range(20)]
+
+
+def test_run_direct_counts_a_200_that_is_not_a_response_as_a_failure(tmp_path: Any) -> None:
+    """Issue 16: a 200 with an HTML page, or with a JSON error object, counted as a success
+    and the run exited 0."""
+    source = _job_input(tmp_path, 40)
+    out = tmp_path / "out.jsonl"
+    odd = {3: "html", 17: "html", 21: "json_error", 33: "json_error", 38: "json_error"}
+    with ChatServer(latency=0.002).serve() as server:
+        server.html = {f"question {i}" for i, kind in odd.items() if kind == "html"}
+        server.json_error = {f"question {i}" for i, kind in odd.items() if kind == "json_error"}
+        client = _direct_client(server, speed=200, max_retries=1)
+        report = _within(15, lambda: client.run(source, out, direct=True, rounds=2))
+        ran = _within(10, lambda: cli(client, "run", source, "-o", str(out), "--direct"), "run")
+    assert report.failed == len(odd) and report.succeeded == 40 - len(odd), report.failures
+    lines = _json_lines(out)
+    assert [i for i, line in enumerate(lines) if line["error"]] == sorted(odd)
+    assert all(lines[i]["error"]["code"] == "invalid_response" for i in odd), lines[3]
+    assert ran.code == 1
+
+
+def test_run_direct_stops_when_the_base_url_is_a_web_page(tmp_path: Any) -> None:
+    """Issue 16: when every answer is a 200 with an HTML page (the base URL is a web site),
+    the address is wrong: the run stops as it does on 404s, and writes nothing as final."""
+    source = _job_input(tmp_path, 20)
+    out = tmp_path / "out.jsonl"
+    with ChatServer(latency=0.002).serve() as server:
+        server.html = {f"question {i}" for i in range(20)}
+        client = _direct_client(server, speed=200)
+        with raises(ob.OpenAIError):
+            _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
+        assert not out.exists()
+        server.html = set()
+        report = _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
+    assert report.succeeded == 20
