@@ -7077,6 +7077,8 @@ class ChatServer(ThreadingHTTPServer):
       limit is refused however long the client waits;
     - `limited` (prompt -> times): a 429 with the Retry-After of `retry_after` the next times
       the prompt is sent, then answers as usual: a rate limit that passes;
+    - `failing` (prompt -> times): a 500 the next times the prompt is sent, then answers as
+      usual: a fault that passes, by the next round if the tries of this one run out;
     - `html`: a 200 with `Content-Type: text/html` and a web page, as a wrong base URL gives;
     - `json_error`: a 200 whose JSON body is `{"error": {"message": ..., "type": ...}}`, as
       some compatible servers report a failure.
@@ -7115,6 +7117,7 @@ class ChatServer(ThreadingHTTPServer):
         self.html: set[str] = set()
         self.json_error: set[str] = set()
         self.limited: dict[str, int] = {}
+        self.failing: dict[str, int] = {}
         self.expire_key_after: int | None = None
         self.redirect_to: str | None = None
         self.redirect_status = 302
@@ -7344,6 +7347,13 @@ class _ChatHandler(BaseHTTPRequestHandler):
             return
         if not server.key_holds():
             self.expired(number)
+            return
+        with server.lock:
+            failing = server.failing.get(prompt, 0) > 0
+            server.failing[prompt] = server.failing.get(prompt, 0) - 1
+        if failing and not full:
+            error = {"message": "The server had an error", "type": "server_error"}
+            self.reply(500, {"error": error}, {"x-request-id": f"req_{number}"})
             return
         if full or prompt in server.too_big:
             self.refuse_429(prompt, body["model"], too_big=not full)
@@ -7732,17 +7742,32 @@ def _tuple(report: ob.JobReport) -> tuple[Any, ...]:
     return (report.requests, report.succeeded, report.failed, report.failures, report.rounds)
 
 
+def _input_with_a_long_last_line(tmp_path: Any, count: int) -> str:
+    """Chat requests q0.. whose last one carries 2 MB of context before its question: a
+    worker takes a while to read that line, which is when the others reach the end."""
+    lines: list[Any] = [request.to_dict() for request in chat_requests(count - 1)]
+    messages = [
+        {"role": "system", "content": "context " * 250_000},
+        {"role": "user", "content": f"question {count - 1}"},
+    ]
+    body = {"model": "gpt-4o-mini", "messages": messages}
+    lines.append(request_line(f"q{count - 1}", body=body))
+    return write_lines(tmp_path / "in.jsonl", lines)
+
+
 def test_run_direct_always_ends_when_a_tenth_of_the_requests_meet_429s(tmp_path: Any) -> None:
     """Issue 16, the hang: a worker skipping a line that has its answer already did `busy -= 1`
     without waking the workers waiting for the end of the round, which then waited for ever."""
-    source = _job_input(tmp_path, 40)
+    source = _input_with_a_long_last_line(tmp_path, 40)
     ids = [f"q{i}" for i in range(40)]
     with ChatServer(latency=0.002).serve() as server:
         client = _direct_client(server, speed=200, max_retries=1)
         for run in range(20):
-            # Two 429s for one request in ten: with max_retries=1, a second round sends them
-            # again, and its workers skip every line that has its answer.
-            server.limited = {f"question {i}": 2 for i in range(run % 10, 40, 10)}
+            # A 429 for one request in ten, ridden out in the round; two 500s for two of them,
+            # which run out their tries (max_retries=1): a second round sends those again, and
+            # its workers skip every line that has its answer, the long last one too.
+            server.limited = {f"question {i}": 1 for i in range(run % 10, 40, 10)}
+            server.failing = {f"question {run % 10}": 2, f"question {run % 10 + 20}": 2}
             out = tmp_path / f"out-{run}.jsonl"
             report = _within(
                 10,
@@ -7756,11 +7781,11 @@ def test_run_direct_always_ends_when_a_tenth_of_the_requests_meet_429s(tmp_path:
 def test_run_direct_rerun_over_kept_answers_always_ends(tmp_path: Any) -> None:
     """Issue 16, the hang, on a rerun: nearly every line is skipped (its answer is kept), as
     a job killed late leaves it; no worker may be left waiting for a line already skipped."""
-    source = _job_input(tmp_path, 40)
+    source = _input_with_a_long_last_line(tmp_path, 40)
     ids = [f"q{i}" for i in range(40)]
 
     def stop_late(event: dict[str, Any]) -> None:
-        if event["event"] == "progress" and event["progress"]["requests"]["succeeded"] >= 34:
+        if event["event"] == "round" and event["round"] == 2:  # every answer of round 1 is kept
             raise KeyboardInterrupt
 
     with ChatServer(latency=0.002).serve() as server:
@@ -7768,10 +7793,9 @@ def test_run_direct_rerun_over_kept_answers_always_ends(tmp_path: Any) -> None:
         for run in range(20):
             out = tmp_path / f"out-{run}.jsonl"
             server.limited = {f"question {i}": 1 for i in range(run % 10, 40, 10)}
-            try:
+            server.failing = {f"question {run % 10}": 2, f"question {run % 10 + 20}": 2}
+            with pytest.raises(KeyboardInterrupt):
                 client.run(source, out, direct=True, concurrency=16, on_event=stop_late)
-            except KeyboardInterrupt:
-                pass
             server.limited = {f"question {i}": 1 for i in range((run + 5) % 10, 40, 10)}
             report = _within(
                 10,
