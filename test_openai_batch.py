@@ -7933,3 +7933,175 @@ def test_run_direct_stops_when_the_base_url_is_a_web_page(tmp_path: Any) -> None
         server.html = set()
         report = _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
     assert report.succeeded == 20
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [("POST", r"/v1/files"), ("GET", r"/v1/files/[^/]+/content"), ("POST", r"/v1/batches")],
+    ids=["upload", "download", "create"],
+)
+def test_run_rides_out_a_burst_of_5xx_on_a_transfer_or_a_create(
+    api: FakeAPI, tmp_path: Any, method: str, path: str
+) -> None:
+    """Issue 16: a batch job died on three 5xx answers in a row to an upload, a download or a
+    create, though it rode out the same burst on a poll. A burst longer than the client's
+    retries (max_retries=1 here) is an outage to wait out, and no batch is made twice."""
+    client = make_client(api, max_retries=1)
+    source = _job_input(tmp_path, 9)
+    out = tmp_path / "out.jsonl"
+    api.arm(method, path, *[Fault.error(503 if n % 2 else 500) for n in range(5)])
+    report = _within(15, lambda: client.run(source, out, batch_size=3, max_active=2))
+    assert all(not faults for _, _, faults in api._faults)  # the whole burst was met
+    assert report.ok and report.succeeded == 9 and _output_ids(out) == [f"q{i}" for i in range(9)]
+    assert len(api.batches) == 3 and all(len(made) == 1 for made in _batches_by_key(api).values())
+    assert api.ran == {f"q{i}": 1 for i in range(9)}
+
+
+def _most_at_once(api: FakeAPI, after: float) -> int:
+    """The most batches made at or after `after` that were in progress at once on the fake."""
+    spans = []
+    for batch_id, job in api._jobs.items():
+        if api._made_at[batch_id] >= after and "in_progress" in job.at:
+            end = min(job.at.get(status, float("inf")) for status in _TERMINAL)
+            spans.append((job.at["in_progress"], end))
+    return max((sum(a <= start < b for a, b in spans) for start, _ in spans), default=0)
+
+
+def test_run_raises_its_token_budget_again_after_a_collision(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 16, the token budget recovers: one brief collision with the enqueued-token limit
+    cut the job to one batch at a time for good."""
+    api.enqueued_token_limit = 4  # one shard of two requests ("question N": 2 tokens each)
+    source = _job_input(tmp_path, 40)
+    collided: list[float] = []
+
+    def lift(event: dict[str, Any]) -> None:
+        if event["event"] == "over_token_limit" and not collided:
+            collided.append(api.clock.now)
+            api.enqueued_token_limit = None  # the other work that held the limit has ended
+
+    report = _within(
+        15,
+        lambda: client.run(
+            source, tmp_path / "out.jsonl", batch_size=2, max_active=2, on_event=lift
+        ),
+    )
+    assert report.ok and report.succeeded == 40 and collided
+    assert _most_at_once(api, after=collided[0]) > 1  # two at once again, once it had room
+
+
+def test_run_resumed_with_a_larger_token_budget_uses_it(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 16: a resume ignored a larger max_enqueued_tokens once a collision had cut the
+    budget; the resumed job must start as many batches at once as the new budget allows."""
+    api.enqueued_token_limit = 4  # one shard of two requests
+    source = _job_input(tmp_path, 20)
+    out = tmp_path / "out.jsonl"
+
+    def stop(event: dict[str, Any]) -> None:
+        if event["event"] == "over_token_limit":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.run(source, out, batch_size=2, max_active=2, on_event=stop)
+    api.enqueued_token_limit = None
+    resumed_at = api.clock.now
+    report = _within(
+        15,
+        lambda: client.run(source, out, batch_size=2, max_active=4, max_enqueued_tokens=1_000_000),
+    )
+    assert report.ok and report.succeeded == 20
+    started = [made for made in api._made_at.values() if made == resumed_at]
+    assert len(started) >= 2, "the resumed job started one batch at a time"
+
+
+def _job_process(command: list[str], env: dict[str, str], what: str) -> int:
+    """Run `command` to its end; fail the test if it takes over 30 s (it hangs)."""
+    try:
+        done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what} did not end within 30 s", pytrace=False)
+    return done.returncode
+
+
+def _cancel_fake() -> FakeAPI:
+    """A fake on a clock 10 times real time, whose batches validate for a minute (6 s real)
+    and cancel in a second: a cancel always finds them before they run anything."""
+    api = FakeAPI(clock=ScaledClock(speed=10))
+    api.seconds_validating, api.seconds_cancelling = 60.0, 1.0
+    return api
+
+
+def test_run_cancel_reaches_a_batch_made_by_a_create_killed_before_its_reply(
+    tmp_path: Any,
+) -> None:
+    """Issue 16, cancel reaches every batch the job may have made: after a kill inside a
+    create (the batch made, its reply lost), --cancel marked the shard not started and left
+    the batch running, billed, never seen by the job."""
+    api = _cancel_fake()
+    source = _job_input(tmp_path, 40)
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "openai_batch", "run", source, "-o", str(out)]
+    command += ["--batch-size", "20", "--max-active", "1", "--interval", "0.1", "--json"]
+    with api.serve():
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        try:
+            assert _kill_inside(api, process, ("create", "POST", r"/v1/batches", 0), out)
+        finally:
+            process.kill()
+            process.wait(timeout=30)
+        (made,) = api.batches.values()
+        content = api.contents[made["input_file_id"]].decode()
+        its = [json.loads(line)["custom_id"] for line in content.splitlines()]
+        assert _job_process(command + ["--cancel"], env, "run --cancel") == 1
+        assert made["status"] in ("cancelling", "cancelled"), made["status"]
+        lines = {line["custom_id"]: line for line in _json_lines(out)}
+        assert len(lines) == 40 and all(
+            lines[c]["response"] is None and lines[c]["error"]["code"] == "job_cancelled"
+            for c in its
+        )
+        creates = len(requests_to(api, "POST", r"/v1/batches"))
+        assert _job_process(command, env, "the rerun") == 1  # a cancelled job stays ended
+        assert len(requests_to(api, "POST", r"/v1/batches")) == creates and len(api.batches) == 1
+
+
+@pytest.mark.parametrize("again", [["--cancel"], []], ids=["cancel again", "plain rerun"])
+def test_run_killed_while_cancelling_goes_on_cancelling(tmp_path: Any, again: list[str]) -> None:
+    """Issue 16: a job killed while cancelling (one batch's cancel sent and carried out, its
+    reply lost, the next not sent) goes on cancelling when it is run again."""
+    api = _cancel_fake()
+    source = _job_input(tmp_path, 30)
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "openai_batch", "run", source, "-o", str(out)]
+    command += ["--batch-size", "10", "--max-active", "3", "--interval", "0.1", "--json"]
+    with api.serve():
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        try:  # killed once it has made its three batches and polls them
+            deadline = time.monotonic() + 20
+            while not requests_to(api, "GET", r"/v1/batches/[^/]+"):
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.005)
+        finally:
+            process.kill()
+            process.wait(timeout=30)
+        assert len(api.batches) == 3
+        cancel = subprocess.Popen(command + ["--cancel"], env=env, stdout=subprocess.DEVNULL)
+        try:
+            point = ("cancel", "POST", r"/v1/batches/[^/]+/cancel", 1)
+            assert _kill_inside(api, cancel, point, out)
+        finally:
+            cancel.kill()
+            cancel.wait(timeout=30)
+        statuses = sorted(batch["status"] for batch in api.batches.values())
+        assert statuses == ["cancelling", "cancelling", "validating"]  # the kill's moment
+        assert _job_process(command + again, env, "the run after the kill") == 1
+        assert all(b["status"] in ("cancelling", "cancelled") for b in api.batches.values())
+        lines = _json_lines(out)
+        assert len(lines) == 30 and all(
+            line["error"]["code"] == "job_cancelled" for line in lines
+        ), lines[0]
+        assert len(api.batches) == 3
