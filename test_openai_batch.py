@@ -8056,7 +8056,7 @@ def test_run_cancel_reaches_a_batch_made_by_a_create_killed_before_its_reply(
         (made,) = api.batches.values()
         content = api.contents[made["input_file_id"]].decode()
         its = [json.loads(line)["custom_id"] for line in content.splitlines()]
-        assert _job_process(command + ["--cancel"], env, "run --cancel") == 1
+        assert _job_process([*command, "--cancel"], env, "run --cancel") == 1
         assert made["status"] in ("cancelling", "cancelled"), made["status"]
         lines = {line["custom_id"]: line for line in _json_lines(out)}
         assert len(lines) == 40 and all(
@@ -8089,7 +8089,7 @@ def test_run_killed_while_cancelling_goes_on_cancelling(tmp_path: Any, again: li
             process.kill()
             process.wait(timeout=30)
         assert len(api.batches) == 3
-        cancel = subprocess.Popen(command + ["--cancel"], env=env, stdout=subprocess.DEVNULL)
+        cancel = subprocess.Popen([*command, "--cancel"], env=env, stdout=subprocess.DEVNULL)
         try:
             point = ("cancel", "POST", r"/v1/batches/[^/]+/cancel", 1)
             assert _kill_inside(api, cancel, point, out)
