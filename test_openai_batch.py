@@ -7973,7 +7973,7 @@ def test_run_raises_its_token_budget_again_after_a_collision(
     """Issue 16, the token budget recovers: one brief collision with the enqueued-token limit
     cut the job to one batch at a time for good."""
     api.enqueued_token_limit = 4  # one shard of two requests ("question N": 2 tokens each)
-    source = _job_input(tmp_path, 40)
+    source = _job_input(tmp_path, 24)
     collided: list[float] = []
 
     def lift(event: dict[str, Any]) -> None:
@@ -7987,7 +7987,7 @@ def test_run_raises_its_token_budget_again_after_a_collision(
             source, tmp_path / "out.jsonl", batch_size=2, max_active=2, on_event=lift
         ),
     )
-    assert report.ok and report.succeeded == 40 and collided
+    assert report.ok and report.succeeded == 24 and collided
     assert _most_at_once(api, after=collided[0]) > 1  # two at once again, once it had room
 
 
@@ -7997,7 +7997,7 @@ def test_run_resumed_with_a_larger_token_budget_uses_it(
     """Issue 16: a resume ignored a larger max_enqueued_tokens once a collision had cut the
     budget; the resumed job must start as many batches at once as the new budget allows."""
     api.enqueued_token_limit = 4  # one shard of two requests
-    source = _job_input(tmp_path, 20)
+    source = _job_input(tmp_path, 12)
     out = tmp_path / "out.jsonl"
 
     def stop(event: dict[str, Any]) -> None:
@@ -8012,7 +8012,7 @@ def test_run_resumed_with_a_larger_token_budget_uses_it(
         15,
         lambda: client.run(source, out, batch_size=2, max_active=4, max_enqueued_tokens=1_000_000),
     )
-    assert report.ok and report.succeeded == 20
+    assert report.ok and report.succeeded == 12
     started = [made for made in api._made_at.values() if made == resumed_at]
     assert len(started) >= 2, "the resumed job started one batch at a time"
 
@@ -8027,10 +8027,11 @@ def _job_process(command: list[str], env: dict[str, str], what: str) -> int:
 
 
 def _cancel_fake() -> FakeAPI:
-    """A fake on a clock 10 times real time, whose batches validate for a minute (6 s real)
-    and cancel in a second: a cancel always finds them before they run anything."""
+    """A fake on a clock 10 times real time, whose batches validate for two minutes (12 s
+    real) and cancel in a second: a cancel finds them before they have run anything, even on
+    a loaded machine."""
     api = FakeAPI(clock=ScaledClock(speed=10))
-    api.seconds_validating, api.seconds_cancelling = 60.0, 1.0
+    api.seconds_validating, api.seconds_cancelling = 120.0, 1.0
     return api
 
 
@@ -8097,7 +8098,8 @@ def test_run_killed_while_cancelling_goes_on_cancelling(tmp_path: Any, again: li
             cancel.kill()
             cancel.wait(timeout=30)
         statuses = sorted(batch["status"] for batch in api.batches.values())
-        assert statuses == ["cancelling", "cancelling", "validating"]  # the kill's moment
+        cancelled = [status for status in statuses if status in ("cancelling", "cancelled")]
+        assert len(cancelled) == 2 and statuses[-1] == "validating"  # the kill's moment
         assert _job_process(command + again, env, "the run after the kill") == 1
         assert all(b["status"] in ("cancelling", "cancelled") for b in api.batches.values())
         lines = _json_lines(out)
