@@ -7894,10 +7894,11 @@ def test_run_direct_takes_a_redirect_on_a_post_for_a_wrong_address(
         client = _direct_client(server, speed=200)
         with raises(ob.OpenAIError):
             _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
-        assert not out.exists() and server.redirected > 0
+        assert not out.exists() and server.redirected > 0 and server.seen == {}
         server.redirect_to = None  # the address put right: nothing was final, all go again
         report = _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
     assert report.succeeded == 20 and _output_ids(out) == [f"q{i}" for i in range(20)]
+    assert server.seen == {f"question {i}": 1 for i in range(20)}
 
 
 def test_run_direct_counts_a_200_that_is_not_a_response_as_a_failure(tmp_path: Any) -> None:
@@ -7933,6 +7934,7 @@ def test_run_direct_stops_when_the_base_url_is_a_web_page(tmp_path: Any) -> None
         server.html = set()
         report = _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
     assert report.succeeded == 20
+    assert _questions(server, [f"q{i}" for i in range(20)]) == {f"q{i}": 1 for i in range(20)}
 
 
 @pytest.mark.parametrize(
