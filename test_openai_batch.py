@@ -7349,9 +7349,9 @@ class _ChatHandler(BaseHTTPRequestHandler):
             self.expired(number)
             return
         with server.lock:
-            failing = server.failing.get(prompt, 0) > 0
-            server.failing[prompt] = server.failing.get(prompt, 0) - 1
-        if failing and not full:
+            failing = not full and server.failing.get(prompt, 0) > 0
+            server.failing[prompt] = server.failing.get(prompt, 0) - failing
+        if failing:
             error = {"message": "The server had an error", "type": "server_error"}
             self.reply(500, {"error": error}, {"x-request-id": f"req_{number}"})
             return
@@ -7742,32 +7742,33 @@ def _tuple(report: ob.JobReport) -> tuple[Any, ...]:
     return (report.requests, report.succeeded, report.failed, report.failures, report.rounds)
 
 
-def _input_with_a_long_last_line(tmp_path: Any, count: int) -> str:
-    """Chat requests q0.. whose last one carries 2 MB of context before its question: a
-    worker takes a while to read that line, which is when the others reach the end."""
-    lines: list[Any] = [request.to_dict() for request in chat_requests(count - 1)]
-    messages = [
-        {"role": "system", "content": "context " * 250_000},
-        {"role": "user", "content": f"question {count - 1}"},
-    ]
-    body = {"model": "gpt-4o-mini", "messages": messages}
-    lines.append(request_line(f"q{count - 1}", body=body))
+def _input_with_long_last_lines(tmp_path: Any, count: int, long: int = 5) -> str:
+    """Chat requests q0.. whose last `long` ones are conversations of 20,000 turns before
+    their question: a worker takes milliseconds to parse such a line, holding the GIL, and
+    meanwhile the others reach the end of the input and wait for it."""
+    lines: list[Any] = [request.to_dict() for request in chat_requests(count - long)]
+    turns = [{"role": ("user", "assistant")[i % 2], "content": f"turn {i}"} for i in range(20_000)]
+    for number in range(count - long, count):
+        messages = [*turns, {"role": "user", "content": f"question {number}"}]
+        body = {"model": "gpt-4o-mini", "messages": messages}
+        lines.append(request_line(f"q{number}", body=body))
     return write_lines(tmp_path / "in.jsonl", lines)
 
 
 def test_run_direct_always_ends_when_a_tenth_of_the_requests_meet_429s(tmp_path: Any) -> None:
     """Issue 16, the hang: a worker skipping a line that has its answer already did `busy -= 1`
     without waking the workers waiting for the end of the round, which then waited for ever."""
-    source = _input_with_a_long_last_line(tmp_path, 40)
+    source = _input_with_long_last_lines(tmp_path, 40)
     ids = [f"q{i}" for i in range(40)]
     with ChatServer(latency=0.002).serve() as server:
         client = _direct_client(server, speed=200, max_retries=1)
         for run in range(20):
-            # A 429 for one request in ten, ridden out in the round; two 500s for two of them,
-            # which run out their tries (max_retries=1): a second round sends those again, and
-            # its workers skip every line that has its answer, the long last one too.
-            server.limited = {f"question {i}": 1 for i in range(run % 10, 40, 10)}
-            server.failing = {f"question {run % 10}": 2, f"question {run % 10 + 20}": 2}
+            # A 429 for one request in ten, ridden out in the round; two 500s for two others,
+            # which run out their tries (max_retries=1): a second round sends those again
+            # (answered at once), and its workers skip every line that has its answer, the
+            # long last ones too, well after those two were answered.
+            server.limited = {f"question {i}": 1 for i in range(run % 5 + 5, 40, 10)}
+            server.failing = {f"question {run % 5}": 2, f"question {run % 5 + 10}": 2}
             out = tmp_path / f"out-{run}.jsonl"
             report = _within(
                 10,
@@ -7781,7 +7782,7 @@ def test_run_direct_always_ends_when_a_tenth_of_the_requests_meet_429s(tmp_path:
 def test_run_direct_rerun_over_kept_answers_always_ends(tmp_path: Any) -> None:
     """Issue 16, the hang, on a rerun: nearly every line is skipped (its answer is kept), as
     a job killed late leaves it; no worker may be left waiting for a line already skipped."""
-    source = _input_with_a_long_last_line(tmp_path, 40)
+    source = _input_with_long_last_lines(tmp_path, 40)
     ids = [f"q{i}" for i in range(40)]
 
     def stop_late(event: dict[str, Any]) -> None:
@@ -7792,8 +7793,8 @@ def test_run_direct_rerun_over_kept_answers_always_ends(tmp_path: Any) -> None:
         client = _direct_client(server, speed=200, max_retries=1)
         for run in range(20):
             out = tmp_path / f"out-{run}.jsonl"
-            server.limited = {f"question {i}": 1 for i in range(run % 10, 40, 10)}
-            server.failing = {f"question {run % 10}": 2, f"question {run % 10 + 20}": 2}
+            server.limited = {f"question {i}": 1 for i in range(run % 5 + 5, 40, 10)}
+            server.failing = {f"question {run % 5}": 2, f"question {run % 5 + 10}": 2}
             with pytest.raises(KeyboardInterrupt):
                 client.run(source, out, direct=True, concurrency=16, on_event=stop_late)
             server.limited = {f"question {i}": 1 for i in range((run + 5) % 10, 40, 10)}
