@@ -7295,6 +7295,33 @@ class ChatServer(ThreadingHTTPServer):
     connection the times `drop` says for a prompt, answers 500 to those in `broken`, and the
     bytes in `garbled` to those, and, with `capacity` set, answers 429 with a Retry-After to
     a request over it.
+
+    A request is in flight from when its body has been read until the last write of its
+    answer begins (or its connection is broken): the count drops before the client can have
+    the whole answer, so the peak never exceeds what the client really had outstanding, even
+    when it sends its next request before this handler's thread has ended.
+
+    Prompts that misbehave the same way every time they are sent:
+    - `hang`: never answered; the handler waits until the client gives up and closes the
+      connection (its timeout), and counts the request in flight until it sees that;
+    - `gateway_504`: a 504 with the HTML page a gateway (nginx) sends when the model behind
+      it takes too long;
+    - `too_big`: a 429 with `Retry-After: 1`, as a request larger than the tokens-per-minute
+      limit is refused however long the client waits;
+    - `limited` (prompt -> times): a 429 with the Retry-After of `retry_after` the next times
+      the prompt is sent, then answers as usual: a rate limit that passes;
+    - `failing` (prompt -> times): a 500 the next times the prompt is sent, then answers as
+      usual: a fault that passes, by the next round if the tries of this one run out;
+    - `html`: a 200 with `Content-Type: text/html` and a web page, as a wrong base URL gives;
+    - `json_error`: a 200 whose JSON body is `{"error": {"message": ..., "type": ...}}`, as
+      some compatible servers report a failure.
+
+    Server-wide switches, which a test may change while a run goes on:
+    - `expire_key_after`: after this many 200 answers, every request is answered 401
+      "Incorrect API key provided" (the key expired or was revoked) until it is None again;
+      a request is refused as it would be answered, so no more than that many 200s are sent;
+    - `redirect_to`: every POST is answered `redirect_status` (302 or 307) with this Location,
+      before anything else is checked, as a proxy in front of the server would.
     """
 
     daemon_threads = True
@@ -7317,6 +7344,19 @@ class ChatServer(ThreadingHTTPServer):
         self.broken: set[str] = set()
         self.garbled: dict[str, bytes] = {}
         self.usage = (5, 4)  # prompt and completion tokens of each answer
+        self.hang: set[str] = set()
+        self.gateway_504: set[str] = set()
+        self.too_big: set[str] = set()
+        self.html: set[str] = set()
+        self.json_error: set[str] = set()
+        self.limited: dict[str, int] = {}
+        self.failing: dict[str, int] = {}
+        self.expire_key_after: int | None = None
+        self.redirect_to: str | None = None
+        self.redirect_status = 302
+        self.ok_answers = 0  # 200s sent with a response, for expire_key_after
+        self.redirected = self.refused_401 = 0
+        self.stopping = threading.Event()  # set when serve() ends: hanging handlers let go
 
     @property
     def base_url(self) -> str:
@@ -7333,6 +7373,7 @@ class ChatServer(ThreadingHTTPServer):
         try:
             yield self
         finally:
+            self.stopping.set()
             self.shutdown()
             self.server_close()
 
@@ -7344,6 +7385,9 @@ class ChatServer(ThreadingHTTPServer):
             return 400, {"error": {**error, "param": None, "code": None}}
         if prompt in self.broken:
             return 500, {"error": {"message": "The server had an error", "type": "server_error"}}
+        if prompt in self.json_error:
+            message = f"The model could not answer {prompt}"
+            return 200, {"error": {"message": message, "type": "server_error"}}
         tokens_in, tokens_out = self.usage
         if path == "/v1/chat/completions":
             message = {"role": "assistant", "content": f"answer to {prompt}"}
@@ -7382,6 +7426,30 @@ class ChatServer(ThreadingHTTPServer):
             },
         }
 
+    def key_holds(self, good: bool = False) -> bool:
+        """Whether the key is still good (with `good`, for a 200 with a response: counted).
+
+        Decided and counted under the lock as the answer leaves, so that no more than
+        `expire_key_after` answers are 200s with a response, however many are in flight.
+        """
+        with self.lock:
+            if self.expire_key_after is not None and self.ok_answers >= self.expire_key_after:
+                self.refused_401 += 1
+                return False
+            self.ok_answers += good
+            return True
+
+
+_GATEWAY_504 = (
+    b"<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n"
+    b"<center><h1>504 Gateway Time-out</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+_WEB_PAGE = (
+    b'<!doctype html>\n<html lang="en"><head><title>Welcome</title></head>\n'
+    b"<body><h1>It works!</h1><p>This is the web page at this address.</p></body></html>\n"
+)
+
 
 def _prompt(body: dict[str, Any]) -> str:
     """What a request asks, which names it: its last message, or its input."""
@@ -7393,6 +7461,7 @@ def _prompt(body: dict[str, Any]) -> str:
 class _ChatHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # kept-alive connections, as the client's pool expects
     server: ChatServer
+    counted = False  # whether this handler's request is in the server's in-flight count
 
     def setup(self) -> None:
         super().setup()
@@ -7403,15 +7472,57 @@ class _ChatHandler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode("utf-8")
+    def leave(self) -> None:
+        """No longer in flight: called before the answer's last write, or a hang-up."""
+        if self.counted:
+            self.counted = False
+            with self.server.lock:
+                self.server.in_flight -= 1
+
+    def send(
+        self,
+        status: int,
+        data: bytes,
+        headers: dict[str, str] | None = None,
+        content_type: str | None = "application/json",
+    ) -> None:
+        """Send a whole answer. The headers go first, then the count drops, then the body:
+        the client cannot have read the answer whole before the count has dropped."""
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        if content_type is not None:
+            self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        if not data:  # the headers are the whole answer
+            self.leave()
         self.end_headers()
+        self.leave()
         self.wfile.write(data)
+
+    def reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self.send(status, json.dumps(payload).encode("utf-8"), headers)
+
+    def hang_up(self) -> None:
+        """Break the connection with no answer; the count drops first."""
+        self.leave()
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def wait_for_the_client_to_leave(self) -> None:
+        """A request never answered: wait until the client closes the connection."""
+        import select
+
+        while not self.server.stopping.is_set():
+            readable, _, _ = select.select([self.connection], [], [], 0.05)
+            if readable:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        break  # the client closed it: it gave up on the answer
+                except OSError:
+                    break
+        self.leave()
+        self.close_connection = True
 
     def do_POST(self) -> None:
         server = self.server
@@ -7419,6 +7530,12 @@ class _ChatHandler(BaseHTTPRequestHandler):
         raw = self.rfile.read(size)
         if len(raw) < size:
             return  # the client was killed while it sent
+        if server.redirect_to is not None:
+            with server.lock:
+                server.redirected += 1
+            location = {"Location": server.redirect_to}
+            self.send(server.redirect_status, b"", location, content_type=None)
+            return
         body = json.loads(raw)
         if self.headers.get("Authorization") != f"Bearer {API_KEY}":
             self.reply(401, {"error": {"message": "Incorrect API key provided"}})
@@ -7430,6 +7547,7 @@ class _ChatHandler(BaseHTTPRequestHandler):
         prompt = _prompt(body)
         with server.lock:
             server.in_flight += 1
+            self.counted = True
             server.peak = max(server.peak, server.in_flight)
             server.seen[prompt] = server.seen.get(prompt, 0) + 1
             server.arrivals.append(server.clock())
@@ -7437,35 +7555,81 @@ class _ChatHandler(BaseHTTPRequestHandler):
             full = server.capacity is not None and server.in_flight > server.capacity
             dropped = server.drop.get(prompt, 0) > 0
             server.drop[prompt] = server.drop.get(prompt, 0) - 1
+            limited = server.limited.get(prompt, 0) > 0
+            server.limited[prompt] = server.limited.get(prompt, 0) - 1
+            full = full or limited
             server.refused_429 += full
         try:
-            if prompt in server.missing:  # at once, before the others' latency
-                self.reply(404, {"error": {"message": f"no such thing: {prompt}"}})
-                return
-            time.sleep(server.latency)
-            if dropped:  # no answer at all: the connection breaks
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return
-            if full:
-                error = {"message": "Rate limit reached", "type": "requests", "code": None}
-                after = server.retry_after
-                self.reply(429, {"error": error}, {"Retry-After": after} if after else {})
-                return
-            if prompt in server.garbled:
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(server.garbled[prompt])))
-                self.end_headers()
-                self.wfile.write(server.garbled[prompt])
-                return
-            status, payload = server.answer(self.path, body, number)
-            if status == 200:
-                with server.lock:
-                    server.answers[prompt] = server.answers.get(prompt, 0) + 1
-            self.reply(status, payload, {"x-request-id": f"req_{number}"})
+            self.respond(prompt, body, number, full, dropped)
         finally:
+            self.leave()  # if an error came before the answer's last write
+
+    def respond(
+        self, prompt: str, body: dict[str, Any], number: int, full: bool, dropped: bool
+    ) -> None:
+        server = self.server
+        if prompt in server.missing:  # at once, before the others' latency
+            self.reply(404, {"error": {"message": f"no such thing: {prompt}"}})
+            return
+        if prompt in server.hang:
+            self.wait_for_the_client_to_leave()
+            return
+        time.sleep(server.latency)
+        if dropped:  # no answer at all: the connection breaks
+            self.hang_up()
+            return
+        if not server.key_holds():
+            self.expired(number)
+            return
+        with server.lock:
+            failing = not full and server.failing.get(prompt, 0) > 0
+            server.failing[prompt] = server.failing.get(prompt, 0) - failing
+        if failing:
+            error = {"message": "The server had an error", "type": "server_error"}
+            self.reply(500, {"error": error}, {"x-request-id": f"req_{number}"})
+            return
+        if full or prompt in server.too_big:
+            self.refuse_429(prompt, body["model"], too_big=not full)
+            return
+        if prompt in server.gateway_504:
+            self.send(504, _GATEWAY_504, content_type="text/html")
+            return
+        if prompt in server.html:
+            self.send(200, _WEB_PAGE, content_type="text/html; charset=utf-8")
+            return
+        if prompt in server.garbled:
+            self.send(200, server.garbled[prompt], content_type=None)
+            return
+        status, payload = server.answer(self.path, body, number)
+        if not server.key_holds(good=status == 200 and "error" not in payload):
+            self.expired(number)
+            return
+        if status == 200 and "error" not in payload:
             with server.lock:
-                server.in_flight -= 1
+                server.answers[prompt] = server.answers.get(prompt, 0) + 1
+        self.reply(status, payload, {"x-request-id": f"req_{number}"})
+
+    def expired(self, number: int) -> None:
+        message = f"Incorrect API key provided: {_mask(API_KEY)}. You can find your API key at"
+        error = {"message": f"{message} https://platform.openai.com/account/api-keys."}
+        error.update(type="invalid_request_error", param=None, code="invalid_api_key")
+        self.reply(401, {"error": error}, {"x-request-id": f"req_{number}"})
+
+    def refuse_429(self, prompt: str, model: str, too_big: bool) -> None:
+        """Over the capacity (a request rate limit), or `too_big` for the tokens-per-minute
+        limit: then with a Retry-After of 1 s, which waiting never satisfies."""
+        if too_big:
+            message = f"Request too large for {model} on tokens per min (TPM): Limit 30000,"
+            message += " Requested 52000. The input or output tokens must be reduced in order"
+            message += " to run successfully."
+            error = {"message": message, "type": "tokens", "param": None}
+            self.reply(
+                429, {"error": {**error, "code": "rate_limit_exceeded"}}, {"Retry-After": "1"}
+            )
+            return
+        error = {"message": "Rate limit reached", "type": "requests", "code": None}
+        after = self.server.retry_after
+        self.reply(429, {"error": error}, {"Retry-After": after} if after else {})
 
 
 def _direct_client(server: ChatServer, speed: float = 50.0, **options: Any) -> Client:
@@ -7789,3 +7953,409 @@ def test_run_direct_does_not_take_one_bad_request_for_a_wrong_address(tmp_path: 
         server.missing = {"question 0"}  # a 404 at once; the rest answer later
         report = _direct_client(server).run(source, out, direct=True, concurrency=10)
     assert report.succeeded == 9 and report.failures == {"HTTP 404": 1}
+
+
+# ---------------------------------------------------------------- the job engine (issue 16)
+
+
+def _within(seconds: float, call: Callable[[], Any], what: str = "the job") -> Any:
+    """What `call` returns (or raises), or a failure if it has not ended within `seconds` real
+    seconds: a job that hangs fails its test and never stops the suite. The call runs in a
+    daemon thread, left behind if it hangs."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # handed to the test's thread, KeyboardInterrupt too
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        pytest.fail(f"{what} did not end within {seconds:g} s: it hangs", pytrace=False)
+    ended, value = outcome[0]
+    if not ended:
+        raise value
+    return value
+
+
+def _tuple(report: ob.JobReport) -> tuple[Any, ...]:
+    return (report.requests, report.succeeded, report.failed, report.failures, report.rounds)
+
+
+def _input_with_long_last_lines(tmp_path: Any, count: int, long: int = 5) -> str:
+    """Chat requests q0.. whose last `long` ones are conversations of 20,000 turns before
+    their question: a worker takes milliseconds to parse such a line, holding the GIL, and
+    meanwhile the others reach the end of the input and wait for it."""
+    lines: list[Any] = [request.to_dict() for request in chat_requests(count - long)]
+    turns = [{"role": ("user", "assistant")[i % 2], "content": f"turn {i}"} for i in range(20_000)]
+    for number in range(count - long, count):
+        messages = [*turns, {"role": "user", "content": f"question {number}"}]
+        body = {"model": "gpt-4o-mini", "messages": messages}
+        lines.append(request_line(f"q{number}", body=body))
+    return write_lines(tmp_path / "in.jsonl", lines)
+
+
+def test_run_direct_always_ends_when_a_tenth_of_the_requests_meet_429s(tmp_path: Any) -> None:
+    """Issue 16, the hang: a worker skipping a line that has its answer already did `busy -= 1`
+    without waking the workers waiting for the end of the round, which then waited for ever."""
+    source = _input_with_long_last_lines(tmp_path, 40)
+    ids = [f"q{i}" for i in range(40)]
+    with ChatServer(latency=0.002).serve() as server:
+        client = _direct_client(server, speed=200, max_retries=1)
+        for run in range(20):
+            # A 429 for one request in ten, ridden out in the round; two 500s for two others,
+            # which run out their tries (max_retries=1): a second round sends those again
+            # (answered at once), and its workers skip every line that has its answer, the
+            # long last ones too, well after those two were answered.
+            server.limited = {f"question {i}": 1 for i in range(run % 5 + 5, 40, 10)}
+            server.failing = {f"question {run % 5}": 2, f"question {run % 5 + 10}": 2}
+            out = tmp_path / f"out-{run}.jsonl"
+            report = _within(
+                10,
+                lambda out=out: client.run(source, out, direct=True, concurrency=16, rounds=3),
+                f"run {run + 1} of 20",
+            )
+            assert report.succeeded == 40 and report.failed == 0, (run, report.failures)
+            assert _output_ids(out) == ids
+
+
+def test_run_direct_rerun_over_kept_answers_always_ends(tmp_path: Any) -> None:
+    """Issue 16, the hang, on a rerun: nearly every line is skipped (its answer is kept), as
+    a job killed late leaves it; no worker may be left waiting for a line already skipped."""
+    source = _input_with_long_last_lines(tmp_path, 40)
+    ids = [f"q{i}" for i in range(40)]
+
+    def stop_late(event: dict[str, Any]) -> None:
+        if event["event"] == "round" and event["round"] == 2:  # every answer of round 1 is kept
+            raise KeyboardInterrupt
+
+    with ChatServer(latency=0.002).serve() as server:
+        client = _direct_client(server, speed=200, max_retries=1)
+        for run in range(20):
+            out = tmp_path / f"out-{run}.jsonl"
+            server.limited = {f"question {i}": 1 for i in range(run % 5 + 5, 40, 10)}
+            server.failing = {f"question {run % 5}": 2, f"question {run % 5 + 10}": 2}
+            with pytest.raises(KeyboardInterrupt):
+                client.run(source, out, direct=True, concurrency=16, on_event=stop_late)
+            server.limited = {f"question {i}": 1 for i in range((run + 5) % 10, 40, 10)}
+            report = _within(
+                10,
+                lambda out=out: client.run(source, out, direct=True, concurrency=16, rounds=3),
+                f"rerun {run + 1} of 20",
+            )
+            assert report.succeeded == 40 and _output_ids(out) == ids, (run, report.failures)
+
+
+def _one_bad_request(
+    tmp_path: Any, misbehave: Callable[[ChatServer], None], **options: Any
+) -> tuple[ChatServer, dict[str, Any], ob.JobReport, Client]:
+    """Run 20 requests directly, "question 5" meeting `misbehave`, with max_retries=1 and two
+    rounds; return the server (stopped), q5's RESULTS line, the report and the client."""
+    source = _job_input(tmp_path, 20)
+    out = tmp_path / "out.jsonl"
+    with ChatServer(latency=0.002).serve() as server:
+        misbehave(server)
+        client = _direct_client(server, speed=200, max_retries=1, **options)
+        report = _within(15, lambda: client.run(source, out, direct=True, rounds=2))
+        seen = dict(server.seen)
+        again = _within(10, lambda: client.run(source, out, direct=True, rounds=2), "the rerun")
+        assert server.seen == seen  # nothing is sent again: the job has ended
+    assert _tuple(again) == _tuple(report)
+    assert report.failed == 1 and report.succeeded == 19
+    limit = 2 * (client.max_retries + 1 + 3)  # rounds * (tries a round + a few held back)
+    assert 1 <= server.seen["question 5"] <= limit, server.seen["question 5"]
+    lines = _json_lines(out)
+    assert [line["custom_id"] for line in lines] == [f"q{i}" for i in range(20)]
+    assert all(line["response"]["status_code"] == 200 for i, line in enumerate(lines) if i != 5)
+    return server, lines[5], report, client
+
+
+def test_run_direct_ends_when_one_request_always_times_out(tmp_path: Any) -> None:
+    """Issue 16, a job always ends: a request that times out every time was sent again and
+    again and kept the job (and every rerun) from finishing. It is sent a bounded number of
+    times and gets a final error that says so."""
+    _, line, _, _ = _one_bad_request(tmp_path, lambda s: s.hang.add("question 5"), timeout=0.2)
+    assert line["response"] is None and line["error"]["code"] == "timeout"
+    assert "times" in line["error"]["message"], line["error"]
+
+
+def test_run_direct_ends_when_one_request_always_gets_a_gateway_504(tmp_path: Any) -> None:
+    """Issue 16, a job always ends: a request answered 504 by a gateway every time (the model
+    behind it too slow for it) is given up after a bounded number of sends, saying why."""
+    _, line, _, _ = _one_bad_request(tmp_path, lambda s: s.gateway_504.add("question 5"))
+    assert line["error"] is not None, line
+    assert "504" in line["error"]["message"] and "times" in line["error"]["message"]
+
+
+def test_run_direct_ends_when_one_request_is_always_too_big_for_the_minute(tmp_path: Any) -> None:
+    """Issue 16, a job always ends: a request refused with a 429 and a Retry-After every time
+    (larger than the tokens-per-minute limit) held the whole run back for ever."""
+    _, line, _, _ = _one_bad_request(tmp_path, lambda s: s.too_big.add("question 5"))
+    assert line["error"] is not None, line
+    assert "429" in line["error"]["message"] and "times" in line["error"]["message"]
+
+
+def test_run_direct_stops_when_the_key_expires_midway_and_resumes_with_a_good_one(
+    tmp_path: Any,
+) -> None:
+    """Issue 16, credentials: a key that expires midway (401 after successes) wrote every
+    remaining request as a final 401, and a rerun with a good key sent nothing. The run must
+    stop, keep only the real answers, and a rerun must finish the job."""
+    source = _job_input(tmp_path, 40)
+    out = tmp_path / "out.jsonl"
+    ids = [f"q{i}" for i in range(40)]
+    with ChatServer(latency=0.002).serve() as server:
+        server.expire_key_after = 10
+        client = _direct_client(server, speed=200)
+        with raises(ob.OpenAIError) as info:  # AuthenticationError is one
+            _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
+        message = str(info.value)
+        assert "401" in message or "key" in message.lower(), message
+        assert not out.exists()
+        assert sum(server.answers.values()) == 10
+        first = {prompt for prompt, count in server.answers.items() if count}
+        server.expire_key_after = None  # a good key again
+        report = _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
+    assert report.succeeded == 40 and report.failed == 0 and _output_ids(out) == ids
+    assert _questions(server, ids) == {c: 1 for c in ids}  # the first 10 were kept, not resent
+    assert all(server.seen[prompt] == 1 for prompt in first)
+
+
+@pytest.mark.parametrize("status", [302, 307])
+def test_run_direct_takes_a_redirect_on_a_post_for_a_wrong_address(
+    tmp_path: Any, status: int
+) -> None:
+    """Issue 16, addresses: a base URL that redirects made every answer a final 302. A
+    redirect on a POST is not an answer: the run stops, as for a wrong address."""
+    source = _job_input(tmp_path, 20)
+    out = tmp_path / "out.jsonl"
+    with ChatServer(latency=0.002).serve() as server:
+        server.redirect_to = server.base_url.replace("http:", "https:") + "/chat/completions"
+        server.redirect_status = status
+        client = _direct_client(server, speed=200)
+        with raises(ob.OpenAIError):
+            _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
+        assert not out.exists() and server.redirected > 0 and server.seen == {}
+        server.redirect_to = None  # the address put right: nothing was final, all go again
+        report = _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
+    assert report.succeeded == 20 and _output_ids(out) == [f"q{i}" for i in range(20)]
+    assert server.seen == {f"question {i}": 1 for i in range(20)}
+
+
+def test_run_direct_counts_a_200_that_is_not_a_response_as_a_failure(tmp_path: Any) -> None:
+    """Issue 16: a 200 with an HTML page, or with a JSON error object, counted as a success
+    and the run exited 0."""
+    source = _job_input(tmp_path, 40)
+    out = tmp_path / "out.jsonl"
+    odd = {3: "html", 17: "html", 21: "json_error", 33: "json_error", 38: "json_error"}
+    with ChatServer(latency=0.002).serve() as server:
+        server.html = {f"question {i}" for i, kind in odd.items() if kind == "html"}
+        server.json_error = {f"question {i}" for i, kind in odd.items() if kind == "json_error"}
+        client = _direct_client(server, speed=200, max_retries=1)
+        report = _within(15, lambda: client.run(source, out, direct=True, rounds=2))
+        ran = _within(10, lambda: cli(client, "run", source, "-o", str(out), "--direct"), "run")
+    assert report.failed == len(odd) and report.succeeded == 40 - len(odd), report.failures
+    lines = _json_lines(out)
+    assert [i for i, line in enumerate(lines) if line["error"]] == sorted(odd)
+    assert all(lines[i]["error"]["code"] == "invalid_response" for i in odd), lines[3]
+    assert ran.code == 1
+
+
+def test_run_direct_stops_when_the_base_url_is_a_web_page(tmp_path: Any) -> None:
+    """Issue 16: when every answer is a 200 with an HTML page (the base URL is a web site),
+    the address is wrong: the run stops as it does on 404s, and writes nothing as final."""
+    source = _job_input(tmp_path, 20)
+    out = tmp_path / "out.jsonl"
+    with ChatServer(latency=0.002).serve() as server:
+        server.html = {f"question {i}" for i in range(20)}
+        client = _direct_client(server, speed=200)
+        with raises(ob.OpenAIError):
+            _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
+        assert not out.exists()
+        server.html = set()
+        report = _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
+    assert report.succeeded == 20
+    assert _questions(server, [f"q{i}" for i in range(20)]) == {f"q{i}": 1 for i in range(20)}
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [("POST", r"/v1/files"), ("GET", r"/v1/files/[^/]+/content"), ("POST", r"/v1/batches")],
+    ids=["upload", "download", "create"],
+)
+def test_run_rides_out_a_burst_of_5xx_on_a_transfer_or_a_create(
+    api: FakeAPI, tmp_path: Any, method: str, path: str
+) -> None:
+    """Issue 16: a batch job died on three 5xx answers in a row to an upload, a download or a
+    create, though it rode out the same burst on a poll. A burst longer than the client's
+    retries (max_retries=1 here) is an outage to wait out, and no batch is made twice."""
+    client = make_client(api, max_retries=1)
+    source = _job_input(tmp_path, 9)
+    out = tmp_path / "out.jsonl"
+    api.arm(method, path, *[Fault.error(503 if n % 2 else 500) for n in range(5)])
+    report = _within(15, lambda: client.run(source, out, batch_size=3, max_active=2))
+    assert all(not faults for _, _, faults in api._faults)  # the whole burst was met
+    assert report.ok and report.succeeded == 9 and _output_ids(out) == [f"q{i}" for i in range(9)]
+    assert len(api.batches) == 3 and all(len(made) == 1 for made in _batches_by_key(api).values())
+    assert api.ran == {f"q{i}": 1 for i in range(9)}
+
+
+def _most_at_once(api: FakeAPI, after: float) -> int:
+    """The most batches made at or after `after` that were in progress at once on the fake."""
+    spans = []
+    for batch_id, job in api._jobs.items():
+        if api._made_at[batch_id] >= after and "in_progress" in job.at:
+            end = min(job.at.get(status, float("inf")) for status in _TERMINAL)
+            spans.append((job.at["in_progress"], end))
+    return max((sum(a <= start < b for a, b in spans) for start, _ in spans), default=0)
+
+
+def test_run_raises_its_token_budget_again_after_a_collision(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 16, the token budget recovers: one brief collision with the enqueued-token limit
+    cut the job to one batch at a time for good."""
+    api.enqueued_token_limit = 4  # one shard of two requests ("question N": 2 tokens each)
+    source = _job_input(tmp_path, 24)
+    collided: list[float] = []
+
+    def lift(event: dict[str, Any]) -> None:
+        if event["event"] == "over_token_limit" and not collided:
+            collided.append(api.clock.now)
+            api.enqueued_token_limit = None  # the other work that held the limit has ended
+
+    report = _within(
+        15,
+        lambda: client.run(
+            source, tmp_path / "out.jsonl", batch_size=2, max_active=2, on_event=lift
+        ),
+    )
+    assert report.ok and report.succeeded == 24 and collided
+    assert _most_at_once(api, after=collided[0]) > 1  # two at once again, once it had room
+
+
+def test_run_resumed_with_a_larger_token_budget_uses_it(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 16: a resume ignored a larger max_enqueued_tokens once a collision had cut the
+    budget; the resumed job must start as many batches at once as the new budget allows."""
+    api.enqueued_token_limit = 4  # one shard of two requests
+    source = _job_input(tmp_path, 12)
+    out = tmp_path / "out.jsonl"
+
+    def stop(event: dict[str, Any]) -> None:
+        if event["event"] == "over_token_limit":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.run(source, out, batch_size=2, max_active=2, on_event=stop)
+    api.enqueued_token_limit = None
+    resumed_at = api.clock.now
+    report = _within(
+        15,
+        lambda: client.run(source, out, batch_size=2, max_active=4, max_enqueued_tokens=1_000_000),
+    )
+    assert report.ok and report.succeeded == 12
+    started = [made for made in api._made_at.values() if made == resumed_at]
+    assert len(started) >= 2, "the resumed job started one batch at a time"
+
+
+def _job_process(command: list[str], env: dict[str, str], what: str, seconds: float = 30) -> int:
+    """Run `command` to its end; fail the test if it takes over `seconds` (it hangs, or waits
+    for batches it should have cancelled)."""
+    try:
+        done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, timeout=seconds)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what} did not end within {seconds:g} s", pytrace=False)
+    return done.returncode
+
+
+def _cancel_fake() -> FakeAPI:
+    """A fake on a clock 10 times real time, whose batches validate for two minutes (12 s
+    real) and cancel in a second: a cancel finds them before they have run anything, even on
+    a loaded machine."""
+    api = FakeAPI(clock=ScaledClock(speed=10))
+    api.seconds_validating, api.seconds_cancelling = 120.0, 1.0
+    return api
+
+
+def test_run_cancel_reaches_a_batch_made_by_a_create_killed_before_its_reply(
+    tmp_path: Any,
+) -> None:
+    """Issue 16, cancel reaches every batch the job may have made: after a kill inside a
+    create (the batch made, its reply lost), --cancel marked the shard not started and left
+    the batch running, billed, never seen by the job."""
+    api = _cancel_fake()
+    source = _job_input(tmp_path, 40)
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "openai_batch", "run", source, "-o", str(out)]
+    command += ["--batch-size", "20", "--max-active", "1", "--interval", "0.1", "--json"]
+    with api.serve():
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        try:
+            assert _kill_inside(api, process, ("create", "POST", r"/v1/batches", 0), out)
+        finally:
+            process.kill()
+            process.wait(timeout=30)
+        (made,) = api.batches.values()
+        content = api.contents[made["input_file_id"]].decode()
+        its = [json.loads(line)["custom_id"] for line in content.splitlines()]
+        assert _job_process([*command, "--cancel"], env, "run --cancel") == 1
+        assert made["status"] in ("cancelling", "cancelled"), made["status"]
+        lines = {line["custom_id"]: line for line in _json_lines(out)}
+        assert len(lines) == 40 and all(
+            lines[c]["response"] is None and lines[c]["error"]["code"] == "job_cancelled"
+            for c in its
+        )
+        creates = len(requests_to(api, "POST", r"/v1/batches"))
+        assert _job_process(command, env, "the rerun") == 1  # a cancelled job stays ended
+        assert len(requests_to(api, "POST", r"/v1/batches")) == creates and len(api.batches) == 1
+
+
+@pytest.mark.parametrize("again", [["--cancel"], []], ids=["cancel again", "plain rerun"])
+def test_run_killed_while_cancelling_goes_on_cancelling(tmp_path: Any, again: list[str]) -> None:
+    """Issue 16: a job killed while cancelling (one batch's cancel sent and carried out, its
+    reply lost, the next not sent) goes on cancelling when it is run again."""
+    api = _cancel_fake()
+    source = _job_input(tmp_path, 30)
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "openai_batch", "run", source, "-o", str(out)]
+    command += ["--batch-size", "10", "--max-active", "3", "--interval", "0.1", "--json"]
+    with api.serve():
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        try:  # killed once it has made its three batches and polls them
+            deadline, made = time.monotonic() + 20, None
+            while made is None or not [
+                r for r in api.requests[made:] if re.fullmatch(r"/v1/batches/[^/]+", r.path)
+            ]:
+                assert process.poll() is None and time.monotonic() < deadline
+                if made is None and len(api.batches) == 3:
+                    made = len(api.requests)
+                time.sleep(0.005)
+        finally:
+            process.kill()
+            process.wait(timeout=30)
+        assert len(api.batches) == 3
+        cancel = subprocess.Popen([*command, "--cancel"], env=env, stdout=subprocess.DEVNULL)
+        try:
+            point = ("cancel", "POST", r"/v1/batches/[^/]+/cancel", 1)
+            assert _kill_inside(api, cancel, point, out)
+        finally:
+            cancel.kill()
+            cancel.wait(timeout=30)
+        statuses = sorted(batch["status"] for batch in api.batches.values())
+        cancelled = [status for status in statuses if status in ("cancelling", "cancelled")]
+        assert len(cancelled) == 2 and statuses[-1] == "validating"  # the kill's moment
+        # A batch left validating would take 12 s more to run: cancelled, it ends in 0.1 s.
+        assert _job_process(command + again, env, "the run after the kill", seconds=8) == 1
+        assert all(b["status"] in ("cancelling", "cancelled") for b in api.batches.values())
+        lines = _json_lines(out)
+        assert len(lines) == 30 and all(
+            line["error"]["code"] == "job_cancelled" for line in lines
+        ), lines[0]
+        assert len(api.batches) == 3
