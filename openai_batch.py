@@ -5839,14 +5839,12 @@ class _BatchRounds:
         server has not answered for too long; then the job stops, to be run again."""
         try:
             made = make()
-        except (
-            APIConnectionError,
-            InternalServerError,
-            RateLimitError,
-            OutcomeUnknownError,
-        ) as exc:
-            if isinstance(exc, APIConnectionError) and not exc._retryable:
-                raise
+        except (APIConnectionError, InternalServerError, RateLimitError) as exc:
+            if isinstance(exc, OutcomeUnknownError):
+                if exc.idempotency_key is None:
+                    raise  # no key the batch would carry: no second try can tell
+            elif isinstance(exc, APIConnectionError) and not exc._retryable:
+                raise  # sending again cannot help (a certificate is not trusted)
             if not self.outage.down():
                 raise JobStoppedError(
                     f"the server has not answered for {_duration(self.outage.seconds)} "
