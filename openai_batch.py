@@ -3698,6 +3698,71 @@ _DECIMAL_MAX_BYTES = 200_000_000  # the documented "200 MB", if counted in decim
 _DEFAULT_MODEL_ENDPOINTS = frozenset({"/v1/moderations", "/v1/images/generations"})
 
 
+_IDS_HELD = 100_000  # custom_ids a validation holds in memory before it spills them to disk
+_ID_BUCKETS = 64
+
+
+class _CustomIds:
+    """The custom_ids of a file, to find those that repeat, in memory as long as they are
+    few. Past ``_IDS_HELD``, they go to bucket files on disk by their hash, and the buckets
+    are read back one at a time at the end: memory holds a sixty-fourth of them, not all, so
+    that a file of millions of requests is checked in the memory of one of thousands.
+    """
+
+    def __init__(self) -> None:
+        self.held: dict[str, int] = {}
+        self.folder: Any = None  # a TemporaryDirectory once spilled
+        self.buckets: list[IO[bytes]] = []
+
+    def add(self, value: str, number: int) -> int | None:
+        """Note ``value`` on line ``number``; the line it repeats, if that is known now (a
+        repeat among spilled ids is found by ``repeats()``)."""
+        if not self.buckets:
+            first = self.held.setdefault(value, number)
+            if first != number:
+                return first
+            if len(self.held) > _IDS_HELD:
+                self.spill()
+            return None
+        self.write(value, number)
+        return None
+
+    def spill(self) -> None:
+        import tempfile
+
+        self.folder = tempfile.TemporaryDirectory(prefix="openai-batch-ids-")
+        for bucket in range(_ID_BUCKETS):
+            path = os.path.join(self.folder.name, str(bucket))
+            self.buckets.append(open(path, "w+b"))  # noqa: SIM115
+        for value, number in self.held.items():
+            self.write(value, number)
+        self.held = {}
+
+    def write(self, value: str, number: int) -> None:
+        text = json.dumps(value)  # ASCII: any string, surrogates and all, on one line
+        bucket = self.buckets[hash(value) % _ID_BUCKETS]
+        bucket.write(f"{number}\t{text}\n".encode("ascii"))
+
+    def repeats(self) -> Iterator[tuple[int, str, int]]:
+        """The spilled ids that repeat: the line, the id and the line it first stood on."""
+        try:
+            for bucket in self.buckets:
+                seen: dict[str, int] = {}
+                bucket.seek(0)
+                for line in bucket:
+                    number, text = line.split(b"\t", 1)
+                    value = json.loads(text)
+                    first = seen.setdefault(value, int(number))
+                    if first != int(number):
+                        yield int(number), value, first
+        finally:
+            for bucket in self.buckets:
+                bucket.close()
+            if self.folder is not None:
+                self.folder.cleanup()
+            self.buckets, self.folder = [], None
+
+
 class _InputCheck:
     """The state of one pass of ``validate_input``: what was seen and what is wrong."""
 
@@ -3720,7 +3785,7 @@ class _InputCheck:
         self.max_problems = max_problems
         self.model: str | None = None
         self.model_line = 0
-        self.ids: dict[str, int] = {}
+        self.ids = _CustomIds()
         self.requests = self.bytes = self.inputs = self.lines = 0
         self.problems: list[tuple[int | None, str]] = []
         self.lines_of: list[list[int]] = []
@@ -3776,10 +3841,10 @@ class _InputCheck:
             self.problem(number, f"custom_id must be a string, got {_json_type(value)}")
         elif not value:
             self.problem(number, "custom_id is empty")
-        elif value in self.ids:
-            self.problem(number, f"custom_id {_shown(value)} repeats line {self.ids[value]}")
         else:
-            self.ids[value] = number
+            first = self.ids.add(value, number)
+            if first is not None:
+                self.problem(number, f"custom_id {_shown(value)} repeats line {first}")
 
     def url(self, number: int, value: object) -> None:
         if value is _MISSING:
@@ -3827,6 +3892,8 @@ class _InputCheck:
             )
 
     def finish(self, strict: bool) -> InputSummary:
+        for number, value, first in sorted(self.ids.repeats()):  # by line, as in memory
+            self.problem(number, f"custom_id {_shown(value)} repeats line {first}")
         if self.lines == len(self.blanks):
             self.problem(None, "the file is empty" if not self.lines else "the file is blank")
         elif self.blanks:
@@ -3894,7 +3961,8 @@ def validate_input(
     on an endpoint with a default, a file between 200 MB and 200 MiB), the summary's
     ``warnings`` say so, and ``strict=True`` makes them problems: refusing a file the server
     would take is the worst a validator can do. A CSV, a JSON array or pretty-printed JSON is
-    named as such, once. Memory holds the custom_ids and nothing else of the file.
+    named as such, once. Memory holds the custom_ids (past 100,000, a sixty-fourth of them, the
+    rest in temporary files) and nothing else of the file.
 
     ``provider="azure"`` checks by Azure OpenAI's rules instead: 100,000 requests, no UTF-8
     byte-order mark, and urls with or without ``/v1`` (``/chat/completions``).
@@ -5178,14 +5246,10 @@ class _Record:
 
     def apply(self, step: dict[str, Any]) -> None:
         shards = self.data["shards"]
+        shards.extend(step.get("add", []))
         if "shard" in step:
-            number = step["shard"]
-            if number == len(shards):
-                shards.append(step["record"])
-            else:
-                shards[number] = step["record"]
-        else:
-            self.data.update(step["job"])
+            shards[step["shard"]] = step["record"]
+        self.data.update(step.get("job", {}))
 
     def check_input(self, input_path: str) -> None:
         if self.data.get("sha256") == _sha256(input_path):
@@ -5213,8 +5277,21 @@ class _Record:
         return self.data["shards"]
 
     def shard(self, number: int) -> None:
-        """Record shard ``number`` as it is now (a new one, if it is the next)."""
+        """Record shard ``number`` as it is now."""
         self.step({"shard": number, "record": self.shards[number]})
+
+    def add(self, shards: list[_ShardRecord], changed: int | None = None, **fields: Any) -> None:
+        """Record new shards, with shard ``changed`` as it is now and fields of the job, in one
+        step: a kill records all of it, or none (a round's shards and its number; a split's
+        halves and the shard they replace)."""
+        self.shards.extend(shards)
+        self.data.update(fields)  # type: ignore[typeddict-item]
+        step: dict[str, Any] = {"add": shards}
+        if changed is not None:
+            step.update(shard=changed, record=self.shards[changed])
+        if fields:
+            step["job"] = fields
+        self.step(step)
 
     def job(self, **fields: Any) -> None:
         """Set and record fields of the job."""
@@ -5715,6 +5792,7 @@ class _BatchRounds:
         if shards:
             shards[-1].commit()
         job = self.record.data["job"]
+        records: list[_ShardRecord] = []
         for number, shard in enumerate(shards, 1):
             record: _ShardRecord = {
                 "name": os.path.basename(shard.path),
@@ -5729,17 +5807,17 @@ class _BatchRounds:
                 "batch_id": None,
                 "files": [],
             }
-            self.add(record)
+            records.append(record)
         if shards:
-            self.record.job(round=round_)
+            self.add(records, round=round_)
             self.job.event("round", round=round_, shards=len(shards))
         return bool(shards)
 
-    def add(self, shard: _ShardRecord) -> None:
-        self.record.shards.append(shard)
-        number = len(self.record.shards) - 1
-        self.record.shard(number)
-        self.queued.append(number)
+    def add(self, shards: list[_ShardRecord], changed: int | None = None, **fields: Any) -> None:
+        """Record new shards (and a change), and queue them."""
+        first = len(self.record.shards)
+        self.record.add(shards, changed, **fields)
+        self.queued.extend(range(first, first + len(shards)))
 
     def pending(self, read: bool) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
         """The request lines with no final result, in input order; parsed if ``read`` (the
@@ -5996,9 +6074,8 @@ class _BatchRounds:
             self.job.sleep(_MAX_POLL)  # others' batches may hold the queue
 
     def split(self, number: int) -> None:
-        """Cut a shard that is over the token limit on its own into two new shards. The
-        halves are recorded before the shard is marked split, so a kill between leaves it
-        queued, and cut again."""
+        """Cut a shard that is over the token limit on its own into two new shards, recorded
+        with the split in one step: a kill before it leaves the shard to be cut again."""
         shard = self.record.shards[number]
         half = shard["requests"] // 2
         stem = shard["name"][: -len(".jsonl")]
@@ -6020,12 +6097,8 @@ class _BatchRounds:
                         "files": [],
                     }
                 )
-        made = {s["name"] for s in self.record.shards}  # by a run a kill cut short here
-        for part in parts:
-            if part["name"] not in made:
-                self.add(part)
         shard["status"] = _ShardStatus.SPLIT.value
-        self.record.shard(number)
+        self.add(parts, number)  # the halves and the split, in one step
         if number in self.queued:
             self.queued.remove(number)
 

@@ -22,6 +22,7 @@ import shlex
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -3194,6 +3195,25 @@ def test_custom_id_not_a_string(tmp_path: Any) -> None:
 def test_custom_id_repeated_names_both_lines(tmp_path: Any) -> None:
     lines = [request_line("a"), request_line("b"), request_line("a")]
     assert _problems(tmp_path, lines) == [(3, 'custom_id "a" repeats line 1')]
+
+
+def test_custom_ids_past_the_memory_held_are_checked_on_disk_the_same(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: a file of millions of requests is checked in flat memory. Past _IDS_HELD
+    custom_ids, they go to bucket files and repeats are found there, named as before."""
+    monkeypatch.setattr(ob, "_IDS_HELD", 5)
+    lines = [request_line(f"id-{i}") for i in range(30)]
+    lines += [request_line("id-2"), request_line("id-20"), request_line("a\\b\u00e9")]
+    lines += [request_line("a\\b\u00e9")]
+    folders = set(os.listdir(tempfile.gettempdir()))
+    assert _problems(tmp_path, lines) == [
+        (31, 'custom_id "id-2" repeats line 3'),
+        (32, 'custom_id "id-20" repeats line 21'),
+        (34, 'custom_id "a\\\\b\u00e9" repeats line 33'),
+    ]
+    assert set(os.listdir(tempfile.gettempdir())) == folders  # the buckets are gone
+    assert ob.validate_input(write_lines(tmp_path / "ok.jsonl", lines[:30])).requests == 30
 
 
 def test_method_not_post(tmp_path: Any) -> None:
@@ -8145,6 +8165,23 @@ def test_run_direct_takes_a_redirect_on_a_post_for_a_wrong_address(
     assert server.seen == {f"question {i}": 1 for i in range(20)}
 
 
+def test_run_direct_keeps_an_unpaired_surrogate_a_server_sent_as_an_escape(
+    tmp_path: Any,
+) -> None:
+    """A server's answer may hold "\\ud800", which UTF-8 cannot hold as text: the line keeps
+    it an escape, as it came, rather than stopping the round on a UnicodeEncodeError."""
+    source = _job_input(tmp_path, 3)
+    out = tmp_path / "out.jsonl"
+    body = b'{"id": "chatcmpl-1", "object": "chat.completion",\n "note": "\\ud800 half"}'
+    with ChatServer().serve() as server:
+        server.garbled = {"question 1": body}  # on two lines: written anew, not spliced
+        report = _direct_client(server).run(source, out, direct=True)
+    assert report.ok and report.succeeded == 3
+    raw = out.read_bytes().splitlines()[1]
+    assert b'"note":"\\ud800 half"' in raw
+    assert [r.body["note"] for r in ob.iter_results(out) if r.custom_id == "q1"] == ["\ud800 half"]
+
+
 def test_run_direct_counts_a_200_that_is_not_a_response_as_a_failure(tmp_path: Any) -> None:
     """Issue 16: a 200 with an HTML page, or with a JSON error object, counted as a success
     and the run exited 0."""
@@ -8261,6 +8298,61 @@ def test_run_resumed_with_a_larger_token_budget_uses_it(
     assert report.ok and report.succeeded == 12
     started = [made for made in api._made_at.values() if made == int(resumed_at)]  # whole s
     assert len(started) >= 2, "the resumed job started one batch at a time"
+
+
+# A job killed at an exact step of the engine: the child wraps the record's step and SIGKILLs
+# itself just before or just after the step that records a split or a round's shards, where
+# no request is in flight. (step: when, and a condition on the step)
+_ENGINE_KILLS = {
+    "inside a split, its halves written, not recorded": ("before", "a.jsonl"),
+    "after a split, recorded": ("after", "a.jsonl"),
+    "inside a round change, its shards written, not recorded": ("before", "r2-"),
+    "after a round change, recorded": ("after", "r2-"),
+}
+_KILLED_AT = """
+import os, signal, sys
+import openai_batch as ob
+when, mark = sys.argv[1], sys.argv[2]
+original = ob._Record.step
+def step(self, step):
+    hit = mark in str(step.get("add", ""))
+    if hit and when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(self, step)
+    if hit and when == "after":
+        os.kill(os.getpid(), signal.SIGKILL)
+ob._Record.step = step
+sys.exit(ob.main(sys.argv[3:]))
+"""
+
+
+def test_run_killed_inside_a_split_and_a_round_change_finishes_with_nothing_twice(
+    tmp_path: Any,
+) -> None:
+    """Issue 16: kill points inside a token-limit split and inside a round change, each a real
+    SIGKILL; the job, run again after each, ends with every request once in input order and
+    no batch made twice."""
+    api = FakeAPI(clock=ScaledClock(speed=400))
+    api.enqueued_token_limit = 12  # a shard of 10 requests (20 tokens) trips it alone; 5 fit
+    api.flaky_rule = lambda line: line["custom_id"] == "q7"  # a 500 once: a second round
+    source = _job_input(tmp_path, 40)
+    out = tmp_path / "out.jsonl"
+    args = ["run", source, "-o", str(out), "--batch-size", "10", "--max-active", "1"]
+    args += ["--interval", "0.1", "--json"]
+    with api.serve():
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+        for step, (when, mark) in _ENGINE_KILLS.items():
+            command = [sys.executable, "-c", _KILLED_AT, when, mark, *args]
+            code = _job_process(command, env, step, seconds=60)
+            assert code == -9, f"not killed {step}"
+        code = _job_process([sys.executable, "-m", "openai_batch", *args], env, "the rest", 60)
+    assert code == 0
+    assert _output_ids(out) == [f"q{i}" for i in range(40)]
+    assert api.ran == {f"q{i}": 2 if i == 7 else 1 for i in range(40)}
+    made = _batches_by_key(api)
+    assert all(len(statuses) == 1 for statuses in made.values())  # no key made twice
+    halves = [key for key in made if key and key.endswith(("a", "b"))]
+    assert len(halves) >= 8 and any("-r2-" in key for key in made if key)
 
 
 def _job_process(command: list[str], env: dict[str, str], what: str, seconds: float = 30) -> int:
