@@ -216,6 +216,7 @@ _METADATA_MAX_KEYS, _METADATA_MAX_KEY, _METADATA_MAX_VALUE = 16, 64, 512
 _MAX_CONCURRENCY = 1000  # threads, one a request in flight
 _FIRST_POLL, _MAX_POLL = 2.0, 60.0  # seconds between polls, growing by half each time (_Backoff)
 _MAX_OUTAGE = 600.0  # seconds a server that has stopped answering is waited for (_Outage)
+_FIRST_ANSWER_WAIT = 30.0  # ... and one that has not answered once in this run
 
 # ---------------------------------------------------------------------------------------------
 # Exceptions
@@ -3699,14 +3700,14 @@ _DEFAULT_MODEL_ENDPOINTS = frozenset({"/v1/moderations", "/v1/images/generations
 
 
 _IDS_HELD = 100_000  # custom_ids a validation holds in memory before it spills them to disk
-_ID_BUCKETS = 64
+_ID_BUCKETS = 256
 
 
 class _CustomIds:
     """The custom_ids of a file, to find those that repeat, in memory as long as they are
     few. Past ``_IDS_HELD``, they go to bucket files on disk by their hash, and the buckets
-    are read back one at a time at the end: memory holds a sixty-fourth of them, not all, so
-    that a file of millions of requests is checked in the memory of one of thousands.
+    are read back one at a time at the end: memory holds one bucket's worth, not all, so that
+    a file of millions of requests is checked in about the memory of one of thousands.
     """
 
     def __init__(self) -> None:
@@ -3733,7 +3734,7 @@ class _CustomIds:
         self.folder = tempfile.TemporaryDirectory(prefix="openai-batch-ids-")
         for bucket in range(_ID_BUCKETS):
             path = os.path.join(self.folder.name, str(bucket))
-            self.buckets.append(open(path, "w+b"))  # noqa: SIM115
+            self.buckets.append(open(path, "w+b", buffering=2048))  # noqa: SIM115
         for value, number in self.held.items():
             self.write(value, number)
         self.held = {}
@@ -3961,8 +3962,8 @@ def validate_input(
     on an endpoint with a default, a file between 200 MB and 200 MiB), the summary's
     ``warnings`` say so, and ``strict=True`` makes them problems: refusing a file the server
     would take is the worst a validator can do. A CSV, a JSON array or pretty-printed JSON is
-    named as such, once. Memory holds the custom_ids (past 100,000, a sixty-fourth of them, the
-    rest in temporary files) and nothing else of the file.
+    named as such, once. Memory holds the custom_ids (past 100,000, a 256th of them, the rest
+    in temporary files) and nothing else of the file.
 
     ``provider="azure"`` checks by Azure OpenAI's rules instead: 100,000 requests, no UTF-8
     byte-order mark, and urls with or without ``/v1`` (``/chat/completions``).
@@ -5694,7 +5695,7 @@ class _BatchRounds:
         self.settings = job.settings
         self.endpoint = job.data["endpoint"]
         self.backoff = _Backoff(self.settings["poll_interval"] or _FIRST_POLL)
-        self.outage = _Outage(job.clock)
+        self.outage = _Outage(job.clock, _MAX_OUTAGE, _FIRST_ANSWER_WAIT)
         import collections
 
         # Kept as the shards move, so that a step costs the same in a job of ten thousand
@@ -5925,7 +5926,7 @@ class _BatchRounds:
                 raise  # sending again cannot help (a certificate is not trusted)
             if not self.outage.down():
                 raise JobStoppedError(
-                    f"the server has not answered for {_duration(self.outage.seconds)} "
+                    f"the server has not answered for {self.outage.seconds:.0f} s "
                     f"({exc}); the job keeps what it has: run it again to resume",
                     "outage",
                 ) from exc
@@ -6218,7 +6219,6 @@ _SLOW_DOWN = frozenset({429, 503})  # "too many requests", and Ollama's "server 
 # the request goes again; at most this often a round, so that one request that is always
 # refused (one larger than a tokens-per-minute limit) does not hold the job.
 _MAX_HOLDS = 3
-_FIRST_ANSWER_WAIT = 30.0  # seconds a server that has never answered is waited for
 _RECENT = 10.0  # seconds since another request's answer that say the server is up
 _PROBE_TIMEOUT = 10.0  # seconds a probe of the server waits for any answer
 # The first answers all one of these, with no success: the wrong base URL or key, not the
