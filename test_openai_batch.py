@@ -8355,6 +8355,59 @@ def test_run_killed_inside_a_split_and_a_round_change_finishes_with_nothing_twic
     assert len(halves) >= 8 and any("-r2-" in key for key in made if key)
 
 
+def test_run_stops_for_a_rerun_when_the_server_stops_answering_and_resumes(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """The outage rule on a batch job: polls that get only 503s for ten minutes (on the
+    client's clock) stop the job with JobStoppedError, RESULTS unwritten; the same call, once
+    the server answers, ends the job with nothing made twice."""
+    source = _job_input(tmp_path, 6)
+    out = tmp_path / "out.jsonl"
+    events: list[dict[str, Any]] = []
+
+    def down_after_creates(event: dict[str, Any]) -> None:
+        events.append(event)
+        if event["event"] == "created" and event["shard"] == "r1-0002.jsonl":
+            api.arm("GET", r"/v1/batches/[^/]+", *[Fault.error(503)] * 10_000)
+
+    with raises(ob.JobStoppedError) as info:
+        client.run(source, out, batch_size=3, on_event=down_after_creates)
+    assert info.value.reason == "outage" and not out.exists()
+    assert re.fullmatch(
+        r"the server has not answered for 6\d\d s \(Error code: 503 - .*\); the job keeps what "
+        r"it has: run it again to resume",
+        str(info.value),
+    )
+    assert {e["what"] for e in events if e["event"] == "server_trouble"} == {"poll"}
+    api.disarm()
+    report = client.run(source, out, batch_size=3)
+    assert report.ok and _output_ids(out) == [f"q{i}" for i in range(6)]
+    assert len(api.batches) == 2 and api.ran == {f"q{i}": 1 for i in range(6)}
+
+
+def test_a_job_record_cut_short_by_a_kill_is_read_to_its_last_whole_step(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """The record is state.json and a journal of steps; a step a kill cut short (a line
+    with no end) is cut off, and the job resumes from the step before it."""
+    source = _job_input(tmp_path, 9)
+    out = tmp_path / "out.jsonl"
+
+    def stop(event: dict[str, Any]) -> None:
+        if event["event"] == "created":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.run(source, out, batch_size=3, on_event=stop)
+    journal = tmp_path / "out.jsonl.job" / "journal.jsonl"
+    whole = journal.read_bytes()
+    with open(journal, "ab") as handle:
+        handle.write(b'{"shard":0,"record":{"name":"r1-00')  # as a kill mid-write leaves it
+    report = client.run(source, out, batch_size=3)
+    assert report.ok and len(api.batches) == 3 and api.ran == {f"q{i}": 1 for i in range(9)}
+    assert journal.read_bytes().startswith(whole[: whole.index(b"\n") + 1])  # a generation
+
+
 def _job_process(command: list[str], env: dict[str, str], what: str, seconds: float = 30) -> int:
     """Run `command` to its end; fail the test if it takes over `seconds` (it hangs, or waits
     for batches it should have cancelled)."""
