@@ -7975,7 +7975,7 @@ def test_run_direct_does_not_take_one_bad_request_for_a_wrong_address(tmp_path: 
     assert report.succeeded == 9 and report.failures == {"HTTP 404": 1}
 
 
-# ---------------------------------------------------------------- the job engine (issue 16)
+# ---------------------------------------------------------------- the job engine: jobs that end
 
 
 def _within(seconds: float, call: Callable[[], Any], what: str = "the job") -> Any:
