@@ -6219,7 +6219,7 @@ _SLOW_DOWN = frozenset({429, 503})  # "too many requests", and Ollama's "server 
 # the request goes again; at most this often a round, so that one request that is always
 # refused (one larger than a tokens-per-minute limit) does not hold the job.
 _MAX_HOLDS = 3
-_RECENT = 10.0  # seconds since another request's answer that say the server is up
+_GATEWAY = frozenset({502, 503, 504})  # a gateway's answers when the server behind it is not
 _PROBE_TIMEOUT = 10.0  # seconds a probe of the server waits for any answer
 # The first answers all one of these, with no success: the wrong base URL or key, not the
 # requests; the run stops, sending nothing more and writing none of them.
@@ -6299,8 +6299,8 @@ class _DirectRounds:
         pending = self.record.data["requests"] - len(answers.final)
         if pending <= 0:
             return False
-        self.job.event("round", round=round_, requests=pending)
         self.record.data["round"] = round_  # in memory, for the events: recorded once it is over
+        self.job.event("round", round=round_, requests=pending)
         self.fly(_DirectRound(self, answers))
         self.record.job(round=round_)
         return True
@@ -6317,10 +6317,17 @@ class _DirectRounds:
             threading.Thread(target=flight.work, daemon=True).start()
         clock = self.job.clock
         tick = clock() + _TICK
+        stopped: float | None = None
         try:
             # Woken often in real time, to end as soon as the round does; the ticks are on the
-            # client's clock, as every other wait is.
+            # client's clock, as every other wait is. Once the round has stopped for good, the
+            # requests still in flight get a second (of real time) to come back: their
+            # answers are not waited for, and go again when the job is run again.
             while not flight.finished.wait(_TICK / 10):
+                if flight.failure is not None:
+                    stopped = stopped or time.monotonic()
+                    if time.monotonic() - stopped > 1.0:
+                        break
                 if clock() < tick:
                     continue
                 tick = clock() + _TICK
@@ -6518,8 +6525,9 @@ class _Send:
 
     def __init__(self, data: dict[str, Any], tokens: int) -> None:
         self.data, self.tokens = data, tokens
-        self.tries = 0  # sends since the last hold, for the client's retry rules
+        self.tries = 0  # retries taken, for the client's retry rules
         self.sends = 0  # sends this round
+        self.sent = 0.0  # when it was last sent
         self.holds = 0
         self.statuses: list[int] = []  # what each send met: a status, or 0 for no answer
 
@@ -6531,45 +6539,99 @@ class _Send:
 class _DirectPolicy:
     """What a direct round does with an answer that is not a success: try the request again
     (and when), hold it while the server is down or full, write it as the request's own
-    failure, or stop the round because the address or the key is wrong.
+    failure, or stop the round because the address, the key or the account is wrong.
 
-    Any answer at all (a 4xx, a 5xx, a 429) shows that the server is up. A request with no
-    answer while no other request has been answered lately is checked by a probe of the
-    server: if the server answers the probe, the failure is the request's own; if not, the
-    server is down, the round pauses, and the outage clock runs (see ``_Outage``).
+    A failure is the request's own only when the server is seen at work: a success came back
+    after this request was sent, or a probe (a GET of ``/models`` with the same key) gets an
+    answer now. A failure with no answer, or a 5xx or 429, when neither is so, means the
+    server is down or behind a gateway that cannot reach it: the request is held, the round
+    pauses, and the outage clock runs (see ``_Outage``). Answers that say the address or the
+    key is wrong are kept back, unwritten, until a success or a probe says otherwise.
     """
 
     def __init__(self, flight: _DirectRound, succeeded: bool) -> None:
         self.flight = flight  # the round under way
         self.outage = _Outage(flight.clock, _MAX_OUTAGE, _FIRST_ANSWER_WAIT)
-        self.last_answer: float | None = None
+        self.last_success: float | None = None
         self.succeeded = succeeded  # a success seen: the server and the key were right
         self.misplaced: dict[str, APIError] = {}  # the first wrong-place answers, by request
         self.parked: list[tuple[_Send, _Answer]] = []  # ... kept back, unwritten
         self.pauses = _Backoff(1.0, _MAX_POLL, factor=2.0)  # 1, 2, 4 ... 60 s, in a row
+        self.probed: tuple[float, int, bool] | None = None  # when, its status, JSON or not
 
     def answered(self, status: int) -> None:
-        self.outage.up()
-        self.last_answer = self.flight.clock()
+        """An answer came back: unless a gateway's, the server is at work."""
+        if status not in _GATEWAY:
+            self.outage.up()
         if 200 <= status < 300:
-            self.succeeded = True
+            self.last_success, self.succeeded = self.flight.clock(), True
             self.pauses.reset()
 
     def park(self, send: _Send, answer: _Answer) -> bool:
-        """Whether to keep ``send``'s failed answer back, unwritten, until a success says the
-        server is the right one: before any success, an answer that says the address or the
-        key is wrong (and enough of them stop the round). After a success, a 401, a 403 or a
-        redirect stops it."""
+        """Whether ``send``'s failed answer is not to be written now: it says the address,
+        the key or the account is wrong, which stops the round (the answer is dropped), or
+        may be (it is kept back until a success or a probe says the server is right)."""
         status, error = answer[0], answer[3]
         assert error is not None
-        if not self.wrong_place(send, error, status):
+        stop = self.stop_for(error, status)
+        if stop is not None:
+            self.flight.give_up(stop)
+            return True
+        if self.succeeded:
             return False
-        with self.flight.lock:
+        if status not in _WRONG_PLACE and not isinstance(error, APIResponseValidationError):
+            return False
+        flight = self.flight
+        with flight.lock:
+            self.misplaced.setdefault(send.custom_id, error)
             self.parked.append((send, answer))
+            many = len(self.misplaced) >= min(_WRONG_PLACE_STOP, flight.requests_left())
+            redirected = any(e.status_code in _REDIRECTS for e in self._statuses())
+        if not many:
+            return True
+        if not redirected and self.probe()[1]:  # a GET with the same key works: the requests'
+            self.succeeded = True  # own failures (an unknown model), to be written
+            return True
+        first = next(iter(self.misplaced.values()))
+        flight.give_up(
+            JobStoppedError(
+                f"the first {len(self.misplaced)} requests all failed ({first.message}), "
+                "and none succeeded, so nothing more was sent and none of them was "
+                "written: check the base URL (for vLLM, llama.cpp and Ollama it ends in "
+                "/v1) and the key, then run the job again",
+                "address",
+            )
+        )
         return True
 
+    def _statuses(self) -> list[APIStatusError]:
+        return [e for e in self.misplaced.values() if isinstance(e, APIStatusError)]
+
+    def stop_for(self, error: APIError, status: int) -> JobStoppedError | None:
+        """The stop an answer calls for even after successes: an account out of quota; a
+        redirect; a 401 or 403 once the key has worked, unless a probe with it still works
+        (then the request alone is refused, as a model it may not use)."""
+        if isinstance(error, APIStatusError) and error.code == "insufficient_quota":
+            return JobStoppedError(
+                f"the account is out of quota ({error.message}); nothing more was sent, "
+                "and the answers so far are kept: add credit, then run the job again",
+                "quota",
+            )
+        if not self.succeeded or not (status in (401, 403) or status in _REDIRECTS):
+            return None
+        if status not in _REDIRECTS and self.probe()[1]:
+            return None
+        what = "a redirect" if status in _REDIRECTS else f"HTTP {status}"
+        return JobStoppedError(
+            f"the server answered {what} ({error.message}) after answering requests "
+            "before it: the key has changed or expired, or the address has moved. The "
+            "answers so far are kept; with a good key and address, run the job again to "
+            "send the rest",
+            "credentials",
+        )
+
     def unpark(self) -> list[tuple[_Send, _Answer]]:
-        """The answers kept back, once a success has shown that the server is right."""
+        """The answers kept back, once the server is known to be the right one."""
         with self.flight.lock:
             parked, self.parked = self.parked, []
         return parked
@@ -6578,7 +6640,9 @@ class _DirectPolicy:
         """Seconds until ``send`` goes again, or None to write its failure. (May stop the
         round.)"""
         flight = self.flight
-        if status == 0 and not self.server_up():
+        served = self.last_success is not None and self.last_success >= send.sent
+        trouble = status == 0 or status >= 500 or status == 429
+        if trouble and not served and not self.up():
             # Down: held for as long as the outage lasts, its sends not counted against it.
             if not self.outage.down():
                 flight.give_up(self.stopped(error))
@@ -6593,51 +6657,23 @@ class _DirectPolicy:
             return self.hold(send, headers)
         return None
 
-    def wrong_place(self, send: _Send, error: APIError, status: int) -> bool:
-        """Whether the answer says the address or the key is wrong: before any success, the
-        first answers all 401, 403, 404, 405, a redirect or not a response; after a success,
-        a 401, a 403 or a redirect, which say the key has changed or expired, or the address
-        moved. The round stops then, writing none of them."""
-        flight = self.flight
-        invalid = isinstance(error, APIResponseValidationError)
-        if self.succeeded:
-            if status in (401, 403) or status in _REDIRECTS:
-                what = "a redirect" if status in _REDIRECTS else f"HTTP {status}"
-                flight.give_up(
-                    JobStoppedError(
-                        f"the server answered {what} ({error.message}) after answering "
-                        "requests before it: the key has changed or expired, or the address "
-                        "has moved. The answers so far are kept; with a good key and "
-                        "address, run the job again to send the rest",
-                        "credentials",
-                    )
-                )
-                return True
+    def up(self) -> bool:
+        """Whether the server answers a probe now, and not as a gateway with nothing behind."""
+        status = self.probe()[0]
+        if status == 0 or status in _GATEWAY:
             return False
-        if status not in _WRONG_PLACE and not invalid:
-            return False
-        with flight.lock:
-            self.misplaced.setdefault(send.custom_id, error)
-            many = len(self.misplaced) >= min(_WRONG_PLACE_STOP, flight.requests_left())
-        if many and not self.succeeded:
-            first = next(iter(self.misplaced.values()))
-            flight.give_up(
-                JobStoppedError(
-                    f"the first {len(self.misplaced)} requests all failed ({first.message}), "
-                    "and none succeeded, so nothing more was sent and none of them was "
-                    "written: check the base URL (for vLLM, llama.cpp and Ollama it ends in "
-                    "/v1) and the key, then run the job again",
-                    "address",
-                )
-            )
+        self.outage.up()
         return True
 
-    def server_up(self) -> bool:
-        """Whether the server is up: it answered lately, or it answers a probe now."""
+    def probe(self) -> tuple[int, bool]:
+        """A GET of ``/models`` with the request's key: its status (0 for no answer), and
+        whether it worked (a 2xx with a JSON object, not a proxy's page). Kept for a second,
+        so that many failing requests at once probe once."""
         now = self.flight.clock()
-        if self.last_answer is not None and now - self.last_answer <= _RECENT:
-            return True
-        transport = self.flight.transport
+        held = self.probed
+        if held is not None and now - held[0] < 1.0:
+            return held[1], held[2]
+        transport, status, works = self.flight.transport, 0, False
         try:
             response, connection, request = transport.respond(
                 "GET",
@@ -6646,11 +6682,17 @@ class _DirectPolicy:
                 None,
                 min(_PROBE_TIMEOUT, transport.timeout or _PROBE_TIMEOUT),
             )
-            transport.read_and_release(response, connection, request)
+            raw = transport.read_and_release(response, connection, request)
+            status = response.status
+            if 200 <= status < 300:
+                try:
+                    works = isinstance(json.loads(raw), dict)
+                except ValueError:
+                    works = False
         except APIConnectionError:
-            return False
-        self.answered(0)
-        return True
+            pass
+        self.probed = (now, status, works)
+        return status, works
 
     def hold(self, send: _Send, headers: _Headers) -> float:
         """Hold ``send`` back, and pause the whole round: the server is down or full."""
@@ -6667,6 +6709,8 @@ class _DirectPolicy:
 
     def stopped(self, error: APIError) -> JobStoppedError:
         waited = "has not answered" if not self.outage.answered else "stopped answering"
+        if isinstance(error, APIStatusError):
+            waited = "has answered only errors" if not self.outage.answered else "failed"
         return JobStoppedError(
             f"the server {waited} for {self.outage.seconds:.0f} s ({error.message}); the "
             "answers so far are kept: run the job again to send the rest",
@@ -6750,6 +6794,7 @@ class _DirectRound:
         if epoch is None:
             return  # the round stopped while it waited
         send.sends += 1
+        send.sent = self.clock()
         status, headers, raw, error = self.post(send.data)
         body: tuple[Any, bytes | None] | None = None
         usage: dict[str, int] = {}
@@ -6761,10 +6806,10 @@ class _DirectRound:
         used = usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
         self.pacer.release(epoch, status, headers, used - send.tokens if used else 0)
         answer: _Answer = (status, headers, body, error, usage)
-        if error is not None and self.policy.park(send, answer):
-            return  # kept back until a success says the address and the key are right
+        if error is not None and (self.failure is not None or self.policy.park(send, answer)):
+            return  # not written: the round has stopped, or the answer is kept back
         self.settle(send, answer)
-        if error is None and 200 <= status < 300:
+        if self.policy.succeeded and self.failure is None:  # the server is the right one
             for parked, kept in self.policy.unpark():
                 self.settle(parked, kept)
 
@@ -6979,7 +7024,7 @@ def _failure_line(
         message += ": it may be larger than the tokens-per-minute limit"
     elif last in (502, 504):
         message += ", from a gateway in front of the server"
-    if not isinstance(error, (APITimeoutError, APIResponseValidationError)) or not times:
+    if not isinstance(error, APITimeoutError):
         message += f"; the last: {error.message}"
     if body is not None:  # an answer that is not a success: kept, as a batch keeps it
         request_id = headers.get("x-request-id")

@@ -7332,7 +7332,7 @@ class ChatServer(ThreadingHTTPServer):
       the prompt is sent, then answers as usual: a rate limit that passes;
     - `failing` (prompt -> times): a 500 the next times the prompt is sent, then answers as
       usual: a fault that passes, by the next round if the tries of this one run out;
-    - `html`: a 200 with `Content-Type: text/html` and a web page, as a wrong base URL gives;
+    - `html`: a 200 with `Content-Type: text/html` and a web page, as a proxy may give;
     - `json_error`: a 200 whose JSON body is `{"error": {"message": ..., "type": ...}}`, as
       some compatible servers report a failure.
 
@@ -7341,7 +7341,11 @@ class ChatServer(ThreadingHTTPServer):
       "Incorrect API key provided" (the key expired or was revoked) until it is None again;
       a request is refused as it would be answered, so no more than that many 200s are sent;
     - `redirect_to`: every POST is answered `redirect_status` (302 or 307) with this Location,
-      before anything else is checked, as a proxy in front of the server would.
+      before anything else is checked, as a proxy in front of the server would;
+    - `web_page`: every GET and POST is answered 200 with a web page: a base URL that is a
+      web site, not an API.
+
+    `GET /v1/models` lists one model, as vLLM, llama.cpp and Ollama do (the key checked).
     """
 
     daemon_threads = True
@@ -7368,6 +7372,14 @@ class ChatServer(ThreadingHTTPServer):
         self.gateway_504: set[str] = set()
         self.too_big: set[str] = set()
         self.html: set[str] = set()
+        self.web_page = False  # every GET and POST answered 200 with a web page
+        self.slow: dict[str, float] = {}  # prompt -> seconds more, admitted as it arrives
+        self.quota = False  # every POST refused 429 insufficient_quota
+        # Down from when `down_after` answers have gone until `down_for` seconds later on
+        # `clock`: every GET and POST then gets no answer ("drop") or a gateway's 502.
+        self.down_after: int | None = None
+        self.down_for, self.down_kind = 0.0, "drop"
+        self.down_since: float | None = None
         self.json_error: set[str] = set()
         self.limited: dict[str, int] = {}
         self.failing: dict[str, int] = {}
@@ -7445,6 +7457,14 @@ class ChatServer(ThreadingHTTPServer):
                 "output_tokens_details": {"reasoning_tokens": 1},
             },
         }
+
+    def is_down(self) -> bool:
+        """Whether the server is down now (and, the first time it is due, goes down)."""
+        with self.lock:
+            due = self.down_after is not None and self.down_since is None
+            if due and sum(self.answers.values()) >= (self.down_after or 0):
+                self.down_since = self.clock()
+            return self.down_since is not None and (self.clock() - self.down_since < self.down_for)
 
     def key_holds(self, good: bool = False) -> bool:
         """Whether the key is still good (with `good`, for a 200 with a response: counted).
@@ -7544,6 +7564,28 @@ class _ChatHandler(BaseHTTPRequestHandler):
         self.leave()
         self.close_connection = True
 
+    def do_GET(self) -> None:
+        """`GET /v1/models`, as vLLM, llama.cpp and Ollama serve it, with the key checked (and
+        refused once it has expired); every other GET is a 404. Not counted as a request."""
+        server = self.server
+        if server.is_down():
+            self.down()
+            return
+        if server.redirect_to is not None:
+            self.send(server.redirect_status, b"", {"Location": server.redirect_to}, None)
+            return
+        if server.web_page:
+            self.send(200, _WEB_PAGE, content_type="text/html; charset=utf-8")
+            return
+        if self.headers.get("Authorization") != f"Bearer {API_KEY}" or not server.key_holds():
+            self.reply(401, {"error": {"message": "Incorrect API key provided"}})
+            return
+        if self.path != "/v1/models":
+            self.reply(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        model = {"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "test"}
+        self.reply(200, {"object": "list", "data": [model]})
+
     def do_POST(self) -> None:
         server = self.server
         size = int(self.headers["Content-Length"])
@@ -7556,7 +7598,19 @@ class _ChatHandler(BaseHTTPRequestHandler):
             location = {"Location": server.redirect_to}
             self.send(server.redirect_status, b"", location, content_type=None)
             return
+        if server.web_page:
+            self.send(200, _WEB_PAGE, content_type="text/html; charset=utf-8")
+            return
+        if server.is_down():
+            self.down()
+            return
         body = json.loads(raw)
+        if server.quota:
+            error = {"message": "You exceeded your current quota, please check your plan and "}
+            error["message"] += "billing details."
+            error.update(type="insufficient_quota", param=None, code="insufficient_quota")
+            self.reply(429, {"error": error})
+            return
         if self.headers.get("Authorization") != f"Bearer {API_KEY}":
             self.reply(401, {"error": {"message": "Incorrect API key provided"}})
             return
@@ -7594,6 +7648,13 @@ class _ChatHandler(BaseHTTPRequestHandler):
         if prompt in server.hang:
             self.wait_for_the_client_to_leave()
             return
+        if prompt in server.slow and server.key_holds(good=True):  # admitted, then slow
+            time.sleep(server.slow[prompt])
+            status, payload = server.answer(self.path, body, number)
+            with server.lock:
+                server.answers[prompt] = server.answers.get(prompt, 0) + 1
+            self.reply(status, payload, {"x-request-id": f"req_{number}"})
+            return
         time.sleep(server.latency)
         if dropped:  # no answer at all: the connection breaks
             self.hang_up()
@@ -7628,6 +7689,13 @@ class _ChatHandler(BaseHTTPRequestHandler):
             with server.lock:
                 server.answers[prompt] = server.answers.get(prompt, 0) + 1
         self.reply(status, payload, {"x-request-id": f"req_{number}"})
+
+    def down(self) -> None:
+        """What a server that is down gives: no answer, or its gateway's 502."""
+        if self.server.down_kind == "drop":
+            self.hang_up()
+        else:
+            self.send(502, b"<html><body>502 Bad Gateway</body></html>", content_type="text/html")
 
     def expired(self, number: int) -> None:
         message = f"Incorrect API key provided: {_mask(API_KEY)}. You can find your API key at"
@@ -7768,7 +7836,8 @@ def test_run_direct_says_why_a_request_got_no_answer_it_could_keep(tmp_path: Any
     }
     assert lines[1]["response"] is None and lines[1]["error"] == {
         "code": "invalid_response",
-        "message": "got no response it could use 1 time in round 2 of 2",
+        "message": "got no response it could use 1 time in round 2 of 2; the last: the "
+        "response body is not valid JSON: NaN is not a JSON number (column 11)",
     }
     # A 200 that is not a response (a proxy's page) is no success.
     assert lines[2]["response"] is None and lines[2]["error"]["code"] == "invalid_response"
@@ -8182,6 +8251,78 @@ def test_run_direct_keeps_an_unpaired_surrogate_a_server_sent_as_an_escape(
     assert [r.body["note"] for r in ob.iter_results(out) if r.custom_id == "q1"] == ["\ud800 half"]
 
 
+def test_run_direct_writes_no_401_when_a_success_comes_back_after_the_key_expired(
+    tmp_path: Any,
+) -> None:
+    """Review: a success in flight when the key expired came back after the stop, and let
+    the 401s kept back be written as final; a rerun with a good key then never sent them."""
+    source = _job_input(tmp_path, 12)
+    out = tmp_path / "out.jsonl"
+    with ChatServer(latency=0.01).serve() as server:
+        server.expire_key_after = 2
+        server.slow = {"question 0": 0.3}  # admitted with the key good, answered late
+        client = _direct_client(server, speed=10)
+        with raises(ob.JobStoppedError) as info:
+            _within(20, lambda: client.run(source, out, direct=True, concurrency=4))
+        assert info.value.reason == "credentials" and not out.exists()
+        kept = _json_lines(f"{out}.job/answers.jsonl")
+        assert kept and all(line["response"]["status_code"] == 200 for line in kept)
+        server.expire_key_after, server.slow = None, {}
+        report = _within(20, lambda: client.run(source, out, direct=True, concurrency=4))
+    assert report.ok and report.succeeded == 12
+    done = {line["custom_id"] for line in kept}
+    assert all(server.answers[f"question {c[1:]}"] == 1 for c in done)  # not sent again
+
+
+@pytest.mark.parametrize("kind", ["drop", "502"])
+def test_run_direct_waits_out_a_server_that_goes_down_and_comes_back(
+    tmp_path: Any, kind: str
+) -> None:
+    """Review: a server that went down just after answering (or whose gateway answered 502
+    to everything while it restarted) had most of the job written off as failures that a
+    rerun would not send. A failure is a request's own only when the server is seen at work:
+    a success since it was sent, or a probe answered; else the round holds and waits."""
+    source = _job_input(tmp_path, 120)
+    out = tmp_path / "out.jsonl"
+    with ChatServer(latency=0.005).serve() as server:
+        server.down_after, server.down_for, server.down_kind = 30, 20.0, kind
+        client = _direct_client(server, speed=20, max_retries=1)
+        report = _within(30, lambda: client.run(source, out, direct=True, concurrency=8))
+    assert report.ok and report.succeeded == 120 and report.rounds == 1
+    assert server.down_since is not None  # it was down, for 20 s on the job's clock
+    assert all(count == 1 for count in server.answers.values()) and len(server.answers) == 120
+
+
+def test_run_direct_stops_when_the_account_is_out_of_quota(tmp_path: Any) -> None:
+    """Review: every request refused 429 insufficient_quota was written off, each "larger
+    than your tokens-per-minute limit"; the account, not the requests, is the matter."""
+    source = _job_input(tmp_path, 10)
+    out = tmp_path / "out.jsonl"
+    with ChatServer().serve() as server:
+        server.quota = True
+        client = _direct_client(server)
+        with raises(ob.JobStoppedError) as info:
+            _within(15, lambda: client.run(source, out, direct=True))
+        assert info.value.reason == "quota" and "out of quota" in str(info.value)
+        assert not out.exists()
+        server.quota = False
+        assert _within(15, lambda: client.run(source, out, direct=True)).succeeded == 10
+
+
+def test_run_direct_writes_a_requests_own_404_when_it_comes_first(tmp_path: Any) -> None:
+    """Review: at concurrency 1, three requests naming a model the server lacks came first
+    and stopped every run as "the wrong address", for ever. A probe with the same key that
+    works says the address is right: they are the requests' own failures."""
+    source = _job_input(tmp_path, 8)
+    out = tmp_path / "out.jsonl"
+    with ChatServer().serve() as server:
+        server.missing = {"question 0", "question 1", "question 2"}
+        client = _direct_client(server)
+        report = _within(15, lambda: client.run(source, out, direct=True, concurrency=1))
+    assert (report.succeeded, report.failed, report.failures) == (5, 3, {"HTTP 404": 3})
+    assert [server.seen[f"question {i}"] for i in range(3)] == [1, 1, 1]
+
+
 def test_run_direct_counts_a_200_that_is_not_a_response_as_a_failure(tmp_path: Any) -> None:
     """Issue 16: a 200 with an HTML page, or with a JSON error object, counted as a success
     and the run exited 0."""
@@ -8207,12 +8348,12 @@ def test_run_direct_stops_when_the_base_url_is_a_web_page(tmp_path: Any) -> None
     source = _job_input(tmp_path, 20)
     out = tmp_path / "out.jsonl"
     with ChatServer(latency=0.002).serve() as server:
-        server.html = {f"question {i}" for i in range(20)}
+        server.web_page = True
         client = _direct_client(server, speed=200)
         with raises(ob.OpenAIError):
             _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
         assert not out.exists()
-        server.html = set()
+        server.web_page = False
         report = _within(15, lambda: client.run(source, out, direct=True, concurrency=4))
     assert report.succeeded == 20
     assert _questions(server, [f"q{i}" for i in range(20)]) == {f"q{i}": 1 for i in range(20)}
