@@ -2541,15 +2541,17 @@ class _Create:
     def lookback(self) -> float:
         return self.transport.clock() - self.started + _KEY_SLACK
 
-    def settle(self, readable: bool = True) -> list[Batch]:
-        """The batches with the key, read from the list until one shows or 30 s pass. A list
-        that cannot be read raises ``OutcomeUnknownError`` if it must be ``readable``, else
-        counts as showing none."""
+    def settle(
+        self, readable: bool = True, horizon: float | None = None, sent: bool = True
+    ) -> list[Batch]:
+        """The batches with the key, read from the list until one shows or 30 s pass, as far
+        back as ``horizon`` seconds (this call's own time, by default). A list that cannot
+        be read raises if it must be ``readable``, else counts as showing none."""
         for pause in _SETTLE_PAUSES:
             if pause:
                 self.transport.sleep(pause)
             try:
-                found = self.matching(self.lookback())
+                found = self.matching(self.lookback() if horizon is None else horizon, sent)
             except OutcomeUnknownError:
                 if readable:
                     raise
@@ -2682,12 +2684,16 @@ class Batches:
         # have made one; a job knows when neither can have.
         return call.run(_with_extra(body, extra_body), extra_headers, shared and not _never_sent)
 
-    def _made_with(self, key: str) -> Batch | None:
-        """The batch made with this idempotency key in the last 30 days, if there is one."""
+    def _made_with(self, key: str, settle: bool = False) -> Batch | None:
+        """The batch made with this idempotency key in the last 30 days, if there is one;
+        with ``settle``, read until it shows or 30 s pass, since the list can lag."""
         call = _Create(
             self, key, True, {"extra_headers": None, "extra_query": None, "timeout": None}
         )
-        found = call.matching(_KEY_HORIZON, sent=False)
+        if settle:
+            found = call.settle(horizon=_KEY_HORIZON, sent=False)
+        else:
+            found = call.matching(_KEY_HORIZON, sent=False)
         return call.keep_one(found) if found else None
 
     def retrieve(
@@ -4991,6 +4997,7 @@ class AsyncAzureOpenAI(AsyncOpenAI):
 
 _STATE_VERSION = 2
 _ALONE_TRIES = 3  # a one-request shard over the token limit alone this often fails for good
+_CLEAN_ENDS = 8  # batches that end well after a collision before the budget passes its level
 _RETRYABLE_LINE_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
 #: The job settings: for each, the lowest and highest value and the default. ``client.run``
@@ -5706,6 +5713,9 @@ class _BatchRounds:
         self.queued: collections.deque[int] = collections.deque()
         self.running: dict[int, None] = {}
         self.held = 0
+        self.cancelled: set[int] = set()  # running shards whose cancel this run has sent
+        self.ceiling: int | None = None  # tokens in flight at the last collision
+        self.clean = 0  # batches ended well since
         self.succeeded = self.failed = 0
         self.usage: dict[str, int] = {}
         self.ended = 0
@@ -5885,9 +5895,9 @@ class _BatchRounds:
         The pauses between polls grow while nothing ends, and start again when one does.
         """
         cancelling = self.record.data["status"] == _JobStatus.CANCELLING.value
-        if cancelling:
-            self.cancel()
         while self.queued or self.running:
+            if cancelling:
+                self.cancel()  # each pass, until every batch the job may have made is asked
             while self.queued and not cancelling and self.room_for(self.queued[0]):
                 if not self.start(self.queued[0]):
                     break
@@ -5896,7 +5906,7 @@ class _BatchRounds:
             ended = self.ended
             for number in list(self.running):
                 self.check(number)
-            if cancelling and not self.running:
+            if cancelling and not self.running and not self.queued:
                 return
             if self.queued or self.running:
                 self.job.event("progress")
@@ -5918,16 +5928,28 @@ class _BatchRounds:
         server has not answered for too long; then the job stops, to be run again."""
         try:
             made = make()
-        except (APIConnectionError, InternalServerError, RateLimitError) as exc:
+        except (
+            APIConnectionError,
+            InternalServerError,
+            RateLimitError,
+            APIResponseValidationError,  # a proxy's page in place of the API's answer
+        ) as exc:
+            if isinstance(exc, RateLimitError) and exc.code == "insufficient_quota":
+                raise JobStoppedError(
+                    f"the account is out of quota ({exc.message}); the job keeps what it has: "
+                    "add credit, then run it again",
+                    "quota",
+                ) from exc
             if isinstance(exc, OutcomeUnknownError):
                 if exc.idempotency_key is None:
                     raise  # no key the batch would carry: no second try can tell
             elif isinstance(exc, APIConnectionError) and not exc._retryable:
                 raise  # sending again cannot help (a certificate is not trusted)
             if not self.outage.down():
+                what = "answered only errors" if isinstance(exc, APIStatusError) else "not answered"
                 raise JobStoppedError(
-                    f"the server has not answered for {self.outage.seconds:.0f} s "
-                    f"({exc}); the job keeps what it has: run it again to resume",
+                    f"the server has {what} for {self.outage.seconds:.0f} s ({exc}); the job "
+                    "keeps what it has: run it again to resume",
                     "outage",
                 ) from exc
             self.job.event("server_trouble", what=what, error=str(exc))
@@ -6025,13 +6047,25 @@ class _BatchRounds:
         self.stop(number)
         self.count(number, shard)
         if self.budget is not None and shard["status"] == _ShardStatus.COMPLETED.value:
-            # The budget a collision cut grows back, a shard's worth for each batch that ended
-            # without one, up to the caller's limit, as a direct job's window does.
-            wanted = self.settings["max_enqueued_tokens"]
-            grown = self.budget + shard["tokens"]
-            self.budget = grown if wanted is None else min(grown, wanted)
-            self.record.job(budget=self.budget)
+            self.grow(shard["tokens"])
         self.job.event("ended", shard=shard["name"], batch_id=batch.id, status=_text(batch.status))
+
+    def grow(self, tokens: int) -> None:
+        """The budget a collision cut grows back as batches end without one: a shard's worth
+        for each budget's worth of batches that end (so by one shard a "window", as a direct
+        job's concurrency does), up to the caller's limit. It stays under the level that
+        collided until ``_CLEAN_ENDS`` batches have ended well since, so that it does not
+        trip the limit again at once."""
+        assert self.budget is not None
+        self.clean += 1
+        if self.ceiling is not None and self.clean >= _CLEAN_ENDS:
+            self.ceiling = None
+        wanted = self.settings["max_enqueued_tokens"]
+        grown = self.budget + max(1, tokens * tokens // self.budget)
+        if self.ceiling is not None:
+            grown = min(grown, max(self.ceiling - 1, self.budget))
+        self.budget = grown if wanted is None else min(grown, wanted)
+        self.record.job(budget=self.budget)
 
     def tally(self, names: list[str]) -> tuple[int, int, int]:
         """A shard's results: how many, how many succeeded, and how many failed for good."""
@@ -6051,6 +6085,7 @@ class _BatchRounds:
         held = self.held - shard["tokens"]
         if others:
             self.budget = held if self.budget is None else min(self.budget, held)
+            self.ceiling, self.clean = self.held, 0  # what collided
             self.record.job(budget=self.budget)
         alone = shard.get("alone", 0) + (not others)
         shard["status"], shard["batch_id"] = _ShardStatus.QUEUED.value, None
@@ -6107,15 +6142,22 @@ class _BatchRounds:
         """Cancel every batch the job may have made, and start no more shards.
 
         A queued shard whose create may have gone out (a kill, a Ctrl-C) is looked up by its
-        key first: a batch found is cancelled like any running one. Only then is the shard
-        marked not started. Run again after a kill, the job goes on cancelling.
+        key first, for as long as the batch list may lag: a batch found is cancelled like any
+        running one. Only then is the shard marked not started. A lookup or a cancel that
+        meets an outage is made again on the next pass; run again after a kill, the job goes
+        on cancelling.
         """
+        import functools
+
         for number in list(self.queued):
             shard = self.record.shards[number]
             sent = shard.get("sent")
-            found = None
+            looked: list[Batch | None] | None = [None]
             if sent:
-                found = self.client.batches._made_with(sent)
+                looked = self.call("cancel", functools.partial(self.made_with, sent))
+            if looked is None:
+                continue  # the list could not be read: looked up again on the next pass
+            found = looked[0]
             if found is not None:
                 shard["batch_id"], shard["status"] = found.id, _ShardStatus.RUNNING.value
                 shard["made"] = shard.get("made", 0) + 1
@@ -6126,14 +6168,24 @@ class _BatchRounds:
             self.record.shard(number)
             self.queued.remove(number)
         for number in list(self.running):
+            if number in self.cancelled:
+                continue
             shard = self.record.shards[number]
             batch_id = shard["batch_id"]
             assert batch_id is not None
-            try:
-                self.client.batches.cancel(batch_id)
-            except (ConflictError, NotFoundError):
-                pass  # it ended on its own meanwhile: its results are kept all the same
-            self.job.event("cancelling", shard=shard["name"], batch_id=batch_id)
+            if self.call("cancel", functools.partial(self.send_cancel, batch_id)) is not None:
+                self.cancelled.add(number)
+                self.job.event("cancelling", shard=shard["name"], batch_id=batch_id)
+
+    def made_with(self, key: str) -> list[Batch | None]:
+        return [self.client.batches._made_with(key, settle=True)]
+
+    def send_cancel(self, batch_id: str) -> bool:
+        try:
+            self.client.batches.cancel(batch_id)
+        except (ConflictError, NotFoundError):
+            pass  # it ended on its own meanwhile: its results are kept all the same
+        return True
 
     # -- the end ------------------------------------------------------------------------------
 
@@ -7587,7 +7639,7 @@ class _JobProgress:
                 f"{requests['pending']:,} pending"
                 + (f"; {progress['per_second']:,}/s" if progress["per_second"] else ""),
                 f"{tokens}; {_duration(progress['elapsed'])} so far"
-                + ("" if left is None else f", about {_duration(left)} left"),
+                + ("" if left is None or left < 1 else f", about {_duration(left)} left"),
             ]
         )
 
@@ -8054,6 +8106,12 @@ def _cmd_run(session: _Session) -> int:
     except SystemExit:  # SIGTERM or SIGHUP: the batches go on all the same
         console.end_live()
         console.note("stopped; run the same command again to resume the job")
+        raise
+    except JobStoppedError as exc:
+        console.end_live()
+        if args.json:  # why, as the last event; the message and hint follow on stderr
+            event = {"event": "stopped", "reason": exc.reason, "message": str(exc)}
+            console.line(json.dumps(event, ensure_ascii=False))
         raise
     console.end_live()
     if args.json:  # the report, as the last event
@@ -8771,6 +8829,7 @@ def _hint(exc: BaseException, command: str = "") -> str | None:
             "the answers so far are kept",
             "address": "check --base-url (for vLLM, llama.cpp and Ollama it ends in /v1) and the "
             "key, then run the same command again",
+            "quota": "add credit to the account, then run the same command again",
         }[exc.reason]
     if command == "run" and isinstance(
         exc, (APIConnectionError, InternalServerError, RateLimitError)

@@ -8309,6 +8309,23 @@ def test_run_direct_stops_when_the_account_is_out_of_quota(tmp_path: Any) -> Non
         assert _within(15, lambda: client.run(source, out, direct=True)).succeeded == 10
 
 
+def test_cli_run_says_why_a_job_stopped_and_what_next(tmp_path: Any) -> None:
+    """A stopped job: with --json, a last event with the reason; on stderr, what happened
+    and the next command; exit 1, and RESULTS not written."""
+    source = _job_input(tmp_path, 4)
+    out = tmp_path / "out.jsonl"
+    with ChatServer().serve() as server:
+        server.quota = True
+        client = _direct_client(server)
+        ran = cli(client, "run", source, "-o", str(out), "--direct", "--json")
+    stopped = json.loads(ran.out.splitlines()[-1])
+    assert (stopped["event"], stopped["reason"]) == ("stopped", "quota") and ran.code == 1
+    assert ran.err.splitlines()[-1] == (
+        "hint: add credit to the account, then run the same command again"
+    )
+    assert ran.err.startswith("error: the account is out of quota") and not out.exists()
+
+
 def test_run_direct_writes_a_requests_own_404_when_it_comes_first(tmp_path: Any) -> None:
     """Review: at concurrency 1, three requests naming a model the server lacks came first
     and stopped every run as "the wrong address", for ever. A probe with the same key that
@@ -8415,6 +8432,23 @@ def test_run_raises_its_token_budget_again_after_a_collision(
     assert _most_at_once(api, after=collided[0]) > 1  # two at once again, once it had room
 
 
+def test_run_grows_its_token_budget_back_without_colliding_every_cycle(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Review: the budget grew back a whole shard for every batch that ended, doubling each
+    cycle, so a job of 20 shards collided 16 times (36 batches). It grows by a shard a
+    window, and stays under the level that collided until 8 batches have ended well."""
+    api.enqueued_token_limit = 16  # two shards of 4 requests (8 tokens each) at once
+    source = _job_input(tmp_path, 80)
+    events: list[dict[str, Any]] = []
+    report = client.run(
+        source, tmp_path / "out.jsonl", batch_size=4, max_active=4, on_event=events.append
+    )
+    assert report.ok and report.succeeded == 80
+    collisions = [e for e in events if e["event"] == "over_token_limit"]
+    assert len(collisions) <= 4 and report.batches == 20 + len(collisions)
+
+
 def test_run_resumed_with_a_larger_token_budget_uses_it(
     client: Client, api: FakeAPI, tmp_path: Any
 ) -> None:
@@ -8515,8 +8549,8 @@ def test_run_stops_for_a_rerun_when_the_server_stops_answering_and_resumes(
         client.run(source, out, batch_size=3, on_event=down_after_creates)
     assert info.value.reason == "outage" and not out.exists()
     assert re.fullmatch(
-        r"the server has not answered for 6\d\d s \(Error code: 503 - .*\); the job keeps what "
-        r"it has: run it again to resume",
+        r"the server has answered only errors for 6\d\d s \(Error code: 503 - .*\); the job "
+        r"keeps what it has: run it again to resume",
         str(info.value),
     )
     assert {e["what"] for e in events if e["event"] == "server_trouble"} == {"poll"}
@@ -8524,6 +8558,51 @@ def test_run_stops_for_a_rerun_when_the_server_stops_answering_and_resumes(
     report = client.run(source, out, batch_size=3)
     assert report.ok and _output_ids(out) == [f"q{i}" for i in range(6)]
     assert len(api.batches) == 2 and api.ran == {f"q{i}": 1 for i in range(6)}
+
+
+def test_run_cancel_and_polls_ride_out_what_a_proxy_or_a_burst_gives(
+    api: FakeAPI, tmp_path: Any
+) -> None:
+    """Review: --cancel died on a short burst of 500s to its cancel calls, and one 200 with a
+    proxy's HTML page in place of a poll's answer stopped a batch job. Both are outages to
+    ride out: the job cancels, or polls again."""
+    client = make_client(api, max_retries=1)
+    source = _job_input(tmp_path, 6)
+    out = tmp_path / "out.jsonl"
+
+    def stop(event: dict[str, Any]) -> None:
+        if event["event"] == "created" and event["shard"] == "r1-0002.jsonl":
+            page = Fault.html(200, "<html><body>Please log in</body></html>")
+            api.arm("GET", r"/v1/batches/[^/]+", page, page, page)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.run(source, out, batch_size=3, max_active=2, on_event=stop)
+    events: list[dict[str, Any]] = []
+    api.arm("POST", r"/v1/batches/[^/]+/cancel", *[Fault.error(500)] * 6)
+    report = _within(15, lambda: client.run(source, out, cancel=True, on_event=events.append))
+    assert all(not faults for _, _, faults in api._faults)  # every fault was met
+    assert sorted(b["status"] for b in api.batches.values()) == ["cancelled", "cancelled"]
+    assert report.failures == {"job_cancelled": report.failed} and report.requests == 6
+    troubles = [e["what"] for e in events if e["event"] == "server_trouble"]
+    assert troubles.count("cancel") >= 2 and "poll" in troubles
+
+
+def test_run_stops_at_once_when_the_account_is_out_of_quota(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """An account out of quota is no outage to wait ten minutes for: the job stops, keeping
+    what it has, with reason "quota"."""
+    source = _job_input(tmp_path, 3)
+    out = tmp_path / "out.jsonl"
+    body = _error_json(429, "You exceeded your current quota.", code="insufficient_quota")
+    quota = Fault.raw(429, body, "application/json")
+    api.arm("POST", r"/v1/batches", *[quota] * 10)
+    with raises(ob.JobStoppedError) as info:
+        client.run(source, out)
+    assert info.value.reason == "quota" and "out of quota" in str(info.value)
+    api.disarm()
+    assert client.run(source, out).ok and len(api.batches) == 1
 
 
 def test_a_job_record_cut_short_by_a_kill_is_read_to_its_last_whole_step(
@@ -8568,13 +8647,16 @@ def _cancel_fake() -> FakeAPI:
     return api
 
 
+@pytest.mark.parametrize("lag", [0.0, 20.0], ids=["list up to date", "list 20 s behind"])
 def test_run_cancel_reaches_a_batch_made_by_a_create_killed_before_its_reply(
-    tmp_path: Any,
+    tmp_path: Any, lag: float
 ) -> None:
     """Issue 16, cancel reaches every batch the job may have made: after a kill inside a
     create (the batch made, its reply lost), --cancel marked the shard not started and left
-    the batch running, billed, never seen by the job."""
+    the batch running, billed, never seen by the job. The review: even when the batch list
+    shows a new batch 20 s late, the lookup waits for it."""
     api = _cancel_fake()
+    api.list_lag = lag
     source = _job_input(tmp_path, 40)
     out = tmp_path / "out.jsonl"
     command = [sys.executable, "-m", "openai_batch", "run", source, "-o", str(out)]
