@@ -5220,6 +5220,8 @@ class _Record:
             return None
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
+        if data.get("version") == 1:
+            data = _upgraded(data)
         if data.get("version") != _STATE_VERSION:
             raise OpenAIError(
                 f"the job in {folder} was begun by another version of openai_batch; finish it "
@@ -5328,6 +5330,30 @@ class _Record:
         with _AtomicFile(self.path("journal.jsonl")) as out:
             out.file.write(_dumps_line({"generation": self.data["generation"]}).encode() + b"\n")
         self.steps = 0
+
+
+def _upgraded(data: dict[str, Any]) -> dict[str, Any]:
+    """A record of the first version (0.1.0, one state.json rewritten at each step) in the
+    shape of this one, so that a job begun before an upgrade is resumed, not lost."""
+    usage: dict[str, int] = {}
+    for shard in data.get("shards", []):  # a direct job's answers file was a shard then
+        _added(usage, shard.get("usage") or {})
+    shards = [shard for shard in data.pop("shards", []) if shard.get("status") != "direct"]
+    for shard in shards:
+        if shard["round"] == 1:  # r1-0012ab.jsonl: the twelfth shard, its first half's second
+            stem = shard["name"][len("r1-") : -len(".jsonl")]
+            digits = stem.rstrip("ab")
+            shard["order"] = f"{int(digits):010d}{stem[len(digits) :]}"
+    status = _JobStatus.RUNNING.value
+    if data.pop("written", False):
+        status = _JobStatus.WRITTEN.value
+    elif data.get("cancelled"):
+        status = _JobStatus.CANCELLING.value
+    batches = sum(shard.get("made", 0) for shard in shards)
+    data.update(version=_STATE_VERSION, generation=0, status=status, shards=shards)
+    data.setdefault("batches", batches)
+    data.setdefault("usage", usage)
+    return data
 
 
 def _lock(path: str) -> IO[bytes]:
@@ -5461,6 +5487,31 @@ def _check_settings(settings: dict[str, Any], max_requests: int) -> None:
             raise _ArgumentError(f"{name} must be {kind} from {low:g} to {high:,g}{none}")
 
 
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _RoundDriver(Protocol):
+        """How a job's rounds get their answers: the seam between the engine and a driver.
+        The engine asks nothing else of a driver, and no caller asks which one runs."""
+
+        def __init__(self, job: _Job) -> None: ...
+        def busy(self) -> bool: ...  # a round is under way (a resumed job finishes it first)
+        def plan(self, round_: int) -> bool: ...  # begin a round of what has no final result
+        def drive(self) -> None: ...  # drive the round under way to its end
+        def cancel(self) -> None: ...  # cancel what runs; start nothing more
+        def progress(self) -> tuple[int, int, dict[str, int], dict[str, Any]]: ...
+        def sources(self) -> tuple[list[_Segment], list[str], dict[str, list[str]]]: ...
+        def totals(self) -> tuple[int, dict[str, int]]: ...  # batches made, tokens used
+        def kept(self) -> bool: ...  # its result files are all still in the folder
+        def server_files(self) -> list[str]: ...  # to delete once RESULTS is written
+        def local_files(self) -> list[str]: ...  # ... and from the job's folder
+        def close(self) -> None: ...
+
+
+#: The round drivers, by the mode a job records: each section that defines one adds it.
+_DRIVERS: dict[str, Callable[[_Job], _RoundDriver]] = {}
+
+
 class _Segment:
     """What the RESULTS writer reads for a run of requests in input order: the file that holds
     those requests, and the result files that answer them."""
@@ -5485,8 +5536,7 @@ class _Job:
         self.clock, self.sleep = client._transport.clock, client._transport.sleep
         self.began = self.clock()  # in this process, for the pace and the time left
         self.done_before: int | None = None
-        driver = _DirectRounds if record.data["mode"] == _DirectRounds.mode else _BatchRounds
-        self.driver: _BatchRounds | _DirectRounds = driver(self)
+        self.driver: _RoundDriver = _DRIVERS[record.data["mode"]](self)
 
     @property
     def data(self) -> _JobRecord:
@@ -6201,6 +6251,9 @@ class _BatchRounds:
         return [name for shard in self.record.shards for name in [shard["name"], *shard["files"]]]
 
 
+_DRIVERS[_BatchRounds.mode] = _BatchRounds
+
+
 def _ending(shard: _ShardRecord) -> list[str]:
     """How a shard ended, for the requests it has no line for: its status, with its batch's
     last error if it failed."""
@@ -6217,7 +6270,7 @@ def _run_job(
     settings: dict[str, Any],
     on_event: Callable[[dict[str, Any]], object] | None,
     cancel: bool = False,
-    mode: str = _BatchRounds.mode,
+    mode: str = "Batch API",
 ) -> JobReport:
     """Begin, resume or cancel the job of ``output``; return its report once RESULTS is in."""
     clock = client._transport.clock
@@ -6297,7 +6350,6 @@ class _DirectRounds:
         self.round: _DirectRound | None = None
         self.policy: _DirectPolicy | None = None
         self.cuts = 0  # the pacer's cuts already told of
-        self.underway = False
 
     def open(self) -> _Answers:
         if self.answers is None:
@@ -6411,6 +6463,9 @@ class _DirectRounds:
 
     def local_files(self) -> list[str]:
         return [_ANSWERS]
+
+
+_DRIVERS[_DirectRounds.mode] = _DirectRounds
 
 
 class _Answers:

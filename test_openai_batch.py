@@ -8605,6 +8605,39 @@ def test_run_stops_at_once_when_the_account_is_out_of_quota(
     assert client.run(source, out).ok and len(api.batches) == 1
 
 
+def test_a_job_begun_by_the_first_version_is_resumed(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """A job whose record the first version wrote (state.json alone, rewritten at each step)
+    is upgraded and resumed after an upgrade, not refused: its shards run, once each."""
+    source = _job_input(tmp_path, 6)
+    out = tmp_path / "out.jsonl"
+    folder = tmp_path / "out.jsonl.job"
+    folder.mkdir()
+    content = _read_bytes(source)
+    lines = content.splitlines(keepends=True)
+    shards = []
+    for number in (1, 2):
+        name = f"r1-000{number}.jsonl"
+        (folder / name).write_bytes(b"".join(lines[3 * number - 3 : 3 * number]))
+        shards.append({"name": name, "round": 1, "requests": 3, "tokens": 50, "status": "queued"})
+        shards[-1].update(key=f"job-0123456789abcdef-r1-s{number}", tries=0, files=[])
+        shards[-1].update(file_id=None, batch_id=None)
+    state = {"version": 1, "job": "0123456789abcdef", "input": source, "round": 1}
+    state.update(sha256=hashlib.sha256(content).hexdigest(), shards=shards)
+    state.update(written=False, cleaned=[], endpoint="/v1/chat/completions", requests=6)
+    state.update(started=api.clock.now, output=str(out), mode="Batch API", settings={})
+    (folder / "state.json").write_text(json.dumps(state, indent=1))
+    report = client.run(source, out, batch_size=3)
+    assert report.ok and report.batches == 2 and _output_ids(out) == [f"q{i}" for i in range(6)]
+    assert api.ran == {f"q{i}": 1 for i in range(6)}
+    state["written"] = True  # and one it had finished: done, with its report
+    state["tally"] = {"requests": 6, "succeeded": 6, "failed": 0, "failures": {}}
+    (folder / "state.json").write_text(json.dumps(state, indent=1))
+    (folder / "journal.jsonl").unlink()
+    assert client.run(source, out).requests == 6 and len(api.batches) == 2
+
+
 def test_a_job_record_cut_short_by_a_kill_is_read_to_its_last_whole_step(
     client: Client, api: FakeAPI, tmp_path: Any
 ) -> None:
