@@ -30,10 +30,12 @@ from dataclasses import dataclass, field, fields
 # (`from __future__ import annotations`), so it is needed only by type checkers.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import asyncio
     import http.client
     from typing import (
         IO,
         Any,
+        Awaitable,
         Callable,
         Dict,
         Iterable,
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
     _M = TypeVar("_M", bound="_Model")
     _E = TypeVar("_E", bound="APIError")
     _T = TypeVar("_T")
+    # how an async call runs a blocking one: `_in_thread`, or a client's own `_run`
+    _Run = Callable[..., Awaitable[Any]]
     _Headers = Mapping[str, Optional[str]]
     _Query = Mapping[str, object]
     _FileContent = Union[bytes, IO[bytes]]
@@ -1150,6 +1154,16 @@ class InputSummary:
     warnings: list[str] = field(default_factory=list)
 
 
+def _check_not_seen(page: CursorPage[Any], seen: set[str | None]) -> None:
+    """Refuse a page that ends where an earlier page ended, and remember where this one ends."""
+    if page.data and page.last_id in seen:
+        raise APIResponseValidationError(
+            f"The server sent the page ending at {page.last_id} again; stopping "
+            "here rather than listing the same items forever."
+        )
+    seen.add(page.last_id)
+
+
 class CursorPage(_Generic[_M]):
     """One page of a list, which iterates over every item of every page.
 
@@ -1200,14 +1214,8 @@ class CursorPage(_Generic[_M]):
         yield page
         seen = {page.last_id}
         while page.has_next_page():
-            following = page.get_next_page()
-            if following.data and following.last_id in seen:
-                raise APIResponseValidationError(
-                    f"The server sent the page ending at {following.last_id} again; stopping "
-                    "here rather than listing the same items forever."
-                )
-            seen.add(following.last_id)
-            page = following
+            page = page.get_next_page()
+            _check_not_seen(page, seen)
             yield page
 
     def __iter__(self) -> Iterator[_M]:
@@ -1734,11 +1742,14 @@ class _Transport:
         recover: Callable[[APIError, bool], _T | None] | None = None,
     ) -> _T:
         """Send a request (with retries) and return ``parse`` of its decoded JSON."""
-        url, sent = self.url(path, query), self.merged_headers(headers)
+        url = self.url(path, query)
         seconds = self.timeout if timeout is None else timeout
         tries = [0]
 
         def attempt() -> _T:
+            # The headers of each try, as the official package makes them: a token provider
+            # gives a fresh token to a retry that may come after the last one expired.
+            sent = self.merged_headers(headers)
             started = time.monotonic()
             response, connection, request = self.respond(method, url, sent, body, seconds)
             raw = self.read_and_release(response, connection, request)
@@ -1800,10 +1811,11 @@ class _Transport:
         timeout: float | None = None,
     ) -> BinaryContent:
         """GET a body to be read as it arrives (with retries until the response starts)."""
-        url, sent = self.url(path, query), self.merged_headers(headers)
+        url = self.url(path, query)
         seconds = self.timeout if timeout is None else timeout
 
         def attempt() -> BinaryContent:
+            sent = self.merged_headers(headers)  # each try's own, as in request()
             started = time.monotonic()
             response, connection, request = self.respond("GET", url, sent, None, seconds)
             received = _lower_headers(response)
@@ -4773,45 +4785,52 @@ class AsyncPaginator(_Generic[_M]):
     """What an async ``list()`` gives: ``await`` it for the first page, or ``async for`` over
     every item of every page, each page fetched as the loop reaches it."""
 
-    def __init__(self, first: Callable[[], CursorPage[_M]]) -> None:
-        self._first = first
+    def __init__(self, first: Callable[[], CursorPage[_M]], run: _Run = _in_thread) -> None:
+        self._first, self._run = first, run
 
     def __await__(self) -> Any:
         return self._page().__await__()
 
     async def _page(self) -> AsyncCursorPage[_M]:
-        return AsyncCursorPage(await _in_thread(self._first))
+        return AsyncCursorPage(await self._run(self._first), self._run)
 
     def __aiter__(self) -> Any:
         return self._items()
 
     async def _items(self) -> Any:
-        page: CursorPage[_M] | None = await self
-        while page is not None:
-            for item in page.data:
-                yield item
-            page = await _in_thread(page.get_next_page) if page.has_next_page() else None
+        page: AsyncCursorPage[_M] = await self
+        async for item in page:
+            yield item
 
 
 class AsyncCursorPage(_Generic[_M]):
     """One page of an async list: ``data``, ``has_more``, and the next pages awaited."""
 
-    def __init__(self, page: CursorPage[_M]) -> None:
-        self._page = page
+    def __init__(self, page: CursorPage[_M], run: _Run = _in_thread) -> None:
+        self._page, self._run = page, run
         self.data, self.has_more = page.data, page.has_more
         self.first_id, self.last_id, self.object = page.first_id, page.last_id, page.object
 
+    def __repr__(self) -> str:
+        return "<Async" + repr(self._page)[1:]
+
     def has_next_page(self) -> bool:
+        """Whether another page may follow this one."""
         return self._page.has_next_page()
 
     async def get_next_page(self) -> AsyncCursorPage[_M]:
-        return AsyncCursorPage(await _in_thread(self._page.get_next_page))
+        """Fetch the page after this one, on the thread pool."""
+        return AsyncCursorPage(await self._run(self._page.get_next_page), self._run)
 
     async def iter_pages(self) -> Any:
+        """This page, then each following page as the loop reaches it; a server whose cursors
+        go round is refused, as ``CursorPage.iter_pages`` refuses it."""
         page = self
         yield page
+        seen = {page.last_id}
         while page.has_next_page():
             page = await page.get_next_page()
+            _check_not_seen(page._page, seen)
             yield page
 
     async def __aiter__(self) -> Any:
@@ -4856,24 +4875,26 @@ class _Async:
     _calls: tuple[str, ...] = ()
     _lists: tuple[str, ...] = ()
 
-    def __init__(self, resource: Any) -> None:
-        self._resource = resource
+    def __init__(self, resource: Any, run: _Run = _in_thread) -> None:
+        self._resource, self._run = resource, run
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._resource, name)
         if name in self._lists:
-            return lambda *args, **kwargs: AsyncPaginator(lambda: method(*args, **kwargs))
+            return lambda *args, **kwargs: AsyncPaginator(
+                lambda: method(*args, **kwargs), self._run
+            )
         if name not in self._calls:
             raise AttributeError(f"{type(self).__name__} has no {name!r}")
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            return await _in_thread(method, *args, **kwargs)
+            return await self._run(method, *args, **kwargs)
 
         return call
 
     @property
     def with_raw_response(self) -> _Async:
-        raw = _Async(self._resource.with_raw_response)
+        raw = _Async(self._resource.with_raw_response, self._run)
         raw._calls = tuple(n for n in (*self._calls, *self._lists) if n != "wait")
         return raw
 
@@ -4897,7 +4918,7 @@ class AsyncFiles(_Async):
                 data: bytes = body.read()
             return data
 
-        return _AsyncContent(await _in_thread(whole))
+        return _AsyncContent(await self._run(whole))
 
     @property
     def with_raw_response(self) -> _Async:
@@ -4928,10 +4949,14 @@ class AsyncOpenAI:
 
     def _wrap(self, client: Client) -> None:
         self._client = client
-        self.batches = AsyncBatches(self._client.batches)
-        self.files = AsyncFiles(self._client.files)
-        self.models = AsyncModels(self._client.models)
+        self.batches = AsyncBatches(self._client.batches, self._run)
+        self.files = AsyncFiles(self._client.files, self._run)
+        self.models = AsyncModels(self._client.models, self._run)
         self.webhooks = self._client.webhooks
+
+    async def _run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """One blocking call of this client's, on the thread pool (see ``_in_thread``)."""
+        return await _in_thread(function, *args, **kwargs)
 
     def __repr__(self) -> str:
         return "Async" + repr(self._client)
@@ -4958,31 +4983,109 @@ class AsyncOpenAI:
 
     async def submit(self, *args: Any, **kwargs: Any) -> Batch:
         """``OpenAI.submit``, awaited."""
-        return await _in_thread(self._client.submit, *args, **kwargs)
+        return await self._run(self._client.submit, *args, **kwargs)
 
     async def run(self, *args: Any, **kwargs: Any) -> JobReport:
         """``OpenAI.run``, awaited: a job of any size, on a thread of its own."""
-        return await _in_thread(self._client.run, *args, **kwargs)
+        return await self._run(self._client.run, *args, **kwargs)
 
     async def download(self, *args: Any, **kwargs: Any) -> list[str]:
-        return await _in_thread(self._client.download, *args, **kwargs)
+        return await self._run(self._client.download, *args, **kwargs)
 
     async def results(self, batch_or_id: Batch | str, *, partial: bool = False) -> Any:
         """``OpenAI.results`` as an async iterator: ``async for result in ...``."""
-        results = await _in_thread(self._client.results, batch_or_id, partial=partial)
+        results = await self._run(self._client.results, batch_or_id, partial=partial)
         done = object()
         while True:
-            result = await _in_thread(next, results, done)
+            result = await self._run(next, results, done)
             if result is done:
                 return
             yield result
 
 
+class _LoopTokenProvider:
+    """An Azure token provider as the async client calls it, for every request, from the
+    worker thread the request runs on.
+
+    A plain provider's token is used as it comes. An ``async def`` provider (what
+    ``azure.identity.aio.get_bearer_token_provider`` gives) must run on the event loop the call
+    was made from, where its credential's sessions live, not on a loop of its own: so each call
+    tells this object its loop for the worker thread it runs on (``on_loop``), and the worker
+    sends the provider's coroutine to that loop and waits for the token. A job's own threads
+    have no call of their own; they use the loop of the latest call.
+    """
+
+    def __init__(self, provider: Callable[[], Any]) -> None:
+        import threading
+
+        self.provider = provider
+        self._threads = threading.local()  # .loop: the loop of the call this thread runs
+        self._latest: asyncio.AbstractEventLoop | None = None
+
+    def on_loop(self, function: Callable[..., _T], loop: asyncio.AbstractEventLoop) -> Any:
+        """``function``, to run on a worker thread for a call made on ``loop``."""
+        self._latest = loop
+
+        def run(*args: Any, **kwargs: Any) -> _T:
+            self._threads.loop = loop
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self._threads.loop = None
+
+        return run
+
+    def __call__(self) -> Any:
+        token = self.provider()
+        if not hasattr(token, "__await__"):
+            return token  # a string, or what AzureOpenAI refuses with its own message
+        import asyncio
+
+        async def awaited() -> Any:
+            return await token
+
+        loop = getattr(self._threads, "loop", None) or self._latest
+        if loop is None or loop.is_closed() or _on_loop_thread(loop):
+            # waiting here would never end: the loop is gone, or it is this thread's own
+            getattr(token, "close", lambda: None)()  # no "never awaited" warning
+            raise OpenAIError(
+                "An async `azure_ad_token_provider` can be awaited only by a call of "
+                "AsyncAzureOpenAI, from the event loop it was made on."
+            )
+        return asyncio.run_coroutine_threadsafe(awaited(), loop).result()
+
+
+def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:  # no loop runs on this thread
+        return False
+
+
 class AsyncAzureOpenAI(AsyncOpenAI):
-    """``AzureOpenAI`` with ``async def`` calls; see ``AsyncOpenAI``. A token provider is
-    called on the thread pool, so it must be a plain function, not a coroutine."""
+    """``AzureOpenAI`` with ``async def`` calls; see ``AsyncOpenAI``. ``azure_ad_token_provider``
+    may be a plain function or an ``async def`` one; either is called for every request,
+    retries and pages included (see ``_LoopTokenProvider``)."""
 
     _blocking = AzureOpenAI
+
+    def _wrap(self, client: Client) -> None:
+        # Every blocking client this one makes (with_options too) asks the wrapper for tokens.
+        if isinstance(client, AzureOpenAI):
+            provider = client._azure_ad_token_provider
+            if provider is not None and not isinstance(provider, _LoopTokenProvider):
+                client._azure_ad_token_provider = _LoopTokenProvider(provider)
+        super()._wrap(client)
+
+    async def _run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        provider = getattr(self._client, "_azure_ad_token_provider", None)
+        if isinstance(provider, _LoopTokenProvider):
+            import asyncio
+
+            function = provider.on_loop(function, asyncio.get_running_loop())
+        return await _in_thread(function, *args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

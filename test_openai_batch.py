@@ -7276,6 +7276,149 @@ def test_the_async_azure_client(api: FakeAPI) -> None:
     assert api.requests[-1].path == "/openai/batches" and "api-key" in api.requests[-1].headers
 
 
+def _async_client(api: FakeAPI, kind: str, **options: Any) -> ob.AsyncOpenAI:
+    """An async client of the fake on its clock: "openai", or "azure" (the fake in Azure mode)."""
+    settings: dict[str, Any] = {
+        "clock": api.clock.time,
+        "sleep": api.clock.sleep,
+        "random": lambda: 0.0,
+        **options,
+    }
+    if kind == "openai":
+        return ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, **settings)
+    api.azure_version = AZURE_VERSION
+    if "azure_ad_token_provider" not in options:
+        settings["api_key"] = API_KEY
+    return ob.AsyncAzureOpenAI(azure_endpoint=api.endpoint, api_version=AZURE_VERSION, **settings)
+
+
+@pytest.mark.parametrize("kind", ["openai", "azure"])
+def test_async_for_walks_every_page_of_a_list(api: FakeAPI, kind: str) -> None:
+    """Issue 17, item 1: the second page was a coroutine that nothing awaited."""
+    import asyncio
+
+    for _ in range(4):
+        api.add_batch(status="completed")
+    files = {api.add_file(b"{}\n", filename=f"in{n}.jsonl")["id"] for n in range(5)}
+
+    async def main() -> tuple[list[str], list[str]]:
+        async with _async_client(api, kind) as client:
+            batches = [b.id async for b in client.batches.list(limit=1)]
+            return batches, [f.id async for f in client.files.list(limit=2)]
+
+    batches, listed = asyncio.run(main())
+    assert batches == list(api.batches)[::-1]  # newest first, one page each
+    assert sorted(listed) == sorted(files)
+    gets = [r for r in api.requests if r.method == "GET"]
+    assert [r.query.get("after") for r in gets if r.path.endswith("/batches")] == [
+        None,
+        *batches[:3],
+    ]
+    assert [r.query.get("after") for r in gets if r.path.endswith("/files")] == [
+        None,
+        listed[1],
+        listed[3],
+    ]
+
+
+@pytest.mark.parametrize("kind", ["openai", "azure"])
+def test_an_awaited_async_page_awaits_each_next_page(api: FakeAPI, kind: str) -> None:
+    import asyncio
+
+    for _ in range(3):
+        api.add_batch(status="completed")
+
+    async def main() -> tuple[list[list[str]], list[bool], str, list[int]]:
+        async with _async_client(api, kind) as client:
+            page = await client.batches.list(limit=1)
+            assert type(page) is ob.AsyncCursorPage and repr(page).startswith("<Async")
+            pages, more = [[b.id for b in page.data]], [page.has_next_page()]
+            while page.has_next_page():
+                page = await page.get_next_page()
+                pages.append([b.id for b in page.data])
+                more.append(page.has_next_page())
+            try:
+                await page.get_next_page()
+            except RuntimeError as exc:
+                last = str(exc)
+            first = await client.batches.list(limit=2)
+            sizes = [len(p.data) async for p in first.iter_pages()]
+            return pages, more, last, sizes
+
+    pages, more, last, sizes = asyncio.run(main())
+    assert pages == [[b] for b in list(api.batches)[::-1]]
+    assert more == [True, True, False]  # the last page says has_more false
+    assert last == "No next page; check has_next_page() first."
+    assert sizes == [2, 1]
+
+
+def test_the_async_azure_client_awaits_an_async_token_provider_on_its_loop(
+    api: FakeAPI,
+) -> None:
+    """Issue 17, item 4: the documented `azure.identity.aio` provider, an `async def`; a token
+    for every request, a retry's and each page's included, as the blocking client asks."""
+    import asyncio
+
+    api.azure_tokens = {f"entra-token-{n}" for n in range(1, 100)}
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def provider() -> str:
+        loops.append(asyncio.get_running_loop())
+        await asyncio.sleep(0)  # it does I/O on the caller's loop, as a credential does
+        return f"entra-token-{len(loops)}"
+
+    for _ in range(3):
+        api.add_batch(status="completed")
+    batch_id = next(iter(api.batches))
+    api.arm("GET", r"/openai/batches/[^/]+", Fault.error(500))
+
+    async def main() -> tuple[asyncio.AbstractEventLoop, str]:
+        async with _async_client(api, "azure", azure_ad_token_provider=provider) as client:
+            await client.batches.retrieve(batch_id)  # a 500, then again
+            assert len([b async for b in client.batches.list(limit=1)]) == 3
+            await client.with_options(timeout=5).batches.retrieve(batch_id)
+            return asyncio.get_running_loop(), repr(client)
+
+    loop, shown = asyncio.run(main())
+    sent = [r.headers["authorization"] for r in api.requests]
+    assert sent == [f"Bearer entra-token-{n}" for n in range(1, 7)]  # 2 + 3 pages + 1
+    assert all(seen is loop for seen in loops) and "entra-token" not in shown
+    assert all("api-key" not in r.headers for r in api.requests)
+
+
+def test_the_async_azure_client_still_calls_a_plain_token_provider(api: FakeAPI) -> None:
+    import asyncio
+
+    tokens = iter(f"entra-token-{n}" for n in range(100))
+    api.azure_tokens = {f"entra-token-{n}" for n in range(100)}
+    api.add_batch(status="completed")
+    batch_id = next(iter(api.batches))
+
+    async def main() -> None:
+        plain = lambda: next(tokens)  # noqa: E731
+        async with _async_client(api, "azure", azure_ad_token_provider=plain) as client:
+            await client.batches.retrieve(batch_id)
+            await client.batches.retrieve(batch_id)
+
+    asyncio.run(main())
+    sent = [r.headers["authorization"] for r in api.requests]
+    assert sent == ["Bearer entra-token-0", "Bearer entra-token-1"]
+
+
+def test_an_async_token_provider_outside_the_async_client_is_refused(api: FakeAPI) -> None:
+    async def provider() -> str:
+        return "entra-token-1"
+
+    client = make_azure(api, azure_ad_token_provider=ob._LoopTokenProvider(provider))
+    with raises(ob.OpenAIError) as info:
+        client.batches.list()
+    assert str(info.value) == (
+        "An async `azure_ad_token_provider` can be awaited only by a call of "
+        "AsyncAzureOpenAI, from the event loop it was made on."
+    )
+    assert api.requests == []
+
+
 def test_a_finished_job_writes_results_again_if_they_were_removed(
     client: Client, api: FakeAPI, tmp_path: Any
 ) -> None:
