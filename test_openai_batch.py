@@ -6499,6 +6499,22 @@ def test_azure_asks_the_token_provider_for_every_request(api: FakeAPI) -> None:
     )
 
 
+def test_azure_asks_the_token_provider_again_for_a_retry(api: FakeAPI) -> None:
+    """Each try has its own headers, as in the official package: a retry after a token ran
+    out gets a fresh one. A download's retries too."""
+    tokens = iter(f"entra-token-{n}" for n in range(100))
+    api.azure_tokens = {f"entra-token-{n}" for n in range(100)}
+    client = make_azure(api, azure_ad_token_provider=lambda: next(tokens))
+    file_id = _seeded_file(api)
+    api.arm("GET", r"/openai/files/[^/]+", Fault.error(500), Fault.error(503))
+    api.arm("GET", r"/openai/files/[^/]+/content", Fault.error(500))
+    assert client.files.retrieve(file_id).id == file_id
+    with client.files.content(file_id) as body:
+        assert body.read()
+    sent = [r.headers["authorization"] for r in api.requests]
+    assert sent == [f"Bearer entra-token-{n}" for n in range(5)]
+
+
 def test_azure_reads_its_settings_from_the_environment_as_the_official_client_does(
     api: FakeAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -7209,6 +7225,38 @@ def test_an_unknown_type_differs_from_the_official_package_on_purpose() -> None:
     assert ours.to_dict() == theirs.to_dict() == json.loads(body)
 
 
+def test_async_pages_agree_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17, item 1: `async for` over three pages and more, and pages awaited one by one,
+    give the same items from the same requests as the official async client."""
+    openai = pytest.importorskip("openai")
+    import asyncio
+
+    for _ in range(4):
+        api.add_batch(status="completed")
+    for n in range(5):
+        api.add_file(b"{}\n", filename=f"in{n}.jsonl")
+
+    async def script(client: Any) -> Any:
+        batches = [b.id async for b in client.batches.list(limit=1)]
+        files = [f.id async for f in client.files.list(limit=2)]
+        page = await client.batches.list(limit=3)
+        pages = [([b.id for b in page.data], page.has_next_page())]
+        while page.has_next_page():
+            page = await page.get_next_page()
+            pages.append(([b.id for b in page.data], page.has_next_page()))
+        return batches, files, pages
+
+    def run(client: Any) -> tuple[Any, list[tuple[str, str, dict[str, str]]]]:
+        del api.requests[:]
+        seen = asyncio.run(script(client))
+        return seen, [(r.method, r.path, dict(r.query)) for r in api.requests]
+
+    theirs = run(openai.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0))
+    ours = run(ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0))
+    assert ours == theirs
+    assert len(theirs[0][0]) == 4 and len(theirs[0][2]) == 2
+
+
 # ---------------------------------------------------------------- async
 
 
@@ -7417,6 +7465,61 @@ def test_an_async_token_provider_outside_the_async_client_is_refused(api: FakeAP
         "AsyncAzureOpenAI, from the event loop it was made on."
     )
     assert api.requests == []
+
+
+def test_an_async_token_provider_serves_a_job_run_by_the_async_client(
+    api: FakeAPI, tmp_path: Any
+) -> None:
+    import asyncio
+
+    api.seconds_validating = api.seconds_per_request = api.seconds_finalizing = 0.0
+    api.azure_tokens = {f"entra-token-{n}" for n in range(1, 1000)}
+    asked: list[int] = []
+
+    async def provider() -> str:
+        asked.append(threading.get_ident())
+        return f"entra-token-{len(asked)}"
+
+    async def main() -> ob.JobReport:
+        async with _async_client(api, "azure", azure_ad_token_provider=provider) as client:
+            return await client.run(_job_input(tmp_path, 3), tmp_path / "out.jsonl")
+
+    report = asyncio.run(main())
+    assert _output_ids(tmp_path / "out.jsonl") == ["q0", "q1", "q2"] and report
+    sent = [r.headers["authorization"] for r in api.requests]
+    assert sent == [f"Bearer entra-token-{n}" for n in range(1, len(sent) + 1)]
+    assert set(asked) == {threading.main_thread().ident}  # each on the loop, not a worker
+
+
+def test_an_async_token_provider_serves_a_thread_that_a_call_started(api: FakeAPI) -> None:
+    """A direct job's workers are threads of its own, started by no call of the async client:
+    they use the loop of the latest call."""
+    import asyncio
+
+    api.azure_tokens = {"entra-token-1"}
+    api.add_batch(status="completed")
+    batch_id = next(iter(api.batches))
+
+    async def provider() -> str:
+        return "entra-token-1"
+
+    async def main() -> str:
+        client = _async_client(api, "azure", azure_ad_token_provider=provider)
+        found: list[str] = []
+
+        def on_a_thread_of_its_own() -> None:
+            worker = threading.Thread(
+                target=lambda: found.append(client._client.batches.retrieve(batch_id).id)
+            )
+            worker.start()
+            worker.join()
+
+        await client._run(on_a_thread_of_its_own)
+        await client.close()
+        return found[0]
+
+    assert asyncio.run(main()) == batch_id
+    assert api.requests[-1].headers["authorization"] == "Bearer entra-token-1"
 
 
 def test_a_finished_job_writes_results_again_if_they_were_removed(
