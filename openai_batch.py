@@ -318,23 +318,97 @@ class APIStatusError(APIError):
             self.status_code = status_code
         self.headers = {k.lower(): v for k, v in (headers or {}).items()}
         self.request_id = self.headers.get("x-request-id")
-        self.response = response or _ErrorResponse(self.status_code, self.headers, "")
+        self.response = response or _ErrorResponse(self.status_code, self.headers, b"", request)
+
+
+class _AnyCase:
+    """Response headers, read by name in any case, as httpx's ``Headers`` are read: ``get``,
+    ``[]``, ``in``, ``keys()``, ``items()`` and ``dict(...)``; names come out lower-case."""
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = {name.lower(): value for name, value in headers.items()}
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers[name.lower()]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._headers.get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._headers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _AnyCase):
+            return self._headers == other._headers
+        if isinstance(other, dict):
+            return self._headers == {str(k).lower(): v for k, v in other.items()}
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to a dict, so unhashable as one is
+
+    def keys(self) -> list[str]:
+        return list(self._headers)
+
+    def values(self) -> list[str]:
+        return list(self._headers.values())
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._headers.items())
+
+    def __repr__(self) -> str:
+        return f"Headers({self._headers!r})"
 
 
 class _ErrorResponse:
-    """The response of an error, for code that reads ``error.response`` as the official
-    package's users do: ``status_code``, ``headers``, ``text`` and ``json()``."""
+    """The response of an error, read as the official package's ``httpx.Response`` is:
+    ``status_code``, ``headers``, ``content``, ``text``, ``json()``, ``url``,
+    ``reason_phrase``, ``request`` and ``http_version``.
 
-    def __init__(self, status_code: int, headers: Mapping[str, str], text: str) -> None:
+    ``request`` is the method and URL alone: the headers sent carry the key.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        headers: Mapping[str, str],
+        content: bytes,
+        request: _RequestInfo | None = None,
+    ) -> None:
         self.status_code = status_code
-        self.headers = dict(headers)
-        self.text = text
+        self.headers = _AnyCase(headers)
+        self.content = content
+        self.request = request
+        self.http_version = "HTTP/1.1"  # all that http.client speaks
 
     def __repr__(self) -> str:
-        return f"<Response [{self.status_code}]>"
+        return f"<Response [{self.status_code} {self.reason_phrase}]>"
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    @property
+    def url(self) -> str:
+        return self.request.url if self.request is not None else ""
+
+    @property
+    def reason_phrase(self) -> str:
+        import http.client  # loaded by then, unless the error was made by hand
+
+        return http.client.responses.get(self.status_code, "")
+
+    @property
+    def is_error(self) -> bool:
+        return self.status_code >= 400
 
     def json(self) -> Any:
-        return json.loads(self.text)
+        return json.loads(self.content)
 
 
 class BadRequestError(APIStatusError):
@@ -1489,7 +1563,7 @@ def _status_error(
     """The exception for an error status, readable whatever the body is (JSON, HTML, nothing)."""
     body, detail = _error_detail(status, headers.get("content-type", ""), raw)
     cls = _STATUS_ERRORS.get(status) or (InternalServerError if status >= 500 else APIStatusError)
-    response = _ErrorResponse(status, headers, raw.decode("utf-8", "replace"))
+    response = _ErrorResponse(status, headers, raw, request)
     message = f"Error code: {status} - {detail}"
     return cls(
         message, status_code=status, headers=headers, body=body, request=request, response=response
@@ -1533,7 +1607,11 @@ def _clip(text: str, width: int = 200) -> str:
 
 
 def _scrub(value: Any, secrets: list[str]) -> Any:
-    """``value`` (text, or JSON made of dicts and lists) with each secret blotted out."""
+    """``value`` (text, bytes, or JSON made of dicts and lists) with each secret blotted out."""
+    if isinstance(value, bytes):
+        for secret in secrets:
+            value = value.replace(secret.encode("utf-8"), b"[redacted]")
+        return value
     if isinstance(value, str):
         for secret in secrets:
             value = value.replace(secret, "[redacted]")
@@ -1777,7 +1855,7 @@ class _Transport:
         have echoed one back.
 
         Every attribute a caller may print or log is cleaned: the message, the body, the
-        headers, and ``error.response``'s text and headers.
+        headers, and ``error.response``'s content and headers.
         """
         secrets = _secrets(sent)
         if not secrets:
@@ -1787,8 +1865,8 @@ class _Transport:
         error.body = _scrub(error.body, secrets)
         if isinstance(error, APIStatusError):
             error.headers = _scrub(error.headers, secrets)
-            error.response.headers = _scrub(error.response.headers, secrets)
-            error.response.text = _scrub(error.response.text, secrets)
+            error.response.headers = _AnyCase(_scrub(dict(error.response.headers), secrets))
+            error.response.content = _scrub(error.response.content, secrets)
         return error
 
     def stream(
@@ -3080,31 +3158,6 @@ def _timedelta(seconds: float) -> Any:
     import datetime
 
     return datetime.timedelta(seconds=seconds)
-
-
-class _AnyCase:
-    """Response headers, read by name in any case."""
-
-    def __init__(self, headers: Mapping[str, str]) -> None:
-        self._headers = {name.lower(): value for name, value in headers.items()}
-
-    def __getitem__(self, name: str) -> str:
-        return self._headers[name.lower()]
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self._headers.get(name.lower(), default)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._headers
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._headers)
-
-    def __len__(self) -> int:
-        return len(self._headers)
-
-    def __repr__(self) -> str:
-        return f"Headers({self._headers!r})"
 
 
 class _WithRawResponse:

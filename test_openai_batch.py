@@ -1850,6 +1850,35 @@ def test_an_empty_error_body_is_named_by_its_status(api: FakeAPI) -> None:
     assert str(info.value) == "Error code: 503 - Service Unavailable (request id req_1)"
 
 
+def test_an_error_response_reads_as_the_official_packages_httpx_response(api: FakeAPI) -> None:
+    """Issue 17, item 3: the rate-limit handler people write for the official package."""
+    client = make_client(api, max_retries=0)
+    headers = {"Retry-After": "7", "X-RateLimit-Remaining-Requests": "0"}
+    api.arm("GET", r"/v1/batches/b", Fault.error(429, headers=headers, message="Slow down."))
+    with raises(ob.RateLimitError) as info:
+        client.batches.retrieve("b")
+    response = info.value.response
+    assert response.headers.get("retry-after") == response.headers.get("Retry-After") == "7"
+    assert response.headers["RETRY-AFTER"] == "7" and "Retry-After" in response.headers
+    assert response.headers.get("x-missing") is None and "x-missing" not in response.headers
+    assert dict(response.headers)["x-ratelimit-remaining-requests"] == "0"
+    assert ("retry-after", "7") in response.headers.items()
+    assert {"retry-after", "x-request-id"} <= set(response.headers.keys())
+    assert response.headers == dict(response.headers)
+    assert response.content == _error_json(429, "Slow down.")
+    assert isinstance(response.content, bytes) and response.text == response.content.decode()
+    assert response.json()["error"]["message"] == "Slow down."
+    assert response.url == api.base_url + "/batches/b"
+    assert (response.status_code, response.reason_phrase) == (429, "Too Many Requests")
+    assert (response.request.method, response.request.url) == ("GET", response.url)
+    assert response.http_version == "HTTP/1.1"
+    assert repr(response) == "<Response [429 Too Many Requests]>"
+    assert not hasattr(response.request, "headers")  # what was sent carries the key
+    seen = [response.text, repr(response), repr(dict(response.headers)), repr(response.request)]
+    _SEEN.extend(seen)
+    assert not _leaks(seen)
+
+
 def test_error_classes_keep_the_official_hierarchy() -> None:
     assert issubclass(ob.APITimeoutError, ob.APIConnectionError)
     assert issubclass(ob.APIConnectionError, ob.APIError)
@@ -4781,7 +4810,7 @@ def test_error_response_is_there_for_code_written_for_the_official_package(
     response = info.value.response
     assert (response.status_code, response.headers["x-request-id"]) == (404, "req_1")
     assert response.json()["error"]["message"] == "No batch found with id 'batch_nope'."
-    assert repr(response) == "<Response [404]>"
+    assert repr(response) == "<Response [404 Not Found]>"  # as httpx writes it
     assert ob.NotFoundError("gone").response.status_code == 404
 
 
@@ -4925,7 +4954,8 @@ def test_no_error_attribute_keeps_a_credential(api: FakeAPI) -> None:
     assert error.response.headers["x-echo-api-key"] == "[redacted]"
     assert error.message == "Error code: 400 - got [redacted]"
     texts = [json.dumps(error.body), json.dumps(error.headers), error.response.text]
-    texts += [json.dumps(error.response.headers), str(error), repr(error)]
+    texts += [json.dumps(dict(error.response.headers)), str(error), repr(error)]
+    texts += [error.response.content.decode(), repr(error.response.request), error.response.url]
     assert not _leaks(texts) and not _leaks(texts, azure)
 
 
