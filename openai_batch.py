@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         Mapping,
         NoReturn,
         Optional,
+        Protocol,
         Tuple,
         TypeVar,
         Union,
@@ -55,6 +56,22 @@ if TYPE_CHECKING:
     # how an async call runs a blocking one: `_in_thread`, or a client's own `_run`
     _Run = Callable[..., Awaitable[Any]]
     _Headers = Mapping[str, Optional[str]]
+
+    class _TimeoutLike(Protocol):
+        """Anything with httpx.Timeout's four phases: httpx's own, or this module's."""
+
+        @property
+        def connect(self) -> float | None: ...
+        @property
+        def read(self) -> float | None: ...
+        @property
+        def write(self) -> float | None: ...
+        @property
+        def pool(self) -> float | None: ...
+
+    # A timeout as callers give it; as the transport keeps it (seconds, or seconds by phase).
+    _TimeoutArg = Union[float, None, _TimeoutLike, "NotGiven"]
+    _Seconds = Union[float, None, "Timeout"]
     _Query = Mapping[str, object]
     _FileContent = Union[bytes, IO[bytes]]
     _FileInput = Union[
@@ -111,6 +128,11 @@ __all__ = [
     "FileDeleted",
     "CursorPage",
     "BinaryContent",
+    # arguments, as the official package spells them
+    "Timeout",
+    "NotGiven",
+    "NOT_GIVEN",
+    "Omit",
     # enums
     "BatchStatus",
     "BatchEndpoint",
@@ -322,23 +344,97 @@ class APIStatusError(APIError):
             self.status_code = status_code
         self.headers = {k.lower(): v for k, v in (headers or {}).items()}
         self.request_id = self.headers.get("x-request-id")
-        self.response = response or _ErrorResponse(self.status_code, self.headers, "")
+        self.response = response or _ErrorResponse(self.status_code, self.headers, b"", request)
+
+
+class _AnyCase:
+    """Response headers, read by name in any case, as httpx's ``Headers`` are read: ``get``,
+    ``[]``, ``in``, ``keys()``, ``items()`` and ``dict(...)``; names come out lower-case."""
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = {name.lower(): value for name, value in headers.items()}
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers[name.lower()]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._headers.get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._headers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _AnyCase):
+            return self._headers == other._headers
+        if isinstance(other, dict):
+            return self._headers == {str(k).lower(): v for k, v in other.items()}
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to a dict, so unhashable as one is
+
+    def keys(self) -> list[str]:
+        return list(self._headers)
+
+    def values(self) -> list[str]:
+        return list(self._headers.values())
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._headers.items())
+
+    def __repr__(self) -> str:
+        return f"Headers({self._headers!r})"
 
 
 class _ErrorResponse:
-    """The response of an error, for code that reads ``error.response`` as the official
-    package's users do: ``status_code``, ``headers``, ``text`` and ``json()``."""
+    """The response of an error, read as the official package's ``httpx.Response`` is:
+    ``status_code``, ``headers``, ``content``, ``text``, ``json()``, ``url``,
+    ``reason_phrase``, ``request`` and ``http_version``.
 
-    def __init__(self, status_code: int, headers: Mapping[str, str], text: str) -> None:
+    ``request`` is the method and URL alone: the headers sent carry the key.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        headers: Mapping[str, str],
+        content: bytes,
+        request: _RequestInfo | None = None,
+    ) -> None:
         self.status_code = status_code
-        self.headers = dict(headers)
-        self.text = text
+        self.headers = _AnyCase(headers)
+        self.content = content
+        self.request = request
+        self.http_version = "HTTP/1.1"  # all that http.client speaks
 
     def __repr__(self) -> str:
-        return f"<Response [{self.status_code}]>"
+        return f"<Response [{self.status_code} {self.reason_phrase}]>"
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    @property
+    def url(self) -> str:
+        return self.request.url if self.request is not None else ""
+
+    @property
+    def reason_phrase(self) -> str:
+        import http.client  # loaded by then, unless the error was made by hand
+
+        return http.client.responses.get(self.status_code, "")
+
+    @property
+    def is_error(self) -> bool:
+        return self.status_code >= 400
 
     def json(self) -> Any:
-        return json.loads(self.text)
+        return json.loads(self.content)
 
 
 class BadRequestError(APIStatusError):
@@ -1228,6 +1324,140 @@ class CursorPage(_Generic[_M]):
 # ---------------------------------------------------------------------------------------------
 
 
+class NotGiven:
+    """The default of a keyword argument left out, told apart from None, as the official
+    package's is: ``timeout=NOT_GIVEN`` is the same as no ``timeout=``. Falsy."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+#: The one ``NotGiven``: an argument passed as this counts as not passed.
+NOT_GIVEN = NotGiven()
+
+
+class Omit:
+    """A value that leaves something out, as the official package's is: in ``extra_headers``
+    it removes a header the client would send; as an argument, it is not given. Falsy."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+
+_UNSET: Any = object()  # Timeout's "not given": None there means "no limit"
+_PHASES = ("connect", "read", "write", "pool")
+
+
+class Timeout:
+    """Seconds to wait, by phase, built as ``httpx.Timeout`` is: ``Timeout(60, connect=5)``.
+
+    ``connect`` bounds opening a connection, ``write`` each wait while a request is sent and
+    ``read`` each wait for the server's answer; None is no limit. ``pool`` is kept for code
+    that reads it: no request here waits for a connection from a pool. Any object with these
+    four attributes (an ``httpx.Timeout``) is taken where a timeout is.
+    """
+
+    __slots__ = _PHASES
+
+    def __init__(
+        self,
+        timeout: Any = _UNSET,
+        *,
+        connect: float | None = _UNSET,
+        read: float | None = _UNSET,
+        write: float | None = _UNSET,
+        pool: float | None = _UNSET,
+    ) -> None:
+        if _is_timeout(timeout):  # another Timeout (or httpx's): copied
+            timeout, connect, read, write, pool = (
+                _UNSET,
+                *(getattr(timeout, name) for name in _PHASES),
+            )
+        elif timeout is _UNSET and _UNSET in (connect, read, write, pool):
+            raise ValueError(
+                "Timeout must either include a default, or set all four parameters explicitly."
+            )
+        self.connect: float | None = timeout if connect is _UNSET else connect
+        self.read: float | None = timeout if read is _UNSET else read
+        self.write: float | None = timeout if write is _UNSET else write
+        self.pool: float | None = timeout if pool is _UNSET else pool
+
+    def _phases(self) -> tuple[float | None, ...]:
+        return (self.connect, self.read, self.write, self.pool)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Timeout) and self._phases() == other._phases()
+
+    def __hash__(self) -> int:
+        return hash(self._phases())
+
+    def __repr__(self) -> str:
+        if len(set(self._phases())) == 1:
+            return f"Timeout(timeout={self.connect})"
+        return (
+            f"Timeout(connect={self.connect}, read={self.read}, write={self.write}, "
+            f"pool={self.pool})"
+        )
+
+
+def _is_timeout(value: object) -> bool:
+    return all(hasattr(value, name) for name in _PHASES)
+
+
+def _timeout(given: _TimeoutArg) -> _Seconds:
+    """A timeout checked: seconds, positive and finite, or None to wait as long as it takes;
+    a timeout object (this module's, or httpx's) becomes a ``Timeout`` of checked phases."""
+    if given is None or isinstance(given, NotGiven):
+        return None
+    if _is_timeout(given):
+        phases = {name: getattr(given, name) for name in _PHASES}
+        return Timeout(
+            **{name: _checked(value, f"timeout.{name}") for name, value in phases.items()}
+        )
+    return _checked(given, "timeout")
+
+
+def _checked(seconds: object, name: str) -> float | None:
+    if seconds is None:
+        return None
+    try:
+        value = float(seconds)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= _MAX_TIMEOUT):
+        raise _ArgumentError(
+            f"{name} must be seconds from 0 to {_MAX_TIMEOUT:g}, or None, not {seconds!r}"
+        )
+    return value
+
+
+def _passed(value: _T | NotGiven | Omit) -> _T | None:
+    """An argument, or None for one passed as NOT_GIVEN or an Omit (not given)."""
+    return None if isinstance(value, (NotGiven, Omit)) else value
+
+
+def _phase(timeout: _Seconds, phase: str) -> float | None:
+    """The seconds one phase (connect, write, read) may take; None: no limit."""
+    if isinstance(timeout, Timeout):
+        return (
+            timeout.connect
+            if phase == "connect"
+            else timeout.write
+            if phase == "write"
+            else timeout.read
+        )
+    if phase == "connect":  # as the official package: 5 s to connect, unless less is asked
+        return _CONNECT_TIMEOUT if timeout is None else min(timeout, _CONNECT_TIMEOUT)
+    return timeout
+
+
 class _RetryPolicy:
     """When a request is sent again and how long to wait first: the official package's rules.
 
@@ -1406,13 +1636,13 @@ class _Pool:
         with self._lock:
             self._idle.setdefault(origin, []).append(connection)
 
-    def open(self, origin: tuple[str, str, int], timeout: float | None) -> _Connection:
+    def open(self, origin: tuple[str, str, int], timeout: _Seconds) -> _Connection:
         """A new connection, through the environment's proxy when it names one."""
         import http.client
 
         scheme, host, port = origin
         proxy = _proxy_for(scheme, host)
-        connect_timeout = _CONNECT_TIMEOUT if timeout is None else min(timeout, _CONNECT_TIMEOUT)
+        connect_timeout = _phase(timeout, "connect")
         if scheme == "https" and self._ssl is None:
             self._ssl = _ssl_context()
         conn: http.client.HTTPConnection
@@ -1497,7 +1727,7 @@ def _status_error(
     """The exception for an error status, readable whatever the body is (JSON, HTML, nothing)."""
     body, detail = _error_detail(status, headers.get("content-type", ""), raw)
     cls = _STATUS_ERRORS.get(status) or (InternalServerError if status >= 500 else APIStatusError)
-    response = _ErrorResponse(status, headers, raw.decode("utf-8", "replace"))
+    response = _ErrorResponse(status, headers, raw, request)
     message = f"Error code: {status} - {detail}"
     return cls(
         message, status_code=status, headers=headers, body=body, request=request, response=response
@@ -1541,7 +1771,11 @@ def _clip(text: str, width: int = 200) -> str:
 
 
 def _scrub(value: Any, secrets: list[str]) -> Any:
-    """``value`` (text, or JSON made of dicts and lists) with each secret blotted out."""
+    """``value`` (text, bytes, or JSON made of dicts and lists) with each secret blotted out."""
+    if isinstance(value, bytes):
+        for secret in secrets:
+            value = value.replace(secret.encode("utf-8"), b"[redacted]")
+        return value
     if isinstance(value, str):
         for secret in secrets:
             value = value.replace(secret, "[redacted]")
@@ -1634,7 +1868,7 @@ class _Transport:
         *,
         base_url: str,
         headers: dict[str, str],
-        timeout: float | None,
+        timeout: _Seconds,
         retry: _RetryPolicy,
         clock: Callable[[], float],
         sleep: Callable[[float], None],
@@ -1674,14 +1908,20 @@ class _Transport:
         pairs = [(key, value) for key, value in pairs if value is not None]
         return self.base_url + path + ("?" + urlencode(pairs) if pairs else "")
 
+    def seconds(self, timeout: _TimeoutArg) -> _Seconds:
+        """A call's timeout: its own, or the client's when it gives none (None, NOT_GIVEN)."""
+        return (
+            self.timeout if timeout is None or isinstance(timeout, NotGiven) else _timeout(timeout)
+        )
+
     def merged_headers(self, extra: _Headers | None) -> dict[str, str]:
         """The headers of one request: credentials, then the client's, then the call's; a
-        name given again (in any case) replaces the one before, and None removes it."""
+        name given again (in any case) replaces the one before; None or an Omit removes it."""
         headers = self.credentials() if self.credentials is not None else {}
         for name, value in [*self.headers.items(), *(extra or {}).items()]:
             for existing in [key for key in headers if key.lower() == name.lower()]:
                 del headers[existing]
-            if value is not None:
+            if value is not None and not isinstance(value, Omit):
                 headers[name] = _header_value(name, value)
         return headers
 
@@ -1738,12 +1978,12 @@ class _Transport:
         query: _Query | None = None,
         body: _Body | None = None,
         headers: _Headers | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
         recover: Callable[[APIError, bool], _T | None] | None = None,
     ) -> _T:
         """Send a request (with retries) and return ``parse`` of its decoded JSON."""
         url = self.url(path, query)
-        seconds = self.timeout if timeout is None else timeout
+        seconds = self.seconds(timeout)
         tries = [0]
 
         def attempt() -> _T:
@@ -1788,7 +2028,7 @@ class _Transport:
         have echoed one back.
 
         Every attribute a caller may print or log is cleaned: the message, the body, the
-        headers, and ``error.response``'s text and headers.
+        headers, and ``error.response``'s content and headers.
         """
         secrets = _secrets(sent)
         if not secrets:
@@ -1798,8 +2038,8 @@ class _Transport:
         error.body = _scrub(error.body, secrets)
         if isinstance(error, APIStatusError):
             error.headers = _scrub(error.headers, secrets)
-            error.response.headers = _scrub(error.response.headers, secrets)
-            error.response.text = _scrub(error.response.text, secrets)
+            error.response.headers = _AnyCase(_scrub(dict(error.response.headers), secrets))
+            error.response.content = _scrub(error.response.content, secrets)
         return error
 
     def stream(
@@ -1808,11 +2048,11 @@ class _Transport:
         *,
         query: _Query | None = None,
         headers: _Headers | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
     ) -> BinaryContent:
         """GET a body to be read as it arrives (with retries until the response starts)."""
         url = self.url(path, query)
-        seconds = self.timeout if timeout is None else timeout
+        seconds = self.seconds(timeout)
 
         def attempt() -> BinaryContent:
             sent = self.merged_headers(headers)  # each try's own, as in request()
@@ -1864,7 +2104,7 @@ class _Transport:
         url: str,
         headers: dict[str, str],
         body: _Body | None,
-        timeout: float | None,
+        timeout: _Seconds,
     ) -> tuple[http.client.HTTPResponse, _Connection, _RequestInfo]:
         """One exchange, following GET redirects; credentials never go to another origin."""
         for _ in range(_MAX_REDIRECTS + 1):
@@ -1886,7 +2126,7 @@ class _Transport:
         request: _RequestInfo,
         headers: dict[str, str],
         body: _Body | None,
-        timeout: float | None,
+        timeout: _Seconds,
     ) -> tuple[http.client.HTTPResponse, _Connection]:
         """Send one request on a kept-alive or new connection and read the response head."""
         import http.client
@@ -1939,10 +2179,10 @@ def _send(
     request: _RequestInfo,
     headers: dict[str, str],
     body: _Body | None,
-    timeout: float | None,
+    timeout: _Seconds,
 ) -> http.client.HTTPResponse:
     conn = connection.conn
-    conn.sock.settimeout(timeout)
+    conn.sock.settimeout(_phase(timeout, "write"))
     target = request.url if connection.absolute else _path_and_query(request.url)
     conn.putrequest(request.method, target)
     for name, value in {**headers, **connection.headers}.items():
@@ -1960,10 +2200,12 @@ def _send(
         # The server may have answered before taking the whole body (a 401 or 413 on an
         # upload); that answer says more than the broken pipe does.
         try:
+            conn.sock.settimeout(_phase(timeout, "read"))
             return conn.getresponse()
         except Exception:
             pass
         raise
+    conn.sock.settimeout(_phase(timeout, "read"))  # and for the body read after it, too
     return conn.getresponse()
 
 
@@ -1981,7 +2223,7 @@ def _join_url(base: str, location: str) -> str:
 
 
 def _query_value(value: object) -> str | None:
-    if value is None:
+    if value is None or isinstance(value, (NotGiven, Omit)):
         return None
     if isinstance(value, enum.Enum):
         return str(value.value)
@@ -2657,7 +2899,7 @@ class Batches:
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
         extra_body: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
         _never_sent: bool = False,
     ) -> Batch:
         """Start a batch that runs the requests of an uploaded input file.
@@ -2678,7 +2920,11 @@ class Batches:
         """
         if extra_body and "metadata" in extra_body:
             raise _ArgumentError("give metadata as metadata=, so that the idempotency key joins it")
-        own = _own_metadata(metadata)
+        idempotency_key, output_expires_after = (
+            _passed(idempotency_key),
+            _passed(output_expires_after),
+        )
+        own = _own_metadata(_passed(metadata))
         body = _create_body(input_file_id, endpoint, completion_window, own)
         if output_expires_after is not None:
             body["output_expires_after"] = dict(output_expires_after)
@@ -2714,7 +2960,7 @@ class Batches:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
     ) -> Batch:
         """Fetch a batch by id."""
         path = "/batches/" + _quote_id(batch_id, "batch_id")
@@ -2734,7 +2980,7 @@ class Batches:
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
         extra_body: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
     ) -> Batch:
         """Ask the server to stop a batch; it moves to ``cancelling``, then ``cancelled``."""
         path = "/batches/" + _quote_id(batch_id, "batch_id") + "/cancel"
@@ -2755,7 +3001,7 @@ class Batches:
         limit: int | None = None,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
     ) -> CursorPage[Batch]:
         """Batches, newest first: the first page now, the rest as iteration reaches them."""
 
@@ -2777,7 +3023,7 @@ class Batches:
         batch_id: str,
         *,
         poll_interval: float | None = None,
-        timeout: float | None = None,
+        timeout: float | NotGiven | None = None,
         on_update: Callable[[Batch], object] | None = None,
         on_error: Callable[[APIError, float], object] | None = None,
     ) -> Batch:
@@ -2791,6 +3037,7 @@ class Batches:
         ``WaitTimeoutError`` is raised, carrying the last batch seen.
         """
         transport = self._client._transport
+        timeout = _passed(timeout)
         deadline = None if timeout is None else transport.clock() + timeout
         backoff = _Backoff(poll_interval or _FIRST_POLL, poll_interval or _MAX_POLL)
         poll = _Poller(self, batch_id, on_update)
@@ -2866,7 +3113,7 @@ class Files:
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
         extra_body: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
     ) -> FileObject:
         """Upload a file: a path, bytes, a binary file object or a (filename, content) pair.
 
@@ -2895,7 +3142,7 @@ class Files:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
     ) -> FileObject:
         """Fetch a file's details by id."""
         path = "/files/" + _quote_id(file_id, "file_id")
@@ -2914,7 +3161,7 @@ class Files:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
     ) -> FileDeleted:
         """Delete a file."""
         path = "/files/" + _quote_id(file_id, "file_id")
@@ -2936,7 +3183,7 @@ class Files:
         order: str | None = None,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
     ) -> CursorPage[FileObject]:
         """Files, newest first unless ``order="asc"``; pages are fetched as iteration needs."""
 
@@ -2959,7 +3206,7 @@ class Files:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
     ) -> BinaryContent:
         """A file's content, streamed: ``write_to_file(path)`` saves it atomically."""
         path = "/files/" + _quote_id(file_id, "file_id") + "/content"
@@ -3008,7 +3255,7 @@ class Models:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
     ) -> CursorPage[Model]:
         """Every model, in one page (the API does not page this list)."""
 
@@ -3026,7 +3273,7 @@ class Models:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
     ) -> Model:
         """Fetch a model by id (a fine-tuned one's colons stay as they are)."""
         from urllib.parse import quote
@@ -3092,31 +3339,6 @@ def _timedelta(seconds: float) -> Any:
     import datetime
 
     return datetime.timedelta(seconds=seconds)
-
-
-class _AnyCase:
-    """Response headers, read by name in any case."""
-
-    def __init__(self, headers: Mapping[str, str]) -> None:
-        self._headers = {name.lower(): value for name, value in headers.items()}
-
-    def __getitem__(self, name: str) -> str:
-        return self._headers[name.lower()]
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self._headers.get(name.lower(), default)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._headers
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._headers)
-
-    def __len__(self) -> int:
-        return len(self._headers)
-
-    def __repr__(self) -> str:
-        return f"Headers({self._headers!r})"
 
 
 class _WithRawResponse:
@@ -4271,7 +4493,7 @@ class Client:
         organization: str | None = None,
         project: str | None = None,
         base_url: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
+        timeout: _TimeoutArg = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, str] | None = None,
@@ -4284,7 +4506,8 @@ class Client:
         self.organization = organization or os.environ.get("OPENAI_ORG_ID") or None
         self.project = project or os.environ.get("OPENAI_PROJECT_ID") or None
         self.base_url = _base_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
-        self.timeout = _timeout(timeout)  # None: wait forever
+        given = DEFAULT_TIMEOUT if isinstance(timeout, NotGiven) else timeout
+        self.timeout = _timeout(given)  # None: wait forever
         self.max_retries = int(max_retries)
         if self.max_retries < 0:
             raise _ArgumentError(f"max_retries must be 0 or more, not {max_retries!r}")
@@ -4358,7 +4581,7 @@ class Client:
         organization: str | None = None,
         project: str | None = None,
         base_url: str | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
         max_retries: int | None = None,
         default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, str] | None = None,
@@ -4370,7 +4593,7 @@ class Client:
             organization=organization or self.organization,
             project=project or self.project,
             base_url=base_url or self.base_url,
-            timeout=self.timeout if timeout is None else timeout,
+            timeout=self.timeout if timeout is None or isinstance(timeout, NotGiven) else timeout,
             max_retries=self.max_retries if max_retries is None else max_retries,
             default_headers={**self.default_headers, **(default_headers or {})},
             default_query={**self.default_query, **(default_query or {})},
@@ -4551,20 +4774,6 @@ class Client:
 OpenAI = Client
 
 
-def _timeout(seconds: float | None) -> float | None:
-    """A timeout in seconds: positive and finite, or None to wait as long as it takes."""
-    import math
-
-    if seconds is None:
-        return None
-    value = float(seconds)
-    if not (math.isfinite(value) and 0 < value <= _MAX_TIMEOUT):
-        raise _ArgumentError(
-            f"timeout must be seconds from 0 to {_MAX_TIMEOUT:g}, or None, not {seconds!r}"
-        )
-    return value
-
-
 def _api_key(given: str | None) -> str:
     key = (given if given is not None else os.environ.get("OPENAI_API_KEY") or "").strip()
     if not key:
@@ -4629,7 +4838,7 @@ class AzureOpenAI(Client):
         project: str | None = None,
         webhook_secret: str | None = None,
         base_url: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
+        timeout: _TimeoutArg = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, str] | None = None,
@@ -4726,7 +4935,7 @@ class AzureOpenAI(Client):
         organization: str | None = None,
         project: str | None = None,
         base_url: str | None = None,
-        timeout: float | None = None,
+        timeout: _TimeoutArg = None,
         max_retries: int | None = None,
         default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, str] | None = None,
@@ -4749,7 +4958,7 @@ class AzureOpenAI(Client):
             organization=organization or self.organization,
             project=project or self.project,
             webhook_secret=self.webhook_secret,
-            timeout=self.timeout if timeout is None else timeout,
+            timeout=self.timeout if timeout is None or isinstance(timeout, NotGiven) else timeout,
             max_retries=self.max_retries if max_retries is None else max_retries,
             default_headers={**self.default_headers, **(default_headers or {})},
             default_query={**self.default_query, **(default_query or {})},
@@ -6890,7 +7099,7 @@ class _DirectPolicy:
                 transport.url("/models"),
                 transport.merged_headers(None),
                 None,
-                min(_PROBE_TIMEOUT, transport.timeout or _PROBE_TIMEOUT),
+                min(_PROBE_TIMEOUT, _phase(transport.timeout, "read") or _PROBE_TIMEOUT),
             )
             raw = transport.read_and_release(response, connection, request)
             status = response.status

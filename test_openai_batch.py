@@ -1850,6 +1850,35 @@ def test_an_empty_error_body_is_named_by_its_status(api: FakeAPI) -> None:
     assert str(info.value) == "Error code: 503 - Service Unavailable (request id req_1)"
 
 
+def test_an_error_response_reads_as_the_official_packages_httpx_response(api: FakeAPI) -> None:
+    """Issue 17, item 3: the rate-limit handler people write for the official package."""
+    client = make_client(api, max_retries=0)
+    headers = {"Retry-After": "7", "X-RateLimit-Remaining-Requests": "0"}
+    api.arm("GET", r"/v1/batches/b", Fault.error(429, headers=headers, message="Slow down."))
+    with raises(ob.RateLimitError) as info:
+        client.batches.retrieve("b")
+    response = info.value.response
+    assert response.headers.get("retry-after") == response.headers.get("Retry-After") == "7"
+    assert response.headers["RETRY-AFTER"] == "7" and "Retry-After" in response.headers
+    assert response.headers.get("x-missing") is None and "x-missing" not in response.headers
+    assert dict(response.headers)["x-ratelimit-remaining-requests"] == "0"
+    assert ("retry-after", "7") in response.headers.items()
+    assert {"retry-after", "x-request-id"} <= set(response.headers.keys())
+    assert response.headers == dict(response.headers)
+    assert response.content == _error_json(429, "Slow down.")
+    assert isinstance(response.content, bytes) and response.text == response.content.decode()
+    assert response.json()["error"]["message"] == "Slow down."
+    assert response.url == api.base_url + "/batches/b"
+    assert (response.status_code, response.reason_phrase) == (429, "Too Many Requests")
+    assert (response.request.method, response.request.url) == ("GET", response.url)
+    assert response.http_version == "HTTP/1.1"
+    assert repr(response) == "<Response [429 Too Many Requests]>"
+    assert not hasattr(response.request, "headers")  # what was sent carries the key
+    seen = [response.text, repr(response), repr(dict(response.headers)), repr(response.request)]
+    _SEEN.extend(seen)
+    assert not _leaks(seen)
+
+
 def test_error_classes_keep_the_official_hierarchy() -> None:
     assert issubclass(ob.APITimeoutError, ob.APIConnectionError)
     assert issubclass(ob.APIConnectionError, ob.APIError)
@@ -3749,6 +3778,95 @@ def test_a_batch_the_server_failed_has_nothing_to_download(
 # ---------------------------------------------------------------- the client
 
 
+class _Phases:
+    """A timeout as httpx.Timeout is one to the client: four attributes and nothing more."""
+
+    def __init__(self, connect: Any, read: Any, write: Any = 5.0, pool: Any = 5.0) -> None:
+        self.connect, self.read, self.write, self.pool = connect, read, write, pool
+
+
+def test_a_timeout_object_is_taken_by_the_client_with_options_and_a_call(api: FakeAPI) -> None:
+    """Issue 17, item 5: `OpenAI(timeout=httpx.Timeout(60, connect=5))`, duck-typed."""
+    api.add_batch(id="batch_1")
+    client = make_client(api, timeout=_Phases(5, 60, 30, None))
+    assert client.timeout == ob.Timeout(connect=5.0, read=60.0, write=30.0, pool=None)
+    assert repr(client).endswith(
+        "timeout=Timeout(connect=5.0, read=60.0, write=30.0, pool=None), max_retries=2)"
+    )
+    assert client.batches.retrieve("batch_1", timeout=_Phases(1, 2)).id == "batch_1"
+    assert client.with_options(timeout=_Phases(1, 2)).timeout == ob.Timeout(5, connect=1, read=2)
+    assert client.with_options(max_retries=0).timeout == client.timeout
+    assert make_client(api, timeout=ob.Timeout(None)).timeout == ob.Timeout(None)
+    with raises(ValueError) as info:
+        make_client(api, timeout=_Phases(0, 60))
+    assert str(info.value) == "timeout.connect must be seconds from 0 to 604800, or None, not 0"
+    with raises(ValueError) as info:
+        client.batches.retrieve("batch_1", timeout=_Phases(5, "soon"))
+    assert str(info.value) == "timeout.read must be seconds from 0 to 604800, or None, not 'soon'"
+
+
+def test_a_timeout_objects_read_phase_bounds_the_wait_on_the_wire(api: FakeAPI) -> None:
+    api.add_batch(id="batch_1")
+    quick = _Phases(connect=5, read=0.1)
+    for client, call_timeout in [
+        (make_client(api, max_retries=0, timeout=quick), ob.NOT_GIVEN),
+        (make_client(api, max_retries=0).with_options(timeout=quick), None),
+        (make_client(api, max_retries=0), quick),
+    ]:
+        api.arm("GET", r"/v1/batches/batch_1", Fault.slow(0.4))
+        with raises(ob.APITimeoutError) as info:
+            client.batches.retrieve("batch_1", timeout=call_timeout)
+        assert str(info.value) == f"Request timed out (GET {api.base_url}/batches/batch_1)."
+    patient = make_client(api, max_retries=0, timeout=ob.Timeout(0.1, read=5))
+    api.arm("GET", r"/v1/batches/batch_1", Fault.slow(0.3))  # connect's 0.1 s is not the read's
+    assert patient.batches.retrieve("batch_1").id == "batch_1"
+
+
+def test_timeout_is_built_as_httpx_timeout_is() -> None:
+    timeout = ob.Timeout(60, connect=5)
+    assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (5, 60, 60, 60)
+    assert repr(timeout) == "Timeout(connect=5, read=60, write=60, pool=60)"
+    assert repr(ob.Timeout(10.0)) == "Timeout(timeout=10.0)"
+    assert ob.Timeout(timeout) == timeout and ob.Timeout(_Phases(1, 2, 3, 4)) == ob.Timeout(
+        connect=1, read=2, write=3, pool=4
+    )
+    assert ob.Timeout(None).read is None
+    with raises(ValueError) as info:
+        ob.Timeout(connect=5)
+    assert str(info.value) == (
+        "Timeout must either include a default, or set all four parameters explicitly."
+    )
+
+
+def test_not_given_and_omit_are_the_official_sentinels(client: Client, api: FakeAPI) -> None:
+    assert not ob.NOT_GIVEN and isinstance(ob.NOT_GIVEN, ob.NotGiven)
+    assert repr(ob.NOT_GIVEN) == "NOT_GIVEN" and not ob.Omit()
+    api.add_batch(id="batch_1", status="completed")
+    unset = ob.NOT_GIVEN
+    page = client.batches.list(after=unset, limit=unset, extra_headers=unset, timeout=unset)
+    assert [batch.id for batch in page] == ["batch_1"]
+    assert api.requests[-1].query == {}
+    client.files.list(after=unset, limit=unset, purpose=unset, timeout=unset)
+    assert api.requests[-1].query == {}
+    file_id = _seeded_file(api)
+    made = client.batches.create(
+        input_file_id=file_id,
+        endpoint="/v1/chat/completions",
+        metadata=unset,
+        output_expires_after=unset,
+        idempotency_key=unset,
+        extra_headers=unset,
+        extra_body=unset,
+        timeout=unset,
+    )
+    assert made.status == "validating"
+    client.batches.retrieve("batch_1", extra_headers={"User-Agent": ob.Omit()}, timeout=unset)
+    assert "user-agent" not in api.requests[-1].headers
+    assert make_client(api, timeout=unset).timeout == ob.DEFAULT_TIMEOUT
+    assert client.with_options(timeout=unset).timeout == client.timeout
+    assert client.batches.wait("batch_1", timeout=unset).status == "completed"
+
+
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     monkeypatch.setenv("OPENAI_ORG_ID", "org-env")
@@ -4781,7 +4899,7 @@ def test_error_response_is_there_for_code_written_for_the_official_package(
     response = info.value.response
     assert (response.status_code, response.headers["x-request-id"]) == (404, "req_1")
     assert response.json()["error"]["message"] == "No batch found with id 'batch_nope'."
-    assert repr(response) == "<Response [404]>"
+    assert repr(response) == "<Response [404 Not Found]>"  # as httpx writes it
     assert ob.NotFoundError("gone").response.status_code == 404
 
 
@@ -4925,7 +5043,8 @@ def test_no_error_attribute_keeps_a_credential(api: FakeAPI) -> None:
     assert error.response.headers["x-echo-api-key"] == "[redacted]"
     assert error.message == "Error code: 400 - got [redacted]"
     texts = [json.dumps(error.body), json.dumps(error.headers), error.response.text]
-    texts += [json.dumps(error.response.headers), str(error), repr(error)]
+    texts += [json.dumps(dict(error.response.headers)), str(error), repr(error)]
+    texts += [error.response.content.decode(), repr(error.response.request), error.response.url]
     assert not _leaks(texts) and not _leaks(texts, azure)
 
 
@@ -7255,6 +7374,18 @@ def test_async_pages_agree_with_the_official_package(api: FakeAPI) -> None:
     ours = run(ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0))
     assert ours == theirs
     assert len(theirs[0][0]) == 4 and len(theirs[0][2]) == 2
+
+
+def test_timeout_and_sentinels_agree_with_the_official_package(api: FakeAPI) -> None:
+    openai = pytest.importorskip("openai")
+    theirs, ours = openai.Timeout(60, connect=5), ob.Timeout(60, connect=5)
+    assert repr(ours) == repr(theirs)
+    phases = ("connect", "read", "write", "pool")
+    assert [getattr(ours, name) for name in phases] == [getattr(theirs, name) for name in phases]
+    client = make_client(api, timeout=theirs)
+    assert client.timeout == ob.Timeout(60.0, connect=5.0)
+    assert (repr(ob.NOT_GIVEN), bool(ob.NOT_GIVEN)) == (repr(openai.NOT_GIVEN), False)
+    assert bool(ob.Omit()) is bool(openai.Omit()) is False
 
 
 # ---------------------------------------------------------------- async
