@@ -7268,7 +7268,8 @@ def test_metadata_dumps_as_the_official_package_gives_it(api: FakeAPI) -> None:
     ours = make_client(api)
     file_id = _seeded_file(api)
     for given in ({"job": "x"}, None):
-        options: dict[str, Any] = {} if given is None else {"metadata": given}
+        options: dict[str, Any] = {"completion_window": "24h"}
+        options.update({} if given is None else {"metadata": given})
         made = [
             package.batches.create(
                 input_file_id=file_id, endpoint="/v1/chat/completions", **options
