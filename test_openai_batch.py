@@ -7345,6 +7345,31 @@ def test_the_async_client_awaits_the_same_calls(api: FakeAPI, tmp_path: Any) -> 
     assert seen["base_url"] == api.base_url
 
 
+def test_the_async_client_reads_metadata_back_as_given(api: FakeAPI) -> None:
+    """Issue 17, item 2, awaited: the key apart from the caller's metadata."""
+    import asyncio
+
+    file_id = _seeded_file(api)
+
+    async def main() -> list[tuple[Any, str | None, Any]]:
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url) as client:
+            seen = []
+            for given in ({"job": "x"}, None):
+                made = await client.batches.create(
+                    input_file_id=file_id, endpoint="/v1/chat/completions", metadata=given
+                )
+                got = await client.batches.retrieve(made.id)
+                listed = [b async for b in client.batches.list(limit=100) if b.id == made.id]
+                for batch in (made, got, *listed):
+                    seen.append((batch.metadata, batch.idempotency_key, batch.model_dump()))
+            return seen
+
+    seen = asyncio.run(main())
+    assert [metadata for metadata, _, _ in seen] == [{"job": "x"}] * 3 + [None] * 3
+    assert all(key is not None and dumped["metadata"] == m for m, key, dumped in seen)
+    assert {key for _, key, _ in seen} == {_key_of(b) for b in api.batches.values()}
+
+
 def test_the_async_azure_client(api: FakeAPI) -> None:
     import asyncio
 
