@@ -876,9 +876,27 @@ class BatchUsage(_Model):
     }
 
 
+def _split_identity(metadata: Any) -> tuple[Any, str | None]:
+    """A batch's metadata as its caller gave it, and the idempotency key that create stored
+    beside it (``IDEMPOTENCY_METADATA_KEY``). Metadata that was only the key is None, as the
+    official package reads a batch made without metadata."""
+    if not isinstance(metadata, dict) or not isinstance(
+        metadata.get(IDEMPOTENCY_METADATA_KEY), str
+    ):
+        return metadata, None
+    own = {key: value for key, value in metadata.items() if key != IDEMPOTENCY_METADATA_KEY}
+    return own or None, metadata[IDEMPOTENCY_METADATA_KEY]
+
+
 @dataclass(repr=False, eq=False)
 class Batch(_Model):
-    """A batch: its status, counts, timestamps and the files it reads and writes."""
+    """A batch: its status, counts, timestamps and the files it reads and writes.
+
+    ``metadata`` is what the caller gave, as the official package reads it back: the
+    idempotency key that every ``batches.create`` stores in the metadata is
+    ``idempotency_key`` instead (None on a batch made without one), and neither ``repr``
+    nor ``model_dump`` shows it. ``to_dict()`` is the server's JSON, the key included.
+    """
 
     id: str = ""
     object: str = "batch"
@@ -910,6 +928,7 @@ class Batch(_Model):
         "status": _known(BatchStatus),
         "request_counts": _nested(BatchRequestCounts),
         "usage": _nested(BatchUsage),
+        "metadata": lambda metadata: _split_identity(metadata)[0],
     }
     _order = (
         *("id", "completion_window", "created_at", "endpoint", "input_file_id", "object"),
@@ -917,6 +936,29 @@ class Batch(_Model):
         *("expired_at", "expires_at", "failed_at", "finalizing_at", "in_progress_at"),
         *("metadata", "model", "output_file_id", "request_counts", "usage"),
     )
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """The idempotency key of the create call that made the batch; None without one."""
+        stored = self.metadata if self._raw is None else self._raw.get("metadata")
+        return _split_identity(stored)[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object: what the server sent (the idempotency key in its metadata too),
+        with any later changes."""
+        out = super().to_dict()
+        stored = (self._raw or {}).get("metadata")
+        own, key = _split_identity(stored)
+        if key is not None:
+            # Unchanged, the server's metadata as it came (its order too); changed, the key
+            # stays with the batch it names.
+            metadata = (
+                stored
+                if self.metadata == own
+                else {**(self.metadata or {}), IDEMPOTENCY_METADATA_KEY: key}
+            )
+            out["metadata"] = _to_json_value(metadata)
+        return out
 
     @property
     def is_terminal(self) -> bool:
@@ -2863,8 +2905,7 @@ class _Create:
 
 
 def _carries_key(batch: Batch, key: str) -> bool:
-    metadata = batch.metadata if isinstance(batch.metadata, dict) else {}
-    return metadata.get(IDEMPOTENCY_METADATA_KEY) == key
+    return batch.idempotency_key == key
 
 
 def _same_call(batch: Batch, key: str, input_file_id: str | None, endpoint: str) -> Batch:
@@ -7786,12 +7827,11 @@ def _show_batch(console: _Console, batch: Batch, as_json: bool) -> int:
         stamp = getattr(batch, stage + "_at")
         if stamp:
             details.append((stage.replace("_", " "), console.when(stamp)))
-    metadata = dict(batch.metadata) if isinstance(batch.metadata, dict) else {}
-    identity = metadata.pop(IDEMPOTENCY_METADATA_KEY, None)
+    metadata = batch.metadata if isinstance(batch.metadata, dict) else {}
     for key, value in sorted(metadata.items()):
         details.append(("metadata", f"{key}={value}"))
-    if identity is not None:  # ours, apart from the caller's own metadata
-        details.append(("idempotency_key", str(identity)))
+    if batch.idempotency_key is not None:  # ours, apart from the caller's own metadata
+        details.append(("idempotency_key", batch.idempotency_key))
     for error in _batch_errors(batch):
         details.append(("error", error))
     _show_details(console, details)
@@ -8198,7 +8238,8 @@ def _batch_filter(args: Any) -> Callable[[Batch], bool] | None:
             return False
         if endpoint and _text(batch.endpoint) != endpoint:
             return False
-        found = batch.metadata or {}
+        # the idempotency key too, as the server stores it: the key's batch can be found by it
+        found = {**(batch.metadata or {}), IDEMPOTENCY_METADATA_KEY: batch.idempotency_key}
         return all(found.get(key) == value for key, value in metadata.items())
 
     return keep

@@ -2418,7 +2418,7 @@ def test_create_retrieve_list_and_cancel(client: Client, api: FakeAPI, tmp_path:
     }
     assert (batch.status, batch.metadata, batch.input_file_id) == (
         "validating",
-        {"job": "nightly", KEY_FIELD: key},
+        {"job": "nightly"},
         file_id,
     )
     assert client.batches.retrieve(batch.id) == batch
@@ -2426,6 +2426,67 @@ def test_create_retrieve_list_and_cancel(client: Client, api: FakeAPI, tmp_path:
     cancelled = client.batches.cancel(batch.id)
     assert cancelled.status is ob.BatchStatus.CANCELLING
     assert cancelled.cancelling_at == int(api.clock.now)
+
+
+@pytest.mark.parametrize("given", [{"job": "x"}, None])
+def test_metadata_reads_back_as_the_caller_gave_it(
+    client: Client, api: FakeAPI, given: dict[str, str] | None
+) -> None:
+    """Issue 17, item 2: the idempotency key is kept apart from the caller's metadata."""
+    file_id = _seeded_file(api)
+    made = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", metadata=given
+    )
+    key = made.idempotency_key
+    assert isinstance(key, str) and len(key) == 32
+    stored = {**(given or {}), KEY_FIELD: key}
+    assert api.batches[made.id]["metadata"] == stored
+    listed = [b for b in client.batches.list() if b.id == made.id]
+    for batch in [made, client.batches.retrieve(made.id), *listed]:
+        assert batch.metadata == given and batch.idempotency_key == key
+        assert batch.model_dump()["metadata"] == given
+        assert json.loads(batch.model_dump_json())["metadata"] == given
+        assert KEY_FIELD not in repr(batch) and key not in repr(batch)
+        assert batch.to_dict()["metadata"] == stored
+        assert batch.to_dict() == api.batches[made.id]  # exactly what the server sent
+    assert len(listed) == 1 and made == listed[0]
+
+
+def test_metadata_compares_equal_to_what_was_given(client: Client, api: FakeAPI) -> None:
+    made = client.batches.create(
+        input_file_id=_seeded_file(api), endpoint="/v1/chat/completions", metadata={"job": "x"}
+    )
+    assert made.metadata == {"job": "x"} and made.idempotency_key is not None
+    made.metadata = {"job": "y"}  # a change shows in to_dict(), next to the key it was made with
+    assert made.to_dict()["metadata"] == {"job": "y", KEY_FIELD: made.idempotency_key}
+    made.metadata = None
+    assert made.to_dict()["metadata"] == {KEY_FIELD: made.idempotency_key}
+
+
+def test_a_batch_without_the_key_keeps_its_metadata_whole(client: Client, api: FakeAPI) -> None:
+    plain = api.add_batch(metadata={"job": "x"})
+    bare = api.add_batch(metadata={})
+    odd = api.add_batch(metadata={KEY_FIELD: 7})  # not a key create stores: the metadata's own
+    for sent in (plain, bare, odd):
+        batch = client.batches.retrieve(sent["id"])
+        assert batch.idempotency_key is None and batch.metadata == sent["metadata"]
+        assert batch.to_dict() == sent
+    assert ob.Batch(metadata={"job": "x"}).idempotency_key is None
+    built = ob.Batch(metadata={"job": "x", KEY_FIELD: "k"})  # by hand: kept as given
+    assert built.idempotency_key == "k" and built.metadata == {"job": "x", KEY_FIELD: "k"}
+
+
+def test_the_cli_lists_by_the_idempotency_key_and_shows_it_apart(
+    client: Client, api: FakeAPI
+) -> None:
+    file_id = _seeded_file(api)
+    made = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    ran = cli(client, "list", "--metadata", f"{KEY_FIELD}={made.idempotency_key}")
+    assert ran.code == 0 and [line.split("\t")[0] for line in ran.out.splitlines()] == [made.id]
+    shown = [line.split("\t") for line in cli(client, "retrieve", made.id).out.splitlines()]
+    assert ["idempotency_key", str(made.idempotency_key)] in shown
+    assert not any(row[0] == "metadata" for row in shown)
 
 
 def test_extra_body_query_and_timeout_pass_through(
@@ -2484,9 +2545,11 @@ KEY_FIELD = ob.IDEMPOTENCY_METADATA_KEY
 
 
 def _key_of(batch: ob.Batch | dict[str, Any]) -> str:
-    metadata = batch.metadata if isinstance(batch, ob.Batch) else batch["metadata"]
-    assert isinstance(metadata, dict)
-    return str(metadata[KEY_FIELD])
+    """The idempotency key a batch (or the fake's record of one) carries."""
+    if isinstance(batch, ob.Batch):
+        assert batch.idempotency_key is not None
+        return batch.idempotency_key
+    return str(batch["metadata"][KEY_FIELD])
 
 
 def _live(api: FakeAPI) -> list[str]:
@@ -3636,7 +3699,7 @@ def test_submit_wait_results_download_and_join(client: Client, api: FakeAPI, tmp
     assert (batch.status, batch.endpoint, batch.metadata) == (
         "validating",
         "/v1/chat/completions",
-        {"run": "e2e", KEY_FIELD: _key_of(batch)},
+        {"run": "e2e"},
     )
     seen: list[str] = []
     done = client.batches.wait(batch.id, on_update=lambda b: seen.append(ob._text(b.status)))
@@ -7333,6 +7396,31 @@ def test_verify_signature_agrees_with_the_official_package_on_a_secret_missing()
     )
 
 
+def test_metadata_dumps_as_the_official_package_gives_it(api: FakeAPI) -> None:
+    """Issue 17, item 2: the same create on both packages dumps the same metadata."""
+    openai = pytest.importorskip("openai")
+    official = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    ours = make_client(api)
+    file_id = _seeded_file(api)
+    for given in ({"job": "x"}, None):
+        options: dict[str, Any] = {"completion_window": "24h"}
+        options.update({} if given is None else {"metadata": given})
+        made = [
+            package.batches.create(
+                input_file_id=file_id, endpoint="/v1/chat/completions", **options
+            )
+            for package in (official, ours)
+        ]
+        theirs, mine = [
+            package.batches.retrieve(batch.id) for package, batch in zip((official, ours), made)
+        ]
+        assert mine.model_dump(exclude={"id"}) == theirs.model_dump(exclude={"id"})
+        assert mine.metadata == theirs.metadata == given
+        assert mine.model_dump_json().replace(mine.id, "") == theirs.model_dump_json().replace(
+            theirs.id, ""
+        )
+
+
 def test_an_unknown_type_differs_from_the_official_package_on_purpose() -> None:
     openai = pytest.importorskip("openai")
     body = json.dumps({"id": "e", "type": "video.completed", "data": {"id": "v"}})
@@ -7434,6 +7522,31 @@ def test_the_async_client_awaits_the_same_calls(api: FakeAPI, tmp_path: Any) -> 
     assert seen["again"] == (seen["raw"][1], 5.0, "AsyncOpenAI")
     assert seen["raw"][0] == 200 and seen["models"] == list(api.models)
     assert seen["base_url"] == api.base_url
+
+
+def test_the_async_client_reads_metadata_back_as_given(api: FakeAPI) -> None:
+    """Issue 17, item 2, awaited: the key apart from the caller's metadata."""
+    import asyncio
+
+    file_id = _seeded_file(api)
+
+    async def main() -> list[tuple[Any, str | None, Any]]:
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url) as client:
+            seen = []
+            for given in ({"job": "x"}, None):
+                made = await client.batches.create(
+                    input_file_id=file_id, endpoint="/v1/chat/completions", metadata=given
+                )
+                got = await client.batches.retrieve(made.id)
+                listed = [b async for b in client.batches.list(limit=100) if b.id == made.id]
+                for batch in (made, got, *listed):
+                    seen.append((batch.metadata, batch.idempotency_key, batch.model_dump()))
+            return seen
+
+    seen = asyncio.run(main())
+    assert [metadata for metadata, _, _ in seen] == [{"job": "x"}] * 3 + [None] * 3
+    assert all(key is not None and dumped["metadata"] == m for m, key, dumped in seen)
+    assert {key for _, key, _ in seen} == {_key_of(b) for b in api.batches.values()}
 
 
 def test_the_async_azure_client(api: FakeAPI) -> None:
