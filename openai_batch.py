@@ -3666,7 +3666,8 @@ class Webhooks:
         """Check that OpenAI sent ``payload``, at most ``tolerance`` seconds from now.
 
         Raises InvalidWebhookSignatureError when no signature matches, or the timestamp is not
-        a whole number or too old or new; ValueError when a header or the secret is missing.
+        a whole number or too old or new; ValueError when a header or the secret is missing,
+        or the secret is empty once decoded.
         """
         import base64
         import hashlib
@@ -3681,6 +3682,10 @@ class Webhooks:
         webhook_id = _webhook_header(headers, "webhook-id")
         _check_webhook_time(timestamp, int(self._client._transport.clock()), tolerance)
         key = base64.b64decode(secret[6:]) if secret.startswith("whsec_") else secret.encode()
+        # An empty key signs anything anyone can compute: "" or "whsec_" would let a forged
+        # event through. Refused where the official package refuses it, after the headers.
+        if not key:
+            raise ValueError("The webhook secret must not be empty after decoding")
         # The bytes as they came: the official package decodes them as UTF-8 first, and so
         # raises UnicodeDecodeError, not a signature error, for a forged body that is not.
         body = payload if isinstance(payload, bytes) else payload.encode()

@@ -7239,6 +7239,30 @@ def test_without_a_secret_nothing_is_checked() -> None:
         webhooks.unwrap("{}", signed_headers("{}"))
 
 
+_EMPTY_SECRET = "The webhook secret must not be empty after decoding"
+
+
+@pytest.mark.parametrize("secret", ["", "whsec_"])
+def test_an_empty_secret_is_refused_not_used_as_a_key(
+    secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17, item 10: an event signed with an empty key is no proof it came from OpenAI."""
+    forged = json.dumps(batch_event())
+    headers = signed_headers(forged, key=b"")
+    monkeypatch.setenv("OPENAI_WEBHOOK_SECRET", secret)
+    for client, given in ((webhook_client(None), None), (webhook_client(), secret)):
+        assert given is not None or client.webhook_secret == secret
+        with refused(ValueError, _EMPTY_SECRET):
+            client.webhooks.unwrap(forged, headers, secret=given)
+        with refused(ValueError, _EMPTY_SECRET):
+            client.webhooks.verify_signature(forged, headers, secret=given)
+    # As in the official package, the headers and the timestamp are checked first.
+    with refused(ValueError, "Could not find webhook-signature header"):
+        webhook_client(secret).webhooks.verify_signature(forged, {})
+    with refused(ob.InvalidWebhookSignatureError, "Webhook timestamp is too old"):
+        webhook_client(secret, now=_NOW + 301).webhooks.verify_signature(forged, headers)
+
+
 _BATCH_EVENTS = [
     ("batch.completed", ob.BatchCompletedWebhookEvent),
     ("batch.failed", ob.BatchFailedWebhookEvent),
@@ -7394,6 +7418,26 @@ def test_verify_signature_agrees_with_the_official_package_on_a_secret_missing()
         BaseException,
         object,
     )
+
+
+def _unwrap_outcome(package: Any, on_client: str, body: str, headers: Any, given: Any) -> Any:
+    """``_outcome`` of ``unwrap`` on a client of ``package`` made with ``on_client``."""
+    webhooks = package.OpenAI(api_key="sk-test", webhook_secret=on_client).webhooks
+    return _outcome(lambda: webhooks.unwrap(body, headers, secret=given))
+
+
+@pytest.mark.parametrize("secret", ["", "whsec_"])
+def test_an_empty_secret_is_refused_as_the_official_package_refuses_it(secret: str) -> None:
+    """Issue 17, item 10: the same forged event, the same refusal."""
+    openai = pytest.importorskip("openai")
+    forged = json.dumps(batch_event())
+    headers = signed_headers(forged, timestamp=int(time.time()), key=b"")
+    for secret_on, secret_given in ((secret, None), (_SECRET, secret)):
+        theirs, mine = [
+            _unwrap_outcome(package, secret_on, forged, headers, secret_given)
+            for package in (openai, ob)
+        ]
+        assert mine == theirs == ("ValueError", _EMPTY_SECRET)
 
 
 def test_metadata_dumps_as_the_official_package_gives_it(api: FakeAPI) -> None:
