@@ -110,6 +110,7 @@ __all__ = [
     "LegacyAPIResponse",
     "Webhooks",
     "WebhookEvent",
+    "WebhookEventData",
     "BatchWebhookEventData",
     "BatchCompletedWebhookEvent",
     "BatchFailedWebhookEvent",
@@ -3548,12 +3549,40 @@ class InvalidWebhookSignatureError(ValueError):
     """
 
 
+class WebhookEventData(_Model):
+    """What an event without a class of its own is about: each field sent is an attribute.
+
+    ``event.data.id`` names the response, fine-tuning job, eval run... as in the official
+    package's class for that type; a field the server did not send raises AttributeError.
+    """
+
+    # A dataclass without fields, declared by hand: every field is the server's, read from
+    # ``_raw``, and the decorator's import time buys nothing here. _Model's from_dict,
+    # to_dict and model_dump then walk the server's dict alone.
+    __dataclass_fields__: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        raw = self.__dict__.get("_raw") or {}
+        if name in raw:
+            return raw[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{key}={value!r}" for key, value in (self._raw or {}).items())
+        return f"{type(self).__qualname__}({shown})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+
 @dataclass(repr=False, eq=False)
 class WebhookEvent(_Model):
     """An event OpenAI sent to a webhook endpoint; the batch events have classes of their own.
 
     ``unwrap`` gives this class to every other type (responses, fine-tuning jobs, evals...),
-    with ``data`` the dict the server sent.
+    with ``data`` a WebhookEventData, or the value as it came if that is not an object.
     """
 
     id: str = ""
@@ -3562,6 +3591,8 @@ class WebhookEvent(_Model):
     data: Any = None
     type: str = ""
     object: str | None = None
+
+    _parsers = {"data": _nested(WebhookEventData)}
 
 
 @dataclass(repr=False, eq=False)

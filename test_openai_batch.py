@@ -7313,11 +7313,31 @@ def test_an_event_of_another_type_is_kept_as_it_came() -> None:
     event = webhook_client().webhooks.unwrap(body, signed_headers(body))
     assert type(event) is ob.WebhookEvent
     assert (event.type, event.id, event.created_at) == ("response.completed", "evt_2", _NOW)
-    assert event.data == {"id": "resp_1", "extra": [1, 2]}
+    assert event.data == ob.WebhookEventData.from_dict({"id": "resp_1", "extra": [1, 2]})
     assert event.to_dict() == payload
     for odd in ({"type": ["batch.completed"]}, {"id": "evt_3"}):
         text = json.dumps(odd)
         assert type(webhook_client().webhooks.unwrap(text, signed_headers(text))) is ob.WebhookEvent
+
+
+@pytest.mark.parametrize("kind", ["response.completed", "fine_tuning.job.succeeded", "x.new"])
+def test_every_event_reads_its_data_by_attribute(kind: str) -> None:
+    """Issue 17, item 11: ``event.data.id`` on an event without a class of its own."""
+    payload = batch_event(kind, data={"id": "obj_1", "extra": {"n": [1]}})
+    body = json.dumps(payload)
+    event = webhook_client().webhooks.unwrap(body, signed_headers(body))
+    assert type(event.data) is ob.WebhookEventData
+    assert (event.data.id, event.data.extra) == ("obj_1", {"n": [1]})
+    with refused(AttributeError, "'WebhookEventData' object has no attribute 'status'"):
+        event.data.status  # noqa: B018
+    assert repr(event.data) == "WebhookEventData(id='obj_1', extra={'n': [1]})"
+    assert event.to_dict() == payload and event.data.to_dict() == payload["data"]
+    assert event.model_dump() == payload
+    assert json.loads(event.model_dump_json()) == payload
+    assert event.data != ob.WebhookEventData.from_dict({"id": "obj_2"})
+    not_an_object = batch_event(kind, data=[1])
+    text = json.dumps(not_an_object)
+    assert webhook_client().webhooks.unwrap(text, signed_headers(text)).data == [1]
 
 
 def test_unwrap_checks_the_signature_before_reading_the_payload() -> None:
@@ -7438,6 +7458,21 @@ def test_an_empty_secret_is_refused_as_the_official_package_refuses_it(secret: s
             for package in (openai, ob)
         ]
         assert mine == theirs == ("ValueError", _EMPTY_SECRET)
+
+
+@pytest.mark.parametrize("kind", ["response.completed", "fine_tuning.job.succeeded"])
+def test_other_events_read_as_the_official_package_reads_them(kind: str) -> None:
+    """Issue 17, item 11: the same event's data by attribute, and the same dumps."""
+    openai = pytest.importorskip("openai")
+    body = json.dumps(batch_event(kind, data={"id": "obj_1", "extra": [1]}))
+    headers = signed_headers(body, timestamp=int(time.time()))
+    theirs, mine = [
+        package.OpenAI(api_key="sk-test", webhook_secret=_SECRET).webhooks.unwrap(body, headers)
+        for package in (openai, ob)
+    ]
+    assert (mine.data.id, mine.data.extra) == (theirs.data.id, theirs.data.extra)
+    assert mine.model_dump() == theirs.model_dump()
+    assert mine.model_dump_json() == theirs.model_dump_json()
 
 
 def test_metadata_dumps_as_the_official_package_gives_it(api: FakeAPI) -> None:
