@@ -2645,28 +2645,59 @@ def _quote_id(value: str, name: str) -> str:
 
 
 def _check_metadata(metadata: Mapping[str, str] | None) -> None:
-    """Refuse metadata the API would refuse, before anything is sent."""
+    """Refuse metadata the API would refuse, before anything is sent, as the API refuses it.
+
+    The official package sends such metadata and the server answers 400; its caller catches
+    BadRequestError. Refusing here raises that class with the server's message, param and
+    code (no request id: nothing was sent), and keeps create's identity logic (16 keys leave
+    no room for the idempotency key) working on metadata the server would keep.
+    """
     if metadata is None:
         return
     if len(metadata) > _METADATA_MAX_KEYS:
-        raise _ArgumentError(
-            f"metadata has {len(metadata)} keys; at most {_METADATA_MAX_KEYS} are allowed"
+        raise _refused(
+            f"Invalid 'metadata': too many properties. Expected an object with at most "
+            f"{_METADATA_MAX_KEYS} properties, but got an object with {len(metadata)} "
+            "properties instead.",
+            "metadata",
+            "object_above_max_properties",
         )
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise _ArgumentError(
-                f"metadata keys and values must be strings; got {key!r}: {value!r}"
-            )
-        if len(key) > _METADATA_MAX_KEY:
-            raise _ArgumentError(
-                f"metadata key {key[:20]!r}... is {len(key)} characters; "
-                f"at most {_METADATA_MAX_KEY} are allowed"
-            )
-        if len(value) > _METADATA_MAX_VALUE:
-            raise _ArgumentError(
-                f"metadata value of {key!r} is {len(value)} characters; "
-                f"at most {_METADATA_MAX_VALUE} are allowed"
-            )
+    given: Mapping[Any, object] = metadata  # what a caller passes, typed or not
+    for key, value in given.items():
+        if not isinstance(value, str):
+            message = f"Invalid type for 'metadata.{key}': expected a string, but got "
+            raise _refused(message + f"{_type_named(value)} instead.", f"metadata.{key}")
+        for what, text, most in (
+            ("key", str(key), _METADATA_MAX_KEY),
+            ("value", value, _METADATA_MAX_VALUE),
+        ):
+            if len(text) > most:
+                raise _refused(
+                    f"Invalid 'metadata': {what} too long. Expected a string with maximum "
+                    f"length {most}, but got a string with length {len(text)} instead.",
+                    f"metadata.{key}",
+                    "string_above_max_length",
+                )
+
+
+def _type_named(value: object) -> str:
+    """A Python value's JSON type as the API's messages name it: "an integer", "null"..."""
+    kinds: list[tuple[type, str]] = [(bool, "a boolean"), (int, "an integer"), (float, "a decimal")]
+    kinds += [(str, "a string"), (list, "an array"), (tuple, "an array"), (dict, "an object")]
+    return next((name for kind, name in kinds if isinstance(value, kind)), "null")
+
+
+def _refused(message: str, param: str, code: str = "invalid_type") -> BadRequestError:
+    """The 400 the API would answer for a request body it refuses, made without sending it."""
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    headers = {"content-type": "application/json"}
+    content = json.dumps({"error": error}).encode()
+    return BadRequestError(
+        f"Error code: 400 - {message}",
+        status_code=400,
+        body=error,
+        response=_ErrorResponse(400, headers, content),
+    )
 
 
 def _parse(model: type[_M], payload: Any, what: str) -> _M:

@@ -2523,22 +2523,74 @@ def test_ids_are_quoted_into_paths(client: Client, api: FakeAPI, bad_id: str) ->
     assert info.value.message == f"Error code: 404 - No batch found with id '{bad_id}'."
 
 
-@pytest.mark.parametrize(
-    ("metadata", "message"),
-    [
-        ({f"k{i}": "v" for i in range(17)}, "metadata has 17 keys; at most 16 are allowed"),
-        ({"k" * 65: "v"}, "metadata key 'kkkkkkkkkkkkkkkkkkkk'... is 65 characters; at most 64"),
-        ({"k": "v" * 513}, "metadata value of 'k' is 513 characters; at most 512 are allowed"),
-        ({"k": 5}, "metadata keys and values must be strings; got 'k': 5"),
-    ],
+_TOO_MANY = (
+    "Invalid 'metadata': too many properties. Expected an object with at most 16 properties, "
+    "but got an object with 17 properties instead."
 )
+_TOO_LONG = "Invalid 'metadata': {} too long. Expected a string with maximum length {}, but "
+_TOO_LONG += "got a string with length {} instead."
+#: metadata the API refuses: (metadata, message, param, code)
+_BAD_METADATA = [
+    ({f"k{i}": "v" for i in range(17)}, _TOO_MANY, "metadata", "object_above_max_properties"),
+    ({"k" * 65: "v"}, _TOO_LONG.format("key", 64, 65), "metadata." + "k" * 65, None),
+    ({"k": "v" * 513}, _TOO_LONG.format("value", 512, 513), "metadata.k", None),
+    (
+        {"k": 5},
+        "Invalid type for 'metadata.k': expected a string, but got an integer instead.",
+        "metadata.k",
+        "invalid_type",
+    ),
+    (
+        {"a": "b", "k": None},
+        "Invalid type for 'metadata.k': expected a string, but got null instead.",
+        "metadata.k",
+        "invalid_type",
+    ),
+]
+
+
+@pytest.mark.parametrize(("metadata", "message", "param", "code"), _BAD_METADATA)
 def test_bad_metadata_is_refused_before_any_request(
-    client: Client, api: FakeAPI, metadata: dict[str, Any], message: str
+    client: Client, api: FakeAPI, metadata: dict[str, Any], message: str, param: str, code: Any
 ) -> None:
-    with raises(ValueError) as info:
+    """Issue 17, item 12: as the server refuses it, so that ``except BadRequestError`` holds."""
+    code = code or "string_above_max_length"
+    with refused(ob.BadRequestError, f"Error code: 400 - {message}") as info:
         client.batches.create(input_file_id="file-1", endpoint="/v1/embeddings", metadata=metadata)
-    assert str(info.value).startswith(message)
     assert api.requests == []
+    error = info.value
+    assert (error.status_code, error.param, error.code, error.type) == (
+        400,
+        param,
+        code,
+        "invalid_request_error",
+    )
+    assert (error.request_id, error.message) == (None, f"Error code: 400 - {message}")
+    assert error.body == {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": param,
+        "code": code,
+    }
+    assert error.response.status_code == 400 and error.response.json() == {"error": error.body}
+    # The server, sent the same metadata, answers alike.
+    payload = {"input_file_id": _seeded_file(api), "endpoint": "/v1/embeddings"}
+    payload.update(completion_window="24h", metadata=metadata)
+    assert _http_json(api, "POST", "/batches", payload) == (400, {"error": error.body})
+
+
+@pytest.mark.parametrize("count", [15, 16])
+def test_metadata_the_server_keeps_is_sent_with_or_without_the_key(
+    client: Client, api: FakeAPI, count: int
+) -> None:
+    """Issue 17, item 12: the local refusal leaves the 16-key limit's logic as it was."""
+    file_id = _seeded_file(api)
+    metadata = {f"k{i}": "v" * 512 for i in range(count)}
+    batch = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/embeddings", metadata=metadata
+    )
+    assert batch.metadata == metadata
+    assert (batch.idempotency_key is not None) == (count < 16)
 
 
 KEY_FIELD = ob.IDEMPOTENCY_METADATA_KEY
@@ -3751,7 +3803,7 @@ def test_submit_refuses_bad_input_before_any_request(
     path = write_lines(tmp_path / "in.jsonl", [request_line("a"), request_line("a")])
     with raises(ob.InputFileError, match="repeats line 1"):
         client.submit(path)
-    with raises(ValueError, match="metadata has 17 keys"):
+    with refused(ob.BadRequestError, f"Error code: 400 - {_TOO_MANY}"):
         client.submit(path, metadata={str(i): "" for i in range(17)})
     assert api.requests == []
 
@@ -4208,7 +4260,8 @@ def test_cli_usage_errors_exit_2(client: Client, api: FakeAPI) -> None:
     assert ran.code == 2 and "argument --metadata: expected KEY=VALUE, got 'novalue'" in ran.err
     many = [arg for i in range(17) for arg in ("--metadata", f"k{i}=v")]
     ran = cli(client, "create", "--input-file-id", "f", "--endpoint", "e", *many)
-    assert (ran.code, ran.err) == (2, "error: metadata has 17 keys; at most 16 are allowed\n")
+    # Refused before sending as the API refuses it (a BadRequestError), so not a usage error.
+    assert (ran.code, ran.err) == (1, f"error: Error code: 400 - {_TOO_MANY}\n")
     assert cli(client, "wait", "b", "--interval", "-1").code == 2
     assert cli(client, "frobnicate").code == 2
     assert cli(client).code == 2
@@ -7473,6 +7526,31 @@ def test_other_events_read_as_the_official_package_reads_them(kind: str) -> None
     assert (mine.data.id, mine.data.extra) == (theirs.data.id, theirs.data.extra)
     assert mine.model_dump() == theirs.model_dump()
     assert mine.model_dump_json() == theirs.model_dump_json()
+
+
+@pytest.mark.parametrize(("metadata", "message", "param", "code"), _BAD_METADATA)
+def test_bad_metadata_raises_what_the_official_package_raises(
+    api: FakeAPI, metadata: dict[str, Any], message: str, param: str, code: Any
+) -> None:
+    """Issue 17, item 12: it sends, the fake answers 400; we refuse alike without sending."""
+    openai = pytest.importorskip("openai")
+    official = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    file_id = _seeded_file(api)
+    caught = []
+    for package in (official, make_client(api)):
+        with pytest.raises(Exception) as info:  # the class is compared below
+            package.batches.create(
+                input_file_id=file_id,
+                endpoint="/v1/embeddings",
+                completion_window="24h",
+                metadata=metadata,
+            )
+        error = info.value
+        caught.append((type(error).__name__, error.status_code, error.param, error.code))
+        caught[-1] += (error.body, error.response.json())
+    assert caught[0] == caught[1]
+    assert caught[1][:3] == ("BadRequestError", 400, param)
+    assert len([r for r in api.requests if r.path == "/v1/batches"]) == 1  # the official one
 
 
 def test_metadata_dumps_as_the_official_package_gives_it(api: FakeAPI) -> None:
