@@ -78,8 +78,9 @@ if TYPE_CHECKING:
         str,
         "os.PathLike[str]",
         _FileContent,
-        Tuple[str, _FileContent],
-        Tuple[str, _FileContent, str],
+        # (filename, content[, content type]); a str content is sent as UTF-8, as httpx does
+        Tuple[Optional[str], Union[_FileContent, str]],
+        Tuple[Optional[str], Union[_FileContent, str], str],
     ]
 else:
 
@@ -3190,6 +3191,9 @@ class Files:
     ) -> FileObject:
         """Upload a file: a path, bytes, a binary file object or a (filename, content) pair.
 
+        In the pair, a str content is sent as UTF-8, and a filename of None becomes
+        "input.jsonl" (sent without one, the API would find no file).
+
         The upload streams from disk, so a file of any size costs a megabyte of memory. A
         missing file, a directory or a text-mode file object is refused before any request.
         """
@@ -3444,8 +3448,12 @@ class _WithRawResponse:
 def _file_source(file: _FileInput) -> tuple[str, int, Callable[[], Iterator[bytes]]]:
     """Name, size and a restartable reader for each way a file can be given."""
     if isinstance(file, tuple):
-        name = os.path.basename(file[0]) or file[0]
+        # No filename: httpx sends the part without one, which the API does not take for a
+        # file ("Missing required parameter: 'file'"); it gets the name bare bytes get.
+        name = (os.path.basename(file[0]) or file[0]) if file[0] else "input.jsonl"
         content = file[1]  # a third item, a content type, is not needed
+        if isinstance(content, str):
+            content = content.encode()  # as httpx sends a str: UTF-8
         if not isinstance(content, (bytes, bytearray, memoryview)):
             return _stream_source(content, name)
         _, size, chunks = _file_source(content)

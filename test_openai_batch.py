@@ -2941,6 +2941,28 @@ def test_upload_takes_bytes_file_objects_and_name_pairs(client: Client, api: Fak
     assert api.contents[client.files.create(file=partly_read).id] == b"keep"
 
 
+def _uploaded_part(api: FakeAPI) -> tuple[str | None, bytes]:
+    """The filename and content of the file part of the last upload the fake received."""
+    sent = [r for r in api.requests if r.method == "POST" and r.path == "/v1/files"][-1]
+    parts = _parse_multipart(sent.headers["content-type"], sent.body)
+    return next((filename, data) for name, filename, data in parts if name == "file")
+
+
+def test_upload_takes_a_str_and_a_pair_without_a_filename(client: Client, api: FakeAPI) -> None:
+    """Issue 17, item 13: str content goes as UTF-8, as httpx sends it; no filename is
+    "input.jsonl", since the API takes no file part without one."""
+    text = '{"custom_id": "é", "n": 1}\n'
+    made = client.files.create(file=("batch.jsonl", text))
+    assert (made.filename, made.bytes) == ("batch.jsonl", len(text.encode()))
+    assert _uploaded_part(api) == ("batch.jsonl", text.encode("utf-8"))
+    made = client.files.create(file=("typed.jsonl", text, "application/jsonl"))
+    assert api.contents[made.id] == text.encode()
+    for content in (text.encode(), text, io.BytesIO(text.encode())):
+        made = client.files.create(file=(None, content))
+        assert made.filename == "input.jsonl"
+        assert _uploaded_part(api) == ("input.jsonl", text.encode())
+
+
 def test_upload_reads_a_pipe_that_cannot_seek(client: Client, api: FakeAPI) -> None:
     read_end, write_end = os.pipe()
     with os.fdopen(write_end, "wb") as writer:
@@ -7551,6 +7573,24 @@ def test_bad_metadata_raises_what_the_official_package_raises(
     assert caught[0] == caught[1]
     assert caught[1][:3] == ("BadRequestError", 400, param)
     assert len([r for r in api.requests if r.path == "/v1/batches"]) == 1  # the official one
+
+
+def test_a_str_upload_sends_what_the_official_package_sends(api: FakeAPI) -> None:
+    """Issue 17, item 13: the same bytes for a str; for no filename, the official package
+    sends a part without one, which the API refuses, where we send "input.jsonl"."""
+    openai = pytest.importorskip("openai")
+    official = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    ours = make_client(api)
+    text = '{"custom_id": "é"}\n'
+    sent = []
+    for package in (official, ours):
+        made = package.files.create(file=("batch.jsonl", text), purpose="batch")
+        sent.append((made.filename, made.bytes, _uploaded_part(api)))
+    assert sent[0] == sent[1] == ("batch.jsonl", len(text.encode()), ("batch.jsonl", text.encode()))
+    with pytest.raises(openai.BadRequestError):
+        official.files.create(file=(None, text.encode()), purpose="batch")
+    assert _uploaded_part(api) == (None, text.encode())
+    assert ours.files.create(file=(None, text.encode())).filename == "input.jsonl"
 
 
 def test_metadata_dumps_as_the_official_package_gives_it(api: FakeAPI) -> None:
