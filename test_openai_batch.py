@@ -6883,6 +6883,43 @@ def test_model_dump_matches_the_official_package(client: Client, api: FakeAPI) -
     assert ours.model_dump_json() == theirs.model_dump_json()
 
 
+def test_object_helpers_are_the_official_ones(client: Client, api: FakeAPI) -> None:
+    """Issue 17, item 7: the request id, the pydantic helpers, and nested include and exclude."""
+    sent = api.add_batch(
+        status="completed", request_counts={"total": 3, "completed": 2, "failed": 1}
+    )
+    api.batches[sent["id"]]["novel_field"] = 1  # newer than this module
+    batch = client.batches.retrieve(sent["id"])
+    assert batch._request_id is not None and batch._request_id.startswith("req_")
+    assert client.batches.list()._request_id.startswith("req_")
+    assert ob.Batch()._request_id is None  # not from a response
+    assert list(ob.Batch.model_fields)[:3] == ["id", "completion_window", "created_at"]
+    assert set(ob.FileObject.model_fields) >= {"id", "bytes", "filename", "purpose"}
+    assert batch.model_fields_set == set(api.batches[sent["id"]]) - {"novel_field"}
+    assert batch.model_extra == {"novel_field": 1}
+    copied = batch.model_copy(update={"status": "failed", "x": 2})
+    assert (copied.status, batch.status) == ("failed", "completed")
+    assert copied.model_extra == {"novel_field": 1, "x": 2} and copied.to_dict()["x"] == 2
+    assert {"status", "x"} <= copied.model_fields_set
+    assert batch.to_dict() == api.batches[sent["id"]]  # exact, as the server sent it
+    text = json.dumps(api.batches[sent["id"]])
+    assert ob.Batch.model_validate_json(text) == batch
+    built = ob.Batch(**{k: v for k, v in api.batches[sent["id"]].items() if k != "novel_field"})
+    assert (
+        isinstance(built.request_counts, ob.BatchRequestCounts) and built.request_counts.failed == 1
+    )
+    constructed = ob.Batch.construct(
+        id="b", request_counts={"total": 1, "completed": 1, "failed": 0}
+    )
+    assert isinstance(constructed.request_counts, ob.BatchRequestCounts)
+    assert constructed.model_fields_set == {"id", "request_counts"}
+    dropped = batch.model_dump(exclude={"request_counts": {"failed"}})
+    assert dropped["request_counts"] == {"completed": 2, "total": 3}
+    picked = batch.model_dump(include={"id": True, "request_counts": {"total"}})
+    assert picked == {"id": sent["id"], "request_counts": {"total": 3}}
+    assert batch.model_dump_json(include={"id"}) == f'{{"id":"{sent["id"]}"}}'
+
+
 def test_with_raw_response_gives_headers_status_and_the_object(
     client: Client, api: FakeAPI
 ) -> None:
@@ -7419,6 +7456,39 @@ def test_metadata_dumps_as_the_official_package_gives_it(api: FakeAPI) -> None:
         assert mine.model_dump_json().replace(mine.id, "") == theirs.model_dump_json().replace(
             theirs.id, ""
         )
+
+
+def test_object_helpers_agree_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17, item 7: the same helpers on the same batch, on both packages."""
+    openai = pytest.importorskip("openai")
+    sent = api.add_batch(
+        status="completed", request_counts={"total": 3, "completed": 2, "failed": 1}
+    )
+    api.batches[sent["id"]]["novel_field"] = {"kept": 1}
+    official = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    ours = make_client(api)
+
+    def script(package: Any, client: Any) -> list[Any]:
+        batch = client.batches.retrieve(sent["id"])
+        copied = batch.model_copy(update={"status": "failed", "x": 2})
+        raw = api.batches[sent["id"]]
+        known = {k: v for k, v in raw.items() if k != "novel_field"}
+        return [
+            batch._request_id.startswith("req_"),
+            list(package.Batch.model_fields),
+            sorted(batch.model_fields_set),
+            batch.model_extra,
+            (copied.status, copied.model_extra, sorted(copied.model_fields_set), copied.to_dict()),
+            package.Batch.model_validate_json(json.dumps(raw)).model_dump(),
+            package.Batch(**known).model_dump(),
+            package.Batch.construct(**raw).model_dump(),
+            batch.model_dump(exclude={"request_counts": {"failed"}}),
+            batch.model_dump(include={"id": True, "request_counts": {"total"}}),
+            batch.model_dump_json(include={"id", "usage"}, exclude={"usage"}),
+            batch.to_dict(),
+        ]
+
+    assert script(ob, ours) == script(openai.types, official)
 
 
 def test_an_unknown_type_differs_from_the_official_package_on_purpose() -> None:
