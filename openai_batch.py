@@ -129,6 +129,7 @@ __all__ = [
     "FileObject",
     "FileDeleted",
     "CursorPage",
+    "PageInfo",
     "BinaryContent",
     # arguments, as the official package spells them
     "Timeout",
@@ -1426,6 +1427,30 @@ def _check_not_seen(page: CursorPage[Any], seen: set[str | None]) -> None:
     seen.add(page.last_id)
 
 
+class PageInfo:
+    """Where the page after a page starts: ``params`` of its request (``{"after": id}``).
+
+    The official class also has ``url`` and ``json`` for the APIs that page by them, unset
+    (``NOT_GIVEN``) for a cursor page; here they are None, since ``NOT_GIVEN`` comes later.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.url, self.json, self.params = url, json, params
+
+    def __repr__(self) -> str:
+        if self.url:
+            return f"PageInfo(url={self.url})"
+        if self.json:
+            return f"PageInfo(json={self.json})"
+        return f"PageInfo(params={self.params})"
+
+
 class CursorPage(_Generic[_M]):
     """One page of a list, which iterates over every item of every page.
 
@@ -1445,6 +1470,7 @@ class CursorPage(_Generic[_M]):
         first_id: str | None = None,
         last_id: str | None = None,
         fetch: Callable[[str], CursorPage[_M]] | None = None,
+        raw: Mapping[str, Any] | None = None,
     ) -> None:
         self.object = "list"
         self.data = data
@@ -1452,6 +1478,7 @@ class CursorPage(_Generic[_M]):
         self.first_id = first_id
         self.last_id = last_id
         self._fetch = fetch
+        self._raw = raw
 
     def __repr__(self) -> str:
         return f"<CursorPage of {len(self.data)} items, has_more={self.has_more}>"
@@ -1459,6 +1486,50 @@ class CursorPage(_Generic[_M]):
     def has_next_page(self) -> bool:
         """Whether another page may follow this one."""
         return self.has_more is not False and bool(self.data) and self._fetch is not None
+
+    def next_page_info(self) -> PageInfo | None:
+        """Where the next page starts, after this page's last item; None for an empty page.
+
+        As in the official package, a page the server said is the last still gives one:
+        ``has_next_page()`` is what says whether to fetch it.
+        """
+        cursor = getattr(self.data[-1], "id", None) if self.data else None
+        return None if cursor is None else PageInfo(params={"after": cursor})
+
+    def model_dump(self, **options: Any) -> dict[str, Any]:
+        """The page as the official package dumps it: ``data`` (each item's ``model_dump``
+        with the same options), ``has_more``, then what else the server sent (``object``,
+        ``first_id``, ``last_id``) in its order."""
+        include, exclude = options.pop("include", None), options.pop("exclude", None)
+        values: dict[str, Any] = {"data": self.data, "has_more": self.has_more}
+        if self._raw is None:
+            values.update(object=self.object, first_id=self.first_id, last_id=self.last_id)
+        else:
+            values.update((key, value) for key, value in self._raw.items() if key not in values)
+        if options.get("exclude_unset") and self._raw is not None and "has_more" not in self._raw:
+            del values["has_more"]
+        out = {}
+        for key, value in values.items():
+            if _picked(include, key) is False or _picked(exclude, key) is True:
+                continue
+            out[key] = [item.model_dump(**options) for item in value] if key == "data" else value
+        if options.get("exclude_none"):
+            out = {key: value for key, value in out.items() if value is not None}
+        return out
+
+    def model_dump_json(self, *, indent: int | None = None, **options: Any) -> str:
+        """``model_dump()`` as JSON: compact unless ``indent``, non-ASCII as it is."""
+        separators = (",", ":") if indent is None else None
+        dumped = self.model_dump(**options)
+        return json.dumps(dumped, indent=indent, separators=separators, ensure_ascii=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The page as the server sent it, each item's ``to_dict()`` in ``data``."""
+        if self._raw is None:
+            return self.model_dump(exclude_none=True)
+        out = {key: _to_json_value(value) for key, value in self._raw.items()}
+        out["data"] = [_to_json_value(item) for item in self.data]
+        return out
 
     def get_next_page(self) -> CursorPage[_M]:
         """Fetch the page after this one."""
@@ -2824,6 +2895,7 @@ def _page(
         first_id=page.get("first_id"),
         last_id=last_id,
         fetch=fetch,
+        raw=page,
     )
 
 
@@ -5198,6 +5270,22 @@ class AsyncCursorPage(_Generic[_M]):
     def has_next_page(self) -> bool:
         """Whether another page may follow this one."""
         return self._page.has_next_page()
+
+    def next_page_info(self) -> PageInfo | None:
+        """Where the next page starts; see ``CursorPage.next_page_info``."""
+        return self._page.next_page_info()
+
+    def model_dump(self, **options: Any) -> dict[str, Any]:
+        """The page as the official package dumps it; see ``CursorPage.model_dump``."""
+        return self._page.model_dump(**options)
+
+    def model_dump_json(self, *, indent: int | None = None, **options: Any) -> str:
+        """``model_dump()`` as JSON."""
+        return self._page.model_dump_json(indent=indent, **options)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The page as the server sent it."""
+        return self._page.to_dict()
 
     async def get_next_page(self) -> AsyncCursorPage[_M]:
         """Fetch the page after this one, on the thread pool."""
