@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 
 # `typing` costs as much to import as `json` does; annotations are strings here
 # (`from __future__ import annotations`), so it is needed only by type checkers.
@@ -32,6 +32,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
     import http.client
+    from dataclasses import Field
     from typing import (
         IO,
         Any,
@@ -790,7 +791,7 @@ class _Model:
             return set(self._fields_set)
         if self._raw is not None:
             return {f.name for f in fields(self) if f.name in self._raw}  # type: ignore[arg-type]
-        return {f.name for f in fields(self) if getattr(self, f.name) != f.default}  # type: ignore[arg-type]
+        return {f.name for f in fields(self) if getattr(self, f.name) != _default(f)}  # type: ignore[arg-type]
 
     @property
     def model_extra(self) -> dict[str, Any]:
@@ -887,6 +888,15 @@ class _Model:
     def model_validate(cls: type[_M], obj: Mapping[str, Any]) -> _M:
         """The object from the API's JSON object (the official package's name for it)."""
         return cls.from_dict(obj)
+
+
+def _default(f: Field[Any]) -> Any:
+    """A dataclass field's default, made afresh where a factory gives it."""
+    return (
+        f.default_factory()
+        if f.default is MISSING and f.default_factory is not MISSING
+        else f.default
+    )
 
 
 def _picked(pick: _Pick | None, key: str) -> Any:
@@ -3783,6 +3793,7 @@ class _BatchWebhookEvent(WebhookEvent):
     _type = ""  # each event's type, the default of its ``type``
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         # The event classes below differ in this default only; giving it here spares each
         # the import time of a dataclass of its own.
         if not self.type:

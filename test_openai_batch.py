@@ -6913,6 +6913,7 @@ def test_object_helpers_are_the_official_ones(client: Client, api: FakeAPI) -> N
     )
     assert isinstance(constructed.request_counts, ob.BatchRequestCounts)
     assert constructed.model_fields_set == {"id", "request_counts"}
+    assert ob.BatchCompletedWebhookEvent(data={"id": "b"}).data == ob.BatchWebhookEventData(id="b")
     dropped = batch.model_dump(exclude={"request_counts": {"failed"}})
     assert dropped["request_counts"] == {"completed": 2, "total": 3}
     picked = batch.model_dump(include={"id": True, "request_counts": {"total"}})
