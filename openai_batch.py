@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 
 # `typing` costs as much to import as `json` does; annotations are strings here
 # (`from __future__ import annotations`), so it is needed only by type checkers.
@@ -32,6 +32,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
     import http.client
+    from dataclasses import Field
     from typing import (
         IO,
         Any,
@@ -73,6 +74,8 @@ if TYPE_CHECKING:
     _TimeoutArg = Union[float, None, _TimeoutLike, "NotGiven"]
     _Seconds = Union[float, None, "Timeout"]
     _Query = Mapping[str, object]
+    # model_dump's include and exclude: field names, or a mapping of a field to its own
+    _Pick = Union[Iterable[str], Mapping[str, Any]]
     _FileContent = Union[bytes, IO[bytes]]
     _FileInput = Union[
         str,
@@ -129,6 +132,7 @@ __all__ = [
     "FileObject",
     "FileDeleted",
     "CursorPage",
+    "PageInfo",
     "BinaryContent",
     # arguments, as the official package spells them
     "Timeout",
@@ -701,6 +705,15 @@ def _to_json_value(value: Any) -> Any:
     return value
 
 
+class _ModelFields:
+    """``model_fields`` on a class or an object: each field's name, in the official package's
+    order, with its ``dataclasses.Field`` (where pydantic has a ``FieldInfo``)."""
+
+    def __get__(self, obj: object, owner: type[_Model]) -> dict[str, Any]:
+        by_name = {f.name: f for f in fields(owner)}  # type: ignore[arg-type]
+        return {name: by_name[name] for name in owner._order or by_name}
+
+
 class _Model:
     """Base of the API objects: built from the server's dict, and back to exactly that dict.
 
@@ -711,7 +724,21 @@ class _Model:
 
     _raw: dict[str, Any] | None = None
     _parsers: dict[str, Callable[[Any], Any]] = {}
+    #: the x-request-id of the response that made the object; None for one built by hand
+    _request_id: str | None = None
+    _fields_set: set[str] | None = None
+    model_fields = _ModelFields()
     __hash__ = None  # type: ignore[assignment]  # equal by value, so not hashable
+
+    # As pydantic does, ``Batch(**data)`` makes the nested objects of nested dicts. from_dict
+    # has parsed its values already, so this finds nothing to do for it.
+    def __post_init__(self) -> None:
+        for name, parse in self._parsers.items():
+            value = getattr(self, name)
+            if isinstance(value, dict) or (
+                isinstance(value, list) and any(isinstance(item, dict) for item in value)
+            ):
+                setattr(self, name, parse(value))
 
     # One __repr__ and __eq__ for every API object, the same as those @dataclass would write
     # for each class: writing them class by class was a third of this module's import time.
@@ -757,12 +784,60 @@ class _Model:
     #: the official package's order of the fields, where this class's differs
     _order: tuple[str, ...] = ()
 
+    @property
+    def model_fields_set(self) -> set[str]:
+        """The fields the server sent, or that the caller gave (for an object built by hand,
+        those that differ from their defaults: a dataclass keeps no record of its arguments).
+        Unknown fields are in ``model_extra``, as for the official client's objects."""
+        if self._fields_set is not None:
+            return set(self._fields_set)
+        if self._raw is not None:
+            return {f.name for f in fields(self) if f.name in self._raw}  # type: ignore[arg-type]
+        return {f.name for f in fields(self) if getattr(self, f.name) != _default(f)}  # type: ignore[arg-type]
+
+    @property
+    def model_extra(self) -> dict[str, Any]:
+        """The fields the server sent that this class does not declare."""
+        known = {f.name for f in fields(self)}  # type: ignore[arg-type]
+        return {key: value for key, value in (self._raw or {}).items() if key not in known}
+
+    def model_copy(self: _M, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> _M:
+        """A copy, with the fields in ``update`` changed (not validated, as in pydantic)."""
+        import copy
+
+        made = copy.deepcopy(self) if deep else copy.copy(self)
+        if update:
+            known = {f.name for f in fields(made)}  # type: ignore[arg-type]
+            extra = {key: value for key, value in update.items() if key not in known}
+            if extra:
+                made._raw = {**(made._raw or {}), **extra}
+            for key, value in update.items():
+                if key in known:
+                    setattr(made, key, value)
+            made._fields_set = self.model_fields_set | set(update)
+        return made
+
+    @classmethod
+    def model_validate_json(cls: type[_M], json_data: str | bytes) -> _M:
+        """The object from the API's JSON text."""
+        return cls.from_dict(json.loads(json_data))
+
+    @classmethod
+    def construct(cls: type[_M], _fields_set: set[str] | None = None, **values: Any) -> _M:
+        """The object from its fields' values, nested dicts made objects, unknown ones kept."""
+        made = cls.from_dict(values)
+        if _fields_set is not None:
+            made._fields_set = set(_fields_set)
+        return made
+
+    model_construct = construct
+
     def model_dump(
         self,
         *,
         mode: str = "python",
-        include: Iterable[str] | None = None,
-        exclude: Iterable[str] | None = None,
+        include: _Pick | None = None,
+        exclude: _Pick | None = None,
         by_alias: bool = False,
         exclude_unset: bool = False,
         exclude_defaults: bool = False,
@@ -773,30 +848,42 @@ class _Model:
         package's ``model_dump()`` gives for the same response. ``exclude_unset`` leaves out
         what the server did not send, ``exclude_none`` every None, and ``include`` and
         ``exclude`` name top-level fields; ``mode`` and ``by_alias`` change nothing here (the
-        values are JSON's already, and no field has an alias)."""
+        values are JSON's already, and no field has an alias). ``include`` and ``exclude``
+        nest as pydantic's do: ``exclude={"request_counts": {"failed"}}`` drops one field of
+        the nested object."""
         names = self._order or tuple(f.name for f in fields(self))  # type: ignore[arg-type]
         raw = self._raw
-        if exclude_unset and raw is not None:
-            names = tuple(name for name in names if name in raw)
-        flags = {"exclude_unset": exclude_unset, "exclude_none": exclude_none}
-        out = {name: _dumped(getattr(self, name), flags) for name in names}
+        if exclude_unset:
+            given = self.model_fields_set
+            names = tuple(name for name in names if name in given)
+        values = {name: getattr(self, name) for name in names}
         for key, value in (raw or {}).items():
-            if key not in out:
-                out[key] = _dumped(value, flags)
+            values.setdefault(key, value)
+        out = {}
+        for key, value in values.items():
+            inner, outer = _picked(include, key), _picked(exclude, key)
+            if inner is False or outer is True:
+                continue
+            flags = {"exclude_unset": exclude_unset, "exclude_none": exclude_none}
+            out[key] = _dumped(value, flags, _nested_pick(inner), _nested_pick(outer))
         if exclude_none:
             out = {key: value for key, value in out.items() if value is not None}
-        if include is not None:
-            out = {key: value for key, value in out.items() if key in set(include)}
-        if exclude is not None:
-            out = {key: value for key, value in out.items() if key not in set(exclude)}
         return out
 
     def model_dump_json(
-        self, *, indent: int | None = None, exclude_unset: bool = False, exclude_none: bool = False
+        self,
+        *,
+        indent: int | None = None,
+        include: _Pick | None = None,
+        exclude: _Pick | None = None,
+        exclude_unset: bool = False,
+        exclude_none: bool = False,
     ) -> str:
         """``model_dump()`` as JSON: compact unless ``indent``, non-ASCII as it is."""
         separators = (",", ":") if indent is None else None
-        dumped = self.model_dump(exclude_unset=exclude_unset, exclude_none=exclude_none)
+        dumped = self.model_dump(
+            include=include, exclude=exclude, exclude_unset=exclude_unset, exclude_none=exclude_none
+        )
         return json.dumps(dumped, indent=indent, separators=separators, ensure_ascii=False)
 
     @classmethod
@@ -805,16 +892,58 @@ class _Model:
         return cls.from_dict(obj)
 
 
-def _dumped(value: Any, flags: dict[str, bool] | None = None) -> Any:
-    """A field's value as ``model_dump`` gives it: nested objects dumped whole."""
+def _default(f: Field[Any]) -> Any:
+    """A dataclass field's default, made afresh where a factory gives it."""
+    return (
+        f.default_factory()
+        if f.default is MISSING and f.default_factory is not MISSING
+        else f.default
+    )
+
+
+def _picked(pick: _Pick | None, key: str) -> Any:
+    """What an ``include`` or ``exclude`` says of one field: None when not given, False when
+    the field is not named, True when named whole, or the names within the nested object."""
+    if pick is None:
+        return None
+    if isinstance(pick, dict):
+        if key not in pick:
+            return False
+        inner = pick[key]
+        return True if inner is True or inner is Ellipsis else inner
+    return key in set(pick) or False
+
+
+def _nested_pick(pick: Any) -> Any:
+    """The ``include`` or ``exclude`` to hand a nested object: none for a whole field."""
+    return None if pick is None or isinstance(pick, bool) else pick
+
+
+def _dumped(
+    value: Any,
+    flags: dict[str, bool] | None = None,
+    include: _Pick | None = None,
+    exclude: _Pick | None = None,
+) -> Any:
+    """A field's value as ``model_dump`` gives it: nested objects dumped whole, or as much of
+    them as ``include`` and ``exclude`` name."""
     if isinstance(value, _Model):
         flags = flags or {}
         return value.model_dump(
+            include=include,
+            exclude=exclude,
             exclude_unset=flags.get("exclude_unset", False),
             exclude_none=flags.get("exclude_none", False),
         )
     if isinstance(value, list):
         return [_dumped(item, flags) for item in value]
+    if isinstance(value, dict) and (include is not None or exclude is not None):
+        kept = {
+            key: item
+            for key, item in value.items()
+            if _picked(include, key) is not False and _picked(exclude, key) is not True
+        }
+        return _to_json_value(kept)
     return _to_json_value(value)
 
 
@@ -930,7 +1059,6 @@ class Batch(_Model):
         "status": _known(BatchStatus),
         "request_counts": _nested(BatchRequestCounts),
         "usage": _nested(BatchUsage),
-        "metadata": lambda metadata: _split_identity(metadata)[0],
     }
     _order = (
         *("id", "completion_window", "created_at", "endpoint", "input_file_id", "object"),
@@ -938,6 +1066,13 @@ class Batch(_Model):
         *("expired_at", "expires_at", "failed_at", "finalizing_at", "in_progress_at"),
         *("metadata", "model", "output_file_id", "request_counts", "usage"),
     )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Batch:
+        """Build the batch from the API's JSON object, its metadata as the caller gave it."""
+        batch = super().from_dict(data)
+        batch.metadata = _split_identity(batch.metadata)[0]
+        return batch
 
     @property
     def idempotency_key(self) -> str | None:
@@ -1304,6 +1439,30 @@ def _check_not_seen(page: CursorPage[Any], seen: set[str | None]) -> None:
     seen.add(page.last_id)
 
 
+class PageInfo:
+    """Where the page after a page starts: ``params`` of its request (``{"after": id}``).
+
+    The official class also has ``url`` and ``json`` for the APIs that page by them, unset
+    (``NOT_GIVEN``) for a cursor page; here they are None, since ``NOT_GIVEN`` comes later.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.url, self.json, self.params = url, json, params
+
+    def __repr__(self) -> str:
+        if self.url:
+            return f"PageInfo(url={self.url})"
+        if self.json:
+            return f"PageInfo(json={self.json})"
+        return f"PageInfo(params={self.params})"
+
+
 class CursorPage(_Generic[_M]):
     """One page of a list, which iterates over every item of every page.
 
@@ -1311,6 +1470,9 @@ class CursorPage(_Generic[_M]):
     ``after`` set to the last id seen) only when the loop reaches it, and stops when the server
     says there is no more or sends an empty page.
     """
+
+    #: the x-request-id of the response that brought the page
+    _request_id: str | None = None
 
     def __init__(
         self,
@@ -1320,6 +1482,7 @@ class CursorPage(_Generic[_M]):
         first_id: str | None = None,
         last_id: str | None = None,
         fetch: Callable[[str], CursorPage[_M]] | None = None,
+        raw: Mapping[str, Any] | None = None,
     ) -> None:
         self.object = "list"
         self.data = data
@@ -1327,6 +1490,7 @@ class CursorPage(_Generic[_M]):
         self.first_id = first_id
         self.last_id = last_id
         self._fetch = fetch
+        self._raw = raw
 
     def __repr__(self) -> str:
         return f"<CursorPage of {len(self.data)} items, has_more={self.has_more}>"
@@ -1334,6 +1498,50 @@ class CursorPage(_Generic[_M]):
     def has_next_page(self) -> bool:
         """Whether another page may follow this one."""
         return self.has_more is not False and bool(self.data) and self._fetch is not None
+
+    def next_page_info(self) -> PageInfo | None:
+        """Where the next page starts, after this page's last item; None for an empty page.
+
+        As in the official package, a page the server said is the last still gives one:
+        ``has_next_page()`` is what says whether to fetch it.
+        """
+        cursor = getattr(self.data[-1], "id", None) if self.data else None
+        return None if cursor is None else PageInfo(params={"after": cursor})
+
+    def model_dump(self, **options: Any) -> dict[str, Any]:
+        """The page as the official package dumps it: ``data`` (each item's ``model_dump``
+        with the same options), ``has_more``, then what else the server sent (``object``,
+        ``first_id``, ``last_id``) in its order."""
+        include, exclude = options.pop("include", None), options.pop("exclude", None)
+        values: dict[str, Any] = {"data": self.data, "has_more": self.has_more}
+        if self._raw is None:
+            values.update(object=self.object, first_id=self.first_id, last_id=self.last_id)
+        else:
+            values.update((key, value) for key, value in self._raw.items() if key not in values)
+        if options.get("exclude_unset") and self._raw is not None and "has_more" not in self._raw:
+            del values["has_more"]
+        out = {}
+        for key, value in values.items():
+            if _picked(include, key) is False or _picked(exclude, key) is True:
+                continue
+            out[key] = [item.model_dump(**options) for item in value] if key == "data" else value
+        if options.get("exclude_none"):
+            out = {key: value for key, value in out.items() if value is not None}
+        return out
+
+    def model_dump_json(self, *, indent: int | None = None, **options: Any) -> str:
+        """``model_dump()`` as JSON: compact unless ``indent``, non-ASCII as it is."""
+        separators = (",", ":") if indent is None else None
+        dumped = self.model_dump(**options)
+        return json.dumps(dumped, indent=indent, separators=separators, ensure_ascii=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The page as the server sent it, each item's ``to_dict()`` in ``data``."""
+        if self._raw is None:
+            return self.model_dump(exclude_none=True)
+        out = {key: _to_json_value(value) for key, value in self._raw.items()}
+        out["data"] = [_to_json_value(item) for item in self.data]
+        return out
 
     def get_next_page(self) -> CursorPage[_M]:
         """Fetch the page after this one."""
@@ -2052,10 +2260,13 @@ class _Transport:
                 error = _unexpected_body("JSON", raw, response.status, received, request)
                 raise self.scrubbed(error, sent)
             try:
-                return parse(payload)
+                made = parse(payload)
             except APIError as exc:  # the wrong shape: its body is what the server sent
                 exc.request = exc.request or request
                 raise self.scrubbed(exc, sent) from None
+            if isinstance(made, (_Model, CursorPage)):
+                made._request_id = received.get("x-request-id")
+            return made
 
         return self.call(attempt, recover=recover)
 
@@ -2727,6 +2938,7 @@ def _page(
         first_id=page.get("first_id"),
         last_id=last_id,
         fetch=fetch,
+        raw=page,
     )
 
 
@@ -3651,6 +3863,7 @@ class _BatchWebhookEvent(WebhookEvent):
     _type = ""  # each event's type, the default of its ``type``
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         # The event classes below differ in this default only; giving it here spares each
         # the import time of a dataclass of its own.
         if not self.type:
@@ -5135,6 +5348,7 @@ class AsyncCursorPage(_Generic[_M]):
         self._page, self._run = page, run
         self.data, self.has_more = page.data, page.has_more
         self.first_id, self.last_id, self.object = page.first_id, page.last_id, page.object
+        self._request_id = page._request_id
 
     def __repr__(self) -> str:
         return "<Async" + repr(self._page)[1:]
@@ -5142,6 +5356,22 @@ class AsyncCursorPage(_Generic[_M]):
     def has_next_page(self) -> bool:
         """Whether another page may follow this one."""
         return self._page.has_next_page()
+
+    def next_page_info(self) -> PageInfo | None:
+        """Where the next page starts; see ``CursorPage.next_page_info``."""
+        return self._page.next_page_info()
+
+    def model_dump(self, **options: Any) -> dict[str, Any]:
+        """The page as the official package dumps it; see ``CursorPage.model_dump``."""
+        return self._page.model_dump(**options)
+
+    def model_dump_json(self, *, indent: int | None = None, **options: Any) -> str:
+        """``model_dump()`` as JSON."""
+        return self._page.model_dump_json(indent=indent, **options)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The page as the server sent it."""
+        return self._page.to_dict()
 
     async def get_next_page(self) -> AsyncCursorPage[_M]:
         """Fetch the page after this one, on the thread pool."""

@@ -6958,6 +6958,81 @@ def test_model_dump_matches_the_official_package(client: Client, api: FakeAPI) -
     assert ours.model_dump_json() == theirs.model_dump_json()
 
 
+def test_object_helpers_are_the_official_ones(client: Client, api: FakeAPI) -> None:
+    """Issue 17, item 7: the request id, the pydantic helpers, and nested include and exclude."""
+    sent = api.add_batch(
+        status="completed", request_counts={"total": 3, "completed": 2, "failed": 1}
+    )
+    api.batches[sent["id"]]["novel_field"] = 1  # newer than this module
+    batch = client.batches.retrieve(sent["id"])
+    assert batch._request_id is not None and batch._request_id.startswith("req_")
+    assert client.batches.list()._request_id.startswith("req_")
+    assert ob.Batch()._request_id is None  # not from a response
+    assert list(ob.Batch.model_fields)[:3] == ["id", "completion_window", "created_at"]
+    assert set(ob.FileObject.model_fields) >= {"id", "bytes", "filename", "purpose"}
+    assert batch.model_fields_set == set(api.batches[sent["id"]]) - {"novel_field"}
+    assert batch.model_extra == {"novel_field": 1}
+    copied = batch.model_copy(update={"status": "failed", "x": 2})
+    assert (copied.status, batch.status) == ("failed", "completed")
+    assert copied.model_extra == {"novel_field": 1, "x": 2} and copied.to_dict()["x"] == 2
+    assert {"status", "x"} <= copied.model_fields_set
+    assert batch.to_dict() == api.batches[sent["id"]]  # exact, as the server sent it
+    text = json.dumps(api.batches[sent["id"]])
+    assert ob.Batch.model_validate_json(text) == batch
+    built = ob.Batch(**{k: v for k, v in api.batches[sent["id"]].items() if k != "novel_field"})
+    assert (
+        isinstance(built.request_counts, ob.BatchRequestCounts) and built.request_counts.failed == 1
+    )
+    constructed = ob.Batch.construct(
+        id="b", request_counts={"total": 1, "completed": 1, "failed": 0}
+    )
+    assert isinstance(constructed.request_counts, ob.BatchRequestCounts)
+    assert constructed.model_fields_set == {"id", "request_counts"}
+    assert ob.BatchCompletedWebhookEvent(data={"id": "b"}).data == ob.BatchWebhookEventData(id="b")
+    dropped = batch.model_dump(exclude={"request_counts": {"failed"}})
+    assert dropped["request_counts"] == {"completed": 2, "total": 3}
+    picked = batch.model_dump(include={"id": True, "request_counts": {"total"}})
+    assert picked == {"id": sent["id"], "request_counts": {"total": 3}}
+    assert batch.model_dump_json(include={"id"}) == f'{{"id":"{sent["id"]}"}}'
+
+
+def test_pages_give_next_page_info_and_dump_as_the_official_ones(
+    client: Client, api: FakeAPI
+) -> None:
+    """Issue 17, item 9: PageInfo with the next cursor, and a page's dumps as the server sent."""
+    import asyncio
+
+    for _ in range(3):
+        api.add_batch(status="completed")
+    newest_first = list(api.batches)[::-1]
+    page = client.batches.list(limit=2)
+    info = page.next_page_info()
+    assert isinstance(info, ob.PageInfo) and info.params == {"after": newest_first[1]}
+    assert repr(info) == f"PageInfo(params={{'after': '{newest_first[1]}'}})"
+    dumped = page.model_dump()
+    assert list(dumped) == ["data", "has_more", "object", "first_id", "last_id"]
+    assert [item["id"] for item in dumped["data"]] == newest_first[:2]
+    assert dumped["data"][0] == page.data[0].model_dump()
+    assert (dumped["has_more"], dumped["object"]) == (True, "list")
+    assert (dumped["first_id"], dumped["last_id"]) == tuple(newest_first[:2])
+    assert page.to_dict() == {**dumped, "data": [api.batches[i] for i in newest_first[:2]]}
+    assert page.model_dump_json() == json.dumps(dumped, separators=(",", ":"))
+    assert page._request_id is not None and page._request_id.startswith("req_")
+    last = page.get_next_page()
+    assert last.has_more is False and not last.has_next_page()
+    assert last.next_page_info().params == {"after": newest_first[2]}  # as the official gives
+    assert client.batches.list(after=newest_first[2]).next_page_info() is None  # empty page
+
+    async def async_page() -> Any:
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url) as aclient:
+            return await aclient.batches.list(limit=2)
+
+    apage = asyncio.run(async_page())
+    assert apage.next_page_info().params == info.params
+    assert apage.model_dump() == dumped and apage.to_dict() == page.to_dict()
+    assert apage.model_dump_json(indent=2) == json.dumps(dumped, indent=2)
+
+
 def test_with_raw_response_gives_headers_status_and_the_object(
     client: Client, api: FakeAPI
 ) -> None:
@@ -7616,6 +7691,74 @@ def test_metadata_dumps_as_the_official_package_gives_it(api: FakeAPI) -> None:
         assert mine.model_dump_json().replace(mine.id, "") == theirs.model_dump_json().replace(
             theirs.id, ""
         )
+
+
+def test_object_helpers_agree_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17, item 7: the same helpers on the same batch, on both packages."""
+    openai = pytest.importorskip("openai")
+    sent = api.add_batch(
+        status="completed", request_counts={"total": 3, "completed": 2, "failed": 1}
+    )
+    api.batches[sent["id"]]["novel_field"] = {"kept": 1}
+    official = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    ours = make_client(api)
+
+    def script(package: Any, client: Any) -> list[Any]:
+        batch = client.batches.retrieve(sent["id"])
+        copied = batch.model_copy(update={"status": "failed", "x": 2})
+        raw = api.batches[sent["id"]]
+        known = {k: v for k, v in raw.items() if k != "novel_field"}
+        return [
+            batch._request_id.startswith("req_"),
+            list(package.Batch.model_fields),
+            sorted(batch.model_fields_set),
+            batch.model_extra,
+            (copied.status, copied.model_extra, sorted(copied.model_fields_set), copied.to_dict()),
+            package.Batch.model_validate_json(json.dumps(raw)).model_dump(),
+            package.Batch(**known).model_dump(),
+            package.Batch.construct(**raw).model_dump(),
+            batch.model_dump(exclude={"request_counts": {"failed"}}),
+            batch.model_dump(include={"id": True, "request_counts": {"total"}}),
+            batch.model_dump_json(include={"id", "usage"}, exclude={"usage"}),
+            batch.to_dict(),
+        ]
+
+    assert script(ob, ours) == script(openai.types, official)
+
+
+def test_pages_agree_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17, item 9: next_page_info and a page's dumps, sync and async, on both packages."""
+    openai = pytest.importorskip("openai")
+    import asyncio
+
+    for _ in range(3):
+        api.add_batch(status="completed")
+    api.add_file(b"{}\n", filename="in.jsonl")
+
+    def seen(page: Any) -> list[Any]:
+        info = page.next_page_info()
+        return [
+            None if info is None else (repr(info), info.params),
+            page.model_dump(),
+            page.to_dict(),
+            page.model_dump_json(),
+            page.model_dump(exclude={"first_id"}, include={"data", "first_id", "object"}),
+        ]
+
+    def script(client: Any) -> list[Any]:
+        page = client.batches.list(limit=2)
+        last = page.get_next_page()
+        return [seen(page), seen(last), seen(client.files.list())]
+
+    async def async_script(client: Any) -> list[Any]:
+        page = await client.batches.list(limit=2)
+        return seen(page)
+
+    official = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    assert script(make_client(api)) == script(official)
+    theirs = openai.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    ours = ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    assert asyncio.run(async_script(ours)) == asyncio.run(async_script(theirs))
 
 
 def test_an_unknown_type_differs_from_the_official_package_on_purpose() -> None:
