@@ -5089,16 +5089,87 @@ class AsyncCursorPage(_Generic[_M]):
                 yield item
 
 
+class _AsyncPieces(_Generic[_T]):
+    """An ``async for`` over pieces already in memory, which may also be awaited first.
+
+    The official content's ``aiter_*`` are ``async def`` functions that return httpx's
+    iterator, so code written for it reads ``async for line in await content.aiter_lines()``;
+    code written for httpx leaves the ``await`` out. Both work here.
+    """
+
+    def __init__(self, pieces: Iterator[_T]) -> None:
+        self._pieces = pieces
+
+    def __await__(self) -> Any:
+        return self._itself().__await__()
+
+    async def _itself(self) -> _AsyncPieces[_T]:
+        return self
+
+    def __aiter__(self) -> _AsyncPieces[_T]:
+        return self
+
+    async def __anext__(self) -> _T:
+        try:
+            return next(self._pieces)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
 class _AsyncContent:
     """A file's content, as the official async client gives it: read whole in the await,
-    then ``read()``, ``text`` and ``write_to_file()`` at once. For a file too big to hold,
-    ``await client.download(...)`` streams it to disk."""
+    then ``read()``, ``text`` and ``write_to_file()`` at once, or ``await aread()`` and
+    ``async for`` over ``aiter_bytes()``, ``aiter_text()`` or ``aiter_lines()``. For a file too
+    big to hold, ``await client.download(...)`` streams it to disk.
+
+    The body is in memory once awaited, so the ``a``-methods never touch the network and
+    never block the loop; they are async only to be awaited as httpx's are.
+    """
 
     def __init__(self, body: bytes) -> None:
         self.content = body
 
     def read(self) -> bytes:
         return self.content
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """The body in chunks of ``chunk_size`` bytes, or whole when it is None (as httpx)."""
+        size = chunk_size or len(self.content) or 1
+        for start in range(0, len(self.content), size):
+            yield self.content[start : start + size]
+
+    def iter_text(self, chunk_size: int | None = None) -> Iterator[str]:
+        """The text in chunks of ``chunk_size`` characters, or whole when it is None."""
+        text = self.text
+        size = chunk_size or len(text) or 1
+        for start in range(0, len(text), size):
+            yield text[start : start + size]
+
+    def iter_lines(self) -> Iterator[str]:
+        """The text's lines without their endings: ``\n``, ``\r\n`` or ``\r``, as httpx
+        splits them (``str.splitlines`` would also split on form feeds and the like)."""
+        import re
+
+        lines = re.split(r"\r\n|\r|\n", self.text)
+        yield from lines[:-1] if lines[-1] == "" else lines
+
+    async def aread(self) -> bytes:
+        return self.content
+
+    def aiter_bytes(self, chunk_size: int | None = None) -> _AsyncPieces[bytes]:
+        return _AsyncPieces(self.iter_bytes(chunk_size))
+
+    def aiter_text(self, chunk_size: int | None = None) -> _AsyncPieces[str]:
+        return _AsyncPieces(self.iter_text(chunk_size))
+
+    def aiter_lines(self) -> _AsyncPieces[str]:
+        return _AsyncPieces(self.iter_lines())
+
+    def close(self) -> None:
+        """Nothing to release: the connection went back to the pool in the await."""
+
+    async def aclose(self) -> None:
+        """Nothing to release, as ``close``."""
 
     @property
     def text(self) -> str:

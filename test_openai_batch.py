@@ -7464,6 +7464,23 @@ def test_async_pages_agree_with_the_official_package(api: FakeAPI) -> None:
     assert len(theirs[0][0]) == 4 and len(theirs[0][2]) == 2
 
 
+def test_async_content_agrees_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17, item 8: the same async reads of a file's content on both packages."""
+    openai = pytest.importorskip("openai")
+    import asyncio
+
+    file_id = str(api.add_file(_MIXED_LINES)["id"])
+
+    def run(package: Any) -> dict[str, Any]:
+        async def main() -> dict[str, Any]:
+            client = package.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+            return await _read_async_content(client, file_id)
+
+        return asyncio.run(main())
+
+    assert run(ob) == run(openai)
+
+
 def test_timeout_and_sentinels_agree_with_the_official_package(api: FakeAPI) -> None:
     openai = pytest.importorskip("openai")
     theirs, ours = openai.Timeout(60, connect=5), ob.Timeout(60, connect=5)
@@ -7522,6 +7539,56 @@ def test_the_async_client_awaits_the_same_calls(api: FakeAPI, tmp_path: Any) -> 
     assert seen["again"] == (seen["raw"][1], 5.0, "AsyncOpenAI")
     assert seen["raw"][0] == 200 and seen["models"] == list(api.models)
     assert seen["base_url"] == api.base_url
+
+
+_MIXED_LINES = b'{"a": 1}\r\n{"b": "\xc3\xa9"}\n\n{"c": 3}\r{"d": 4}'
+
+
+async def _read_async_content(client: Any, file_id: str) -> dict[str, Any]:
+    """Every way to read an async file's content, as the official async content offers: its
+    `aiter_*` are coroutines that return the iterator, hence `async for ... in await`."""
+    content = await client.files.content(file_id)
+    return {
+        "aread": await content.aread(),
+        "bytes": [chunk async for chunk in await content.aiter_bytes()],
+        "bytes by 7": [chunk async for chunk in await content.aiter_bytes(7)],
+        "text": [chunk async for chunk in await content.aiter_text()],
+        "text by 5": [chunk async for chunk in await content.aiter_text(5)],
+        "lines": [line async for line in await content.aiter_lines()],
+        "read": content.read(),
+    }
+
+
+def test_async_content_is_read_with_aread_and_async_for(api: FakeAPI) -> None:
+    """Issue 17, item 8: `await content.aread()`, and `aiter_bytes()`, `aiter_text()` and
+    `aiter_lines()` with `async for`, awaited first as the official package's are, or not as
+    httpx's are; chunks as httpx gives them from a body already read."""
+    import asyncio
+
+    file_id = str(api.add_file(_MIXED_LINES)["id"])
+    empty_id = str(api.add_file(b"", filename="empty.jsonl")["id"])
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url) as client:
+            return await asyncio.gather(
+                _read_async_content(client, file_id), _read_async_content(client, empty_id)
+            )
+
+    async def without_await() -> list[str]:
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url) as client:
+            content = await client.files.content(file_id)
+            return [line async for line in content.aiter_lines()]  # as httpx's, too
+
+    seen, empty = asyncio.run(main())
+    assert asyncio.run(without_await()) == seen["lines"]
+    text = _MIXED_LINES.decode()
+    assert seen["aread"] == seen["read"] == _MIXED_LINES and seen["bytes"] == [_MIXED_LINES]
+    assert b"".join(seen["bytes by 7"]) == _MIXED_LINES
+    assert [len(chunk) for chunk in seen["bytes by 7"]][:-1] == [7] * 5
+    assert seen["text"] == [text] and "".join(seen["text by 5"]) == text
+    assert set(map(len, seen["text by 5"][:-1])) == {5}
+    assert seen["lines"] == ['{"a": 1}', '{"b": "\u00e9"}', "", '{"c": 3}', '{"d": 4}']
+    assert empty == {key: b"" if key in ("aread", "read") else [] for key in empty}
 
 
 def test_the_async_client_reads_metadata_back_as_given(api: FakeAPI) -> None:
