@@ -6936,6 +6936,12 @@ def test_with_streaming_response_reads_a_file_as_it_arrives(
     sent = api.add_batch(status="completed")
     with client.batches.with_streaming_response.retrieve(sent["id"]) as response:
         assert response.parse().id == sent["id"] == response.json()["id"]
+        assert list(response.iter_lines()) == [response.text()] and response.is_closed
+        assert b"".join(response.iter_bytes(5)) == response.read()
+        response.stream_to_file(tmp_path / "batch.json")
+        with pytest.raises(AttributeError):
+            response.nope  # noqa: B018
+    assert json.loads((tmp_path / "batch.json").read_text())["id"] == sent["id"]
     with raises(ob.NotFoundError), client.files.with_streaming_response.content("file-nope"):
         pass
 
