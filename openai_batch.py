@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     _M = TypeVar("_M", bound="_Model")
     _E = TypeVar("_E", bound="APIError")
     _T = TypeVar("_T")
+    _AnyStr = TypeVar("_AnyStr", str, bytes)
     # how an async call runs a blocking one: `_in_thread`, or a client's own `_run`
     _Run = Callable[..., Awaitable[Any]]
     _Headers = Mapping[str, Optional[str]]
@@ -398,7 +399,8 @@ class _AnyCase:
 
 
 class _ErrorResponse:
-    """The response of an error, read as the official package's ``httpx.Response`` is:
+    """The response of an error (or a raw call's ``http_response``), read as the official
+    package's ``httpx.Response`` is:
     ``status_code``, ``headers``, ``content``, ``text``, ``json()``, ``url``,
     ``reason_phrase``, ``request`` and ``http_version``.
 
@@ -2487,6 +2489,22 @@ def _query_value(value: object) -> str | None:
     return str(value)
 
 
+def _pieces(data: _AnyStr, size: int | None) -> Iterator[_AnyStr]:
+    """``data`` in pieces of ``size``, or whole when it is None; none when it is empty (httpx)."""
+    size = size or len(data) or 1
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def _split_lines(text: str) -> list[str]:
+    r"""Lines without their endings: ``\n``, ``\r\n`` or ``\r``, as httpx splits them
+    (``str.splitlines`` would also split on form feeds and the like)."""
+    import re
+
+    lines = re.split(r"\r\n|\r|\n", text)
+    return lines[:-1] if lines[-1] == "" else lines
+
+
 class BinaryContent:
     """A file's content, read from the network as it is consumed.
 
@@ -3348,6 +3366,11 @@ class Batches:
         request id), ``raw.status_code``, and ``raw.parse()`` for the batch."""
         return _WithRawResponse(self, ("create", "retrieve", "list", "cancel"))
 
+    @property
+    def with_streaming_response(self) -> Any:
+        """The same calls, each a context manager for the response: ``with ... as response``."""
+        return _WithStreamingResponse(self, ("create", "retrieve", "list", "cancel"))
+
 
 class _Poller:
     """The polls of one ``wait``: ``on_update`` on each change, and outages ridden out.
@@ -3530,7 +3553,26 @@ class Files:
     def with_raw_response(self) -> Any:
         """The same calls, giving the HTTP response: ``.headers``, ``.status_code`` and
         ``.parse()`` for the file."""
-        return _WithRawResponse(self, ("create", "retrieve", "list", "delete", "content"))
+        return _WithRawResponse(self, _FILE_CALLS)
+
+    @property
+    def with_streaming_response(self) -> Any:
+        """The same calls, each a context manager for the response; the official package's
+        way to read a file's content: ``response.iter_bytes()``, ``stream_to_file(path)``."""
+        return _WithStreamingResponse(self, _FILE_CALLS)
+
+    def retrieve_content(self, file_id: str, **options: Any) -> str:
+        """A file's content as text. Deprecated, as in the official package: use ``content``."""
+        import warnings
+
+        warnings.warn(
+            "The `.content()` method should be used instead", DeprecationWarning, stacklevel=2
+        )
+        with self.content(file_id, **options) as body:
+            return body.text
+
+
+_FILE_CALLS = ("create", "retrieve", "list", "delete", "content", "retrieve_content")
 
 
 class Models:
@@ -3582,6 +3624,11 @@ class Models:
         """The same calls, giving the HTTP response; see ``Batches.with_raw_response``."""
         return _WithRawResponse(self, ("retrieve", "list"))
 
+    @property
+    def with_streaming_response(self) -> Any:
+        """The same calls, each a context manager for the response."""
+        return _WithStreamingResponse(self, ("retrieve", "list"))
+
 
 class LegacyAPIResponse(_Generic[_T]):
     """What a ``with_raw_response`` call gives: the HTTP response, and ``parse()`` for the
@@ -3608,6 +3655,15 @@ class LegacyAPIResponse(_Generic[_T]):
     def request_id(self) -> str | None:
         value: str | None = self.headers.get("x-request-id")
         return value
+
+    @property
+    def http_response(self) -> _ErrorResponse:
+        """The response as httpx's is read: ``status_code``, ``headers``, ``url``, ``request``
+        (method and URL) and ``content``, which is empty for a streamed body not yet read."""
+        body = b"" if self._body is None else self._body
+        return _ErrorResponse(
+            self.status_code, dict(self.headers.items()), body, _RequestInfo(self.method, self.url)
+        )
 
     def parse(self) -> _T:
         """The object the plain call returns."""
@@ -3655,6 +3711,121 @@ class _WithRawResponse:
             return LegacyAPIResponse(seen[-1], parsed)
 
         return call
+
+
+class _WithStreamingResponse:
+    """A resource's calls, each giving a context manager for the response, whose body is read
+    as it is used: ``with client.files.with_streaming_response.content(id) as response:``."""
+
+    def __init__(self, resource: Any, names: tuple[str, ...]) -> None:
+        self._raw = _WithRawResponse(resource, names)
+
+    def __getattr__(self, name: str) -> Callable[..., _StreamedResponseContext]:
+        if name not in self._raw._names:
+            raise AttributeError(f"with_streaming_response has no {name!r}")
+        call = getattr(self._raw, name)
+        return lambda *args, **kwargs: _StreamedResponseContext(lambda: call(*args, **kwargs))
+
+
+class _StreamedResponseContext:
+    """Makes the request on ``with`` (not before), and closes the response after it."""
+
+    def __init__(self, call: Callable[[], LegacyAPIResponse[Any]]) -> None:
+        self._call = call
+        self._response: _StreamedResponse | None = None
+
+    def __enter__(self) -> _StreamedResponse:
+        self._response = _StreamedResponse(self._call())
+        return self._response
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._response is not None:
+            self._response.close()
+
+
+class _StreamedResponse:
+    """A streamed response, as the official ``APIResponse`` is read: ``headers``,
+    ``status_code``, ``http_response``, ``parse()``, and the body by ``read()``, ``text()``,
+    ``json()``, ``iter_bytes()``, ``iter_text()``, ``iter_lines()`` or ``stream_to_file()``.
+
+    A file's content is read from the network as it is used, once; any other body (a batch's
+    JSON) was read whole by the call.
+    """
+
+    def __init__(self, raw: LegacyAPIResponse[Any]) -> None:
+        self._raw = raw
+        self.headers, self.status_code, self.url = raw.headers, raw.status_code, raw.url
+        self.method, self.retries_taken, self.elapsed = raw.method, raw.retries_taken, raw.elapsed
+        self.http_version = raw.http_version
+
+    def __repr__(self) -> str:
+        return repr(self._raw)
+
+    def __getattr__(self, name: str) -> Any:  # request_id, http_response
+        if name not in ("request_id", "http_response"):
+            raise AttributeError(f"{type(self).__name__} has no {name!r}")
+        return getattr(self._raw, name)
+
+    def _streamed(self) -> BinaryContent | None:
+        body = self._raw._parsed
+        return body if isinstance(body, BinaryContent) and self._raw._body is None else None
+
+    def parse(self) -> Any:
+        return self._raw.parse()
+
+    def read(self) -> bytes:
+        return self._raw.content
+
+    def text(self) -> str:
+        return self.read().decode("utf-8")
+
+    def json(self) -> Any:
+        return json.loads(self.read())
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """The body in chunks of ``chunk_size`` bytes, or as they arrive when it is None."""
+        streamed = self._streamed()
+        if streamed is not None:
+            yield from streamed.iter_bytes(chunk_size or 64 * 1024)
+            return
+        yield from _pieces(self.read(), chunk_size)
+
+    def iter_text(self, chunk_size: int | None = None) -> Iterator[str]:
+        import codecs
+
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        for chunk in self.iter_bytes(chunk_size):
+            yield decoder.decode(chunk)
+        yield decoder.decode(b"", final=True)
+
+    def iter_lines(self) -> Iterator[str]:
+        """The lines, split as httpx splits them (see ``_split_lines``)."""
+        streamed = self._streamed()
+        if streamed is None:
+            yield from _split_lines(self.text())
+            return
+        for line in streamed.iter_lines():  # split at "\n", a "\r" before it dropped
+            yield from line.split("\r")  # so a "\r" left stands alone: a line ending to httpx
+
+    def stream_to_file(self, file: _PathLike, *, chunk_size: int | None = None) -> None:
+        """Save the body to ``file`` atomically, as it arrives."""
+        streamed = self._streamed()
+        if streamed is not None:
+            streamed.write_to_file(file)
+            return
+        with _AtomicFile(file) as out:
+            out.file.write(self.read())
+
+    def close(self) -> None:
+        """Drop the connection if the body was not read to its end."""
+        streamed = self._streamed()
+        if streamed is not None:
+            streamed.close()
+
+    @property
+    def is_closed(self) -> bool:
+        streamed = self._streamed()
+        return streamed is None or streamed._finished
 
 
 def _file_source(file: _FileInput) -> tuple[str, int, Callable[[], Iterator[bytes]]]:
@@ -4805,6 +4976,22 @@ def _default_random() -> float:
     return random.random()
 
 
+class _ResourceViews:
+    """``client.with_raw_response`` and ``client.with_streaming_response``: each resource of
+    the client, seen through that view (``client.with_raw_response.batches.retrieve(id)``)."""
+
+    def __init__(self, client: Any, view: str) -> None:
+        self._client, self._view = client, view
+
+    def __repr__(self) -> str:
+        return f"<{self._view} of {self._client!r}>"
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in ("batches", "files", "models"):
+            raise AttributeError(f"{self._view} has no {name!r}")
+        return getattr(getattr(self._client, name), self._view)
+
+
 class Client:
     """The OpenAI Batch API: ``client.batches`` and ``client.files``. Also exported as OpenAI.
 
@@ -4902,6 +5089,16 @@ class Client:
             headers["OpenAI-Project"] = self.project
         headers.update(self.default_headers)
         return headers
+
+    @property
+    def with_raw_response(self) -> Any:
+        """Every resource's calls giving the HTTP response: ``.batches.retrieve(id).headers``."""
+        return _ResourceViews(self, "with_raw_response")
+
+    @property
+    def with_streaming_response(self) -> Any:
+        """Every resource's calls as context managers for the response."""
+        return _ResourceViews(self, "with_streaming_response")
 
     def with_options(
         self,
@@ -5394,16 +5591,78 @@ class AsyncCursorPage(_Generic[_M]):
                 yield item
 
 
+class _AsyncPieces(_Generic[_T]):
+    """An ``async for`` over pieces already in memory, which may also be awaited first.
+
+    The official content's ``aiter_*`` are ``async def`` functions that return httpx's
+    iterator, so code written for it reads ``async for line in await content.aiter_lines()``;
+    code written for httpx leaves the ``await`` out. Both work here.
+    """
+
+    def __init__(self, pieces: Iterator[_T]) -> None:
+        self._pieces = pieces
+
+    def __await__(self) -> Any:
+        return self._itself().__await__()
+
+    async def _itself(self) -> _AsyncPieces[_T]:
+        return self
+
+    def __aiter__(self) -> _AsyncPieces[_T]:
+        return self
+
+    async def __anext__(self) -> _T:
+        try:
+            return next(self._pieces)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
 class _AsyncContent:
     """A file's content, as the official async client gives it: read whole in the await,
-    then ``read()``, ``text`` and ``write_to_file()`` at once. For a file too big to hold,
-    ``await client.download(...)`` streams it to disk."""
+    then ``read()``, ``text`` and ``write_to_file()`` at once, or ``await aread()`` and
+    ``async for`` over ``aiter_bytes()``, ``aiter_text()`` or ``aiter_lines()``. For a file too
+    big to hold, ``await client.download(...)`` streams it to disk.
+
+    The body is in memory once awaited, so the ``a``-methods never touch the network and
+    never block the loop; they are async only to be awaited as httpx's are.
+    """
 
     def __init__(self, body: bytes) -> None:
         self.content = body
 
     def read(self) -> bytes:
         return self.content
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """The body in chunks of ``chunk_size`` bytes, or whole when it is None (as httpx)."""
+        return _pieces(self.content, chunk_size)
+
+    def iter_text(self, chunk_size: int | None = None) -> Iterator[str]:
+        """The text in chunks of ``chunk_size`` characters, or whole when it is None."""
+        return _pieces(self.text, chunk_size)
+
+    def iter_lines(self) -> Iterator[str]:
+        """The text's lines, split as httpx splits them (see ``_split_lines``)."""
+        return iter(_split_lines(self.text))
+
+    async def aread(self) -> bytes:
+        return self.content
+
+    def aiter_bytes(self, chunk_size: int | None = None) -> _AsyncPieces[bytes]:
+        return _AsyncPieces(self.iter_bytes(chunk_size))
+
+    def aiter_text(self, chunk_size: int | None = None) -> _AsyncPieces[str]:
+        return _AsyncPieces(self.iter_text(chunk_size))
+
+    def aiter_lines(self) -> _AsyncPieces[str]:
+        return _AsyncPieces(self.iter_lines())
+
+    def close(self) -> None:
+        """Nothing to release: the connection went back to the pool in the await."""
+
+    async def aclose(self) -> None:
+        """Nothing to release, as ``close``."""
 
     @property
     def text(self) -> str:
@@ -5464,7 +5723,7 @@ class AsyncBatches(_Async):
 class AsyncFiles(_Async):
     """``client.files``, awaited; ``content()`` gives a body to ``await .read()`` or save."""
 
-    _calls = ("create", "retrieve", "delete", "wait_for_processing")
+    _calls = ("create", "retrieve", "delete", "wait_for_processing", "retrieve_content")
     _lists = ("list",)
 
     async def content(self, file_id: str, **options: Any) -> _AsyncContent:
@@ -5518,6 +5777,17 @@ class AsyncOpenAI:
 
     def __getattr__(self, name: str) -> Any:  # base_url, api_key, timeout, ...
         return getattr(self._client, name)
+
+    @property
+    def with_raw_response(self) -> Any:
+        """Every resource's calls giving the HTTP response, awaited."""
+        return _ResourceViews(self, "with_raw_response")
+
+    @property
+    def with_streaming_response(self) -> Any:
+        """Not offered by the async client (a resource raises ``AttributeError``): its bodies
+        are read whole in the await; stream one to disk with ``await client.download(...)``."""
+        return _ResourceViews(self, "with_streaming_response")
 
     def with_options(self, **changes: Any) -> AsyncOpenAI:
         """A new async client with these settings changed and the others kept."""

@@ -7057,6 +7057,103 @@ def test_with_raw_response_gives_headers_status_and_the_object(
     assert api.requests[-1].headers.get("x-stainless-raw-response") is None
 
 
+def test_with_streaming_response_reads_a_file_as_it_arrives(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 17, item 6: the official deprecation warning's advice works as a context manager;
+    the request is made on `with`, and a body left unread is closed after it."""
+    file_id = str(api.add_file(_MIXED_LINES)["id"])
+    streaming = client.files.with_streaming_response.content(file_id)
+    assert not any(r.path.endswith("/content") for r in api.requests)
+    with streaming as response:
+        assert (response.status_code, response.method) == (200, "GET")
+        assert response.headers["X-Request-Id"] == response.request_id
+        assert response.http_response.url == response.url and not response.is_closed
+        assert b"".join(response.iter_bytes(7)) == _MIXED_LINES
+    assert response.is_closed
+    with client.files.with_streaming_response.content(file_id) as response:
+        response.stream_to_file(tmp_path / "out.jsonl")
+    assert (tmp_path / "out.jsonl").read_bytes() == _MIXED_LINES
+    with client.files.with_streaming_response.content(file_id) as response:
+        lines = list(response.iter_lines())
+    assert lines == ['{"a": 1}', '{"b": "\u00e9"}', "", '{"c": 3}', '{"d": 4}']
+    with client.files.with_streaming_response.content(file_id) as response:
+        assert response.read() == _MIXED_LINES and response.text() == _MIXED_LINES.decode()
+    with client.files.with_streaming_response.content(file_id) as response:
+        pass  # never read: closed, and the next call still works
+    with client.with_streaming_response.files.content(file_id) as response:
+        assert "".join(response.iter_text(3)) == _MIXED_LINES.decode()
+    sent = api.add_batch(status="completed")
+    with client.batches.with_streaming_response.retrieve(sent["id"]) as response:
+        assert response.parse().id == sent["id"] == response.json()["id"]
+        assert list(response.iter_lines()) == [response.text()] and response.is_closed
+        assert b"".join(response.iter_bytes(5)) == response.read()
+        response.stream_to_file(tmp_path / "batch.json")
+        with pytest.raises(AttributeError):
+            response.nope  # noqa: B018
+    assert json.loads((tmp_path / "batch.json").read_text())["id"] == sent["id"]
+    with raises(ob.NotFoundError), client.files.with_streaming_response.content("file-nope"):
+        pass
+
+
+def test_retrieve_content_is_deprecated_and_gives_text(client: Client, api: FakeAPI) -> None:
+    """Issue 17, item 6: as the official package, a str and its DeprecationWarning."""
+    file_id = str(api.add_file(_MIXED_LINES)["id"])
+    with pytest.warns(DeprecationWarning, match=r"^The `\.content\(\)` method should be used"):
+        text = client.files.retrieve_content(file_id)
+    assert text == _MIXED_LINES.decode()
+    with pytest.warns(DeprecationWarning):
+        raw = client.with_raw_response.files.retrieve_content(file_id)
+    assert raw.parse() == text
+
+
+def test_client_level_with_raw_response_and_a_full_headers_mapping(
+    client: Client, api: FakeAPI
+) -> None:
+    """Issue 17, item 6: `client.with_raw_response.batches...`; `raw.headers` reads as a
+    read-only mapping in any case; `raw.http_response` as httpx's response; no key in any."""
+    sent = api.add_batch(status="completed")
+    raw = client.with_raw_response.batches.retrieve(sent["id"])
+    assert raw.parse().id == sent["id"] and raw.status_code == 200
+    headers = dict(raw.headers)
+    assert headers == dict(raw.headers.items()) and list(headers) == raw.headers.keys()
+    assert headers["content-type"].startswith("application/json")
+    assert raw.headers.get("CONTENT-TYPE") == headers["content-type"] == raw.headers["Content-Type"]
+    assert raw.headers.get("nope", "x") == "x" and "X-REQUEST-ID" in raw.headers
+    with pytest.raises(TypeError):
+        raw.headers["x-request-id"] = "mine"  # type: ignore[index]
+    http = raw.http_response
+    assert (http.status_code, http.url, http.request.method) == (200, raw.url, "GET")
+    assert http.headers == raw.headers and json.loads(http.content)["id"] == sent["id"]
+    assert client.with_raw_response.models.list().parse().data
+    file_id = _seeded_file(api)
+    assert client.with_raw_response.files.content(file_id).content == api.contents[file_id]
+    with pytest.raises(AttributeError, match="with_raw_response has no 'webhooks'"):
+        client.with_raw_response.webhooks  # noqa: B018
+    seen = repr(raw) + repr(http) + repr(vars(raw)) + repr(vars(http)) + repr(headers)
+    assert API_KEY not in seen and API_KEY not in repr(client.with_raw_response)
+
+
+def test_the_async_client_level_with_raw_response_is_awaited(api: FakeAPI) -> None:
+    """Issue 17, item 6, awaited; the async client streams no response (see its docstring)."""
+    import asyncio
+
+    sent = api.add_batch(status="completed")
+
+    async def main() -> Any:
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url) as client:
+            with pytest.raises(AttributeError):
+                client.with_streaming_response.batches  # noqa: B018
+            return await client.with_raw_response.batches.retrieve(sent["id"])
+
+    raw = asyncio.run(main())
+    assert (raw.status_code, raw.parse().id, raw.http_response.status_code) == (
+        200,
+        sent["id"],
+        200,
+    )
+
+
 def test_models_list_and_retrieve(client: Client, api: FakeAPI) -> None:
     models = client.models.list()
     assert [m.id for m in models] == list(api.models) and models.has_more is False
@@ -7804,6 +7901,63 @@ def test_async_pages_agree_with_the_official_package(api: FakeAPI) -> None:
     assert len(theirs[0][0]) == 4 and len(theirs[0][2]) == 2
 
 
+def test_async_content_agrees_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17, item 8: the same async reads of a file's content on both packages."""
+    openai = pytest.importorskip("openai")
+    import asyncio
+
+    file_id = str(api.add_file(_MIXED_LINES)["id"])
+
+    def run(package: Any) -> dict[str, Any]:
+        async def main() -> dict[str, Any]:
+            client = package.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+            return await _read_async_content(client, file_id)
+
+        return asyncio.run(main())
+
+    assert run(ob) == run(openai)
+
+
+def test_streaming_and_raw_access_agree_with_the_official_package(
+    api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 17, item 6: the same streamed, raw and deprecated reads on both packages."""
+    openai = pytest.importorskip("openai")
+    import warnings
+
+    file_id = str(api.add_file(_MIXED_LINES)["id"])
+    sent = api.add_batch(status="completed")
+
+    def run(package: Any) -> dict[str, Any]:
+        client = package.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+        out = tmp_path / package.__name__
+        with client.files.with_streaming_response.content(file_id) as response:
+            chunks = b"".join(response.iter_bytes())
+        with client.files.with_streaming_response.content(file_id) as response:
+            response.stream_to_file(out)
+        with client.files.with_streaming_response.content(file_id) as response:
+            lines = list(response.iter_lines())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            text = client.files.retrieve_content(file_id)
+        raw = client.with_raw_response.batches.retrieve(sent["id"])
+        headers = dict(raw.headers)
+        return {
+            "chunks": chunks,
+            "file": out.read_bytes(),
+            "lines": lines,
+            "text": text,
+            "warnings": [(w.category, str(w.message)) for w in caught],
+            "raw": (raw.status_code, raw.parse().id, raw.http_response.status_code),
+            "headers": {k: headers[k] for k in ("content-type", "x-request-id") if k in headers},
+            "get": raw.headers.get("Content-Type"),
+        }
+
+    ours, theirs = run(ob), run(openai)
+    ours["headers"].pop("x-request-id"), theirs["headers"].pop("x-request-id")
+    assert ours == theirs
+
+
 def test_timeout_and_sentinels_agree_with_the_official_package(api: FakeAPI) -> None:
     openai = pytest.importorskip("openai")
     theirs, ours = openai.Timeout(60, connect=5), ob.Timeout(60, connect=5)
@@ -7862,6 +8016,56 @@ def test_the_async_client_awaits_the_same_calls(api: FakeAPI, tmp_path: Any) -> 
     assert seen["again"] == (seen["raw"][1], 5.0, "AsyncOpenAI")
     assert seen["raw"][0] == 200 and seen["models"] == list(api.models)
     assert seen["base_url"] == api.base_url
+
+
+_MIXED_LINES = b'{"a": 1}\r\n{"b": "\xc3\xa9"}\n\n{"c": 3}\r{"d": 4}'
+
+
+async def _read_async_content(client: Any, file_id: str) -> dict[str, Any]:
+    """Every way to read an async file's content, as the official async content offers: its
+    `aiter_*` are coroutines that return the iterator, hence `async for ... in await`."""
+    content = await client.files.content(file_id)
+    return {
+        "aread": await content.aread(),
+        "bytes": [chunk async for chunk in await content.aiter_bytes()],
+        "bytes by 7": [chunk async for chunk in await content.aiter_bytes(7)],
+        "text": [chunk async for chunk in await content.aiter_text()],
+        "text by 5": [chunk async for chunk in await content.aiter_text(5)],
+        "lines": [line async for line in await content.aiter_lines()],
+        "read": content.read(),
+    }
+
+
+def test_async_content_is_read_with_aread_and_async_for(api: FakeAPI) -> None:
+    """Issue 17, item 8: `await content.aread()`, and `aiter_bytes()`, `aiter_text()` and
+    `aiter_lines()` with `async for`, awaited first as the official package's are, or not as
+    httpx's are; chunks as httpx gives them from a body already read."""
+    import asyncio
+
+    file_id = str(api.add_file(_MIXED_LINES)["id"])
+    empty_id = str(api.add_file(b"", filename="empty.jsonl")["id"])
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url) as client:
+            return await asyncio.gather(
+                _read_async_content(client, file_id), _read_async_content(client, empty_id)
+            )
+
+    async def without_await() -> list[str]:
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url) as client:
+            content = await client.files.content(file_id)
+            return [line async for line in content.aiter_lines()]  # as httpx's, too
+
+    seen, empty = asyncio.run(main())
+    assert asyncio.run(without_await()) == seen["lines"]
+    text = _MIXED_LINES.decode()
+    assert seen["aread"] == seen["read"] == _MIXED_LINES and seen["bytes"] == [_MIXED_LINES]
+    assert b"".join(seen["bytes by 7"]) == _MIXED_LINES
+    assert [len(chunk) for chunk in seen["bytes by 7"]][:-1] == [7] * 5
+    assert seen["text"] == [text] and "".join(seen["text by 5"]) == text
+    assert set(map(len, seen["text by 5"][:-1])) == {5}
+    assert seen["lines"] == ['{"a": 1}', '{"b": "\u00e9"}', "", '{"c": 3}', '{"d": 4}']
+    assert empty == {key: b"" if key in ("aread", "read") else [] for key in empty}
 
 
 def test_the_async_client_reads_metadata_back_as_given(api: FakeAPI) -> None:
