@@ -6978,6 +6978,8 @@ class _BatchRounds:
 
     def check(self, number: int) -> None:
         """Poll a running shard's batch; once it has ended, keep its results."""
+        import functools
+
         shard = self.record.shards[number]
         batch_id = shard["batch_id"]
         assert batch_id is not None
@@ -7000,13 +7002,7 @@ class _BatchRounds:
         for file_id, kind in ((batch.output_file_id, "output"), (batch.error_file_id, "errors")):
             if file_id:
                 name = f"{batch.id}_{kind}.jsonl"
-                path = self.record.path(name)
-
-                def fetch(file_id: str = file_id, path: str = path) -> bool:
-                    with self.client.files.content(file_id) as content:
-                        content.write_to_file(path)
-                    return True
-
+                fetch = functools.partial(self.download, file_id, self.record.path(name))
                 try:
                     if self.call("download", fetch) is None:
                         return  # polled again, and fetched again, on the next pass
@@ -7044,6 +7040,11 @@ class _BatchRounds:
             grown = min(grown, max(self.ceiling - 1, self.budget))
         self.budget = grown if wanted is None else min(grown, wanted)
         self.record.job(budget=self.budget)
+
+    def download(self, file_id: str, path: str) -> bool:
+        with self.client.files.content(file_id) as content:
+            content.write_to_file(path)
+        return True
 
     def tally(self, names: list[str]) -> tuple[int, int, int]:
         """A shard's results: how many, how many succeeded, and how many failed for good."""
