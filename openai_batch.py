@@ -3994,9 +3994,9 @@ class WebhookEventData(_Model):
         return f"{type(self).__qualname__}({shown})"
 
     def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
+        if not isinstance(other, WebhookEventData) or type(other) is not type(self):
             return NotImplemented
-        return self.to_dict() == other.to_dict()
+        return bool(self.to_dict() == other.to_dict())
 
 
 @dataclass(repr=False, eq=False)
