@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     )
     from typing import Generic as _Generic
 
+    from typing_extensions import dataclass_transform
+
     _M = TypeVar("_M", bound="_Model")
     _E = TypeVar("_E", bound="APIError")
     _T = TypeVar("_T")
@@ -707,6 +709,85 @@ def _to_json_value(value: Any) -> Any:
     return value
 
 
+# @dataclass writes each class's __init__, __repr__ and __eq__ as source text and compiles it:
+# for this module's twenty-odd classes, a third of its import time. `_dataclass` makes the
+# same dataclasses (fields(), asdict() and is_dataclass() see no difference) and leaves those
+# three methods to `_Fields`, which writes them once for all; type checkers see @dataclass.
+if TYPE_CHECKING:
+
+    @dataclass_transform(eq_default=True, field_specifiers=(field,))
+    def _dataclass(cls: type[_T]) -> type[_T]: ...
+
+else:
+
+    def _dataclass(cls):
+        made = dataclass(cls, init=False, repr=False, eq=False)
+        made._init_names = tuple(made.__dataclass_fields__)
+        made._init_defaults = {
+            f.name: f
+            for f in fields(made)
+            if f.default is not MISSING or f.default_factory is not MISSING
+        }
+        return made
+
+
+class _Fields:
+    """``__init__``, ``__repr__`` and ``__eq__`` of a ``_dataclass``, as @dataclass writes them."""
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, so not hashable
+    # each _dataclass's fields in order, and those with a default: set by the decorator
+    _init_names: tuple[str, ...] = ()
+    _init_defaults: dict[str, Field[Any]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        names = self._init_names
+        if not kwargs and len(args) == len(names):  # every field, in order: a parser's call
+            self.__dict__.update(zip(names, args))
+        else:
+            self.__dict__.update(self._arguments(args, kwargs))
+        self.__post_init__()
+
+    def _arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Each field's value from the call, or its default; TypeError as @dataclass gives it."""
+        name, names = type(self).__name__, self._init_names
+        if len(args) > len(names):
+            counts = f"takes {len(names) + 1} positional arguments but {len(args) + 1} were given"
+            raise TypeError(f"{name}.__init__() {counts}")
+        values = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key in values or key not in names:
+                problem = "multiple values for" if key in values else "an unexpected keyword"
+                raise TypeError(f"{name}.__init__() got {problem} argument {key!r}")
+            values[key] = value
+        for key in names:
+            if key not in values:
+                if key not in self._init_defaults:
+                    raise TypeError(f"{name}.__init__() missing 1 required argument: {key!r}")
+                values[key] = _default(self._init_defaults[key])
+        return values
+
+    def __post_init__(self) -> None:
+        """What a class does once its fields are set: nothing, unless it says otherwise."""
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{key}={getattr(self, key)!r}" for key in self._init_names)
+        return f"{type(self).__qualname__}({shown})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, key) == getattr(other, key) for key in self._init_names)
+
+
+def _default(f: Field[Any]) -> Any:
+    """A dataclass field's default, made afresh where a factory gives it."""
+    return (
+        f.default_factory()
+        if f.default is MISSING and f.default_factory is not MISSING
+        else f.default
+    )
+
+
 class _ModelFields:
     """``model_fields`` on a class or an object: each field's name, in the official package's
     order, with its ``dataclasses.Field`` (where pydantic has a ``FieldInfo``)."""
@@ -716,7 +797,7 @@ class _ModelFields:
         return {name: by_name[name] for name in owner._order or by_name}
 
 
-class _Model:
+class _Model(_Fields):
     """Base of the API objects: built from the server's dict, and back to exactly that dict.
 
     Parsing never fails on what a newer server may send: unknown fields are kept (``to_dict``
@@ -730,7 +811,6 @@ class _Model:
     _request_id: str | None = None
     _fields_set: set[str] | None = None
     model_fields = _ModelFields()
-    __hash__ = None  # type: ignore[assignment]  # equal by value, so not hashable
 
     # As pydantic does, ``Batch(**data)`` makes the nested objects of nested dicts. from_dict
     # has parsed its values already, so this finds nothing to do for it.
@@ -741,17 +821,6 @@ class _Model:
                 isinstance(value, list) and any(isinstance(item, dict) for item in value)
             ):
                 setattr(self, name, parse(value))
-
-    # One __repr__ and __eq__ for every API object, the same as those @dataclass would write
-    # for each class: writing them class by class was a third of this module's import time.
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))  # type: ignore[arg-type]
-        return f"{type(self).__qualname__}({shown})"
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self))  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls: type[_M], data: Mapping[str, Any]) -> _M:
@@ -894,15 +963,6 @@ class _Model:
         return cls.from_dict(obj)
 
 
-def _default(f: Field[Any]) -> Any:
-    """A dataclass field's default, made afresh where a factory gives it."""
-    return (
-        f.default_factory()
-        if f.default is MISSING and f.default_factory is not MISSING
-        else f.default
-    )
-
-
 def _picked(pick: _Pick | None, key: str) -> Any:
     """What an ``include`` or ``exclude`` says of one field: None when not given, False when
     the field is not named, True when named whole, or the names within the nested object."""
@@ -949,7 +1009,7 @@ def _dumped(
     return _to_json_value(value)
 
 
-@dataclass(repr=False, eq=False)
+@_dataclass
 class BatchError(_Model):
     """One problem the server found with a batch's input file."""
 
@@ -961,7 +1021,7 @@ class BatchError(_Model):
     _order = ("code", "line", "message", "param")
 
 
-@dataclass(repr=False, eq=False)
+@_dataclass
 class BatchErrors(_Model):
     """The list of problems that made a batch fail validation."""
 
@@ -972,7 +1032,7 @@ class BatchErrors(_Model):
     _order = ("data", "object")
 
 
-@dataclass(repr=False, eq=False)
+@_dataclass
 class BatchRequestCounts(_Model):
     """How many of a batch's requests there are, and how many have finished or failed."""
 
@@ -983,17 +1043,17 @@ class BatchRequestCounts(_Model):
     _order = ("completed", "failed", "total")
 
 
-@dataclass(repr=False, eq=False)
+@_dataclass
 class InputTokensDetails(_Model):
     cached_tokens: int = 0
 
 
-@dataclass(repr=False, eq=False)
+@_dataclass
 class OutputTokensDetails(_Model):
     reasoning_tokens: int = 0
 
 
-@dataclass(repr=False, eq=False)
+@_dataclass
 class BatchUsage(_Model):
     """Tokens a batch used (batches created after September 2025)."""
 
@@ -1021,7 +1081,7 @@ def _split_identity(metadata: Any) -> tuple[Any, str | None]:
     return own or None, metadata[IDEMPOTENCY_METADATA_KEY]
 
 
-@dataclass(repr=False, eq=False)
+@_dataclass
 class Batch(_Model):
     """A batch: its status, counts, timestamps and the files it reads and writes.
 
@@ -1113,7 +1173,7 @@ class Batch(_Model):
         return ended if isinstance(ended, int) else None
 
 
-@dataclass(repr=False, eq=False)
+@_dataclass
 class FileObject(_Model):
     """A file stored by the API: a batch's input, output or error file."""
 
@@ -1128,7 +1188,7 @@ class FileObject(_Model):
     status_details: str | None = None
 
 
-@dataclass(repr=False, eq=False)
+@_dataclass
 class FileDeleted(_Model):
     """The answer to deleting a file."""
 
@@ -1139,7 +1199,7 @@ class FileDeleted(_Model):
     _order = ("id", "deleted", "object")
 
 
-@dataclass(repr=False, eq=False)
+@_dataclass
 class Model(_Model):
     """A model the API serves (on Azure OpenAI, a model the resource can deploy)."""
 
@@ -1150,8 +1210,8 @@ class Model(_Model):
     shutdown_date: str | None = None
 
 
-@dataclass
-class BatchRequest:
+@_dataclass
+class BatchRequest(_Fields):
     """One line of a batch input file: a request to ``url`` with a ``custom_id`` to find it by.
 
     The class methods write the common cases briefly::
@@ -1325,15 +1385,15 @@ def _body_json(text: str) -> Any:
         return text
 
 
-@dataclass
-class BatchResultError:
+@_dataclass
+class BatchResultError(_Fields):
     """Why a request failed without an HTTP response (``code`` may come as ``type``)."""
 
     code: str | None = None
     message: str | None = None
 
 
-@dataclass(repr=False, eq=False)
+@_dataclass
 class BatchResult(_Model):
     """One line of a batch's output or error file: the outcome of one request.
 
@@ -1417,8 +1477,8 @@ def _json_text(value: object) -> str:
     return "" if value is None else json.dumps(value)
 
 
-@dataclass
-class InputSummary:
+@_dataclass
+class InputSummary(_Fields):
     """What ``validate_input`` found in a valid input file."""
 
     path: str
@@ -3999,7 +4059,7 @@ class WebhookEventData(_Model):
         return bool(self.to_dict() == other.to_dict())
 
 
-@dataclass(repr=False, eq=False)
+@_dataclass
 class WebhookEvent(_Model):
     """An event OpenAI sent to a webhook endpoint; the batch events have classes of their own.
 
@@ -4017,14 +4077,14 @@ class WebhookEvent(_Model):
     _parsers = {"data": _nested(WebhookEventData)}
 
 
-@dataclass(repr=False, eq=False)
+@_dataclass
 class BatchWebhookEventData(_Model):
     """What a batch event is about."""
 
     id: str = ""  # the batch's id
 
 
-@dataclass(repr=False, eq=False)
+@_dataclass
 class _BatchWebhookEvent(WebhookEvent):
     """What every batch event has: ``data.id`` names the batch."""
 
@@ -6042,8 +6102,8 @@ if TYPE_CHECKING:
         left: int  # server files a clean-up could not delete
 
 
-@dataclass
-class JobReport:
+@_dataclass
+class JobReport(_Fields):
     """What a job did: its requests by outcome, the batches and rounds it took, and tokens."""
 
     output: str
