@@ -17,6 +17,7 @@ moves between the two by changing an import. From a shell: ``python -m openai_ba
 
 from __future__ import annotations
 
+import _thread
 import enum
 import io
 import json
@@ -24,7 +25,6 @@ import math
 import os
 import sys
 import time
-from dataclasses import MISSING, dataclass, field, fields
 
 # `typing` costs as much to import as `json` does; annotations are strings here
 # (`from __future__ import annotations`), so it is needed only by type checkers.
@@ -32,7 +32,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
     import http.client
-    from dataclasses import Field
     from typing import (
         IO,
         Any,
@@ -709,35 +708,87 @@ def _to_json_value(value: Any) -> Any:
     return value
 
 
-# @dataclass writes each class's __init__, __repr__ and __eq__ as source text and compiles it:
-# for this module's twenty-odd classes, a third of its import time. `_dataclass` makes the
-# same dataclasses (fields(), asdict() and is_dataclass() see no difference) and leaves those
-# three methods to `_Fields`, which writes them once for all; type checkers see @dataclass.
-if TYPE_CHECKING:
+# The API objects and records are dataclasses, made cheap to import in two ways.
+# - @dataclass writes each class's __init__, __repr__ and __eq__ as source text and compiles
+#   it. `_Fields` writes the three once, for every class.
+# - `dataclasses` imports `inspect`, which imports `ast`, `dis` and `tokenize`. With the
+#   decorators' work, that was 40% of this module's import time, for introspection that most
+#   programs never do. So `_dataclass` only notes each class's fields, as @dataclass collects
+#   them, and the class is made a dataclass when first asked: fields(), asdict(),
+#   is_dataclass() and replace() read `__dataclass_fields__`, and `_DataclassFields`, which
+#   answers for it, runs @dataclass then.
+# Type checkers see @dataclass itself.
+class _Factory:
+    """``dataclasses.field(default_factory=...)``, until the class is made a dataclass."""
 
-    @dataclass_transform(eq_default=True, field_specifiers=(field,))
+    def __init__(self, *, default_factory: Callable[[], Any]) -> None:
+        self.default_factory = default_factory
+
+
+if TYPE_CHECKING:
+    from dataclasses import field as _field
+
+    @dataclass_transform(eq_default=True, field_specifiers=(_field,))
     def _dataclass(cls: type[_T]) -> type[_T]: ...
 
 else:
+    _field = _Factory
 
     def _dataclass(cls):
-        made = dataclass(cls, init=False, repr=False, eq=False)
-        made._init_names = tuple(made.__dataclass_fields__)
-        made._init_defaults = {
-            f.name: f
-            for f in fields(made)
-            if f.default is not MISSING or f.default_factory is not MISSING
-        }
-        return made
+        names = dict.fromkeys(cls._init_names)  # the bases' fields first, as @dataclass has them
+        defaults = dict(cls._init_defaults)
+        # A class's own annotations, on 3.8 to 3.13 (inspect.get_annotations is 3.10's, and
+        # importing inspect is the cost all this avoids).
+        for name in cls.__dict__.get("__annotations__", {}):  # noqa: RUF063
+            names[name] = None
+            defaults.pop(name, None)
+            if name in cls.__dict__:
+                defaults[name] = cls.__dict__[name]
+        cls._init_names, cls._init_defaults = tuple(names), defaults
+        cls._made_by = cls
+        cls.__match_args__ = cls._init_names
+        return cls
+
+
+def _default(value: Any) -> Any:
+    """A field's default, made afresh where a factory gives it."""
+    return value.default_factory() if isinstance(value, _Factory) else value
+
+
+class _DataclassFields:
+    """``__dataclass_fields__`` of a `_dataclass`: runs @dataclass on it the first time."""
+
+    def __get__(self, obj: object, owner: type[_Fields]) -> dict[str, Any]:
+        made_by = owner._made_by  # the class that declared the fields: owner, or a base
+        if made_by is None:
+            raise AttributeError("__dataclass_fields__")  # not a dataclass: _Fields, _Model
+        with _DATACLASS_LOCK:
+            if "__dataclass_fields__" not in made_by.__dict__:
+                import dataclasses
+
+                for name, value in made_by._init_defaults.items():
+                    if isinstance(value, _Factory) and name in made_by.__dict__:
+                        setattr(
+                            made_by, name, dataclasses.field(default_factory=value.default_factory)
+                        )
+                dataclasses.dataclass(made_by, init=False, repr=False, eq=False)
+        fields_: dict[str, Any] = made_by.__dict__["__dataclass_fields__"]
+        return fields_
+
+
+_DATACLASS_LOCK = _thread.RLock()  # a base is made before the class that extends it
 
 
 class _Fields:
     """``__init__``, ``__repr__`` and ``__eq__`` of a ``_dataclass``, as @dataclass writes them."""
 
     __hash__ = None  # type: ignore[assignment]  # equal by value, so not hashable
-    # each _dataclass's fields in order, and those with a default: set by the decorator
+    # each _dataclass's fields in order, and the defaults of those that have one
     _init_names: tuple[str, ...] = ()
-    _init_defaults: dict[str, Field[Any]] = {}
+    _init_defaults: dict[str, Any] = {}
+    _made_by: type[_Fields] | None = None
+    if not TYPE_CHECKING:
+        __dataclass_fields__ = _DataclassFields()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         names = self._init_names
@@ -779,20 +830,13 @@ class _Fields:
         return all(getattr(self, key) == getattr(other, key) for key in self._init_names)
 
 
-def _default(f: Field[Any]) -> Any:
-    """A dataclass field's default, made afresh where a factory gives it."""
-    return (
-        f.default_factory()
-        if f.default is MISSING and f.default_factory is not MISSING
-        else f.default
-    )
-
-
 class _ModelFields:
     """``model_fields`` on a class or an object: each field's name, in the official package's
     order, with its ``dataclasses.Field`` (where pydantic has a ``FieldInfo``)."""
 
     def __get__(self, obj: object, owner: type[_Model]) -> dict[str, Any]:
+        from dataclasses import fields
+
         by_name = {f.name: f for f in fields(owner)}  # type: ignore[arg-type]
         return {name: by_name[name] for name in owner._order or by_name}
 
@@ -828,10 +872,10 @@ class _Model(_Fields):
         if not isinstance(data, dict):
             raise TypeError(f"{cls.__name__}.from_dict() needs a dict, not {type(data).__name__}")
         values = {}
-        for f in fields(cls):  # type: ignore[arg-type]
-            value = data.get(f.name)
-            parse = cls._parsers.get(f.name)
-            values[f.name] = parse(value) if parse is not None and value is not None else value
+        for name in cls._init_names:
+            value = data.get(name)
+            parse = cls._parsers.get(name)
+            values[name] = parse(value) if parse is not None and value is not None else value
         build: Any = cls
         obj: _M = build(**values)
         obj._raw = data
@@ -841,11 +885,11 @@ class _Model(_Fields):
         """The JSON object: what the server sent (unknown fields too), with any later changes."""
         raw = self._raw
         out = {key: _to_json_value(value) for key, value in (raw or {}).items()}
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if raw is not None and value is None and f.name not in raw:
+        for name in self._init_names:
+            value = getattr(self, name)
+            if raw is not None and value is None and name not in raw:
                 continue  # the server left it out; so do we
-            out[f.name] = _to_json_value(value)
+            out[name] = _to_json_value(value)
         return out
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -863,13 +907,18 @@ class _Model(_Fields):
         if self._fields_set is not None:
             return set(self._fields_set)
         if self._raw is not None:
-            return {f.name for f in fields(self) if f.name in self._raw}  # type: ignore[arg-type]
-        return {f.name for f in fields(self) if getattr(self, f.name) != _default(f)}  # type: ignore[arg-type]
+            return {name for name in self._init_names if name in self._raw}
+        defaults = self._init_defaults
+        return {
+            name
+            for name in self._init_names
+            if name not in defaults or getattr(self, name) != _default(defaults[name])
+        }
 
     @property
     def model_extra(self) -> dict[str, Any]:
         """The fields the server sent that this class does not declare."""
-        known = {f.name for f in fields(self)}  # type: ignore[arg-type]
+        known = set(self._init_names)
         return {key: value for key, value in (self._raw or {}).items() if key not in known}
 
     def model_copy(self: _M, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> _M:
@@ -878,7 +927,7 @@ class _Model(_Fields):
 
         made = copy.deepcopy(self) if deep else copy.copy(self)
         if update:
-            known = {f.name for f in fields(made)}  # type: ignore[arg-type]
+            known = set(made._init_names)
             extra = {key: value for key, value in update.items() if key not in known}
             if extra:
                 made._raw = {**(made._raw or {}), **extra}
@@ -922,7 +971,7 @@ class _Model(_Fields):
         values are JSON's already, and no field has an alias). ``include`` and ``exclude``
         nest as pydantic's do: ``exclude={"request_counts": {"failed"}}`` drops one field of
         the nested object."""
-        names = self._order or tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+        names = self._order or self._init_names
         raw = self._raw
         if exclude_unset:
             given = self.model_fields_set
@@ -1488,7 +1537,7 @@ class InputSummary(_Fields):
     model: str | None
     embedding_inputs: int
     #: what the server may refuse though its rule is uncertain, a line each with where
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = _field(default_factory=list)
 
 
 def _check_not_seen(page: CursorPage[Any], seen: set[str | None]) -> None:
@@ -4088,7 +4137,7 @@ class BatchWebhookEventData(_Model):
 class _BatchWebhookEvent(WebhookEvent):
     """What every batch event has: ``data.id`` names the batch."""
 
-    data: BatchWebhookEventData = field(default_factory=BatchWebhookEventData)
+    data: BatchWebhookEventData = _field(default_factory=BatchWebhookEventData)
 
     _parsers = {"data": _nested(BatchWebhookEventData)}
     _type = ""  # each event's type, the default of its ``type``
@@ -6110,10 +6159,10 @@ class JobReport(_Fields):
     requests: int = 0
     succeeded: int = 0
     failed: int = 0
-    failures: dict[str, int] = field(default_factory=dict)  # reason -> requests
+    failures: dict[str, int] = _field(default_factory=dict)  # reason -> requests
     batches: int = 0
     rounds: int = 0
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, int] = _field(default_factory=dict)
     seconds: float = 0.0
     files_left: int = 0  # the job's files a failed clean-up left on the server
 

@@ -9,6 +9,7 @@ responses, cut bodies, slow replies). Its self-tests talk to it with `http.clien
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email
 import errno
 import hashlib
@@ -1779,6 +1780,71 @@ def test_import_loads_only_the_standard_library_and_nothing_costly() -> None:
     if hasattr(sys, "stdlib_module_names"):  # 3.10+ can also say so by name
         assert roots - set(sys.stdlib_module_names) == {"openai_batch"}
     assert not roots & {"ssl", "http", "argparse", "urllib", "email", "typing", "random"}
+    # dataclasses imports inspect, ast, dis and tokenize: only introspection needs them
+    assert not roots & {"dataclasses", "inspect", "ast", "dis", "tokenize"}
+
+
+_DATACLASS_PROBE = """
+import sys
+sys.path.insert(0, FOLDER)
+import openai_batch as ob
+assert "dataclasses" not in sys.modules
+import dataclasses
+event = ob.BatchCompletedWebhookEvent.from_dict({"id": "e", "created_at": 1, "data": {"id": "b"}})
+print(dataclasses.is_dataclass(event), dataclasses.is_dataclass(ob.WebhookEventData))
+print([f.name for f in dataclasses.fields(event)])
+last = dataclasses.fields(ob.InputSummary)[-1]
+print(dataclasses.fields(ob.JobReport)[-1].name, last.name, last.default_factory.__name__)
+print(dataclasses.asdict(ob.BatchRequest("a", {"model": "m"})))
+print(dataclasses.replace(ob.Batch(id="x", status="completed"), id="y"))
+print(dataclasses.is_dataclass(ob._Model), ob.Batch.__match_args__[:3])
+"""
+
+
+def test_api_objects_are_dataclasses_made_when_first_asked() -> None:
+    """Issue 18, item 8: ``import openai_batch`` imports no ``dataclasses`` (nor ``inspect``,
+    which it imports); fields(), asdict(), replace() and is_dataclass() work all the same."""
+    folder = os.path.dirname(os.path.abspath(ob.__file__))
+    probe = _DATACLASS_PROBE.replace("FOLDER", repr(folder))
+    done = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report, summary = dataclasses.fields(ob.JobReport)[-1], dataclasses.fields(ob.InputSummary)[-1]
+    assert done.stdout.splitlines() == [
+        "True True",
+        "['id', 'created_at', 'data', 'type', 'object']",
+        f"{report.name} {summary.name} list",
+        "{'custom_id': 'a', 'body': {'model': 'm'}, 'url': <BatchEndpoint.CHAT_COMPLETIONS:"
+        " '/v1/chat/completions'>, 'method': 'POST'}",
+        repr(ob.Batch(id="y", status="completed")),
+        "False ('id', 'object', 'endpoint')",
+    ]
+    assert summary.name == "warnings" and summary.default_factory is list
+
+
+def test_api_objects_take_their_fields_as_a_dataclass_init_does() -> None:
+    request = ob.BatchRequest("a", {"model": "m"}, method="POST")
+    assert (request.custom_id, request.url, request.method) == ("a", "/v1/chat/completions", "POST")
+    assert ob.JobReport(output="o").failures == {}
+    assert ob.JobReport(output="o").failures is not ob.JobReport(output="o").failures
+    for call, message in [
+        (
+            lambda: ob.BatchRequest(),
+            "BatchRequest.__init__() missing 1 required argument: 'custom_id'",
+        ),
+        (lambda: ob.Batch(nope=1), "Batch.__init__() got an unexpected keyword argument 'nope'"),
+        (
+            lambda: ob.BatchError("c", code="d"),
+            "BatchError.__init__() got multiple values for argument 'code'",
+        ),
+        (
+            lambda: ob.BatchErrors(1, 2, 3),
+            "BatchErrors.__init__() takes 3 positional arguments but 4 were given",
+        ),
+    ]:
+        with raises(TypeError) as info:
+            call()
+        assert str(info.value) == message
+    assert hash(ob.BatchRequest) and ob.BatchRequest.__hash__ is None
 
 
 def test_version_is_a_plain_version_string() -> None:
