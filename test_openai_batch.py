@@ -86,6 +86,23 @@ _ROUTES = (
     ("POST", r"/v1/batches/([^/]+)/cancel", "_cancel_batch"),
     ("GET", r"/v1/models", "_list_models"),
     ("GET", r"/v1/models/([^/]+)", "_retrieve_model"),
+    ("DELETE", r"/v1/models/([^/]+)", "_delete_model"),
+    ("POST", r"/v1/webhook_endpoints", "_create_endpoint"),
+    ("GET", r"/v1/webhook_endpoints", "_list_endpoints"),
+    ("GET", r"/v1/webhook_endpoints/([^/]+)", "_retrieve_endpoint"),
+    ("POST", r"/v1/webhook_endpoints/([^/]+)", "_update_endpoint"),
+    ("DELETE", r"/v1/webhook_endpoints/([^/]+)", "_delete_endpoint"),
+    ("POST", r"/v1/webhook_endpoints/([^/]+)/rotate_secret", "_rotate_endpoint_secret"),
+    ("POST", r"/v1/webhook_endpoints/([^/]+)/test", "_test_endpoint"),
+    ("GET", r"/v1/webhook_event_types", "_list_event_types"),
+)
+#: the event types an endpoint may subscribe to, as GET /v1/webhook_event_types lists them
+_EVENT_TYPES = (
+    *("batch.completed", "batch.failed", "batch.expired", "batch.cancelled"),
+    *("response.completed", "response.failed", "response.cancelled", "response.incomplete"),
+    *("eval.run.succeeded", "eval.run.failed", "eval.run.canceled"),
+    *("fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled"),
+    "realtime.call.incoming",
 )
 
 
@@ -253,6 +270,18 @@ def _json_type(value: Any) -> str:
     kinds: list[tuple[type, str]] = [(bool, "a boolean"), (int, "an integer"), (str, "a string")]
     kinds += [(float, "a decimal"), (list, "an array"), (dict, "an object")]
     return next((name for kind, name in kinds if isinstance(value, kind)), "null")
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """A request's JSON body, refused as the API refuses one that is not an object."""
+    try:
+        params = json.loads(body)
+    except ValueError:
+        raise _ApiError(400, _BAD_JSON) from None
+    if not isinstance(params, dict):
+        message = f"Invalid body: expected an object, but got {_json_type(params)} instead."
+        raise _ApiError(400, message, None, "invalid_type")
+    return params
 
 
 def _mask(key: str) -> str:
@@ -616,6 +645,12 @@ class FakeAPI:
                 ("ft:gpt-4o-mini:acme::abc123", "acme"),
             )
         }
+        #: webhook endpoints as the API answers them, and each one's signing secret
+        self.endpoints: dict[str, dict[str, Any]] = {}
+        self.secrets: dict[str, str] = {}
+        #: the sample events sent (endpoint id, event type), and what endpoints answer them
+        self.deliveries: list[tuple[str, str]] = []
+        self.endpoint_status = 200
 
     # -- public helpers for tests
 
@@ -822,6 +857,110 @@ class FakeAPI:
             message = f"The model '{model}' does not exist or you do not have access to it."
             raise _ApiError(404, message, None, "model_not_found")
         return self.models[model]
+
+    def _delete_model(self, request: Recorded, model: str) -> dict[str, Any]:
+        self._retrieve_model(request, model)
+        if self.models[model]["owned_by"] in ("system", "openai"):
+            message = "You have insufficient permissions for this operation."
+            raise _ApiError(403, message, None, "model_not_deletable")
+        del self.models[model]
+        return {"id": model, "object": "model", "deleted": True}
+
+    # -- webhook endpoints: the secret is answered at creation and rotation, never after
+
+    def _endpoint(self, endpoint_id: str) -> dict[str, Any]:
+        if endpoint_id not in self.endpoints:
+            raise _ApiError(404, f"No webhook endpoint found with id '{endpoint_id}'.")
+        return self.endpoints[endpoint_id]
+
+    def _endpoint_params(self, request: Recorded, known: set[str]) -> dict[str, Any]:
+        params = _json_object(request.body) if request.body else {}
+        unknown = sorted(params.keys() - known)
+        if unknown:
+            raise _ApiError(400, f"Unrecognized request argument supplied: {unknown[0]}")
+        if "url" in params and not _require_string(params, "url").startswith("https://"):
+            raise _ApiError(400, "Invalid 'url': the URL must use https.", "url", "invalid_url")
+        if "name" in params:
+            _require_string(params, "name")
+        kinds = params.get("event_types", ["batch.completed"])
+        if not isinstance(kinds, list) or not kinds:
+            message = "Invalid 'event_types': expected a non-empty array of event types."
+            raise _ApiError(400, message, "event_types", "invalid_type")
+        for kind in kinds:
+            _check_choice(kind, _EVENT_TYPES, "event_types")
+        return params
+
+    def _new_secret(self, endpoint: dict[str, Any]) -> dict[str, Any]:
+        secret = "whsec_" + base64.b64encode(self._new_id("", 32).encode()[:24]).decode()
+        self.secrets[endpoint["id"]] = secret
+        endpoint.update(signing_secret_hint=f"whsec_...{secret[-4:]}", updated_at=int(self.clock.now))
+        return {**endpoint, "signing_secret": secret}
+
+    def _create_endpoint(self, request: Recorded) -> dict[str, Any]:
+        params = self._endpoint_params(request, {"url", "name", "event_types"})
+        for name in ("event_types", "name", "url"):
+            if name not in params:
+                raise _missing(name)
+        endpoint = {
+            "id": self._new_id("we_", 24),
+            "object": "webhook_endpoint",
+            "created_at": int(self.clock.now),
+            "event_types": params["event_types"],
+            "name": params["name"],
+            "url": params["url"],
+        }
+        self.endpoints[endpoint["id"]] = endpoint
+        return self._new_secret(endpoint)
+
+    def _list_endpoints(self, request: Recorded) -> dict[str, Any]:
+        limit = _int_param(request.query, "limit", 20, 1, 100)
+        newest = _oldest_first(self.endpoints.values())[::-1]
+        return _page(newest, request.query.get("after"), limit)
+
+    def _retrieve_endpoint(self, request: Recorded, endpoint_id: str) -> dict[str, Any]:
+        return self._endpoint(endpoint_id)
+
+    def _update_endpoint(self, request: Recorded, endpoint_id: str) -> dict[str, Any]:
+        endpoint = self._endpoint(endpoint_id)
+        params = self._endpoint_params(request, {"url", "name", "event_types"})
+        if any(endpoint[name] != value for name, value in params.items()):
+            endpoint.update(params, updated_at=int(self.clock.now))
+        return endpoint
+
+    def _delete_endpoint(self, request: Recorded, endpoint_id: str) -> dict[str, Any]:
+        self._endpoint(endpoint_id)
+        del self.endpoints[endpoint_id], self.secrets[endpoint_id]
+        return {"id": endpoint_id, "object": "webhook_endpoint.deleted", "deleted": True}
+
+    def _rotate_endpoint_secret(self, request: Recorded, endpoint_id: str) -> dict[str, Any]:
+        endpoint = self._endpoint(endpoint_id)
+        params = _json_object(request.body)
+        unknown = sorted(params.keys() - {"keep_old_secret_active_for_24_hours"})
+        if unknown:
+            raise _ApiError(400, f"Unrecognized request argument supplied: {unknown[0]}")
+        keep = params.get("keep_old_secret_active_for_24_hours", False)
+        if not isinstance(keep, bool):
+            message = f"Invalid type for 'keep_old_secret_active_for_24_hours': expected a "
+            message += f"boolean, but got {_json_type(keep)} instead."
+            raise _ApiError(400, message, "keep_old_secret_active_for_24_hours", "invalid_type")
+        return self._new_secret(endpoint)
+
+    def _test_endpoint(self, request: Recorded, endpoint_id: str) -> dict[str, Any]:
+        endpoint = self._endpoint(endpoint_id)
+        params = _json_object(request.body)
+        kind = _require_string(params, "event_type")
+        _check_choice(kind, _EVENT_TYPES, "event_type")
+        self.deliveries.append((endpoint_id, kind))
+        return {
+            "object": "webhook_endpoint.test",
+            "webhook_endpoint_id": endpoint_id,
+            "event_type": kind,
+            "status_code": self.endpoint_status,
+            "success": True,
+        }
+
+    def _list_event_types(self, request: Recorded) -> dict[str, Any]:
+        return {"object": "list", "data": list(_EVENT_TYPES)}
 
     def _list_files(self, request: Recorded) -> dict[str, Any]:
         query = request.query
