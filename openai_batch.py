@@ -5407,7 +5407,8 @@ class Client:
     OPENAI_BASE_URL; OPENAI_CUSTOM_HEADERS adds headers under ``default_headers``. Proxies
     come from HTTPS_PROXY, HTTP_PROXY and NO_PROXY, extra CA certificates from SSL_CERT_FILE
     and SSL_CERT_DIR. ``clock``, ``sleep`` and ``random`` replace ``time.time``,
-    ``time.sleep`` and ``random.random`` for retries and waiting (tests pass fakes). The key is sent in the Authorization header and shown nowhere else.
+    ``time.sleep`` and ``random.random`` for retries and waiting (tests pass fakes). The key
+    is sent in the Authorization header and shown nowhere else.
     """
 
     def __init__(
@@ -8976,25 +8977,27 @@ def _show_endpoints(console: _Console, endpoints: Iterable[WebhookEndpoint], as_
     return _show_rows(console, endpoints, as_json, cells, table)
 
 
-def _show_endpoint(console: _Console, endpoint: _Model, as_json: bool) -> int:
-    """An endpoint's fields; with its signing secret, once, and a note to keep it."""
+def _show_endpoint(
+    console: _Console, endpoint: WebhookEndpoint | WebhookEndpointWithSecret, as_json: bool
+) -> int:
+    """An endpoint's fields; with its signing secret, once, and a note to keep it now."""
+    secret = endpoint.signing_secret if isinstance(endpoint, WebhookEndpointWithSecret) else None
     if as_json:
-        console.line(endpoint.to_json(indent=None) if not console.tty else endpoint.to_json())
+        console.line(endpoint.to_json())
     else:
-        e: Any = endpoint
         details = [
-            ("id", e.id),
-            ("name", e.name or ""),
-            ("url", e.url or ""),
-            ("event_types", ",".join(e.event_types or [])),
-            ("created", console.when(e.created_at)),
+            ("id", endpoint.id),
+            ("name", endpoint.name or ""),
+            ("url", endpoint.url or ""),
+            ("event_types", ",".join(endpoint.event_types or [])),
+            ("created", console.when(endpoint.created_at)),
         ]
-        if isinstance(endpoint, WebhookEndpointWithSecret):
-            details.append(("signing_secret", endpoint.signing_secret or ""))
+        if secret is None:
+            details.append(("secret_hint", endpoint.signing_secret_hint or ""))
         else:
-            details.append(("secret_hint", e.signing_secret_hint or ""))
+            details.append(("signing_secret", secret))
         _show_details(console, details)
-    if isinstance(endpoint, WebhookEndpointWithSecret):
+    if secret is not None:
         console.note(
             "note: store the signing secret now (as OPENAI_WEBHOOK_SECRET, for one): "
             "it is not shown again"

@@ -893,7 +893,9 @@ class FakeAPI:
     def _new_secret(self, endpoint: dict[str, Any]) -> dict[str, Any]:
         secret = "whsec_" + base64.b64encode(self._new_id("", 32).encode()[:24]).decode()
         self.secrets[endpoint["id"]] = secret
-        endpoint.update(signing_secret_hint=f"whsec_...{secret[-4:]}", updated_at=int(self.clock.now))
+        endpoint.update(
+            signing_secret_hint=f"whsec_...{secret[-4:]}", updated_at=int(self.clock.now)
+        )
         return {**endpoint, "signing_secret": secret}
 
     def _create_endpoint(self, request: Recorded) -> dict[str, Any]:
@@ -940,13 +942,13 @@ class FakeAPI:
             raise _ApiError(400, f"Unrecognized request argument supplied: {unknown[0]}")
         keep = params.get("keep_old_secret_active_for_24_hours", False)
         if not isinstance(keep, bool):
-            message = f"Invalid type for 'keep_old_secret_active_for_24_hours': expected a "
+            message = "Invalid type for 'keep_old_secret_active_for_24_hours': expected a "
             message += f"boolean, but got {_json_type(keep)} instead."
             raise _ApiError(400, message, "keep_old_secret_active_for_24_hours", "invalid_type")
         return self._new_secret(endpoint)
 
     def _test_endpoint(self, request: Recorded, endpoint_id: str) -> dict[str, Any]:
-        endpoint = self._endpoint(endpoint_id)
+        self._endpoint(endpoint_id)
         params = _json_object(request.body)
         kind = _require_string(params, "event_type")
         _check_choice(kind, _EVENT_TYPES, "event_type")
@@ -1778,6 +1780,7 @@ _ENV_NAMES = (
     "OPENAI_ORG_ID",
     "OPENAI_PROJECT_ID",
     "OPENAI_BASE_URL",
+    "OPENAI_CUSTOM_HEADERS",
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "NO_PROXY",
@@ -7745,6 +7748,218 @@ def test_the_webhook_secret_is_not_shown() -> None:
     with pytest.raises(ob.InvalidWebhookSignatureError) as info:
         client.webhooks.verify_signature("{}", {**signed_headers("{}"), "webhook-id": "x"})
     assert _SECRET[6:] not in str(info.value) + repr(info.value)
+
+
+def _bodies(api: FakeAPI) -> list[tuple[str, str, Any]]:
+    """Each request as sent: method, path and JSON body (None for none)."""
+    return [(r.method, r.path, json.loads(r.body) if r.body else None) for r in api.requests]
+
+
+def test_webhook_endpoints_are_made_listed_changed_tested_and_deleted(
+    client: Client, api: FakeAPI
+) -> None:
+    """Issue 17, item 16: the official endpoint calls, their paths, bodies and answers."""
+    made = client.webhooks.create(
+        url="https://example.com/hook", name="batches", event_types=["batch.completed"]
+    )
+    assert type(made) is ob.WebhookEndpointWithSecret
+    assert made.signing_secret == api.secrets[made.id] and made.signing_secret.startswith("whsec_")
+    assert made.to_dict() == {**api.endpoints[made.id], "signing_secret": made.signing_secret}
+    assert (made.url, made.name, made.event_types) == (
+        "https://example.com/hook",
+        "batches",
+        ["batch.completed"],
+    )
+    other = client.webhooks.create(url="https://b.example", name="b", event_types=("batch.failed",))
+    got = client.webhooks.retrieve(made.id)
+    assert type(got) is ob.WebhookEndpoint and got.signing_secret_hint == made.signing_secret_hint
+    with pytest.raises(AttributeError):
+        got.signing_secret  # noqa: B018  # not in this answer, nor in the class
+    changed = client.webhooks.update(made.id, event_types=["batch.failed", "batch.expired"])
+    assert changed.event_types == ["batch.failed", "batch.expired"] and changed.name == "batches"
+    assert [e.id for e in client.webhooks.list(limit=1)] == [other.id, made.id]  # newest first
+    page = client.webhooks.list(limit=1)
+    assert (page.has_more, [e.id for e in page.data]) == (True, [other.id])
+    rotated = client.webhooks.rotate_secret(made.id, keep_old_secret_active_for_24_hours=True)
+    assert rotated.signing_secret not in (made.signing_secret, None)
+    tested = client.webhooks.test(made.id, event_type="batch.completed")
+    assert type(tested) is ob.WebhookEndpointTestResult
+    assert (tested.webhook_endpoint_id, tested.status_code, tested.success) == (made.id, 200, True)
+    assert api.deliveries == [(made.id, "batch.completed")]
+    kinds = client.webhooks.event_types.list()
+    assert type(kinds) is ob.WebhookEventTypeList and "batch.expired" in kinds.data
+    gone = client.webhooks.delete(made.id)
+    assert type(gone) is ob.DeletedWebhookEndpoint
+    assert (gone.id, gone.deleted, gone.object) == (made.id, True, "webhook_endpoint.deleted")
+    with raises(ob.NotFoundError):
+        client.webhooks.retrieve(made.id)
+    sent = [(method, path.replace(made.id, "ID"), body) for method, path, body in _bodies(api)]
+    assert sent[:5] == [
+        ("POST", "/v1/webhook_endpoints", {
+            "event_types": ["batch.completed"], "name": "batches",
+            "url": "https://example.com/hook",
+        }),
+        ("POST", "/v1/webhook_endpoints", {
+            "event_types": ["batch.failed"], "name": "b", "url": "https://b.example",
+        }),
+        ("GET", "/v1/webhook_endpoints/ID", None),
+        ("POST", "/v1/webhook_endpoints/ID", {"event_types": ["batch.failed", "batch.expired"]}),
+        ("GET", "/v1/webhook_endpoints", None),
+    ]  # fmt: skip
+    assert sent[-5:] == [
+        ("POST", "/v1/webhook_endpoints/ID/rotate_secret", {
+            "keep_old_secret_active_for_24_hours": True,
+        }),
+        ("POST", "/v1/webhook_endpoints/ID/test", {"event_type": "batch.completed"}),
+        ("GET", "/v1/webhook_event_types", None),
+        ("DELETE", "/v1/webhook_endpoints/ID", None),
+        ("GET", "/v1/webhook_endpoints/ID", None),
+    ]  # fmt: skip
+    assert [r.query for r in api.requests[4:7]] == [
+        {"limit": "1"},
+        {"limit": "1", "after": other.id},  # its has_more is false: no third page
+        {"limit": "1"},
+    ]
+
+
+def test_a_webhook_endpoint_secret_is_masked_in_repr_only(client: Client, api: FakeAPI) -> None:
+    """Issue 17, item 16: `signing_secret` and `to_dict()` give it; repr never does."""
+    made = client.webhooks.create(url="https://a.example", name="a", event_types=["batch.failed"])
+    secret = made.signing_secret
+    assert repr(made) == (
+        f"WebhookEndpointWithSecret(id='{made.id}', created_at={_T0}, "
+        "event_types=['batch.failed'], name='a', object='webhook_endpoint', "
+        f"signing_secret='********', signing_secret_hint='{made.signing_secret_hint}', "
+        f"url='https://a.example', updated_at={_T0})"
+    )
+    assert secret not in repr(made) and secret[6:] not in str(made)
+    assert made.to_dict()["signing_secret"] == secret == made.model_dump()["signing_secret"]
+    assert list(made.model_dump()) == [
+        *("id", "created_at", "event_types", "name", "object", "signing_secret"),
+        *("signing_secret_hint", "url", "updated_at"),
+    ]
+    listed = list(client.webhooks.list())
+    assert secret not in repr(listed) and secret not in json.dumps([e.to_dict() for e in listed])
+    rotated = client.webhooks.rotate_secret(made.id)
+    assert rotated.signing_secret != secret and rotated.signing_secret not in repr(rotated)
+    assert json.loads(api.requests[-1].body) == {}  # keep_old_... left out, as officially
+
+
+def test_webhook_endpoint_calls_refuse_an_empty_id_and_take_every_option(
+    client: Client, api: FakeAPI
+) -> None:
+    for call in (
+        client.webhooks.retrieve,
+        client.webhooks.update,
+        client.webhooks.delete,
+        client.webhooks.rotate_secret,
+        lambda endpoint_id: client.webhooks.test(endpoint_id, event_type="batch.failed"),
+    ):
+        with raises(ValueError, re.escape(_EMPTY_ID)):  # as officially: before any request
+            call("")
+    assert api.requests == []
+    made = client.webhooks.create(
+        url="https://a.example",
+        name="a",
+        event_types=["batch.failed"],
+        extra_headers={"X-Trace": "1"},
+        extra_query={"dry": "no"},
+        extra_body={"name": "from extra_body"},
+        timeout=5,
+    )
+    sent = api.requests[-1]
+    assert (sent.headers["x-trace"], sent.query, made.name) == (
+        "1",
+        {"dry": "no"},
+        "from extra_body",
+    )
+    client.webhooks.retrieve(made.id, extra_body={"x": 1})  # sent as the official package does
+    assert json.loads(api.requests[-1].body) == {"x": 1}
+    with raises(ob.BadRequestError, "the URL must use https"):
+        client.webhooks.update(made.id, url="http://plain.example")
+    assert client.webhooks.update(made.id, name=None, url=ob.NOT_GIVEN).name == "from extra_body"
+    assert json.loads(api.requests[-1].body) == {}
+    raw = client.webhooks.with_raw_response.retrieve(made.id)
+    assert (raw.status_code, raw.parse().id) == (200, made.id)
+    assert client.with_raw_response.webhooks.delete(made.id).parse().deleted is True
+
+
+_EMPTY_ID = "Expected a non-empty value for `webhook_endpoint_id` but received ''"
+
+
+def test_the_async_client_manages_webhook_endpoints(api: FakeAPI) -> None:
+    import asyncio
+
+    async def main() -> list[Any]:
+        stopped = {"clock": lambda: _NOW}  # the signed event's time
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, **stopped) as client:
+            made = await client.webhooks.create(
+                url="https://a.example", name="a", event_types=["batch.completed"]
+            )
+            await client.webhooks.create(
+                url="https://b.example", name="b", event_types=["batch.failed"]
+            )
+            listed = [e.id async for e in client.webhooks.list(limit=1)]
+            page = await client.webhooks.list()
+            kinds = await client.webhooks.event_types.list()
+            tested = await client.webhooks.test(made.id, event_type="batch.failed")
+            rotated = await client.webhooks.rotate_secret(made.id)
+            raw = await client.webhooks.with_raw_response.retrieve(made.id)
+            gone = await client.webhooks.delete(made.id)
+            body = json.dumps(batch_event())
+            event = client.webhooks.unwrap(body, signed_headers(body), secret=_SECRET)
+            return [made, listed, page, kinds, tested, rotated, raw, gone, event]
+
+    made, listed, page, kinds, tested, rotated, raw, gone, event = asyncio.run(main())
+    assert type(made) is ob.WebhookEndpointWithSecret and len(listed) == 2
+    assert [e.id for e in page.data] == listed and listed[1] == made.id
+    assert "batch.completed" in kinds.data and tested.event_type == "batch.failed"
+    assert rotated.signing_secret == api.secrets.get(made.id, rotated.signing_secret)
+    assert raw.status_code == 200 and gone.deleted and made.id not in api.endpoints
+    assert type(event) is ob.BatchCompletedWebhookEvent
+
+
+def test_models_delete_gives_model_deleted(client: Client, api: FakeAPI) -> None:
+    """Issue 17, item 16: DELETE /models/{model}, a fine-tuned model's colons as they are."""
+    tuned = "ft:gpt-4o-mini:acme::abc123"
+    gone = client.models.delete(tuned)
+    assert type(gone) is ob.ModelDeleted
+    assert (gone.id, gone.deleted, gone.object) == (tuned, True, "model")
+    assert repr(gone) == f"ModelDeleted(id='{tuned}', deleted=True, object='model')"
+    assert gone.to_dict() == {"id": tuned, "object": "model", "deleted": True}
+    assert list(gone.model_dump()) == ["id", "deleted", "object"]
+    assert (api.requests[-1].method, api.requests[-1].path) == ("DELETE", f"/v1/models/{tuned}")
+    assert tuned not in api.models
+    with raises(ob.NotFoundError):
+        client.models.delete(tuned)
+    with raises(ob.PermissionDeniedError):
+        client.models.delete("gpt-4o-mini")
+    with raises(ValueError, "Expected a non-empty value for `model` but received ''"):
+        client.models.delete("")
+
+
+def test_openai_custom_headers_go_under_default_headers(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17, item 16: OPENAI_CUSTOM_HEADERS, "Name: value" a line, as officially read."""
+    monkeypatch.setenv(
+        "OPENAI_CUSTOM_HEADERS", "X-Team:  search \nno colon here\nX-Both: env\r\nX-Url: a:b\n"
+    )
+    client = make_client(api, default_headers={"X-Both": "given"})
+    client.models.list()
+    sent = api.requests[-1].headers
+    assert (sent["x-team"], sent["x-both"], sent["x-url"]) == ("search", "given", "a:b")
+    assert client.default_headers == {"X-Team": "search", "X-Both": "given", "X-Url": "a:b"}
+    client.with_options(default_headers={"X-Team": "other"}).models.list()
+    assert api.requests[-1].headers["x-team"] == "other"
+    # A gateway's credential given there replaces the key's, unless default_headers has one.
+    monkeypatch.setenv("OPENAI_CUSTOM_HEADERS", f"Authorization: Bearer {API_KEY}")
+    make_client(api, api_key="sk-replaced-by-the-custom-header").files.list()
+    assert api.requests[-1].headers["authorization"] == f"Bearer {API_KEY}"
+    own = {"authorization": "Bearer sk-given-in-default-headers"}
+    with raises(ob.AuthenticationError):
+        make_client(api, default_headers=own, max_retries=0).files.list()
+    assert api.requests[-1].headers["authorization"] == own["authorization"]
 
 
 # ---------------------------------------------------------------- side by side with openai
