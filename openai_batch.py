@@ -4265,12 +4265,12 @@ class _EventTypes:
         extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> WebhookEventTypeList:
-        """Every event type the project's endpoints may subscribe to."""
+        """Every event type the project's endpoints may subscribe to (``extra_body`` is
+        taken and, as by the official package on a GET, not sent)."""
         return self._client._transport.request_json(
             "GET",
             "/webhook_event_types",
             _expecting(WebhookEventTypeList, "a list of webhook event types"),
-            body=_Body.json(dict(extra_body)) if extra_body else None,
             query=extra_query,
             headers=extra_headers,
             timeout=timeout,
@@ -4297,9 +4297,10 @@ class Webhooks:
     def _send(
         self, method: str, path: str, model: type[_M], body: dict[str, Any] | None, **options: Any
     ) -> _M:
-        """One call on an endpoint: ``extra_body`` joins the body, as on every resource."""
+        """One call on an endpoint: ``extra_body`` joins the body, as on every resource; a
+        GET sends none, as the official package sends none."""
         extra = options.pop("extra_body", None)
-        if extra:
+        if extra and method != "GET":
             body = {**(body or {}), **extra}
         return self._client._transport.request_json(
             method,
@@ -4396,8 +4397,7 @@ class Webhooks:
         timeout: _TimeoutArg = None,
     ) -> CursorPage[WebhookEndpoint]:
         """The project's endpoints, newest first: the first page now, the rest as iteration
-        reaches them."""
-        body = _Body.json(dict(extra_body)) if extra_body else None
+        reaches them (``extra_body`` is not sent on a GET)."""
 
         def fetch(cursor: str | None) -> CursorPage[WebhookEndpoint]:
             query = {"after": cursor, "limit": limit, **(extra_query or {})}
@@ -4405,7 +4405,6 @@ class Webhooks:
                 "GET",
                 "/webhook_endpoints",
                 lambda payload: _page(payload, WebhookEndpoint, fetch),
-                body=body,
                 query=query,
                 headers=extra_headers,
                 timeout=timeout,

@@ -7873,8 +7873,11 @@ def test_webhook_endpoint_calls_refuse_an_empty_id_and_take_every_option(
         {"dry": "no"},
         "from extra_body",
     )
-    client.webhooks.retrieve(made.id, extra_body={"x": 1})  # sent as the official package does
-    assert json.loads(api.requests[-1].body) == {"x": 1}
+    client.webhooks.retrieve(made.id, extra_body={"x": 1})  # a GET: not sent, as officially
+    assert api.requests[-1].body == b""
+    client.webhooks.delete(made.id, extra_body={"x": 1}, extra_query={"q": "1"})  # sent
+    assert (json.loads(api.requests[-1].body), api.requests[-1].query) == ({"x": 1}, {"q": "1"})
+    made = client.webhooks.create(url="https://a.example", name="a", event_types=["batch.failed"])
     with raises(ob.BadRequestError, "the URL must use https"):
         client.webhooks.update(made.id, url="http://plain.example")
     assert client.webhooks.update(made.id, name=None, url=ob.NOT_GIVEN).name == "from extra_body"
@@ -8322,6 +8325,156 @@ def test_timeout_and_sentinels_agree_with_the_official_package(api: FakeAPI) -> 
     assert client.timeout == ob.Timeout(60.0, connect=5.0)
     assert (repr(ob.NOT_GIVEN), bool(ob.NOT_GIVEN)) == (repr(openai.NOT_GIVEN), False)
     assert bool(ob.Omit()) is bool(openai.Omit()) is False
+
+
+def _wire(api: FakeAPI, ids: list[str]) -> list[tuple[str, str, dict[str, str], Any, str]]:
+    """The requests since the last call, ids as "ID": method, path, query, body, type."""
+
+    def plain(text: str) -> str:
+        for n, made in enumerate(ids):
+            text = text.replace(made, f"ID{n}")
+        return text
+
+    sent = [
+        (r.method, plain(r.path), {k: plain(v) for k, v in r.query.items()},
+         json.loads(r.body) if r.body else None,
+         r.headers.get("content-type", "") if r.body else "")  # with no body, no matter
+        for r in api.requests
+    ]  # fmt: skip
+    del api.requests[:]
+    return sent
+
+
+def _public_class(exc: BaseException) -> str:
+    """The name of an error's first public class: ours refuse an empty id with a ValueError
+    of the command line's own (a usage error there), the official package a plain one."""
+    return next(kind.__name__ for kind in type(exc).__mro__ if not kind.__name__.startswith("_"))
+
+
+def _webhook_script(package: Any, client: Any, api: FakeAPI) -> list[Any]:
+    """The endpoint calls, their answers (ids and secrets made neutral) and their errors."""
+    hooks = client.webhooks
+    made = hooks.create(url="https://a.example/h", name="a", event_types=["batch.completed"])
+    other = hooks.create(url="https://b.example/h", name="b", event_types=["batch.failed"])
+    ids = [made.id, other.id]
+    secret = made.signing_secret
+    seen: list[Any] = [type(made).__name__, secret == api.secrets[made.id]]
+    seen.append(made.model_dump(exclude={"id", "signing_secret", "signing_secret_hint"}))
+    seen.append(secret not in repr(made) and secret not in str(made))
+    seen.append(hooks.retrieve(made.id).model_dump(exclude={"id", "signing_secret_hint"}))
+    changed = hooks.update(made.id, name="c", event_types=["batch.failed", "batch.expired"])
+    seen.append(changed.model_dump(exclude={"id", "signing_secret_hint"}))
+    seen.append([e.name for e in hooks.list(limit=1)])
+    page = hooks.list(limit=1)
+    seen.append((page.has_more, page.has_next_page(), len(page.data)))
+    rotated = hooks.rotate_secret(made.id, keep_old_secret_active_for_24_hours=False)
+    seen.append((type(rotated).__name__, rotated.signing_secret == api.secrets[made.id]))
+    seen.append(hooks.rotate_secret(made.id).signing_secret != rotated.signing_secret)
+    seen.append(
+        hooks.test(made.id, event_type="batch.expired").model_dump(exclude={"webhook_endpoint_id"})
+    )
+    seen.append(hooks.event_types.list().model_dump())
+    hooks.retrieve(
+        made.id, extra_headers={"X-Trace": "t"}, extra_query={"q": "1"}, extra_body={"b": 2}
+    )
+    for endpoint_id in ids:
+        seen.append(hooks.delete(endpoint_id).model_dump(exclude={"id"}))
+    for call in (
+        lambda: hooks.retrieve(made.id),
+        lambda: hooks.delete(""),
+        lambda: hooks.create(url="https://c.example", name="c", event_types=["nope.event"]),
+    ):
+        try:
+            call()
+        except Exception as exc:  # the class and message are compared
+            message = str(exc).split(" (request id")[0].replace(made.id, "ID0")
+            seen.append((_public_class(exc), message))
+    return [seen, _wire(api, ids)]
+
+
+def test_webhook_endpoints_agree_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17, item 16: the same endpoint calls on both packages: the same answers, errors
+    and requests on the wire. (Their repr leaves the secret out; ours masks it.)"""
+    openai = pytest.importorskip("openai")
+    official = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    del api.requests[:]
+    theirs = _webhook_script(openai, official, api)
+    mine = _webhook_script(ob, make_client(api, max_retries=0), api)
+    assert mine[0] == theirs[0]
+    assert mine[1] == theirs[1]
+
+
+def test_async_webhook_endpoints_agree_with_the_official_package(api: FakeAPI) -> None:
+    openai = pytest.importorskip("openai")
+    import asyncio
+
+    async def script(client: Any) -> list[Any]:
+        made = await client.webhooks.create(
+            url="https://a.example", name="a", event_types=["batch.failed"]
+        )
+        listed = [e.name async for e in client.webhooks.list(limit=1)]
+        kinds = await client.webhooks.event_types.list()
+        tested = await client.webhooks.test(made.id, event_type="batch.failed")
+        gone = await client.webhooks.delete(made.id)
+        return [listed, kinds.data, tested.status_code, gone.deleted, _wire(api, [made.id])]
+
+    del api.requests[:]
+    options = {"api_key": API_KEY, "base_url": api.base_url, "max_retries": 0}
+    theirs = asyncio.run(script(openai.AsyncOpenAI(**options)))
+    assert asyncio.run(script(ob.AsyncOpenAI(**options))) == theirs
+
+
+def test_models_delete_agrees_with_the_official_package(api: FakeAPI) -> None:
+    openai = pytest.importorskip("openai")
+
+    def script(client: Any) -> list[Any]:
+        api.models["ft:gpt-4o-mini:acme::abc123"]["owned_by"] = "acme"
+        gone = client.models.delete("ft:gpt-4o-mini:acme::abc123")
+        seen: list[Any] = [type(gone).__name__, gone.model_dump()]
+        api.models["ft:gpt-4o-mini:acme::abc123"] = {"id": "ft:gpt-4o-mini:acme::abc123",
+            "object": "model", "created": 1, "owned_by": "acme"}  # fmt: skip
+        for model in ("gpt-4o-mini", "nope", ""):
+            try:
+                client.models.delete(model)
+            except Exception as exc:  # the class and message are compared
+                seen.append((_public_class(exc), str(exc).split(" (request id")[0]))
+        return [seen, _wire(api, [])]
+
+    del api.requests[:]
+    official = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    assert script(make_client(api, max_retries=0)) == script(official)
+
+
+def test_openai_custom_headers_agree_with_the_official_package(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openai = pytest.importorskip("openai")
+    names = ("x-team", "x-both", "x-url", "x-other", "authorization")
+
+    def sent(client: Any, **options: Any) -> dict[str, str]:
+        client.models.list()
+        headers = api.requests[-1].headers
+        return {name: headers[name] for name in names if name in headers}
+
+    def script(package: Any) -> list[Any]:
+        seen = []
+        for env, given in [
+            ("X-Team:  search \nno colon\nX-Both: env\r\nX-Url: a:b\n", {"X-Both": "given"}),
+            (f"Authorization: Bearer {API_KEY}", {}),
+            (
+                f"Authorization: Bearer {API_KEY}\nX-Other: 1",
+                {"authorization": f"Bearer {API_KEY}"},
+            ),
+        ]:
+            monkeypatch.setenv("OPENAI_CUSTOM_HEADERS", env)
+            key = "sk-replaced-by-the-custom-header" if not given else API_KEY
+            client = package.OpenAI(api_key=key, base_url=api.base_url, max_retries=0,
+                                    default_headers=given)  # fmt: skip
+            seen.append(sent(client))
+            seen.append(sent(client.with_options(default_headers={"X-Team": "other"})))
+        return seen
+
+    assert script(ob) == script(openai)
 
 
 # ---------------------------------------------------------------- async
