@@ -7755,6 +7755,103 @@ def _bodies(api: FakeAPI) -> list[tuple[str, str, Any]]:
     return [(r.method, r.path, json.loads(r.body) if r.body else None) for r in api.requests]
 
 
+_STORE_IT = (
+    "note: store the signing secret now (as OPENAI_WEBHOOK_SECRET, for one): "
+    "it is not shown again\n"
+)
+
+
+def test_cli_webhooks_create_shows_the_secret_once(client: Client, api: FakeAPI) -> None:
+    """Issue 17, item 16: the secret at creation (and rotation), with a note to keep it now,
+    on stdout so that a pipe can take it; never again after."""
+    ran = cli(client, "webhooks", "create", "https://hooks.example.com/openai", tty=True)
+    [(made, secret)] = api.secrets.items()
+    assert (ran.code, ran.err) == (0, _STORE_IT)
+    assert ran.out == (
+        f"id              {made}\n"
+        "name            hooks.example.com\n"
+        "url             https://hooks.example.com/openai\n"
+        "event_types     batch.completed,batch.failed,batch.expired,batch.cancelled\n"
+        "created         just now\n"
+        f"signing_secret  {secret}\n"
+    )
+    ran = cli(client, "webhooks", "create", "https://b.example/x", "--name", "nightly",
+              "--event-type", "batch.failed", "--event-type", "batch.expired")  # fmt: skip
+    other = list(api.endpoints)[-1]
+    assert (ran.code, ran.err) == (0, _STORE_IT)
+    assert ran.out == (
+        f"id\t{other}\nname\tnightly\nurl\thttps://b.example/x\n"
+        "event_types\tbatch.failed,batch.expired\ncreated\t2023-11-14T22:13:20Z\n"
+        f"signing_secret\t{api.secrets[other]}\n"
+    )
+    made_json = cli(client, "webhooks", "create", "https://c.example", "--json")
+    shown = json.loads(made_json.out)
+    assert shown == {**api.endpoints[shown["id"]], "signing_secret": api.secrets[shown["id"]]}
+    assert made_json.err == _STORE_IT
+    rotated = cli(client, "webhooks", "rotate-secret", made, "--keep-old-secret")
+    assert rotated.out.splitlines()[-1] == f"signing_secret\t{api.secrets[made]}"
+    assert rotated.err == _STORE_IT and api.secrets[made] != secret
+    assert json.loads(api.requests[-1].body) == {"keep_old_secret_active_for_24_hours": True}
+    later = [
+        cli(client, "webhooks", "get", made, tty=True),
+        cli(client, "webhooks", "list"),
+        cli(client, "webhooks", "list", "--json"),
+        cli(client, "webhooks", "test", made),
+    ]
+    assert later[0].out.splitlines()[-1] == f"secret_hint  whsec_...{api.secrets[made][-4:]}"
+    for ran in later:
+        assert ran.code == 0 and all(s not in ran.out + ran.err for s in api.secrets.values())
+        assert secret not in ran.out + ran.err
+
+
+def test_cli_webhooks_list_test_and_delete(client: Client, api: FakeAPI) -> None:
+    for name in ("a", "b"):
+        client.webhooks.create(url=f"https://{name}.example/hook", name=name, event_types=[
+            "batch.completed"])  # fmt: skip
+    first, second = list(api.endpoints)
+    ran = cli(client, "webhooks", "list", tty=True)
+    assert (ran.code, ran.err) == (0, "")
+    assert ran.out == (
+        "ID                           NAME  URL                     EVENT TYPES      CREATED\n"
+        f"{second}  b     https://b.example/hook  batch.completed  just now\n"
+        f"{first}  a     https://a.example/hook  batch.completed  just now\n"
+    )
+    ran = cli(client, "webhooks", "list", "--limit", "1", "--all")
+    assert ran.out == (
+        f"{second}\tb\thttps://b.example/hook\tbatch.completed\t2023-11-14T22:13:20Z\n"
+        f"{first}\ta\thttps://a.example/hook\tbatch.completed\t2023-11-14T22:13:20Z\n"
+    )
+    tested = cli(client, "webhooks", "test", first, tty=True)
+    assert (tested.code, tested.out) == (
+        0, f"sent batch.completed to {first}: the endpoint answered 200\n")  # fmt: skip
+    api.endpoint_status = 500  # the endpoint's own server fails: the command does too
+    tested = cli(client, "webhooks", "test", first, "--event-type", "batch.failed")
+    assert (tested.code, tested.out) == (1, f"{first}\tbatch.failed\t500\n")
+    assert api.deliveries == [(first, "batch.completed"), (first, "batch.failed")]
+    deleted = cli(client, "webhooks", "delete", first)
+    assert (deleted.code, deleted.out) == (0, f"deleted {first}\n")
+    deleted = cli(client, "webhooks", "delete", second, "--json")
+    assert json.loads(deleted.out) == {
+        "id": second, "object": "webhook_endpoint.deleted", "deleted": True}  # fmt: skip
+    assert cli(client, "webhooks", "list", tty=True).err == "No webhook endpoints found.\n"
+
+
+def test_cli_webhooks_errors_are_one_line_with_a_hint(client: Client, api: FakeAPI) -> None:
+    ran = cli(client, "webhooks", "delete", "we_nope")
+    assert (ran.code, ran.out) == (1, "")
+    assert ran.err == (
+        "error: Error code: 404 - No webhook endpoint found with id 'we_nope'. (request id req_1)\n"
+        "hint: check the id; `openai-batch webhooks list` shows your webhook endpoints\n"
+    )
+    ran = cli(client, "webhooks", "create", "http://plain.example")
+    assert (ran.code, ran.err) == (1, "error: Error code: 400 - Invalid 'url': the URL must use "
+                                   "https. (request id req_2)\n")  # fmt: skip
+    ran = cli(client, "webhooks", "test", "we_x", "--event-type", "nope")
+    assert ran.code == 1 and ran.err.startswith("error: Error code: 404")
+    assert cli(client, "webhooks").code == 2 and cli(client, "webhooks", "get").code == 2
+    assert api.secrets == {}
+
+
 def test_webhook_endpoints_are_made_listed_changed_tested_and_deleted(
     client: Client, api: FakeAPI
 ) -> None:
