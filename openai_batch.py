@@ -4047,7 +4047,7 @@ def _form_quote(value: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Webhooks: OpenAI's signed event notices, verified
+# Webhooks: OpenAI's signed event notices, verified; the endpoints that receive them
 # ---------------------------------------------------------------------------------------------
 
 if TYPE_CHECKING:
