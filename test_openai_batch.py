@@ -7943,6 +7943,28 @@ def test_a_webhook_endpoint_secret_is_masked_in_repr_only(client: Client, api: F
     assert json.loads(api.requests[-1].body) == {}  # keep_old_... left out, as officially
 
 
+def test_webhook_endpoint_objects_have_the_object_helpers(client: Client, api: FakeAPI) -> None:
+    """The endpoint answers are declared without @dataclass (import time), yet read, compare,
+    copy and dump as every other API object does."""
+    made = client.webhooks.create(url="https://a.example", name="a", event_types=["batch.failed"])
+    api.endpoints[made.id]["novel"] = 1  # newer than this module
+    got = client.webhooks.retrieve(made.id)
+    assert got._request_id.startswith("req_") and got.model_extra == {"novel": 1}
+    assert got.model_fields_set == set(api.endpoints[made.id]) - {"novel"}
+    assert list(ob.WebhookEndpoint.model_fields) == list(got.model_dump())[:8]
+    assert got == ob.WebhookEndpoint.model_validate(api.endpoints[made.id]) != made
+    copied = got.model_copy(update={"name": "b"})
+    assert (copied.name, got.name, copied.to_dict()["novel"]) == ("b", "a", 1)
+    got.url = "https://c.example"  # set on the object: its dict follows, the server's does not
+    assert got.to_dict()["url"] == "https://c.example" != api.endpoints[made.id]["url"]
+    built = ob.WebhookEndpoint(id="we_1", name="n")
+    assert (built.id, built.url, built.to_dict()) == ("we_1", None, {"id": "we_1", "name": "n"})
+    assert ob.WebhookEndpoint.construct(id="x").model_fields_set == {"id"}
+    with pytest.raises(AttributeError):
+        built.nope  # noqa: B018
+    assert json.loads(made.to_json()) == made.to_dict()
+
+
 def test_webhook_endpoint_calls_refuse_an_empty_id_and_take_every_option(
     client: Client, api: FakeAPI
 ) -> None:
