@@ -962,8 +962,8 @@ class _LightModel(_Model):
 
     For the small answers of one call (a deleted model, a webhook endpoint): @dataclass
     costs a tenth of a millisecond of import time a class, and these need none of what it
-    writes. A field the server left out reads None; one set is set in the dict, so that
-    ``to_dict()`` gives it. ``_hidden`` fields are masked in ``repr``, never elsewhere.
+    writes. A field the server left out reads None; one set on the object goes into its
+    dict, so that ``to_dict()`` gives it. ``_hidden`` fields are masked in ``repr`` alone.
     """
 
     __dataclass_fields__: dict[str, Any] = {}
