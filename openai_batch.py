@@ -113,8 +113,15 @@ __all__ = [
     "Files",
     "Models",
     "Model",
+    "ModelDeleted",
     "LegacyAPIResponse",
     "Webhooks",
+    "AsyncWebhooks",
+    "WebhookEndpoint",
+    "WebhookEndpointWithSecret",
+    "DeletedWebhookEndpoint",
+    "WebhookEndpointTestResult",
+    "WebhookEventTypeList",
     "WebhookEvent",
     "WebhookEventData",
     "BatchWebhookEventData",
@@ -745,6 +752,10 @@ else:
             if name in cls.__dict__:
                 defaults[name] = cls.__dict__[name]
         cls._init_names, cls._init_defaults = tuple(names), defaults
+        required = [name for name in names if name not in defaults]
+        if required and names and list(names).index(required[-1]) >= len(required):
+            # as @dataclass refuses it, at once rather than when first asked
+            raise TypeError(f"non-default argument {required[-1]!r} follows default argument")
         cls._made_by = cls
         cls.__match_args__ = cls._init_names
         return cls
@@ -787,6 +798,7 @@ class _Fields:
     _init_names: tuple[str, ...] = ()
     _init_defaults: dict[str, Any] = {}
     _made_by: type[_Fields] | None = None
+    _hidden: tuple[str, ...] = ()  # fields a repr masks: secrets, which a log must not keep
     if not TYPE_CHECKING:
         __dataclass_fields__ = _DataclassFields()
 
@@ -821,7 +833,10 @@ class _Fields:
         """What a class does once its fields are set: nothing, unless it says otherwise."""
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{key}={getattr(self, key)!r}" for key in self._init_names)
+        shown = ", ".join(
+            f"{key}='********'" if key in self._hidden else f"{key}={getattr(self, key)!r}"
+            for key in self._init_names
+        )
         return f"{type(self).__qualname__}({shown})"
 
     def __eq__(self, other: object) -> bool:
@@ -1257,6 +1272,15 @@ class Model(_Model):
     object: str = "model"
     owned_by: str = ""
     shutdown_date: str | None = None
+
+
+@_dataclass
+class ModelDeleted(_Model):
+    """The answer to deleting a fine-tuned model."""
+
+    id: str = ""
+    deleted: bool = False
+    object: str = ""
 
 
 @_dataclass
@@ -2983,6 +3007,15 @@ def _quote_id(value: str, name: str) -> str:
     return quote(value, safe="")
 
 
+def _segment(value: str, name: str) -> str:
+    """An id as the official package puts it in a path: percent-encoded, but for the
+    characters a path segment may hold (a fine-tuned model's colons stay as they are)."""
+    from urllib.parse import quote
+
+    _quote_id(value, name)
+    return quote(value, safe="!$&'()*+,;=:@")
+
+
 def _check_metadata(metadata: Mapping[str, str] | None) -> None:
     """Refuse metadata the API would refuse, before anything is sent, as the API refuses it.
 
@@ -3716,13 +3749,30 @@ class Models:
         timeout: _TimeoutArg = None,
     ) -> Model:
         """Fetch a model by id (a fine-tuned one's colons stay as they are)."""
-        from urllib.parse import quote
-
-        _quote_id(model, "model")
         return self._client._transport.request_json(
             "GET",
-            "/models/" + quote(model, safe="!$&'()*+,;=:@"),
+            "/models/" + _segment(model, "model"),
             _expecting(Model, "a model"),
+            query=extra_query,
+            headers=extra_headers,
+            timeout=timeout,
+        )
+
+    def delete(
+        self,
+        model: str,
+        *,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: _TimeoutArg = None,
+    ) -> ModelDeleted:
+        """Delete a fine-tuned model (the organization's Owner role is needed)."""
+        return self._client._transport.request_json(
+            "DELETE",
+            "/models/" + _segment(model, "model"),
+            _expecting(ModelDeleted, "a deleted model"),
+            body=_Body.json(dict(extra_body)) if extra_body else None,
             query=extra_query,
             headers=extra_headers,
             timeout=timeout,
@@ -3731,12 +3781,12 @@ class Models:
     @property
     def with_raw_response(self) -> Any:
         """The same calls, giving the HTTP response; see ``Batches.with_raw_response``."""
-        return _WithRawResponse(self, ("retrieve", "list"))
+        return _WithRawResponse(self, ("retrieve", "list", "delete"))
 
     @property
     def with_streaming_response(self) -> Any:
         """The same calls, each a context manager for the response."""
-        return _WithStreamingResponse(self, ("retrieve", "list"))
+        return _WithStreamingResponse(self, ("retrieve", "list", "delete"))
 
 
 class LegacyAPIResponse(_Generic[_T]):
@@ -4057,7 +4107,7 @@ def _form_quote(value: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Webhooks: OpenAI's signed event notices, verified
+# Webhooks: OpenAI's signed event notices, verified; the endpoints that receive them
 # ---------------------------------------------------------------------------------------------
 
 if TYPE_CHECKING:
@@ -4184,22 +4234,314 @@ _WEBHOOK_EVENTS: dict[str, type[WebhookEvent]] = {
     "batch.cancelled": BatchCancelledWebhookEvent,
 }
 
+
+@_dataclass
+class WebhookEndpoint(_Model):
+    """A webhook endpoint of the project: where OpenAI sends the events it names."""
+
+    id: str = ""
+    created_at: int = 0
+    event_types: list[str] = _field(default_factory=list)
+    name: str = ""
+    object: str = ""
+    signing_secret_hint: str | None = None  # a masked hint, such as "whsec_...abcd"
+    url: str = ""
+    updated_at: int | None = None
+
+
+@_dataclass
+class WebhookEndpointWithSecret(_Model):
+    """An endpoint just made, or its secret just rotated: the only answers with the secret.
+
+    ``signing_secret`` and ``to_dict()`` give it; ``repr`` masks it, so that a log of the
+    object does not carry it. Keep it as ``OpenAI(webhook_secret=...)`` will read it.
+    """
+
+    id: str = ""
+    created_at: int = 0
+    event_types: list[str] = _field(default_factory=list)
+    name: str = ""
+    object: str = ""
+    signing_secret: str = ""
+    signing_secret_hint: str | None = None
+    url: str = ""
+    updated_at: int | None = None
+
+    _hidden = ("signing_secret",)
+
+
+@_dataclass
+class DeletedWebhookEndpoint(_Model):
+    """The answer to deleting a webhook endpoint."""
+
+    id: str = ""
+    deleted: bool = False
+    object: str = ""
+
+
+@_dataclass
+class WebhookEndpointTestResult(_Model):
+    """What a sample event sent to an endpoint met: ``status_code`` is its server's answer."""
+
+    event_type: str = ""
+    object: str = ""
+    status_code: int = 0
+    success: bool = False  # the test ran; whether the endpoint took it is in status_code
+    webhook_endpoint_id: str = ""
+
+
+@_dataclass
+class WebhookEventTypeList(_Model):
+    """The event types a webhook endpoint of the project may subscribe to."""
+
+    data: list[str] = _field(default_factory=list)
+    object: str = ""
+
+
 _NO_WEBHOOK_SECRET = (
     "The webhook secret must either be set using the env var, OPENAI_WEBHOOK_SECRET, on the "
     "client class, OpenAI(webhook_secret='123'), or passed to this function"
 )
 
 
-class Webhooks:
-    """``client.webhooks``: check that an event came from OpenAI, and read it.
+class _EventTypes:
+    """``client.webhooks.event_types``: what an endpoint may subscribe to."""
 
-    The secret is the ``whsec_...`` one the dashboard shows for the endpoint: ``secret=`` on
-    the call, else ``OpenAI(webhook_secret=...)``, else OPENAI_WEBHOOK_SECRET. "Now" is the
-    client's clock, so that tests can fix it.
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(
+        self,
+        *,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: _TimeoutArg = None,
+    ) -> WebhookEventTypeList:
+        """Every event type the project's endpoints may subscribe to (``extra_body`` is
+        taken and, as by the official package on a GET, not sent)."""
+        return self._client._transport.request_json(
+            "GET",
+            "/webhook_event_types",
+            _expecting(WebhookEventTypeList, "a list of webhook event types"),
+            query=extra_query,
+            headers=extra_headers,
+            timeout=timeout,
+        )
+
+
+_WEBHOOK_CALLS = ("create", "retrieve", "update", "list", "delete", "rotate_secret", "test")
+
+
+class Webhooks:
+    """``client.webhooks``: check that an event came from OpenAI, and read it; and manage the
+    project's webhook endpoints.
+
+    The secret is the ``whsec_...`` one the dashboard shows for the endpoint, or that
+    ``create`` and ``rotate_secret`` return: ``secret=`` on the call, else
+    ``OpenAI(webhook_secret=...)``, else OPENAI_WEBHOOK_SECRET. "Now" is the client's clock,
+    so that tests can fix it.
     """
 
     def __init__(self, client: Client) -> None:
         self._client = client
+        self.event_types = _EventTypes(client)
+
+    def _send(
+        self, method: str, path: str, model: type[_M], body: dict[str, Any] | None, **options: Any
+    ) -> _M:
+        """One call on an endpoint: ``extra_body`` joins the body, as on every resource; a
+        GET sends none, as the official package sends none."""
+        extra = options.pop("extra_body", None)
+        if extra and method != "GET":
+            body = {**(body or {}), **extra}
+        return self._client._transport.request_json(
+            method,
+            path,
+            _expecting(model, f"a {_words(model.__name__)}"),
+            body=None if body is None else _Body.json(body),
+            query=options.get("extra_query"),
+            headers=options.get("extra_headers"),
+            timeout=options.get("timeout"),
+        )
+
+    def create(
+        self,
+        *,
+        event_types: Iterable[str],
+        name: str,
+        url: str,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: _TimeoutArg = None,
+    ) -> WebhookEndpointWithSecret:
+        """Make an endpoint at ``url`` for ``event_types``: its signing secret is in this
+        answer and no later one (``rotate_secret`` makes a new one)."""
+        body = {"event_types": list(event_types), "name": name, "url": url}
+        return self._send(
+            "POST",
+            "/webhook_endpoints",
+            WebhookEndpointWithSecret,
+            body,
+            extra_headers=extra_headers,
+            extra_query=extra_query,
+            extra_body=extra_body,
+            timeout=timeout,
+        )
+
+    def retrieve(
+        self,
+        webhook_endpoint_id: str,
+        *,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: _TimeoutArg = None,
+    ) -> WebhookEndpoint:
+        """Fetch an endpoint by id (its secret's hint, not the secret)."""
+        return self._send(
+            "GET",
+            _endpoint_path(webhook_endpoint_id),
+            WebhookEndpoint,
+            None,
+            extra_headers=extra_headers,
+            extra_query=extra_query,
+            extra_body=extra_body,
+            timeout=timeout,
+        )
+
+    def update(
+        self,
+        webhook_endpoint_id: str,
+        *,
+        event_types: Iterable[str] | None = None,
+        name: str | None = None,
+        url: str | None = None,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: _TimeoutArg = None,
+    ) -> WebhookEndpoint:
+        """Change what is given of an endpoint; ``event_types`` replaces the whole set."""
+        given = {"event_types": _passed(event_types), "name": _passed(name), "url": _passed(url)}
+        body = {key: value for key, value in given.items() if value is not None}
+        if "event_types" in body:
+            body["event_types"] = list(body["event_types"])
+        return self._send(
+            "POST",
+            _endpoint_path(webhook_endpoint_id),
+            WebhookEndpoint,
+            body,
+            extra_headers=extra_headers,
+            extra_query=extra_query,
+            extra_body=extra_body,
+            timeout=timeout,
+        )
+
+    def list(
+        self,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: _TimeoutArg = None,
+    ) -> CursorPage[WebhookEndpoint]:
+        """The project's endpoints, newest first: the first page now, the rest as iteration
+        reaches them (``extra_body`` is not sent on a GET)."""
+
+        def fetch(cursor: str | None) -> CursorPage[WebhookEndpoint]:
+            query = {"after": cursor, "limit": limit, **(extra_query or {})}
+            return self._client._transport.request_json(
+                "GET",
+                "/webhook_endpoints",
+                lambda payload: _page(payload, WebhookEndpoint, fetch),
+                query=query,
+                headers=extra_headers,
+                timeout=timeout,
+            )
+
+        return fetch(_passed(after))
+
+    def delete(
+        self,
+        webhook_endpoint_id: str,
+        *,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: _TimeoutArg = None,
+    ) -> DeletedWebhookEndpoint:
+        """Delete an endpoint: OpenAI sends it nothing more."""
+        return self._send(
+            "DELETE",
+            _endpoint_path(webhook_endpoint_id),
+            DeletedWebhookEndpoint,
+            None,
+            extra_headers=extra_headers,
+            extra_query=extra_query,
+            extra_body=extra_body,
+            timeout=timeout,
+        )
+
+    def rotate_secret(
+        self,
+        webhook_endpoint_id: str,
+        *,
+        keep_old_secret_active_for_24_hours: bool | None = None,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: _TimeoutArg = None,
+    ) -> WebhookEndpointWithSecret:
+        """A new signing secret for an endpoint, in this answer only; the old one stops at
+        once, or in 24 hours with ``keep_old_secret_active_for_24_hours=True``."""
+        keep = _passed(keep_old_secret_active_for_24_hours)
+        body = {} if keep is None else {"keep_old_secret_active_for_24_hours": keep}
+        return self._send(
+            "POST",
+            _endpoint_path(webhook_endpoint_id) + "/rotate_secret",
+            WebhookEndpointWithSecret,
+            body,
+            extra_headers=extra_headers,
+            extra_query=extra_query,
+            extra_body=extra_body,
+            timeout=timeout,
+        )
+
+    def test(
+        self,
+        webhook_endpoint_id: str,
+        *,
+        event_type: str,
+        extra_headers: _Headers | None = None,
+        extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: _TimeoutArg = None,
+    ) -> WebhookEndpointTestResult:
+        """Send the endpoint a sample event of ``event_type``; the result has its answer."""
+        return self._send(
+            "POST",
+            _endpoint_path(webhook_endpoint_id) + "/test",
+            WebhookEndpointTestResult,
+            {"event_type": event_type},
+            extra_headers=extra_headers,
+            extra_query=extra_query,
+            extra_body=extra_body,
+            timeout=timeout,
+        )
+
+    @property
+    def with_raw_response(self) -> Any:
+        """The endpoint calls, giving the HTTP response; see ``Batches.with_raw_response``."""
+        return _WithRawResponse(self, _WEBHOOK_CALLS)
+
+    @property
+    def with_streaming_response(self) -> Any:
+        """The endpoint calls, each a context manager for the response."""
+        return _WithStreamingResponse(self, _WEBHOOK_CALLS)
 
     def unwrap(
         self, payload: str | bytes, headers: _WebhookHeaders, *, secret: str | None = None
@@ -4262,6 +4604,15 @@ class Webhooks:
             raise InvalidWebhookSignatureError(
                 "The given webhook signature does not match the expected signature"
             )
+
+
+def _endpoint_path(webhook_endpoint_id: str) -> str:
+    return "/webhook_endpoints/" + _segment(webhook_endpoint_id, "webhook_endpoint_id")
+
+
+def _words(name: str) -> str:
+    """A class's name as words for a message: WebhookEndpoint -> "webhook endpoint"."""
+    return "".join(f" {c.lower()}" if c.isupper() else c for c in name).strip()
 
 
 def _webhook_header(headers: _WebhookHeaders, name: str) -> str:
@@ -5096,7 +5447,7 @@ class _ResourceViews:
         return f"<{self._view} of {self._client!r}>"
 
     def __getattr__(self, name: str) -> Any:
-        if name not in ("batches", "files", "models"):
+        if name not in ("batches", "files", "models", "webhooks"):
             raise AttributeError(f"{self._view} has no {name!r}")
         return getattr(getattr(self._client, name), self._view)
 
@@ -5105,10 +5456,11 @@ class Client:
     """The OpenAI Batch API: ``client.batches`` and ``client.files``. Also exported as OpenAI.
 
     Settings left out come from OPENAI_API_KEY, OPENAI_ORG_ID, OPENAI_PROJECT_ID and
-    OPENAI_BASE_URL. Proxies come from HTTPS_PROXY, HTTP_PROXY and NO_PROXY, extra CA
-    certificates from SSL_CERT_FILE and SSL_CERT_DIR. ``clock``, ``sleep`` and ``random``
-    replace ``time.time``, ``time.sleep`` and ``random.random`` for retries and waiting (tests
-    pass fakes). The key is sent in the Authorization header and shown nowhere else.
+    OPENAI_BASE_URL; OPENAI_CUSTOM_HEADERS adds headers under ``default_headers``. Proxies
+    come from HTTPS_PROXY, HTTP_PROXY and NO_PROXY, extra CA certificates from SSL_CERT_FILE
+    and SSL_CERT_DIR. ``clock``, ``sleep`` and ``random`` replace ``time.time``,
+    ``time.sleep`` and ``random.random`` for retries and waiting (tests pass fakes). The key
+    is sent in the Authorization header and shown nowhere else.
     """
 
     def __init__(
@@ -5136,7 +5488,8 @@ class Client:
         self.max_retries = int(max_retries)
         if self.max_retries < 0:
             raise _ArgumentError(f"max_retries must be 0 or more, not {max_retries!r}")
-        self.default_headers = {k: _header_value(k, v) for k, v in (default_headers or {}).items()}
+        headers = _with_custom_headers(default_headers or {})
+        self.default_headers = {k: _header_value(k, v) for k, v in headers.items()}
         self.default_query = {str(k): str(v) for k, v in (default_query or {}).items()}
         if webhook_secret is None:  # as the official client: "" given stays "" (and fails)
             webhook_secret = os.environ.get("OPENAI_WEBHOOK_SECRET")
@@ -5424,6 +5777,24 @@ def _api_key(given: str | None) -> str:
             f"(position {bad[0] + 1} of {len(key)}); check how it was copied."
         )
     return key
+
+
+def _with_custom_headers(given: Mapping[str, str]) -> dict[str, str]:
+    """``default_headers`` over those of OPENAI_CUSTOM_HEADERS, as the official client reads
+    it: a "Name: value" a line, names and values stripped, a line without a colon skipped.
+    A gateway's Authorization given there replaces the key's, unless ``default_headers``
+    gives one of its own, in any case."""
+    text = os.environ.get("OPENAI_CUSTOM_HEADERS")
+    if text is None:
+        return dict(given)
+    found = {}
+    for line in text.split("\n"):
+        name, colon, value = line.partition(":")
+        if colon:
+            found[name.strip()] = value.strip()
+    if any(name.lower() == "authorization" for name in given):
+        found = {name: value for name, value in found.items() if name.lower() != "authorization"}
+    return {**found, **given}
 
 
 def _base_url(url: str) -> str:
@@ -5851,8 +6222,23 @@ class AsyncFiles(_Async):
 
 
 class AsyncModels(_Async):
-    _calls = ("retrieve",)
+    _calls = ("retrieve", "delete")
     _lists = ("list",)
+
+
+class AsyncWebhooks(_Async):
+    """``client.webhooks``, awaited: the endpoint calls; ``unwrap`` and ``verify_signature``
+    do no I/O and are called as they are, as in the official async client."""
+
+    _calls = ("create", "retrieve", "update", "delete", "rotate_secret", "test")
+    _lists = ("list",)
+
+    def __init__(self, resource: Webhooks, run: _Run = _in_thread) -> None:
+        super().__init__(resource, run)
+        self.event_types = _Async(resource.event_types, run)
+        self.event_types._calls = ("list",)
+        self.unwrap = resource.unwrap
+        self.verify_signature = resource.verify_signature
 
 
 class AsyncOpenAI:
@@ -5861,8 +6247,8 @@ class AsyncOpenAI:
 
     Each call runs the blocking client on the loop's thread pool (see ``_in_thread``): batch
     work makes few, slow calls, and this way every rule of the blocking client (retries, the
-    idempotent create, atomic downloads) holds unchanged. ``webhooks`` is the same object as
-    the blocking client's: verifying a signature does no I/O.
+    idempotent create, atomic downloads) holds unchanged. ``webhooks.unwrap`` and
+    ``webhooks.verify_signature`` are the blocking client's: verifying does no I/O.
     """
 
     _blocking: type[Client] = Client
@@ -5875,7 +6261,7 @@ class AsyncOpenAI:
         self.batches = AsyncBatches(self._client.batches, self._run)
         self.files = AsyncFiles(self._client.files, self._run)
         self.models = AsyncModels(self._client.models, self._run)
-        self.webhooks = self._client.webhooks
+        self.webhooks = AsyncWebhooks(self._client.webhooks, self._run)
 
     async def _run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """One blocking call of this client's, on the thread pool (see ``_in_thread``)."""
@@ -8627,6 +9013,50 @@ def _show_files(console: _Console, files: Iterable[FileObject], as_json: bool) -
     return _show_rows(console, files, as_json, cells, table, middle=(3,))
 
 
+def _show_endpoints(console: _Console, endpoints: Iterable[WebhookEndpoint], as_json: bool) -> int:
+    def cells(endpoint: WebhookEndpoint) -> list[str]:
+        kinds = ",".join(endpoint.event_types or [])
+        return [
+            endpoint.id,
+            endpoint.name or "",
+            endpoint.url or "",
+            kinds,
+            console.when(endpoint.created_at),
+        ]
+
+    header = ["ID", "NAME", "URL", "EVENT TYPES", "CREATED"]
+    table = (header, (3, 2, 1), None, "No webhook endpoints found.")
+    return _show_rows(console, endpoints, as_json, cells, table)
+
+
+def _show_endpoint(
+    console: _Console, endpoint: WebhookEndpoint | WebhookEndpointWithSecret, as_json: bool
+) -> int:
+    """An endpoint's fields; with its signing secret, once, and a note to keep it now."""
+    secret = endpoint.signing_secret if isinstance(endpoint, WebhookEndpointWithSecret) else None
+    if as_json:
+        console.line(endpoint.to_json())
+    else:
+        details = [
+            ("id", endpoint.id),
+            ("name", endpoint.name or ""),
+            ("url", endpoint.url or ""),
+            ("event_types", ",".join(endpoint.event_types or [])),
+            ("created", console.when(endpoint.created_at)),
+        ]
+        if secret is None:
+            details.append(("secret_hint", endpoint.signing_secret_hint or ""))
+        else:
+            details.append(("signing_secret", secret))
+        _show_details(console, details)
+    if secret is not None:
+        console.note(
+            "note: store the signing secret now (as OPENAI_WEBHOOK_SECRET, for one): "
+            "it is not shown again"
+        )
+    return _EXIT_OK
+
+
 def _result_detail(result: BatchResult | None) -> str:
     """The gist of a result: the answer's text, or why it failed."""
     if result is None:
@@ -9093,6 +9523,67 @@ def _cmd_models(session: _Session) -> int:
     )
 
 
+_BATCH_EVENT_TYPES = ["batch.completed", "batch.failed", "batch.expired", "batch.cancelled"]
+
+
+def _cmd_webhooks_create(session: _Session) -> int:
+    from urllib.parse import urlsplit
+
+    args = session.args
+    made = session.client.webhooks.create(
+        url=args.url,
+        name=args.name or urlsplit(args.url).hostname or args.url,
+        event_types=args.event_type or _BATCH_EVENT_TYPES,
+    )
+    return _show_endpoint(session.console, made, args.json)
+
+
+def _cmd_webhooks_list(session: _Session) -> int:
+    args = session.args
+    page = session.client.webhooks.list(limit=args.limit)
+    return _show_endpoints(session.console, page if args.all else page.data, args.json)
+
+
+def _cmd_webhooks_get(session: _Session) -> int:
+    endpoint = session.client.webhooks.retrieve(session.args.id)
+    return _show_endpoint(session.console, endpoint, session.args.json)
+
+
+def _cmd_webhooks_delete(session: _Session) -> int:
+    deleted = session.client.webhooks.delete(session.args.id)
+    if session.args.json:
+        session.console.line(deleted.to_json(indent=None))
+    else:
+        session.console.line(f"deleted {deleted.id}" if deleted.deleted else f"kept {deleted.id}")
+    return _EXIT_OK if deleted.deleted else _EXIT_ERROR
+
+
+def _cmd_webhooks_test(session: _Session) -> int:
+    """Send a sample event; exit 1 when the endpoint's server does not answer 2xx."""
+    args, console = session.args, session.console
+    result = session.client.webhooks.test(args.id, event_type=args.event_type)
+    if args.json:
+        console.line(result.to_json(indent=None))
+    elif console.tty:
+        console.line(
+            f"sent {result.event_type} to {result.webhook_endpoint_id}: "
+            f"the endpoint answered {result.status_code}"
+        )
+    else:
+        cells = [result.webhook_endpoint_id, result.event_type, result.status_code]
+        console.line("\t".join(str(cell) for cell in cells))
+    ok = isinstance(result.status_code, int) and 200 <= result.status_code < 300
+    return _EXIT_OK if ok else _EXIT_ERROR
+
+
+def _cmd_webhooks_rotate_secret(session: _Session) -> int:
+    args = session.args
+    rotated = session.client.webhooks.rotate_secret(
+        args.id, keep_old_secret_active_for_24_hours=args.keep_old_secret or None
+    )
+    return _show_endpoint(session.console, rotated, args.json)
+
+
 def _show_warnings(console: _Console, summary: InputSummary) -> None:
     for warning in summary.warnings:
         console.note(f"warning: {summary.path}: {warning}")
@@ -9536,6 +10027,7 @@ def _parser() -> Any:
     _batch_commands(commands, common)
     _file_commands(commands, common)
     _workflow_commands(commands, common, waiting)
+    _webhook_commands(commands, common)
     return parser
 
 
@@ -9699,6 +10191,47 @@ def _file_commands(commands: Any, common: Any) -> None:
     content.add_argument(
         "-o", "--output", type=_path, metavar="FILE", help="save to FILE (atomically) instead"
     )
+
+
+def _webhook_commands(commands: Any, common: Any) -> None:
+    webhooks = commands.add_parser(
+        "webhooks", parents=[common], help="make, list, test or delete webhook endpoints"
+    )
+    verbs = webhooks.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+    create = _add(verbs, common, "create", _cmd_webhooks_create, "make a webhook endpoint")
+    create.add_argument("url", metavar="URL", help="the HTTPS URL that receives the events")
+    create.add_argument("--name", metavar="N", help="a name for it (the URL's host)")
+    create.add_argument(
+        "--event-type",
+        action="append",
+        metavar="T",
+        help="an event type to send it (repeatable; the four batch.* ones)",
+    )
+    _json_flag(create)
+    listing = _add(verbs, common, "list", _cmd_webhooks_list, "list webhook endpoints")
+    listing.add_argument("--limit", type=_COUNT, metavar="N", help="endpoints per page (20)")
+    listing.add_argument("--all", action="store_true", help="every page")
+    _json_flag(listing)
+    for name, run, text in (
+        ("get", _cmd_webhooks_get, "show a webhook endpoint"),
+        ("delete", _cmd_webhooks_delete, "delete a webhook endpoint"),
+        ("test", _cmd_webhooks_test, "send a webhook endpoint a sample event"),
+        ("rotate-secret", _cmd_webhooks_rotate_secret, "give an endpoint a new signing secret"),
+    ):
+        command = _add(verbs, common, name, run, text)
+        command.add_argument("id", metavar="ID", help="webhook endpoint id")
+        _json_flag(command)
+        if name == "test":
+            command.add_argument(
+                "--event-type", default="batch.completed", metavar="T", help="(batch.completed)"
+            )
+        if name == "rotate-secret":
+            command.add_argument(
+                "--keep-old-secret",
+                action="store_true",
+                help="keep the old secret valid for 24 hours",
+            )
 
 
 def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
@@ -9964,6 +10497,8 @@ def _status_hint(exc: APIStatusError, command: str) -> str | None:
             return "the batch's files have expired or been deleted (they are kept 30 days)"
         if "/files/" in url:
             return "check the file id; `openai-batch files list` shows your files"
+        if "/webhook_endpoints/" in url:
+            return "check the id; `openai-batch webhooks list` shows your webhook endpoints"
         return "check the id; `openai-batch list` shows your batches"
     if isinstance(exc, RateLimitError):
         return "the API is limiting requests; try again in a while"

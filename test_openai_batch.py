@@ -87,6 +87,23 @@ _ROUTES = (
     ("POST", r"/v1/batches/([^/]+)/cancel", "_cancel_batch"),
     ("GET", r"/v1/models", "_list_models"),
     ("GET", r"/v1/models/([^/]+)", "_retrieve_model"),
+    ("DELETE", r"/v1/models/([^/]+)", "_delete_model"),
+    ("POST", r"/v1/webhook_endpoints", "_create_endpoint"),
+    ("GET", r"/v1/webhook_endpoints", "_list_endpoints"),
+    ("GET", r"/v1/webhook_endpoints/([^/]+)", "_retrieve_endpoint"),
+    ("POST", r"/v1/webhook_endpoints/([^/]+)", "_update_endpoint"),
+    ("DELETE", r"/v1/webhook_endpoints/([^/]+)", "_delete_endpoint"),
+    ("POST", r"/v1/webhook_endpoints/([^/]+)/rotate_secret", "_rotate_endpoint_secret"),
+    ("POST", r"/v1/webhook_endpoints/([^/]+)/test", "_test_endpoint"),
+    ("GET", r"/v1/webhook_event_types", "_list_event_types"),
+)
+#: the event types an endpoint may subscribe to, as GET /v1/webhook_event_types lists them
+_EVENT_TYPES = (
+    *("batch.completed", "batch.failed", "batch.expired", "batch.cancelled"),
+    *("response.completed", "response.failed", "response.cancelled", "response.incomplete"),
+    *("eval.run.succeeded", "eval.run.failed", "eval.run.canceled"),
+    *("fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled"),
+    "realtime.call.incoming",
 )
 
 
@@ -254,6 +271,18 @@ def _json_type(value: Any) -> str:
     kinds: list[tuple[type, str]] = [(bool, "a boolean"), (int, "an integer"), (str, "a string")]
     kinds += [(float, "a decimal"), (list, "an array"), (dict, "an object")]
     return next((name for kind, name in kinds if isinstance(value, kind)), "null")
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """A request's JSON body, refused as the API refuses one that is not an object."""
+    try:
+        params = json.loads(body)
+    except ValueError:
+        raise _ApiError(400, _BAD_JSON) from None
+    if not isinstance(params, dict):
+        message = f"Invalid body: expected an object, but got {_json_type(params)} instead."
+        raise _ApiError(400, message, None, "invalid_type")
+    return params
 
 
 def _mask(key: str) -> str:
@@ -617,6 +646,12 @@ class FakeAPI:
                 ("ft:gpt-4o-mini:acme::abc123", "acme"),
             )
         }
+        #: webhook endpoints as the API answers them, and each one's signing secret
+        self.endpoints: dict[str, dict[str, Any]] = {}
+        self.secrets: dict[str, str] = {}
+        #: the sample events sent (endpoint id, event type), and what endpoints answer them
+        self.deliveries: list[tuple[str, str]] = []
+        self.endpoint_status = 200
 
     # -- public helpers for tests
 
@@ -823,6 +858,112 @@ class FakeAPI:
             message = f"The model '{model}' does not exist or you do not have access to it."
             raise _ApiError(404, message, None, "model_not_found")
         return self.models[model]
+
+    def _delete_model(self, request: Recorded, model: str) -> dict[str, Any]:
+        self._retrieve_model(request, model)
+        if self.models[model]["owned_by"] in ("system", "openai"):
+            message = "You have insufficient permissions for this operation."
+            raise _ApiError(403, message, None, "model_not_deletable")
+        del self.models[model]
+        return {"id": model, "object": "model", "deleted": True}
+
+    # -- webhook endpoints: the secret is answered at creation and rotation, never after
+
+    def _endpoint(self, endpoint_id: str) -> dict[str, Any]:
+        if endpoint_id not in self.endpoints:
+            raise _ApiError(404, f"No webhook endpoint found with id '{endpoint_id}'.")
+        return self.endpoints[endpoint_id]
+
+    def _endpoint_params(self, request: Recorded, known: set[str]) -> dict[str, Any]:
+        params = _json_object(request.body) if request.body else {}
+        unknown = sorted(params.keys() - known)
+        if unknown:
+            raise _ApiError(400, f"Unrecognized request argument supplied: {unknown[0]}")
+        if "url" in params and not _require_string(params, "url").startswith("https://"):
+            raise _ApiError(400, "Invalid 'url': the URL must use https.", "url", "invalid_url")
+        if "name" in params:
+            _require_string(params, "name")
+        kinds = params.get("event_types", ["batch.completed"])
+        if not isinstance(kinds, list) or not kinds:
+            message = "Invalid 'event_types': expected a non-empty array of event types."
+            raise _ApiError(400, message, "event_types", "invalid_type")
+        for kind in kinds:
+            _check_choice(kind, _EVENT_TYPES, "event_types")
+        return params
+
+    def _new_secret(self, endpoint: dict[str, Any]) -> dict[str, Any]:
+        secret = "whsec_" + base64.b64encode(self._new_id("", 32).encode()[:24]).decode()
+        self.secrets[endpoint["id"]] = secret
+        endpoint.update(
+            signing_secret_hint=f"whsec_...{secret[-4:]}", updated_at=int(self.clock.now)
+        )
+        return {**endpoint, "signing_secret": secret}
+
+    def _create_endpoint(self, request: Recorded) -> dict[str, Any]:
+        params = self._endpoint_params(request, {"url", "name", "event_types"})
+        for name in ("event_types", "name", "url"):
+            if name not in params:
+                raise _missing(name)
+        endpoint = {
+            "id": self._new_id("we_", 24),
+            "object": "webhook_endpoint",
+            "created_at": int(self.clock.now),
+            "event_types": params["event_types"],
+            "name": params["name"],
+            "url": params["url"],
+        }
+        self.endpoints[endpoint["id"]] = endpoint
+        return self._new_secret(endpoint)
+
+    def _list_endpoints(self, request: Recorded) -> dict[str, Any]:
+        limit = _int_param(request.query, "limit", 20, 1, 100)
+        newest = _oldest_first(self.endpoints.values())[::-1]
+        return _page(newest, request.query.get("after"), limit)
+
+    def _retrieve_endpoint(self, request: Recorded, endpoint_id: str) -> dict[str, Any]:
+        return self._endpoint(endpoint_id)
+
+    def _update_endpoint(self, request: Recorded, endpoint_id: str) -> dict[str, Any]:
+        endpoint = self._endpoint(endpoint_id)
+        params = self._endpoint_params(request, {"url", "name", "event_types"})
+        if any(endpoint[name] != value for name, value in params.items()):
+            endpoint.update(params, updated_at=int(self.clock.now))
+        return endpoint
+
+    def _delete_endpoint(self, request: Recorded, endpoint_id: str) -> dict[str, Any]:
+        self._endpoint(endpoint_id)
+        del self.endpoints[endpoint_id], self.secrets[endpoint_id]
+        return {"id": endpoint_id, "object": "webhook_endpoint.deleted", "deleted": True}
+
+    def _rotate_endpoint_secret(self, request: Recorded, endpoint_id: str) -> dict[str, Any]:
+        endpoint = self._endpoint(endpoint_id)
+        params = _json_object(request.body)
+        unknown = sorted(params.keys() - {"keep_old_secret_active_for_24_hours"})
+        if unknown:
+            raise _ApiError(400, f"Unrecognized request argument supplied: {unknown[0]}")
+        keep = params.get("keep_old_secret_active_for_24_hours", False)
+        if not isinstance(keep, bool):
+            message = "Invalid type for 'keep_old_secret_active_for_24_hours': expected a "
+            message += f"boolean, but got {_json_type(keep)} instead."
+            raise _ApiError(400, message, "keep_old_secret_active_for_24_hours", "invalid_type")
+        return self._new_secret(endpoint)
+
+    def _test_endpoint(self, request: Recorded, endpoint_id: str) -> dict[str, Any]:
+        self._endpoint(endpoint_id)
+        params = _json_object(request.body)
+        kind = _require_string(params, "event_type")
+        _check_choice(kind, _EVENT_TYPES, "event_type")
+        self.deliveries.append((endpoint_id, kind))
+        return {
+            "object": "webhook_endpoint.test",
+            "webhook_endpoint_id": endpoint_id,
+            "event_type": kind,
+            "status_code": self.endpoint_status,
+            "success": True,
+        }
+
+    def _list_event_types(self, request: Recorded) -> dict[str, Any]:
+        return {"object": "list", "data": list(_EVENT_TYPES)}
 
     def _list_files(self, request: Recorded) -> dict[str, Any]:
         query = request.query
@@ -1640,6 +1781,7 @@ _ENV_NAMES = (
     "OPENAI_ORG_ID",
     "OPENAI_PROJECT_ID",
     "OPENAI_BASE_URL",
+    "OPENAI_CUSTOM_HEADERS",
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "NO_PROXY",
@@ -7194,8 +7336,9 @@ def test_client_level_with_raw_response_and_a_full_headers_mapping(
     assert client.with_raw_response.models.list().parse().data
     file_id = _seeded_file(api)
     assert client.with_raw_response.files.content(file_id).content == api.contents[file_id]
-    with pytest.raises(AttributeError, match="with_raw_response has no 'webhooks'"):
-        client.with_raw_response.webhooks  # noqa: B018
+    assert client.with_raw_response.webhooks.list().parse().data == []  # as officially, now
+    with pytest.raises(AttributeError, match="with_raw_response has no 'chat'"):
+        client.with_raw_response.chat  # noqa: B018
     seen = repr(raw) + repr(http) + repr(vars(raw)) + repr(vars(http)) + repr(headers)
     assert API_KEY not in seen and API_KEY not in repr(client.with_raw_response)
 
@@ -7674,6 +7817,340 @@ def test_the_webhook_secret_is_not_shown() -> None:
     assert _SECRET[6:] not in str(info.value) + repr(info.value)
 
 
+def _bodies(api: FakeAPI) -> list[tuple[str, str, Any]]:
+    """Each request as sent: method, path and JSON body (None for none)."""
+    return [(r.method, r.path, json.loads(r.body) if r.body else None) for r in api.requests]
+
+
+_STORE_IT = (
+    "note: store the signing secret now (as OPENAI_WEBHOOK_SECRET, for one): "
+    "it is not shown again\n"
+)
+
+
+def test_cli_webhooks_create_shows_the_secret_once(client: Client, api: FakeAPI) -> None:
+    """Issue 17, item 16: the secret at creation (and rotation), with a note to keep it now,
+    on stdout so that a pipe can take it; never again after."""
+    ran = cli(client, "webhooks", "create", "https://hooks.example.com/openai", tty=True)
+    [(made, secret)] = api.secrets.items()
+    assert (ran.code, ran.err) == (0, _STORE_IT)
+    assert ran.out == (
+        f"id              {made}\n"
+        "name            hooks.example.com\n"
+        "url             https://hooks.example.com/openai\n"
+        "event_types     batch.completed,batch.failed,batch.expired,batch.cancelled\n"
+        "created         just now\n"
+        f"signing_secret  {secret}\n"
+    )
+    ran = cli(client, "webhooks", "create", "https://b.example/x", "--name", "nightly",
+              "--event-type", "batch.failed", "--event-type", "batch.expired")  # fmt: skip
+    other = list(api.endpoints)[-1]
+    assert (ran.code, ran.err) == (0, _STORE_IT)
+    assert ran.out == (
+        f"id\t{other}\nname\tnightly\nurl\thttps://b.example/x\n"
+        "event_types\tbatch.failed,batch.expired\ncreated\t2023-11-14T22:13:20Z\n"
+        f"signing_secret\t{api.secrets[other]}\n"
+    )
+    made_json = cli(client, "webhooks", "create", "https://c.example", "--json")
+    shown = json.loads(made_json.out)
+    assert shown == {**api.endpoints[shown["id"]], "signing_secret": api.secrets[shown["id"]]}
+    assert made_json.err == _STORE_IT
+    rotated = cli(client, "webhooks", "rotate-secret", made, "--keep-old-secret")
+    assert rotated.out.splitlines()[-1] == f"signing_secret\t{api.secrets[made]}"
+    assert rotated.err == _STORE_IT and api.secrets[made] != secret
+    assert json.loads(api.requests[-1].body) == {"keep_old_secret_active_for_24_hours": True}
+    later = [
+        cli(client, "webhooks", "get", made, tty=True),
+        cli(client, "webhooks", "list"),
+        cli(client, "webhooks", "list", "--json"),
+        cli(client, "webhooks", "test", made),
+    ]
+    assert later[0].out.splitlines()[-1] == f"secret_hint  whsec_...{api.secrets[made][-4:]}"
+    for ran in later:
+        assert ran.code == 0 and all(s not in ran.out + ran.err for s in api.secrets.values())
+        assert secret not in ran.out + ran.err
+
+
+def test_cli_webhooks_list_test_and_delete(client: Client, api: FakeAPI) -> None:
+    for name in ("a", "b"):
+        client.webhooks.create(url=f"https://{name}.example/hook", name=name, event_types=[
+            "batch.completed"])  # fmt: skip
+    first, second = list(api.endpoints)
+    ran = cli(client, "webhooks", "list", tty=True)
+    assert (ran.code, ran.err) == (0, "")
+    assert ran.out == (
+        "ID                           NAME  URL                     EVENT TYPES      CREATED\n"
+        f"{second}  b     https://b.example/hook  batch.completed  just now\n"
+        f"{first}  a     https://a.example/hook  batch.completed  just now\n"
+    )
+    ran = cli(client, "webhooks", "list", "--limit", "1", "--all")
+    assert ran.out == (
+        f"{second}\tb\thttps://b.example/hook\tbatch.completed\t2023-11-14T22:13:20Z\n"
+        f"{first}\ta\thttps://a.example/hook\tbatch.completed\t2023-11-14T22:13:20Z\n"
+    )
+    tested = cli(client, "webhooks", "test", first, tty=True)
+    assert (tested.code, tested.out) == (
+        0, f"sent batch.completed to {first}: the endpoint answered 200\n")  # fmt: skip
+    api.endpoint_status = 500  # the endpoint's own server fails: the command does too
+    tested = cli(client, "webhooks", "test", first, "--event-type", "batch.failed")
+    assert (tested.code, tested.out) == (1, f"{first}\tbatch.failed\t500\n")
+    assert api.deliveries == [(first, "batch.completed"), (first, "batch.failed")]
+    deleted = cli(client, "webhooks", "delete", first)
+    assert (deleted.code, deleted.out) == (0, f"deleted {first}\n")
+    deleted = cli(client, "webhooks", "delete", second, "--json")
+    assert json.loads(deleted.out) == {
+        "id": second, "object": "webhook_endpoint.deleted", "deleted": True}  # fmt: skip
+    assert cli(client, "webhooks", "list", tty=True).err == "No webhook endpoints found.\n"
+
+
+def test_cli_webhooks_errors_are_one_line_with_a_hint(client: Client, api: FakeAPI) -> None:
+    ran = cli(client, "webhooks", "delete", "we_nope")
+    assert (ran.code, ran.out) == (1, "")
+    assert ran.err == (
+        "error: Error code: 404 - No webhook endpoint found with id 'we_nope'. (request id req_1)\n"
+        "hint: check the id; `openai-batch webhooks list` shows your webhook endpoints\n"
+    )
+    ran = cli(client, "webhooks", "create", "http://plain.example")
+    assert (ran.code, ran.err) == (1, "error: Error code: 400 - Invalid 'url': the URL must use "
+                                   "https. (request id req_2)\n")  # fmt: skip
+    ran = cli(client, "webhooks", "test", "we_x", "--event-type", "nope")
+    assert ran.code == 1 and ran.err.startswith("error: Error code: 404")
+    assert cli(client, "webhooks").code == 2 and cli(client, "webhooks", "get").code == 2
+    assert api.secrets == {}
+
+
+def test_webhook_endpoints_are_made_listed_changed_tested_and_deleted(
+    client: Client, api: FakeAPI
+) -> None:
+    """Issue 17, item 16: the official endpoint calls, their paths, bodies and answers."""
+    made = client.webhooks.create(
+        url="https://example.com/hook", name="batches", event_types=["batch.completed"]
+    )
+    assert type(made) is ob.WebhookEndpointWithSecret
+    assert made.signing_secret == api.secrets[made.id] and made.signing_secret.startswith("whsec_")
+    assert made.to_dict() == {**api.endpoints[made.id], "signing_secret": made.signing_secret}
+    assert (made.url, made.name, made.event_types) == (
+        "https://example.com/hook",
+        "batches",
+        ["batch.completed"],
+    )
+    other = client.webhooks.create(url="https://b.example", name="b", event_types=("batch.failed",))
+    got = client.webhooks.retrieve(made.id)
+    assert type(got) is ob.WebhookEndpoint and got.signing_secret_hint == made.signing_secret_hint
+    with pytest.raises(AttributeError):
+        got.signing_secret  # noqa: B018  # not in this answer, nor in the class
+    changed = client.webhooks.update(made.id, event_types=["batch.failed", "batch.expired"])
+    assert changed.event_types == ["batch.failed", "batch.expired"] and changed.name == "batches"
+    assert [e.id for e in client.webhooks.list(limit=1)] == [other.id, made.id]  # newest first
+    page = client.webhooks.list(limit=1)
+    assert (page.has_more, [e.id for e in page.data]) == (True, [other.id])
+    rotated = client.webhooks.rotate_secret(made.id, keep_old_secret_active_for_24_hours=True)
+    assert rotated.signing_secret not in (made.signing_secret, None)
+    tested = client.webhooks.test(made.id, event_type="batch.completed")
+    assert type(tested) is ob.WebhookEndpointTestResult
+    assert (tested.webhook_endpoint_id, tested.status_code, tested.success) == (made.id, 200, True)
+    assert api.deliveries == [(made.id, "batch.completed")]
+    kinds = client.webhooks.event_types.list()
+    assert type(kinds) is ob.WebhookEventTypeList and "batch.expired" in kinds.data
+    gone = client.webhooks.delete(made.id)
+    assert type(gone) is ob.DeletedWebhookEndpoint
+    assert (gone.id, gone.deleted, gone.object) == (made.id, True, "webhook_endpoint.deleted")
+    with raises(ob.NotFoundError):
+        client.webhooks.retrieve(made.id)
+    sent = [(method, path.replace(made.id, "ID"), body) for method, path, body in _bodies(api)]
+    assert sent[:5] == [
+        ("POST", "/v1/webhook_endpoints", {
+            "event_types": ["batch.completed"], "name": "batches",
+            "url": "https://example.com/hook",
+        }),
+        ("POST", "/v1/webhook_endpoints", {
+            "event_types": ["batch.failed"], "name": "b", "url": "https://b.example",
+        }),
+        ("GET", "/v1/webhook_endpoints/ID", None),
+        ("POST", "/v1/webhook_endpoints/ID", {"event_types": ["batch.failed", "batch.expired"]}),
+        ("GET", "/v1/webhook_endpoints", None),
+    ]  # fmt: skip
+    assert sent[-5:] == [
+        ("POST", "/v1/webhook_endpoints/ID/rotate_secret", {
+            "keep_old_secret_active_for_24_hours": True,
+        }),
+        ("POST", "/v1/webhook_endpoints/ID/test", {"event_type": "batch.completed"}),
+        ("GET", "/v1/webhook_event_types", None),
+        ("DELETE", "/v1/webhook_endpoints/ID", None),
+        ("GET", "/v1/webhook_endpoints/ID", None),
+    ]  # fmt: skip
+    assert [r.query for r in api.requests[4:7]] == [
+        {"limit": "1"},
+        {"limit": "1", "after": other.id},  # its has_more is false: no third page
+        {"limit": "1"},
+    ]
+
+
+def test_a_webhook_endpoint_secret_is_masked_in_repr_only(client: Client, api: FakeAPI) -> None:
+    """Issue 17, item 16: `signing_secret` and `to_dict()` give it; repr never does."""
+    made = client.webhooks.create(url="https://a.example", name="a", event_types=["batch.failed"])
+    secret = made.signing_secret
+    assert repr(made) == (
+        f"WebhookEndpointWithSecret(id='{made.id}', created_at={_T0}, "
+        "event_types=['batch.failed'], name='a', object='webhook_endpoint', "
+        f"signing_secret='********', signing_secret_hint='{made.signing_secret_hint}', "
+        f"url='https://a.example', updated_at={_T0})"
+    )
+    assert secret not in repr(made) and secret[6:] not in str(made)
+    assert made.to_dict()["signing_secret"] == secret == made.model_dump()["signing_secret"]
+    assert list(made.model_dump()) == [
+        *("id", "created_at", "event_types", "name", "object", "signing_secret"),
+        *("signing_secret_hint", "url", "updated_at"),
+    ]
+    listed = list(client.webhooks.list())
+    assert secret not in repr(listed) and secret not in json.dumps([e.to_dict() for e in listed])
+    rotated = client.webhooks.rotate_secret(made.id)
+    assert rotated.signing_secret != secret and rotated.signing_secret not in repr(rotated)
+    assert json.loads(api.requests[-1].body) == {}  # keep_old_... left out, as officially
+
+
+def test_webhook_endpoint_objects_have_the_object_helpers(client: Client, api: FakeAPI) -> None:
+    """The endpoint answers read, compare, copy and dump as every other API object does."""
+    made = client.webhooks.create(url="https://a.example", name="a", event_types=["batch.failed"])
+    api.endpoints[made.id]["novel"] = 1  # newer than this module
+    got = client.webhooks.retrieve(made.id)
+    assert got._request_id.startswith("req_") and got.model_extra == {"novel": 1}
+    assert got.model_fields_set == set(api.endpoints[made.id]) - {"novel"}
+    assert list(ob.WebhookEndpoint.model_fields) == list(got.model_dump())[:8]
+    assert got == ob.WebhookEndpoint.model_validate(api.endpoints[made.id]) != made
+    copied = got.model_copy(update={"name": "b"})
+    assert (copied.name, got.name, copied.to_dict()["novel"]) == ("b", "a", 1)
+    got.url = "https://c.example"  # set on the object: its dict follows, the server's does not
+    assert got.to_dict()["url"] == "https://c.example" != api.endpoints[made.id]["url"]
+    built = ob.WebhookEndpoint(id="we_1", name="n")
+    assert (built.id, built.name, built.url, built.event_types) == ("we_1", "n", "", [])
+    assert built.to_dict()["id"] == "we_1" and built.to_dict()["updated_at"] is None
+    assert ob.WebhookEndpoint.construct(id="x").model_fields_set == {"id"}
+    with pytest.raises(AttributeError):
+        built.nope  # noqa: B018
+    assert json.loads(made.to_json()) == made.to_dict()
+
+
+def test_webhook_endpoint_calls_refuse_an_empty_id_and_take_every_option(
+    client: Client, api: FakeAPI
+) -> None:
+    for call in (
+        client.webhooks.retrieve,
+        client.webhooks.update,
+        client.webhooks.delete,
+        client.webhooks.rotate_secret,
+        lambda endpoint_id: client.webhooks.test(endpoint_id, event_type="batch.failed"),
+    ):
+        with raises(ValueError, re.escape(_EMPTY_ID)):  # as officially: before any request
+            call("")
+    assert api.requests == []
+    made = client.webhooks.create(
+        url="https://a.example",
+        name="a",
+        event_types=["batch.failed"],
+        extra_headers={"X-Trace": "1"},
+        extra_query={"dry": "no"},
+        extra_body={"name": "from extra_body"},
+        timeout=5,
+    )
+    sent = api.requests[-1]
+    assert (sent.headers["x-trace"], sent.query, made.name) == (
+        "1",
+        {"dry": "no"},
+        "from extra_body",
+    )
+    client.webhooks.retrieve(made.id, extra_body={"x": 1})  # a GET: not sent, as officially
+    assert api.requests[-1].body == b""
+    client.webhooks.delete(made.id, extra_body={"x": 1}, extra_query={"q": "1"})  # sent
+    assert (json.loads(api.requests[-1].body), api.requests[-1].query) == ({"x": 1}, {"q": "1"})
+    made = client.webhooks.create(url="https://a.example", name="a", event_types=["batch.failed"])
+    with raises(ob.BadRequestError, "the URL must use https"):
+        client.webhooks.update(made.id, url="http://plain.example")
+    assert client.webhooks.update(made.id, name=None, url=ob.NOT_GIVEN).name == "a"
+    assert json.loads(api.requests[-1].body) == {}
+    raw = client.webhooks.with_raw_response.retrieve(made.id)
+    assert (raw.status_code, raw.parse().id) == (200, made.id)
+    assert client.with_raw_response.webhooks.delete(made.id).parse().deleted is True
+
+
+_EMPTY_ID = "Expected a non-empty value for `webhook_endpoint_id` but received ''"
+
+
+def test_the_async_client_manages_webhook_endpoints(api: FakeAPI) -> None:
+    import asyncio
+
+    async def main() -> list[Any]:
+        stopped = {"clock": lambda: _NOW}  # the signed event's time
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, **stopped) as client:
+            made = await client.webhooks.create(
+                url="https://a.example", name="a", event_types=["batch.completed"]
+            )
+            await client.webhooks.create(
+                url="https://b.example", name="b", event_types=["batch.failed"]
+            )
+            listed = [e.id async for e in client.webhooks.list(limit=1)]
+            page = await client.webhooks.list()
+            kinds = await client.webhooks.event_types.list()
+            tested = await client.webhooks.test(made.id, event_type="batch.failed")
+            rotated = await client.webhooks.rotate_secret(made.id)
+            raw = await client.webhooks.with_raw_response.retrieve(made.id)
+            gone = await client.webhooks.delete(made.id)
+            body = json.dumps(batch_event())
+            event = client.webhooks.unwrap(body, signed_headers(body), secret=_SECRET)
+            return [made, listed, page, kinds, tested, rotated, raw, gone, event]
+
+    made, listed, page, kinds, tested, rotated, raw, gone, event = asyncio.run(main())
+    assert type(made) is ob.WebhookEndpointWithSecret and len(listed) == 2
+    assert [e.id for e in page.data] == listed and listed[1] == made.id
+    assert "batch.completed" in kinds.data and tested.event_type == "batch.failed"
+    assert rotated.signing_secret == api.secrets.get(made.id, rotated.signing_secret)
+    assert raw.status_code == 200 and gone.deleted and made.id not in api.endpoints
+    assert type(event) is ob.BatchCompletedWebhookEvent
+
+
+def test_models_delete_gives_model_deleted(client: Client, api: FakeAPI) -> None:
+    """Issue 17, item 16: DELETE /models/{model}, a fine-tuned model's colons as they are."""
+    tuned = "ft:gpt-4o-mini:acme::abc123"
+    gone = client.models.delete(tuned)
+    assert type(gone) is ob.ModelDeleted
+    assert (gone.id, gone.deleted, gone.object) == (tuned, True, "model")
+    assert repr(gone) == f"ModelDeleted(id='{tuned}', deleted=True, object='model')"
+    assert gone.to_dict() == {"id": tuned, "object": "model", "deleted": True}
+    assert list(gone.model_dump()) == ["id", "deleted", "object"]
+    assert (api.requests[-1].method, api.requests[-1].path) == ("DELETE", f"/v1/models/{tuned}")
+    assert tuned not in api.models
+    with raises(ob.NotFoundError):
+        client.models.delete(tuned)
+    with raises(ob.PermissionDeniedError):
+        client.models.delete("gpt-4o-mini")
+    with raises(ValueError, "Expected a non-empty value for `model` but received ''"):
+        client.models.delete("")
+
+
+def test_openai_custom_headers_go_under_default_headers(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17, item 16: OPENAI_CUSTOM_HEADERS, "Name: value" a line, as officially read."""
+    monkeypatch.setenv(
+        "OPENAI_CUSTOM_HEADERS", "X-Team:  search \nno colon here\nX-Both: env\r\nX-Url: a:b\n"
+    )
+    client = make_client(api, default_headers={"X-Both": "given"})
+    client.models.list()
+    sent = api.requests[-1].headers
+    assert (sent["x-team"], sent["x-both"], sent["x-url"]) == ("search", "given", "a:b")
+    assert client.default_headers == {"X-Team": "search", "X-Both": "given", "X-Url": "a:b"}
+    client.with_options(default_headers={"X-Team": "other"}).models.list()
+    assert api.requests[-1].headers["x-team"] == "other"
+    # A gateway's credential given there replaces the key's, unless default_headers has one.
+    monkeypatch.setenv("OPENAI_CUSTOM_HEADERS", f"Authorization: Bearer {API_KEY}")
+    make_client(api, api_key="sk-replaced-by-the-custom-header").files.list()
+    assert api.requests[-1].headers["authorization"] == f"Bearer {API_KEY}"
+    own = {"authorization": "Bearer sk-given-in-default-headers"}
+    with raises(ob.AuthenticationError):
+        make_client(api, default_headers=own, max_retries=0).files.list()
+    assert api.requests[-1].headers["authorization"] == own["authorization"]
+
+
 # ---------------------------------------------------------------- side by side with openai
 
 
@@ -8034,6 +8511,156 @@ def test_timeout_and_sentinels_agree_with_the_official_package(api: FakeAPI) -> 
     assert client.timeout == ob.Timeout(60.0, connect=5.0)
     assert (repr(ob.NOT_GIVEN), bool(ob.NOT_GIVEN)) == (repr(openai.NOT_GIVEN), False)
     assert bool(ob.Omit()) is bool(openai.Omit()) is False
+
+
+def _wire(api: FakeAPI, ids: list[str]) -> list[tuple[str, str, dict[str, str], Any, str]]:
+    """The requests since the last call, ids as "ID": method, path, query, body, type."""
+
+    def plain(text: str) -> str:
+        for n, made in enumerate(ids):
+            text = text.replace(made, f"ID{n}")
+        return text
+
+    sent = [
+        (r.method, plain(r.path), {k: plain(v) for k, v in r.query.items()},
+         json.loads(r.body) if r.body else None,
+         r.headers.get("content-type", "") if r.body else "")  # with no body, no matter
+        for r in api.requests
+    ]  # fmt: skip
+    del api.requests[:]
+    return sent
+
+
+def _public_class(exc: BaseException) -> str:
+    """The name of an error's first public class: ours refuse an empty id with a ValueError
+    of the command line's own (a usage error there), the official package a plain one."""
+    return next(kind.__name__ for kind in type(exc).__mro__ if not kind.__name__.startswith("_"))
+
+
+def _webhook_script(package: Any, client: Any, api: FakeAPI) -> list[Any]:
+    """The endpoint calls, their answers (ids and secrets made neutral) and their errors."""
+    hooks = client.webhooks
+    made = hooks.create(url="https://a.example/h", name="a", event_types=["batch.completed"])
+    other = hooks.create(url="https://b.example/h", name="b", event_types=["batch.failed"])
+    ids = [made.id, other.id]
+    secret = made.signing_secret
+    seen: list[Any] = [type(made).__name__, secret == api.secrets[made.id]]
+    seen.append(made.model_dump(exclude={"id", "signing_secret", "signing_secret_hint"}))
+    seen.append(secret not in repr(made) and secret not in str(made))
+    seen.append(hooks.retrieve(made.id).model_dump(exclude={"id", "signing_secret_hint"}))
+    changed = hooks.update(made.id, name="c", event_types=["batch.failed", "batch.expired"])
+    seen.append(changed.model_dump(exclude={"id", "signing_secret_hint"}))
+    seen.append([e.name for e in hooks.list(limit=1)])
+    page = hooks.list(limit=1)
+    seen.append((page.has_more, page.has_next_page(), len(page.data)))
+    rotated = hooks.rotate_secret(made.id, keep_old_secret_active_for_24_hours=False)
+    seen.append((type(rotated).__name__, rotated.signing_secret == api.secrets[made.id]))
+    seen.append(hooks.rotate_secret(made.id).signing_secret != rotated.signing_secret)
+    seen.append(
+        hooks.test(made.id, event_type="batch.expired").model_dump(exclude={"webhook_endpoint_id"})
+    )
+    seen.append(hooks.event_types.list().model_dump())
+    hooks.retrieve(
+        made.id, extra_headers={"X-Trace": "t"}, extra_query={"q": "1"}, extra_body={"b": 2}
+    )
+    for endpoint_id in ids:
+        seen.append(hooks.delete(endpoint_id).model_dump(exclude={"id"}))
+    for call in (
+        lambda: hooks.retrieve(made.id),
+        lambda: hooks.delete(""),
+        lambda: hooks.create(url="https://c.example", name="c", event_types=["nope.event"]),
+    ):
+        try:
+            call()
+        except Exception as exc:  # the class and message are compared
+            message = str(exc).split(" (request id")[0].replace(made.id, "ID0")
+            seen.append((_public_class(exc), message))
+    return [seen, _wire(api, ids)]
+
+
+def test_webhook_endpoints_agree_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17, item 16: the same endpoint calls on both packages: the same answers, errors
+    and requests on the wire. (Their repr leaves the secret out; ours masks it.)"""
+    openai = pytest.importorskip("openai")
+    official = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    del api.requests[:]
+    theirs = _webhook_script(openai, official, api)
+    mine = _webhook_script(ob, make_client(api, max_retries=0), api)
+    assert mine[0] == theirs[0]
+    assert mine[1] == theirs[1]
+
+
+def test_async_webhook_endpoints_agree_with_the_official_package(api: FakeAPI) -> None:
+    openai = pytest.importorskip("openai")
+    import asyncio
+
+    async def script(client: Any) -> list[Any]:
+        made = await client.webhooks.create(
+            url="https://a.example", name="a", event_types=["batch.failed"]
+        )
+        listed = [e.name async for e in client.webhooks.list(limit=1)]
+        kinds = await client.webhooks.event_types.list()
+        tested = await client.webhooks.test(made.id, event_type="batch.failed")
+        gone = await client.webhooks.delete(made.id)
+        return [listed, kinds.data, tested.status_code, gone.deleted, _wire(api, [made.id])]
+
+    del api.requests[:]
+    options = {"api_key": API_KEY, "base_url": api.base_url, "max_retries": 0}
+    theirs = asyncio.run(script(openai.AsyncOpenAI(**options)))
+    assert asyncio.run(script(ob.AsyncOpenAI(**options))) == theirs
+
+
+def test_models_delete_agrees_with_the_official_package(api: FakeAPI) -> None:
+    openai = pytest.importorskip("openai")
+
+    def script(client: Any) -> list[Any]:
+        api.models["ft:gpt-4o-mini:acme::abc123"]["owned_by"] = "acme"
+        gone = client.models.delete("ft:gpt-4o-mini:acme::abc123")
+        seen: list[Any] = [type(gone).__name__, gone.model_dump()]
+        api.models["ft:gpt-4o-mini:acme::abc123"] = {"id": "ft:gpt-4o-mini:acme::abc123",
+            "object": "model", "created": 1, "owned_by": "acme"}  # fmt: skip
+        for model in ("gpt-4o-mini", "nope", ""):
+            try:
+                client.models.delete(model)
+            except Exception as exc:  # the class and message are compared
+                seen.append((_public_class(exc), str(exc).split(" (request id")[0]))
+        return [seen, _wire(api, [])]
+
+    del api.requests[:]
+    official = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    assert script(make_client(api, max_retries=0)) == script(official)
+
+
+def test_openai_custom_headers_agree_with_the_official_package(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openai = pytest.importorskip("openai")
+    names = ("x-team", "x-both", "x-url", "x-other", "authorization")
+
+    def sent(client: Any, **options: Any) -> dict[str, str]:
+        client.models.list()
+        headers = api.requests[-1].headers
+        return {name: headers[name] for name in names if name in headers}
+
+    def script(package: Any) -> list[Any]:
+        seen = []
+        for env, given in [
+            ("X-Team:  search \nno colon\nX-Both: env\r\nX-Url: a:b\n", {"X-Both": "given"}),
+            (f"Authorization: Bearer {API_KEY}", {}),
+            (
+                f"Authorization: Bearer {API_KEY}\nX-Other: 1",
+                {"authorization": f"Bearer {API_KEY}"},
+            ),
+        ]:
+            monkeypatch.setenv("OPENAI_CUSTOM_HEADERS", env)
+            key = "sk-replaced-by-the-custom-header" if not given else API_KEY
+            client = package.OpenAI(api_key=key, base_url=api.base_url, max_retries=0,
+                                    default_headers=given)  # fmt: skip
+            seen.append(sent(client))
+            seen.append(sent(client.with_options(default_headers={"X-Team": "other"})))
+        return seen
+
+    assert script(ob) == script(openai)
 
 
 # ---------------------------------------------------------------- async
