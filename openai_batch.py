@@ -300,7 +300,9 @@ class APIError(OpenAIError):
         self.request = request
         self.body = body
         fields_ = body if isinstance(body, dict) else {}
-        self.code = fields_.get("code")
+        code = fields_.get("code")
+        # as the official package: a code is text, even one a server sent as a number
+        self.code = None if code is None else str(code)
         self.param = fields_.get("param")
         self.type = fields_.get("type")
 
@@ -3264,9 +3266,11 @@ class Batches:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> Batch:
-        """Fetch a batch by id."""
+        """Fetch a batch by id. ``extra_body`` is taken, and dropped as the official client
+        drops it, since a GET sends no body (so too in each ``list`` and ``retrieve``)."""
         path = "/batches/" + _quote_id(batch_id, "batch_id")
         return self._client._transport.request_json(
             "GET",
@@ -3305,6 +3309,7 @@ class Batches:
         limit: int | None = None,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> CursorPage[Batch]:
         """Batches, newest first: the first page now, the rest as iteration reaches them."""
@@ -3454,6 +3459,7 @@ class Files:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> FileObject:
         """Fetch a file's details by id."""
@@ -3473,6 +3479,7 @@ class Files:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> FileDeleted:
         """Delete a file."""
@@ -3481,6 +3488,7 @@ class Files:
             "DELETE",
             path,
             _expecting(FileDeleted, "a deleted file"),
+            body=_Body.json(dict(extra_body)) if extra_body else None,
             query=extra_query,
             headers=extra_headers,
             timeout=timeout,
@@ -3495,6 +3503,7 @@ class Files:
         order: str | None = None,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> CursorPage[FileObject]:
         """Files, newest first unless ``order="asc"``; pages are fetched as iteration needs."""
@@ -3518,6 +3527,7 @@ class Files:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> BinaryContent:
         """A file's content, streamed: ``write_to_file(path)`` saves it atomically."""
@@ -3586,6 +3596,7 @@ class Models:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> CursorPage[Model]:
         """Every model, in one page (the API does not page this list)."""
@@ -3604,6 +3615,7 @@ class Models:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> Model:
         """Fetch a model by id (a fine-tuned one's colons stay as they are)."""
@@ -5021,7 +5033,9 @@ class Client:
         self.api_key = self._key(api_key)
         self.organization = organization or os.environ.get("OPENAI_ORG_ID") or None
         self.project = project or os.environ.get("OPENAI_PROJECT_ID") or None
-        self.base_url = _base_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+        url = _base_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+        # read back with a trailing slash, as the official client's is; paths join without it
+        self.base_url = url + "/"
         given = DEFAULT_TIMEOUT if isinstance(timeout, NotGiven) else timeout
         self.timeout = _timeout(given)  # None: wait forever
         self.max_retries = int(max_retries)
@@ -5033,7 +5047,7 @@ class Client:
             webhook_secret = os.environ.get("OPENAI_WEBHOOK_SECRET")
         self.webhook_secret = webhook_secret
         self._transport = _Transport(
-            base_url=self.base_url,
+            base_url=url,
             headers=self._headers(),
             timeout=self.timeout,
             retry=_RetryPolicy(max_retries=self.max_retries),

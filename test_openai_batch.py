@@ -4011,9 +4011,9 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("OPENAI_BASE_URL", "http://example.invalid/v1/")
     client = ob.OpenAI()
     assert (client.organization, client.project) == ("org-env", "proj-env")
-    assert client.base_url == "http://example.invalid/v1"
+    assert client.base_url == "http://example.invalid/v1/"  # as the official client reads it
     assert repr(client) == (
-        "Client(base_url='http://example.invalid/v1', organization='org-env', "
+        "Client(base_url='http://example.invalid/v1/', organization='org-env', "
         "project='proj-env', timeout=600.0, max_retries=2)"
     )
     assert ob.OpenAI is ob.Client
@@ -6781,7 +6781,7 @@ def test_azure_reads_its_settings_from_the_environment_as_the_official_client_do
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", api.endpoint + "/")
     monkeypatch.setenv("OPENAI_API_VERSION", AZURE_VERSION)
     client = ob.AzureOpenAI()
-    assert client.base_url == api.endpoint + "/openai"
+    assert client.base_url == api.endpoint + "/openai/"
     assert [b.id for b in client.batches.list()] == list(api.batches)
     monkeypatch.setenv("AZURE_OPENAI_AD_TOKEN", "entra-token-7")  # it wins over the key
     api.azure_tokens = {"entra-token-7"}
@@ -8015,7 +8015,7 @@ def test_the_async_client_awaits_the_same_calls(api: FakeAPI, tmp_path: Any) -> 
     assert seen["pages"] == [1] * len(api.batches) and seen["raw_content"]
     assert seen["again"] == (seen["raw"][1], 5.0, "AsyncOpenAI")
     assert seen["raw"][0] == 200 and seen["models"] == list(api.models)
-    assert seen["base_url"] == api.base_url
+    assert seen["base_url"] == api.base_url + "/"
 
 
 _MIXED_LINES = b'{"a": 1}\r\n{"b": "\xc3\xa9"}\n\n{"c": 3}\r{"d": 4}'
