@@ -2142,11 +2142,13 @@ class _Transport:
         self.sleep = sleep
         self.random = random
         self.pool = _Pool()
+        self.closed = False  # by close(): as an httpx client, it sends nothing more
         self.last_date: tuple[float, float] | None = None  # the last Date header, and when
         self.drops_metadata = False  # seen: a batch made without the metadata it was sent
         self.watching: dict[int, list[_Seen]] = {}  # by thread: with_raw_response's responses
 
     def close(self) -> None:
+        self.closed = True
         self.pool.close()
 
     def server_now(self) -> float | None:
@@ -2390,6 +2392,8 @@ class _Transport:
         """Send one request on a kept-alive or new connection and read the response head."""
         import http.client
 
+        if self.closed:  # httpx's words, raised where the official client raises them
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
         origin = _origin(request.url)
         connection = self.pool.take(origin)
         reused = connection is not None
@@ -2552,6 +2556,13 @@ class BinaryContent:
             self._finished = True
             self._response.close()
             self._connection.conn.close()
+
+    def __del__(self) -> None:
+        # Dropped unread, the content would hold its socket until the collector found the
+        # connection; the official client's content is read whole, so code written for it
+        # drops one freely. (An __init__ that failed leaves nothing to close.)
+        if hasattr(self, "_finished"):
+            self.close()
 
     def iter_bytes(self, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
         """The body in chunks as they arrive.
@@ -5016,7 +5027,7 @@ class Client:
 
     def __init__(
         self,
-        api_key: str | None = None,
+        api_key: str | Callable[[], str] | None = None,
         *,
         organization: str | None = None,
         project: str | None = None,
@@ -5030,7 +5041,9 @@ class Client:
         sleep: Callable[[float], None] | None = None,
         random: Callable[[], float] | None = None,
     ) -> None:
-        self.api_key = self._key(api_key)
+        # A callable key is asked for before every try, as the official client asks it.
+        self._api_key_provider = api_key if callable(api_key) else None
+        self.api_key = "" if callable(api_key) else self._key(api_key)
         self.organization = organization or os.environ.get("OPENAI_ORG_ID") or None
         self.project = project or os.environ.get("OPENAI_PROJECT_ID") or None
         url = _base_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
@@ -5076,17 +5089,29 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the kept-alive connections."""
+        """Close the kept-alive connections; as the official client, this one is then done
+        with: a request raises ``RuntimeError``."""
         self._transport.close()
+
+    def is_closed(self) -> bool:
+        """Whether ``close()`` has been called."""
+        return self._transport.closed
 
     _provider = "openai"  # whose rules validate_input checks this client's files by
 
     def _key(self, given: str | None) -> str:
         return _api_key(given)
 
+    def _fresh_key(self) -> str:
+        """The key for one try: a callable's answer, kept as ``api_key`` as the official
+        client keeps it, or the key given."""
+        if self._api_key_provider is not None:
+            self.api_key = _provided_key(self._api_key_provider())
+        return self.api_key
+
     def _credentials(self) -> dict[str, str]:
         """The headers that carry the key, for one request."""
-        return {"Authorization": f"Bearer {self.api_key}"}
+        return {"Authorization": f"Bearer {self._fresh_key()}"}
 
     def _query(self) -> dict[str, str]:
         return dict(self.default_query)
@@ -5117,26 +5142,31 @@ class Client:
     def with_options(
         self,
         *,
-        api_key: str | None = None,
+        api_key: str | Callable[[], str] | None = None,
         organization: str | None = None,
         project: str | None = None,
         base_url: str | None = None,
         timeout: _TimeoutArg = None,
         max_retries: int | None = None,
         default_headers: Mapping[str, str] | None = None,
+        set_default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, str] | None = None,
+        set_default_query: Mapping[str, str] | None = None,
     ) -> Client:
-        """A new client with these settings changed and the others kept."""
+        """A new client with these settings changed and the others kept. ``default_headers``
+        and ``default_query`` add to this client's; ``set_default_*`` replace them."""
         transport = self._transport
         return Client(
-            api_key or self.api_key,
+            api_key or self._api_key_provider or self.api_key,
             organization=organization or self.organization,
             project=project or self.project,
             base_url=base_url or self.base_url,
             timeout=self.timeout if timeout is None or isinstance(timeout, NotGiven) else timeout,
             max_retries=self.max_retries if max_retries is None else max_retries,
-            default_headers={**self.default_headers, **(default_headers or {})},
-            default_query={**self.default_query, **(default_query or {})},
+            default_headers=_merged(
+                "headers", self.default_headers, default_headers, set_default_headers
+            ),
+            default_query=_merged("query", self.default_query, default_query, set_default_query),
             webhook_secret=self.webhook_secret,
             clock=transport.clock,
             sleep=transport.sleep,
@@ -5314,6 +5344,27 @@ class Client:
 OpenAI = Client
 
 
+def _merged(
+    what: str,
+    kept: Mapping[str, str],
+    added: Mapping[str, str] | None,
+    replacing: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """A copy's default headers or query: the kept ones with ``added``, or ``replacing``."""
+    if added is not None and replacing is not None:
+        raise _ArgumentError(
+            f"The `default_{what}` and `set_default_{what}` arguments are mutually exclusive"
+        )
+    return dict(replacing) if replacing is not None else {**kept, **(added or {})}
+
+
+def _provided_key(key: object) -> str:
+    """What an ``api_key`` callable gave, checked as a key given is."""
+    if not isinstance(key, str) or not key.strip():
+        raise OpenAIError("Expected the `api_key` callable to return a non-empty string.")
+    return _api_key(key)
+
+
 def _api_key(given: str | None) -> str:
     key = (given if given is not None else os.environ.get("OPENAI_API_KEY") or "").strip()
     if not key:
@@ -5371,7 +5422,7 @@ class AzureOpenAI(Client):
         api_version: str | None = None,
         azure_endpoint: str | None = None,
         azure_deployment: str | None = None,
-        api_key: str | None = None,
+        api_key: str | Callable[[], str] | None = None,
         azure_ad_token: str | None = None,
         azure_ad_token_provider: Callable[[], str] | None = None,
         organization: str | None = None,
@@ -5453,7 +5504,7 @@ class AzureOpenAI(Client):
             return {"Authorization": "Bearer " + _header_value("Authorization", token)}
         if self._azure_ad_token:
             return {"Authorization": f"Bearer {self._azure_ad_token}"}
-        return {"api-key": self.api_key}
+        return {"api-key": self._fresh_key()}
 
     def _query(self) -> dict[str, str]:
         return {**self.default_query, "api-version": self.api_version}
@@ -5468,7 +5519,7 @@ class AzureOpenAI(Client):
     def with_options(
         self,
         *,
-        api_key: str | None = None,
+        api_key: str | Callable[[], str] | None = None,
         azure_ad_token: str | None = None,
         azure_ad_token_provider: Callable[[], str] | None = None,
         api_version: str | None = None,
@@ -5478,14 +5529,18 @@ class AzureOpenAI(Client):
         timeout: _TimeoutArg = None,
         max_retries: int | None = None,
         default_headers: Mapping[str, str] | None = None,
+        set_default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, str] | None = None,
+        set_default_query: Mapping[str, str] | None = None,
     ) -> AzureOpenAI:
-        """A new client with these settings changed and the others kept."""
+        """A new client with these settings changed and the others kept; see
+        ``Client.with_options``."""
         transport = self._transport
         if not (api_key or azure_ad_token or azure_ad_token_provider):  # keep the ones it has
             azure_ad_token_provider = self._azure_ad_token_provider
             azure_ad_token = None if azure_ad_token_provider else self._azure_ad_token or None
-            api_key = None if azure_ad_token_provider or azure_ad_token else self.api_key
+            kept = self._api_key_provider or self.api_key
+            api_key = None if azure_ad_token_provider or azure_ad_token else kept
         endpoint = None if base_url else self.azure_endpoint
         return AzureOpenAI(
             api_key=api_key,
@@ -5500,8 +5555,10 @@ class AzureOpenAI(Client):
             webhook_secret=self.webhook_secret,
             timeout=self.timeout if timeout is None or isinstance(timeout, NotGiven) else timeout,
             max_retries=self.max_retries if max_retries is None else max_retries,
-            default_headers={**self.default_headers, **(default_headers or {})},
-            default_query={**self.default_query, **(default_query or {})},
+            default_headers=_merged(
+                "headers", self.default_headers, default_headers, set_default_headers
+            ),
+            default_query=_merged("query", self.default_query, default_query, set_default_query),
             clock=transport.clock,
             sleep=transport.sleep,
             random=transport.random,

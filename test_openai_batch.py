@@ -7251,6 +7251,123 @@ def test_a_job_outlives_a_lost_output_file_and_a_failed_clean_up(
     assert again.files_left == 0 and api.files == {}
 
 
+def test_an_api_key_callable_is_asked_before_every_try(api: FakeAPI) -> None:
+    """Issue 17, item 15: as the official client's `api_key` callable."""
+    asked: list[int] = []
+
+    def key() -> str:
+        asked.append(1)
+        return API_KEY
+
+    client = make_client(api, api_key=key)
+    assert client.api_key == ""  # as the official client: nothing asked before a request
+    api.add_batch(id="batch_1")
+    api.arm("GET", r"/v1/batches/batch_1", Fault.error(500))
+    client.batches.retrieve("batch_1")
+    assert len(asked) == 2 and client.api_key == API_KEY
+    assert api.requests[-1].headers["authorization"] == f"Bearer {API_KEY}"
+    client.with_options(max_retries=0).batches.retrieve("batch_1")  # the copy keeps asking
+    assert len(asked) == 3
+    empty = make_client(api, api_key=lambda: "")
+    with raises(ob.OpenAIError, match=r"^Expected the `api_key` callable to return a non-emp"):
+        empty.batches.retrieve("batch_1")
+
+
+def test_an_azure_api_key_callable_goes_in_the_api_key_header(api: FakeAPI) -> None:
+    api.azure_version = AZURE_VERSION
+    api.add_batch(id="batch_1")
+    client = ob.AzureOpenAI(
+        api_key=lambda: API_KEY, azure_endpoint=api.endpoint, api_version=AZURE_VERSION
+    )
+    client.batches.retrieve("batch_1")
+    assert api.requests[-1].headers["api-key"] == API_KEY
+    client.with_options(timeout=5).batches.retrieve("batch_1")
+    assert api.requests[-1].headers["api-key"] == API_KEY
+
+
+def test_copy_adds_default_headers_and_query_and_set_default_replaces_them(api: FakeAPI) -> None:
+    """Issue 17, item 15: the official copy()'s set_default_headers and set_default_query."""
+    client = make_client(api, default_headers={"X-A": "1"}, default_query={"a": "1"})
+    added = client.copy(default_headers={"X-B": "2"}, default_query={"b": "2"})
+    assert added.default_headers == {"X-A": "1", "X-B": "2"}
+    assert added.default_query == {"a": "1", "b": "2"}
+    replaced = client.with_options(set_default_headers={"X-B": "2"}, set_default_query={})
+    assert (replaced.default_headers, replaced.default_query) == ({"X-B": "2"}, {})
+    api.add_batch(id="batch_1")
+    replaced.batches.retrieve("batch_1")
+    assert "x-a" not in api.requests[-1].headers and api.requests[-1].query == {}
+    for what in ("headers", "query"):
+        with raises(
+            ValueError,
+            match=rf"^The `default_{what}` and `set_default_{what}` arguments are mutually "
+            "exclusive$",
+        ):
+            client.copy(**{f"default_{what}": {}, f"set_default_{what}": {}})
+
+
+def test_extra_body_is_taken_by_every_call_and_sent_where_a_body_goes(
+    client: Client, api: FakeAPI
+) -> None:
+    """Issue 17, item 15: as the official client, a GET drops extra_body; a DELETE sends it."""
+    api.add_batch(id="batch_1")
+    file_id = _seeded_file(api)
+    extra = {"x": 1}
+    client.batches.retrieve("batch_1", extra_body=extra)
+    client.batches.list(extra_body=extra)
+    client.files.retrieve(file_id, extra_body=extra)
+    client.files.list(extra_body=extra)
+    client.files.content(file_id, extra_body=extra).read()
+    client.models.list(extra_body=extra)
+    assert [r.body for r in api.requests] == [b""] * 6
+    client.files.delete(file_id, extra_body=extra)
+    assert json.loads(api.requests[-1].body) == extra
+
+
+def test_a_closed_client_says_so_and_sends_nothing_more(api: FakeAPI) -> None:
+    """Issue 17, item 15: is_closed(), and httpx's refusal after close()."""
+    api.add_batch(id="batch_1")
+    with make_client(api) as client:
+        assert not client.is_closed()
+        client.batches.retrieve("batch_1")
+    assert client.is_closed()
+    with raises(RuntimeError, match=r"^Cannot send a request, as the client has been closed\.$"):
+        client.batches.retrieve("batch_1")
+    assert len(api.requests) == 1
+
+
+def test_an_error_code_is_text_as_the_official_package_types_it() -> None:
+    assert ob.APIError("m", body={"code": 429}).code == "429"
+    assert ob.APIError("m", body={"code": None}).code is None
+    assert ob.APIError("m", body="not an object").code is None
+
+
+@pytest.mark.parametrize("given", ["http://h:1/v1", "http://h:1/v1/", "http://h:1"])
+def test_base_url_reads_back_with_a_trailing_slash(given: str) -> None:
+    """Issue 17, item 15: str(client.base_url) is the official client's."""
+    client = Client(api_key=API_KEY, base_url=given)
+    assert str(client.base_url) == given.rstrip("/") + "/"
+    assert client.with_options(timeout=5).base_url == client.base_url
+
+
+def test_a_base_url_joins_paths_without_a_double_slash(api: FakeAPI) -> None:
+    api.add_batch(id="batch_1")
+    make_client(api, base_url=api.base_url + "/").batches.retrieve("batch_1")
+    assert api.requests[-1].path == "/v1/batches/batch_1"
+
+
+def test_an_unread_content_dropped_lets_go_of_its_connection(client: Client, api: FakeAPI) -> None:
+    """Issue 17, item 15: the official content is read whole, so code drops one unread."""
+    import gc
+
+    file_id = str(api.add_file(b"x" * 1_000_000)["id"])
+    content = client.files.content(file_id)
+    sock = content._connection.conn.sock
+    assert sock.fileno() != -1
+    del content
+    gc.collect()
+    assert sock.fileno() == -1
+
+
 # ---------------------------------------------------------------- webhooks
 
 _NOW = 1_750_000_000
