@@ -5587,6 +5587,33 @@ async def _in_thread(function: Callable[..., _T], *args: Any, **kwargs: Any) -> 
     return await loop.run_in_executor(None, functools.partial(function, *args, **kwargs))
 
 
+class _Threads:
+    """The threads an async client's calls run on: one for each call in flight, up to the
+    official client's limit of connections (1,000), made as they are needed and kept idle for
+    the next calls.
+
+    Not the loop's default pool: it has min(32, cores + 4) threads, so that 200 calls awaited
+    together would run 32 at a time, where the official client sends all 200 at once. A
+    client's copies (``with_options``) share its threads, as the official copies share their
+    connection pool; the threads end when the last of them is collected.
+    """
+
+    def __init__(self) -> None:
+        self._pool: Any = None
+
+    async def run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        import asyncio
+        import functools
+
+        if self._pool is None:  # no await since the check: one loop cannot make two
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(_MAX_CONCURRENCY, thread_name_prefix="openai_batch")
+        loop = asyncio.get_running_loop()
+        call = functools.partial(function, *args, **kwargs)
+        return await loop.run_in_executor(self._pool, call)
+
+
 class AsyncPaginator(_Generic[_M]):
     """What an async ``list()`` gives: ``await`` it for the first page, or ``async for`` over
     every item of every page, each page fetched as the loop reaches it."""
@@ -5821,15 +5848,16 @@ class AsyncOpenAI:
     """The client with ``async def`` calls: ``await client.batches.create(...)``, and
     ``async for batch in client.batches.list()``. It takes the same settings as ``OpenAI``.
 
-    Each call runs the blocking client on the loop's thread pool (see ``_in_thread``): batch
-    work makes few, slow calls, and this way every rule of the blocking client (retries, the
-    idempotent create, atomic downloads) holds unchanged. ``webhooks`` is the same object as
-    the blocking client's: verifying a signature does no I/O.
+    Each call runs the blocking client on a thread (see ``_Threads``): this way every rule of
+    the blocking client (retries, the idempotent create, atomic downloads) holds unchanged.
+    ``webhooks`` is the same object as the blocking client's: verifying a signature does no
+    I/O.
     """
 
     _blocking: type[Client] = Client
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._threads = _Threads()
         self._wrap(self._blocking(*args, **kwargs))
 
     def _wrap(self, client: Client) -> None:
@@ -5840,8 +5868,8 @@ class AsyncOpenAI:
         self.webhooks = self._client.webhooks
 
     async def _run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """One blocking call of this client's, on the thread pool (see ``_in_thread``)."""
-        return await _in_thread(function, *args, **kwargs)
+        """One blocking call of this client's, on a thread of its own (see ``_Threads``)."""
+        return await self._threads.run(function, *args, **kwargs)
 
     def __repr__(self) -> str:
         return "Async" + repr(self._client)
@@ -5863,6 +5891,7 @@ class AsyncOpenAI:
     def with_options(self, **changes: Any) -> AsyncOpenAI:
         """A new async client with these settings changed and the others kept."""
         made = object.__new__(type(self))
+        made._threads = self._threads
         made._wrap(self._client.with_options(**changes))
         return made
 
@@ -5981,7 +6010,7 @@ class AsyncAzureOpenAI(AsyncOpenAI):
             import asyncio
 
             function = provider.on_loop(function, asyncio.get_running_loop())
-        return await _in_thread(function, *args, **kwargs)
+        return await self._threads.run(function, *args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

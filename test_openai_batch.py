@@ -114,7 +114,7 @@ class Fault:
     """One armed misbehaviour; see FakeAPI.arm."""
 
     # "respond" | "drop" | "reset" | "lose_response" | "cut_body" | "slow" | "late" | "stall"
-    # | "pass"
+    # | "pass" | "gather"
     action: str
     status: int = 500
     body: bytes | None = None  # None: an OpenAI-shaped error body saying "Injected <status>"
@@ -123,6 +123,7 @@ class Fault:
     delay: float = 0.0  # real seconds, for "slow"
     fraction: float = 0.5  # share of the body sent, for "cut_body"
     then: Callable[[], Any] | None = None  # run once the request is processed
+    barrier: threading.Barrier | None = None  # for "gather"
 
     @classmethod
     def error(
@@ -181,6 +182,12 @@ class Fault:
     def passes(cls) -> Fault:
         """Let the request by as if nothing were armed: to reach the next ones."""
         return cls("pass")
+
+    @classmethod
+    def gather(cls, barrier: threading.Barrier) -> Fault:
+        """Wait at `barrier` until its parties are all in, then process the request: proof
+        that that many requests are in flight at once (a broken barrier fails the test)."""
+        return cls("gather", barrier=barrier)
 
     @classmethod
     def late(cls, delay: float) -> Fault:
@@ -1069,6 +1076,7 @@ def _serving(server: ThreadingHTTPServer) -> Iterator[None]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # a backlog of 5 drops connections, which wait a second to retry
     api: FakeAPI
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -1110,6 +1118,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._hang_up(reset=action == "reset")
         if fault and action == "late":
             time.sleep(fault.delay)
+        if fault and fault.barrier is not None:
+            fault.barrier.wait()
         response = _injected(fault) if fault and action == "respond" else api._handle(request)
         if fault and fault.then is not None:
             with api.lock:
@@ -8450,6 +8460,24 @@ def test_a_finished_job_writes_results_again_if_they_were_removed(
         f"end; remove {other}.job to run it again"
     )
     assert len(api.batches) == 2
+
+
+def test_async_calls_are_not_capped_by_the_loops_thread_pool(api: FakeAPI) -> None:
+    """Issue 17, item 15: 200 calls awaited together are 200 requests in flight, as the
+    official client's are; the loop's default pool would hold them to min(32, cores + 4)."""
+    import asyncio
+
+    api.add_batch(id="batch_1")
+    together = threading.Barrier(100, timeout=10)  # a third of the calls past the default
+    api.arm("GET", r"/v1/batches/batch_1", *[Fault.gather(together)] * 200)
+
+    async def main() -> list[str]:
+        client = ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+        calls = [client.batches.retrieve("batch_1") for _ in range(200)]
+        return [batch.id for batch in await asyncio.gather(*calls)]
+
+    assert asyncio.run(main()) == ["batch_1"] * 200
+    assert not together.broken
 
 
 # ---------------------------------------------------------------- run --direct (issue 12)
