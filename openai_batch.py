@@ -6014,6 +6014,146 @@ class AsyncAzureOpenAI(AsyncOpenAI):
 
 
 # ---------------------------------------------------------------------------------------------
+# The module client: openai_batch.api_key = "...", then openai_batch.batches.create(...)
+# ---------------------------------------------------------------------------------------------
+
+# The official package's module settings, with its defaults: the one state this module keeps
+# apart from constants, since code written for `openai.api_key = ...` must run unchanged. A
+# setting left as None comes from the environment, as a client's does. Each use of the module
+# client reads them all (see `_module_client`), so a change is seen at the next call.
+api_key: str | Callable[[], str] | None = None
+organization: str | None = None
+project: str | None = None
+webhook_secret: str | None = None
+base_url: str | None = None
+timeout: float | Timeout | None = DEFAULT_TIMEOUT
+max_retries: int = DEFAULT_MAX_RETRIES
+default_headers: Mapping[str, str] | None = None
+default_query: Mapping[str, object] | None = None
+http_client: object = None  # an httpx client: refused when set, since nothing here uses httpx
+#: "openai" or "azure"; left None, it is decided at first use (and kept) from the credentials
+#: at hand: OPENAI_API_TYPE, else Azure's if any are set, else OpenAI's.
+api_type: str | None = None
+api_version: str | None = None
+azure_endpoint: str | None = None
+azure_ad_token: str | None = None
+azure_ad_token_provider: Callable[[], str] | None = None
+
+_MODULE_SETTINGS = (
+    *("api_key", "organization", "project", "webhook_secret", "base_url", "timeout"),
+    *("max_retries", "default_headers", "default_query", "http_client", "api_type"),
+    *("api_version", "azure_endpoint", "azure_ad_token", "azure_ad_token_provider"),
+)
+_MODULE_RESOURCES = ("batches", "files", "models", "webhooks")
+# The module client and the settings it was made with. Two threads that first use it at once
+# may each make one; the last one kept serves, and the other is dropped unharmed.
+_MODULE_CLIENT: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """``openai_batch.batches``, ``.files``, ``.models`` and ``.webhooks`` (PEP 562): nothing
+    is made at import, and the client only at the first call."""
+    if name in _MODULE_RESOURCES:
+        return _ModuleResource(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _ModuleResource:
+    """One resource of the module client, looked up again at each use, as the official
+    package's proxies are: ``batches = openai_batch.batches`` kept, then a setting changed,
+    is still the client of the settings of the moment."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<openai_batch.{self._name} of the module client>"
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(getattr(_module_client(), self._name), attribute)
+
+
+def _module_client() -> Client:
+    """The client of the module's settings, made again whenever one has changed since.
+
+    The official package makes its module client once and reads most settings from the
+    module at each request; a client here fixes its settings when made, so it is made anew
+    instead (the kept-alive connections of the one before are closed, its calls in flight
+    finish). Azure's settings are read again too, where the official client keeps the first.
+    """
+    kind = _module_api_type()
+    settings = {name: _settled(globals()[name]) for name in _MODULE_SETTINGS}
+    made = _MODULE_CLIENT.get("client")
+    if made is not None and _MODULE_CLIENT["settings"] == settings:
+        return made  # type: ignore[no-any-return]
+    if http_client is not None:
+        raise OpenAIError(
+            "openai_batch.http_client is not used: this module sends with the standard "
+            "library (proxies come from HTTPS_PROXY, CA certificates from SSL_CERT_FILE)"
+        )
+    client = _new_module_client(kind)
+    _MODULE_CLIENT.update(client=client, settings=settings)
+    if made is not None:
+        made._transport.pool.close()
+    return client
+
+
+def _settled(value: object) -> object:
+    """A setting as compared between uses: a mapping by its items, as it may change in place."""
+    items = getattr(value, "items", None)
+    return sorted(items(), key=repr) if callable(items) else value
+
+
+def _module_api_type() -> str:
+    """The module client's kind, decided at first use as the official package decides it,
+    and kept in ``api_type`` (with Azure's endpoint and version, from the environment)."""
+    global api_type, azure_endpoint, api_version
+    env = os.environ.get
+    azure_endpoint = azure_endpoint or env("AZURE_OPENAI_ENDPOINT")
+    api_version = api_version or env("OPENAI_API_VERSION")
+    if api_type is None:
+        api_type = env("OPENAI_API_TYPE")
+    if api_type is None:
+        openai = env("OPENAI_API_KEY") is not None
+        azure = azure_endpoint is not None or env("AZURE_OPENAI_API_KEY") is not None
+        entra = env("AZURE_OPENAI_AD_TOKEN") is not None
+        azure = azure or entra or azure_ad_token is not None or azure_ad_token_provider is not None
+        if openai and azure:
+            raise OpenAIError(
+                "Ambiguous use of module client; please set `openai_batch.api_type` or the "
+                "`OPENAI_API_TYPE` environment variable to `openai` or `azure`"
+            )
+        api_type = "azure" if azure else "openai"
+    return api_type
+
+
+def _new_module_client(kind: str) -> Client:
+    query = None if default_query is None else {k: str(v) for k, v in default_query.items()}
+    common: dict[str, Any] = {
+        "organization": organization,
+        "project": project,
+        "webhook_secret": webhook_secret,
+        "base_url": None if base_url is None else str(base_url),
+        "timeout": timeout,
+        "max_retries": max_retries,
+        "default_headers": default_headers,
+        "default_query": query,
+    }
+    if kind == "amazon-bedrock":
+        raise OpenAIError("api_type 'amazon-bedrock' is not served by openai_batch")
+    if kind != "azure":  # as the official package: any other kind is OpenAI's
+        return Client(api_key, **common)
+    return AzureOpenAI(
+        api_key=api_key,
+        api_version=api_version,
+        azure_endpoint=azure_endpoint,
+        azure_ad_token=azure_ad_token,
+        azure_ad_token_provider=azure_ad_token_provider,
+        **common,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Jobs: work of any size in rounds, resumed after a crash; the engine and its record
 # ---------------------------------------------------------------------------------------------
 #

@@ -1756,7 +1756,11 @@ def test_all_lists_exactly_the_public_names() -> None:
         and not isinstance(value, type(ob))
         and name not in {"annotations", "TYPE_CHECKING"}
     }
-    assert sorted(ob.__all__) == sorted(public)
+    # The module client's settings are public and, as in the official package, not in
+    # __all__: `from openai import *` brings no `api_key`.
+    settings = set(ob._MODULE_SETTINGS)
+    assert settings <= public and not settings & set(ob.__all__)
+    assert sorted(ob.__all__) == sorted(public - settings)
     assert len(ob.__all__) == len(set(ob.__all__))
     for name in ob.__all__:
         assert getattr(ob, name) is not None
@@ -7378,6 +7382,113 @@ def test_an_unread_content_dropped_lets_go_of_its_connection(client: Client, api
     assert sock.fileno() == -1
 
 
+@pytest.fixture
+def module(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """openai_batch's module settings at their defaults, and no module client yet; the
+    settings a test makes are undone after it."""
+    defaults = {name: None for name in ob._MODULE_SETTINGS}
+    defaults.update(timeout=ob.DEFAULT_TIMEOUT, max_retries=ob.DEFAULT_MAX_RETRIES)
+    for name, value in defaults.items():
+        monkeypatch.setattr(ob, name, value)
+    monkeypatch.setattr(ob, "_MODULE_CLIENT", {})
+    yield ob
+
+
+def test_the_module_client_serves_batches_files_and_models(api: FakeAPI, module: Any) -> None:
+    """Issue 17, item 14: `openai.api_key = ...`, then `openai.batches.create(...)`."""
+    module.api_key, module.base_url, module.max_retries = API_KEY, api.base_url, 0
+    file = module.files.create(file=("in.jsonl", b'{"custom_id": "a"}\n'), purpose="batch")
+    batch = module.batches.create(
+        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert module.batches.retrieve(batch.id).id == batch.id
+    assert [m.id for m in module.models.list()] == list(api.models)
+    assert module.webhooks.verify_signature is not None  # the client's own webhooks
+    assert module.api_type == "openai"  # decided at first use, and kept, as the official one
+    assert repr(module.batches) == "<openai_batch.batches of the module client>"
+    assert api.requests[0].headers["authorization"] == f"Bearer {API_KEY}"
+
+
+def test_a_module_setting_changed_after_first_use_is_seen(api: FakeAPI, module: Any) -> None:
+    module.api_key, module.base_url, module.max_retries = API_KEY, api.base_url, 0
+    api.add_batch(id="batch_1")
+    batches = module.batches  # kept, as `from openai import batches` keeps it
+    batches.retrieve("batch_1")
+    first = module._module_client()
+    module.default_headers = {"X-A": "1"}
+    module.organization = "org-1"
+    batches.retrieve("batch_1")
+    assert api.requests[-1].headers["x-a"] == "1"
+    assert api.requests[-1].headers["openai-organization"] == "org-1"
+    module.default_headers["X-A"] = "2"  # changed in place, too
+    batches.retrieve("batch_1")
+    assert api.requests[-1].headers["x-a"] == "2"
+    assert module._module_client() is module._module_client() is not first  # made once a change
+    module.api_key = "sk-another-key-entirely-0000"
+    with raises(ob.AuthenticationError):
+        batches.retrieve("batch_1")
+
+
+def test_the_module_settings_default_as_the_official_ones_and_import_makes_nothing() -> None:
+    probe = (
+        "import openai_batch as ob\n"
+        "names = ob._MODULE_SETTINGS\n"
+        "print(sorted(n for n in names if getattr(ob, n) is not None), ob._MODULE_CLIENT)\n"
+        "print(ob.timeout == ob.DEFAULT_TIMEOUT, ob.max_retries == ob.DEFAULT_MAX_RETRIES)\n"
+        "batches = ob.batches\n"
+        "try:\n"
+        "    batches.retrieve\n"
+        "except ob.OpenAIError as error:\n"
+        "    print(error)\n"
+        "try:\n"
+        "    ob.nothing\n"
+        "except AttributeError as error:\n"
+        "    print(error)\n"
+    )
+    folder = os.path.dirname(os.path.abspath(ob.__file__))
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_NAMES and "OPENAI" not in k}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=folder, env=env, capture_output=True, text=True
+    )
+    assert out.stdout.splitlines() == [
+        "['max_retries', 'timeout'] {}",
+        "True True",
+        "The api_key client option must be set either by passing api_key to the client or by "
+        "setting the OPENAI_API_KEY environment variable",
+        "module 'openai_batch' has no attribute 'nothing'",
+    ]
+
+
+def test_the_module_client_is_azure_s_when_azure_settings_are_at_hand(
+    api: FakeAPI, module: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api.azure_version = AZURE_VERSION
+    api.add_batch(id="batch_1")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("OPENAI_API_VERSION", AZURE_VERSION)
+    module.azure_endpoint, module.max_retries = api.endpoint, 0
+    assert module.batches.retrieve("batch_1").id == "batch_1"
+    assert api.requests[-1].headers["api-key"] == API_KEY
+    assert (module.api_type, module.api_version) == ("azure", AZURE_VERSION)
+    assert isinstance(module._module_client(), ob.AzureOpenAI)
+
+
+def test_the_module_client_refuses_ambiguous_credentials_and_an_http_client(
+    module: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", API_KEY)
+    with raises(ob.OpenAIError) as info:
+        module.batches.retrieve("batch_1")
+    assert str(info.value) == (
+        "Ambiguous use of module client; please set `openai_batch.api_type` or the "
+        "`OPENAI_API_TYPE` environment variable to `openai` or `azure`"
+    )
+    module.api_type, module.http_client = "openai", object()
+    with raises(ob.OpenAIError, match=r"^openai_batch.http_client is not used: this module "):
+        module.files.list()
+
+
 # ---------------------------------------------------------------- webhooks
 
 _NOW = 1_750_000_000
@@ -8095,6 +8206,34 @@ def test_timeout_and_sentinels_agree_with_the_official_package(api: FakeAPI) -> 
     assert client.timeout == ob.Timeout(60.0, connect=5.0)
     assert (repr(ob.NOT_GIVEN), bool(ob.NOT_GIVEN)) == (repr(openai.NOT_GIVEN), False)
     assert bool(ob.Omit()) is bool(openai.Omit()) is False
+
+
+def test_the_module_client_agrees_with_the_official_package(
+    api: FakeAPI, module: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17, item 14: the same lines of code against both modules, and the same wire."""
+    openai = pytest.importorskip("openai")
+    monkeypatch.setattr(openai, "_client", None)
+    api.add_batch(id="batch_1")
+    seen = {}
+    for package in (openai, module):
+        for name in ("api_key", "base_url", "max_retries", "default_headers", "api_type"):
+            monkeypatch.setattr(package, name, getattr(package, name))
+        assert package.api_key is package.organization is package.default_headers is None
+        assert package.max_retries == 2
+        # with its slash: the official module client joins "v1" and "batches" without one
+        package.api_key, package.base_url, package.max_retries = API_KEY, api.base_url + "/", 0
+        package.batches.retrieve("batch_1")
+        package.default_headers = {"X-A": "1"}
+        batch = package.batches.retrieve("batch_1")
+        seen[package.__name__] = (batch.model_dump(), package.api_type, api.requests[-1])
+    (ours, our_type, our_request), (theirs, their_type, their_request) = (
+        seen["openai_batch"],
+        seen["openai"],
+    )
+    assert ours == theirs and our_type == their_type == "openai"
+    assert our_request.headers["x-a"] == their_request.headers["x-a"] == "1"
+    assert our_request.path == their_request.path == "/v1/batches/batch_1"
 
 
 # ---------------------------------------------------------------- async
