@@ -5861,6 +5861,10 @@ class AsyncOpenAI:
         self._wrap(self._blocking(*args, **kwargs))
 
     def _wrap(self, client: Client) -> None:
+        # Every blocking client this one makes (with_options too) asks the wrapper for keys.
+        provider = client._api_key_provider
+        if provider is not None and not isinstance(provider, _LoopTokenProvider):
+            client._api_key_provider = _LoopTokenProvider(provider, "api_key", "AsyncOpenAI")
         self._client = client
         self.batches = AsyncBatches(self._client.batches, self._run)
         self.files = AsyncFiles(self._client.files, self._run)
@@ -5868,7 +5872,17 @@ class AsyncOpenAI:
         self.webhooks = self._client.webhooks
 
     async def _run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """One blocking call of this client's, on a thread of its own (see ``_Threads``)."""
+        """One blocking call of this client's, on a thread of its own (see ``_Threads``), where
+        a key or token provider's coroutine is awaited on this loop (``_LoopTokenProvider``)."""
+        client = self._client
+        for provider in (
+            client._api_key_provider,
+            getattr(client, "_azure_ad_token_provider", None),
+        ):
+            if isinstance(provider, _LoopTokenProvider):
+                import asyncio
+
+                function = provider.on_loop(function, asyncio.get_running_loop())
         return await self._threads.run(function, *args, **kwargs)
 
     def __repr__(self) -> str:
@@ -5929,8 +5943,8 @@ class AsyncOpenAI:
 
 
 class _LoopTokenProvider:
-    """An Azure token provider as the async client calls it, for every request, from the
-    worker thread the request runs on.
+    """An Azure token provider, or an ``api_key`` callable, as the async client calls it: for
+    every request, from the worker thread the request runs on.
 
     A plain provider's token is used as it comes. An ``async def`` provider (what
     ``azure.identity.aio.get_bearer_token_provider`` gives) must run on the event loop the call
@@ -5940,10 +5954,15 @@ class _LoopTokenProvider:
     have no call of their own; they use the loop of the latest call.
     """
 
-    def __init__(self, provider: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        provider: Callable[[], Any],
+        name: str = "azure_ad_token_provider",
+        owner: str = "AsyncAzureOpenAI",
+    ) -> None:
         import threading
 
-        self.provider = provider
+        self.provider, self.name, self.owner = provider, name, owner
         self._threads = threading.local()  # .loop: the loop of the call this thread runs
         self._latest: asyncio.AbstractEventLoop | None = None
 
@@ -5974,8 +5993,8 @@ class _LoopTokenProvider:
             # waiting here would never end: the loop is gone, or it is this thread's own
             getattr(token, "close", lambda: None)()  # no "never awaited" warning
             raise OpenAIError(
-                "An async `azure_ad_token_provider` can be awaited only by a call of "
-                "AsyncAzureOpenAI, from the event loop it was made on."
+                f"An async `{self.name}` can be awaited only by a call of {self.owner}, from "
+                "the event loop it was made on."
             )
         return asyncio.run_coroutine_threadsafe(awaited(), loop).result()
 
@@ -6003,14 +6022,6 @@ class AsyncAzureOpenAI(AsyncOpenAI):
             if provider is not None and not isinstance(provider, _LoopTokenProvider):
                 client._azure_ad_token_provider = _LoopTokenProvider(provider)
         super()._wrap(client)
-
-    async def _run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        provider = getattr(self._client, "_azure_ad_token_provider", None)
-        if isinstance(provider, _LoopTokenProvider):
-            import asyncio
-
-            function = provider.on_loop(function, asyncio.get_running_loop())
-        return await self._threads.run(function, *args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

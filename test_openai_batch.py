@@ -8619,6 +8619,28 @@ def test_async_calls_are_not_capped_by_the_loops_thread_pool(api: FakeAPI) -> No
     assert not together.broken
 
 
+def test_the_async_client_awaits_an_async_api_key_callable_on_its_loop(api: FakeAPI) -> None:
+    """Issue 17, item 15: the official AsyncOpenAI takes `api_key` as an async callable."""
+    import asyncio
+
+    api.add_batch(id="batch_1")
+    loops: list[Any] = []
+
+    async def key() -> str:
+        loops.append(asyncio.get_running_loop())
+        return API_KEY
+
+    async def main() -> list[str]:
+        client = ob.AsyncOpenAI(api_key=key, base_url=api.base_url, max_retries=0)
+        first = await client.batches.retrieve("batch_1")
+        again = await client.with_options(timeout=5).batches.retrieve("batch_1")
+        assert loops == [asyncio.get_running_loop()] * 2
+        return [first.id, again.id]
+
+    assert asyncio.run(main()) == ["batch_1"] * 2
+    assert api.requests[-1].headers["authorization"] == f"Bearer {API_KEY}"
+
+
 # ---------------------------------------------------------------- run --direct (issue 12)
 # A server with no Batch API, as vLLM, llama.cpp or Ollama is: it answers each request itself.
 
