@@ -12,7 +12,9 @@ Upload a JSONL file of requests, start a batch, wait for it and read the results
     print(batch.id, batch.status)
 
 The calls, field names and exceptions are those of the official ``openai`` package, so code
-moves between the two by changing an import. From a shell: ``python -m openai_batch --help``.
+moves between the two by changing an import; as there, the module is a client too
+(``openai_batch.api_key = "..."``, then ``openai_batch.batches.retrieve(batch_id)``). From a
+shell: ``python -m openai_batch --help``.
 """
 
 from __future__ import annotations
