@@ -8154,7 +8154,9 @@ def test_async_content_agrees_with_the_official_package(api: FakeAPI) -> None:
 
         return asyncio.run(main())
 
-    assert run(ob) == run(openai)
+    ours = run(ob)
+    assert ours == run(openai)
+    assert ours["sent"] == (False, "2", b"") and ours["code"] == "7"
 
 
 def test_streaming_and_raw_access_agree_with_the_official_package(
@@ -8235,6 +8237,48 @@ def test_the_module_client_agrees_with_the_official_package(
     assert ours == theirs and our_type == their_type == "openai"
     assert our_request.headers["x-a"] == their_request.headers["x-a"] == "1"
     assert our_request.path == their_request.path == "/v1/batches/batch_1"
+
+
+def test_the_small_differences_agree_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17, item 15, side by side: a key callable, copy's set_default_headers, extra_body
+    on a GET, a numeric error code, base_url's slash and is_closed()."""
+    openai = pytest.importorskip("openai")
+    api.add_batch(id="batch_1")
+
+    def run(package: Any) -> dict[str, Any]:
+        keys: list[str] = []
+        client = package.OpenAI(
+            api_key=lambda: keys.append(API_KEY) or API_KEY,
+            base_url=api.base_url,
+            default_headers={"X-A": "1"},
+            max_retries=0,
+        )
+        seen: dict[str, Any] = {"key before": client.api_key, "base_url": str(client.base_url)}
+        copy = client.copy(set_default_headers={"X-B": "2"})
+        copy.batches.retrieve("batch_1", extra_body={"x": 1})
+        sent = api.requests[-1]
+        seen["sent"] = ("x-a" in sent.headers, sent.headers.get("x-b"), sent.body)
+        seen["keys"], seen["key after"] = len(keys), copy.api_key
+        with pytest.raises(ValueError) as both:
+            client.copy(default_headers={}, set_default_headers={})
+        seen["both"] = str(both.value)
+        api.arm(
+            "GET", r"/v1/batches/b", Fault.raw(400, b'{"error": {"code": 7}}', "application/json")
+        )
+        with pytest.raises(package.BadRequestError) as refused:
+            client.batches.retrieve("b")
+        seen["code"] = refused.value.code
+        seen["closed"] = [client.is_closed()]
+        client.close()
+        seen["closed"].append(client.is_closed())
+        with pytest.raises(RuntimeError) as after:
+            client.batches.retrieve("batch_1")
+        seen["after close"] = str(after.value)
+        return seen
+
+    ours = run(ob)
+    assert ours == run(openai)
+    assert ours["sent"] == (False, "2", b"") and ours["code"] == "7"
 
 
 # ---------------------------------------------------------------- async
