@@ -12,7 +12,9 @@ Upload a JSONL file of requests, start a batch, wait for it and read the results
     print(batch.id, batch.status)
 
 The calls, field names and exceptions are those of the official ``openai`` package, so code
-moves between the two by changing an import. From a shell: ``python -m openai_batch --help``.
+moves between the two by changing an import; as there, the module is a client too
+(``openai_batch.api_key = "..."``, then ``openai_batch.batches.retrieve(batch_id)``). From a
+shell: ``python -m openai_batch --help``.
 """
 
 from __future__ import annotations
@@ -308,7 +310,9 @@ class APIError(OpenAIError):
         self.request = request
         self.body = body
         fields_ = body if isinstance(body, dict) else {}
-        self.code = fields_.get("code")
+        code = fields_.get("code")
+        # as the official package: a code is text, even one a server sent as a number
+        self.code = None if code is None else str(code)
         self.param = fields_.get("param")
         self.type = fields_.get("type")
 
@@ -2273,11 +2277,13 @@ class _Transport:
         self.sleep = sleep
         self.random = random
         self.pool = _Pool()
+        self.closed = False  # by close(): as an httpx client, it sends nothing more
         self.last_date: tuple[float, float] | None = None  # the last Date header, and when
         self.drops_metadata = False  # seen: a batch made without the metadata it was sent
         self.watching: dict[int, list[_Seen]] = {}  # by thread: with_raw_response's responses
 
     def close(self) -> None:
+        self.closed = True
         self.pool.close()
 
     def server_now(self) -> float | None:
@@ -2521,6 +2527,8 @@ class _Transport:
         """Send one request on a kept-alive or new connection and read the response head."""
         import http.client
 
+        if self.closed:  # httpx's words, raised where the official client raises them
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
         origin = _origin(request.url)
         connection = self.pool.take(origin)
         reused = connection is not None
@@ -2683,6 +2691,13 @@ class BinaryContent:
             self._finished = True
             self._response.close()
             self._connection.conn.close()
+
+    def __del__(self) -> None:
+        # Dropped unread, the content would hold its socket until the collector found the
+        # connection; the official client's content is read whole, so code written for it
+        # drops one freely. (An __init__ that failed leaves nothing to close.)
+        if hasattr(self, "_finished"):
+            self.close()
 
     def iter_bytes(self, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
         """The body in chunks as they arrive.
@@ -3406,9 +3421,11 @@ class Batches:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> Batch:
-        """Fetch a batch by id."""
+        """Fetch a batch by id. ``extra_body`` is taken, and dropped as the official client
+        drops it, since a GET sends no body (so too in each ``list`` and ``retrieve``)."""
         path = "/batches/" + _quote_id(batch_id, "batch_id")
         return self._client._transport.request_json(
             "GET",
@@ -3447,6 +3464,7 @@ class Batches:
         limit: int | None = None,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> CursorPage[Batch]:
         """Batches, newest first: the first page now, the rest as iteration reaches them."""
@@ -3596,6 +3614,7 @@ class Files:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> FileObject:
         """Fetch a file's details by id."""
@@ -3615,6 +3634,7 @@ class Files:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> FileDeleted:
         """Delete a file."""
@@ -3623,6 +3643,7 @@ class Files:
             "DELETE",
             path,
             _expecting(FileDeleted, "a deleted file"),
+            body=_Body.json(dict(extra_body)) if extra_body else None,
             query=extra_query,
             headers=extra_headers,
             timeout=timeout,
@@ -3637,6 +3658,7 @@ class Files:
         order: str | None = None,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> CursorPage[FileObject]:
         """Files, newest first unless ``order="asc"``; pages are fetched as iteration needs."""
@@ -3660,6 +3682,7 @@ class Files:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> BinaryContent:
         """A file's content, streamed: ``write_to_file(path)`` saves it atomically."""
@@ -3728,6 +3751,7 @@ class Models:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> CursorPage[Model]:
         """Every model, in one page (the API does not page this list)."""
@@ -3746,6 +3770,7 @@ class Models:
         *,
         extra_headers: _Headers | None = None,
         extra_query: _Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         timeout: _TimeoutArg = None,
     ) -> Model:
         """Fetch a model by id (a fine-tuned one's colons stay as they are)."""
@@ -5465,7 +5490,7 @@ class Client:
 
     def __init__(
         self,
-        api_key: str | None = None,
+        api_key: str | Callable[[], str] | None = None,
         *,
         organization: str | None = None,
         project: str | None = None,
@@ -5479,10 +5504,14 @@ class Client:
         sleep: Callable[[float], None] | None = None,
         random: Callable[[], float] | None = None,
     ) -> None:
-        self.api_key = self._key(api_key)
+        # A callable key is asked for before every try, as the official client asks it.
+        self._api_key_provider = api_key if callable(api_key) else None
+        self.api_key = "" if callable(api_key) else self._key(api_key)
         self.organization = organization or os.environ.get("OPENAI_ORG_ID") or None
         self.project = project or os.environ.get("OPENAI_PROJECT_ID") or None
-        self.base_url = _base_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+        url = _base_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+        # read back with a trailing slash, as the official client's is; paths join without it
+        self.base_url = url + "/"
         given = DEFAULT_TIMEOUT if isinstance(timeout, NotGiven) else timeout
         self.timeout = _timeout(given)  # None: wait forever
         self.max_retries = int(max_retries)
@@ -5495,7 +5524,7 @@ class Client:
             webhook_secret = os.environ.get("OPENAI_WEBHOOK_SECRET")
         self.webhook_secret = webhook_secret
         self._transport = _Transport(
-            base_url=self.base_url,
+            base_url=url,
             headers=self._headers(),
             timeout=self.timeout,
             retry=_RetryPolicy(max_retries=self.max_retries),
@@ -5524,17 +5553,29 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the kept-alive connections."""
+        """Close the kept-alive connections; as the official client, this one is then done
+        with: a request raises ``RuntimeError``."""
         self._transport.close()
+
+    def is_closed(self) -> bool:
+        """Whether ``close()`` has been called."""
+        return self._transport.closed
 
     _provider = "openai"  # whose rules validate_input checks this client's files by
 
     def _key(self, given: str | None) -> str:
         return _api_key(given)
 
+    def _fresh_key(self) -> str:
+        """The key for one try: a callable's answer, kept as ``api_key`` as the official
+        client keeps it, or the key given."""
+        if self._api_key_provider is not None:
+            self.api_key = _provided_key(self._api_key_provider())
+        return self.api_key
+
     def _credentials(self) -> dict[str, str]:
         """The headers that carry the key, for one request."""
-        return {"Authorization": f"Bearer {self.api_key}"}
+        return {"Authorization": f"Bearer {self._fresh_key()}"}
 
     def _query(self) -> dict[str, str]:
         return dict(self.default_query)
@@ -5565,26 +5606,31 @@ class Client:
     def with_options(
         self,
         *,
-        api_key: str | None = None,
+        api_key: str | Callable[[], str] | None = None,
         organization: str | None = None,
         project: str | None = None,
         base_url: str | None = None,
         timeout: _TimeoutArg = None,
         max_retries: int | None = None,
         default_headers: Mapping[str, str] | None = None,
+        set_default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, str] | None = None,
+        set_default_query: Mapping[str, str] | None = None,
     ) -> Client:
-        """A new client with these settings changed and the others kept."""
+        """A new client with these settings changed and the others kept. ``default_headers``
+        and ``default_query`` add to this client's; ``set_default_*`` replace them."""
         transport = self._transport
         return Client(
-            api_key or self.api_key,
+            api_key or self._api_key_provider or self.api_key,
             organization=organization or self.organization,
             project=project or self.project,
             base_url=base_url or self.base_url,
             timeout=self.timeout if timeout is None or isinstance(timeout, NotGiven) else timeout,
             max_retries=self.max_retries if max_retries is None else max_retries,
-            default_headers={**self.default_headers, **(default_headers or {})},
-            default_query={**self.default_query, **(default_query or {})},
+            default_headers=_merged(
+                "headers", self.default_headers, default_headers, set_default_headers
+            ),
+            default_query=_merged("query", self.default_query, default_query, set_default_query),
             webhook_secret=self.webhook_secret,
             clock=transport.clock,
             sleep=transport.sleep,
@@ -5762,6 +5808,27 @@ class Client:
 OpenAI = Client
 
 
+def _merged(
+    what: str,
+    kept: Mapping[str, str],
+    added: Mapping[str, str] | None,
+    replacing: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """A copy's default headers or query: the kept ones with ``added``, or ``replacing``."""
+    if added is not None and replacing is not None:
+        raise _ArgumentError(
+            f"The `default_{what}` and `set_default_{what}` arguments are mutually exclusive"
+        )
+    return dict(replacing) if replacing is not None else {**kept, **(added or {})}
+
+
+def _provided_key(key: object) -> str:
+    """What an ``api_key`` callable gave, checked as a key given is."""
+    if not isinstance(key, str) or not key.strip():
+        raise OpenAIError("Expected the `api_key` callable to return a non-empty string.")
+    return _api_key(key)
+
+
 def _api_key(given: str | None) -> str:
     key = (given if given is not None else os.environ.get("OPENAI_API_KEY") or "").strip()
     if not key:
@@ -5837,7 +5904,7 @@ class AzureOpenAI(Client):
         api_version: str | None = None,
         azure_endpoint: str | None = None,
         azure_deployment: str | None = None,
-        api_key: str | None = None,
+        api_key: str | Callable[[], str] | None = None,
         azure_ad_token: str | None = None,
         azure_ad_token_provider: Callable[[], str] | None = None,
         organization: str | None = None,
@@ -5919,7 +5986,7 @@ class AzureOpenAI(Client):
             return {"Authorization": "Bearer " + _header_value("Authorization", token)}
         if self._azure_ad_token:
             return {"Authorization": f"Bearer {self._azure_ad_token}"}
-        return {"api-key": self.api_key}
+        return {"api-key": self._fresh_key()}
 
     def _query(self) -> dict[str, str]:
         return {**self.default_query, "api-version": self.api_version}
@@ -5934,7 +6001,7 @@ class AzureOpenAI(Client):
     def with_options(
         self,
         *,
-        api_key: str | None = None,
+        api_key: str | Callable[[], str] | None = None,
         azure_ad_token: str | None = None,
         azure_ad_token_provider: Callable[[], str] | None = None,
         api_version: str | None = None,
@@ -5944,14 +6011,18 @@ class AzureOpenAI(Client):
         timeout: _TimeoutArg = None,
         max_retries: int | None = None,
         default_headers: Mapping[str, str] | None = None,
+        set_default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, str] | None = None,
+        set_default_query: Mapping[str, str] | None = None,
     ) -> AzureOpenAI:
-        """A new client with these settings changed and the others kept."""
+        """A new client with these settings changed and the others kept; see
+        ``Client.with_options``."""
         transport = self._transport
         if not (api_key or azure_ad_token or azure_ad_token_provider):  # keep the ones it has
             azure_ad_token_provider = self._azure_ad_token_provider
             azure_ad_token = None if azure_ad_token_provider else self._azure_ad_token or None
-            api_key = None if azure_ad_token_provider or azure_ad_token else self.api_key
+            kept = self._api_key_provider or self.api_key
+            api_key = None if azure_ad_token_provider or azure_ad_token else kept
         endpoint = None if base_url else self.azure_endpoint
         return AzureOpenAI(
             api_key=api_key,
@@ -5966,8 +6037,10 @@ class AzureOpenAI(Client):
             webhook_secret=self.webhook_secret,
             timeout=self.timeout if timeout is None or isinstance(timeout, NotGiven) else timeout,
             max_retries=self.max_retries if max_retries is None else max_retries,
-            default_headers={**self.default_headers, **(default_headers or {})},
-            default_query={**self.default_query, **(default_query or {})},
+            default_headers=_merged(
+                "headers", self.default_headers, default_headers, set_default_headers
+            ),
+            default_query=_merged("query", self.default_query, default_query, set_default_query),
             clock=transport.clock,
             sleep=transport.sleep,
             random=transport.random,
@@ -5994,6 +6067,33 @@ async def _in_thread(function: Callable[..., _T], *args: Any, **kwargs: Any) -> 
 
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, functools.partial(function, *args, **kwargs))
+
+
+class _Threads:
+    """The threads an async client's calls run on: one for each call in flight, up to the
+    official client's limit of connections (1,000), made as they are needed and kept idle for
+    the next calls.
+
+    Not the loop's default pool: it has min(32, cores + 4) threads, so that 200 calls awaited
+    together would run 32 at a time, where the official client sends all 200 at once. A
+    client's copies (``with_options``) share its threads, as the official copies share their
+    connection pool; the threads end when the last of them is collected.
+    """
+
+    def __init__(self) -> None:
+        self._pool: Any = None
+
+    async def run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        import asyncio
+        import functools
+
+        if self._pool is None:  # no await since the check: one loop cannot make two
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(_MAX_CONCURRENCY, thread_name_prefix="openai_batch")
+        loop = asyncio.get_running_loop()
+        call = functools.partial(function, *args, **kwargs)
+        return await loop.run_in_executor(self._pool, call)
 
 
 class AsyncPaginator(_Generic[_M]):
@@ -6245,18 +6345,23 @@ class AsyncOpenAI:
     """The client with ``async def`` calls: ``await client.batches.create(...)``, and
     ``async for batch in client.batches.list()``. It takes the same settings as ``OpenAI``.
 
-    Each call runs the blocking client on the loop's thread pool (see ``_in_thread``): batch
-    work makes few, slow calls, and this way every rule of the blocking client (retries, the
-    idempotent create, atomic downloads) holds unchanged. ``webhooks.unwrap`` and
-    ``webhooks.verify_signature`` are the blocking client's: verifying does no I/O.
+    Each call runs the blocking client on a thread (see ``_Threads``): this way every rule of
+    the blocking client (retries, the idempotent create, atomic downloads) holds unchanged.
+    ``webhooks.unwrap`` and ``webhooks.verify_signature`` are the blocking client's: verifying
+    a signature does no I/O.
     """
 
     _blocking: type[Client] = Client
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._threads = _Threads()
         self._wrap(self._blocking(*args, **kwargs))
 
     def _wrap(self, client: Client) -> None:
+        # Every blocking client this one makes (with_options too) asks the wrapper for keys.
+        provider = client._api_key_provider
+        if provider is not None and not isinstance(provider, _LoopTokenProvider):
+            client._api_key_provider = _LoopTokenProvider(provider, "api_key", "AsyncOpenAI")
         self._client = client
         self.batches = AsyncBatches(self._client.batches, self._run)
         self.files = AsyncFiles(self._client.files, self._run)
@@ -6264,8 +6369,18 @@ class AsyncOpenAI:
         self.webhooks = AsyncWebhooks(self._client.webhooks, self._run)
 
     async def _run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """One blocking call of this client's, on the thread pool (see ``_in_thread``)."""
-        return await _in_thread(function, *args, **kwargs)
+        """One blocking call of this client's, on a thread of its own (see ``_Threads``), where
+        a key or token provider's coroutine is awaited on this loop (``_LoopTokenProvider``)."""
+        client = self._client
+        for provider in (
+            client._api_key_provider,
+            getattr(client, "_azure_ad_token_provider", None),
+        ):
+            if isinstance(provider, _LoopTokenProvider):
+                import asyncio
+
+                function = provider.on_loop(function, asyncio.get_running_loop())
+        return await self._threads.run(function, *args, **kwargs)
 
     def __repr__(self) -> str:
         return "Async" + repr(self._client)
@@ -6287,6 +6402,7 @@ class AsyncOpenAI:
     def with_options(self, **changes: Any) -> AsyncOpenAI:
         """A new async client with these settings changed and the others kept."""
         made = object.__new__(type(self))
+        made._threads = self._threads
         made._wrap(self._client.with_options(**changes))
         return made
 
@@ -6324,8 +6440,8 @@ class AsyncOpenAI:
 
 
 class _LoopTokenProvider:
-    """An Azure token provider as the async client calls it, for every request, from the
-    worker thread the request runs on.
+    """An Azure token provider, or an ``api_key`` callable, as the async client calls it: for
+    every request, from the worker thread the request runs on.
 
     A plain provider's token is used as it comes. An ``async def`` provider (what
     ``azure.identity.aio.get_bearer_token_provider`` gives) must run on the event loop the call
@@ -6335,10 +6451,15 @@ class _LoopTokenProvider:
     have no call of their own; they use the loop of the latest call.
     """
 
-    def __init__(self, provider: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        provider: Callable[[], Any],
+        name: str = "azure_ad_token_provider",
+        owner: str = "AsyncAzureOpenAI",
+    ) -> None:
         import threading
 
-        self.provider = provider
+        self.provider, self.name, self.owner = provider, name, owner
         self._threads = threading.local()  # .loop: the loop of the call this thread runs
         self._latest: asyncio.AbstractEventLoop | None = None
 
@@ -6369,8 +6490,8 @@ class _LoopTokenProvider:
             # waiting here would never end: the loop is gone, or it is this thread's own
             getattr(token, "close", lambda: None)()  # no "never awaited" warning
             raise OpenAIError(
-                "An async `azure_ad_token_provider` can be awaited only by a call of "
-                "AsyncAzureOpenAI, from the event loop it was made on."
+                f"An async `{self.name}` can be awaited only by a call of {self.owner}, from "
+                "the event loop it was made on."
             )
         return asyncio.run_coroutine_threadsafe(awaited(), loop).result()
 
@@ -6399,13 +6520,145 @@ class AsyncAzureOpenAI(AsyncOpenAI):
                 client._azure_ad_token_provider = _LoopTokenProvider(provider)
         super()._wrap(client)
 
-    async def _run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        provider = getattr(self._client, "_azure_ad_token_provider", None)
-        if isinstance(provider, _LoopTokenProvider):
-            import asyncio
 
-            function = provider.on_loop(function, asyncio.get_running_loop())
-        return await _in_thread(function, *args, **kwargs)
+# ---------------------------------------------------------------------------------------------
+# The module client: openai_batch.api_key = "...", then openai_batch.batches.create(...)
+# ---------------------------------------------------------------------------------------------
+
+# The official package's module settings, with its defaults: the one state this module keeps
+# apart from constants, since code written for `openai.api_key = ...` must run unchanged. A
+# setting left as None comes from the environment, as a client's does. Each use of the module
+# client reads them all (see `_module_client`), so a change is seen at the next call.
+api_key: str | Callable[[], str] | None = None
+organization: str | None = None
+project: str | None = None
+webhook_secret: str | None = None
+base_url: str | None = None
+timeout: float | Timeout | None = DEFAULT_TIMEOUT
+max_retries: int = DEFAULT_MAX_RETRIES
+default_headers: Mapping[str, str] | None = None
+default_query: Mapping[str, object] | None = None
+http_client: object = None  # an httpx client: refused when set, since nothing here uses httpx
+#: "openai" or "azure"; left None, it is decided at first use (and kept) from the credentials
+#: at hand: OPENAI_API_TYPE, else Azure's if any are set, else OpenAI's.
+api_type: str | None = None
+api_version: str | None = None
+azure_endpoint: str | None = None
+azure_ad_token: str | None = None
+azure_ad_token_provider: Callable[[], str] | None = None
+
+_MODULE_SETTINGS = (
+    *("api_key", "organization", "project", "webhook_secret", "base_url", "timeout"),
+    *("max_retries", "default_headers", "default_query", "http_client", "api_type"),
+    *("api_version", "azure_endpoint", "azure_ad_token", "azure_ad_token_provider"),
+)
+_MODULE_RESOURCES = ("batches", "files", "models", "webhooks")
+# The module client and the settings it was made with. Two threads that first use it at once
+# may each make one; the last one kept serves, and the other is dropped unharmed.
+_MODULE_CLIENT: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """``openai_batch.batches``, ``.files``, ``.models`` and ``.webhooks`` (PEP 562): nothing
+    is made at import, and the client only at the first call."""
+    if name in _MODULE_RESOURCES:
+        return _ModuleResource(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _ModuleResource:
+    """One resource of the module client, looked up again at each use, as the official
+    package's proxies are: ``batches = openai_batch.batches`` kept, then a setting changed,
+    is still the client of the settings of the moment."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<openai_batch.{self._name} of the module client>"
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(getattr(_module_client(), self._name), attribute)
+
+
+def _module_client() -> Client:
+    """The client of the module's settings, made again whenever one has changed since.
+
+    The official package makes its module client once and reads most settings from the
+    module at each request; a client here fixes its settings when made, so it is made anew
+    instead (the kept-alive connections of the one before are closed, its calls in flight
+    finish). Azure's settings are read again too, where the official client keeps the first.
+    """
+    kind = _module_api_type()
+    settings = {name: _settled(globals()[name]) for name in _MODULE_SETTINGS}
+    made = _MODULE_CLIENT.get("client")
+    if made is not None and _MODULE_CLIENT["settings"] == settings:
+        return made  # type: ignore[no-any-return]
+    if http_client is not None:
+        raise OpenAIError(
+            "openai_batch.http_client is not used: this module sends with the standard "
+            "library (proxies come from HTTPS_PROXY, CA certificates from SSL_CERT_FILE)"
+        )
+    client = _new_module_client(kind)
+    _MODULE_CLIENT.update(client=client, settings=settings)
+    if made is not None:
+        made._transport.pool.close()
+    return client
+
+
+def _settled(value: object) -> object:
+    """A setting as compared between uses: a mapping by its items, as it may change in place."""
+    items = getattr(value, "items", None)
+    return sorted(items(), key=repr) if callable(items) else value
+
+
+def _module_api_type() -> str:
+    """The module client's kind, decided at first use as the official package decides it,
+    and kept in ``api_type`` (with Azure's endpoint and version, from the environment)."""
+    global api_type, azure_endpoint, api_version
+    env = os.environ.get
+    azure_endpoint = azure_endpoint or env("AZURE_OPENAI_ENDPOINT")
+    api_version = api_version or env("OPENAI_API_VERSION")
+    if api_type is None:
+        api_type = env("OPENAI_API_TYPE")
+    if api_type is None:
+        openai = env("OPENAI_API_KEY") is not None
+        azure = azure_endpoint is not None or env("AZURE_OPENAI_API_KEY") is not None
+        entra = env("AZURE_OPENAI_AD_TOKEN") is not None
+        azure = azure or entra or azure_ad_token is not None or azure_ad_token_provider is not None
+        if openai and azure:
+            raise OpenAIError(
+                "Ambiguous use of module client; please set `openai_batch.api_type` or the "
+                "`OPENAI_API_TYPE` environment variable to `openai` or `azure`"
+            )
+        api_type = "azure" if azure else "openai"
+    return api_type
+
+
+def _new_module_client(kind: str) -> Client:
+    query = None if default_query is None else {k: str(v) for k, v in default_query.items()}
+    common: dict[str, Any] = {
+        "organization": organization,
+        "project": project,
+        "webhook_secret": webhook_secret,
+        "base_url": None if base_url is None else str(base_url),
+        "timeout": timeout,
+        "max_retries": max_retries,
+        "default_headers": default_headers,
+        "default_query": query,
+    }
+    if kind == "amazon-bedrock":
+        raise OpenAIError("api_type 'amazon-bedrock' is not served by openai_batch")
+    if kind != "azure":  # as the official package: any other kind is OpenAI's
+        return Client(api_key, **common)
+    return AzureOpenAI(
+        api_key=api_key,
+        api_version=api_version,
+        azure_endpoint=azure_endpoint,
+        azure_ad_token=azure_ad_token,
+        azure_ad_token_provider=azure_ad_token_provider,
+        **common,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

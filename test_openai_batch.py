@@ -132,7 +132,7 @@ class Fault:
     """One armed misbehaviour; see FakeAPI.arm."""
 
     # "respond" | "drop" | "reset" | "lose_response" | "cut_body" | "slow" | "late" | "stall"
-    # | "pass"
+    # | "pass" | "gather"
     action: str
     status: int = 500
     body: bytes | None = None  # None: an OpenAI-shaped error body saying "Injected <status>"
@@ -141,6 +141,7 @@ class Fault:
     delay: float = 0.0  # real seconds, for "slow"
     fraction: float = 0.5  # share of the body sent, for "cut_body"
     then: Callable[[], Any] | None = None  # run once the request is processed
+    barrier: threading.Barrier | None = None  # for "gather"
 
     @classmethod
     def error(
@@ -199,6 +200,12 @@ class Fault:
     def passes(cls) -> Fault:
         """Let the request by as if nothing were armed: to reach the next ones."""
         return cls("pass")
+
+    @classmethod
+    def gather(cls, barrier: threading.Barrier) -> Fault:
+        """Wait at `barrier` until its parties are all in, then process the request: proof
+        that that many requests are in flight at once (a broken barrier fails the test)."""
+        return cls("gather", barrier=barrier)
 
     @classmethod
     def late(cls, delay: float) -> Fault:
@@ -1211,6 +1218,7 @@ def _serving(server: ThreadingHTTPServer) -> Iterator[None]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # a backlog of 5 drops connections, which wait a second to retry
     api: FakeAPI
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -1252,6 +1260,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._hang_up(reset=action == "reset")
         if fault and action == "late":
             time.sleep(fault.delay)
+        if fault and fault.barrier is not None:
+            fault.barrier.wait()
         response = _injected(fault) if fault and action == "respond" else api._handle(request)
         if fault and fault.then is not None:
             with api.lock:
@@ -1775,6 +1785,7 @@ _ENV_NAMES = (
     "OPENAI_API_KEY",
     "OPENAI_WEBHOOK_SECRET",
     "OPENAI_API_VERSION",
+    "OPENAI_API_TYPE",
     "AZURE_OPENAI_API_KEY",
     "AZURE_OPENAI_AD_TOKEN",
     "AZURE_OPENAI_ENDPOINT",
@@ -1889,7 +1900,11 @@ def test_all_lists_exactly_the_public_names() -> None:
         and not isinstance(value, type(ob))
         and name not in {"annotations", "TYPE_CHECKING"}
     }
-    assert sorted(ob.__all__) == sorted(public)
+    # The module client's settings are public and, as in the official package, not in
+    # __all__: `from openai import *` brings no `api_key`.
+    settings = set(ob._MODULE_SETTINGS)
+    assert settings <= public and not settings & set(ob.__all__)
+    assert sorted(ob.__all__) == sorted(public - settings)
     assert len(ob.__all__) == len(set(ob.__all__))
     for name in ob.__all__:
         assert getattr(ob, name) is not None
@@ -4219,9 +4234,9 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("OPENAI_BASE_URL", "http://example.invalid/v1/")
     client = ob.OpenAI()
     assert (client.organization, client.project) == ("org-env", "proj-env")
-    assert client.base_url == "http://example.invalid/v1"
+    assert client.base_url == "http://example.invalid/v1/"  # as the official client reads it
     assert repr(client) == (
-        "Client(base_url='http://example.invalid/v1', organization='org-env', "
+        "Client(base_url='http://example.invalid/v1/', organization='org-env', "
         "project='proj-env', timeout=600.0, max_retries=2)"
     )
     assert ob.OpenAI is ob.Client
@@ -6989,7 +7004,7 @@ def test_azure_reads_its_settings_from_the_environment_as_the_official_client_do
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", api.endpoint + "/")
     monkeypatch.setenv("OPENAI_API_VERSION", AZURE_VERSION)
     client = ob.AzureOpenAI()
-    assert client.base_url == api.endpoint + "/openai"
+    assert client.base_url == api.endpoint + "/openai/"
     assert [b.id for b in client.batches.list()] == list(api.batches)
     monkeypatch.setenv("AZURE_OPENAI_AD_TOKEN", "entra-token-7")  # it wins over the key
     api.azure_tokens = {"entra-token-7"}
@@ -7458,6 +7473,230 @@ def test_a_job_outlives_a_lost_output_file_and_a_failed_clean_up(
     assert report.rounds == 2 and report.files_left == 1
     again = client.run(source, out)  # finishes the clean-up
     assert again.files_left == 0 and api.files == {}
+
+
+def test_an_api_key_callable_is_asked_before_every_try(api: FakeAPI) -> None:
+    """Issue 17, item 15: as the official client's `api_key` callable."""
+    asked: list[int] = []
+
+    def key() -> str:
+        asked.append(1)
+        return API_KEY
+
+    client = make_client(api, api_key=key)
+    assert client.api_key == ""  # as the official client: nothing asked before a request
+    api.add_batch(id="batch_1")
+    api.arm("GET", r"/v1/batches/batch_1", Fault.error(500))
+    client.batches.retrieve("batch_1")
+    assert len(asked) == 2 and client.api_key == API_KEY
+    assert api.requests[-1].headers["authorization"] == f"Bearer {API_KEY}"
+    client.with_options(max_retries=0).batches.retrieve("batch_1")  # the copy keeps asking
+    assert len(asked) == 3
+    empty = make_client(api, api_key=lambda: "")
+    with raises(ob.OpenAIError, match=r"^Expected the `api_key` callable to return a non-emp"):
+        empty.batches.retrieve("batch_1")
+
+
+def test_an_azure_api_key_callable_goes_in_the_api_key_header(api: FakeAPI) -> None:
+    api.azure_version = AZURE_VERSION
+    api.add_batch(id="batch_1")
+    client = ob.AzureOpenAI(
+        api_key=lambda: API_KEY, azure_endpoint=api.endpoint, api_version=AZURE_VERSION
+    )
+    client.batches.retrieve("batch_1")
+    assert api.requests[-1].headers["api-key"] == API_KEY
+    client.with_options(timeout=5).batches.retrieve("batch_1")
+    assert api.requests[-1].headers["api-key"] == API_KEY
+
+
+def test_copy_adds_default_headers_and_query_and_set_default_replaces_them(api: FakeAPI) -> None:
+    """Issue 17, item 15: the official copy()'s set_default_headers and set_default_query."""
+    client = make_client(api, default_headers={"X-A": "1"}, default_query={"a": "1"})
+    added = client.copy(default_headers={"X-B": "2"}, default_query={"b": "2"})
+    assert added.default_headers == {"X-A": "1", "X-B": "2"}
+    assert added.default_query == {"a": "1", "b": "2"}
+    replaced = client.with_options(set_default_headers={"X-B": "2"}, set_default_query={})
+    assert (replaced.default_headers, replaced.default_query) == ({"X-B": "2"}, {})
+    api.add_batch(id="batch_1")
+    replaced.batches.retrieve("batch_1")
+    assert "x-a" not in api.requests[-1].headers and api.requests[-1].query == {}
+    for what in ("headers", "query"):
+        with raises(
+            ValueError,
+            match=rf"^The `default_{what}` and `set_default_{what}` arguments are mutually "
+            "exclusive$",
+        ):
+            client.copy(**{f"default_{what}": {}, f"set_default_{what}": {}})
+
+
+def test_extra_body_is_taken_by_every_call_and_sent_where_a_body_goes(
+    client: Client, api: FakeAPI
+) -> None:
+    """Issue 17, item 15: as the official client, a GET drops extra_body; a DELETE sends it."""
+    api.add_batch(id="batch_1")
+    file_id = _seeded_file(api)
+    extra = {"x": 1}
+    client.batches.retrieve("batch_1", extra_body=extra)
+    client.batches.list(extra_body=extra)
+    client.files.retrieve(file_id, extra_body=extra)
+    client.files.list(extra_body=extra)
+    client.files.content(file_id, extra_body=extra).read()
+    client.models.list(extra_body=extra)
+    assert [r.body for r in api.requests] == [b""] * 6
+    client.files.delete(file_id, extra_body=extra)
+    assert json.loads(api.requests[-1].body) == extra
+
+
+def test_a_closed_client_says_so_and_sends_nothing_more(api: FakeAPI) -> None:
+    """Issue 17, item 15: is_closed(), and httpx's refusal after close()."""
+    api.add_batch(id="batch_1")
+    with make_client(api) as client:
+        assert not client.is_closed()
+        client.batches.retrieve("batch_1")
+    assert client.is_closed()
+    with raises(RuntimeError, match=r"^Cannot send a request, as the client has been closed\.$"):
+        client.batches.retrieve("batch_1")
+    assert len(api.requests) == 1
+
+
+def test_an_error_code_is_text_as_the_official_package_types_it() -> None:
+    assert ob.APIError("m", body={"code": 429}).code == "429"
+    assert ob.APIError("m", body={"code": None}).code is None
+    assert ob.APIError("m", body="not an object").code is None
+
+
+@pytest.mark.parametrize("given", ["http://h:1/v1", "http://h:1/v1/", "http://h:1"])
+def test_base_url_reads_back_with_a_trailing_slash(given: str) -> None:
+    """Issue 17, item 15: str(client.base_url) is the official client's."""
+    client = Client(api_key=API_KEY, base_url=given)
+    assert str(client.base_url) == given.rstrip("/") + "/"
+    assert client.with_options(timeout=5).base_url == client.base_url
+
+
+def test_a_base_url_joins_paths_without_a_double_slash(api: FakeAPI) -> None:
+    api.add_batch(id="batch_1")
+    make_client(api, base_url=api.base_url + "/").batches.retrieve("batch_1")
+    assert api.requests[-1].path == "/v1/batches/batch_1"
+
+
+def test_an_unread_content_dropped_lets_go_of_its_connection(client: Client, api: FakeAPI) -> None:
+    """Issue 17, item 15: the official content is read whole, so code drops one unread."""
+    import gc
+
+    file_id = str(api.add_file(b"x" * 1_000_000)["id"])
+    content = client.files.content(file_id)
+    sock = content._connection.conn.sock
+    assert sock.fileno() != -1
+    del content
+    gc.collect()
+    assert sock.fileno() == -1
+
+
+@pytest.fixture
+def module(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """openai_batch's module settings at their defaults, and no module client yet; the
+    settings a test makes are undone after it."""
+    defaults = {name: None for name in ob._MODULE_SETTINGS}
+    defaults.update(timeout=ob.DEFAULT_TIMEOUT, max_retries=ob.DEFAULT_MAX_RETRIES)
+    for name, value in defaults.items():
+        monkeypatch.setattr(ob, name, value)
+    monkeypatch.setattr(ob, "_MODULE_CLIENT", {})
+    yield ob
+
+
+def test_the_module_client_serves_batches_files_and_models(api: FakeAPI, module: Any) -> None:
+    """Issue 17, item 14: `openai.api_key = ...`, then `openai.batches.create(...)`."""
+    module.api_key, module.base_url, module.max_retries = API_KEY, api.base_url, 0
+    file = module.files.create(file=("in.jsonl", b'{"custom_id": "a"}\n'), purpose="batch")
+    batch = module.batches.create(
+        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert module.batches.retrieve(batch.id).id == batch.id
+    assert [m.id for m in module.models.list()] == list(api.models)
+    assert module.webhooks.verify_signature is not None  # the client's own webhooks
+    assert module.api_type == "openai"  # decided at first use, and kept, as the official one
+    assert repr(module.batches) == "<openai_batch.batches of the module client>"
+    assert api.requests[0].headers["authorization"] == f"Bearer {API_KEY}"
+
+
+def test_a_module_setting_changed_after_first_use_is_seen(api: FakeAPI, module: Any) -> None:
+    module.api_key, module.base_url, module.max_retries = API_KEY, api.base_url, 0
+    api.add_batch(id="batch_1")
+    batches = module.batches  # kept, as `from openai import batches` keeps it
+    batches.retrieve("batch_1")
+    first = module._module_client()
+    module.default_headers = {"X-A": "1"}
+    module.organization = "org-1"
+    batches.retrieve("batch_1")
+    assert api.requests[-1].headers["x-a"] == "1"
+    assert api.requests[-1].headers["openai-organization"] == "org-1"
+    module.default_headers["X-A"] = "2"  # changed in place, too
+    batches.retrieve("batch_1")
+    assert api.requests[-1].headers["x-a"] == "2"
+    assert module._module_client() is module._module_client() is not first  # made once a change
+    module.api_key = "sk-another-key-entirely-0000"
+    with raises(ob.AuthenticationError):
+        batches.retrieve("batch_1")
+
+
+def test_the_module_settings_default_as_the_official_ones_and_import_makes_nothing() -> None:
+    probe = (
+        "import openai_batch as ob\n"
+        "names = ob._MODULE_SETTINGS\n"
+        "print(sorted(n for n in names if getattr(ob, n) is not None), ob._MODULE_CLIENT)\n"
+        "print(ob.timeout == ob.DEFAULT_TIMEOUT, ob.max_retries == ob.DEFAULT_MAX_RETRIES)\n"
+        "batches = ob.batches\n"
+        "try:\n"
+        "    batches.retrieve\n"
+        "except ob.OpenAIError as error:\n"
+        "    print(error)\n"
+        "try:\n"
+        "    ob.nothing\n"
+        "except AttributeError as error:\n"
+        "    print(error)\n"
+    )
+    folder = os.path.dirname(os.path.abspath(ob.__file__))
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_NAMES and "OPENAI" not in k}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=folder, env=env, capture_output=True, text=True
+    )
+    assert out.stdout.splitlines() == [
+        "['max_retries', 'timeout'] {}",
+        "True True",
+        "The api_key client option must be set either by passing api_key to the client or by "
+        "setting the OPENAI_API_KEY environment variable",
+        "module 'openai_batch' has no attribute 'nothing'",
+    ]
+
+
+def test_the_module_client_is_azure_s_when_azure_settings_are_at_hand(
+    api: FakeAPI, module: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api.azure_version = AZURE_VERSION
+    api.add_batch(id="batch_1")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("OPENAI_API_VERSION", AZURE_VERSION)
+    module.azure_endpoint, module.max_retries = api.endpoint, 0
+    assert module.batches.retrieve("batch_1").id == "batch_1"
+    assert api.requests[-1].headers["api-key"] == API_KEY
+    assert (module.api_type, module.api_version) == ("azure", AZURE_VERSION)
+    assert isinstance(module._module_client(), ob.AzureOpenAI)
+
+
+def test_the_module_client_refuses_ambiguous_credentials_and_an_http_client(
+    module: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", API_KEY)
+    with raises(ob.OpenAIError) as info:
+        module.batches.retrieve("batch_1")
+    assert str(info.value) == (
+        "Ambiguous use of module client; please set `openai_batch.api_type` or the "
+        "`OPENAI_API_TYPE` environment variable to `openai` or `azure`"
+    )
+    module.api_type, module.http_client = "openai", object()
+    with raises(ob.OpenAIError, match=r"^openai_batch.http_client is not used: this module "):
+        module.files.list()
 
 
 # ---------------------------------------------------------------- webhooks
@@ -8663,6 +8902,76 @@ def test_openai_custom_headers_agree_with_the_official_package(
     assert script(ob) == script(openai)
 
 
+def test_the_module_client_agrees_with_the_official_package(
+    api: FakeAPI, module: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17, item 14: the same lines of code against both modules, and the same wire."""
+    openai = pytest.importorskip("openai")
+    monkeypatch.setattr(openai, "_client", None)
+    api.add_batch(id="batch_1")
+    seen = {}
+    for package in (openai, module):
+        for name in ("api_key", "base_url", "max_retries", "default_headers", "api_type"):
+            monkeypatch.setattr(package, name, getattr(package, name))
+        assert package.api_key is package.organization is package.default_headers is None
+        assert package.max_retries == 2
+        # with its slash: the official module client joins "v1" and "batches" without one
+        package.api_key, package.base_url, package.max_retries = API_KEY, api.base_url + "/", 0
+        package.batches.retrieve("batch_1")
+        package.default_headers = {"X-A": "1"}
+        batch = package.batches.retrieve("batch_1")
+        seen[package.__name__] = (batch.model_dump(), package.api_type, api.requests[-1])
+    (ours, our_type, our_request), (theirs, their_type, their_request) = (
+        seen["openai_batch"],
+        seen["openai"],
+    )
+    assert ours == theirs and our_type == their_type == "openai"
+    assert our_request.headers["x-a"] == their_request.headers["x-a"] == "1"
+    assert our_request.path == their_request.path == "/v1/batches/batch_1"
+
+
+def test_the_small_differences_agree_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17, item 15, side by side: a key callable, copy's set_default_headers, extra_body
+    on a GET, a numeric error code, base_url's slash and is_closed()."""
+    openai = pytest.importorskip("openai")
+    api.add_batch(id="batch_1")
+
+    def run(package: Any) -> dict[str, Any]:
+        keys: list[str] = []
+        client = package.OpenAI(
+            api_key=lambda: keys.append(API_KEY) or API_KEY,
+            base_url=api.base_url,
+            default_headers={"X-A": "1"},
+            max_retries=0,
+        )
+        seen: dict[str, Any] = {"key before": client.api_key, "base_url": str(client.base_url)}
+        copy = client.copy(set_default_headers={"X-B": "2"})
+        copy.batches.retrieve("batch_1", extra_body={"x": 1})
+        sent = api.requests[-1]
+        seen["sent"] = ("x-a" in sent.headers, sent.headers.get("x-b"), sent.body)
+        seen["keys"], seen["key after"] = len(keys), copy.api_key
+        with pytest.raises(ValueError) as both:
+            client.copy(default_headers={}, set_default_headers={})
+        seen["both"] = str(both.value)
+        api.arm(
+            "GET", r"/v1/batches/b", Fault.raw(400, b'{"error": {"code": 7}}', "application/json")
+        )
+        with pytest.raises(package.BadRequestError) as refused:
+            client.batches.retrieve("b")
+        seen["code"] = refused.value.code
+        seen["closed"] = [client.is_closed()]
+        client.close()
+        seen["closed"].append(client.is_closed())
+        with pytest.raises(RuntimeError) as after:
+            client.batches.retrieve("batch_1")
+        seen["after close"] = str(after.value)
+        return seen
+
+    ours = run(ob)
+    assert ours == run(openai)
+    assert ours["sent"] == (False, "2", b"") and ours["code"] == "7"
+
+
 # ---------------------------------------------------------------- async
 
 
@@ -8708,7 +9017,7 @@ def test_the_async_client_awaits_the_same_calls(api: FakeAPI, tmp_path: Any) -> 
     assert seen["pages"] == [1] * len(api.batches) and seen["raw_content"]
     assert seen["again"] == (seen["raw"][1], 5.0, "AsyncOpenAI")
     assert seen["raw"][0] == 200 and seen["models"] == list(api.models)
-    assert seen["base_url"] == api.base_url
+    assert seen["base_url"] == api.base_url + "/"
 
 
 _MIXED_LINES = b'{"a": 1}\r\n{"b": "\xc3\xa9"}\n\n{"c": 3}\r{"d": 4}'
@@ -9026,6 +9335,46 @@ def test_a_finished_job_writes_results_again_if_they_were_removed(
         f"end; remove {other}.job to run it again"
     )
     assert len(api.batches) == 2
+
+
+def test_async_calls_are_not_capped_by_the_loops_thread_pool(api: FakeAPI) -> None:
+    """Issue 17, item 15: 200 calls awaited together are 200 requests in flight, as the
+    official client's are; the loop's default pool would hold them to min(32, cores + 4)."""
+    import asyncio
+
+    api.add_batch(id="batch_1")
+    together = threading.Barrier(100, timeout=10)  # a third of the calls past the default
+    api.arm("GET", r"/v1/batches/batch_1", *[Fault.gather(together)] * 200)
+
+    async def main() -> list[str]:
+        client = ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+        calls = [client.batches.retrieve("batch_1") for _ in range(200)]
+        return [batch.id for batch in await asyncio.gather(*calls)]
+
+    assert asyncio.run(main()) == ["batch_1"] * 200
+    assert not together.broken
+
+
+def test_the_async_client_awaits_an_async_api_key_callable_on_its_loop(api: FakeAPI) -> None:
+    """Issue 17, item 15: the official AsyncOpenAI takes `api_key` as an async callable."""
+    import asyncio
+
+    api.add_batch(id="batch_1")
+    loops: list[Any] = []
+
+    async def key() -> str:
+        loops.append(asyncio.get_running_loop())
+        return API_KEY
+
+    async def main() -> list[str]:
+        client = ob.AsyncOpenAI(api_key=key, base_url=api.base_url, max_retries=0)
+        first = await client.batches.retrieve("batch_1")
+        again = await client.with_options(timeout=5).batches.retrieve("batch_1")
+        assert loops == [asyncio.get_running_loop()] * 2
+        return [first.id, again.id]
+
+    assert asyncio.run(main()) == ["batch_1"] * 2
+    assert api.requests[-1].headers["authorization"] == f"Bearer {API_KEY}"
 
 
 # ---------------------------------------------------------------- run --direct (issue 12)
