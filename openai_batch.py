@@ -3185,7 +3185,7 @@ class _Create:
             )
             raise OutcomeUnknownError(
                 f"A create call failed ({error}) and may have made its batch; {why}, so it was "
-                "not sent again. Check `openai-batch list` before creating it again.",
+                "not sent again. Check the batch list before creating it again.",
                 idempotency_key=None,
                 request=error.request,
             ) from error
@@ -3198,9 +3198,8 @@ class _Create:
                 f"A create call failed ({error}), and no batch with its idempotency key "
                 f"{self.key} appeared in the batch list within {sum(_SETTLE_PAUSES):g} s, so "
                 "it most likely made none; but a late request may yet make one. Call create "
-                f"again with idempotency_key={self.key!r} (the command line's "
-                f"--idempotency-key {self.key}): it returns that batch if it exists and makes "
-                "it if not.",
+                f"again with idempotency_key={self.key!r}: it returns that batch if it exists "
+                "and makes it if not.",
                 idempotency_key=self.key,
                 request=error.request,
             ) from error
@@ -3269,7 +3268,7 @@ class _Create:
             except APIError as exc:
                 raise DuplicateBatchError(
                     f"Batch {twin.id} duplicates {kept.id} (the same idempotency key) and "
-                    f"could not be cancelled: {exc}. Cancel it: openai-batch cancel {twin.id}",
+                    f"could not be cancelled: {exc}. It is still to be cancelled.",
                     kept,
                     twin.id,
                 ) from exc
@@ -6175,12 +6174,14 @@ class JobStoppedError(OpenAIError):
     """A job stopped before its end, keeping all it has: the server did not answer for too
     long, or said that the key or the address is wrong. Running the job again resumes it.
 
-    ``reason`` is ``"outage"``, ``"credentials"`` or ``"address"``.
+    ``reason`` is ``"outage"``, ``"credentials"``, ``"address"`` or ``"quota"``; ``error``
+    is the server's answer that decided it, when there was one.
     """
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str, error: APIError | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.error = error
 
 
 def _estimate_tokens(size: int) -> int:
@@ -7370,6 +7371,13 @@ _WRONG_PLACE = frozenset({401, 403, 404, 405}) | _REDIRECTS
 _WRONG_PLACE_STOP = 3
 
 
+def _names_model(error: APIError) -> bool:
+    """Whether a 404 is about the model a request names, not the address it went to."""
+    if not isinstance(error, APIStatusError) or error.status_code != 404:
+        return False
+    return error.code == "model_not_found" or "model" in error.message.lower()
+
+
 class _DirectRounds:
     """Drives a job's rounds with no Batch API: each request POSTed straight to the server,
     at most ``concurrency`` at once, each answer appended to ``answers.jsonl`` as it arrives.
@@ -7738,13 +7746,19 @@ class _DirectPolicy:
             self.succeeded = True  # own failures (an unknown model), to be written
             return True
         first = next(iter(self.misplaced.values()))
+        why = (
+            "the server does not know the model they name"
+            if _names_model(first)
+            else "the base URL (for vLLM, llama.cpp and Ollama it ends in /v1) or the key is "
+            "not the server's"
+        )
         flight.give_up(
             JobStoppedError(
                 f"the first {len(self.misplaced)} requests all failed ({first.message}), "
                 "and none succeeded, so nothing more was sent and none of them was "
-                "written: check the base URL (for vLLM, llama.cpp and Ollama it ends in "
-                "/v1) and the key, then run the job again",
+                f"written: {why}",
                 "address",
+                first,
             )
         )
         return True
@@ -9223,6 +9237,11 @@ def _cmd_run(session: _Session) -> int:
     )
     if report.failed:
         console.note(f"next: openai-batch results {args.output} --failed shows them and why")
+    if report.failures.get("HTTP 404"):
+        console.note(
+            f"hint: {_plural(report.failures['HTTP 404'], 'request')} got HTTP 404, which a "
+            "server answers for a model it does not have; `openai-batch models` lists what it has"
+        )
     if report.files_left:
         console.note(
             f"{_plural(report.files_left, 'file')} of the job could not be deleted from the "
@@ -9914,62 +9933,155 @@ def _describe(exc: BaseException) -> str:
 
 def _hint(exc: BaseException, command: str = "") -> str | None:
     """The next thing to try after an error, fitted to the command that met it."""
-    if isinstance(exc, JobStoppedError):
-        return {
-            "outage": "the job keeps what it has: run the same command again once the server "
-            "answers",
-            "credentials": "check the key (OPENAI_API_KEY), then run the same command again: "
-            "the answers so far are kept",
-            "address": "check --base-url (for vLLM, llama.cpp and Ollama it ends in /v1) and the "
-            "key, then run the same command again",
-            "quota": "add credit to the account, then run the same command again",
-        }[exc.reason]
-    if command == "run" and isinstance(
-        exc, (APIConnectionError, InternalServerError, RateLimitError)
-    ):
-        return "the job is kept beside RESULTS: run the same command again to resume it"
-    if isinstance(exc, OutcomeUnknownError):
-        if exc.idempotency_key:
-            return f"run the same command again with --idempotency-key {exc.idempotency_key}"
-        return "`openai-batch list` shows whether the batch was made"
-    if isinstance(exc, BatchNotFinishedError):
-        batch_id = exc.batch.id
-        return f"openai-batch wait {batch_id}, then again; or add --partial for what has arrived"
-    if isinstance(exc, AuthenticationError):
-        return "check the key in OPENAI_API_KEY (and --organization/--project if you use them)"
-    if isinstance(exc, APIStatusError):
-        return _status_hint(exc, command)
-    if isinstance(exc, RateLimitError):
-        return "the API is limiting requests; try again in a while"
-    if isinstance(exc, APIConnectionError):
-        return "check the network, HTTPS_PROXY and --base-url"
-    if "OPENAI_API_VERSION" in str(exc):
-        return "export OPENAI_API_VERSION=2024-10-21 (the Azure OpenAI API version to use)"
-    if "AZURE_OPENAI_API_KEY" in str(exc):
-        return "export AZURE_OPENAI_API_KEY=... (or AZURE_OPENAI_AD_TOKEN, or --api-key)"
-    if isinstance(exc, OpenAIError) and "OPENAI_API_KEY" in str(exc):
-        return "export OPENAI_API_KEY=sk-... (or see --api-key)"
+    for applies, hint in _HINTS:
+        if applies(exc, command):
+            return hint if isinstance(hint, str) else hint(exc)
     return None
 
 
-def _status_hint(exc: APIStatusError, command: str) -> str | None:
-    url = exc.request.url if exc.request is not None else ""
-    if isinstance(exc, NotFoundError):
-        if command in ("list", "files list") or "Invalid URL" in exc.message:
-            return (
-                "the server has no such endpoint here; an OpenAI-compatible server's base URL "
-                "usually ends in /v1 (--base-url http://host:8000/v1)"
-            )
-        if "/files/" in url and command in ("results", "download", "retry"):
-            return "the batch's files have expired or been deleted (they are kept 30 days)"
-        if "/files/" in url:
-            return "check the file id; `openai-batch files list` shows your files"
-        return "check the id; `openai-batch list` shows your batches"
-    if isinstance(exc, RateLimitError):
-        return "the API is limiting requests; try again in a while"
-    if command == "cancel" and exc.status_code in (400, 409):
-        return "the batch has already finished, so there is nothing to cancel (openai-batch get ID)"
-    return None
+def _path_of(exc: BaseException) -> str:
+    """The path of the URL an API error came from ("" for any other error)."""
+    from urllib.parse import urlsplit
+
+    request = exc.request if isinstance(exc, APIError) else None
+    return urlsplit(request.url).path if request is not None else ""
+
+
+def _not_here(exc: BaseException) -> bool:
+    """A 404 or 405: the server has nothing at that path, or not for that method."""
+    return isinstance(exc, APIStatusError) and exc.status_code in (404, 405)
+
+
+def _collection(exc: BaseException) -> bool:
+    """An error from the Batch API's own lists (/batches, /files), with no id after them."""
+    return _path_of(exc).rstrip("/").endswith(("/batches", "/files"))
+
+
+def _under_endpoint(exc: BaseException) -> bool:
+    """Whether the base URL went on past /v1 to an endpoint (.../chat/completions/batches)."""
+    path = _path_of(exc)
+    return any(f"{endpoint.value[3:]}/" in path for endpoint in BatchEndpoint)
+
+
+def _batch_of(exc: BaseException) -> str:
+    """The batch id in the URL an error came from, or ""."""
+    return _path_of(exc).partition("/batches/")[2].split("/", 1)[0]
+
+
+_TRANSIENT = (APIConnectionError, InternalServerError, RateLimitError)
+_STOPPED = {
+    "outage": "the job keeps what it has: run the same command again once the server answers",
+    "credentials": "check the key (OPENAI_API_KEY), then run the same command again: the "
+    "answers so far are kept",
+    "address": "check --base-url (for vLLM, llama.cpp and Ollama it ends in /v1) and the key, "
+    "then run the same command again",
+    "quota": "add credit to the account, then run the same command again",
+}
+_MODELS = "that model is not on this server; `openai-batch models` lists what is"
+_V1 = (
+    "the server has no such endpoint here; an OpenAI-compatible server's base URL usually ends "
+    "in /v1 (--base-url http://host:8000/v1)"
+)
+
+# What went wrong, in which command -> the next step. The first rule that applies gives the
+# hint: a test of the error and the command's name, and the hint (or what makes it from the
+# error). The library's errors state facts; only these name flags and commands.
+_HINTS: list[tuple[Callable[[BaseException, str], bool], str | Callable[[Any], str]]] = [
+    (
+        lambda e, c: (
+            isinstance(e, JobStoppedError) and e.error is not None and _names_model(e.error)
+        ),
+        _MODELS,
+    ),
+    (lambda e, c: isinstance(e, JobStoppedError), lambda e: _STOPPED[e.reason]),
+    (lambda e, c: isinstance(e, NotFoundError) and _names_model(e), _MODELS),
+    (
+        lambda e, c: _not_here(e) and _under_endpoint(e),
+        "the base URL goes on past /v1 to an endpoint; give it only up to /v1 "
+        "(--base-url http://host:8000/v1)",
+    ),
+    (
+        lambda e, c: _not_here(e) and _collection(e) and _path_of(e).startswith("/v1/"),
+        "this server has no Batch API; send the file straight to it with `run --direct`",
+    ),
+    (lambda e, c: _not_here(e) and (_collection(e) or "Invalid URL" in str(e)), _V1),
+    (
+        lambda e, c: c in ("wait", "submit") and isinstance(e, _TRANSIENT) and bool(_batch_of(e)),
+        lambda e: (
+            f"{_batch_of(e)} goes on running on the server; wait for it again with "
+            f"`openai-batch wait {_batch_of(e)}`"
+        ),
+    ),
+    (
+        lambda e, c: c == "run" and isinstance(e, _TRANSIENT),
+        "the job is kept beside RESULTS: run the same command again to resume it",
+    ),
+    (
+        lambda e, c: isinstance(e, OutcomeUnknownError) and bool(e.idempotency_key),
+        lambda e: f"run the same command again with --idempotency-key {e.idempotency_key}",
+    ),
+    (
+        lambda e, c: isinstance(e, OutcomeUnknownError),
+        "`openai-batch list` shows whether the batch was made",
+    ),
+    (
+        lambda e, c: isinstance(e, DuplicateBatchError),
+        lambda e: f"cancel the duplicate by hand: openai-batch cancel {e.duplicate_id}",
+    ),
+    (
+        lambda e, c: isinstance(e, BatchNotFinishedError),
+        lambda e: (
+            f"openai-batch wait {e.batch.id}, then again; or add --partial for what has arrived"
+        ),
+    ),
+    (
+        lambda e, c: isinstance(e, AuthenticationError),
+        "check the key in OPENAI_API_KEY (and --organization/--project if you use them)",
+    ),
+    (
+        lambda e, c: (
+            isinstance(e, NotFoundError)
+            and "/files/" in _path_of(e)
+            and c in ("results", "download", "retry")
+        ),
+        "the batch's files have expired or been deleted (they are kept 30 days)",
+    ),
+    (
+        lambda e, c: isinstance(e, NotFoundError) and "/files/" in _path_of(e),
+        "check the file id; `openai-batch files list` shows your files",
+    ),
+    (
+        lambda e, c: isinstance(e, NotFoundError) and bool(_batch_of(e)),
+        "check the id; `openai-batch list` shows your batches",
+    ),
+    (
+        lambda e, c: isinstance(e, RateLimitError),
+        "the API is limiting requests; try again in a while",
+    ),
+    (
+        lambda e, c: (
+            c == "cancel" and isinstance(e, APIStatusError) and e.status_code in (400, 409)
+        ),
+        "the batch has already finished, so there is nothing to cancel (openai-batch get ID)",
+    ),
+    (
+        lambda e, c: isinstance(e, APIConnectionError),
+        "check the network, HTTPS_PROXY and --base-url",
+    ),
+    (
+        lambda e, c: "OPENAI_API_VERSION" in str(e),
+        "export OPENAI_API_VERSION=2024-10-21 (the Azure OpenAI API version to use)",
+    ),
+    (
+        lambda e, c: "AZURE_OPENAI_API_KEY" in str(e),
+        "export AZURE_OPENAI_API_KEY=... (or AZURE_OPENAI_AD_TOKEN, or --api-key)",
+    ),
+    (
+        lambda e, c: isinstance(e, OpenAIError) and "OPENAI_API_KEY" in str(e),
+        "export OPENAI_API_KEY=sk-... (or see --api-key); a local server that takes no key "
+        "needs one set all the same: OPENAI_API_KEY=unused",
+    ),
+]
 
 
 def main(argv: list[str] | None = None, *, client: Client | None = None) -> int:

@@ -2817,8 +2817,7 @@ def test_create_with_no_room_for_the_key_raises_rather_than_guess(api: FakeAPI) 
     assert message.startswith("A create call failed (Connection error (POST ")
     assert message.endswith(
         "and may have made its batch; with 16 metadata keys there was no room for the key that "
-        "would tell, so it was not sent again. Check `openai-batch list` before creating it "
-        "again."
+        "would tell, so it was not sent again. Check the batch list before creating it again."
     )
     assert info.value.idempotency_key is None
     assert len(api.batches) == 1 and next(iter(api.batches.values()))["metadata"] == full
@@ -2840,8 +2839,7 @@ def test_create_after_the_last_try_says_what_is_unknown(api: FakeAPI) -> None:
         "A create call failed (Error code: 500 - Injected 500 (request id req_1)), and no batch "
         f"with its idempotency key {key} appeared in the batch list within 30 s, so it most "
         "likely made none; but a late request may yet make one. Call create again with "
-        f"idempotency_key='{key}' (the command line's --idempotency-key {key}): it returns that "
-        "batch if it exists and makes it if not."
+        f"idempotency_key='{key}': it returns that batch if it exists and makes it if not."
     )
     assert isinstance(info.value.__cause__, ob.InternalServerError)
     batch = client.batches.create(
@@ -4609,7 +4607,8 @@ def test_cli_without_a_key_explains_how_to_set_it(capsys: pytest.CaptureFixture[
     assert err == (
         "error: The api_key client option must be set either by passing api_key to the client or "
         "by setting the OPENAI_API_KEY environment variable\n"
-        "hint: export OPENAI_API_KEY=sk-... (or see --api-key)\n"
+        "hint: export OPENAI_API_KEY=sk-... (or see --api-key); a local server that takes no "
+        "key needs one set all the same: OPENAI_API_KEY=unused\n"
     )
 
 
@@ -5554,7 +5553,13 @@ def test_a_twin_that_already_ended_is_left_alone_and_one_that_will_not_cancel_is
         f"Batch batch_twin duplicates {old['id']} (the same idempotency key) and could not be "
         "cancelled: Error code: 403 - Injected 403"
     )
-    assert str(info.value).endswith("Cancel it: openai-batch cancel batch_twin")
+    assert str(info.value).endswith("It is still to be cancelled.")
+    api.arm("POST", r"/v1/batches/batch_twin/cancel", Fault.error(403))
+    command = ["create", "--input-file-id", file_id, "--endpoint", chat, "--idempotency-key", "k"]
+    ran = cli(client, *command)
+    assert ran.code == 1 and ran.err.splitlines()[-1] == (
+        "hint: cancel the duplicate by hand: openai-batch cancel batch_twin"
+    )
 
 
 # ---------------------------------------------------------------- a newcomer's path (issue 9)
@@ -5723,8 +5728,7 @@ def test_hints_fit_the_command(client: Client, api: FakeAPI) -> None:
     api.arm("GET", r"/v1/batches", Fault.error(404, message="Not Found"))
     ran = cli(client, "list")
     assert ran.err.splitlines()[-1] == (
-        "hint: the server has no such endpoint here; an OpenAI-compatible server's base URL "
-        "usually ends in /v1 (--base-url http://host:8000/v1)"
+        "hint: this server has no Batch API; send the file straight to it with `run --direct`"
     )
     ran = cli(client, "files", "get", "file-nope")
     assert ran.err.splitlines()[-1] == (
@@ -6292,6 +6296,105 @@ def test_more_hints_that_fit_the_situation(client: Client, api: FakeAPI, tmp_pat
     ran = cli(client, "results", batch_id)
     assert ran.code == 1 and ran.err.endswith(
         "hint: the batch's files have expired or been deleted (they are kept 30 days)\n"
+    )
+
+
+def _last_hint(ran: Ran) -> str:
+    """The hint a failed command ends with (the test fails if it has none)."""
+    assert ran.code == 1 and ran.err.splitlines()[-1].startswith("hint: "), ran.err
+    return ran.err.splitlines()[-1][len("hint: ") :]
+
+
+_NO_BATCH_API = "this server has no Batch API; send the file straight to it with `run --direct`"
+_ADD_V1 = (
+    "the server has no such endpoint here; an OpenAI-compatible server's base URL usually ends "
+    "in /v1 (--base-url http://host:8000/v1)"
+)
+
+
+def test_hints_on_a_server_with_no_batch_api_point_at_run_direct(tmp_path: Any) -> None:
+    """Issue 18: a 404 or 405 on /batches or /files from a base URL ending in /v1 is a server
+    with no Batch API; without /v1, or with an endpoint after it, the base URL is wrong."""
+    source = _job_input(tmp_path, 3)
+    out = str(tmp_path / "out.jsonl")
+    with ChatServer().serve() as server:
+        client = _direct_client(server)
+        commands = (["list"], ["files", "list"], ["submit", source], ["run", source, "-o", out])
+        for command in commands:
+            assert _last_hint(cli(client, *command)) == _NO_BATCH_API, command
+        server.no_route_status = 405
+        assert _last_hint(cli(client, "list")) == _NO_BATCH_API
+        server.no_route_status = 404
+        bare = _direct_client(server, base_url=server.base_url[: -len("/v1")])
+        for command in (["list"], ["submit", source], ["run", source, "-o", out]):
+            ran = cli(bare, *command)
+            assert _last_hint(ran) == _ADD_V1, command
+            assert "resume" not in ran.err  # the same command again cannot help
+        chat = _direct_client(server, base_url=server.base_url + "/chat/completions")
+        for command in (["list"], ["get", "batch_1"], ["submit", source]):
+            assert _last_hint(cli(chat, *command)) == (
+                "the base URL goes on past /v1 to an endpoint; give it only up to /v1 "
+                "(--base-url http://host:8000/v1)"
+            ), command
+    assert not os.path.exists(out)
+
+
+def test_hints_for_a_model_the_server_does_not_have(tmp_path: Any) -> None:
+    """Issue 18: a 404 that names a model points at the models list, not at --base-url."""
+    source = _job_input(tmp_path, 3)
+    with ChatServer().serve() as server:
+        client = _direct_client(server)
+        server.unknown_models = {"gpt-4o-mini"}
+        server.lists_models = False  # the requests alone cannot tell the address is right
+        ran = cli(client, "run", source, "-o", str(tmp_path / "a.jsonl"), "--direct")
+        assert ran.err.splitlines()[0] == (
+            "error: the first 3 requests all failed (Error code: 404 - The model `gpt-4o-mini` "
+            "does not exist.), and none succeeded, so nothing more was sent and none of them "
+            "was written: the server does not know the model they name"
+        )
+        assert _last_hint(ran) == (
+            "that model is not on this server; `openai-batch models` lists what is"
+        )
+        server.lists_models = True  # the address works: each 404 is the request's own
+        ran = cli(client, "run", source, "-o", str(tmp_path / "b.jsonl"), "--direct")
+        assert ran.code == 1 and ran.err.splitlines()[1:] == [
+            f"next: openai-batch results {tmp_path / 'b.jsonl'} --failed shows them and why",
+            "hint: 3 requests got HTTP 404, which a server answers for a model it does not "
+            "have; `openai-batch models` lists what it has",
+        ]
+
+
+def test_hints_never_say_resume_for_a_configuration_error(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 18: a missing input file is no job to resume."""
+    out = str(tmp_path / "out.jsonl")
+    ran = cli(client, "run", str(tmp_path / "nope.jsonl"), "-o", out)
+    assert (ran.code, ran.err) == (1, f"error: No such file: {tmp_path / 'nope.jsonl'}\n")
+
+
+def test_wait_after_a_failed_first_poll_says_the_batch_goes_on(
+    client: Client, api: FakeAPI
+) -> None:
+    """Issue 18: `wait` right after `submit`, its first poll a 503 (after its retries)."""
+    api.add_batch(id="batch_w", status="in_progress")
+    api.arm("GET", r"/v1/batches/batch_w", *[Fault.error(503)] * 3)
+    ran = cli(client, "wait", "batch_w")
+    assert ran.err == (
+        "error: Error code: 503 - Injected 503 (request id req_3)\n"
+        "hint: batch_w goes on running on the server; wait for it again with "
+        "`openai-batch wait batch_w`\n"
+    )
+
+
+def test_the_hint_for_a_missing_key_names_a_keyless_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 18: a local server that takes no key still needs one set."""
+    assert ob.main(["--base-url", "http://127.0.0.1:9/v1", "models"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "hint: export OPENAI_API_KEY=sk-... (or see --api-key); a local server that takes no key "
+        "needs one set all the same: OPENAI_API_KEY=unused"
     )
 
 
@@ -8445,7 +8548,11 @@ class ChatServer(ThreadingHTTPServer):
     - `web_page`: every GET and POST is answered 200 with a web page: a base URL that is a
       web site, not an API.
 
-    `GET /v1/models` lists one model, as vLLM, llama.cpp and Ollama do (the key checked).
+    `GET /v1/models` lists one model, as vLLM, llama.cpp and Ollama do (the key checked);
+    with `lists_models` False it is a 404 too. A request naming a model in `unknown_models` is
+    answered 404 "The model `x` does not exist.", as vLLM answers it. A path the server does
+    not serve (the Batch API's /v1/files and /v1/batches among them) is answered
+    `no_route_status`: 404, or 405 as some gateways answer.
     """
 
     daemon_threads = True
@@ -8457,6 +8564,9 @@ class ChatServer(ThreadingHTTPServer):
         self.latency, self.capacity = latency, capacity
         self.retry_after: str | None = "1"  # on a 429; None: a 429 that says nothing of when
         self.missing: set[str] = set()  # prompts answered 404 at once
+        self.unknown_models: set[str] = set()
+        self.lists_models = True
+        self.no_route_status = 404
         self.lock = threading.Lock()
         self.in_flight = self.peak = self.refused_429 = 0
         self.answers: dict[str, int] = {}  # prompt -> 200s sent
@@ -8680,8 +8790,8 @@ class _ChatHandler(BaseHTTPRequestHandler):
         if self.headers.get("Authorization") != f"Bearer {API_KEY}" or not server.key_holds():
             self.reply(401, {"error": {"message": "Incorrect API key provided"}})
             return
-        if self.path != "/v1/models":
-            self.reply(404, {"error": {"message": f"no route {self.path}"}})
+        if self.path != "/v1/models" or not server.lists_models:
+            self.reply(server.no_route_status, {"error": {"message": f"no route {self.path}"}})
             return
         model = {"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "test"}
         self.reply(200, {"object": "list", "data": [model]})
@@ -8704,7 +8814,8 @@ class _ChatHandler(BaseHTTPRequestHandler):
         if server.is_down():
             self.down()
             return
-        body = json.loads(raw)
+        served = self.path in ("/v1/chat/completions", "/v1/embeddings", "/v1/responses")
+        body = json.loads(raw) if served else {}  # an upload's body is a form, not JSON
         if server.quota:
             error = {"message": "You exceeded your current quota, please check your plan and "}
             error["message"] += "billing details."
@@ -8714,8 +8825,8 @@ class _ChatHandler(BaseHTTPRequestHandler):
         if self.headers.get("Authorization") != f"Bearer {API_KEY}":
             self.reply(401, {"error": {"message": "Incorrect API key provided"}})
             return
-        if self.path not in ("/v1/chat/completions", "/v1/embeddings", "/v1/responses"):
-            self.reply(404, {"error": {"message": f"no route {self.path}"}})
+        if not served:
+            self.reply(server.no_route_status, {"error": {"message": f"no route {self.path}"}})
             return
         assert self.headers["Content-Type"] == "application/json" and body["model"]
         prompt = _prompt(body)
@@ -8744,6 +8855,11 @@ class _ChatHandler(BaseHTTPRequestHandler):
         server = self.server
         if prompt in server.missing:  # at once, before the others' latency
             self.reply(404, {"error": {"message": f"no such thing: {prompt}"}})
+            return
+        if body["model"] in server.unknown_models:
+            message = f"The model `{body['model']}` does not exist."
+            error = {"message": message, "type": "NotFoundError", "param": None, "code": 404}
+            self.reply(404, {"error": error})
             return
         if prompt in server.hang:
             self.wait_for_the_client_to_leave()
@@ -9098,10 +9214,12 @@ def test_run_direct_stops_when_the_first_answers_say_the_address_is_wrong(tmp_pa
         wrong = _direct_client(server, base_url=server.base_url[: -len("/v1")])
         with raises(ob.OpenAIError) as info:
             wrong.run(source, out, direct=True, concurrency=4)
-        assert "check the base URL (for vLLM, llama.cpp and Ollama it ends in /v1)" in str(
-            info.value
+        assert str(info.value).endswith(
+            "none of them was written: the base URL (for vLLM, llama.cpp and Ollama it ends in "
+            "/v1) or the key is not the server's"
         )
         assert isinstance(info.value, ob.JobStoppedError) and info.value.reason == "address"
+        assert isinstance(info.value.error, ob.NotFoundError)
         assert not out.exists()
         report = _direct_client(server).run(source, out, direct=True)  # the same job, resumed
     assert report.ok and _output_ids(out) == [f"q{i}" for i in range(30)]
