@@ -5038,12 +5038,16 @@ def _take(
     return BatchResult.from_dict(json.loads(spool.readline()))
 
 
-def write_failed_requests(requests_path: _PathLike, results: _Results, path: _PathLike) -> int:
+def write_failed_requests(
+    requests_path: _PathLike, results: _Results, path: _PathLike, *, refused: bool = True
+) -> int:
     """Write the requests that failed or have no result to a new input file, ready to submit.
 
     Returns how many were written. With none, no file is left at ``path``: an old one there is
     removed, so that a script never submits a stale retry file again. Results that match no
-    request (the wrong input file) raise ``InputFileError`` and write nothing.
+    request (the wrong input file) raise ``InputFileError`` and write nothing. With
+    ``refused=False``, requests the server refused with HTTP 400 are left out: sent again
+    unchanged, they fail again.
     """
     seen = [0, 0]  # results, and results that matched a request
 
@@ -5051,7 +5055,9 @@ def write_failed_requests(requests_path: _PathLike, results: _Results, path: _Pa
         for request, result in join_results(requests_path, results):
             seen[0] += result is not None
             seen[1] += result is not None and request is not None
-            if request is not None and (result is None or not result.ok):
+            if request is None or (result is not None and result.ok):
+                continue
+            if refused or result is None or result.status_code != 400:
                 yield request
 
     with _AtomicFile(path) as out:
@@ -8560,7 +8566,8 @@ def _show_ending(console: _Console, batch: Batch) -> None:
     status = _text(batch.status)
     ended, started = batch.ended_at, batch.created_at
     took = f" after {_duration(ended - started)}" if ended and started else ""
-    console.note(f"{batch.id} {status}{took}: {_progress(batch)} completed/failed/total")
+    counts = "" if _progress(batch) == "-" else f": {_progress(batch)} completed/failed/total"
+    console.note(f"{batch.id} {status}{took}{counts}")
     errors = _batch_errors(batch)
     for line in errors[:_SHOWN_ERRORS]:
         console.note(f"  {line}")
@@ -8579,7 +8586,7 @@ def _next_step(batch: Batch) -> str:
     if status == "completed":
         if failed:
             return f"next: openai-batch results {batch.id} --failed, then {retry}"
-        return f"next: openai-batch results {batch.id}  (or: download {batch.id})"
+        return f"next: openai-batch results {batch.id} (or: openai-batch download {batch.id})"
     if status == "failed":
         if any(error.code == "token_limit_exceeded" for error in _error_list(batch)):
             return (
@@ -9388,9 +9395,16 @@ def _cmd_retry(session: _Session) -> int:
             "fail the same way again unless you fix them first"
         )
     existed = os.path.exists(args.output)
+    refused = _Refused()
     with tempfile.TemporaryDirectory(prefix="openai-batch-") as directory:
         requests = session.input_file(batch, directory)
-        count = write_failed_requests(requests, session.client.results(batch), args.output)
+        results = refused(session.client.results(batch))
+        count = write_failed_requests(requests, results, args.output, refused=False)
+    if refused.count:
+        session.console.note(
+            f"left out {_plural(refused.count, 'request')} refused with HTTP 400, which would "
+            f"fail the same way again; `openai-batch results {batch.id} --failed` shows why"
+        )
     if count:
         session.console.note(f"wrote {_plural(count, 'request')} to {args.output}")
         if errors and not quota:
@@ -9404,8 +9418,21 @@ def _cmd_retry(session: _Session) -> int:
             session.console.note(f"next: openai-batch submit {args.output}")
     else:
         gone = f"; removed the old {args.output}" if existed else ""
-        session.console.note(f"nothing to retry: every request of {batch.id} succeeded{gone}")
+        what = "every other request" if refused.count else "every request"
+        session.console.note(f"nothing to retry: {what} of {batch.id} succeeded{gone}")
     return _EXIT_OK
+
+
+class _Refused:
+    """Counts, as results go by, those the server refused with HTTP 400."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, results: Iterable[BatchResult]) -> Iterator[BatchResult]:
+        for result in results:
+            self.count += result.status_code == 400
+            yield result
 
 
 # ---------------------------------------------------------------------------------------------

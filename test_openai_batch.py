@@ -4562,8 +4562,22 @@ def test_cli_download_and_retry(client: Client, api: FakeAPI, tmp_path: Any) -> 
     ]
     retry = tmp_path / "retry.jsonl"
     ran = cli(client, "retry", batch_id, "-o", str(retry))
-    assert ran.err == f"wrote 2 requests to {retry}\nnext: openai-batch submit {retry}\n"
-    assert [line["custom_id"] for line in ob.read_jsonl(retry)] == ["fail-1", "fail-3"]
+    assert ran.err == (  # issue 18: a 400 is final, as `run` holds it
+        f"left out 2 requests refused with HTTP 400, which would fail the same way again; "
+        f"`openai-batch results {batch_id} --failed` shows why\n"
+        f"nothing to retry: every other request of {batch_id} succeeded\n"
+    )
+    assert not retry.exists()
+    api.flaky_rule = lambda line: line["custom_id"] == "q2"  # a 500, which may pass next time
+    flaky = _finished(client, api, tmp_path)
+    ran = cli(client, "retry", flaky, "-o", str(retry))
+    assert ran.err == (
+        f"left out 2 requests refused with HTTP 400, which would fail the same way again; "
+        f"`openai-batch results {flaky} --failed` shows why\n"
+        f"wrote 1 request to {retry}\nnext: openai-batch submit {retry}\n"
+    )
+    assert [line["custom_id"] for line in ob.read_jsonl(retry)] == ["q2"]
+    assert ob.write_failed_requests(tmp_path / "in.jsonl", client.results(flaky), retry) == 3
     clean = _finished(client, api, tmp_path, fail=())
     ran = cli(client, "retry", clean, "-o", str(tmp_path / "none.jsonl"))
     assert ran.err == f"nothing to retry: every request of {clean} succeeded\n"
@@ -5320,7 +5334,7 @@ def test_results_and_retry_ride_out_a_broken_download(
     ]
     api.arm("GET", output, Fault.cut_body(0.3))
     ran = cli(client, "retry", batch_id, "-o", str(tmp_path / "retry.jsonl"))
-    assert ran.code == 0 and ran.err.startswith("wrote 2 requests")
+    assert ran.code == 0 and ran.err.startswith("left out 2 requests refused with HTTP 400")
     api.arm("GET", output, Fault.cut_body(0.6))
     assert len(list(client.results(batch_id))) == 5
 
@@ -6395,6 +6409,22 @@ def test_the_hint_for_a_missing_key_names_a_keyless_server(
     assert capsys.readouterr().err.splitlines()[-1] == (
         "hint: export OPENAI_API_KEY=sk-... (or see --api-key); a local server that takes no key "
         "needs one set all the same: OPENAI_API_KEY=unused"
+    )
+
+
+def test_how_a_batch_ended_reads_cleanly(client: Client, api: FakeAPI, tmp_path: Any) -> None:
+    """Issue 18: no "- completed/failed/total" for a batch with no counts; the next step is a
+    whole command, with one space before its alternative."""
+    now = int(api.clock.now)
+    errors = {"object": "list", "data": [{"code": "x", "message": "bad line", "line": 3}]}
+    api.add_batch(id="batch_nc", status="failed", created_at=now, failed_at=now, errors=errors)
+    api.batches["batch_nc"].pop("request_counts", None)
+    ran = cli(client, "wait", "batch_nc")
+    assert ran.err.splitlines()[0] == "batch_nc failed after 0s"
+    batch_id = _finished(client, api, tmp_path, fail=())
+    ran = cli(client, "wait", batch_id)
+    assert ran.err.splitlines()[-1] == (
+        f"next: openai-batch results {batch_id} (or: openai-batch download {batch_id})"
     )
 
 
