@@ -9273,6 +9273,11 @@ def _cmd_results(session: _Session) -> int:
 
     args, console = session.args, session.console
     if os.path.isfile(args.id):  # a results file at hand, such as run's RESULTS
+        if _is_requests(args.id):
+            raise OpenAIError(
+                f"{args.id} holds requests (its lines have method and url, and no response), "
+                "not results"
+            )
         results = iter_results(args.id)
         pairs = join_results(args.input, results) if args.input else ((None, r) for r in results)
         if args.failed:
@@ -9305,6 +9310,17 @@ def _cmd_results(session: _Session) -> int:
     if args.failed and not shown:
         console.note(f"no failed requests: every request of {batch.id} succeeded")
     return _EXIT_OK
+
+
+def _is_requests(path: str) -> bool:
+    """Whether a file's first line is a request of an input file, not a result."""
+    with open(path, "rb") as handle:
+        first = next((line for line in handle if line.strip()), b"")
+    try:
+        line = json.loads(first)
+    except ValueError:
+        return False  # what is wrong with it is for the results reader to say
+    return isinstance(line, dict) and "method" in line and "url" in line and "response" not in line
 
 
 def _failed(result: BatchResult | None, running: bool) -> bool:
@@ -10094,6 +10110,11 @@ _HINTS: list[tuple[Callable[[BaseException, str], bool], str | Callable[[Any], s
     (
         lambda e, c: isinstance(e, APIConnectionError),
         "check the network, HTTPS_PROXY and --base-url",
+    ),
+    (
+        lambda e, c: c == "results" and str(e).endswith("and no response), not results"),
+        "give the batch's id (openai-batch results BATCH_ID --input FILE), or the RESULTS "
+        "file that `openai-batch run` wrote",
     ),
     (
         lambda e, c: "OPENAI_API_VERSION" in str(e),

@@ -6428,6 +6428,18 @@ def test_how_a_batch_ended_reads_cleanly(client: Client, api: FakeAPI, tmp_path:
     )
 
 
+def test_results_refuses_an_input_file(client: Client, tmp_path: Any) -> None:
+    """Issue 18: `results` given the requests, not their results, says so and exits 1."""
+    source = _job_input(tmp_path, 3)
+    ran = cli(client, "results", source)
+    assert (ran.code, ran.out) == (1, "")
+    assert ran.err == (
+        f"error: {source} holds requests (its lines have method and url, and no response), not "
+        "results\nhint: give the batch's id (openai-batch results BATCH_ID --input FILE), or the "
+        "RESULTS file that `openai-batch run` wrote\n"
+    )
+
+
 def test_retry_of_a_batch_over_the_token_limit_says_the_lines_are_fine(
     client: Client, api: FakeAPI, tmp_path: Any
 ) -> None:
