@@ -9057,7 +9057,9 @@ def _cmd_validate(session: _Session) -> int:
     console = session.console
     _show_warnings(console, summary)
     if args.check_models and summary.model:
-        _check_model(session, summary.model)
+        found = _check_model(session, summary.model)
+        if found:
+            summary.warnings.append(found)
     if args.json:
         from dataclasses import asdict
 
@@ -9070,36 +9072,39 @@ def _cmd_validate(session: _Session) -> int:
             f"ok  {summary.path}: {_plural(summary.requests, 'request')}, "
             f"{_size(summary.bytes)}, {summary.endpoint}, model {summary.model or '-'}{inputs}"
         )
-    else:
-        cells = [
-            summary.path,
-            summary.requests,
-            summary.bytes,
-            summary.endpoint,
-            summary.model or "",
-        ]
-        console.line("\t".join(str(cell) for cell in [*cells, summary.embedding_inputs]))
+    else:  # labelled, as run's events are in a pipe: a script finds a field by its name
+        fields = {
+            "requests": summary.requests,
+            "bytes": summary.bytes,
+            "endpoint": summary.endpoint,
+            "model": summary.model or "",
+            "embedding_inputs": summary.embedding_inputs,
+        }
+        cells = ["ok", summary.path, *(f"{name}={value}" for name, value in fields.items())]
+        console.line("\t".join(cells))
     return _EXIT_OK
 
 
-def _check_model(session: _Session, model: str) -> None:
-    """Warn when the server does not list the model a file names (a typo costs a day)."""
+def _check_model(session: _Session, model: str) -> str | None:
+    """Warn when the server does not list the model a file names (a typo costs a day);
+    return the warning, for --json."""
     if session.azure:
         session.console.note(
             f"note: on Azure OpenAI, {model!r} names a deployment, which the models list does "
             "not show; not checked"
         )
-        return
+        return None
     try:
         served = [served.id for served in session.client.models.list()]
     except APIError as exc:  # a check that cannot run is a warning, as its findings are
-        session.console.note(f"warning: could not list the server's models to check: {exc}")
-        return
-    if model not in served:
-        session.console.note(
-            f"warning: model {model!r} is not among the {_plural(len(served), 'model')} the "
-            "server lists; openai-batch models lists them"
-        )
+        warning = f"could not list the server's models to check: {exc}"
+        session.console.note(f"warning: {warning}")
+        return warning
+    if model in served:
+        return None
+    warning = f"model {model!r} is not among the {_plural(len(served), 'model')} the server lists"
+    session.console.note(f"warning: {warning}; openai-batch models lists them")
+    return warning
 
 
 def _cmd_models(session: _Session) -> int:
@@ -9157,9 +9162,11 @@ def _watch(session: _Session, batch_id: str) -> int:
             on_update=None if args.json else progress,
             on_error=None if args.json else progress.trouble,
         )
-    except WaitTimeoutError as exc:
-        console.note(f"error: {exc}")
-        console.note(_still_running(batch_id, exc.batch))
+    except WaitTimeoutError as exc:  # one message: the batch goes on, and how to go on with it
+        waited = f"{args.wait_timeout:g} s"
+        console.note(
+            f"error: gave up waiting after {waited}: {_still_running(batch_id, exc.batch)}"
+        )
         return _EXIT_TIMEOUT
     except KeyboardInterrupt:
         console.end_live()
@@ -9765,17 +9772,15 @@ def _file_commands(commands: Any, common: Any) -> None:
 
 def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
     """validate, submit and wait."""
-    offline = _parser_class()(add_help=False)  # validate sends nothing: no connection options
-    validate = _add(commands, offline, "validate", _cmd_validate, "check an input file offline")
+    # validate sends nothing unless --check-models asks; it takes the options all the same,
+    # before or after its name, as every command does (and --azure picks Azure's rules)
+    validate = _add(commands, common, "validate", _cmd_validate, "check an input file offline")
     validate.add_argument("file", type=_path, metavar="FILE")
     validate.add_argument(
         "--endpoint", type=_endpoint, metavar="E", help="the endpoint every line must use"
     )
     validate.add_argument(
         "--strict", action="store_true", help="treat warnings (uncertain rules) as errors"
-    )
-    validate.add_argument(
-        "--azure", action="store_true", help="Azure OpenAI's rules (so does AZURE_OPENAI_ENDPOINT)"
     )
     validate.add_argument(
         "--check-models",

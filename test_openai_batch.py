@@ -4402,7 +4402,10 @@ def test_cli_validate_reports_a_summary_or_every_problem(
     ran = cli(client, "validate", str(path), tty=True)
     assert ran.out == f"ok  {path}: 3 requests, {size} B, /v1/chat/completions, model gpt-4o-mini\n"
     ran = cli(client, "validate", str(path))
-    assert ran.out == f"{path}\t3\t{size}\t/v1/chat/completions\tgpt-4o-mini\t0\n"
+    assert ran.out == (  # issue 18: "ok", and each number labelled
+        f"ok\t{path}\trequests=3\tbytes={size}\tendpoint=/v1/chat/completions\t"
+        "model=gpt-4o-mini\tembedding_inputs=0\n"
+    )
     assert json.loads(cli(client, "validate", str(path), "--json").out)["requests"] == 3
     bad = write_lines(
         tmp_path / "bad.jsonl", [request_line("a", method="GET"), "{", request_line("a")]
@@ -4424,7 +4427,7 @@ def test_cli_validate_needs_no_key(tmp_path: Any, capsys: pytest.CaptureFixture[
     path = tmp_path / "in.jsonl"
     ob.write_jsonl(path, chat_requests(1))
     assert ob.main(["validate", str(path)]) == 0
-    assert capsys.readouterr().out.startswith(str(path))
+    assert capsys.readouterr().out.startswith(f"ok\t{path}\trequests=1\t")
 
 
 def test_cli_submit_and_wait_with_exit_codes(client: Client, api: FakeAPI, tmp_path: Any) -> None:
@@ -4464,10 +4467,10 @@ def test_cli_wait_times_out_with_its_own_code(client: Client, api: FakeAPI) -> N
     batch = client.submit(chat_requests(50))
     ran = cli(client, "wait", batch.id, "--interval", "10", "--timeout", "30")
     assert ran.code == 124
-    assert ran.err == (
-        f"error: Batch {batch.id} is still in_progress after 30 s.\n"
-        f"{batch.id} is still in_progress (20/0/50 completed/failed/total) on the server; resume "
-        f"with `openai-batch wait {batch.id}`, stop it with `openai-batch cancel {batch.id}`\n"
+    assert ran.err == (  # issue 18: one message, as the README promises
+        f"error: gave up waiting after 30 s: {batch.id} is still in_progress (20/0/50 "
+        f"completed/failed/total) on the server; resume with `openai-batch wait {batch.id}`, "
+        f"stop it with `openai-batch cancel {batch.id}`\n"
     )
 
 
@@ -5529,7 +5532,7 @@ def test_the_readme_gives_the_two_commands_and_ci_runs_the_second() -> None:
         timeout=60,
     )
     assert (ran.returncode, ran.stderr) == (0, "")
-    assert ran.stdout.split("\t")[:2] == ["examples/requests.jsonl", "4"]
+    assert ran.stdout.split("\t")[:3] == ["ok", "examples/requests.jsonl", "requests=4"]
 
 
 def test_the_lookup_reads_the_list_only_back_to_the_call(api: FakeAPI) -> None:
@@ -5785,16 +5788,17 @@ def test_no_command_lists_them_and_a_typo_gets_the_closest(
     assert "  content " in capsys.readouterr().err
 
 
-def test_wait_takes_deadline_and_validate_takes_no_connection_options(
+def test_wait_takes_deadline_and_validate_takes_the_connection_options(
     client: Client, api: FakeAPI, capsys: pytest.CaptureFixture[str]
 ) -> None:
     batch = client.submit(chat_requests(50))
     ran = cli(client, "wait", batch.id, "--interval", "10", "--deadline", "30")
-    assert ran.code == 124 and ran.err.startswith(f"error: Batch {batch.id} is still in_progress")
-    with pytest.raises(SystemExit):
+    assert ran.code == 124 and ran.err.startswith("error: gave up waiting after 30 s: ")
+    assert len(ran.err.splitlines()) == 1
+    with pytest.raises(SystemExit):  # issue 18: --check-models needs them; any command takes them
         ob._parser().parse_args(["validate", "--help"])
     shown = capsys.readouterr().out
-    assert "--base-url" not in shown and "--api-key" not in shown and "--endpoint" in shown
+    assert "--base-url" in shown and "--api-key" in shown and "--endpoint" in shown
     with pytest.raises(SystemExit):
         ob._parser().parse_args(["wait", "--help"])
     assert "--deadline S" in capsys.readouterr().out
@@ -7392,6 +7396,28 @@ def test_cli_lists_models_and_validate_checks_them(
         "warning: model 'gpt-4o-mnii' is not among the 3 models the server lists; "
         "openai-batch models lists them" in ran.err
     )
+    ran = cli(client, "validate", str(bad), "--check-models", "--json")  # issue 18
+    assert json.loads(ran.out)["warnings"] == [
+        "model 'gpt-4o-mnii' is not among the 3 models the server lists"
+    ]
+
+
+def test_global_options_work_before_or_after_any_command(
+    api: FakeAPI, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: --base-url and the rest, before or after the command's name, validate too."""
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    bad = tmp_path / "bad.jsonl"
+    ob.write_jsonl(bad, [BatchRequest.chat("a", "gpt-4o-mnii", "hi")])
+    parser = ob._parser()
+    for command in (["validate", str(bad)], ["list"], ["files", "list"], ["models"]):
+        for options in (["--base-url", api.base_url, "--max-retries", "0"],):
+            before = parser.parse_args([*options, *command])
+            after = parser.parse_args([*command, *options])
+            assert (before.base_url, after.base_url) == (api.base_url, api.base_url), command
+            assert (before.max_retries, after.max_retries) == (0, 0), command
+    code = ob.main(["validate", str(bad), "--check-models", "--json", "--base-url", api.base_url])
+    assert code == 0 and [r.path for r in api.requests] == ["/v1/models"]
 
 
 def test_wait_for_processing_is_bounded(client: Client, api: FakeAPI) -> None:
