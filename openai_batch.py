@@ -8426,27 +8426,33 @@ def _table(
     shrinkable: tuple[int, ...] = (),
     status_column: int | None = None,
     middle: tuple[int, ...] = (),
+    droppable: tuple[int, ...] = (),
 ) -> None:
     """Aligned columns fitted to the terminal: the ``shrinkable`` ones give up width first,
-    and the ``middle`` ones are cut in their middle."""
+    down to 8, then the ``droppable`` ones are left out, in that order, until the table fits
+    (a wrapped table is unreadable); the ``middle`` ones are cut in their middle."""
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    full = list(widths)
     excess = sum(widths) + 2 * (len(widths) - 1) - console.width
     for index in shrinkable:
-        if excess <= 0:
-            break
         cut = min(excess, widths[index] - 8)
         if cut > 0:
             widths[index] -= cut
             excess -= cut
+    shown = list(range(len(widths)))
+    for index in droppable:
+        if excess > 0:
+            shown.remove(index)
+            excess -= widths[index] + 2
     for number, row in enumerate([header, *rows]):
-        cells = [
-            _fit(cell, width, index in middle)
-            for index, (cell, width) in enumerate(zip(row, widths))
-        ]
+        cells = {index: _fit(row[index], widths[index], index in middle) for index in shown}
         if status_column is not None and number > 0:
-            status = row[status_column]
-            cells[status_column] = console.paint(status, cells[status_column])
-        console.line("  ".join(cells).rstrip())
+            cells[status_column] = console.paint(row[status_column], cells[status_column])
+        console.line("  ".join(cells.values()).rstrip())
+    if len(shown) < len(widths) or any(widths[i] < full[i] for i in shown):
+        console.note(
+            f"(cut to fit {console.width} columns; `| cat` or --json shows every cell whole)"
+        )
 
 
 def _fit(cell: str, width: int, middle: bool = False) -> str:
@@ -8486,6 +8492,7 @@ def _show_rows(
     cells: Callable[[Any], list[str]],
     table: tuple[list[str], tuple[int, ...], int | None, str],
     middle: tuple[int, ...] = (),
+    droppable: tuple[int, ...] = (),
 ) -> int:
     """A list: JSON a line, TSV in a pipe, or a table (header, shrinkable, status, empty note)."""
     if as_json:
@@ -8498,7 +8505,7 @@ def _show_rows(
         header, shrinkable, status_column, empty = table
         rows = [cells(item) for item in items]
         if rows:
-            _table(console, header, rows, shrinkable, status_column, middle)
+            _table(console, header, rows, shrinkable, status_column, middle, droppable)
         else:
             console.note(empty)
     return _EXIT_OK
@@ -8507,7 +8514,14 @@ def _show_rows(
 def _show_batches(console: _Console, batches: Iterable[Batch], as_json: bool) -> int:
     header = ["ID", "STATUS", "ENDPOINT", "MODEL", "PROGRESS", "CREATED"]
     table = (header, (2, 3), 1, "No batches found.")
-    return _show_rows(console, batches, as_json, lambda b: _batch_cells(console, b), table)
+    return _show_rows(
+        console,
+        batches,
+        as_json,
+        lambda b: _batch_cells(console, b),
+        table,
+        droppable=(3, 2, 5, 4),  # model, endpoint, created, progress: the id and status stay
+    )
 
 
 def _show_batch(console: _Console, batch: Batch, as_json: bool) -> int:

@@ -4237,6 +4237,26 @@ def test_cli_list_fits_a_narrow_terminal_and_colours_the_status(
     assert max(len(re.sub(r"\x1b\[\d+m", "", line)) for line in lines) <= 72
 
 
+def test_cli_list_fits_a_60_column_terminal_and_says_what_was_cut(
+    client: Client, api: FakeAPI
+) -> None:
+    """Issue 18: the table never wraps; what it leaves out, `| cat` or --json shows."""
+    _seed_list(api)
+    api.add_batch(id="batch_" + "f" * 32, status="completed", created_at=int(api.clock.now))
+    ran = cli(client, "list", tty=True, width=60)
+    assert ran.out == (
+        "ID                                      STATUS\n"
+        "batch_ffffffffffffffffffffffffffffffff  completed\n"
+        "batch_chat                              in_progress\n"
+        "batch_embed                             completed\n"
+        "batch_failed                            failed\n"
+    )
+    assert ran.err == "(cut to fit 60 columns; `| cat` or --json shows every cell whole)\n"
+    ran = cli(client, "list", tty=True, width=80)
+    assert max(len(line) for line in ran.out.splitlines()) <= 80
+    assert cli(client, "list", tty=True, width=120).err == ""
+
+
 def test_cli_list_json_is_the_api_json_a_line_each(client: Client, api: FakeAPI) -> None:
     _seed_list(api)
     ran = cli(client, "list", "--json")
