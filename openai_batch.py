@@ -8558,13 +8558,14 @@ def _show_batch(console: _Console, batch: Batch, as_json: bool) -> int:
 
 
 def _batch_errors(batch: Batch) -> list[str]:
-    """The batch's own errors, a line each: where, the code, and the server's message."""
-    shown = []
+    """The batch's own errors, a line each: where, the code, and the server's message; the
+    same error on many lines is one entry ("lines 1–5: ..."), not five."""
+    lines: dict[str, list[int]] = {}  # an error's text -> the lines it was met on
     for error in _error_list(batch):
-        where = f"line {error.line}: " if error.line else ""
         code = f"{error.code}: " if error.code and error.message else ""
-        shown.append(f"{where}{code}{error.message or error.code or 'no detail given'}")
-    return shown
+        text = f"{code}{error.message or error.code or 'no detail given'}"
+        lines.setdefault(text, []).extend([error.line] if error.line else [])
+    return [f"{_line_ranges(where)}: {text}" if where else text for text, where in lines.items()]
 
 
 def _error_list(batch: Batch) -> list[BatchError]:
