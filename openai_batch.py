@@ -2971,7 +2971,12 @@ class _Outage:
 
 
 class _ArgumentError(ValueError):
-    """A bad argument, refused before any request (the command line's usage error)."""
+    """A bad argument, refused before any request (the command line's usage error);
+    ``setting`` names the argument, when one alone is at fault."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 def _quote_id(value: str, name: str) -> str:
@@ -7323,7 +7328,10 @@ def _run_job(
     if input_path == output_path or (
         os.path.exists(output_path) and os.path.samefile(input_path, output_path)
     ):
-        raise _ArgumentError(f"RESULTS would overwrite INPUT ({input}); write them elsewhere")
+        raise _ArgumentError(
+            f"the output is the input file ({input}): the results would overwrite the requests",
+            setting="output",
+        )
     if not os.path.isdir(os.path.dirname(output_path)):
         raise FileNotFoundError(2, "No such folder for RESULTS", os.path.dirname(output_path))
     _check_settings(settings, _PROVIDERS[client._provider].max_requests)
@@ -10130,6 +10138,10 @@ _HINTS: list[tuple[Callable[[BaseException, str], bool], str | Callable[[Any], s
     (
         lambda e, c: isinstance(e, APIConnectionError),
         "check the network, HTTPS_PROXY and --base-url",
+    ),
+    (
+        lambda e, c: c == "run" and isinstance(e, _ArgumentError) and e.setting == "output",
+        "give RESULTS another path (-o)",
     ),
     (
         lambda e, c: c == "results" and str(e).endswith("and no response), not results"),

@@ -7476,8 +7476,12 @@ def test_a_job_is_refused_its_own_input_as_results_and_follows_a_moved_input(
     source = _job_input(tmp_path, 3)
     with raises(ValueError) as info:
         client.run(source, source)
-    assert str(info.value) == f"RESULTS would overwrite INPUT ({source}); write them elsewhere"
+    assert str(info.value) == (  # issue 18: a fact for Python; the flag is the CLI's to give
+        f"the output is the input file ({source}): the results would overwrite the requests"
+    )
     assert api.requests == [] and len(_json_lines(source)) == 3
+    ran = cli(client, "run", source, "-o", source)
+    assert (ran.code, ran.err.splitlines()[-1]) == (2, "hint: give RESULTS another path (-o)")
 
     def stop(event: dict[str, Any]) -> None:
         if event["event"] == "created":
