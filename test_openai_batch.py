@@ -7429,12 +7429,18 @@ def test_global_options_work_before_or_after_any_command(
     bad = tmp_path / "bad.jsonl"
     ob.write_jsonl(bad, [BatchRequest.chat("a", "gpt-4o-mnii", "hi")])
     parser = ob._parser()
-    for command in (["validate", str(bad)], ["list"], ["files", "list"], ["models"]):
-        for options in (["--base-url", api.base_url, "--max-retries", "0"],):
-            before = parser.parse_args([*options, *command])
-            after = parser.parse_args([*command, *options])
-            assert (before.base_url, after.base_url) == (api.base_url, api.base_url), command
-            assert (before.max_retries, after.max_retries) == (0, 0), command
+    options = ["--base-url", api.base_url, "--organization", "org", "--project", "proj"]
+    options += ["--max-retries", "0", "--azure", "--api-key", "sk-other-0000000000"]
+    commands = [["validate", str(bad)], ["list"], ["files", "list"], ["models"], ["get", "b"]]
+    commands += [["run", str(bad), "-o", "out.jsonl"], ["wait", "b"], ["results", "b"]]
+    for command in commands:
+        for argv in ([*options, *command], [*command, *options]):
+            args = parser.parse_args(argv)
+            got = (args.base_url, args.organization, args.project, args.max_retries, args.azure)
+            assert got == (api.base_url, "org", "proj", 0, True), argv
+            assert args.api_key == "sk-other-0000000000"
+        if command[0] != "wait":  # after wait and submit, --timeout is the deadline
+            assert parser.parse_args([*command, "--timeout", "5"]).timeout == 5
     code = ob.main(["validate", str(bad), "--check-models", "--json", "--base-url", api.base_url])
     assert code == 0 and [r.path for r in api.requests] == ["/v1/models"]
 
