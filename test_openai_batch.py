@@ -6411,7 +6411,7 @@ def test_hints_never_say_resume_for_a_configuration_error(
 
 
 def test_wait_after_a_failed_first_poll_says_the_batch_goes_on(
-    client: Client, api: FakeAPI
+    client: Client, api: FakeAPI, tmp_path: Any
 ) -> None:
     """Issue 18: `wait` right after `submit`, its first poll a 503 (after its retries)."""
     api.add_batch(id="batch_w", status="in_progress")
@@ -6421,6 +6421,15 @@ def test_wait_after_a_failed_first_poll_says_the_batch_goes_on(
         "error: Error code: 503 - Injected 503 (request id req_3)\n"
         "hint: batch_w goes on running on the server; wait for it again with "
         "`openai-batch wait batch_w`\n"
+    )
+    path = tmp_path / "in.jsonl"
+    ob.write_jsonl(path, chat_requests(2))
+    api.arm("GET", r"/v1/batches/batch_[0-9a-f]+", *[Fault.error(503)] * 3)
+    ran = cli(client, "submit", str(path), "--wait", "--json")
+    batch_id = next(iter(b for b in api.batches if b != "batch_w"))
+    assert ran.err.splitlines()[-1] == (
+        f"hint: {batch_id} goes on running on the server; wait for it again with "
+        f"`openai-batch wait {batch_id}`"
     )
 
 
