@@ -9262,18 +9262,24 @@ def _cmd_run(session: _Session) -> int:
         from dataclasses import asdict
 
         console.line(json.dumps({"event": "report", **asdict(report)}, ensure_ascii=False))
+    _show_report(console, report, args.output, args.direct)
+    return _EXIT_OK if report.ok else _EXIT_ERROR
+
+
+def _show_report(console: _Console, report: JobReport, output: str, direct: bool) -> None:
+    """What a job did, in a line, and the next step for what did not succeed."""
     why = ", ".join(f"{count:,} {reason}" for reason, count in sorted(report.failures.items()))
     tokens = _tokens(report.usage)
     batches = f"{report.batches:,} {'batch' if report.batches == 1 else 'batches'}"
     console.note(
-        f"{args.output}: {_plural(report.requests, 'request')}, {report.succeeded:,} "
+        f"{output}: {_plural(report.requests, 'request')}, {report.succeeded:,} "
         f"succeeded, {report.failed:,} failed{f' ({why})' if why else ''}; "
-        f"{'sent directly' if args.direct else batches}, "
+        f"{'sent directly' if direct else batches}, "
         f"{_plural(report.rounds, 'round')}{f', {tokens}' if tokens else ''}; "
         f"{_duration(report.seconds)}"
     )
     if report.failed:
-        console.note(f"next: openai-batch results {args.output} --failed shows them and why")
+        console.note(f"next: openai-batch results {output} --failed shows them and why")
     if report.failures.get("HTTP 404"):
         console.note(
             f"hint: {_plural(report.failures['HTTP 404'], 'request')} got HTTP 404, which a "
@@ -9284,7 +9290,6 @@ def _cmd_run(session: _Session) -> int:
             f"{_plural(report.files_left, 'file')} of the job could not be deleted from the "
             "server; run the same command again to finish the clean-up"
         )
-    return _EXIT_OK if report.ok else _EXIT_ERROR
 
 
 def _cmd_download(session: _Session) -> int:
@@ -9451,22 +9456,26 @@ def _cmd_retry(session: _Session) -> int:
             f"left out {_plural(refused.count, 'request')} refused with HTTP 400, which would "
             f"fail the same way again; `openai-batch results {batch.id} --failed` shows why"
         )
-    if count:
-        session.console.note(f"wrote {_plural(count, 'request')} to {args.output}")
-        if errors and not quota:
-            session.console.note(f"next: fix its lines, then openai-batch submit {args.output}")
-        elif quota:
-            session.console.note(
-                f"next: once running batches finish, openai-batch submit {args.output} (the "
-                "lines are fine; the enqueued-token limit was full)"
-            )
-        else:
-            session.console.note(f"next: openai-batch submit {args.output}")
-    else:
+    if not count:
         gone = f"; removed the old {args.output}" if existed else ""
         what = "every other request" if refused.count else "every request"
         session.console.note(f"nothing to retry: {what} of {batch.id} succeeded{gone}")
+        return _EXIT_OK
+    session.console.note(f"wrote {_plural(count, 'request')} to {args.output}")
+    session.console.note(_retry_next(args.output, bool(errors) and not quota, quota))
     return _EXIT_OK
+
+
+def _retry_next(output: str, invalid: bool, quota: bool) -> str:
+    """What to do with a retry file: fix it first, wait for room first, or submit it."""
+    if invalid:
+        return f"next: fix its lines, then openai-batch submit {output}"
+    if quota:
+        return (
+            f"next: once running batches finish, openai-batch submit {output} (the lines are "
+            "fine; the enqueued-token limit was full)"
+        )
+    return f"next: openai-batch submit {output}"
 
 
 class _Refused:
