@@ -9309,10 +9309,7 @@ def _cmd_results(session: _Session) -> int:
     args, console = session.args, session.console
     if os.path.isfile(args.id):  # a results file at hand, such as run's RESULTS
         if _is_requests(args.id):
-            raise OpenAIError(
-                f"{args.id} holds requests (its lines have method and url, and no response), "
-                "not results"
-            )
+            raise _RequestsNotResults(args.id)
         results = iter_results(args.id)
         pairs = join_results(args.input, results) if args.input else ((None, r) for r in results)
         if args.failed:
@@ -9345,6 +9342,16 @@ def _cmd_results(session: _Session) -> int:
     if args.failed and not shown:
         console.note(f"no failed requests: every request of {batch.id} succeeded")
     return _EXIT_OK
+
+
+class _RequestsNotResults(OpenAIError):
+    """A file given to ``results`` that holds requests (an input file), not their results."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path} holds requests (its lines have method and url, and no response), not results"
+        )
+        self.path = path
 
 
 def _is_requests(path: str) -> bool:
@@ -10153,7 +10160,7 @@ _HINTS: list[tuple[Callable[[BaseException, str], bool], str | Callable[[Any], s
         "give RESULTS another path (-o)",
     ),
     (
-        lambda e, c: c == "results" and str(e).endswith("and no response), not results"),
+        lambda e, c: isinstance(e, _RequestsNotResults),
         "give the batch's id (openai-batch results BATCH_ID --input FILE), or the RESULTS "
         "file that `openai-batch run` wrote",
     ),
