@@ -3010,7 +3010,12 @@ class _Outage:
 
 
 class _ArgumentError(ValueError):
-    """A bad argument, refused before any request (the command line's usage error)."""
+    """A bad argument, refused before any request (the command line's usage error);
+    ``setting`` names the argument, when one alone is at fault."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 def _quote_id(value: str, name: str) -> str:
@@ -3233,7 +3238,7 @@ class _Create:
             )
             raise OutcomeUnknownError(
                 f"A create call failed ({error}) and may have made its batch; {why}, so it was "
-                "not sent again. Check `openai-batch list` before creating it again.",
+                "not sent again. Check the batch list before creating it again.",
                 idempotency_key=None,
                 request=error.request,
             ) from error
@@ -3246,9 +3251,8 @@ class _Create:
                 f"A create call failed ({error}), and no batch with its idempotency key "
                 f"{self.key} appeared in the batch list within {sum(_SETTLE_PAUSES):g} s, so "
                 "it most likely made none; but a late request may yet make one. Call create "
-                f"again with idempotency_key={self.key!r} (the command line's "
-                f"--idempotency-key {self.key}): it returns that batch if it exists and makes "
-                "it if not.",
+                f"again with idempotency_key={self.key!r}: it returns that batch if it exists "
+                "and makes it if not.",
                 idempotency_key=self.key,
                 request=error.request,
             ) from error
@@ -3317,7 +3321,7 @@ class _Create:
             except APIError as exc:
                 raise DuplicateBatchError(
                     f"Batch {twin.id} duplicates {kept.id} (the same idempotency key) and "
-                    f"could not be cancelled: {exc}. Cancel it: openai-batch cancel {twin.id}",
+                    f"could not be cancelled: {exc}. It is still to be cancelled.",
                     kept,
                     twin.id,
                 ) from exc
@@ -5415,12 +5419,16 @@ def _take(
     return BatchResult.from_dict(json.loads(spool.readline()))
 
 
-def write_failed_requests(requests_path: _PathLike, results: _Results, path: _PathLike) -> int:
+def write_failed_requests(
+    requests_path: _PathLike, results: _Results, path: _PathLike, *, refused: bool = True
+) -> int:
     """Write the requests that failed or have no result to a new input file, ready to submit.
 
     Returns how many were written. With none, no file is left at ``path``: an old one there is
     removed, so that a script never submits a stale retry file again. Results that match no
-    request (the wrong input file) raise ``InputFileError`` and write nothing.
+    request (the wrong input file) raise ``InputFileError`` and write nothing. With
+    ``refused=False``, requests the server refused with HTTP 400 are left out: sent again
+    unchanged, they fail again.
     """
     seen = [0, 0]  # results, and results that matched a request
 
@@ -5428,7 +5436,9 @@ def write_failed_requests(requests_path: _PathLike, results: _Results, path: _Pa
         for request, result in join_results(requests_path, results):
             seen[0] += result is not None
             seen[1] += result is not None and request is not None
-            if request is not None and (result is None or not result.ok):
+            if request is None or (result is not None and result.ok):
+                continue
+            if refused or result is None or result.status_code != 400:
                 yield request
 
     with _AtomicFile(path) as out:
@@ -6814,12 +6824,14 @@ class JobStoppedError(OpenAIError):
     """A job stopped before its end, keeping all it has: the server did not answer for too
     long, or said that the key or the address is wrong. Running the job again resumes it.
 
-    ``reason`` is ``"outage"``, ``"credentials"`` or ``"address"``.
+    ``reason`` is ``"outage"``, ``"credentials"``, ``"address"`` or ``"quota"``; ``error``
+    is the server's answer that decided it, when there was one.
     """
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str, error: APIError | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.error = error
 
 
 def _estimate_tokens(size: int) -> int:
@@ -7955,7 +7967,10 @@ def _run_job(
     if input_path == output_path or (
         os.path.exists(output_path) and os.path.samefile(input_path, output_path)
     ):
-        raise _ArgumentError(f"RESULTS would overwrite INPUT ({input}); write them elsewhere")
+        raise _ArgumentError(
+            f"the output is the input file ({input}): the results would overwrite the requests",
+            setting="output",
+        )
     if not os.path.isdir(os.path.dirname(output_path)):
         raise FileNotFoundError(2, "No such folder for RESULTS", os.path.dirname(output_path))
     _check_settings(settings, _PROVIDERS[client._provider].max_requests)
@@ -8007,6 +8022,13 @@ _PROBE_TIMEOUT = 10.0  # seconds a probe of the server waits for any answer
 # requests; the run stops, sending nothing more and writing none of them.
 _WRONG_PLACE = frozenset({401, 403, 404, 405}) | _REDIRECTS
 _WRONG_PLACE_STOP = 3
+
+
+def _names_model(error: APIError) -> bool:
+    """Whether a 404 is about the model a request names, not the address it went to."""
+    if not isinstance(error, APIStatusError) or error.status_code != 404:
+        return False
+    return error.code == "model_not_found" or "model" in error.message.lower()
 
 
 class _DirectRounds:
@@ -8377,13 +8399,19 @@ class _DirectPolicy:
             self.succeeded = True  # own failures (an unknown model), to be written
             return True
         first = next(iter(self.misplaced.values()))
+        why = (
+            "the server does not know the model they name"
+            if _names_model(first)
+            else "the base URL (for vLLM, llama.cpp and Ollama it ends in /v1) or the key is "
+            "not the server's"
+        )
         flight.give_up(
             JobStoppedError(
                 f"the first {len(self.misplaced)} requests all failed ({first.message}), "
                 "and none succeeded, so nothing more was sent and none of them was "
-                "written: check the base URL (for vLLM, llama.cpp and Ollama it ends in "
-                "/v1) and the key, then run the job again",
+                f"written: {why}",
                 "address",
+                first,
             )
         )
         return True
@@ -9045,27 +9073,33 @@ def _table(
     shrinkable: tuple[int, ...] = (),
     status_column: int | None = None,
     middle: tuple[int, ...] = (),
+    droppable: tuple[int, ...] = (),
 ) -> None:
     """Aligned columns fitted to the terminal: the ``shrinkable`` ones give up width first,
-    and the ``middle`` ones are cut in their middle."""
+    down to 8, then the ``droppable`` ones are left out, in that order, until the table fits
+    (a wrapped table is unreadable); the ``middle`` ones are cut in their middle."""
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    full = list(widths)
     excess = sum(widths) + 2 * (len(widths) - 1) - console.width
     for index in shrinkable:
-        if excess <= 0:
-            break
         cut = min(excess, widths[index] - 8)
         if cut > 0:
             widths[index] -= cut
             excess -= cut
+    shown = list(range(len(widths)))
+    for index in droppable:
+        if excess > 0:
+            shown.remove(index)
+            excess -= widths[index] + 2
     for number, row in enumerate([header, *rows]):
-        cells = [
-            _fit(cell, width, index in middle)
-            for index, (cell, width) in enumerate(zip(row, widths))
-        ]
+        cells = {index: _fit(row[index], widths[index], index in middle) for index in shown}
         if status_column is not None and number > 0:
-            status = row[status_column]
-            cells[status_column] = console.paint(status, cells[status_column])
-        console.line("  ".join(cells).rstrip())
+            cells[status_column] = console.paint(row[status_column], cells[status_column])
+        console.line("  ".join(cells.values()).rstrip())
+    if len(shown) < len(widths) or any(widths[i] < full[i] for i in shown):
+        console.note(
+            f"(cut to fit {console.width} columns; `| cat` or --json shows every cell whole)"
+        )
 
 
 def _fit(cell: str, width: int, middle: bool = False) -> str:
@@ -9105,6 +9139,7 @@ def _show_rows(
     cells: Callable[[Any], list[str]],
     table: tuple[list[str], tuple[int, ...], int | None, str],
     middle: tuple[int, ...] = (),
+    droppable: tuple[int, ...] = (),
 ) -> int:
     """A list: JSON a line, TSV in a pipe, or a table (header, shrinkable, status, empty note)."""
     if as_json:
@@ -9117,7 +9152,7 @@ def _show_rows(
         header, shrinkable, status_column, empty = table
         rows = [cells(item) for item in items]
         if rows:
-            _table(console, header, rows, shrinkable, status_column, middle)
+            _table(console, header, rows, shrinkable, status_column, middle, droppable)
         else:
             console.note(empty)
     return _EXIT_OK
@@ -9126,7 +9161,14 @@ def _show_rows(
 def _show_batches(console: _Console, batches: Iterable[Batch], as_json: bool) -> int:
     header = ["ID", "STATUS", "ENDPOINT", "MODEL", "PROGRESS", "CREATED"]
     table = (header, (2, 3), 1, "No batches found.")
-    return _show_rows(console, batches, as_json, lambda b: _batch_cells(console, b), table)
+    return _show_rows(
+        console,
+        batches,
+        as_json,
+        lambda b: _batch_cells(console, b),
+        table,
+        droppable=(3, 2, 5, 4),  # model, endpoint, created, progress: the id and status stay
+    )
 
 
 def _show_batch(console: _Console, batch: Batch, as_json: bool) -> int:
@@ -9163,13 +9205,14 @@ def _show_batch(console: _Console, batch: Batch, as_json: bool) -> int:
 
 
 def _batch_errors(batch: Batch) -> list[str]:
-    """The batch's own errors, a line each: where, the code, and the server's message."""
-    shown = []
+    """The batch's own errors, a line each: where, the code, and the server's message; the
+    same error on many lines is one entry ("lines 1–5: ..."), not five."""
+    lines: dict[str, list[int]] = {}  # an error's text -> the lines it was met on
     for error in _error_list(batch):
-        where = f"line {error.line}: " if error.line else ""
         code = f"{error.code}: " if error.code and error.message else ""
-        shown.append(f"{where}{code}{error.message or error.code or 'no detail given'}")
-    return shown
+        text = f"{code}{error.message or error.code or 'no detail given'}"
+        lines.setdefault(text, []).extend([error.line] if error.line else [])
+    return [f"{_line_ranges(where)}: {text}" if where else text for text, where in lines.items()]
 
 
 def _error_list(batch: Batch) -> list[BatchError]:
@@ -9185,7 +9228,8 @@ def _show_ending(console: _Console, batch: Batch) -> None:
     status = _text(batch.status)
     ended, started = batch.ended_at, batch.created_at
     took = f" after {_duration(ended - started)}" if ended and started else ""
-    console.note(f"{batch.id} {status}{took}: {_progress(batch)} completed/failed/total")
+    counts = "" if _progress(batch) == "-" else f": {_progress(batch)} completed/failed/total"
+    console.note(f"{batch.id} {status}{took}{counts}")
     errors = _batch_errors(batch)
     for line in errors[:_SHOWN_ERRORS]:
         console.note(f"  {line}")
@@ -9204,7 +9248,7 @@ def _next_step(batch: Batch) -> str:
     if status == "completed":
         if failed:
             return f"next: openai-batch results {batch.id} --failed, then {retry}"
-        return f"next: openai-batch results {batch.id}  (or: download {batch.id})"
+        return f"next: openai-batch results {batch.id} (or: openai-batch download {batch.id})"
     if status == "failed":
         if any(error.code == "token_limit_exceeded" for error in _error_list(batch)):
             return (
@@ -9719,7 +9763,9 @@ def _cmd_validate(session: _Session) -> int:
     console = session.console
     _show_warnings(console, summary)
     if args.check_models and summary.model:
-        _check_model(session, summary.model)
+        found = _check_model(session, summary.model)
+        if found:
+            summary.warnings.append(found)
     if args.json:
         from dataclasses import asdict
 
@@ -9732,36 +9778,39 @@ def _cmd_validate(session: _Session) -> int:
             f"ok  {summary.path}: {_plural(summary.requests, 'request')}, "
             f"{_size(summary.bytes)}, {summary.endpoint}, model {summary.model or '-'}{inputs}"
         )
-    else:
-        cells = [
-            summary.path,
-            summary.requests,
-            summary.bytes,
-            summary.endpoint,
-            summary.model or "",
-        ]
-        console.line("\t".join(str(cell) for cell in [*cells, summary.embedding_inputs]))
+    else:  # labelled, as run's events are in a pipe: a script finds a field by its name
+        fields = {
+            "requests": summary.requests,
+            "bytes": summary.bytes,
+            "endpoint": summary.endpoint,
+            "model": summary.model or "",
+            "embedding_inputs": summary.embedding_inputs,
+        }
+        cells = ["ok", summary.path, *(f"{name}={value}" for name, value in fields.items())]
+        console.line("\t".join(cells))
     return _EXIT_OK
 
 
-def _check_model(session: _Session, model: str) -> None:
-    """Warn when the server does not list the model a file names (a typo costs a day)."""
+def _check_model(session: _Session, model: str) -> str | None:
+    """Warn when the server does not list the model a file names (a typo costs a day);
+    return the warning, for --json."""
     if session.azure:
         session.console.note(
             f"note: on Azure OpenAI, {model!r} names a deployment, which the models list does "
             "not show; not checked"
         )
-        return
+        return None
     try:
         served = [served.id for served in session.client.models.list()]
     except APIError as exc:  # a check that cannot run is a warning, as its findings are
-        session.console.note(f"warning: could not list the server's models to check: {exc}")
-        return
-    if model not in served:
-        session.console.note(
-            f"warning: model {model!r} is not among the {_plural(len(served), 'model')} the "
-            "server lists; openai-batch models lists them"
-        )
+        warning = f"could not list the server's models to check: {exc}"
+        session.console.note(f"warning: {warning}")
+        return warning
+    if model in served:
+        return None
+    warning = f"model {model!r} is not among the {_plural(len(served), 'model')} the server lists"
+    session.console.note(f"warning: {warning}; openai-batch models lists them")
+    return warning
 
 
 def _cmd_models(session: _Session) -> int:
@@ -9880,9 +9929,11 @@ def _watch(session: _Session, batch_id: str) -> int:
             on_update=None if args.json else progress,
             on_error=None if args.json else progress.trouble,
         )
-    except WaitTimeoutError as exc:
-        console.note(f"error: {exc}")
-        console.note(_still_running(batch_id, exc.batch))
+    except WaitTimeoutError as exc:  # one message: the batch goes on, and how to go on with it
+        waited = f"{args.wait_timeout:g} s"
+        console.note(
+            f"error: gave up waiting after {waited}: {_still_running(batch_id, exc.batch)}"
+        )
         return _EXIT_TIMEOUT
     except KeyboardInterrupt:
         console.end_live()
@@ -9955,24 +10006,34 @@ def _cmd_run(session: _Session) -> int:
         from dataclasses import asdict
 
         console.line(json.dumps({"event": "report", **asdict(report)}, ensure_ascii=False))
+    _show_report(console, report, args.output, args.direct)
+    return _EXIT_OK if report.ok else _EXIT_ERROR
+
+
+def _show_report(console: _Console, report: JobReport, output: str, direct: bool) -> None:
+    """What a job did, in a line, and the next step for what did not succeed."""
     why = ", ".join(f"{count:,} {reason}" for reason, count in sorted(report.failures.items()))
     tokens = _tokens(report.usage)
     batches = f"{report.batches:,} {'batch' if report.batches == 1 else 'batches'}"
     console.note(
-        f"{args.output}: {_plural(report.requests, 'request')}, {report.succeeded:,} "
+        f"{output}: {_plural(report.requests, 'request')}, {report.succeeded:,} "
         f"succeeded, {report.failed:,} failed{f' ({why})' if why else ''}; "
-        f"{'sent directly' if args.direct else batches}, "
+        f"{'sent directly' if direct else batches}, "
         f"{_plural(report.rounds, 'round')}{f', {tokens}' if tokens else ''}; "
         f"{_duration(report.seconds)}"
     )
     if report.failed:
-        console.note(f"next: openai-batch results {args.output} --failed shows them and why")
+        console.note(f"next: openai-batch results {output} --failed shows them and why")
+    if report.failures.get("HTTP 404"):
+        console.note(
+            f"hint: {_plural(report.failures['HTTP 404'], 'request')} got HTTP 404, which a "
+            "server answers for a model it does not have; `openai-batch models` lists what it has"
+        )
     if report.files_left:
         console.note(
             f"{_plural(report.files_left, 'file')} of the job could not be deleted from the "
             "server; run the same command again to finish the clean-up"
         )
-    return _EXIT_OK if report.ok else _EXIT_ERROR
 
 
 def _cmd_download(session: _Session) -> int:
@@ -9991,6 +10052,8 @@ def _cmd_results(session: _Session) -> int:
 
     args, console = session.args, session.console
     if os.path.isfile(args.id):  # a results file at hand, such as run's RESULTS
+        if _is_requests(args.id):
+            raise _RequestsNotResults(args.id)
         results = iter_results(args.id)
         pairs = join_results(args.input, results) if args.input else ((None, r) for r in results)
         if args.failed:
@@ -10023,6 +10086,27 @@ def _cmd_results(session: _Session) -> int:
     if args.failed and not shown:
         console.note(f"no failed requests: every request of {batch.id} succeeded")
     return _EXIT_OK
+
+
+class _RequestsNotResults(OpenAIError):
+    """A file given to ``results`` that holds requests (an input file), not their results."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path} holds requests (its lines have method and url, and no response), not results"
+        )
+        self.path = path
+
+
+def _is_requests(path: str) -> bool:
+    """Whether a file's first line is a request of an input file, not a result."""
+    with open(path, "rb") as handle:
+        first = next((line for line in handle if line.strip()), b"")
+    try:
+        line = json.loads(first)
+    except ValueError:
+        return False  # what is wrong with it is for the results reader to say
+    return isinstance(line, dict) and "method" in line and "url" in line and "response" not in line
 
 
 def _failed(result: BatchResult | None, running: bool) -> bool:
@@ -10113,24 +10197,48 @@ def _cmd_retry(session: _Session) -> int:
             "fail the same way again unless you fix them first"
         )
     existed = os.path.exists(args.output)
+    refused = _Refused()
     with tempfile.TemporaryDirectory(prefix="openai-batch-") as directory:
         requests = session.input_file(batch, directory)
-        count = write_failed_requests(requests, session.client.results(batch), args.output)
-    if count:
-        session.console.note(f"wrote {_plural(count, 'request')} to {args.output}")
-        if errors and not quota:
-            session.console.note(f"next: fix its lines, then openai-batch submit {args.output}")
-        elif quota:
-            session.console.note(
-                f"next: once running batches finish, openai-batch submit {args.output} (the "
-                "lines are fine; the enqueued-token limit was full)"
-            )
-        else:
-            session.console.note(f"next: openai-batch submit {args.output}")
-    else:
+        results = refused(session.client.results(batch))
+        count = write_failed_requests(requests, results, args.output, refused=False)
+    if refused.count:
+        session.console.note(
+            f"left out {_plural(refused.count, 'request')} refused with HTTP 400, which would "
+            f"fail the same way again; `openai-batch results {batch.id} --failed` shows why"
+        )
+    if not count:
         gone = f"; removed the old {args.output}" if existed else ""
-        session.console.note(f"nothing to retry: every request of {batch.id} succeeded{gone}")
+        what = "every other request" if refused.count else "every request"
+        session.console.note(f"nothing to retry: {what} of {batch.id} succeeded{gone}")
+        return _EXIT_OK
+    session.console.note(f"wrote {_plural(count, 'request')} to {args.output}")
+    session.console.note(_retry_next(args.output, bool(errors) and not quota, quota))
     return _EXIT_OK
+
+
+def _retry_next(output: str, invalid: bool, quota: bool) -> str:
+    """What to do with a retry file: fix it first, wait for room first, or submit it."""
+    if invalid:
+        return f"next: fix its lines, then openai-batch submit {output}"
+    if quota:
+        return (
+            f"next: once running batches finish, openai-batch submit {output} (the lines are "
+            "fine; the enqueued-token limit was full)"
+        )
+    return f"next: openai-batch submit {output}"
+
+
+class _Refused:
+    """Counts, as results go by, those the server refused with HTTP 400."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, results: Iterable[BatchResult]) -> Iterator[BatchResult]:
+        for result in results:
+            self.count += result.status_code == 400
+            yield result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -10489,17 +10597,15 @@ def _webhook_commands(commands: Any, common: Any) -> None:
 
 def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
     """validate, submit and wait."""
-    offline = _parser_class()(add_help=False)  # validate sends nothing: no connection options
-    validate = _add(commands, offline, "validate", _cmd_validate, "check an input file offline")
+    # validate sends nothing unless --check-models asks; it takes the options all the same,
+    # before or after its name, as every command does (and --azure picks Azure's rules)
+    validate = _add(commands, common, "validate", _cmd_validate, "check an input file offline")
     validate.add_argument("file", type=_path, metavar="FILE")
     validate.add_argument(
         "--endpoint", type=_endpoint, metavar="E", help="the endpoint every line must use"
     )
     validate.add_argument(
         "--strict", action="store_true", help="treat warnings (uncertain rules) as errors"
-    )
-    validate.add_argument(
-        "--azure", action="store_true", help="Azure OpenAI's rules (so does AZURE_OPENAI_ENDPOINT)"
     )
     validate.add_argument(
         "--check-models",
@@ -10700,64 +10806,168 @@ def _describe(exc: BaseException) -> str:
 
 def _hint(exc: BaseException, command: str = "") -> str | None:
     """The next thing to try after an error, fitted to the command that met it."""
-    if isinstance(exc, JobStoppedError):
-        return {
-            "outage": "the job keeps what it has: run the same command again once the server "
-            "answers",
-            "credentials": "check the key (OPENAI_API_KEY), then run the same command again: "
-            "the answers so far are kept",
-            "address": "check --base-url (for vLLM, llama.cpp and Ollama it ends in /v1) and the "
-            "key, then run the same command again",
-            "quota": "add credit to the account, then run the same command again",
-        }[exc.reason]
-    if command == "run" and isinstance(
-        exc, (APIConnectionError, InternalServerError, RateLimitError)
-    ):
-        return "the job is kept beside RESULTS: run the same command again to resume it"
-    if isinstance(exc, OutcomeUnknownError):
-        if exc.idempotency_key:
-            return f"run the same command again with --idempotency-key {exc.idempotency_key}"
-        return "`openai-batch list` shows whether the batch was made"
-    if isinstance(exc, BatchNotFinishedError):
-        batch_id = exc.batch.id
-        return f"openai-batch wait {batch_id}, then again; or add --partial for what has arrived"
-    if isinstance(exc, AuthenticationError):
-        return "check the key in OPENAI_API_KEY (and --organization/--project if you use them)"
-    if isinstance(exc, APIStatusError):
-        return _status_hint(exc, command)
-    if isinstance(exc, RateLimitError):
-        return "the API is limiting requests; try again in a while"
-    if isinstance(exc, APIConnectionError):
-        return "check the network, HTTPS_PROXY and --base-url"
-    if "OPENAI_API_VERSION" in str(exc):
-        return "export OPENAI_API_VERSION=2024-10-21 (the Azure OpenAI API version to use)"
-    if "AZURE_OPENAI_API_KEY" in str(exc):
-        return "export AZURE_OPENAI_API_KEY=... (or AZURE_OPENAI_AD_TOKEN, or --api-key)"
-    if isinstance(exc, OpenAIError) and "OPENAI_API_KEY" in str(exc):
-        return "export OPENAI_API_KEY=sk-... (or see --api-key)"
+    for applies, hint in _HINTS:
+        if applies(exc, command):
+            return hint if isinstance(hint, str) else hint(exc)
     return None
 
 
-def _status_hint(exc: APIStatusError, command: str) -> str | None:
-    url = exc.request.url if exc.request is not None else ""
-    if isinstance(exc, NotFoundError):
-        if command in ("list", "files list") or "Invalid URL" in exc.message:
-            return (
-                "the server has no such endpoint here; an OpenAI-compatible server's base URL "
-                "usually ends in /v1 (--base-url http://host:8000/v1)"
-            )
-        if "/files/" in url and command in ("results", "download", "retry"):
-            return "the batch's files have expired or been deleted (they are kept 30 days)"
-        if "/files/" in url:
-            return "check the file id; `openai-batch files list` shows your files"
-        if "/webhook_endpoints/" in url:
-            return "check the id; `openai-batch webhooks list` shows your webhook endpoints"
-        return "check the id; `openai-batch list` shows your batches"
-    if isinstance(exc, RateLimitError):
-        return "the API is limiting requests; try again in a while"
-    if command == "cancel" and exc.status_code in (400, 409):
-        return "the batch has already finished, so there is nothing to cancel (openai-batch get ID)"
-    return None
+def _path_of(exc: BaseException) -> str:
+    """The path of the URL an API error came from ("" for any other error)."""
+    from urllib.parse import urlsplit
+
+    request = exc.request if isinstance(exc, APIError) else None
+    return urlsplit(request.url).path if request is not None else ""
+
+
+def _not_here(exc: BaseException) -> bool:
+    """A 404 or 405: the server has nothing at that path, or not for that method."""
+    return isinstance(exc, APIStatusError) and exc.status_code in (404, 405)
+
+
+def _collection(exc: BaseException) -> bool:
+    """An error from the Batch API's own lists (/batches, /files), with no id after them."""
+    return _path_of(exc).rstrip("/").endswith(("/batches", "/files"))
+
+
+def _under_endpoint(exc: BaseException) -> bool:
+    """Whether the base URL went on past /v1 to an endpoint (.../chat/completions/batches)."""
+    path = _path_of(exc)
+    return any(f"{endpoint.value[3:]}/" in path for endpoint in BatchEndpoint)
+
+
+def _batch_of(exc: BaseException) -> str:
+    """The batch id in the URL an error came from, or ""."""
+    return _path_of(exc).partition("/batches/")[2].split("/", 1)[0]
+
+
+_TRANSIENT = (APIConnectionError, InternalServerError, RateLimitError)
+_STOPPED = {
+    "outage": "the job keeps what it has: run the same command again once the server answers",
+    "credentials": "check the key (OPENAI_API_KEY), then run the same command again: the "
+    "answers so far are kept",
+    "address": "check --base-url (for vLLM, llama.cpp and Ollama it ends in /v1) and the key, "
+    "then run the same command again",
+    "quota": "add credit to the account, then run the same command again",
+}
+_MODELS = "that model is not on this server; `openai-batch models` lists what is"
+_V1 = (
+    "the server has no such endpoint here; an OpenAI-compatible server's base URL usually ends "
+    "in /v1 (--base-url http://host:8000/v1)"
+)
+
+# What went wrong, in which command -> the next step. The first rule that applies gives the
+# hint: a test of the error and the command's name, and the hint (or what makes it from the
+# error). The library's errors state facts; only these name flags and commands.
+_HINTS: list[tuple[Callable[[BaseException, str], bool], str | Callable[[Any], str]]] = [
+    (
+        lambda e, c: (
+            isinstance(e, JobStoppedError) and e.error is not None and _names_model(e.error)
+        ),
+        _MODELS,
+    ),
+    (lambda e, c: isinstance(e, JobStoppedError), lambda e: _STOPPED[e.reason]),
+    (lambda e, c: isinstance(e, NotFoundError) and _names_model(e), _MODELS),
+    (
+        lambda e, c: _not_here(e) and _under_endpoint(e),
+        "the base URL goes on past /v1 to an endpoint; give it only up to /v1 "
+        "(--base-url http://host:8000/v1)",
+    ),
+    (
+        lambda e, c: _not_here(e) and _collection(e) and _path_of(e).startswith("/v1/"),
+        "this server has no Batch API; send the file straight to it with `run --direct`",
+    ),
+    (lambda e, c: _not_here(e) and (_collection(e) or "Invalid URL" in str(e)), _V1),
+    (
+        lambda e, c: c in ("wait", "submit") and isinstance(e, _TRANSIENT) and bool(_batch_of(e)),
+        lambda e: (
+            f"{_batch_of(e)} goes on running on the server; wait for it again with "
+            f"`openai-batch wait {_batch_of(e)}`"
+        ),
+    ),
+    (
+        lambda e, c: c == "run" and isinstance(e, _TRANSIENT),
+        "the job is kept beside RESULTS: run the same command again to resume it",
+    ),
+    (
+        lambda e, c: isinstance(e, OutcomeUnknownError) and bool(e.idempotency_key),
+        lambda e: f"run the same command again with --idempotency-key {e.idempotency_key}",
+    ),
+    (
+        lambda e, c: isinstance(e, OutcomeUnknownError),
+        "`openai-batch list` shows whether the batch was made",
+    ),
+    (
+        lambda e, c: isinstance(e, DuplicateBatchError),
+        lambda e: f"cancel the duplicate by hand: openai-batch cancel {e.duplicate_id}",
+    ),
+    (
+        lambda e, c: isinstance(e, BatchNotFinishedError),
+        lambda e: (
+            f"openai-batch wait {e.batch.id}, then again; or add --partial for what has arrived"
+        ),
+    ),
+    (
+        lambda e, c: isinstance(e, AuthenticationError),
+        "check the key in OPENAI_API_KEY (and --organization/--project if you use them)",
+    ),
+    (
+        lambda e, c: (
+            isinstance(e, NotFoundError)
+            and "/files/" in _path_of(e)
+            and c in ("results", "download", "retry")
+        ),
+        "the batch's files have expired or been deleted (they are kept 30 days)",
+    ),
+    (
+        lambda e, c: isinstance(e, NotFoundError) and "/files/" in _path_of(e),
+        "check the file id; `openai-batch files list` shows your files",
+    ),
+    (
+        lambda e, c: isinstance(e, NotFoundError) and "/webhook_endpoints/" in _path_of(e),
+        "check the id; `openai-batch webhooks list` shows your webhook endpoints",
+    ),
+    (
+        lambda e, c: isinstance(e, NotFoundError) and bool(_batch_of(e)),
+        "check the id; `openai-batch list` shows your batches",
+    ),
+    (
+        lambda e, c: isinstance(e, RateLimitError),
+        "the API is limiting requests; try again in a while",
+    ),
+    (
+        lambda e, c: (
+            c == "cancel" and isinstance(e, APIStatusError) and e.status_code in (400, 409)
+        ),
+        "the batch has already finished, so there is nothing to cancel (openai-batch get ID)",
+    ),
+    (
+        lambda e, c: isinstance(e, APIConnectionError),
+        "check the network, HTTPS_PROXY and --base-url",
+    ),
+    (
+        lambda e, c: c == "run" and isinstance(e, _ArgumentError) and e.setting == "output",
+        "give RESULTS another path (-o)",
+    ),
+    (
+        lambda e, c: isinstance(e, _RequestsNotResults),
+        "give the batch's id (openai-batch results BATCH_ID --input FILE), or the RESULTS "
+        "file that `openai-batch run` wrote",
+    ),
+    (
+        lambda e, c: "OPENAI_API_VERSION" in str(e),
+        "export OPENAI_API_VERSION=2024-10-21 (the Azure OpenAI API version to use)",
+    ),
+    (
+        lambda e, c: "AZURE_OPENAI_API_KEY" in str(e),
+        "export AZURE_OPENAI_API_KEY=... (or AZURE_OPENAI_AD_TOKEN, or --api-key)",
+    ),
+    (
+        lambda e, c: isinstance(e, OpenAIError) and "OPENAI_API_KEY" in str(e),
+        "export OPENAI_API_KEY=sk-... (or see --api-key); a local server that takes no key "
+        "needs one set all the same: OPENAI_API_KEY=unused",
+    ),
+]
 
 
 def main(argv: list[str] | None = None, *, client: Client | None = None) -> int:

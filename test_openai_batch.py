@@ -2974,8 +2974,7 @@ def test_create_with_no_room_for_the_key_raises_rather_than_guess(api: FakeAPI) 
     assert message.startswith("A create call failed (Connection error (POST ")
     assert message.endswith(
         "and may have made its batch; with 16 metadata keys there was no room for the key that "
-        "would tell, so it was not sent again. Check `openai-batch list` before creating it "
-        "again."
+        "would tell, so it was not sent again. Check the batch list before creating it again."
     )
     assert info.value.idempotency_key is None
     assert len(api.batches) == 1 and next(iter(api.batches.values()))["metadata"] == full
@@ -2997,8 +2996,7 @@ def test_create_after_the_last_try_says_what_is_unknown(api: FakeAPI) -> None:
         "A create call failed (Error code: 500 - Injected 500 (request id req_1)), and no batch "
         f"with its idempotency key {key} appeared in the batch list within 30 s, so it most "
         "likely made none; but a late request may yet make one. Call create again with "
-        f"idempotency_key='{key}' (the command line's --idempotency-key {key}): it returns that "
-        "batch if it exists and makes it if not."
+        f"idempotency_key='{key}': it returns that batch if it exists and makes it if not."
     )
     assert isinstance(info.value.__cause__, ob.InternalServerError)
     batch = client.batches.create(
@@ -4396,6 +4394,26 @@ def test_cli_list_fits_a_narrow_terminal_and_colours_the_status(
     assert max(len(re.sub(r"\x1b\[\d+m", "", line)) for line in lines) <= 72
 
 
+def test_cli_list_fits_a_60_column_terminal_and_says_what_was_cut(
+    client: Client, api: FakeAPI
+) -> None:
+    """Issue 18: the table never wraps; what it leaves out, `| cat` or --json shows."""
+    _seed_list(api)
+    api.add_batch(id="batch_" + "f" * 32, status="completed", created_at=int(api.clock.now))
+    ran = cli(client, "list", tty=True, width=60)
+    assert ran.out == (
+        "ID                                      STATUS\n"
+        "batch_ffffffffffffffffffffffffffffffff  completed\n"
+        "batch_chat                              in_progress\n"
+        "batch_embed                             completed\n"
+        "batch_failed                            failed\n"
+    )
+    assert ran.err == "(cut to fit 60 columns; `| cat` or --json shows every cell whole)\n"
+    ran = cli(client, "list", tty=True, width=80)
+    assert max(len(line) for line in ran.out.splitlines()) <= 80
+    assert cli(client, "list", tty=True, width=120).err == ""
+
+
 def test_cli_list_json_is_the_api_json_a_line_each(client: Client, api: FakeAPI) -> None:
     _seed_list(api)
     ran = cli(client, "list", "--json")
@@ -4561,7 +4579,10 @@ def test_cli_validate_reports_a_summary_or_every_problem(
     ran = cli(client, "validate", str(path), tty=True)
     assert ran.out == f"ok  {path}: 3 requests, {size} B, /v1/chat/completions, model gpt-4o-mini\n"
     ran = cli(client, "validate", str(path))
-    assert ran.out == f"{path}\t3\t{size}\t/v1/chat/completions\tgpt-4o-mini\t0\n"
+    assert ran.out == (  # issue 18: "ok", and each number labelled
+        f"ok\t{path}\trequests=3\tbytes={size}\tendpoint=/v1/chat/completions\t"
+        "model=gpt-4o-mini\tembedding_inputs=0\n"
+    )
     assert json.loads(cli(client, "validate", str(path), "--json").out)["requests"] == 3
     bad = write_lines(
         tmp_path / "bad.jsonl", [request_line("a", method="GET"), "{", request_line("a")]
@@ -4583,7 +4604,7 @@ def test_cli_validate_needs_no_key(tmp_path: Any, capsys: pytest.CaptureFixture[
     path = tmp_path / "in.jsonl"
     ob.write_jsonl(path, chat_requests(1))
     assert ob.main(["validate", str(path)]) == 0
-    assert capsys.readouterr().out.startswith(str(path))
+    assert capsys.readouterr().out.startswith(f"ok\t{path}\trequests=1\t")
 
 
 def test_cli_submit_and_wait_with_exit_codes(client: Client, api: FakeAPI, tmp_path: Any) -> None:
@@ -4623,10 +4644,10 @@ def test_cli_wait_times_out_with_its_own_code(client: Client, api: FakeAPI) -> N
     batch = client.submit(chat_requests(50))
     ran = cli(client, "wait", batch.id, "--interval", "10", "--timeout", "30")
     assert ran.code == 124
-    assert ran.err == (
-        f"error: Batch {batch.id} is still in_progress after 30 s.\n"
-        f"{batch.id} is still in_progress (20/0/50 completed/failed/total) on the server; resume "
-        f"with `openai-batch wait {batch.id}`, stop it with `openai-batch cancel {batch.id}`\n"
+    assert ran.err == (  # issue 18: one message, as the README promises
+        f"error: gave up waiting after 30 s: {batch.id} is still in_progress (20/0/50 "
+        f"completed/failed/total) on the server; resume with `openai-batch wait {batch.id}`, "
+        f"stop it with `openai-batch cancel {batch.id}`\n"
     )
 
 
@@ -4721,8 +4742,22 @@ def test_cli_download_and_retry(client: Client, api: FakeAPI, tmp_path: Any) -> 
     ]
     retry = tmp_path / "retry.jsonl"
     ran = cli(client, "retry", batch_id, "-o", str(retry))
-    assert ran.err == f"wrote 2 requests to {retry}\nnext: openai-batch submit {retry}\n"
-    assert [line["custom_id"] for line in ob.read_jsonl(retry)] == ["fail-1", "fail-3"]
+    assert ran.err == (  # issue 18: a 400 is final, as `run` holds it
+        f"left out 2 requests refused with HTTP 400, which would fail the same way again; "
+        f"`openai-batch results {batch_id} --failed` shows why\n"
+        f"nothing to retry: every other request of {batch_id} succeeded\n"
+    )
+    assert not retry.exists()
+    api.flaky_rule = lambda line: line["custom_id"] == "q2"  # a 500, which may pass next time
+    flaky = _finished(client, api, tmp_path)
+    ran = cli(client, "retry", flaky, "-o", str(retry))
+    assert ran.err == (
+        f"left out 2 requests refused with HTTP 400, which would fail the same way again; "
+        f"`openai-batch results {flaky} --failed` shows why\n"
+        f"wrote 1 request to {retry}\nnext: openai-batch submit {retry}\n"
+    )
+    assert [line["custom_id"] for line in ob.read_jsonl(retry)] == ["q2"]
+    assert ob.write_failed_requests(tmp_path / "in.jsonl", client.results(flaky), retry) == 3
     clean = _finished(client, api, tmp_path, fail=())
     ran = cli(client, "retry", clean, "-o", str(tmp_path / "none.jsonl"))
     assert ran.err == f"nothing to retry: every request of {clean} succeeded\n"
@@ -4766,7 +4801,8 @@ def test_cli_without_a_key_explains_how_to_set_it(capsys: pytest.CaptureFixture[
     assert err == (
         "error: The api_key client option must be set either by passing api_key to the client or "
         "by setting the OPENAI_API_KEY environment variable\n"
-        "hint: export OPENAI_API_KEY=sk-... (or see --api-key)\n"
+        "hint: export OPENAI_API_KEY=sk-... (or see --api-key); a local server that takes no "
+        "key needs one set all the same: OPENAI_API_KEY=unused\n"
     )
 
 
@@ -5478,7 +5514,7 @@ def test_results_and_retry_ride_out_a_broken_download(
     ]
     api.arm("GET", output, Fault.cut_body(0.3))
     ran = cli(client, "retry", batch_id, "-o", str(tmp_path / "retry.jsonl"))
-    assert ran.code == 0 and ran.err.startswith("wrote 2 requests")
+    assert ran.code == 0 and ran.err.startswith("left out 2 requests refused with HTTP 400")
     api.arm("GET", output, Fault.cut_body(0.6))
     assert len(list(client.results(batch_id))) == 5
 
@@ -5673,7 +5709,7 @@ def test_the_readme_gives_the_two_commands_and_ci_runs_the_second() -> None:
         timeout=60,
     )
     assert (ran.returncode, ran.stderr) == (0, "")
-    assert ran.stdout.split("\t")[:2] == ["examples/requests.jsonl", "4"]
+    assert ran.stdout.split("\t")[:3] == ["ok", "examples/requests.jsonl", "requests=4"]
 
 
 def test_the_lookup_reads_the_list_only_back_to_the_call(api: FakeAPI) -> None:
@@ -5711,7 +5747,13 @@ def test_a_twin_that_already_ended_is_left_alone_and_one_that_will_not_cancel_is
         f"Batch batch_twin duplicates {old['id']} (the same idempotency key) and could not be "
         "cancelled: Error code: 403 - Injected 403"
     )
-    assert str(info.value).endswith("Cancel it: openai-batch cancel batch_twin")
+    assert str(info.value).endswith("It is still to be cancelled.")
+    api.arm("POST", r"/v1/batches/batch_twin/cancel", Fault.error(403))
+    command = ["create", "--input-file-id", file_id, "--endpoint", chat, "--idempotency-key", "k"]
+    ran = cli(client, *command)
+    assert ran.code == 1 and ran.err.splitlines()[-1] == (
+        "hint: cancel the duplicate by hand: openai-batch cancel batch_twin"
+    )
 
 
 # ---------------------------------------------------------------- a newcomer's path (issue 9)
@@ -5732,8 +5774,7 @@ def test_cli_wait_explains_a_failed_batch_in_a_pipe_and_on_a_terminal(
     mismatch = "mismatched_model: The model for this request does not match the batch's model"
     assert piped.err == (
         "batch_bad failed after 10s: 0/0/0 completed/failed/total\n"
-        + "".join(f"  line {n}: {mismatch} 'gpt-4o-mini'.\n" for n in range(2, 7))
-        + "  and 2 more (openai-batch get batch_bad)\n"
+        f"  lines 2–8: {mismatch} 'gpt-4o-mini'.\n"  # issue 18: once, not once a line
         "hint: fix what the errors name, then submit again; openai-batch get batch_bad\n"
     )
     assert cli(client, "wait", batch["id"], tty=True).err == piped.err
@@ -5880,8 +5921,7 @@ def test_hints_fit_the_command(client: Client, api: FakeAPI) -> None:
     api.arm("GET", r"/v1/batches", Fault.error(404, message="Not Found"))
     ran = cli(client, "list")
     assert ran.err.splitlines()[-1] == (
-        "hint: the server has no such endpoint here; an OpenAI-compatible server's base URL "
-        "usually ends in /v1 (--base-url http://host:8000/v1)"
+        "hint: this server has no Batch API; send the file straight to it with `run --direct`"
     )
     ran = cli(client, "files", "get", "file-nope")
     assert ran.err.splitlines()[-1] == (
@@ -5924,16 +5964,17 @@ def test_no_command_lists_them_and_a_typo_gets_the_closest(
     assert "  content " in capsys.readouterr().err
 
 
-def test_wait_takes_deadline_and_validate_takes_no_connection_options(
+def test_wait_takes_deadline_and_validate_takes_the_connection_options(
     client: Client, api: FakeAPI, capsys: pytest.CaptureFixture[str]
 ) -> None:
     batch = client.submit(chat_requests(50))
     ran = cli(client, "wait", batch.id, "--interval", "10", "--deadline", "30")
-    assert ran.code == 124 and ran.err.startswith(f"error: Batch {batch.id} is still in_progress")
-    with pytest.raises(SystemExit):
+    assert ran.code == 124 and ran.err.startswith("error: gave up waiting after 30 s: ")
+    assert len(ran.err.splitlines()) == 1
+    with pytest.raises(SystemExit):  # issue 18: --check-models needs them; any command takes them
         ob._parser().parse_args(["validate", "--help"])
     shown = capsys.readouterr().out
-    assert "--base-url" not in shown and "--api-key" not in shown and "--endpoint" in shown
+    assert "--base-url" in shown and "--api-key" in shown and "--endpoint" in shown
     with pytest.raises(SystemExit):
         ob._parser().parse_args(["wait", "--help"])
     assert "--deadline S" in capsys.readouterr().out
@@ -6449,6 +6490,142 @@ def test_more_hints_that_fit_the_situation(client: Client, api: FakeAPI, tmp_pat
     ran = cli(client, "results", batch_id)
     assert ran.code == 1 and ran.err.endswith(
         "hint: the batch's files have expired or been deleted (they are kept 30 days)\n"
+    )
+
+
+def _last_hint(ran: Ran) -> str:
+    """The hint a failed command ends with (the test fails if it has none)."""
+    assert ran.code == 1 and ran.err.splitlines()[-1].startswith("hint: "), ran.err
+    return ran.err.splitlines()[-1][len("hint: ") :]
+
+
+_NO_BATCH_API = "this server has no Batch API; send the file straight to it with `run --direct`"
+_ADD_V1 = (
+    "the server has no such endpoint here; an OpenAI-compatible server's base URL usually ends "
+    "in /v1 (--base-url http://host:8000/v1)"
+)
+
+
+def test_hints_on_a_server_with_no_batch_api_point_at_run_direct(tmp_path: Any) -> None:
+    """Issue 18: a 404 or 405 on /batches or /files from a base URL ending in /v1 is a server
+    with no Batch API; without /v1, or with an endpoint after it, the base URL is wrong."""
+    source = _job_input(tmp_path, 3)
+    out = str(tmp_path / "out.jsonl")
+    with ChatServer().serve() as server:
+        client = _direct_client(server)
+        commands = (["list"], ["files", "list"], ["submit", source], ["run", source, "-o", out])
+        for command in commands:
+            assert _last_hint(cli(client, *command)) == _NO_BATCH_API, command
+        server.no_route_status = 405
+        assert _last_hint(cli(client, "list")) == _NO_BATCH_API
+        server.no_route_status = 404
+        bare = _direct_client(server, base_url=server.base_url[: -len("/v1")])
+        for command in (["list"], ["submit", source], ["run", source, "-o", out]):
+            ran = cli(bare, *command)
+            assert _last_hint(ran) == _ADD_V1, command
+            assert "resume" not in ran.err  # the same command again cannot help
+        chat = _direct_client(server, base_url=server.base_url + "/chat/completions")
+        for command in (["list"], ["get", "batch_1"], ["submit", source]):
+            assert _last_hint(cli(chat, *command)) == (
+                "the base URL goes on past /v1 to an endpoint; give it only up to /v1 "
+                "(--base-url http://host:8000/v1)"
+            ), command
+    assert not os.path.exists(out)
+
+
+def test_hints_for_a_model_the_server_does_not_have(tmp_path: Any) -> None:
+    """Issue 18: a 404 that names a model points at the models list, not at --base-url."""
+    source = _job_input(tmp_path, 3)
+    with ChatServer().serve() as server:
+        client = _direct_client(server)
+        server.unknown_models = {"gpt-4o-mini"}
+        server.lists_models = False  # the requests alone cannot tell the address is right
+        ran = cli(client, "run", source, "-o", str(tmp_path / "a.jsonl"), "--direct")
+        assert ran.err.splitlines()[0] == (
+            "error: the first 3 requests all failed (Error code: 404 - The model `gpt-4o-mini` "
+            "does not exist.), and none succeeded, so nothing more was sent and none of them "
+            "was written: the server does not know the model they name"
+        )
+        assert _last_hint(ran) == (
+            "that model is not on this server; `openai-batch models` lists what is"
+        )
+        server.lists_models = True  # the address works: each 404 is the request's own
+        ran = cli(client, "run", source, "-o", str(tmp_path / "b.jsonl"), "--direct")
+        assert ran.code == 1 and ran.err.splitlines()[1:] == [
+            f"next: openai-batch results {tmp_path / 'b.jsonl'} --failed shows them and why",
+            "hint: 3 requests got HTTP 404, which a server answers for a model it does not "
+            "have; `openai-batch models` lists what it has",
+        ]
+
+
+def test_hints_never_say_resume_for_a_configuration_error(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 18: a missing input file is no job to resume."""
+    out = str(tmp_path / "out.jsonl")
+    ran = cli(client, "run", str(tmp_path / "nope.jsonl"), "-o", out)
+    assert (ran.code, ran.err) == (1, f"error: No such file: {tmp_path / 'nope.jsonl'}\n")
+
+
+def test_wait_after_a_failed_first_poll_says_the_batch_goes_on(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 18: `wait` right after `submit`, its first poll a 503 (after its retries)."""
+    api.add_batch(id="batch_w", status="in_progress")
+    api.arm("GET", r"/v1/batches/batch_w", *[Fault.error(503)] * 3)
+    ran = cli(client, "wait", "batch_w")
+    assert ran.err == (
+        "error: Error code: 503 - Injected 503 (request id req_3)\n"
+        "hint: batch_w goes on running on the server; wait for it again with "
+        "`openai-batch wait batch_w`\n"
+    )
+    path = tmp_path / "in.jsonl"
+    ob.write_jsonl(path, chat_requests(2))
+    api.arm("GET", r"/v1/batches/batch_[0-9a-f]+", *[Fault.error(503)] * 3)
+    ran = cli(client, "submit", str(path), "--wait", "--json")
+    batch_id = next(iter(b for b in api.batches if b != "batch_w"))
+    assert ran.err.splitlines()[-1] == (
+        f"hint: {batch_id} goes on running on the server; wait for it again with "
+        f"`openai-batch wait {batch_id}`"
+    )
+
+
+def test_the_hint_for_a_missing_key_names_a_keyless_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 18: a local server that takes no key still needs one set."""
+    assert ob.main(["--base-url", "http://127.0.0.1:9/v1", "models"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "hint: export OPENAI_API_KEY=sk-... (or see --api-key); a local server that takes no key "
+        "needs one set all the same: OPENAI_API_KEY=unused"
+    )
+
+
+def test_how_a_batch_ended_reads_cleanly(client: Client, api: FakeAPI, tmp_path: Any) -> None:
+    """Issue 18: no "- completed/failed/total" for a batch with no counts; the next step is a
+    whole command, with one space before its alternative."""
+    now = int(api.clock.now)
+    errors = {"object": "list", "data": [{"code": "x", "message": "bad line", "line": 3}]}
+    api.add_batch(id="batch_nc", status="failed", created_at=now, failed_at=now, errors=errors)
+    api.batches["batch_nc"].pop("request_counts", None)
+    ran = cli(client, "wait", "batch_nc")
+    assert ran.err.splitlines()[0] == "batch_nc failed after 0s"
+    batch_id = _finished(client, api, tmp_path, fail=())
+    ran = cli(client, "wait", batch_id)
+    assert ran.err.splitlines()[-1] == (
+        f"next: openai-batch results {batch_id} (or: openai-batch download {batch_id})"
+    )
+
+
+def test_results_refuses_an_input_file(client: Client, tmp_path: Any) -> None:
+    """Issue 18: `results` given the requests, not their results, says so and exits 1."""
+    source = _job_input(tmp_path, 3)
+    ran = cli(client, "results", source)
+    assert (ran.code, ran.out) == (1, "")
+    assert ran.err == (
+        f"error: {source} holds requests (its lines have method and url, and no response), not "
+        "results\nhint: give the batch's id (openai-batch results BATCH_ID --input FILE), or the "
+        "RESULTS file that `openai-batch run` wrote\n"
     )
 
 
@@ -7405,6 +7582,34 @@ def test_cli_lists_models_and_validate_checks_them(
         "warning: model 'gpt-4o-mnii' is not among the 3 models the server lists; "
         "openai-batch models lists them" in ran.err
     )
+    ran = cli(client, "validate", str(bad), "--check-models", "--json")  # issue 18
+    assert json.loads(ran.out)["warnings"] == [
+        "model 'gpt-4o-mnii' is not among the 3 models the server lists"
+    ]
+
+
+def test_global_options_work_before_or_after_any_command(
+    api: FakeAPI, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: --base-url and the rest, before or after the command's name, validate too."""
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    bad = tmp_path / "bad.jsonl"
+    ob.write_jsonl(bad, [BatchRequest.chat("a", "gpt-4o-mnii", "hi")])
+    parser = ob._parser()
+    options = ["--base-url", api.base_url, "--organization", "org", "--project", "proj"]
+    options += ["--max-retries", "0", "--azure", "--api-key", "sk-other-0000000000"]
+    commands = [["validate", str(bad)], ["list"], ["files", "list"], ["models"], ["get", "b"]]
+    commands += [["run", str(bad), "-o", "out.jsonl"], ["wait", "b"], ["results", "b"]]
+    for command in commands:
+        for argv in ([*options, *command], [*command, *options]):
+            args = parser.parse_args(argv)
+            got = (args.base_url, args.organization, args.project, args.max_retries, args.azure)
+            assert got == (api.base_url, "org", "proj", 0, True), argv
+            assert args.api_key == "sk-other-0000000000"
+        if command[0] != "wait":  # after wait and submit, --timeout is the deadline
+            assert parser.parse_args([*command, "--timeout", "5"]).timeout == 5
+    code = ob.main(["validate", str(bad), "--check-models", "--json", "--base-url", api.base_url])
+    assert code == 0 and [r.path for r in api.requests] == ["/v1/models"]
 
 
 def test_wait_for_processing_is_bounded(client: Client, api: FakeAPI) -> None:
@@ -7444,8 +7649,12 @@ def test_a_job_is_refused_its_own_input_as_results_and_follows_a_moved_input(
     source = _job_input(tmp_path, 3)
     with raises(ValueError) as info:
         client.run(source, source)
-    assert str(info.value) == f"RESULTS would overwrite INPUT ({source}); write them elsewhere"
+    assert str(info.value) == (  # issue 18: a fact for Python; the flag is the CLI's to give
+        f"the output is the input file ({source}): the results would overwrite the requests"
+    )
     assert api.requests == [] and len(_json_lines(source)) == 3
+    ran = cli(client, "run", source, "-o", source)
+    assert (ran.code, ran.err.splitlines()[-1]) == (2, "hint: give RESULTS another path (-o)")
 
     def stop(event: dict[str, Any]) -> None:
         if event["event"] == "created":
@@ -9421,7 +9630,11 @@ class ChatServer(ThreadingHTTPServer):
     - `web_page`: every GET and POST is answered 200 with a web page: a base URL that is a
       web site, not an API.
 
-    `GET /v1/models` lists one model, as vLLM, llama.cpp and Ollama do (the key checked).
+    `GET /v1/models` lists one model, as vLLM, llama.cpp and Ollama do (the key checked);
+    with `lists_models` False it is a 404 too. A request naming a model in `unknown_models` is
+    answered 404 "The model `x` does not exist.", as vLLM answers it. A path the server does
+    not serve (the Batch API's /v1/files and /v1/batches among them) is answered
+    `no_route_status`: 404, or 405 as some gateways answer.
     """
 
     daemon_threads = True
@@ -9433,6 +9646,9 @@ class ChatServer(ThreadingHTTPServer):
         self.latency, self.capacity = latency, capacity
         self.retry_after: str | None = "1"  # on a 429; None: a 429 that says nothing of when
         self.missing: set[str] = set()  # prompts answered 404 at once
+        self.unknown_models: set[str] = set()
+        self.lists_models = True
+        self.no_route_status = 404
         self.lock = threading.Lock()
         self.in_flight = self.peak = self.refused_429 = 0
         self.answers: dict[str, int] = {}  # prompt -> 200s sent
@@ -9656,8 +9872,8 @@ class _ChatHandler(BaseHTTPRequestHandler):
         if self.headers.get("Authorization") != f"Bearer {API_KEY}" or not server.key_holds():
             self.reply(401, {"error": {"message": "Incorrect API key provided"}})
             return
-        if self.path != "/v1/models":
-            self.reply(404, {"error": {"message": f"no route {self.path}"}})
+        if self.path != "/v1/models" or not server.lists_models:
+            self.reply(server.no_route_status, {"error": {"message": f"no route {self.path}"}})
             return
         model = {"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "test"}
         self.reply(200, {"object": "list", "data": [model]})
@@ -9680,7 +9896,8 @@ class _ChatHandler(BaseHTTPRequestHandler):
         if server.is_down():
             self.down()
             return
-        body = json.loads(raw)
+        served = self.path in ("/v1/chat/completions", "/v1/embeddings", "/v1/responses")
+        body = json.loads(raw) if served else {}  # an upload's body is a form, not JSON
         if server.quota:
             error = {"message": "You exceeded your current quota, please check your plan and "}
             error["message"] += "billing details."
@@ -9690,8 +9907,8 @@ class _ChatHandler(BaseHTTPRequestHandler):
         if self.headers.get("Authorization") != f"Bearer {API_KEY}":
             self.reply(401, {"error": {"message": "Incorrect API key provided"}})
             return
-        if self.path not in ("/v1/chat/completions", "/v1/embeddings", "/v1/responses"):
-            self.reply(404, {"error": {"message": f"no route {self.path}"}})
+        if not served:
+            self.reply(server.no_route_status, {"error": {"message": f"no route {self.path}"}})
             return
         assert self.headers["Content-Type"] == "application/json" and body["model"]
         prompt = _prompt(body)
@@ -9720,6 +9937,11 @@ class _ChatHandler(BaseHTTPRequestHandler):
         server = self.server
         if prompt in server.missing:  # at once, before the others' latency
             self.reply(404, {"error": {"message": f"no such thing: {prompt}"}})
+            return
+        if body["model"] in server.unknown_models:
+            message = f"The model `{body['model']}` does not exist."
+            error = {"message": message, "type": "NotFoundError", "param": None, "code": 404}
+            self.reply(404, {"error": error})
             return
         if prompt in server.hang:
             self.wait_for_the_client_to_leave()
@@ -10074,10 +10296,12 @@ def test_run_direct_stops_when_the_first_answers_say_the_address_is_wrong(tmp_pa
         wrong = _direct_client(server, base_url=server.base_url[: -len("/v1")])
         with raises(ob.OpenAIError) as info:
             wrong.run(source, out, direct=True, concurrency=4)
-        assert "check the base URL (for vLLM, llama.cpp and Ollama it ends in /v1)" in str(
-            info.value
+        assert str(info.value).endswith(
+            "none of them was written: the base URL (for vLLM, llama.cpp and Ollama it ends in "
+            "/v1) or the key is not the server's"
         )
         assert isinstance(info.value, ob.JobStoppedError) and info.value.reason == "address"
+        assert isinstance(info.value.error, ob.NotFoundError)
         assert not out.exists()
         report = _direct_client(server).run(source, out, direct=True)  # the same job, resumed
     assert report.ok and _output_ids(out) == [f"q{i}" for i in range(30)]
