@@ -5287,14 +5287,17 @@ def _prices_file(path: str) -> dict[str, _Price]:
 
 
 # Counting the tokens a request's text will be, without a tokenizer. OpenAI's tokenizers
-# (o200k_base, cl100k_base) make about one token of four ASCII characters of English or code; a
-# character of a script that UTF-8 writes in two bytes (Cyrillic, Greek, Arabic, accents) is
-# about a third of a token, and one written in three (Chinese, Japanese, Korean, Hindi) most
-# of one. Each chat message costs 4 tokens more (its role and delimiters), and the reply's
-# start 3, as OpenAI's cookbook counts them. bench/token_estimate.py measures the error.
-_ASCII_PER_TOKEN = 4.0
-_TOKENS_PER_2_BYTE_CHAR = 0.35
-_TOKENS_PER_3_BYTE_CHAR = 0.8
+# (o200k_base, cl100k_base) make a token of about 4.4 ASCII characters of English or code. A
+# character that UTF-8 writes in two bytes (Cyrillic, Greek, Arabic, accents) is about 0.4 of a
+# token; of those in three, one of Chinese, Japanese or Korean is most of a token, one of an
+# Indic script or Thai (lead byte E0) 0.4, and punctuation such as “ ” … (lead byte E2) 0.7.
+# A chat message costs 4 tokens more (its role and delimiters), and the reply's start 3, as
+# OpenAI's cookbook counts them. bench/token_estimate.py measures the error against tiktoken.
+_ASCII_PER_TOKEN = 4.4
+_TOKENS_PER_2_BYTE_CHAR = 0.4
+_TOKENS_PER_CJK_CHAR = 0.8
+_TOKENS_PER_INDIC_CHAR = 0.4
+_TOKENS_PER_MARK = 0.7
 _TOKENS_PER_MESSAGE = 4
 _TOKENS_PER_REPLY = 3
 # the body fields that bound a request's output, by endpoint's API
@@ -5303,17 +5306,20 @@ _OUTPUT_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 def _text_tokens(text: str) -> float:
     """About how many tokens ``text`` is, from its characters and their UTF-8 widths."""
-    if text.isascii():
+    if text.isascii():  # the common case, at C speed
         return len(text) / _ASCII_PER_TOKEN
     size = len(text)
     plain = len(text.encode("ascii", "ignore"))
     wide = size - plain  # characters of 2, 3 or 4 bytes
-    extra = len(text.encode("utf-8", "surrogatepass")) - size  # 1, 2 or 3 bytes more for each
-    three = min(max(extra - wide, 0), wide)  # counting a 4-byte one (an emoji) as a 3-byte one
+    data = text.encode("utf-8", "surrogatepass")
+    three = min(max(len(data) - size - wide, 0), wide)  # a 4-byte one (an emoji) counts as 3
+    indic, marks = data.count(b"\xe0"), data.count(b"\xe2")
     return (
         plain / _ASCII_PER_TOKEN
         + (wide - three) * _TOKENS_PER_2_BYTE_CHAR
-        + three * _TOKENS_PER_3_BYTE_CHAR
+        + indic * _TOKENS_PER_INDIC_CHAR
+        + marks * _TOKENS_PER_MARK
+        + max(three - indic - marks, 0) * _TOKENS_PER_CJK_CHAR
     )
 
 
