@@ -21,13 +21,13 @@ import json
 import os
 import statistics
 import sys
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import openai_batch  # noqa: E402
+import openai_batch
 
-Request = Tuple[str, Dict[str, Any]]  # (url, body)
+Request = Tuple[str, dict[str, Any]]  # (url, body)
 CHAT = "/v1/chat/completions"
 SYSTEM = "You are a helpful assistant. Answer briefly and precisely."
 
@@ -58,12 +58,12 @@ def chat(*messages: str) -> Request:
     return CHAT, body
 
 
-def short_chat(limit: int) -> List[Request]:
-    lines = [text.splitlines()[0] for text in docstrings(200) if 20 < len(text.splitlines()[0])]
+def short_chat(limit: int) -> list[Request]:
+    lines = [text.splitlines()[0] for text in docstrings(200) if len(text.splitlines()[0]) > 20]
     return [chat(SYSTEM, f"Explain in one sentence: {line}") for line in lines[:limit]]
 
 
-def long_documents(limit: int) -> List[Request]:
+def long_documents(limit: int) -> list[Request]:
     texts = [text for text in docstrings(400) if len(text) > 2000]
     for path in sorted(glob.glob("/usr/share/common-licenses/*")):
         if os.path.isfile(path):
@@ -72,7 +72,7 @@ def long_documents(limit: int) -> List[Request]:
     return [chat(SYSTEM, "Summarize this document:\n\n" + text) for text in texts[:limit]]
 
 
-def code(limit: int) -> List[Request]:
+def code(limit: int) -> list[Request]:
     folder = os.path.dirname(os.__file__)
     requests = []
     for path in sorted(glob.glob(os.path.join(folder, "*.py")))[:limit]:
@@ -82,7 +82,7 @@ def code(limit: int) -> List[Request]:
     return requests
 
 
-def translations(language: str) -> List[str]:
+def translations(language: str) -> list[str]:
     import gettext
 
     texts = []
@@ -96,7 +96,7 @@ def translations(language: str) -> List[str]:
     return texts
 
 
-def non_english(limit: int) -> List[Request]:
+def non_english(limit: int) -> list[Request]:
     requests = []
     for language in ("zh_CN", "ja", "ko", "ru", "de", "fr", "es", "ar", "hi", "el", "uk"):
         texts = translations(language)
@@ -106,7 +106,7 @@ def non_english(limit: int) -> List[Request]:
     return requests
 
 
-def embeddings(limit: int) -> List[Request]:
+def embeddings(limit: int) -> list[Request]:
     lines = [line.strip() for text in docstrings(300) for line in text.splitlines()]
     lines = [line for line in lines if len(line) > 10]
     return [
@@ -115,7 +115,7 @@ def embeddings(limit: int) -> List[Request]:
     ]
 
 
-def true_count(encodings: Dict[str, Any], url: str, body: Dict[str, Any]) -> int:
+def true_count(encodings: dict[str, Any], url: str, body: dict[str, Any]) -> int:
     if url == "/v1/embeddings":
         return sum(len(encodings["cl100k_base"].encode(text)) for text in body["input"])
     encode = encodings["o200k_base"].encode
@@ -125,7 +125,7 @@ def true_count(encodings: Dict[str, Any], url: str, body: Dict[str, Any]) -> int
     return total
 
 
-KINDS: Dict[str, Callable[[int], List[Request]]] = {
+KINDS: dict[str, Callable[[int], list[Request]]] = {
     "short chat": short_chat,
     "long documents": long_documents,
     "code": code,
@@ -134,7 +134,7 @@ KINDS: Dict[str, Callable[[int], List[Request]]] = {
 }
 
 
-def measure(encodings: Dict[str, Any], requests: List[Request]) -> Dict[str, float]:
+def measure(encodings: dict[str, Any], requests: list[Request]) -> dict[str, float]:
     ours, naive = [], []
     true_total = ours_total = naive_total = 0
     for url, body in requests:
