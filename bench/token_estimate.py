@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import openai_batch
 
-Request = Tuple[str, dict[str, Any]]  # (url, body)
+Request = Tuple[str, Dict[str, Any]]  # (url, body)
 CHAT = "/v1/chat/completions"
 SYSTEM = "You are a helpful assistant. Answer briefly and precisely."
 
