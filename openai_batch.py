@@ -5462,6 +5462,53 @@ class _TokenTally:
         )
 
 
+def _usd(amount: float) -> str:
+    """An amount of money as a person reads it: to the cent, and "under $0.01" below one."""
+    if amount >= 0.01 or amount == 0:
+        return f"${amount:,.2f}"
+    return "under $0.01"
+
+
+def _estimate_line(estimate: InputEstimate) -> str:
+    """The estimate in words, each amount with whose prices it used; no price, tokens only."""
+    known = estimate.prices is not None
+    parts = [f"~{estimate.input_tokens:,} input tokens"]
+    if known and estimate.input_cost is not None:
+        parts[0] += f" ({_usd(estimate.input_cost)})"
+    if estimate.output_tokens is None:
+        parts.append(
+            f"output unbounded ({estimate.unbounded:,}/{estimate.requests:,} requests set no "
+            "max_tokens, max_completion_tokens or max_output_tokens)"
+            + (", so no upper cost" if known else "")
+        )
+    else:
+        output = f"at most {estimate.output_tokens:,} output tokens"
+        if known and estimate.output_cost is not None:
+            output += f" ({_usd(estimate.output_cost)})"
+        parts.append(output)
+    if known:
+        parts.append(f"at {estimate.prices}")
+    return ", ".join(parts)
+
+
+def _price_argument(text: str) -> tuple[str, tuple[float, ...]]:
+    """--price MODEL=IN,OUT[,CACHED]: a model's price in USD per million tokens."""
+    import argparse
+
+    model, _, figures = text.partition("=")
+    values = figures.split(",")
+    try:
+        numbers = tuple(float(value) for value in values)
+    except ValueError:
+        numbers = ()
+    if not model or not 2 <= len(numbers) <= 3 or not all(0 <= n < math.inf for n in numbers):
+        raise argparse.ArgumentTypeError(
+            "expected MODEL=IN,OUT[,CACHED] in USD per million tokens (gpt-4o=1.25,5), "
+            f"got {text!r}"
+        )
+    return model, numbers
+
+
 # ---------------------------------------------------------------------------------------------
 # The client
 # ---------------------------------------------------------------------------------------------
@@ -9418,11 +9465,19 @@ def _cmd_files_content(session: _Session) -> int:
 
 def _cmd_validate(session: _Session) -> int:
     args = session.args
+    prices = _Prices(dict(args.price or ()), given_as="your --price")
     summary = validate_input(
-        args.file, endpoint=args.endpoint, strict=args.strict, provider=session.provider
+        args.file,
+        endpoint=args.endpoint,
+        strict=args.strict,
+        provider=session.provider,
+        prices=prices,
     )
     console = session.console
     _show_warnings(console, summary)
+    estimate = summary.estimate
+    if estimate is not None and estimate.note and estimate.model:
+        console.note(f"note: {estimate.note}: give --price {estimate.model}=IN,OUT[,CACHED]")
     if args.check_models and summary.model:
         _check_model(session, summary.model)
     if args.json:
@@ -9437,6 +9492,8 @@ def _cmd_validate(session: _Session) -> int:
             f"ok  {summary.path}: {_plural(summary.requests, 'request')}, "
             f"{_size(summary.bytes)}, {summary.endpoint}, model {summary.model or '-'}{inputs}"
         )
+        if estimate is not None:
+            console.line(f"    {_estimate_line(estimate)}")
     else:
         cells = [
             summary.path,
@@ -9445,7 +9502,16 @@ def _cmd_validate(session: _Session) -> int:
             summary.endpoint,
             summary.model or "",
         ]
-        console.line("\t".join(str(cell) for cell in [*cells, summary.embedding_inputs]))
+        cells.append(summary.embedding_inputs)
+        if estimate is not None:  # tokens, output at most ("" unbounded), USD ("" unknown)
+            cells += [
+                estimate.input_tokens,
+                _blank_if_none(estimate.output_tokens),
+                "" if estimate.input_cost is None else f"{estimate.input_cost:.6f}",
+                "" if estimate.output_cost is None else f"{estimate.output_cost:.6f}",
+                estimate.prices or "",
+            ]
+        console.line("\t".join(str(cell) for cell in cells))
     return _EXIT_OK
 
 
@@ -10107,6 +10173,13 @@ def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
         "--check-models",
         action="store_true",
         help="warn if the server does not list the file's model (needs the key)",
+    )
+    validate.add_argument(
+        "--price",
+        action="append",
+        type=_price_argument,
+        metavar="MODEL=IN,OUT[,CACHED]",
+        help="a model's batch price in USD per million tokens, for the estimate",
     )
     _json_flag(validate)
     submit = _add(commands, waiting, "submit", _cmd_submit, "validate, upload and start a batch")
