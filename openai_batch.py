@@ -5478,7 +5478,7 @@ def _estimate_line(estimate: InputEstimate) -> str:
     if estimate.output_tokens is None:
         parts.append(
             f"output unbounded ({estimate.unbounded:,}/{estimate.requests:,} requests set no "
-            "max_tokens, max_completion_tokens or max_output_tokens)"
+            "output limit)"
             + (", so no upper cost" if known else "")
         )
     else:

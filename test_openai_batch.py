@@ -4402,9 +4402,15 @@ def test_cli_validate_reports_a_summary_or_every_problem(
     ob.write_jsonl(path, chat_requests(3))
     size = path.stat().st_size
     ran = cli(client, "validate", str(path), tty=True)
-    assert ran.out == f"ok  {path}: 3 requests, {size} B, /v1/chat/completions, model gpt-4o-mini\n"
+    assert ran.out == (
+        f"ok  {path}: 3 requests, {size} B, /v1/chat/completions, model gpt-4o-mini\n"
+        f"    ~30 input tokens (under $0.01), output unbounded (3/3 requests set no output "
+        f"limit), so no upper cost, at {PRICES}\n"
+    )
     ran = cli(client, "validate", str(path))
-    assert ran.out == f"{path}\t3\t{size}\t/v1/chat/completions\tgpt-4o-mini\t0\n"
+    assert ran.out == (
+        f"{path}\t3\t{size}\t/v1/chat/completions\tgpt-4o-mini\t0\t30\t\t0.000002\t\t{PRICES}\n"
+    )
     assert json.loads(cli(client, "validate", str(path), "--json").out)["requests"] == 3
     bad = write_lines(
         tmp_path / "bad.jsonl", [request_line("a", method="GET"), "{", request_line("a")]
@@ -9860,3 +9866,8 @@ def test_run_killed_while_cancelling_goes_on_cancelling(tmp_path: Any, again: li
             line["error"]["code"] == "job_cancelled" for line in lines
         ), lines[0]
         assert len(api.batches) == 3
+
+
+# ---------------------------------------------------------------- Prices and costs
+
+PRICES = "OpenAI batch prices of 2026-12 (LiteLLM 1.110.2)"
