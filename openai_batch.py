@@ -5478,8 +5478,7 @@ def _estimate_line(estimate: InputEstimate) -> str:
     if estimate.output_tokens is None:
         parts.append(
             f"output unbounded ({estimate.unbounded:,}/{estimate.requests:,} requests set no "
-            "output limit)"
-            + (", so no upper cost" if known else "")
+            "output limit)" + (", so no upper cost" if known else "")
         )
     else:
         output = f"at most {estimate.output_tokens:,} output tokens"

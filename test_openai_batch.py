@@ -1793,7 +1793,7 @@ import dataclasses
 event = ob.BatchCompletedWebhookEvent.from_dict({"id": "e", "created_at": 1, "data": {"id": "b"}})
 print(dataclasses.is_dataclass(event), dataclasses.is_dataclass(ob.WebhookEventData))
 print([f.name for f in dataclasses.fields(event)])
-last = dataclasses.fields(ob.InputSummary)[-1]
+last = [f for f in dataclasses.fields(ob.InputSummary) if f.name == "warnings"][0]
 print(dataclasses.fields(ob.JobReport)[-1].name, last.name, last.default_factory.__name__)
 print(dataclasses.asdict(ob.BatchRequest("a", {"model": "m"})))
 print(dataclasses.replace(ob.Batch(id="x", status="completed"), id="y"))
@@ -1808,7 +1808,8 @@ def test_api_objects_are_dataclasses_made_when_first_asked() -> None:
     probe = _DATACLASS_PROBE.replace("FOLDER", repr(folder))
     done = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    report, summary = dataclasses.fields(ob.JobReport)[-1], dataclasses.fields(ob.InputSummary)[-1]
+    report = dataclasses.fields(ob.JobReport)[-1]
+    (summary,) = [f for f in dataclasses.fields(ob.InputSummary) if f.name == "warnings"]
     assert done.stdout.splitlines() == [
         "True True",
         "['id', 'created_at', 'data', 'type', 'object']",
@@ -3385,7 +3386,7 @@ def _problems(tmp_path: Any, lines: list[Any], **options: Any) -> list[tuple[int
 def test_a_valid_file_is_summarised(tmp_path: Any) -> None:
     path = tmp_path / "in.jsonl"
     ob.write_jsonl(path, chat_requests(3))
-    summary = ob.validate_input(path)
+    summary = ob.validate_input(path, estimate=False)  # the estimate: under "Prices and costs"
     assert summary == ob.InputSummary(
         str(path), 3, path.stat().st_size, "/v1/chat/completions", "gpt-4o-mini", 0
     )
@@ -9878,8 +9879,8 @@ def chat_line(custom_id: str, messages: list[Any], **body: Any) -> dict[str, Any
     return request_line(custom_id, body={"model": "gpt-4o", "messages": messages, **body})
 
 
-def user(text: str) -> dict[str, str]:
-    return {"role": "user", "content": text}
+def user(content: object) -> dict[str, object]:
+    return {"role": "user", "content": content}
 
 
 # By hand: 44 ASCII characters are 10 tokens (4.4 a token); "You are terse." 14 / 4.4.
@@ -9909,7 +9910,7 @@ def test_input_tokens_count_the_text_the_model_reads_not_the_json() -> None:
     system = {"role": "system", "content": "You are terse."}
     assert ob._input_tokens(chat, {"messages": [system, user("abcd" * 11)]}) == 25
     parts = [{"type": "text", "text": "abcd" * 11}, {"type": "image_url", "image_url": {}}]
-    assert ob._input_tokens(chat, {"messages": [user(parts)]}) == 3 + 4 + 10  # type: ignore[arg-type]
+    assert ob._input_tokens(chat, {"messages": [user(parts)]}) == 3 + 4 + 10
     tools = [{"type": "function", "function": {"name": "f"}}]  # 45 characters of JSON
     assert ob._input_tokens(chat, {"messages": [user("")], "tools": tools}) == 18  # 7 + 10.2
     responses = {"input": "abcd" * 11, "instructions": "x" * 22}
@@ -10117,3 +10118,14 @@ def test_a_bad_price_flag_is_a_usage_error(client: Client, tmp_path: Any) -> Non
             "error: argument --price: expected MODEL=IN,OUT[,CACHED] in USD per million tokens "
             f"(gpt-4o=1.25,5), got {bad!r}\n"
         )
+
+
+def test_the_readme_cost_example_prints_what_it_shows(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_BATCH_PRICES", raising=False)
+    (block,) = [block for block in _readme_blocks("python") if "hamlet.jsonl" in block]
+    exec(compile(block, "README.md", "exec"), {})
+    shown = [line[2:] for line in block.splitlines() if line.startswith("# ")]
+    assert capsys.readouterr().out.splitlines() == shown
