@@ -3386,7 +3386,7 @@ def _problems(tmp_path: Any, lines: list[Any], **options: Any) -> list[tuple[int
 def test_a_valid_file_is_summarised(tmp_path: Any) -> None:
     path = tmp_path / "in.jsonl"
     ob.write_jsonl(path, chat_requests(3))
-    summary = ob.validate_input(path, estimate=False)  # the estimate: under "Prices and costs"
+    summary = ob.validate_input(path)
     assert summary == ob.InputSummary(
         str(path), 3, path.stat().st_size, "/v1/chat/completions", "gpt-4o-mini", 0
     )
@@ -9937,22 +9937,22 @@ def test_output_is_bounded_by_the_bodys_limit_times_n_or_unbounded() -> None:
 
 def test_validate_input_estimates_tokens_and_cost_of_a_known_file(tmp_path: Any) -> None:
     path = write_lines(tmp_path / "in.jsonl", KNOWN_FILE)
-    estimate = ob.validate_input(path).estimate
+    estimate = ob.validate_input(path, estimate=True).estimate
     assert estimate == ob.InputEstimate(
         "gpt-4o", 2, 35, 200, 0, 35 * 1.25 / 1e6, 200 * 5.0 / 1e6, PRICES, None
     )
     unbounded = write_lines(tmp_path / "more.jsonl", [*KNOWN_FILE, chat_line("c", [user("")])])
-    estimate = ob.validate_input(unbounded).estimate
+    estimate = ob.validate_input(unbounded, estimate=True).estimate
     assert estimate is not None
     assert (estimate.input_tokens, estimate.output_tokens, estimate.unbounded) == (42, None, 1)
     assert estimate.output_cost is None and estimate.input_cost == pytest.approx(42 * 1.25 / 1e6)
-    assert ob.validate_input(path, estimate=False).estimate is None
+    assert ob.validate_input(path).estimate is None  # not asked for
 
 
 def test_embeddings_are_estimated_with_no_output(tmp_path: Any) -> None:
     body = {"model": "text-embedding-3-small", "input": ["abcd" * 11, "x" * 22]}
     path = write_lines(tmp_path / "in.jsonl", [request_line("e", url="/v1/embeddings", body=body)])
-    estimate = ob.validate_input(path).estimate
+    estimate = ob.validate_input(path, estimate=True).estimate
     assert estimate == ob.InputEstimate(
         "text-embedding-3-small", 1, 15, 0, 0, 15 * 0.01 / 1e6, 0.0, PRICES, None
     )
@@ -9980,7 +9980,7 @@ def test_prices_given_come_before_the_file_which_comes_before_the_table(
     )
     monkeypatch.setenv("OPENAI_BATCH_PRICES", str(file))
     path = write_lines(tmp_path / "in.jsonl", KNOWN_FILE)
-    estimate = ob.validate_input(path).estimate
+    estimate = ob.validate_input(path, estimate=True).estimate
     assert estimate is not None and estimate.prices == f"the prices in {file}"
     assert estimate.input_cost == pytest.approx(35 * 3 / 1e6)
     estimate = ob.validate_input(path, prices={"gpt-4o": (2, 8, 1)}).estimate
@@ -10052,11 +10052,12 @@ def test_a_bad_prices_file_is_refused_naming_the_variable_and_the_value(
         if content is not None:
             file.write_text(content)
         with raises(ValueError) as info:
-            ob.validate_input(path)
+            ob.validate_input(path, estimate=True)
         assert str(info.value) == message
         ran = cli(client, "validate", path)
         assert (ran.code, ran.out, ran.err) == (2, "", f"error: {message}\n")
     assert ob.split_jsonl(path, tmp_path / "shards")  # splitting reads no prices
+    assert ob.validate_input(path).estimate is None  # nor does a validation with no estimate
 
 
 def test_cli_validate_shows_the_estimate_and_whose_prices(client: Client, tmp_path: Any) -> None:
@@ -10096,7 +10097,7 @@ def test_a_model_with_no_price_gets_tokens_only_and_the_words_no_price_known(
 ) -> None:
     lines = [request_line("a", body={"model": "my-model", "messages": [user("abcd" * 11)]})]
     path = write_lines(tmp_path / "in.jsonl", lines)
-    estimate = ob.validate_input(path).estimate
+    estimate = ob.validate_input(path, estimate=True).estimate
     assert estimate == ob.InputEstimate(
         "my-model", 1, 17, None, 1, None, None, None, "no price known for my-model"
     )
