@@ -5404,6 +5404,14 @@ def _output_limit(body: Mapping[str, Any], url: str) -> int | None:
 _NO_OUTPUT_URLS = ("/embeddings", "/moderations")
 
 
+def _request_estimate(url: str, body: Mapping[str, Any]) -> tuple[int, int | None]:
+    """One request's input tokens, about, and its output tokens at most (None: no limit).
+
+    The worst case of a request is its input plus its maximum output, at the model's price.
+    """
+    return _input_tokens(url, body), _output_limit(body, url)
+
+
 @_dataclass
 class InputEstimate(_Fields):
     """What an input file will cost, estimated before anything is sent.
@@ -5432,9 +5440,9 @@ class _TokenTally:
         self.requests = self.input_tokens = self.output_tokens = self.unbounded = 0
 
     def add(self, url: str, body: Mapping[str, Any]) -> None:
+        tokens, limit = _request_estimate(url, body)
         self.requests += 1
-        self.input_tokens += _input_tokens(url, body)
-        limit = _output_limit(body, url)
+        self.input_tokens += tokens
         if limit is None:
             self.unbounded += 1
         else:

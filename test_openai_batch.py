@@ -9933,6 +9933,8 @@ def test_output_is_bounded_by_the_bodys_limit_times_n_or_unbounded() -> None:
     assert ob._output_limit({"temperature": 1}, chat) is None
     assert ob._output_limit({"max_tokens": True}, chat) is None  # not a number of tokens
     assert ob._output_limit({"input": "x"}, "/v1/embeddings") == 0
+    body = {"messages": [user("abcd" * 11)], "max_tokens": 5}
+    assert ob._request_estimate(chat, body) == (17, 5)  # a request's worst case: 17 in, 5 out
 
 
 def test_validate_input_estimates_tokens_and_cost_of_a_known_file(tmp_path: Any) -> None:
