@@ -5486,25 +5486,25 @@ def _usd(amount: float) -> str:
     return "under $0.01"
 
 
-def _estimate_line(estimate: InputEstimate) -> str:
-    """The estimate in words, each amount with whose prices it used; no price, tokens only."""
+def _estimate_lines(estimate: InputEstimate) -> list[str]:
+    """The estimate in words: input, output, then whose prices the amounts are at (with no
+    price known, tokens only)."""
     known = estimate.prices is not None
-    parts = [f"~{estimate.input_tokens:,} input tokens"]
-    if known and estimate.input_cost is not None:
-        parts[0] += f" ({_usd(estimate.input_cost)})"
+    lines = [f"input   ~{estimate.input_tokens:,} tokens"]
+    if estimate.input_cost is not None:
+        lines[0] += f", {_usd(estimate.input_cost)}"
     if estimate.output_tokens is None:
-        parts.append(
-            f"output unbounded ({estimate.unbounded:,}/{estimate.requests:,} requests set no "
+        lines.append(
+            f"output  unbounded ({estimate.unbounded:,}/{estimate.requests:,} requests set no "
             "output limit)" + (", so no upper cost" if known else "")
         )
     else:
-        output = f"at most {estimate.output_tokens:,} output tokens"
-        if known and estimate.output_cost is not None:
-            output += f" ({_usd(estimate.output_cost)})"
-        parts.append(output)
+        lines.append(f"output  at most {estimate.output_tokens:,} tokens")
+        if estimate.output_cost is not None:
+            lines[1] += f", {_usd(estimate.output_cost)}"
     if known:
-        parts.append(f"at {estimate.prices}")
-    return ", ".join(parts)
+        lines.append(f"at {estimate.prices}")
+    return lines
 
 
 def _price_argument(text: str) -> tuple[str, tuple[float, ...]]:
@@ -9509,7 +9509,8 @@ def _cmd_validate(session: _Session) -> int:
             f"{_size(summary.bytes)}, {summary.endpoint}, model {summary.model or '-'}{inputs}"
         )
         if estimate is not None:
-            console.line(f"    {_estimate_line(estimate)}")
+            for line in _estimate_lines(estimate):
+                console.line(f"    {line}")
     else:
         cells = [
             summary.path,

@@ -4405,8 +4405,9 @@ def test_cli_validate_reports_a_summary_or_every_problem(
     ran = cli(client, "validate", str(path), tty=True)
     assert ran.out == (
         f"ok  {path}: 3 requests, {size} B, /v1/chat/completions, model gpt-4o-mini\n"
-        f"    ~30 input tokens (under $0.01), output unbounded (3/3 requests set no output "
-        f"limit), so no upper cost, at {PRICES}\n"
+        "    input   ~30 tokens, under $0.01\n"
+        "    output  unbounded (3/3 requests set no output limit), so no upper cost\n"
+        f"    at {PRICES}\n"
     )
     ran = cli(client, "validate", str(path))
     assert ran.out == (
@@ -10068,13 +10069,16 @@ def test_cli_validate_shows_the_estimate_and_whose_prices(client: Client, tmp_pa
     ran = cli(client, "validate", path, tty=True)
     assert ran.out == (
         f"ok  {path}: 2 requests, {size} B, /v1/chat/completions, model gpt-4o\n"
-        f"    ~35 input tokens (under $0.01), at most 200 output tokens (under $0.01), "
-        f"at {PRICES}\n"
+        "    input   ~35 tokens, under $0.01\n"
+        "    output  at most 200 tokens, under $0.01\n"
+        f"    at {PRICES}\n"
     )
     ran = cli(client, "validate", path, "--price", "gpt-4o=10000,20000", tty=True)
-    assert ran.out.splitlines()[1] == (
-        "    ~35 input tokens ($0.35), at most 200 output tokens ($4.00), at your --price"
-    )
+    assert ran.out.splitlines()[1:] == [
+        "    input   ~35 tokens, $0.35",
+        "    output  at most 200 tokens, $4.00",
+        "    at your --price",
+    ]
     ran = cli(client, "validate", path, "--price", "gpt-4o=10000,20000,5000")
     assert ran.out == (
         f"{path}\t2\t{size}\t/v1/chat/completions\tgpt-4o\t0\t35\t200\t0.350000\t4.000000"
@@ -10104,10 +10108,10 @@ def test_a_model_with_no_price_gets_tokens_only_and_the_words_no_price_known(
         "my-model", 1, 17, None, 1, None, None, None, "no price known for my-model"
     )
     ran = cli(client, "validate", path, tty=True)
-    assert (
-        ran.out.splitlines()[1]
-        == "    ~17 input tokens, output unbounded (1/1 requests set no output limit)"
-    )
+    assert ran.out.splitlines()[1:] == [  # tokens only: no amount, and no prices named
+        "    input   ~17 tokens",
+        "    output  unbounded (1/1 requests set no output limit)",
+    ]
     assert ran.err == "note: no price known for my-model: give --price my-model=IN,OUT[,CACHED]\n"
     piped = cli(client, "validate", path)
     assert piped.out.endswith("\t0\t17\t\t\t\t\n") and piped.err == ran.err
