@@ -4932,10 +4932,7 @@ def split_jsonl(
     """
     name = os.fspath(path)
     summary = validate_input(
-        name,
-        max_requests=_NO_LIMIT,
-        max_bytes=_NO_LIMIT,
-        max_embedding_inputs=_NO_LIMIT,
+        name, max_requests=_NO_LIMIT, max_bytes=_NO_LIMIT, max_embedding_inputs=_NO_LIMIT
     )
     limits = (max_requests, max_bytes, max_embedding_inputs)
     prefix = os.path.join(os.fspath(out_dir), _shard_stem(name, out_dir))
