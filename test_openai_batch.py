@@ -10136,3 +10136,14 @@ def test_the_readme_cost_example_prints_what_it_shows(
     exec(compile(block, "README.md", "exec"), {})
     shown = [line[2:] for line in block.splitlines() if line.startswith("# ")]
     assert capsys.readouterr().out.splitlines() == shown
+
+
+def test_the_readme_price_rows_are_the_tables() -> None:
+    rows = re.findall(
+        r"^  \| ([\w.-]+) \| ([\d.]+) \| ([\d.]+|—) \| ([\d.]+) \|$", _readme_text(), re.M
+    )
+    assert len(rows) >= 10
+    for model, given, cached, output in rows:
+        price = ob._PRICE_TABLE[model]
+        shown = (float(given), None if cached == "—" else float(cached), float(output))
+        assert shown == price[:3], model
