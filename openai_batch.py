@@ -159,6 +159,7 @@ __all__ = [
     "BatchResult",
     "BatchResultError",
     "InputSummary",
+    "InputEstimate",
     # JSONL helpers
     "write_jsonl",
     "read_jsonl",
@@ -1566,6 +1567,8 @@ class InputSummary(_Fields):
     embedding_inputs: int
     #: what the server may refuse though its rule is uncertain, a line each with where
     warnings: list[str] = _field(default_factory=list)
+    #: tokens and money, before anything is sent (None when not asked for)
+    estimate: InputEstimate | None = None
 
 
 def _check_not_seen(page: CursorPage[Any], seen: set[str | None]) -> None:
@@ -5023,6 +5026,7 @@ class _InputCheck:
         self.more = 0
         self.blanks: list[int] = []  # blank lines not yet known to be at the end
         self.warned: dict[str, list[int]] = {}  # a warning's message -> its lines
+        self.tally: _TokenTally | None = None  # the estimate's count, when one is asked for
 
     def problem(self, line: int | None, message: str) -> None:
         """A problem; one met before is listed once, with all its lines."""
@@ -5101,6 +5105,8 @@ class _InputCheck:
             self.problem(number, 'body sets "stream": true; batch requests cannot stream')
         if url == _EMBEDDINGS_URL or (url == "/embeddings" and self.rules.bare_urls):
             self.inputs += _embedding_inputs(body)
+        if self.tally is not None and isinstance(url, str):
+            self.tally.add(url, body)
 
     def body_model(self, number: int, model: object, url: object = None) -> None:
         if model is None and url in _DEFAULT_MODEL_ENDPOINTS:
@@ -5121,7 +5127,7 @@ class _InputCheck:
                 f"{self.model_line}; a batch runs one model",
             )
 
-    def finish(self, strict: bool) -> InputSummary:
+    def finish(self, strict: bool, prices: _Prices | None = None) -> InputSummary:
         for number, value, first in sorted(self.ids.repeats()):  # by line, as in memory
             self.problem(number, f"custom_id {_shown(value)} repeats line {first}")
         if self.lines == len(self.blanks):
@@ -5161,6 +5167,9 @@ class _InputCheck:
             self.model,
             self.inputs,
             [] if strict else _entries(self.warned),
+            None
+            if self.tally is None or prices is None
+            else self.tally.estimate(self.model, prices),
         )
 
 
@@ -5182,6 +5191,8 @@ def validate_input(
     max_problems: int = _MAX_PROBLEMS,
     strict: bool = False,
     provider: str = "openai",
+    prices: Mapping[str, Any] | _Prices | None = None,
+    estimate: bool = False,
 ) -> InputSummary:
     """Check a batch input file in one streaming pass, before it costs a day in the queue.
 
@@ -5196,6 +5207,12 @@ def validate_input(
 
     ``provider="azure"`` checks by Azure OpenAI's rules instead: 100,000 requests, no UTF-8
     byte-order mark, and urls with or without ``/v1`` (``/chat/completions``).
+
+    With ``estimate=True``, or ``prices``, the summary's ``estimate`` gives the tokens and
+    their cost (``InputEstimate``; counting them adds about a third to the time), at the
+    batch prices of the table, of a JSON file named by ``OPENAI_BATCH_PRICES``, or of
+    ``prices`` (``{model: (input, output[, cached_input])}`` in USD per million tokens), which
+    come first; a bad price raises ``ValueError`` naming it.
     """
     rules = _PROVIDERS.get(provider)
     if rules is None:
@@ -5209,6 +5226,9 @@ def validate_input(
         max_embedding_inputs,
     )
     check = _InputCheck(name, wanted, limits, max_problems, rules)
+    if estimate or prices is not None:  # prices first: a bad one is refused before reading
+        prices = prices if isinstance(prices, _Prices) else _Prices(prices)
+        check.tally = _TokenTally()
     if not rules.bom:
         with open(name, "rb") as handle:
             if handle.read(3) == _BOM:
@@ -5219,7 +5239,7 @@ def validate_input(
                 )
     for number, raw in _binary_lines(name):
         check.line(number, raw)
-    return check.finish(strict)
+    return check.finish(strict, prices if isinstance(prices, _Prices) else None)
 
 
 def _check_shape(path: _PathLike) -> None:
@@ -5458,6 +5478,434 @@ def write_failed_requests(
             out.discard()
             _remove_quietly(os.fspath(path))
     return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Prices and costs: what a batch will cost, by the model's batch price
+# ---------------------------------------------------------------------------------------------
+
+# USD per million tokens, by model: input, cached input and output at batch prices, then the
+# same three at standard prices (which the Batch API halves). None: no cached-input price.
+# Read on 2026-12-05 from the price map that LiteLLM 1.110.2 ships
+# (litellm/model_prices_and_context_window_backup.json): its `*_batches` keys, and where one
+# is absent, half the standard price, as the comment on the entry says. Prompts over 272k tokens
+# cost more on gpt-5.4 and gpt-5.5; the table has the price below that.
+_PRICE_TABLE: dict[str, tuple[float, float | None, float, float, float | None, float]] = {
+    "gpt-4o": (1.25, 0.625, 5.0, 2.5, 1.25, 10.0),  # cached: half the standard
+    "gpt-4o-2024-05-13": (2.5, None, 7.5, 5.0, None, 15.0),
+    "gpt-4o-mini": (0.075, 0.0375, 0.3, 0.15, 0.075, 0.6),  # cached: half the standard
+    "gpt-4.1": (1.0, 0.25, 4.0, 2.0, 0.5, 8.0),  # cached: half the standard
+    "gpt-4.1-mini": (0.2, 0.05, 0.8, 0.4, 0.1, 1.6),  # cached: half the standard
+    "gpt-4.1-nano": (0.05, 0.0125, 0.2, 0.1, 0.025, 0.4),  # cached: half the standard
+    "gpt-5": (0.625, 0.0625, 5.0, 1.25, 0.125, 10.0),
+    "gpt-5-mini": (0.125, 0.0125, 1.0, 0.25, 0.025, 2.0),
+    "gpt-5-nano": (0.025, 0.0025, 0.2, 0.05, 0.005, 0.4),
+    "gpt-5.1": (0.625, 0.0625, 5.0, 1.25, 0.125, 10.0),
+    "gpt-5.2": (0.875, 0.0875, 7.0, 1.75, 0.175, 14.0),
+    "gpt-5.4": (1.25, 0.13, 7.5, 2.5, 0.25, 15.0),
+    "gpt-5.4-mini": (0.375, 0.0375, 2.25, 0.75, 0.075, 4.5),
+    "gpt-5.4-nano": (0.1, 0.01, 0.625, 0.2, 0.02, 1.25),
+    "gpt-5.5": (2.5, 0.25, 15.0, 5.0, 0.5, 30.0),
+    "o1": (7.5, 3.75, 30.0, 15.0, 7.5, 60.0),  # cached: half the standard
+    "o1-pro": (75.0, None, 300.0, 150.0, None, 600.0),
+    "o3": (1.0, 0.25, 4.0, 2.0, 0.5, 8.0),  # cached: half the standard
+    "o3-pro": (10.0, None, 40.0, 20.0, None, 80.0),
+    "o3-mini": (0.55, 0.275, 2.2, 1.1, 0.55, 4.4),  # cached: half the standard
+    "o4-mini": (0.55, 0.1375, 2.2, 1.1, 0.275, 4.4),  # cached: half the standard
+    "text-embedding-3-small": (0.01, None, 0.0, 0.02, None, 0.0),
+    "text-embedding-3-large": (0.065, None, 0.0, 0.13, None, 0.0),
+    "text-embedding-ada-002": (0.05, None, 0.0, 0.1, None, 0.0),  # batch: half the standard
+}
+_TABLE_PRICES = "OpenAI batch prices of 2026-12 (LiteLLM 1.110.2)"
+_STANDARD_PRICES = "OpenAI standard prices of 2026-12 (LiteLLM 1.110.2)"
+#: the environment variable naming a JSON file of prices: {"model": {"input": 1.25, ...}}
+_PRICES_VARIABLE = "OPENAI_BATCH_PRICES"
+_PRICE_KEYS = ("input", "output", "cached_input")
+
+
+class _Price:
+    """One model's price in USD per million tokens, and whose it is (said beside every amount).
+
+    ``cached_input`` None bills cached tokens as input. ``standard`` is the same price outside
+    the Batch API, where it is known (the table's own prices).
+    """
+
+    def __init__(
+        self,
+        input: float,
+        output: float,
+        cached_input: float | None,
+        source: str,
+        standard: _Price | None = None,
+    ) -> None:
+        self.input, self.output, self.cached_input = input, output, cached_input
+        self.source, self.standard = source, standard
+
+    def cost(self, input_tokens: int, output_tokens: int, cached: int = 0) -> float:
+        """USD for the tokens; ``cached`` of the input tokens were read from the prompt cache."""
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        paid = (input_tokens - cached) * self.input + cached * cached_price
+        return (paid + output_tokens * self.output) / 1_000_000
+
+
+def _table_price(model: str) -> _Price | None:
+    row = _PRICE_TABLE.get(model)
+    if row is None:
+        return None
+    standard = _Price(row[3], row[5], row[4], _STANDARD_PRICES)
+    return _Price(row[0], row[2], row[1], _TABLE_PRICES, standard)
+
+
+def _price_family(model: str) -> str:
+    """A model's name without its date: gpt-4o-mini-2024-07-18 is priced as gpt-4o-mini."""
+    import re
+
+    match = re.fullmatch(r"(.+)-\d{4}-\d{2}-\d{2}", model)
+    return model if match is None else match.group(1)
+
+
+class _Prices:
+    """Prices by model: the caller's own, then a JSON file named by ``OPENAI_BATCH_PRICES``,
+    then the table. A dated name falls back to its family's price (its own first)."""
+
+    def __init__(
+        self,
+        given: Mapping[str, Any] | None = None,
+        given_as: str = "your prices",
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        self.given = {
+            model: _parse_price(value, f"prices[{model!r}]", given_as)
+            for model, value in (given or {}).items()
+        }
+        self.file = _prices_file(environ.get(_PRICES_VARIABLE, ""))
+
+    def price(self, model: str | None) -> _Price | None:
+        """The price of ``model``, or None where none is known."""
+        if model is None:
+            return None
+        for name in dict.fromkeys((model, _price_family(model))):
+            for prices in (self.given, self.file):
+                if name in prices:
+                    return prices[name]
+            price = _table_price(name)
+            if price is not None:
+                return price
+        return None
+
+    def cost(
+        self, model: str | None, input_tokens: int, output_tokens: int, cached: int = 0
+    ) -> float | None:
+        """USD for the tokens at the model's batch price; None with no price known."""
+        price = self.price(model)
+        return None if price is None else price.cost(input_tokens, output_tokens, cached)
+
+    def standard_cost(
+        self, model: str | None, input_tokens: int, output_tokens: int, cached: int = 0
+    ) -> float | None:
+        """USD for the same tokens at standard (non-batch) prices; None where not known."""
+        price = self.price(model)
+        if price is None or price.standard is None:
+            return None
+        return price.standard.cost(input_tokens, output_tokens, cached)
+
+
+def _parse_price(value: object, where: str, source: str) -> _Price:
+    """A price given as ``(input, output[, cached_input])`` or as a mapping of those keys."""
+    if isinstance(value, _Price):
+        return value
+    if isinstance(value, (list, tuple)) and 2 <= len(value) <= 3:
+        value = dict(zip(_PRICE_KEYS, value))
+    if not isinstance(value, dict) or not value:
+        raise _ArgumentError(
+            f"{where}: expected a price as (input, output[, cached_input]) or "
+            f'{{"input": ..., "output": ..., "cached_input": ...}} in USD per million '
+            f"tokens, got {_clip(repr(value), 80)}"
+        )
+    unknown = sorted(set(value) - set(_PRICE_KEYS))
+    if unknown:
+        raise _ArgumentError(f"{where}: unknown key {unknown[0]!r} (give {', '.join(_PRICE_KEYS)})")
+    numbers = [_usd_per_million(value.get(key), f"{where}: {key}") for key in _PRICE_KEYS]
+    if numbers[0] is None or numbers[1] is None:
+        missing = "input" if numbers[0] is None else "output"
+        raise _ArgumentError(f"{where}: {missing} price is missing")
+    return _Price(numbers[0], numbers[1], numbers[2], source)
+
+
+def _usd_per_million(value: object, where: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value) if isinstance(value, (int, float, str)) else math.nan
+    except ValueError:
+        number = math.nan
+    if isinstance(value, bool) or not (0 <= number < math.inf):
+        raise _ArgumentError(
+            f"{where} must be a number of USD per million tokens, 0 or more, got {value!r}"
+        )
+    return number
+
+
+def _prices_file(path: str) -> dict[str, _Price]:
+    """The prices in the JSON file named by OPENAI_BATCH_PRICES; none when it is unset."""
+    if not path:
+        return {}
+    where = f"{_PRICES_VARIABLE}={path}"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        raise _ArgumentError(f"{where}: cannot read it: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise _ArgumentError(f"{where}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _ArgumentError(
+            f'{where}: expected a JSON object of prices by model ({{"gpt-4o": {{"input": 1.25, '
+            f'"output": 5}}}}), got {_json_type(data)}'
+        )
+    source = f"the prices in {path}"
+    return {
+        model: _parse_price(value, f"{where}: {model}", source) for model, value in data.items()
+    }
+
+
+# Counting the tokens a request's text will be, without a tokenizer. OpenAI's tokenizers
+# (o200k_base, cl100k_base) make a token of about 4.4 ASCII characters of English or code. A
+# character that UTF-8 writes in two bytes (Cyrillic, Greek, Arabic, accents) is about 0.4 of a
+# token; of those in three, one of Chinese, Japanese or Korean is most of a token, one of an
+# Indic script or Thai (lead byte E0) 0.4, and punctuation such as “ ” … (lead byte E2) 0.7.
+# A chat message costs 4 tokens more (its role and delimiters), and the reply's start 3, as
+# OpenAI's cookbook counts them. bench/token_estimate.py measures the error against tiktoken.
+_ASCII_PER_TOKEN = 4.4
+_TOKENS_PER_2_BYTE_CHAR = 0.4
+_TOKENS_PER_CJK_CHAR = 0.8
+_TOKENS_PER_INDIC_CHAR = 0.4
+_TOKENS_PER_MARK = 0.7
+_TOKENS_PER_MESSAGE = 4
+_TOKENS_PER_REPLY = 3
+
+
+def _text_tokens(text: str) -> float:
+    """About how many tokens ``text`` is, from its characters and their UTF-8 widths."""
+    if text.isascii():  # the common case, at C speed
+        return len(text) / _ASCII_PER_TOKEN
+    size = len(text)
+    plain = len(text.encode("ascii", "ignore"))
+    wide = size - plain  # characters of 2, 3 or 4 bytes
+    data = text.encode("utf-8", "surrogatepass")
+    three = min(max(len(data) - size - wide, 0), wide)  # a 4-byte one (an emoji) counts as 3
+    indic, marks = data.count(b"\xe0"), data.count(b"\xe2")
+    return (
+        plain / _ASCII_PER_TOKEN
+        + (wide - three) * _TOKENS_PER_2_BYTE_CHAR
+        + indic * _TOKENS_PER_INDIC_CHAR
+        + marks * _TOKENS_PER_MARK
+        + max(three - indic - marks, 0) * _TOKENS_PER_CJK_CHAR
+    )
+
+
+def _content_tokens(content: object) -> float:
+    """The text a model reads in a content value: a string, a part with text, or a list."""
+    if isinstance(content, str):
+        return _text_tokens(content)
+    if isinstance(content, dict):
+        text = content.get("text")
+        return _text_tokens(text) if isinstance(text, str) else 0.0
+    if isinstance(content, list):
+        return sum(_content_tokens(part) for part in content if not isinstance(part, list))
+    return 0.0
+
+
+def _messages_tokens(messages: object) -> float:
+    """Chat messages (or Responses input items): their text, plus each message's overhead."""
+    if not isinstance(messages, list):
+        return 0.0
+    total = 0.0
+    for message in messages:
+        if type(message) is not dict:
+            continue
+        content = message.get("content")
+        if type(content) is str and content.isascii():  # the common case, without a call
+            total += _TOKENS_PER_MESSAGE + len(content) / _ASCII_PER_TOKEN
+        else:
+            total += _TOKENS_PER_MESSAGE + _content_tokens(content)
+        if not _CALL_KEYS.isdisjoint(message):  # a call's arguments, or a tool's output
+            total += sum(_json_tokens(message[key]) for key in _CALL_KEYS if key in message)
+    return total
+
+
+# the fields of a message, and of a body, that the model reads as JSON text
+_CALL_KEYS = frozenset({"tool_calls", "function_call", "arguments", "output"})
+_STRUCTURED_KEYS = frozenset({"tools", "functions", "response_format", "text"})
+
+
+def _json_tokens(value: object) -> float:
+    """Structured input (tool definitions, a schema, a call's arguments), read as its text."""
+    if isinstance(value, str):
+        return _text_tokens(value)
+    return _text_tokens(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def _input_tokens(url: str, body: Mapping[str, Any]) -> int:
+    """About how many input tokens a request's body is: the text the model reads, not JSON."""
+    text = 0.0
+    if "messages" in body:  # chat completions
+        text = _TOKENS_PER_REPLY + _messages_tokens(body["messages"])
+    elif url.endswith("/responses"):
+        value = body.get("input")
+        text = _TOKENS_PER_REPLY + (
+            _TOKENS_PER_MESSAGE + _content_tokens(value)
+            if isinstance(value, str)
+            else _messages_tokens(value)
+        )
+        if isinstance(body.get("instructions"), str):
+            text += _TOKENS_PER_MESSAGE + _text_tokens(body["instructions"])
+    else:  # embeddings, moderations, completions: a string, a list of them, or token ids
+        value = body.get("input", body.get("prompt"))
+        if isinstance(value, list) and value and isinstance(value[0], int):
+            return len(value)  # token ids, counted exactly
+        for item in value if isinstance(value, list) else [value]:
+            text += len(item) if isinstance(item, list) else math.ceil(_content_tokens(item))
+    if not _STRUCTURED_KEYS.isdisjoint(body):
+        for key in _STRUCTURED_KEYS & body.keys():
+            if isinstance(body[key], (list, dict)):
+                text += _json_tokens(body[key])
+    return math.ceil(text)
+
+
+def _output_limit(body: Mapping[str, Any], url: str) -> int | None:
+    """The most output tokens a request may bill: its limit times ``n``; None for no limit."""
+    limit = body.get("max_tokens")
+    if limit is None:
+        limit = body.get("max_completion_tokens", body.get("max_output_tokens"))
+    if type(limit) is int and limit >= 0:  # not a bool, nor a float
+        choices = body.get("n")
+        return limit * choices if type(choices) is int and choices > 1 else limit
+    return 0 if url.endswith(_NO_OUTPUT_URLS) else None
+
+
+_NO_OUTPUT_URLS = ("/embeddings", "/moderations")
+
+
+def _request_estimate(url: str, body: Mapping[str, Any]) -> tuple[int, int | None]:
+    """One request's input tokens, about, and its output tokens at most (None: no limit).
+
+    The worst case of a request is its input plus its maximum output, at the model's price.
+    """
+    return _input_tokens(url, body), _output_limit(body, url)
+
+
+@_dataclass
+class InputEstimate(_Fields):
+    """What an input file will cost, estimated before anything is sent.
+
+    ``input_tokens`` counts the text the model reads (about 4 ASCII characters a token; see
+    README "What a batch will cost"), ``output_tokens`` is at most what the requests' limits
+    allow, None when ``unbounded`` requests set no limit. Costs are in USD at ``prices``
+    (whose, and from when), None where no price is known (``note`` says so) or no bound is.
+    """
+
+    model: str | None
+    requests: int
+    input_tokens: int
+    output_tokens: int | None
+    unbounded: int
+    input_cost: float | None
+    output_cost: float | None
+    prices: str | None
+    note: str | None = None
+
+
+class _TokenTally:
+    """The running estimate of one input file: requests, input tokens, output tokens at most."""
+
+    def __init__(self) -> None:
+        self.requests = self.input_tokens = self.output_tokens = self.unbounded = 0
+
+    def add(self, url: str, body: Mapping[str, Any]) -> None:
+        tokens, limit = _request_estimate(url, body)
+        self.requests += 1
+        self.input_tokens += tokens
+        if limit is None:
+            self.unbounded += 1
+        else:
+            self.output_tokens += limit
+
+    def estimate(self, model: str | None, prices: _Prices) -> InputEstimate:
+        output = None if self.unbounded else self.output_tokens
+        price = prices.price(model)
+        if price is None:
+            note = f"no price known for {model}" if model else "no model named, so no price"
+            return InputEstimate(
+                model,
+                self.requests,
+                self.input_tokens,
+                output,
+                self.unbounded,
+                None,
+                None,
+                None,
+                note,
+            )
+        input_cost = price.cost(self.input_tokens, 0)
+        output_cost = None if output is None else price.cost(0, output)
+        return InputEstimate(
+            model,
+            self.requests,
+            self.input_tokens,
+            output,
+            self.unbounded,
+            input_cost,
+            output_cost,
+            price.source,
+            None,
+        )
+
+
+def _usd(amount: float) -> str:
+    """An amount of money as a person reads it: to the cent, and "under $0.01" below one."""
+    if amount >= 0.01 or amount == 0:
+        return f"${amount:,.2f}"
+    return "under $0.01"
+
+
+def _estimate_lines(estimate: InputEstimate) -> list[str]:
+    """The estimate in words: input, output, then whose prices the amounts are at (with no
+    price known, tokens only)."""
+    known = estimate.prices is not None
+    lines = [f"input   ~{estimate.input_tokens:,} tokens"]
+    if estimate.input_cost is not None:
+        lines[0] += f", {_usd(estimate.input_cost)}"
+    if estimate.output_tokens is None:
+        lines.append(
+            f"output  unbounded ({estimate.unbounded:,}/{estimate.requests:,} requests set no "
+            "output limit)" + (", so no upper cost" if known else "")
+        )
+    else:
+        lines.append(f"output  at most {estimate.output_tokens:,} tokens")
+        if estimate.output_cost is not None:
+            lines[1] += f", {_usd(estimate.output_cost)}"
+    if known:
+        lines.append(f"at {estimate.prices}")
+    return lines
+
+
+def _price_argument(text: str) -> tuple[str, tuple[float, ...]]:
+    """--price MODEL=IN,OUT[,CACHED]: a model's price in USD per million tokens."""
+    import argparse
+
+    model, _, figures = text.partition("=")
+    values = figures.split(",")
+    try:
+        numbers = tuple(float(value) for value in values)
+    except ValueError:
+        numbers = ()
+    if not model or not 2 <= len(numbers) <= 3 or not all(0 <= n < math.inf for n in numbers):
+        raise argparse.ArgumentTypeError(
+            "expected MODEL=IN,OUT[,CACHED] in USD per million tokens (gpt-4o=1.25,5), "
+            f"got {text!r}"
+        )
+    return model, numbers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -9757,11 +10205,19 @@ def _cmd_files_content(session: _Session) -> int:
 
 def _cmd_validate(session: _Session) -> int:
     args = session.args
+    prices = _Prices(dict(args.price or ()), given_as="your --price")
     summary = validate_input(
-        args.file, endpoint=args.endpoint, strict=args.strict, provider=session.provider
+        args.file,
+        endpoint=args.endpoint,
+        strict=args.strict,
+        provider=session.provider,
+        prices=prices,
     )
     console = session.console
     _show_warnings(console, summary)
+    estimate = summary.estimate
+    if estimate is not None and estimate.note and estimate.model:
+        console.note(f"note: {estimate.note}: give --price {estimate.model}=IN,OUT[,CACHED]")
     if args.check_models and summary.model:
         found = _check_model(session, summary.model)
         if found:
@@ -9778,14 +10234,25 @@ def _cmd_validate(session: _Session) -> int:
             f"ok  {summary.path}: {_plural(summary.requests, 'request')}, "
             f"{_size(summary.bytes)}, {summary.endpoint}, model {summary.model or '-'}{inputs}"
         )
+        if estimate is not None:
+            for line in _estimate_lines(estimate):
+                console.line(f"    {line}")
     else:  # labelled, as run's events are in a pipe: a script finds a field by its name
-        fields = {
+        fields: dict[str, object] = {
             "requests": summary.requests,
             "bytes": summary.bytes,
             "endpoint": summary.endpoint,
             "model": summary.model or "",
             "embedding_inputs": summary.embedding_inputs,
         }
+        if estimate is not None:  # output at most "" when unbounded; USD "" when unknown
+            fields.update(
+                input_tokens=estimate.input_tokens,
+                output_tokens=_blank_if_none(estimate.output_tokens),
+                input_usd="" if estimate.input_cost is None else f"{estimate.input_cost:.6f}",
+                output_usd="" if estimate.output_cost is None else f"{estimate.output_cost:.6f}",
+                prices=estimate.prices or "",
+            )
         cells = ["ok", summary.path, *(f"{name}={value}" for name, value in fields.items())]
         console.line("\t".join(cells))
     return _EXIT_OK
@@ -10611,6 +11078,13 @@ def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
         "--check-models",
         action="store_true",
         help="warn if the server does not list the file's model (needs the key)",
+    )
+    validate.add_argument(
+        "--price",
+        action="append",
+        type=_price_argument,
+        metavar="MODEL=IN,OUT[,CACHED]",
+        help="a model's batch price in USD per million tokens, for the estimate",
     )
     _json_flag(validate)
     submit = _add(commands, waiting, "submit", _cmd_submit, "validate, upload and start a batch")

@@ -1950,7 +1950,7 @@ import dataclasses
 event = ob.BatchCompletedWebhookEvent.from_dict({"id": "e", "created_at": 1, "data": {"id": "b"}})
 print(dataclasses.is_dataclass(event), dataclasses.is_dataclass(ob.WebhookEventData))
 print([f.name for f in dataclasses.fields(event)])
-last = dataclasses.fields(ob.InputSummary)[-1]
+last = [f for f in dataclasses.fields(ob.InputSummary) if f.name == "warnings"][0]
 print(dataclasses.fields(ob.JobReport)[-1].name, last.name, last.default_factory.__name__)
 print(dataclasses.asdict(ob.BatchRequest("a", {"model": "m"})))
 print(dataclasses.replace(ob.Batch(id="x", status="completed"), id="y"))
@@ -1965,7 +1965,8 @@ def test_api_objects_are_dataclasses_made_when_first_asked() -> None:
     probe = _DATACLASS_PROBE.replace("FOLDER", repr(folder))
     done = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    report, summary = dataclasses.fields(ob.JobReport)[-1], dataclasses.fields(ob.InputSummary)[-1]
+    report = dataclasses.fields(ob.JobReport)[-1]
+    (summary,) = [f for f in dataclasses.fields(ob.InputSummary) if f.name == "warnings"]
     assert done.stdout.splitlines() == [
         "True True",
         "['id', 'created_at', 'data', 'type', 'object']",
@@ -4577,11 +4578,17 @@ def test_cli_validate_reports_a_summary_or_every_problem(
     ob.write_jsonl(path, chat_requests(3))
     size = path.stat().st_size
     ran = cli(client, "validate", str(path), tty=True)
-    assert ran.out == f"ok  {path}: 3 requests, {size} B, /v1/chat/completions, model gpt-4o-mini\n"
+    assert ran.out == (
+        f"ok  {path}: 3 requests, {size} B, /v1/chat/completions, model gpt-4o-mini\n"
+        "    input   ~30 tokens, under $0.01\n"
+        "    output  unbounded (3/3 requests set no output limit), so no upper cost\n"
+        f"    at {PRICES}\n"
+    )
     ran = cli(client, "validate", str(path))
     assert ran.out == (  # issue 18: "ok", and each number labelled
         f"ok\t{path}\trequests=3\tbytes={size}\tendpoint=/v1/chat/completions\t"
-        "model=gpt-4o-mini\tembedding_inputs=0\n"
+        "model=gpt-4o-mini\tembedding_inputs=0\tinput_tokens=30\toutput_tokens=\t"
+        f"input_usd=0.000002\toutput_usd=\tprices={PRICES}\n"
     )
     assert json.loads(cli(client, "validate", str(path), "--json").out)["requests"] == 3
     bad = write_lines(
@@ -11060,3 +11067,288 @@ def test_run_killed_while_cancelling_goes_on_cancelling(tmp_path: Any, again: li
             line["error"]["code"] == "job_cancelled" for line in lines
         ), lines[0]
         assert len(api.batches) == 3
+
+
+# ---------------------------------------------------------------- Prices and costs
+
+PRICES = "OpenAI batch prices of 2026-12 (LiteLLM 1.110.2)"
+
+
+def chat_line(custom_id: str, messages: list[Any], **body: Any) -> dict[str, Any]:
+    """A chat request line to gpt-4o with these messages and body fields."""
+    return request_line(custom_id, body={"model": "gpt-4o", "messages": messages, **body})
+
+
+def user(content: object) -> dict[str, object]:
+    return {"role": "user", "content": content}
+
+
+# By hand: 44 ASCII characters are 10 tokens (4.4 a token); "You are terse." 14 / 4.4.
+# Request 1: 3 (the reply) + 4 + 14/4.4 (system) + 4 + 10 (user) = 24.18 -> 25, output 100.
+# Request 2: 3 + 4 + 6 x 0.4 (Cyrillic) = 9.4 -> 10, output 50 x n=2 = 100.
+KNOWN_FILE = [
+    chat_line(
+        "a",
+        [{"role": "system", "content": "You are terse."}, user("abcd" * 11)],
+        max_tokens=100,
+    ),
+    chat_line("b", [user("привет")], max_completion_tokens=50, n=2),
+]
+
+
+def test_text_tokens_count_characters_by_their_script() -> None:
+    assert ob._text_tokens("abcd" * 11) == pytest.approx(10.0)
+    assert ob._text_tokens("привет") == pytest.approx(6 * 0.4)  # two UTF-8 bytes each
+    assert ob._text_tokens("你好") == pytest.approx(2 * 0.8)  # Chinese, Japanese, Korean
+    assert ob._text_tokens("नमस्ते") == pytest.approx(6 * 0.4)  # Indic: lead byte E0
+    assert ob._text_tokens("“ok”") == pytest.approx(2 / 4.4 + 2 * 0.7)  # marks: lead byte E2
+    assert ob._text_tokens("") == 0
+
+
+def test_input_tokens_count_the_text_the_model_reads_not_the_json() -> None:
+    chat = "/v1/chat/completions"
+    system = {"role": "system", "content": "You are terse."}
+    assert ob._input_tokens(chat, {"messages": [system, user("abcd" * 11)]}) == 25
+    parts = [{"type": "text", "text": "abcd" * 11}, {"type": "image_url", "image_url": {}}]
+    assert ob._input_tokens(chat, {"messages": [user(parts)]}) == 3 + 4 + 10
+    tools = [{"type": "function", "function": {"name": "f"}}]  # 45 characters of JSON
+    assert ob._input_tokens(chat, {"messages": [user("")], "tools": tools}) == 18  # 7 + 10.2
+    responses = {"input": "abcd" * 11, "instructions": "x" * 22}
+    assert ob._input_tokens("/v1/responses", responses) == 3 + 4 + 10 + 4 + 5
+    embeddings = "/v1/embeddings"
+    assert ob._input_tokens(embeddings, {"input": ["abcd" * 11, "x" * 22]}) == 15
+    assert ob._input_tokens(embeddings, {"input": "x"}) == 1  # a text is a token at least
+    assert ob._input_tokens(embeddings, {"input": [1, 2, 3]}) == 3  # token ids, exactly
+    assert ob._input_tokens(embeddings, {"input": [[1, 2], [3]]}) == 3
+    assert ob._input_tokens("/v1/completions", {"prompt": "abcd" * 11}) == 10
+    moderation = {"input": [{"type": "text", "text": "abcd" * 11}]}
+    assert ob._input_tokens("/v1/moderations", moderation) == 10
+
+
+def test_output_is_bounded_by_the_bodys_limit_times_n_or_unbounded() -> None:
+    chat = "/v1/chat/completions"
+    assert ob._output_limit({"max_tokens": 50}, chat) == 50
+    assert ob._output_limit({"max_completion_tokens": 50, "n": 3}, chat) == 150
+    assert ob._output_limit({"max_output_tokens": 70}, "/v1/responses") == 70
+    assert ob._output_limit({"temperature": 1}, chat) is None
+    assert ob._output_limit({"max_tokens": True}, chat) is None  # not a number of tokens
+    assert ob._output_limit({"input": "x"}, "/v1/embeddings") == 0
+    body = {"messages": [user("abcd" * 11)], "max_tokens": 5}
+    assert ob._request_estimate(chat, body) == (17, 5)  # a request's worst case: 17 in, 5 out
+
+
+def test_validate_input_estimates_tokens_and_cost_of_a_known_file(tmp_path: Any) -> None:
+    path = write_lines(tmp_path / "in.jsonl", KNOWN_FILE)
+    estimate = ob.validate_input(path, estimate=True).estimate
+    assert estimate == ob.InputEstimate(
+        "gpt-4o", 2, 35, 200, 0, 35 * 1.25 / 1e6, 200 * 5.0 / 1e6, PRICES, None
+    )
+    unbounded = write_lines(tmp_path / "more.jsonl", [*KNOWN_FILE, chat_line("c", [user("")])])
+    estimate = ob.validate_input(unbounded, estimate=True).estimate
+    assert estimate is not None
+    assert (estimate.input_tokens, estimate.output_tokens, estimate.unbounded) == (42, None, 1)
+    assert estimate.output_cost is None and estimate.input_cost == pytest.approx(42 * 1.25 / 1e6)
+    assert ob.validate_input(path).estimate is None  # not asked for
+
+
+def test_embeddings_are_estimated_with_no_output(tmp_path: Any) -> None:
+    body = {"model": "text-embedding-3-small", "input": ["abcd" * 11, "x" * 22]}
+    path = write_lines(tmp_path / "in.jsonl", [request_line("e", url="/v1/embeddings", body=body)])
+    estimate = ob.validate_input(path, estimate=True).estimate
+    assert estimate == ob.InputEstimate(
+        "text-embedding-3-small", 1, 15, 0, 0, 15 * 0.01 / 1e6, 0.0, PRICES, None
+    )
+
+
+def test_prices_by_model_with_dated_names_cached_input_and_standard_prices() -> None:
+    prices = ob._Prices(environ={})
+    assert prices.cost("gpt-4o", 1_000_000, 1_000_000, cached=500_000) == 0.625 + 0.3125 + 5
+    assert prices.standard_cost("gpt-4o", 1_000_000, 1_000_000, cached=500_000) == 11.875
+    dated = prices.price("gpt-4o-mini-2024-07-18")
+    assert dated is not None and (dated.input, dated.output) == (0.075, 0.3)
+    own = prices.price("gpt-4o-2024-05-13")  # a dated model with a price of its own
+    assert own is not None and (own.input, own.output) == (2.5, 7.5)
+    assert prices.cost("o1-pro", 0, 0, cached=0) == 0  # no cached price: billed as input
+    assert prices.price("my-model") is None and prices.cost("my-model", 1, 1) is None
+    assert prices.standard_cost("my-model", 1, 1) is None
+
+
+def test_prices_given_come_before_the_file_which_comes_before_the_table(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "prices.json"
+    file.write_text(
+        json.dumps({"gpt-4o": {"input": 3, "output": 4}, "my-model": {"input": 1, "output": 2}})
+    )
+    monkeypatch.setenv("OPENAI_BATCH_PRICES", str(file))
+    path = write_lines(tmp_path / "in.jsonl", KNOWN_FILE)
+    estimate = ob.validate_input(path, estimate=True).estimate
+    assert estimate is not None and estimate.prices == f"the prices in {file}"
+    assert estimate.input_cost == pytest.approx(35 * 3 / 1e6)
+    estimate = ob.validate_input(path, prices={"gpt-4o": (2, 8, 1)}).estimate
+    assert estimate is not None and estimate.prices == "your prices"
+    assert estimate.output_cost == pytest.approx(200 * 8 / 1e6)
+    given = ob.validate_input(path, prices={"gpt-4o": {"input": 2, "output": 8}}).estimate
+    assert given is not None and given.output_cost == estimate.output_cost
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            (1,),
+            "prices['gpt-4o']: expected a price as (input, output[, cached_input]) or "
+            '{"input": ..., "output": ..., "cached_input": ...} in USD per million tokens, '
+            "got (1,)",
+        ),
+        (
+            {"input": "x", "output": 1},
+            "prices['gpt-4o']: input must be a number of USD per million tokens, 0 or more, "
+            "got 'x'",
+        ),
+        (
+            (1, -2),
+            "prices['gpt-4o']: output must be a number of USD per million tokens, 0 or more, "
+            "got -2",
+        ),
+        ({"input": 1}, "prices['gpt-4o']: output price is missing"),
+        (
+            {"input": 1, "output": 2, "cache": 3},
+            "prices['gpt-4o']: unknown key 'cache' (give input, output, cached_input)",
+        ),
+    ],
+)
+def test_a_bad_price_given_is_refused_naming_it(tmp_path: Any, value: object, message: str) -> None:
+    path = write_lines(tmp_path / "in.jsonl", KNOWN_FILE)
+    with raises(ValueError) as info:
+        ob.validate_input(path, prices={"gpt-4o": value})
+    assert str(info.value) == message
+
+
+def test_a_bad_prices_file_is_refused_naming_the_variable_and_the_value(
+    client: Client, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_lines(tmp_path / "in.jsonl", KNOWN_FILE)
+    file = tmp_path / "prices.json"
+    where = f"OPENAI_BATCH_PRICES={file}"
+    monkeypatch.setenv("OPENAI_BATCH_PRICES", str(file))
+    cases = [
+        (None, f"{where}: cannot read it: No such file or directory"),
+        (
+            "{",
+            f"{where}: not valid JSON: Expecting property name enclosed in double quotes: "
+            "line 1 column 2 (char 1)",
+        ),
+        (
+            "[]",
+            f'{where}: expected a JSON object of prices by model ({{"gpt-4o": {{"input": '
+            '1.25, "output": 5}}), got an array',
+        ),
+        (
+            '{"my-model": {"input": 1, "output": "lots"}}',
+            f"{where}: my-model: output must be a "
+            "number of USD per million tokens, 0 or more, got 'lots'",
+        ),
+    ]
+    for content, message in cases:
+        if content is not None:
+            file.write_text(content)
+        with raises(ValueError) as info:
+            ob.validate_input(path, estimate=True)
+        assert str(info.value) == message
+        ran = cli(client, "validate", path)
+        assert (ran.code, ran.out, ran.err) == (2, "", f"error: {message}\n")
+    assert ob.split_jsonl(path, tmp_path / "shards")  # splitting reads no prices
+    assert ob.validate_input(path).estimate is None  # nor does a validation with no estimate
+
+
+def test_cli_validate_shows_the_estimate_and_whose_prices(client: Client, tmp_path: Any) -> None:
+    path = write_lines(tmp_path / "in.jsonl", KNOWN_FILE)
+    size = os.path.getsize(path)
+    ran = cli(client, "validate", path, tty=True)
+    assert ran.out == (
+        f"ok  {path}: 2 requests, {size} B, /v1/chat/completions, model gpt-4o\n"
+        "    input   ~35 tokens, under $0.01\n"
+        "    output  at most 200 tokens, under $0.01\n"
+        f"    at {PRICES}\n"
+    )
+    ran = cli(client, "validate", path, "--price", "gpt-4o=10000,20000", tty=True)
+    assert ran.out.splitlines()[1:] == [
+        "    input   ~35 tokens, $0.35",
+        "    output  at most 200 tokens, $4.00",
+        "    at your --price",
+    ]
+    ran = cli(client, "validate", path, "--price", "gpt-4o=10000,20000,5000")
+    assert ran.out == (
+        f"ok\t{path}\trequests=2\tbytes={size}\tendpoint=/v1/chat/completions\tmodel=gpt-4o"
+        "\tembedding_inputs=0\tinput_tokens=35\toutput_tokens=200\tinput_usd=0.350000"
+        "\toutput_usd=4.000000\tprices=your --price\n"
+    )
+    shown = json.loads(cli(client, "validate", path, "--json").out)["estimate"]
+    assert shown == {
+        "model": "gpt-4o",
+        "requests": 2,
+        "input_tokens": 35,
+        "output_tokens": 200,
+        "unbounded": 0,
+        "input_cost": 35 * 1.25 / 1e6,
+        "output_cost": 0.001,
+        "prices": PRICES,
+        "note": None,
+    }
+
+
+def test_a_model_with_no_price_gets_tokens_only_and_the_words_no_price_known(
+    client: Client, tmp_path: Any
+) -> None:
+    lines = [request_line("a", body={"model": "my-model", "messages": [user("abcd" * 11)]})]
+    path = write_lines(tmp_path / "in.jsonl", lines)
+    estimate = ob.validate_input(path, estimate=True).estimate
+    assert estimate == ob.InputEstimate(
+        "my-model", 1, 17, None, 1, None, None, None, "no price known for my-model"
+    )
+    ran = cli(client, "validate", path, tty=True)
+    assert ran.out.splitlines()[1:] == [  # tokens only: no amount, and no prices named
+        "    input   ~17 tokens",
+        "    output  unbounded (1/1 requests set no output limit)",
+    ]
+    assert ran.err == "note: no price known for my-model: give --price my-model=IN,OUT[,CACHED]\n"
+    piped = cli(client, "validate", path)
+    assert (
+        piped.out.endswith(
+            "\tembedding_inputs=0\tinput_tokens=17\toutput_tokens=\tinput_usd=\toutput_usd=\tprices=\n"
+        )
+        and piped.err == ran.err
+    )
+
+
+def test_a_bad_price_flag_is_a_usage_error(client: Client, tmp_path: Any) -> None:
+    path = write_lines(tmp_path / "in.jsonl", KNOWN_FILE)
+    for bad in ("gpt-4o=1", "gpt-4o=1,x", "=1,2", "gpt-4o=1,2,3,4", "gpt-4o=-1,2", "gpt-4o=1,inf"):
+        ran = cli(client, "validate", path, "--price", bad)
+        assert ran.code == 2 and ran.err.endswith(
+            "error: argument --price: expected MODEL=IN,OUT[,CACHED] in USD per million tokens "
+            f"(gpt-4o=1.25,5), got {bad!r}\n"
+        )
+
+
+def test_the_readme_cost_example_prints_what_it_shows(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_BATCH_PRICES", raising=False)
+    (block,) = [block for block in _readme_blocks("python") if "hamlet.jsonl" in block]
+    exec(compile(block, "README.md", "exec"), {})
+    shown = [line[2:] for line in block.splitlines() if line.startswith("# ")]
+    assert capsys.readouterr().out.splitlines() == shown
+
+
+def test_the_readme_price_rows_are_the_tables() -> None:
+    rows = re.findall(
+        r"^  \| ([\w.-]+) \| ([\d.]+) \| ([\d.]+|—) \| ([\d.]+) \|$", _readme_text(), re.M
+    )
+    assert len(rows) >= 10
+    for model, given, cached, output in rows:
+        price = ob._PRICE_TABLE[model]
+        shown = (float(given), None if cached == "—" else float(cached), float(output))
+        assert shown == price[:3], model
