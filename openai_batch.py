@@ -2776,7 +2776,8 @@ class BinaryContent:
         self._transport.release(self._connection, self._response)
 
     def iter_lines(self) -> Iterator[str]:
-        """The body as text lines, without their line endings."""
+        r"""The body as text lines, without their endings (``\n``, ``\r\n`` or ``\r``, as
+        httpx splits them)."""
         # A line not ended yet is kept in pieces and joined once, when it ends: adding each
         # chunk to it copied it again for every chunk, and a line of 80 MB took 75 s.
         pending: list[bytes] = []
@@ -2785,12 +2786,11 @@ class BinaryContent:
             if ended:
                 ended[0] = b"".join([*pending, ended[0]])
                 pending = []
-            for line in ended:
-                yield line.rstrip(b"\r").decode("utf-8")
+            for line in ended:  # a "\r" before the "\n" is their ending; any other, one too
+                yield from line[: -1 if line.endswith(b"\r") else None].decode("utf-8").split("\r")
             pending.append(rest)
-        last = b"".join(pending)
-        if last:
-            yield last.rstrip(b"\r").decode("utf-8")
+        last = b"".join(pending).decode("utf-8").split("\r")
+        yield from last[:-1] if last[-1] == "" else last  # as _split_lines: none after the end
 
     def read(self) -> bytes:
         """The whole body (kept in memory; prefer ``write_to_file`` for large files)."""
@@ -2816,8 +2816,12 @@ class BinaryContent:
 
         decoder = codecs.getincrementaldecoder("utf-8")()
         for chunk in self.iter_bytes(chunk_size):
-            yield decoder.decode(chunk)
-        yield decoder.decode(b"", final=True)
+            text = decoder.decode(chunk)
+            if text:  # as httpx: no empty pieces (a split character's first bytes, the end)
+                yield text
+        text = decoder.decode(b"", final=True)
+        if text:
+            yield text
 
     def write_to_file(self, file: str | os.PathLike[str]) -> int:
         """Save the body to ``file`` atomically and return the number of bytes written.
@@ -3955,6 +3959,10 @@ class _StreamedResponse:
         return body if isinstance(body, BinaryContent) and self._raw._body is None else None
 
     def parse(self) -> Any:
+        """The object the plain call returns; for a file's content, its bytes, as the official
+        streamed response parses a binary body."""
+        if isinstance(self._raw._parsed, BinaryContent):
+            return self.read()
         return self._raw.parse()
 
     def read(self) -> bytes:
@@ -3979,8 +3987,12 @@ class _StreamedResponse:
 
         decoder = codecs.getincrementaldecoder("utf-8")()
         for chunk in self.iter_bytes(chunk_size):
-            yield decoder.decode(chunk)
-        yield decoder.decode(b"", final=True)
+            text = decoder.decode(chunk)
+            if text:  # as httpx: no empty pieces (a split character's first bytes, the end)
+                yield text
+        text = decoder.decode(b"", final=True)
+        if text:
+            yield text
 
     def iter_lines(self) -> Iterator[str]:
         """The lines, split as httpx splits them (see ``_split_lines``)."""
@@ -3988,8 +4000,7 @@ class _StreamedResponse:
         if streamed is None:
             yield from _split_lines(self.text())
             return
-        for line in streamed.iter_lines():  # split at "\n", a "\r" before it dropped
-            yield from line.split("\r")  # so a "\r" left stands alone: a line ending to httpx
+        yield from streamed.iter_lines()
 
     def stream_to_file(self, file: _PathLike, *, chunk_size: int | None = None) -> None:
         """Save the body to ``file`` atomically, as it arrives."""
@@ -6263,6 +6274,92 @@ class _AsyncContent:
         return await _in_thread(self.write_to_file, file)
 
 
+class _AsyncWithStreamingResponse:
+    """An async resource's calls, each an ``async with`` for the response:
+    ``async with client.files.with_streaming_response.content(id) as response:``."""
+
+    def __init__(self, streaming: _WithStreamingResponse, run: _Run) -> None:
+        self._streaming, self._run = streaming, run
+
+    def __getattr__(self, name: str) -> Callable[..., _AsyncStreamedResponseContext]:
+        make = getattr(self._streaming, name)  # an unknown call raises AttributeError here
+        return lambda *args, **kwargs: _AsyncStreamedResponseContext(
+            make(*args, **kwargs), self._run
+        )
+
+
+class _AsyncStreamedResponseContext:
+    """The blocking ``_StreamedResponseContext``, entered and left on the client's threads."""
+
+    def __init__(self, context: _StreamedResponseContext, run: _Run) -> None:
+        self._context, self._run = context, run
+
+    async def __aenter__(self) -> _AsyncStreamedResponse:
+        return _AsyncStreamedResponse(await self._run(self._context.__enter__), self._run)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._run(self._context.__exit__, *exc_info)
+
+
+class _AsyncStreamedResponse:
+    """A streamed response, as the official ``AsyncAPIResponse`` is read: ``headers``,
+    ``status_code`` and the like at once; ``await`` for ``parse()``, ``read()``, ``text()``,
+    ``json()``, ``stream_to_file()`` and ``close()``; ``async for`` over ``iter_bytes()``,
+    ``iter_text()`` and ``iter_lines()``. The body is read on the client's threads, a piece
+    at a time, so the loop stays free while a large file arrives."""
+
+    _SAME: tuple[str, ...] = ("headers", "status_code", "url", "method", "retries_taken")
+    _SAME += ("elapsed", "http_version", "request_id", "http_response", "http_request", "is_closed")
+
+    def __init__(self, response: _StreamedResponse, run: _Run) -> None:
+        self._response, self._run = response, run
+
+    def __repr__(self) -> str:
+        return repr(self._response)
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self._SAME:
+            raise AttributeError(f"{type(self).__name__} has no {name!r}")
+        return getattr(self._response, name)
+
+    async def parse(self) -> Any:
+        return await self._run(self._response.parse)
+
+    async def read(self) -> bytes:
+        body: bytes = await self._run(self._response.read)
+        return body
+
+    async def text(self) -> str:
+        text: str = await self._run(self._response.text)
+        return text
+
+    async def json(self) -> Any:
+        return await self._run(self._response.json)
+
+    async def stream_to_file(self, file: _PathLike, *, chunk_size: int | None = None) -> None:
+        await self._run(self._response.stream_to_file, file, chunk_size=chunk_size)
+
+    async def close(self) -> None:
+        await self._run(self._response.close)
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Any:
+        return self._each(self._response.iter_bytes(chunk_size))
+
+    def iter_text(self, chunk_size: int | None = None) -> Any:
+        return self._each(self._response.iter_text(chunk_size))
+
+    def iter_lines(self) -> Any:
+        return self._each(self._response.iter_lines())
+
+    async def _each(self, pieces: Iterator[Any]) -> Any:
+        done = object()
+        while True:
+            piece = await self._run(next, pieces, done)
+            if piece is done:
+                return
+            yield piece
+
+
 class _Async:
     """One resource of an async client: the blocking resource's calls, each awaited."""
 
@@ -6291,6 +6388,11 @@ class _Async:
         raw = _Async(self._resource.with_raw_response, self._run)
         raw._calls = tuple(n for n in (*self._calls, *self._lists) if n != "wait")
         return raw
+
+    @property
+    def with_streaming_response(self) -> _AsyncWithStreamingResponse:
+        """The same calls, each an ``async with`` for the response (``_AsyncStreamedResponse``)."""
+        return _AsyncWithStreamingResponse(self._resource.with_streaming_response, self._run)
 
 
 class AsyncBatches(_Async):
@@ -6395,8 +6497,8 @@ class AsyncOpenAI:
 
     @property
     def with_streaming_response(self) -> Any:
-        """Not offered by the async client (a resource raises ``AttributeError``): its bodies
-        are read whole in the await; stream one to disk with ``await client.download(...)``."""
+        """Every resource's calls, each an ``async with`` for the response, whose body is
+        read as it is used (``_AsyncStreamedResponse``)."""
         return _ResourceViews(self, "with_streaming_response")
 
     def with_options(self, **changes: Any) -> AsyncOpenAI:

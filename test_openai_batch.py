@@ -7319,6 +7319,60 @@ def test_with_streaming_response_reads_a_file_as_it_arrives(
         pass
 
 
+def test_a_streamed_files_content_parses_to_bytes(client: Client, api: FakeAPI) -> None:
+    """Issue 17 review, item 2: the official streamed response parses a binary body to
+    `bytes`; a raw response's `parse()` stays the content object, as the official one's."""
+    file_id = str(api.add_file(_MIXED_LINES)["id"])
+    with client.files.with_streaming_response.content(file_id) as response:
+        parsed = response.parse()
+        assert type(parsed) is bytes and parsed == _MIXED_LINES == response.read()
+    assert isinstance(client.files.with_raw_response.content(file_id).parse(), ob.BinaryContent)
+
+
+_ENDINGS = [b"", b"a\nb", b"a\rb\r", b"a\r\r\nb\n", b"\n", b"x\r\n\ry", "\u00e9\rz".encode()]
+
+
+def _text_and_lines(client: Any, file_id: str) -> list[Any]:
+    """A file's text pieces and lines, from its content and from a streamed response."""
+    with client.files.with_streaming_response.content(file_id) as response:
+        streamed_text = list(response.iter_text())
+    with client.files.with_streaming_response.content(file_id) as response:
+        streamed_lines = list(response.iter_lines())
+    content = [list(client.files.content(file_id).iter_text())]
+    content.append(list(client.files.content(file_id).iter_lines()))
+    return [content, [streamed_text, streamed_lines]]
+
+
+def test_text_has_no_empty_piece_and_lines_split_at_a_bare_cr(client: Client, api: FakeAPI) -> None:
+    """Issue 17 review, items 4 and 5: as httpx, `iter_text()` gives no empty piece (none for
+    an empty body), and `iter_lines()` splits at "\\n", "\\r\\n" and a bare "\\r", on a
+    file's content and on a streamed response alike."""
+    expected = [
+        ([], []),
+        (["a\nb"], ["a", "b"]),
+        (["a\rb\r"], ["a", "b"]),
+        (["a\r\r\nb\n"], ["a", "", "b"]),
+        (["\n"], [""]),
+        (["x\r\n\ry"], ["x", "", "y"]),
+        (["\u00e9\rz"], ["\u00e9", "z"]),
+    ]
+    for body, (text, lines) in zip(_ENDINGS, expected):
+        file_id = str(api.add_file(body)["id"])
+        assert _text_and_lines(client, file_id) == [[text, lines], [text, lines]], body
+
+
+def test_text_and_lines_agree_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17 review, items 4 and 5, side by side."""
+    openai = pytest.importorskip("openai")
+    ids = [str(api.add_file(body)["id"]) for body in _ENDINGS]
+    ours = make_client(api)
+    theirs = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    assert [_text_and_lines(ours, i) for i in ids] == [_text_and_lines(theirs, i) for i in ids]
+    mine = ours.files.with_streaming_response.content(ids[1])
+    with mine as mine_read, theirs.files.with_streaming_response.content(ids[1]) as official:
+        assert mine_read.parse() == official.parse() == b"a\nb"
+
+
 def test_retrieve_content_is_deprecated_and_gives_text(client: Client, api: FakeAPI) -> None:
     """Issue 17, item 6: as the official package, a str and its DeprecationWarning."""
     file_id = str(api.add_file(_MIXED_LINES)["id"])
@@ -9068,6 +9122,76 @@ def test_async_content_is_read_with_aread_and_async_for(api: FakeAPI) -> None:
     assert set(map(len, seen["text by 5"][:-1])) == {5}
     assert seen["lines"] == ['{"a": 1}', '{"b": "\u00e9"}', "", '{"c": 3}', '{"d": 4}']
     assert empty == {key: b"" if key in ("aread", "read") else [] for key in empty}
+
+
+async def _read_async_stream(client: Any, file_id: str, batch_id: str, path: Any) -> list[Any]:
+    """Every way to read an async streamed response, as the official `AsyncAPIResponse`."""
+    streaming = client.files.with_streaming_response
+    async with streaming.content(file_id) as response:
+        head = [response.status_code, response.headers["content-type"], not response.is_closed]
+        whole = [await response.read(), await response.text()]
+    async with streaming.content(file_id) as response:
+        chunks = [chunk async for chunk in response.iter_bytes()]
+    async with streaming.content(file_id) as response:
+        lines = [line async for line in response.iter_lines()]
+    async with streaming.content(file_id) as response:
+        text = [piece async for piece in response.iter_text()]
+    async with client.with_streaming_response.files.content(file_id) as response:
+        parsed = await response.parse()
+    async with streaming.content(file_id) as response:
+        await response.stream_to_file(path)
+    async with client.batches.with_streaming_response.retrieve(batch_id) as response:
+        batch = [(await response.parse()).id, (await response.json())["id"]]
+    async with client.models.with_streaming_response.list() as response:
+        head.append(response.status_code)
+    async with client.webhooks.with_streaming_response.list() as response:
+        head.append(response.status_code)
+    return [head, whole, chunks, lines, text, (type(parsed), parsed), path.read_bytes(), batch]
+
+
+def test_the_async_client_streams_responses(api: FakeAPI, tmp_path: Any) -> None:
+    """Issue 17 review, item 1: `with_streaming_response` on every async resource and on the
+    client, read with `await` and `async for` as the official async client's is."""
+    import asyncio
+
+    file_id = str(api.add_file(_MIXED_LINES)["id"])
+    batch_id = str(api.add_batch(status="completed")["id"])
+
+    async def main() -> list[Any]:
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url) as client:
+            seen = await _read_async_stream(client, file_id, batch_id, tmp_path / "out")
+            with pytest.raises(AttributeError):
+                client.files.with_streaming_response.nope  # noqa: B018
+            async with client.files.with_streaming_response.content(file_id) as response:
+                pass  # never read: closed, and the next call still works
+            assert response.is_closed
+            return seen
+
+    head, whole, chunks, lines, text, parsed, saved, batch = asyncio.run(main())
+    assert head == [200, "application/octet-stream", True, 200, 200]
+    assert whole == [_MIXED_LINES, _MIXED_LINES.decode()] and b"".join(chunks) == _MIXED_LINES
+    assert lines == ['{"a": 1}', '{"b": "\u00e9"}', "", '{"c": 3}', '{"d": 4}']
+    assert text == [_MIXED_LINES.decode()]
+    assert parsed == (bytes, _MIXED_LINES) and saved == _MIXED_LINES
+    assert batch == [batch_id, batch_id]
+
+
+def test_async_streaming_agrees_with_the_official_package(api: FakeAPI, tmp_path: Any) -> None:
+    """Issue 17 review, item 1: the same streamed reads on both async clients."""
+    openai = pytest.importorskip("openai")
+    import asyncio
+
+    file_id = str(api.add_file(_MIXED_LINES)["id"])
+    batch_id = str(api.add_batch(status="completed")["id"])
+
+    def run(package: Any) -> list[Any]:
+        async def main() -> list[Any]:
+            client = package.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+            return await _read_async_stream(client, file_id, batch_id, tmp_path / package.__name__)
+
+        return asyncio.run(main())
+
+    assert run(ob) == run(openai)
 
 
 def test_the_async_client_reads_metadata_back_as_given(api: FakeAPI) -> None:
