@@ -246,6 +246,9 @@ _CHUNK = 1024 * 1024
 #: The metadata key under which ``batches.create`` stores each call's idempotency key, so that
 #: the batch a call made can be told from every other by identity, never by time or file.
 IDEMPOTENCY_METADATA_KEY = "openai_batch_idempotency_key"
+# Stored beside the key when the caller's metadata was {}, so that it reads back as {} (the key
+# alone reads back as None, as a batch made without metadata).
+_EMPTY_METADATA = ("openai_batch_metadata", "{}")
 # After a create call's outcome is unknown, the batch list is read for its key at these pauses
 # (30 s in all): the list can lag creation by seconds, and a request that timed out may still
 # be on its way to the server.
@@ -1146,6 +1149,8 @@ def _split_identity(metadata: Any) -> tuple[Any, str | None]:
     ):
         return metadata, None
     own = {key: value for key, value in metadata.items() if key != IDEMPOTENCY_METADATA_KEY}
+    if own == dict([_EMPTY_METADATA]):
+        return {}, metadata[IDEMPOTENCY_METADATA_KEY]  # the caller gave {}
     return own or None, metadata[IDEMPOTENCY_METADATA_KEY]
 
 
@@ -1219,11 +1224,7 @@ class Batch(_Model):
         if key is not None:
             # Unchanged, the server's metadata as it came (its order too); changed, the key
             # stays with the batch it names.
-            metadata = (
-                stored
-                if self.metadata == own
-                else {**(self.metadata or {}), IDEMPOTENCY_METADATA_KEY: key}
-            )
+            metadata = stored if self.metadata == own else _stored_metadata(self.metadata, key)
             out["metadata"] = _to_json_value(metadata)
         return out
 
@@ -3172,6 +3173,13 @@ def _identity(metadata: Mapping[str, str], given: str | None) -> tuple[str, bool
     return given or os.urandom(16).hex(), room
 
 
+def _stored_metadata(own: Mapping[str, str] | None, key: str) -> dict[str, str]:
+    """The metadata a batch is made with: the caller's and the idempotency key, and a mark
+    when the caller gave {} (see ``_split_identity``)."""
+    mark = dict([_EMPTY_METADATA]) if own == {} else {}
+    return {**(own or mark), IDEMPOTENCY_METADATA_KEY: key}
+
+
 def _own_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     """The caller's metadata without an idempotency key copied from another batch's: each
     call has its own key, and a copied one would find that other batch."""
@@ -3395,7 +3403,7 @@ class Batches:
             body["output_expires_after"] = dict(output_expires_after)
         key, stored = _identity(own, idempotency_key)
         if stored:
-            body["metadata"] = {**own, IDEMPOTENCY_METADATA_KEY: key}
+            body["metadata"] = _stored_metadata(None if _passed(metadata) is None else own, key)
         options = {"extra_headers": extra_headers, "extra_query": extra_query, "timeout": timeout}
         call = _Create(self, key, stored, options)
         shared = idempotency_key is not None

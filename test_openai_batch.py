@@ -2686,6 +2686,51 @@ def test_metadata_compares_equal_to_what_was_given(client: Client, api: FakeAPI)
     assert made.to_dict()["metadata"] == {KEY_FIELD: made.idempotency_key}
 
 
+def test_empty_metadata_reads_back_empty(client: Client, api: FakeAPI) -> None:
+    """Issue 17 review, item 3: `metadata={}` reads back as {} (None only when none was given),
+    as the official package reads it; the key stays apart, beside a mark of the {}."""
+    file_id = _seeded_file(api)
+    made = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", metadata={}
+    )
+    key = made.idempotency_key
+    stored = {"openai_batch_metadata": "{}", KEY_FIELD: key}
+    assert isinstance(key, str) and api.batches[made.id]["metadata"] == stored
+    listed = [b for b in client.batches.list() if b.id == made.id]
+    for batch in [made, client.batches.retrieve(made.id), *listed]:
+        assert batch.metadata == {} and batch.model_dump()["metadata"] == {}
+        assert batch.idempotency_key == key and batch.to_dict()["metadata"] == stored
+        assert "openai_batch_metadata" not in repr(batch)
+    made.metadata = None  # a change shows in to_dict()
+    assert made.to_dict()["metadata"] == {KEY_FIELD: key}
+    plain = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert client.batches.retrieve(plain.id).metadata is None
+
+
+def test_empty_metadata_agrees_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17 review, item 3, side by side: {}, None and some metadata, made and read."""
+    openai = pytest.importorskip("openai")
+    file_id = _seeded_file(api)
+
+    def script(client: Any) -> list[Any]:
+        seen = []
+        for given in ({}, None, {"job": "x"}):
+            options = {} if given is None else {"metadata": given}
+            made = client.batches.create(
+                input_file_id=file_id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                **options,
+            )
+            listed = [b.metadata for b in client.batches.list() if b.id == made.id]
+            got = client.batches.retrieve(made.id)
+            seen.append([made.metadata, got.metadata, listed, got.model_dump()["metadata"]])
+        return seen
+
+    theirs = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    assert script(make_client(api)) == script(theirs)
+
+
 def test_a_batch_without_the_key_keeps_its_metadata_whole(client: Client, api: FakeAPI) -> None:
     plain = api.add_batch(metadata={"job": "x"})
     bare = api.add_batch(metadata={})
