@@ -3599,7 +3599,8 @@ class Files:
         """Upload a file: a path, bytes, a binary file object or a (filename, content) pair.
 
         In the pair, a str content is sent as UTF-8, and a filename of None becomes
-        "input.jsonl" (sent without one, the API would find no file).
+        "input.jsonl" (sent without one, the API would find no file). A third item is the
+        file's Content-Type; without it the type is guessed from the name, as httpx does.
 
         The upload streams from disk, so a file of any size costs a megabyte of memory. A
         missing file, a directory or a text-mode file object is refused before any request.
@@ -3609,7 +3610,9 @@ class Files:
             form.append((f"expires_after[{key}]", str(_query_value(value))))
         for key, value in (extra_body or {}).items():
             form.append((key, str(_query_value(value))))
-        body = _multipart(form, *_file_source(file))
+        name, size, chunks = _file_source(file)
+        given = file[2] if isinstance(file, tuple) and len(file) > 2 else None
+        body = _multipart(form, name, size, chunks, given or _guess_type(name))
         return self._client._transport.request_json(
             "POST",
             "/files",
@@ -4037,7 +4040,7 @@ def _file_source(file: _FileInput) -> tuple[str, int, Callable[[], Iterator[byte
         # No filename: httpx sends the part without one, which the API does not take for a
         # file ("Missing required parameter: 'file'"); it gets the name bare bytes get.
         name = (os.path.basename(file[0]) or file[0]) if file[0] else "input.jsonl"
-        content = file[1]  # a third item, a content type, is not needed
+        content = file[1]  # a third item, a content type, is read by files.create
         if isinstance(content, str):
             content = content.encode()  # as httpx sends a str: UTF-8
         if not isinstance(content, (bytes, bytearray, memoryview)):
@@ -4121,6 +4124,7 @@ def _multipart(
     filename: str,
     size: int,
     chunks: Callable[[], Iterator[bytes]],
+    file_type: str = "application/octet-stream",
 ) -> _Body:
     """A multipart/form-data body whose file part streams from ``chunks``."""
     boundary = "openai-batch-" + os.urandom(16).hex()
@@ -4132,7 +4136,7 @@ def _multipart(
         ).encode()
     head += (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        f'filename="{_form_quote(filename)}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        f'filename="{_form_quote(filename)}"\r\nContent-Type: {_form_quote(file_type)}\r\n\r\n'
     ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode("ascii")
 
@@ -4143,6 +4147,13 @@ def _multipart(
 
     content_type = f"multipart/form-data; boundary={boundary}"
     return _Body(content_type, len(head) + size + len(tail), chunks=stream)
+
+
+def _guess_type(filename: str) -> str:
+    """The file part's type when the caller gives none: guessed from its name, as httpx does."""
+    import mimetypes
+
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
 
 def _form_quote(value: str) -> str:

@@ -5318,6 +5318,40 @@ def test_a_file_given_with_its_content_type_and_content_helpers(
     assert client.files.content(made.id).stream_to_file is not None
 
 
+def _part_types(api: FakeAPI) -> list[str]:
+    """The Content-Type of each upload's file part, as sent."""
+    import re
+
+    bodies = [r.body for r in api.requests if r.path.endswith("/files") and r.method == "POST"]
+    return [
+        re.findall(rb'name="file".*?\r\nContent-Type: ([^\r]*)', b, re.S)[0].decode()
+        for b in bodies
+    ]
+
+
+def test_an_upload_sends_the_content_type_given_or_guessed(client: Client, api: FakeAPI) -> None:
+    """Issue 17 review, item 6: the third item of a (name, content, type) tuple is the file
+    part's Content-Type; without one it is guessed from the name, as httpx guesses it."""
+    client.files.create(file=("b.jsonl", b"{}\n", "application/jsonl"), purpose="batch")
+    client.files.create(file=("b.json", b"{}\n"), purpose="user_data")
+    client.files.create(file=("b.jsonl", b"{}\n", None), purpose="batch")  # type: ignore[arg-type]
+    assert _part_types(api) == ["application/jsonl", "application/json", "application/octet-stream"]
+
+
+def test_upload_types_agree_with_the_official_package(api: FakeAPI) -> None:
+    openai = pytest.importorskip("openai")
+    files = [("b.jsonl", b"{}\n", "application/jsonl"), ("b.json", b"{}\n"), ("b.jsonl", b"{}\n")]
+    for client in (make_client(api), openai.OpenAI(api_key=API_KEY, base_url=api.base_url)):
+        for file in files:
+            client.files.create(file=file, purpose="user_data")
+    ours = _part_types(api)
+    assert (
+        ours[:3]
+        == ours[3:]
+        == ["application/jsonl", "application/json", "application/octet-stream"]
+    )
+
+
 def test_a_client_without_a_timeout_waits_as_long_as_it_takes(api: FakeAPI) -> None:
     api.add_batch(id="batch_1")
     client = make_client(api, timeout=None)
