@@ -190,6 +190,7 @@ __all__ = [
     "InputFileError",
     "WaitTimeoutError",
     "BatchNotFinishedError",
+    "HTTPStatusError",
     # constants
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
@@ -458,6 +459,38 @@ class _ErrorResponse:
 
     def json(self) -> Any:
         return json.loads(self.content)
+
+    def raise_for_status(self) -> _ErrorResponse:
+        """Raise ``HTTPStatusError`` unless the status is 2xx, with httpx's message."""
+        if self.request is None:
+            raise RuntimeError(
+                "Cannot call `raise_for_status` as the request instance has not been set on "
+                "this response."
+            )
+        if 200 <= self.status_code < 300:
+            return self
+        kind = {1: "Informational response", 3: "Redirect response", 4: "Client error"}
+        kind[5] = "Server error"
+        message = (
+            f"{kind.get(self.status_code // 100, 'Invalid status code')} "
+            f"'{self.status_code} {self.reason_phrase}' for url '{self.url}'\n"
+        )
+        if self.status_code in (301, 302, 303, 307, 308) and "location" in self.headers:
+            message += f"Redirect location: '{self.headers['location']}'\n"
+        message += (
+            "For more information check: "
+            f"https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/{self.status_code}"
+        )
+        raise HTTPStatusError(message, request=self.request, response=self)
+
+
+class HTTPStatusError(OpenAIError):
+    """What ``e.response.raise_for_status()`` raises, named as httpx's error is and carrying
+    its ``request`` and ``response``; there is no httpx here to raise httpx's own."""
+
+    def __init__(self, message: str, *, request: _RequestInfo, response: _ErrorResponse) -> None:
+        super().__init__(message)
+        self.request, self.response = request, response
 
 
 class BadRequestError(APIStatusError):
@@ -3864,6 +3897,11 @@ class LegacyAPIResponse(_Generic[_T]):
             self.status_code, dict(self.headers.items()), body, _RequestInfo(self.method, self.url)
         )
 
+    @property
+    def http_request(self) -> _RequestInfo:
+        """The request as httpx's is read: its ``method`` and ``url`` (the headers hold the key)."""
+        return _RequestInfo(self.method, self.url)
+
     def parse(self) -> _T:
         """The object the plain call returns."""
         return self._parsed
@@ -3960,8 +3998,8 @@ class _StreamedResponse:
     def __repr__(self) -> str:
         return repr(self._raw)
 
-    def __getattr__(self, name: str) -> Any:  # request_id, http_response
-        if name not in ("request_id", "http_response"):
+    def __getattr__(self, name: str) -> Any:  # request_id, http_response, http_request
+        if name not in ("request_id", "http_response", "http_request"):
             raise AttributeError(f"{type(self).__name__} has no {name!r}")
         return getattr(self._raw, name)
 
@@ -4383,6 +4421,16 @@ class _EventTypes:
             headers=extra_headers,
             timeout=timeout,
         )
+
+    @property
+    def with_raw_response(self) -> Any:
+        """``list``, giving the HTTP response; see ``Batches.with_raw_response``."""
+        return _WithRawResponse(self, ("list",))
+
+    @property
+    def with_streaming_response(self) -> Any:
+        """``list``, as a context manager for the response."""
+        return _WithStreamingResponse(self, ("list",))
 
 
 _WEBHOOK_CALLS = ("create", "retrieve", "update", "list", "delete", "rotate_secret", "test")

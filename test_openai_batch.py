@@ -8873,6 +8873,77 @@ def test_streaming_and_raw_access_agree_with_the_official_package(
     assert ours == theirs
 
 
+def _raise_for_status_and_requests(client: Any, api: FakeAPI, batch_id: str) -> list[Any]:
+    """`e.response.raise_for_status()`, `raw.http_request` and event types' raw response."""
+    try:
+        client.batches.retrieve("batch_nope")
+    except Exception as exc:  # NotFoundError, of either package
+        error = exc
+    try:
+        error.response.raise_for_status()  # type: ignore[attr-defined]
+    except Exception as exc:
+        raised = exc
+    url = str(raised.request.url).replace(api.base_url, "URL")  # type: ignore[attr-defined]
+    seen = [type(raised).__name__, str(raised).replace(api.base_url, "URL"), url]
+    seen.append(raised.response is error.response)  # type: ignore[attr-defined]
+    raw = client.batches.with_raw_response.retrieve(batch_id)
+    request = raw.http_request
+    seen += [request.method, str(request.url).replace(api.base_url, "URL")]
+    seen.append(raw.http_response.raise_for_status().status_code)
+    with client.batches.with_streaming_response.retrieve(batch_id) as response:
+        seen.append(response.http_request.method)
+    types = client.webhooks.event_types.with_raw_response.list()
+    return [*seen, types.status_code, type(types.parse()).__name__]
+
+
+def test_raise_for_status_and_http_request_as_httpx_gives_them(
+    client: Client, api: FakeAPI
+) -> None:
+    """Issue 17 review, item 7: an error's response raises `HTTPStatusError` with httpx's
+    message, `request` and `response`; a raw response has `http_request`; the webhook event
+    types have a raw response, sync and async."""
+    import asyncio
+
+    batch_id = str(api.add_batch(status="completed")["id"])
+    assert _raise_for_status_and_requests(client, api, batch_id) == [
+        "HTTPStatusError",
+        "Client error '404 Not Found' for url 'URL/batches/batch_nope'\n"
+        "For more information check: https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/404",
+        "URL/batches/batch_nope",
+        True,
+        "GET",
+        f"URL/batches/{batch_id}",
+        200,
+        "GET",
+        200,
+        "WebhookEventTypeList",
+    ]
+    assert issubclass(ob.HTTPStatusError, ob.OpenAIError)
+    response = ob._ErrorResponse(302, {"Location": "/x"}, b"", ob._RequestInfo("GET", "/a"))
+    with raises(
+        ob.HTTPStatusError,
+        match=r"^Redirect response '302 Found' for url '/a'\nRedirect location: '/x'\n",
+    ):
+        response.raise_for_status()
+    with raises(RuntimeError, match="request instance has not been set"):
+        ob._ErrorResponse(500, {}, b"").raise_for_status()
+
+    async def main() -> int:
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url) as async_client:
+            raw = await async_client.webhooks.event_types.with_raw_response.list()
+            return int(raw.status_code)
+
+    assert asyncio.run(main()) == 200
+
+
+def test_raise_for_status_agrees_with_the_official_package(api: FakeAPI) -> None:
+    openai = pytest.importorskip("openai")
+    batch_id = str(api.add_batch(status="completed")["id"])
+    theirs = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    ours = _raise_for_status_and_requests(make_client(api), api, batch_id)
+    assert ours == _raise_for_status_and_requests(theirs, api, batch_id)
+
+
 def test_timeout_and_sentinels_agree_with_the_official_package(api: FakeAPI) -> None:
     openai = pytest.importorskip("openai")
     theirs, ours = openai.Timeout(60, connect=5), ob.Timeout(60, connect=5)
