@@ -936,8 +936,29 @@ class _Model(_Fields):
         obj._raw = data
         return obj
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object: what the server sent (unknown fields too), with any later changes."""
+    def to_dict(
+        self,
+        *,
+        mode: str = "python",
+        use_api_names: bool = True,
+        exclude_unset: bool = True,
+        exclude_defaults: bool = False,
+        exclude_none: bool = False,
+        warnings: bool = True,
+    ) -> dict[str, Any]:
+        """The JSON object: what the server sent (unknown fields too), with any later changes.
+
+        The official keywords are taken. ``mode``, ``use_api_names`` and ``warnings`` change
+        nothing here (the values are JSON's already, and no field has an alias);
+        ``exclude_unset=False``, ``exclude_defaults`` or ``exclude_none`` give ``model_dump()``
+        with them, as the official ``to_dict`` does.
+        """
+        if not _as_sent(exclude_unset, exclude_defaults, exclude_none):
+            return self.model_dump(
+                exclude_unset=exclude_unset,
+                exclude_defaults=exclude_defaults,
+                exclude_none=exclude_none,
+            )
         raw = self._raw
         out = {key: _to_json_value(value) for key, value in (raw or {}).items()}
         for name in self._init_names:
@@ -947,9 +968,49 @@ class _Model(_Fields):
             out[name] = _to_json_value(value)
         return out
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """``to_dict()`` as JSON text."""
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+    def to_json(
+        self,
+        *,
+        indent: int | None = 2,
+        use_api_names: bool = True,
+        exclude_unset: bool = True,
+        exclude_defaults: bool = False,
+        exclude_none: bool = False,
+        warnings: bool = True,
+    ) -> str:
+        """``to_dict()`` as JSON text (the same keywords); compact when ``indent`` is None."""
+        out = self.to_dict(
+            exclude_unset=exclude_unset,
+            exclude_defaults=exclude_defaults,
+            exclude_none=exclude_none,
+        )
+        separators = (",", ":") if indent is None else None
+        return json.dumps(out, indent=indent, separators=separators, ensure_ascii=False)
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        """Each field and its value, then the fields this module does not know, as pydantic's
+        objects iterate: ``dict(batch)``."""
+        for name in self._order or self._init_names:
+            yield name, getattr(self, name)
+        yield from self.model_extra.items()
+
+    def _deprecated_dict(self, **options: Any) -> dict[str, Any]:
+        """``model_dump()``, under pydantic 1's name (deprecated, with pydantic's warning)."""
+        _warn_deprecated("The `dict` method is deprecated; use `model_dump` instead.")
+        return self.model_dump(**options)
+
+    def _deprecated_json(self, **options: Any) -> str:
+        """``model_dump_json()``, under pydantic 1's name (deprecated, as ``dict``)."""
+        _warn_deprecated("The `json` method is deprecated; use `model_dump_json` instead.")
+        return self.model_dump_json(**options)
+
+    @property
+    def __fields_set__(self) -> set[str]:
+        """``model_fields_set``, under pydantic 1's name (deprecated, as ``dict``)."""
+        _warn_deprecated(
+            "The `__fields_set__` attribute is deprecated, use `model_fields_set` instead."
+        )
+        return self.model_fields_set
 
     #: the official package's order of the fields, where this class's differs
     _order: tuple[str, ...] = ()
@@ -1017,6 +1078,8 @@ class _Model(_Fields):
         exclude_unset: bool = False,
         exclude_defaults: bool = False,
         exclude_none: bool = False,
+        round_trip: bool = False,
+        warnings: bool = True,
     ) -> dict[str, Any]:
         """Every field, None where the server sent none, in the official package's order,
         then the fields the server sent that this module does not know: what the official
@@ -1034,12 +1097,16 @@ class _Model(_Fields):
         values = {name: getattr(self, name) for name in names}
         for key, value in (raw or {}).items():
             values.setdefault(key, value)
+        if exclude_defaults:  # the official fields default to None, or have no default
+            known = self._init_names
+            values = {k: v for k, v in values.items() if v is not None or k not in known}
         out = {}
         for key, value in values.items():
             inner, outer = _picked(include, key), _picked(exclude, key)
             if inner is False or outer is True:
                 continue
             flags = {"exclude_unset": exclude_unset, "exclude_none": exclude_none}
+            flags["exclude_defaults"] = exclude_defaults
             out[key] = _dumped(value, flags, _nested_pick(inner), _nested_pick(outer))
         if exclude_none:
             out = {key: value for key, value in out.items() if value is not None}
@@ -1053,11 +1120,19 @@ class _Model(_Fields):
         exclude: _Pick | None = None,
         exclude_unset: bool = False,
         exclude_none: bool = False,
+        exclude_defaults: bool = False,
+        by_alias: bool = False,
+        round_trip: bool = False,
+        warnings: bool = True,
     ) -> str:
         """``model_dump()`` as JSON: compact unless ``indent``, non-ASCII as it is."""
         separators = (",", ":") if indent is None else None
         dumped = self.model_dump(
-            include=include, exclude=exclude, exclude_unset=exclude_unset, exclude_none=exclude_none
+            include=include,
+            exclude=exclude,
+            exclude_unset=exclude_unset,
+            exclude_defaults=exclude_defaults,
+            exclude_none=exclude_none,
         )
         return json.dumps(dumped, indent=indent, separators=separators, ensure_ascii=False)
 
@@ -1065,6 +1140,28 @@ class _Model(_Fields):
     def model_validate(cls: type[_M], obj: Mapping[str, Any]) -> _M:
         """The object from the API's JSON object (the official package's name for it)."""
         return cls.from_dict(obj)
+
+
+# pydantic 1's names, deprecated: set after the class, since a method named `dict` would stand
+# for the builtin in the annotations of the class's other methods.
+_Model.dict = _Model._deprecated_dict  # type: ignore[attr-defined]
+_Model.json = _Model._deprecated_json  # type: ignore[attr-defined]
+
+
+def _as_sent(
+    exclude_unset: bool = True,
+    exclude_defaults: bool = False,
+    exclude_none: bool = False,
+    **unused: Any,  # mode, use_api_names, warnings
+) -> bool:
+    """Whether ``to_dict``'s keywords ask for what the server sent, not ``model_dump()``."""
+    return exclude_unset and not exclude_defaults and not exclude_none
+
+
+def _warn_deprecated(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, DeprecationWarning, stacklevel=3)
 
 
 def _picked(pick: _Pick | None, key: str) -> Any:
@@ -1099,6 +1196,7 @@ def _dumped(
             include=include,
             exclude=exclude,
             exclude_unset=flags.get("exclude_unset", False),
+            exclude_defaults=flags.get("exclude_defaults", False),
             exclude_none=flags.get("exclude_none", False),
         )
     if isinstance(value, list):
@@ -1248,10 +1346,12 @@ class Batch(_Model):
         stored = self.metadata if self._raw is None else self._raw.get("metadata")
         return _split_identity(stored)[1]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, **options: Any) -> dict[str, Any]:
         """The JSON object: what the server sent (the idempotency key in its metadata too),
-        with any later changes."""
-        out = super().to_dict()
+        with any later changes; see ``_Model.to_dict`` for its keywords."""
+        out = super().to_dict(**options)
+        if not _as_sent(**options):
+            return out  # model_dump's, the key apart
         stored = (self._raw or {}).get("metadata")
         own, key = _split_identity(stored)
         if key is not None:
@@ -1564,8 +1664,11 @@ class BatchResult(_Model):
         """The line as it was read, not copied: only to write it out again."""
         return self._raw if self._raw is not None else self.to_dict()
 
-    def to_dict(self) -> dict[str, Any]:
-        """The line as it was read (or as the fields say, for a result built by hand)."""
+    def to_dict(self, **options: Any) -> dict[str, Any]:
+        """The line as it was read (or as the fields say, for a result built by hand); see
+        ``_Model.to_dict`` for its keywords."""
+        if not _as_sent(**options):
+            return super().to_dict(**options)
         if self._raw is not None:
             return _to_json_value(self._raw)  # type: ignore[no-any-return]
         error = self.error
