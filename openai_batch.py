@@ -5658,6 +5658,15 @@ class _ResourceViews:
         return getattr(getattr(self._client, name), self._view)
 
 
+def _refuse_http_client(http_client: object, name: str) -> None:
+    """An httpx client is refused with what to do instead: nothing here uses httpx."""
+    if http_client is not None:
+        raise OpenAIError(
+            f"{name} is not used: this module sends with the standard "
+            "library (proxies come from HTTPS_PROXY, CA certificates from SSL_CERT_FILE)"
+        )
+
+
 class Client:
     """The OpenAI Batch API: ``client.batches`` and ``client.files``. Also exported as OpenAI.
 
@@ -5684,7 +5693,9 @@ class Client:
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
         random: Callable[[], float] | None = None,
+        http_client: object = None,
     ) -> None:
+        _refuse_http_client(http_client, "http_client")
         # A callable key is asked for before every try, as the official client asks it.
         self._api_key_provider = api_key if callable(api_key) else None
         self.api_key = "" if callable(api_key) else self._key(api_key)
@@ -5797,9 +5808,11 @@ class Client:
         set_default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, str] | None = None,
         set_default_query: Mapping[str, str] | None = None,
+        http_client: object = None,
     ) -> Client:
         """A new client with these settings changed and the others kept. ``default_headers``
         and ``default_query`` add to this client's; ``set_default_*`` replace them."""
+        _refuse_http_client(http_client, "http_client")
         transport = self._transport
         return Client(
             api_key or self._api_key_provider or self.api_key,
@@ -6099,7 +6112,9 @@ class AzureOpenAI(Client):
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
         random: Callable[[], float] | None = None,
+        http_client: object = None,
     ) -> None:
+        _refuse_http_client(http_client, "http_client")
         given = [c for c in (api_key, azure_ad_token, azure_ad_token_provider) if c is not None]
         if len(given) > 1:
             raise OpenAIError(
@@ -6195,9 +6210,11 @@ class AzureOpenAI(Client):
         set_default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, str] | None = None,
         set_default_query: Mapping[str, str] | None = None,
+        http_client: object = None,
     ) -> AzureOpenAI:
         """A new client with these settings changed and the others kept; see
         ``Client.with_options``."""
+        _refuse_http_client(http_client, "http_client")
         transport = self._transport
         if not (api_key or azure_ad_token or azure_ad_token_provider):  # keep the ones it has
             azure_ad_token_provider = self._azure_ad_token_provider
@@ -6866,11 +6883,7 @@ def _module_client() -> Client:
     made = _MODULE_CLIENT.get("client")
     if made is not None and _MODULE_CLIENT["settings"] == settings:
         return made  # type: ignore[no-any-return]
-    if http_client is not None:
-        raise OpenAIError(
-            "openai_batch.http_client is not used: this module sends with the standard "
-            "library (proxies come from HTTPS_PROXY, CA certificates from SSL_CERT_FILE)"
-        )
+    _refuse_http_client(http_client, "openai_batch.http_client")
     client = _new_module_client(kind)
     _MODULE_CLIENT.update(client=client, settings=settings)
     if made is not None:

@@ -7892,6 +7892,28 @@ def http_message(headers: dict[str, str]) -> http.client.HTTPMessage:
     return http.client.parse_headers(io.BytesIO(lines.encode("latin-1")))
 
 
+def test_a_client_refuses_an_http_client_with_what_to_do(api: FakeAPI) -> None:
+    """Issue 17 review, item 9: `OpenAI(http_client=...)` (and the Azure, async and copied
+    clients) says why and where proxies and CA certificates come from, not a bare TypeError."""
+    message = (
+        "http_client is not used: this module sends with the standard library (proxies come "
+        "from HTTPS_PROXY, CA certificates from SSL_CERT_FILE)"
+    )
+    azure = {"api_key": "k", "api_version": AZURE_VERSION, "azure_endpoint": api.base_url}
+    for make in (
+        lambda: ob.OpenAI(api_key="k", http_client=object()),
+        lambda: ob.AzureOpenAI(**azure, http_client=object()),
+        lambda: ob.AsyncOpenAI(api_key="k", http_client=object()),
+        lambda: make_client(api).with_options(http_client=object()),
+        lambda: ob.AzureOpenAI(**azure).copy(http_client=object()),
+        lambda: ob.AsyncOpenAI(api_key="k").with_options(http_client=object()),
+    ):
+        with raises(ob.OpenAIError) as caught:
+            make()
+        assert str(caught.value) == message
+    assert ob.OpenAI(api_key="k", http_client=None).api_key == "k"
+
+
 def test_a_valid_signature_passes_with_a_whsec_secret() -> None:
     body = json.dumps(batch_event())
     webhook_client().webhooks.verify_signature(body, signed_headers(body))  # no error
