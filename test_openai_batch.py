@@ -7492,15 +7492,17 @@ def test_client_level_with_raw_response_and_a_full_headers_mapping(
 
 
 def test_the_async_client_level_with_raw_response_is_awaited(api: FakeAPI) -> None:
-    """Issue 17, item 6, awaited; the async client streams no response (see its docstring)."""
+    """Issue 17, item 6, awaited; the client-level streaming view too (review, item 1)."""
     import asyncio
 
     sent = api.add_batch(status="completed")
 
     async def main() -> Any:
         async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url) as client:
+            async with client.with_streaming_response.batches.retrieve(sent["id"]) as streamed:
+                assert (await streamed.parse()).id == sent["id"]
             with pytest.raises(AttributeError):
-                client.with_streaming_response.batches  # noqa: B018
+                client.with_streaming_response.jobs  # noqa: B018
             return await client.with_raw_response.batches.retrieve(sent["id"])
 
     raw = asyncio.run(main())
