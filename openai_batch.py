@@ -191,6 +191,7 @@ __all__ = [
     "InputFileError",
     "WaitTimeoutError",
     "BatchNotFinishedError",
+    "HTTPStatusError",
     # constants
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
@@ -247,6 +248,9 @@ _CHUNK = 1024 * 1024
 #: The metadata key under which ``batches.create`` stores each call's idempotency key, so that
 #: the batch a call made can be told from every other by identity, never by time or file.
 IDEMPOTENCY_METADATA_KEY = "openai_batch_idempotency_key"
+# Stored beside the key when the caller's metadata was {}, so that it reads back as {} (the key
+# alone reads back as None, as a batch made without metadata).
+_EMPTY_METADATA = ("openai_batch_metadata", "{}")
 # After a create call's outcome is unknown, the batch list is read for its key at these pauses
 # (30 s in all): the list can lag creation by seconds, and a request that timed out may still
 # be on its way to the server.
@@ -456,6 +460,38 @@ class _ErrorResponse:
 
     def json(self) -> Any:
         return json.loads(self.content)
+
+    def raise_for_status(self) -> _ErrorResponse:
+        """Raise ``HTTPStatusError`` unless the status is 2xx, with httpx's message."""
+        if self.request is None:
+            raise RuntimeError(
+                "Cannot call `raise_for_status` as the request instance has not been set on "
+                "this response."
+            )
+        if 200 <= self.status_code < 300:
+            return self
+        kind = {1: "Informational response", 3: "Redirect response", 4: "Client error"}
+        kind[5] = "Server error"
+        message = (
+            f"{kind.get(self.status_code // 100, 'Invalid status code')} "
+            f"'{self.status_code} {self.reason_phrase}' for url '{self.url}'\n"
+        )
+        if self.status_code in (301, 302, 303, 307, 308) and "location" in self.headers:
+            message += f"Redirect location: '{self.headers['location']}'\n"
+        message += (
+            "For more information check: "
+            f"https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/{self.status_code}"
+        )
+        raise HTTPStatusError(message, request=self.request, response=self)
+
+
+class HTTPStatusError(OpenAIError):
+    """What ``e.response.raise_for_status()`` raises, named as httpx's error is and carrying
+    its ``request`` and ``response``; there is no httpx here to raise httpx's own."""
+
+    def __init__(self, message: str, *, request: _RequestInfo, response: _ErrorResponse) -> None:
+        super().__init__(message)
+        self.request, self.response = request, response
 
 
 class BadRequestError(APIStatusError):
@@ -901,8 +937,29 @@ class _Model(_Fields):
         obj._raw = data
         return obj
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object: what the server sent (unknown fields too), with any later changes."""
+    def to_dict(
+        self,
+        *,
+        mode: str = "python",
+        use_api_names: bool = True,
+        exclude_unset: bool = True,
+        exclude_defaults: bool = False,
+        exclude_none: bool = False,
+        warnings: bool = True,
+    ) -> dict[str, Any]:
+        """The JSON object: what the server sent (unknown fields too), with any later changes.
+
+        The official keywords are taken. ``mode``, ``use_api_names`` and ``warnings`` change
+        nothing here (the values are JSON's already, and no field has an alias);
+        ``exclude_unset=False``, ``exclude_defaults`` or ``exclude_none`` give ``model_dump()``
+        with them, as the official ``to_dict`` does.
+        """
+        if not _as_sent(exclude_unset, exclude_defaults, exclude_none):
+            return self.model_dump(
+                exclude_unset=exclude_unset,
+                exclude_defaults=exclude_defaults,
+                exclude_none=exclude_none,
+            )
         raw = self._raw
         out = {key: _to_json_value(value) for key, value in (raw or {}).items()}
         for name in self._init_names:
@@ -912,9 +969,49 @@ class _Model(_Fields):
             out[name] = _to_json_value(value)
         return out
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """``to_dict()`` as JSON text."""
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+    def to_json(
+        self,
+        *,
+        indent: int | None = 2,
+        use_api_names: bool = True,
+        exclude_unset: bool = True,
+        exclude_defaults: bool = False,
+        exclude_none: bool = False,
+        warnings: bool = True,
+    ) -> str:
+        """``to_dict()`` as JSON text (the same keywords); compact when ``indent`` is None."""
+        out = self.to_dict(
+            exclude_unset=exclude_unset,
+            exclude_defaults=exclude_defaults,
+            exclude_none=exclude_none,
+        )
+        separators = (",", ":") if indent is None else None
+        return json.dumps(out, indent=indent, separators=separators, ensure_ascii=False)
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        """Each field and its value, then the fields this module does not know, as pydantic's
+        objects iterate: ``dict(batch)``."""
+        for name in self._order or self._init_names:
+            yield name, getattr(self, name)
+        yield from self.model_extra.items()
+
+    def _deprecated_dict(self, **options: Any) -> dict[str, Any]:
+        """``model_dump()``, under pydantic 1's name (deprecated, with pydantic's warning)."""
+        _warn_deprecated("The `dict` method is deprecated; use `model_dump` instead.")
+        return self.model_dump(**options)
+
+    def _deprecated_json(self, **options: Any) -> str:
+        """``model_dump_json()``, under pydantic 1's name (deprecated, as ``dict``)."""
+        _warn_deprecated("The `json` method is deprecated; use `model_dump_json` instead.")
+        return self.model_dump_json(**options)
+
+    @property
+    def __fields_set__(self) -> set[str]:
+        """``model_fields_set``, under pydantic 1's name (deprecated, as ``dict``)."""
+        _warn_deprecated(
+            "The `__fields_set__` attribute is deprecated, use `model_fields_set` instead."
+        )
+        return self.model_fields_set
 
     #: the official package's order of the fields, where this class's differs
     _order: tuple[str, ...] = ()
@@ -982,6 +1079,8 @@ class _Model(_Fields):
         exclude_unset: bool = False,
         exclude_defaults: bool = False,
         exclude_none: bool = False,
+        round_trip: bool = False,
+        warnings: bool = True,
     ) -> dict[str, Any]:
         """Every field, None where the server sent none, in the official package's order,
         then the fields the server sent that this module does not know: what the official
@@ -999,12 +1098,16 @@ class _Model(_Fields):
         values = {name: getattr(self, name) for name in names}
         for key, value in (raw or {}).items():
             values.setdefault(key, value)
+        if exclude_defaults:  # the official fields default to None, or have no default
+            known = self._init_names
+            values = {k: v for k, v in values.items() if v is not None or k not in known}
         out = {}
         for key, value in values.items():
             inner, outer = _picked(include, key), _picked(exclude, key)
             if inner is False or outer is True:
                 continue
             flags = {"exclude_unset": exclude_unset, "exclude_none": exclude_none}
+            flags["exclude_defaults"] = exclude_defaults
             out[key] = _dumped(value, flags, _nested_pick(inner), _nested_pick(outer))
         if exclude_none:
             out = {key: value for key, value in out.items() if value is not None}
@@ -1018,11 +1121,19 @@ class _Model(_Fields):
         exclude: _Pick | None = None,
         exclude_unset: bool = False,
         exclude_none: bool = False,
+        exclude_defaults: bool = False,
+        by_alias: bool = False,
+        round_trip: bool = False,
+        warnings: bool = True,
     ) -> str:
         """``model_dump()`` as JSON: compact unless ``indent``, non-ASCII as it is."""
         separators = (",", ":") if indent is None else None
         dumped = self.model_dump(
-            include=include, exclude=exclude, exclude_unset=exclude_unset, exclude_none=exclude_none
+            include=include,
+            exclude=exclude,
+            exclude_unset=exclude_unset,
+            exclude_defaults=exclude_defaults,
+            exclude_none=exclude_none,
         )
         return json.dumps(dumped, indent=indent, separators=separators, ensure_ascii=False)
 
@@ -1030,6 +1141,28 @@ class _Model(_Fields):
     def model_validate(cls: type[_M], obj: Mapping[str, Any]) -> _M:
         """The object from the API's JSON object (the official package's name for it)."""
         return cls.from_dict(obj)
+
+
+# pydantic 1's names, deprecated: set after the class, since a method named `dict` would stand
+# for the builtin in the annotations of the class's other methods.
+_Model.dict = _Model._deprecated_dict  # type: ignore[attr-defined]
+_Model.json = _Model._deprecated_json  # type: ignore[attr-defined]
+
+
+def _as_sent(
+    exclude_unset: bool = True,
+    exclude_defaults: bool = False,
+    exclude_none: bool = False,
+    **unused: Any,  # mode, use_api_names, warnings
+) -> bool:
+    """Whether ``to_dict``'s keywords ask for what the server sent, not ``model_dump()``."""
+    return exclude_unset and not exclude_defaults and not exclude_none
+
+
+def _warn_deprecated(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, DeprecationWarning, stacklevel=3)
 
 
 def _picked(pick: _Pick | None, key: str) -> Any:
@@ -1064,6 +1197,7 @@ def _dumped(
             include=include,
             exclude=exclude,
             exclude_unset=flags.get("exclude_unset", False),
+            exclude_defaults=flags.get("exclude_defaults", False),
             exclude_none=flags.get("exclude_none", False),
         )
     if isinstance(value, list):
@@ -1147,6 +1281,8 @@ def _split_identity(metadata: Any) -> tuple[Any, str | None]:
     ):
         return metadata, None
     own = {key: value for key, value in metadata.items() if key != IDEMPOTENCY_METADATA_KEY}
+    if own == dict([_EMPTY_METADATA]):
+        return {}, metadata[IDEMPOTENCY_METADATA_KEY]  # the caller gave {}
     return own or None, metadata[IDEMPOTENCY_METADATA_KEY]
 
 
@@ -1211,20 +1347,18 @@ class Batch(_Model):
         stored = self.metadata if self._raw is None else self._raw.get("metadata")
         return _split_identity(stored)[1]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, **options: Any) -> dict[str, Any]:
         """The JSON object: what the server sent (the idempotency key in its metadata too),
-        with any later changes."""
-        out = super().to_dict()
+        with any later changes; see ``_Model.to_dict`` for its keywords."""
+        out = super().to_dict(**options)
+        if not _as_sent(**options):
+            return out  # model_dump's, the key apart
         stored = (self._raw or {}).get("metadata")
         own, key = _split_identity(stored)
         if key is not None:
             # Unchanged, the server's metadata as it came (its order too); changed, the key
             # stays with the batch it names.
-            metadata = (
-                stored
-                if self.metadata == own
-                else {**(self.metadata or {}), IDEMPOTENCY_METADATA_KEY: key}
-            )
+            metadata = stored if self.metadata == own else _stored_metadata(self.metadata, key)
             out["metadata"] = _to_json_value(metadata)
         return out
 
@@ -1531,8 +1665,11 @@ class BatchResult(_Model):
         """The line as it was read, not copied: only to write it out again."""
         return self._raw if self._raw is not None else self.to_dict()
 
-    def to_dict(self) -> dict[str, Any]:
-        """The line as it was read (or as the fields say, for a result built by hand)."""
+    def to_dict(self, **options: Any) -> dict[str, Any]:
+        """The line as it was read (or as the fields say, for a result built by hand); see
+        ``_Model.to_dict`` for its keywords."""
+        if not _as_sent(**options):
+            return super().to_dict(**options)
         if self._raw is not None:
             return _to_json_value(self._raw)  # type: ignore[no-any-return]
         error = self.error
@@ -2779,7 +2916,8 @@ class BinaryContent:
         self._transport.release(self._connection, self._response)
 
     def iter_lines(self) -> Iterator[str]:
-        """The body as text lines, without their line endings."""
+        r"""The body as text lines, without their endings (``\n``, ``\r\n`` or ``\r``, as
+        httpx splits them)."""
         # A line not ended yet is kept in pieces and joined once, when it ends: adding each
         # chunk to it copied it again for every chunk, and a line of 80 MB took 75 s.
         pending: list[bytes] = []
@@ -2788,12 +2926,11 @@ class BinaryContent:
             if ended:
                 ended[0] = b"".join([*pending, ended[0]])
                 pending = []
-            for line in ended:
-                yield line.rstrip(b"\r").decode("utf-8")
+            for line in ended:  # a "\r" before the "\n" is their ending; any other, one too
+                yield from line[: -1 if line.endswith(b"\r") else None].decode("utf-8").split("\r")
             pending.append(rest)
-        last = b"".join(pending)
-        if last:
-            yield last.rstrip(b"\r").decode("utf-8")
+        last = b"".join(pending).decode("utf-8").split("\r")
+        yield from last[:-1] if last[-1] == "" else last  # as _split_lines: none after the end
 
     def read(self) -> bytes:
         """The whole body (kept in memory; prefer ``write_to_file`` for large files)."""
@@ -2819,8 +2956,12 @@ class BinaryContent:
 
         decoder = codecs.getincrementaldecoder("utf-8")()
         for chunk in self.iter_bytes(chunk_size):
-            yield decoder.decode(chunk)
-        yield decoder.decode(b"", final=True)
+            text = decoder.decode(chunk)
+            if text:  # as httpx: no empty pieces (a split character's first bytes, the end)
+                yield text
+        text = decoder.decode(b"", final=True)
+        if text:
+            yield text
 
     def write_to_file(self, file: str | os.PathLike[str]) -> int:
         """Save the body to ``file`` atomically and return the number of bytes written.
@@ -3176,6 +3317,13 @@ def _identity(metadata: Mapping[str, str], given: str | None) -> tuple[str, bool
     return given or os.urandom(16).hex(), room
 
 
+def _stored_metadata(own: Mapping[str, str] | None, key: str) -> dict[str, str]:
+    """The metadata a batch is made with: the caller's and the idempotency key, and a mark
+    when the caller gave {} (see ``_split_identity``)."""
+    mark = dict([_EMPTY_METADATA]) if own == {} else {}
+    return {**(own or mark), IDEMPOTENCY_METADATA_KEY: key}
+
+
 def _own_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     """The caller's metadata without an idempotency key copied from another batch's: each
     call has its own key, and a copied one would find that other batch."""
@@ -3398,7 +3546,7 @@ class Batches:
             body["output_expires_after"] = dict(output_expires_after)
         key, stored = _identity(own, idempotency_key)
         if stored:
-            body["metadata"] = {**own, IDEMPOTENCY_METADATA_KEY: key}
+            body["metadata"] = _stored_metadata(None if _passed(metadata) is None else own, key)
         options = {"extra_headers": extra_headers, "extra_query": extra_query, "timeout": timeout}
         call = _Create(self, key, stored, options)
         shared = idempotency_key is not None
@@ -3594,7 +3742,8 @@ class Files:
         """Upload a file: a path, bytes, a binary file object or a (filename, content) pair.
 
         In the pair, a str content is sent as UTF-8, and a filename of None becomes
-        "input.jsonl" (sent without one, the API would find no file).
+        "input.jsonl" (sent without one, the API would find no file). A third item is the
+        file's Content-Type; without it the type is guessed from the name, as httpx does.
 
         The upload streams from disk, so a file of any size costs a megabyte of memory. A
         missing file, a directory or a text-mode file object is refused before any request.
@@ -3604,7 +3753,9 @@ class Files:
             form.append((f"expires_after[{key}]", str(_query_value(value))))
         for key, value in (extra_body or {}).items():
             form.append((key, str(_query_value(value))))
-        body = _multipart(form, *_file_source(file))
+        name, size, chunks = _file_source(file)
+        given = file[2] if isinstance(file, tuple) and len(file) > 2 else None
+        body = _multipart(form, name, size, chunks, given or _guess_type(name))
         return self._client._transport.request_json(
             "POST",
             "/files",
@@ -3856,6 +4007,11 @@ class LegacyAPIResponse(_Generic[_T]):
             self.status_code, dict(self.headers.items()), body, _RequestInfo(self.method, self.url)
         )
 
+    @property
+    def http_request(self) -> _RequestInfo:
+        """The request as httpx's is read: its ``method`` and ``url`` (the headers hold the key)."""
+        return _RequestInfo(self.method, self.url)
+
     def parse(self) -> _T:
         """The object the plain call returns."""
         return self._parsed
@@ -3952,8 +4108,8 @@ class _StreamedResponse:
     def __repr__(self) -> str:
         return repr(self._raw)
 
-    def __getattr__(self, name: str) -> Any:  # request_id, http_response
-        if name not in ("request_id", "http_response"):
+    def __getattr__(self, name: str) -> Any:  # request_id, http_response, http_request
+        if name not in ("request_id", "http_response", "http_request"):
             raise AttributeError(f"{type(self).__name__} has no {name!r}")
         return getattr(self._raw, name)
 
@@ -3962,6 +4118,10 @@ class _StreamedResponse:
         return body if isinstance(body, BinaryContent) and self._raw._body is None else None
 
     def parse(self) -> Any:
+        """The object the plain call returns; for a file's content, its bytes, as the official
+        streamed response parses a binary body."""
+        if isinstance(self._raw._parsed, BinaryContent):
+            return self.read()
         return self._raw.parse()
 
     def read(self) -> bytes:
@@ -3986,8 +4146,12 @@ class _StreamedResponse:
 
         decoder = codecs.getincrementaldecoder("utf-8")()
         for chunk in self.iter_bytes(chunk_size):
-            yield decoder.decode(chunk)
-        yield decoder.decode(b"", final=True)
+            text = decoder.decode(chunk)
+            if text:  # as httpx: no empty pieces (a split character's first bytes, the end)
+                yield text
+        text = decoder.decode(b"", final=True)
+        if text:
+            yield text
 
     def iter_lines(self) -> Iterator[str]:
         """The lines, split as httpx splits them (see ``_split_lines``)."""
@@ -3995,8 +4159,7 @@ class _StreamedResponse:
         if streamed is None:
             yield from _split_lines(self.text())
             return
-        for line in streamed.iter_lines():  # split at "\n", a "\r" before it dropped
-            yield from line.split("\r")  # so a "\r" left stands alone: a line ending to httpx
+        yield from streamed.iter_lines()
 
     def stream_to_file(self, file: _PathLike, *, chunk_size: int | None = None) -> None:
         """Save the body to ``file`` atomically, as it arrives."""
@@ -4025,7 +4188,7 @@ def _file_source(file: _FileInput) -> tuple[str, int, Callable[[], Iterator[byte
         # No filename: httpx sends the part without one, which the API does not take for a
         # file ("Missing required parameter: 'file'"); it gets the name bare bytes get.
         name = (os.path.basename(file[0]) or file[0]) if file[0] else "input.jsonl"
-        content = file[1]  # a third item, a content type, is not needed
+        content = file[1]  # a third item, a content type, is read by files.create
         if isinstance(content, str):
             content = content.encode()  # as httpx sends a str: UTF-8
         if not isinstance(content, (bytes, bytearray, memoryview)):
@@ -4109,6 +4272,7 @@ def _multipart(
     filename: str,
     size: int,
     chunks: Callable[[], Iterator[bytes]],
+    file_type: str = "application/octet-stream",
 ) -> _Body:
     """A multipart/form-data body whose file part streams from ``chunks``."""
     boundary = "openai-batch-" + os.urandom(16).hex()
@@ -4120,7 +4284,7 @@ def _multipart(
         ).encode()
     head += (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        f'filename="{_form_quote(filename)}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        f'filename="{_form_quote(filename)}"\r\nContent-Type: {_form_quote(file_type)}\r\n\r\n'
     ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode("ascii")
 
@@ -4131,6 +4295,13 @@ def _multipart(
 
     content_type = f"multipart/form-data; boundary={boundary}"
     return _Body(content_type, len(head) + size + len(tail), chunks=stream)
+
+
+def _guess_type(filename: str) -> str:
+    """The file part's type when the caller gives none: guessed from its name, as httpx does."""
+    import mimetypes
+
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
 
 def _form_quote(value: str) -> str:
@@ -4360,6 +4531,16 @@ class _EventTypes:
             headers=extra_headers,
             timeout=timeout,
         )
+
+    @property
+    def with_raw_response(self) -> Any:
+        """``list``, giving the HTTP response; see ``Batches.with_raw_response``."""
+        return _WithRawResponse(self, ("list",))
+
+    @property
+    def with_streaming_response(self) -> Any:
+        """``list``, as a context manager for the response."""
+        return _WithStreamingResponse(self, ("list",))
 
 
 _WEBHOOK_CALLS = ("create", "retrieve", "update", "list", "delete", "rotate_secret", "test")
@@ -5935,6 +6116,15 @@ class _ResourceViews:
         return getattr(getattr(self._client, name), self._view)
 
 
+def _refuse_http_client(http_client: object, name: str) -> None:
+    """An httpx client is refused with what to do instead: nothing here uses httpx."""
+    if http_client is not None:
+        raise OpenAIError(
+            f"{name} is not used: this module sends with the standard "
+            "library (proxies come from HTTPS_PROXY, CA certificates from SSL_CERT_FILE)"
+        )
+
+
 class Client:
     """The OpenAI Batch API: ``client.batches`` and ``client.files``. Also exported as OpenAI.
 
@@ -5961,7 +6151,9 @@ class Client:
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
         random: Callable[[], float] | None = None,
+        http_client: object = None,
     ) -> None:
+        _refuse_http_client(http_client, "http_client")
         # A callable key is asked for before every try, as the official client asks it.
         self._api_key_provider = api_key if callable(api_key) else None
         self.api_key = "" if callable(api_key) else self._key(api_key)
@@ -6074,9 +6266,11 @@ class Client:
         set_default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, str] | None = None,
         set_default_query: Mapping[str, str] | None = None,
+        http_client: object = None,
     ) -> Client:
         """A new client with these settings changed and the others kept. ``default_headers``
         and ``default_query`` add to this client's; ``set_default_*`` replace them."""
+        _refuse_http_client(http_client, "http_client")
         transport = self._transport
         return Client(
             api_key or self._api_key_provider or self.api_key,
@@ -6376,7 +6570,9 @@ class AzureOpenAI(Client):
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
         random: Callable[[], float] | None = None,
+        http_client: object = None,
     ) -> None:
+        _refuse_http_client(http_client, "http_client")
         given = [c for c in (api_key, azure_ad_token, azure_ad_token_provider) if c is not None]
         if len(given) > 1:
             raise OpenAIError(
@@ -6472,9 +6668,11 @@ class AzureOpenAI(Client):
         set_default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, str] | None = None,
         set_default_query: Mapping[str, str] | None = None,
+        http_client: object = None,
     ) -> AzureOpenAI:
         """A new client with these settings changed and the others kept; see
         ``Client.with_options``."""
+        _refuse_http_client(http_client, "http_client")
         transport = self._transport
         if not (api_key or azure_ad_token or azure_ad_token_provider):  # keep the ones it has
             azure_ad_token_provider = self._azure_ad_token_provider
@@ -6721,6 +6919,92 @@ class _AsyncContent:
         return await _in_thread(self.write_to_file, file)
 
 
+class _AsyncWithStreamingResponse:
+    """An async resource's calls, each an ``async with`` for the response:
+    ``async with client.files.with_streaming_response.content(id) as response:``."""
+
+    def __init__(self, streaming: _WithStreamingResponse, run: _Run) -> None:
+        self._streaming, self._run = streaming, run
+
+    def __getattr__(self, name: str) -> Callable[..., _AsyncStreamedResponseContext]:
+        make = getattr(self._streaming, name)  # an unknown call raises AttributeError here
+        return lambda *args, **kwargs: _AsyncStreamedResponseContext(
+            make(*args, **kwargs), self._run
+        )
+
+
+class _AsyncStreamedResponseContext:
+    """The blocking ``_StreamedResponseContext``, entered and left on the client's threads."""
+
+    def __init__(self, context: _StreamedResponseContext, run: _Run) -> None:
+        self._context, self._run = context, run
+
+    async def __aenter__(self) -> _AsyncStreamedResponse:
+        return _AsyncStreamedResponse(await self._run(self._context.__enter__), self._run)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._run(self._context.__exit__, *exc_info)
+
+
+class _AsyncStreamedResponse:
+    """A streamed response, as the official ``AsyncAPIResponse`` is read: ``headers``,
+    ``status_code`` and the like at once; ``await`` for ``parse()``, ``read()``, ``text()``,
+    ``json()``, ``stream_to_file()`` and ``close()``; ``async for`` over ``iter_bytes()``,
+    ``iter_text()`` and ``iter_lines()``. The body is read on the client's threads, a piece
+    at a time, so the loop stays free while a large file arrives."""
+
+    _SAME: tuple[str, ...] = ("headers", "status_code", "url", "method", "retries_taken")
+    _SAME += ("elapsed", "http_version", "request_id", "http_response", "http_request", "is_closed")
+
+    def __init__(self, response: _StreamedResponse, run: _Run) -> None:
+        self._response, self._run = response, run
+
+    def __repr__(self) -> str:
+        return repr(self._response)
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self._SAME:
+            raise AttributeError(f"{type(self).__name__} has no {name!r}")
+        return getattr(self._response, name)
+
+    async def parse(self) -> Any:
+        return await self._run(self._response.parse)
+
+    async def read(self) -> bytes:
+        body: bytes = await self._run(self._response.read)
+        return body
+
+    async def text(self) -> str:
+        text: str = await self._run(self._response.text)
+        return text
+
+    async def json(self) -> Any:
+        return await self._run(self._response.json)
+
+    async def stream_to_file(self, file: _PathLike, *, chunk_size: int | None = None) -> None:
+        await self._run(self._response.stream_to_file, file, chunk_size=chunk_size)
+
+    async def close(self) -> None:
+        await self._run(self._response.close)
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Any:
+        return self._each(self._response.iter_bytes(chunk_size))
+
+    def iter_text(self, chunk_size: int | None = None) -> Any:
+        return self._each(self._response.iter_text(chunk_size))
+
+    def iter_lines(self) -> Any:
+        return self._each(self._response.iter_lines())
+
+    async def _each(self, pieces: Iterator[Any]) -> Any:
+        done = object()
+        while True:
+            piece = await self._run(next, pieces, done)
+            if piece is done:
+                return
+            yield piece
+
+
 class _Async:
     """One resource of an async client: the blocking resource's calls, each awaited."""
 
@@ -6749,6 +7033,11 @@ class _Async:
         raw = _Async(self._resource.with_raw_response, self._run)
         raw._calls = tuple(n for n in (*self._calls, *self._lists) if n != "wait")
         return raw
+
+    @property
+    def with_streaming_response(self) -> _AsyncWithStreamingResponse:
+        """The same calls, each an ``async with`` for the response (``_AsyncStreamedResponse``)."""
+        return _AsyncWithStreamingResponse(self._resource.with_streaming_response, self._run)
 
 
 class AsyncBatches(_Async):
@@ -6853,8 +7142,8 @@ class AsyncOpenAI:
 
     @property
     def with_streaming_response(self) -> Any:
-        """Not offered by the async client (a resource raises ``AttributeError``): its bodies
-        are read whole in the await; stream one to disk with ``await client.download(...)``."""
+        """Every resource's calls, each an ``async with`` for the response, whose body is
+        read as it is used (``_AsyncStreamedResponse``)."""
         return _ResourceViews(self, "with_streaming_response")
 
     def with_options(self, **changes: Any) -> AsyncOpenAI:
@@ -7052,11 +7341,7 @@ def _module_client() -> Client:
     made = _MODULE_CLIENT.get("client")
     if made is not None and _MODULE_CLIENT["settings"] == settings:
         return made  # type: ignore[no-any-return]
-    if http_client is not None:
-        raise OpenAIError(
-            "openai_batch.http_client is not used: this module sends with the standard "
-            "library (proxies come from HTTPS_PROXY, CA certificates from SSL_CERT_FILE)"
-        )
+    _refuse_http_client(http_client, "openai_batch.http_client")
     client = _new_module_client(kind)
     _MODULE_CLIENT.update(client=client, settings=settings)
     if made is not None:

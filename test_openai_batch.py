@@ -2687,6 +2687,51 @@ def test_metadata_compares_equal_to_what_was_given(client: Client, api: FakeAPI)
     assert made.to_dict()["metadata"] == {KEY_FIELD: made.idempotency_key}
 
 
+def test_empty_metadata_reads_back_empty(client: Client, api: FakeAPI) -> None:
+    """Issue 17 review, item 3: `metadata={}` reads back as {} (None only when none was given),
+    as the official package reads it; the key stays apart, beside a mark of the {}."""
+    file_id = _seeded_file(api)
+    made = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", metadata={}
+    )
+    key = made.idempotency_key
+    stored = {"openai_batch_metadata": "{}", KEY_FIELD: key}
+    assert isinstance(key, str) and api.batches[made.id]["metadata"] == stored
+    listed = [b for b in client.batches.list() if b.id == made.id]
+    for batch in [made, client.batches.retrieve(made.id), *listed]:
+        assert batch.metadata == {} and batch.model_dump()["metadata"] == {}
+        assert batch.idempotency_key == key and batch.to_dict()["metadata"] == stored
+        assert "openai_batch_metadata" not in repr(batch)
+    made.metadata = None  # a change shows in to_dict()
+    assert made.to_dict()["metadata"] == {KEY_FIELD: key}
+    plain = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions")
+    assert client.batches.retrieve(plain.id).metadata is None
+
+
+def test_empty_metadata_agrees_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17 review, item 3, side by side: {}, None and some metadata, made and read."""
+    openai = pytest.importorskip("openai")
+    file_id = _seeded_file(api)
+
+    def script(client: Any) -> list[Any]:
+        seen = []
+        for given in ({}, None, {"job": "x"}):
+            options = {} if given is None else {"metadata": given}
+            made = client.batches.create(
+                input_file_id=file_id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                **options,
+            )
+            listed = [b.metadata for b in client.batches.list() if b.id == made.id]
+            got = client.batches.retrieve(made.id)
+            seen.append([made.metadata, got.metadata, listed, got.model_dump()["metadata"]])
+        return seen
+
+    theirs = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    assert script(make_client(api)) == script(theirs)
+
+
 def test_a_batch_without_the_key_keeps_its_metadata_whole(client: Client, api: FakeAPI) -> None:
     plain = api.add_batch(metadata={"job": "x"})
     bare = api.add_batch(metadata={})
@@ -5316,6 +5361,40 @@ def test_a_file_given_with_its_content_type_and_content_helpers(
     assert client.files.content(made.id).stream_to_file is not None
 
 
+def _part_types(api: FakeAPI) -> list[str]:
+    """The Content-Type of each upload's file part, as sent."""
+    import re
+
+    bodies = [r.body for r in api.requests if r.path.endswith("/files") and r.method == "POST"]
+    return [
+        re.findall(rb'name="file".*?\r\nContent-Type: ([^\r]*)', b, re.S)[0].decode()
+        for b in bodies
+    ]
+
+
+def test_an_upload_sends_the_content_type_given_or_guessed(client: Client, api: FakeAPI) -> None:
+    """Issue 17 review, item 6: the third item of a (name, content, type) tuple is the file
+    part's Content-Type; without one it is guessed from the name, as httpx guesses it."""
+    client.files.create(file=("b.jsonl", b"{}\n", "application/jsonl"), purpose="batch")
+    client.files.create(file=("b.json", b"{}\n"), purpose="user_data")
+    client.files.create(file=("b.jsonl", b"{}\n", None), purpose="batch")  # type: ignore[arg-type]
+    assert _part_types(api) == ["application/jsonl", "application/json", "application/octet-stream"]
+
+
+def test_upload_types_agree_with_the_official_package(api: FakeAPI) -> None:
+    openai = pytest.importorskip("openai")
+    files = [("b.jsonl", b"{}\n", "application/jsonl"), ("b.json", b"{}\n"), ("b.jsonl", b"{}\n")]
+    for client in (make_client(api), openai.OpenAI(api_key=API_KEY, base_url=api.base_url)):
+        for file in files:
+            client.files.create(file=file, purpose="user_data")
+    ours = _part_types(api)
+    assert (
+        ours[:3]
+        == ours[3:]
+        == ["application/jsonl", "application/json", "application/octet-stream"]
+    )
+
+
 def test_a_client_without_a_timeout_waits_as_long_as_it_takes(api: FakeAPI) -> None:
     api.add_batch(id="batch_1")
     client = make_client(api, timeout=None)
@@ -7503,6 +7582,60 @@ def test_with_streaming_response_reads_a_file_as_it_arrives(
         pass
 
 
+def test_a_streamed_files_content_parses_to_bytes(client: Client, api: FakeAPI) -> None:
+    """Issue 17 review, item 2: the official streamed response parses a binary body to
+    `bytes`; a raw response's `parse()` stays the content object, as the official one's."""
+    file_id = str(api.add_file(_MIXED_LINES)["id"])
+    with client.files.with_streaming_response.content(file_id) as response:
+        parsed = response.parse()
+        assert type(parsed) is bytes and parsed == _MIXED_LINES == response.read()
+    assert isinstance(client.files.with_raw_response.content(file_id).parse(), ob.BinaryContent)
+
+
+_ENDINGS = [b"", b"a\nb", b"a\rb\r", b"a\r\r\nb\n", b"\n", b"x\r\n\ry", "\u00e9\rz".encode()]
+
+
+def _text_and_lines(client: Any, file_id: str) -> list[Any]:
+    """A file's text pieces and lines, from its content and from a streamed response."""
+    with client.files.with_streaming_response.content(file_id) as response:
+        streamed_text = list(response.iter_text())
+    with client.files.with_streaming_response.content(file_id) as response:
+        streamed_lines = list(response.iter_lines())
+    content = [list(client.files.content(file_id).iter_text())]
+    content.append(list(client.files.content(file_id).iter_lines()))
+    return [content, [streamed_text, streamed_lines]]
+
+
+def test_text_has_no_empty_piece_and_lines_split_at_a_bare_cr(client: Client, api: FakeAPI) -> None:
+    """Issue 17 review, items 4 and 5: as httpx, `iter_text()` gives no empty piece (none for
+    an empty body), and `iter_lines()` splits at "\\n", "\\r\\n" and a bare "\\r", on a
+    file's content and on a streamed response alike."""
+    expected = [
+        ([], []),
+        (["a\nb"], ["a", "b"]),
+        (["a\rb\r"], ["a", "b"]),
+        (["a\r\r\nb\n"], ["a", "", "b"]),
+        (["\n"], [""]),
+        (["x\r\n\ry"], ["x", "", "y"]),
+        (["\u00e9\rz"], ["\u00e9", "z"]),
+    ]
+    for body, (text, lines) in zip(_ENDINGS, expected):
+        file_id = str(api.add_file(body)["id"])
+        assert _text_and_lines(client, file_id) == [[text, lines], [text, lines]], body
+
+
+def test_text_and_lines_agree_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17 review, items 4 and 5, side by side."""
+    openai = pytest.importorskip("openai")
+    ids = [str(api.add_file(body)["id"]) for body in _ENDINGS]
+    ours = make_client(api)
+    theirs = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    assert [_text_and_lines(ours, i) for i in ids] == [_text_and_lines(theirs, i) for i in ids]
+    mine = ours.files.with_streaming_response.content(ids[1])
+    with mine as mine_read, theirs.files.with_streaming_response.content(ids[1]) as official:
+        assert mine_read.parse() == official.parse() == b"a\nb"
+
+
 def test_retrieve_content_is_deprecated_and_gives_text(client: Client, api: FakeAPI) -> None:
     """Issue 17, item 6: as the official package, a str and its DeprecationWarning."""
     file_id = str(api.add_file(_MIXED_LINES)["id"])
@@ -7543,15 +7676,17 @@ def test_client_level_with_raw_response_and_a_full_headers_mapping(
 
 
 def test_the_async_client_level_with_raw_response_is_awaited(api: FakeAPI) -> None:
-    """Issue 17, item 6, awaited; the async client streams no response (see its docstring)."""
+    """Issue 17, item 6, awaited; the client-level streaming view too (review, item 1)."""
     import asyncio
 
     sent = api.add_batch(status="completed")
 
     async def main() -> Any:
         async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url) as client:
+            async with client.with_streaming_response.batches.retrieve(sent["id"]) as streamed:
+                assert (await streamed.parse()).id == sent["id"]
             with pytest.raises(AttributeError):
-                client.with_streaming_response.batches  # noqa: B018
+                client.with_streaming_response.jobs  # noqa: B018
             return await client.with_raw_response.batches.retrieve(sent["id"])
 
     raw = asyncio.run(main())
@@ -7973,6 +8108,28 @@ def http_message(headers: dict[str, str]) -> http.client.HTTPMessage:
     """Headers as an http.server handler sees them in ``self.headers``."""
     lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
     return http.client.parse_headers(io.BytesIO(lines.encode("latin-1")))
+
+
+def test_a_client_refuses_an_http_client_with_what_to_do(api: FakeAPI) -> None:
+    """Issue 17 review, item 9: `OpenAI(http_client=...)` (and the Azure, async and copied
+    clients) says why and where proxies and CA certificates come from, not a bare TypeError."""
+    message = (
+        "http_client is not used: this module sends with the standard library (proxies come "
+        "from HTTPS_PROXY, CA certificates from SSL_CERT_FILE)"
+    )
+    azure = {"api_key": "k", "api_version": AZURE_VERSION, "azure_endpoint": api.base_url}
+    for make in (
+        lambda: ob.OpenAI(api_key="k", http_client=object()),
+        lambda: ob.AzureOpenAI(**azure, http_client=object()),
+        lambda: ob.AsyncOpenAI(api_key="k", http_client=object()),
+        lambda: make_client(api).with_options(http_client=object()),
+        lambda: ob.AzureOpenAI(**azure).copy(http_client=object()),
+        lambda: ob.AsyncOpenAI(api_key="k").with_options(http_client=object()),
+    ):
+        with raises(ob.OpenAIError) as caught:
+            make()
+        assert str(caught.value) == message
+    assert ob.OpenAI(api_key="k", http_client=None).api_key == "k"
 
 
 def test_a_valid_signature_passes_with_a_whsec_secret() -> None:
@@ -8856,6 +9013,63 @@ def test_pages_agree_with_the_official_package(api: FakeAPI) -> None:
     assert asyncio.run(async_script(ours)) == asyncio.run(async_script(theirs))
 
 
+def _helpers(batch: Any) -> list[Any]:
+    """The object helpers with the official keywords, pydantic 1's names and iteration."""
+    import warnings
+
+    seen = [
+        batch.to_dict(mode="json", use_api_names=False, warnings=False),
+        batch.to_dict(exclude_unset=False),
+        batch.to_dict(exclude_none=True, exclude_unset=False),
+        batch.to_dict(exclude_defaults=True, exclude_unset=False),
+        batch.to_json(indent=4, exclude_unset=False, exclude_none=True),
+        batch.model_dump(round_trip=True, warnings=False),
+        batch.model_dump(exclude_defaults=True),
+        batch.model_dump_json(exclude_defaults=True),
+        [name for name, _ in batch],
+        dict(batch)["metadata"],
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seen += [batch.dict(exclude_none=True), batch.json(), batch.__fields_set__]
+    warned = [(w.category, str(w.message).split(" Deprecated in")[0]) for w in caught]
+    seen.append([(issubclass(kind, DeprecationWarning), message) for kind, message in warned])
+    return seen
+
+
+def test_object_helpers_take_the_official_keywords(client: Client, api: FakeAPI) -> None:
+    """Issue 17 review, item 8: `to_dict`/`to_json` take the official keywords (with none,
+    `to_dict()` is still what the server sent), `model_dump` takes `round_trip` and
+    `warnings`, pydantic 1's `dict()`, `json()` and `__fields_set__` warn, and an object
+    iterates over its fields as pydantic's does."""
+    sent = api.add_batch(status="completed", metadata={"a": "b"})
+    batch = client.batches.retrieve(sent["id"])
+    assert batch.to_dict(mode="json", warnings=False) == batch.to_dict() == sent
+    seen = _helpers(batch)
+    assert seen[0] == sent and seen[5] == batch.model_dump() == seen[1]
+    assert seen[2] == seen[3] == seen[6] == {k: v for k, v in seen[1].items() if v is not None}
+    assert json.loads(seen[4]) == seen[2] and seen[4].startswith('{\n    "id"')
+    assert json.loads(seen[7]) == seen[6] and ", " not in seen[7]
+    assert seen[8] == list(batch.model_dump()) and seen[9] == {"a": "b"}
+    assert seen[10] == seen[2] and json.loads(seen[11]) == seen[1]
+    assert seen[12] == batch.model_fields_set
+    assert seen[13] == [
+        (True, "The `dict` method is deprecated; use `model_dump` instead."),
+        (True, "The `json` method is deprecated; use `model_dump_json` instead."),
+        (True, "The `__fields_set__` attribute is deprecated, use `model_fields_set` instead."),
+    ]
+    assert batch.to_json(indent=None) == json.dumps(sent, separators=(",", ":"))
+
+
+def test_object_helper_keywords_agree_with_the_official_package(api: FakeAPI) -> None:
+    """Issue 17 review, item 8, side by side (iteration as names: the nested classes differ)."""
+    openai = pytest.importorskip("openai")
+    sent = api.add_batch(status="completed", metadata={"a": "b"})
+    theirs = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    mine = _helpers(make_client(api).batches.retrieve(sent["id"]))
+    assert mine == _helpers(theirs.batches.retrieve(sent["id"]))
+
+
 def test_an_unknown_type_differs_from_the_official_package_on_purpose() -> None:
     openai = pytest.importorskip("openai")
     body = json.dumps({"id": "e", "type": "video.completed", "data": {"id": "v"}})
@@ -8954,6 +9168,77 @@ def test_streaming_and_raw_access_agree_with_the_official_package(
     ours, theirs = run(ob), run(openai)
     ours["headers"].pop("x-request-id"), theirs["headers"].pop("x-request-id")
     assert ours == theirs
+
+
+def _raise_for_status_and_requests(client: Any, api: FakeAPI, batch_id: str) -> list[Any]:
+    """`e.response.raise_for_status()`, `raw.http_request` and event types' raw response."""
+    try:
+        client.batches.retrieve("batch_nope")
+    except Exception as exc:  # NotFoundError, of either package
+        error = exc
+    try:
+        error.response.raise_for_status()  # type: ignore[attr-defined]
+    except Exception as exc:
+        raised = exc
+    url = str(raised.request.url).replace(api.base_url, "URL")  # type: ignore[attr-defined]
+    seen = [type(raised).__name__, str(raised).replace(api.base_url, "URL"), url]
+    seen.append(raised.response is error.response)  # type: ignore[attr-defined]
+    raw = client.batches.with_raw_response.retrieve(batch_id)
+    request = raw.http_request
+    seen += [request.method, str(request.url).replace(api.base_url, "URL")]
+    seen.append(raw.http_response.raise_for_status().status_code)
+    with client.batches.with_streaming_response.retrieve(batch_id) as response:
+        seen.append(response.http_request.method)
+    types = client.webhooks.event_types.with_raw_response.list()
+    return [*seen, types.status_code, type(types.parse()).__name__]
+
+
+def test_raise_for_status_and_http_request_as_httpx_gives_them(
+    client: Client, api: FakeAPI
+) -> None:
+    """Issue 17 review, item 7: an error's response raises `HTTPStatusError` with httpx's
+    message, `request` and `response`; a raw response has `http_request`; the webhook event
+    types have a raw response, sync and async."""
+    import asyncio
+
+    batch_id = str(api.add_batch(status="completed")["id"])
+    assert _raise_for_status_and_requests(client, api, batch_id) == [
+        "HTTPStatusError",
+        "Client error '404 Not Found' for url 'URL/batches/batch_nope'\n"
+        "For more information check: https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/404",
+        "URL/batches/batch_nope",
+        True,
+        "GET",
+        f"URL/batches/{batch_id}",
+        200,
+        "GET",
+        200,
+        "WebhookEventTypeList",
+    ]
+    assert issubclass(ob.HTTPStatusError, ob.OpenAIError)
+    response = ob._ErrorResponse(302, {"Location": "/x"}, b"", ob._RequestInfo("GET", "/a"))
+    with raises(
+        ob.HTTPStatusError,
+        match=r"^Redirect response '302 Found' for url '/a'\nRedirect location: '/x'\n",
+    ):
+        response.raise_for_status()
+    with raises(RuntimeError, match="request instance has not been set"):
+        ob._ErrorResponse(500, {}, b"").raise_for_status()
+
+    async def main() -> int:
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url) as async_client:
+            raw = await async_client.webhooks.event_types.with_raw_response.list()
+            return int(raw.status_code)
+
+    assert asyncio.run(main()) == 200
+
+
+def test_raise_for_status_agrees_with_the_official_package(api: FakeAPI) -> None:
+    openai = pytest.importorskip("openai")
+    batch_id = str(api.add_batch(status="completed")["id"])
+    theirs = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+    ours = _raise_for_status_and_requests(make_client(api), api, batch_id)
+    assert ours == _raise_for_status_and_requests(theirs, api, batch_id)
 
 
 def test_timeout_and_sentinels_agree_with_the_official_package(api: FakeAPI) -> None:
@@ -9284,6 +9569,76 @@ def test_async_content_is_read_with_aread_and_async_for(api: FakeAPI) -> None:
     assert set(map(len, seen["text by 5"][:-1])) == {5}
     assert seen["lines"] == ['{"a": 1}', '{"b": "\u00e9"}', "", '{"c": 3}', '{"d": 4}']
     assert empty == {key: b"" if key in ("aread", "read") else [] for key in empty}
+
+
+async def _read_async_stream(client: Any, file_id: str, batch_id: str, path: Any) -> list[Any]:
+    """Every way to read an async streamed response, as the official `AsyncAPIResponse`."""
+    streaming = client.files.with_streaming_response
+    async with streaming.content(file_id) as response:
+        head = [response.status_code, response.headers["content-type"], not response.is_closed]
+        whole = [await response.read(), await response.text()]
+    async with streaming.content(file_id) as response:
+        chunks = [chunk async for chunk in response.iter_bytes()]
+    async with streaming.content(file_id) as response:
+        lines = [line async for line in response.iter_lines()]
+    async with streaming.content(file_id) as response:
+        text = [piece async for piece in response.iter_text()]
+    async with client.with_streaming_response.files.content(file_id) as response:
+        parsed = await response.parse()
+    async with streaming.content(file_id) as response:
+        await response.stream_to_file(path)
+    async with client.batches.with_streaming_response.retrieve(batch_id) as response:
+        batch = [(await response.parse()).id, (await response.json())["id"]]
+    async with client.models.with_streaming_response.list() as response:
+        head.append(response.status_code)
+    async with client.webhooks.with_streaming_response.list() as response:
+        head.append(response.status_code)
+    return [head, whole, chunks, lines, text, (type(parsed), parsed), path.read_bytes(), batch]
+
+
+def test_the_async_client_streams_responses(api: FakeAPI, tmp_path: Any) -> None:
+    """Issue 17 review, item 1: `with_streaming_response` on every async resource and on the
+    client, read with `await` and `async for` as the official async client's is."""
+    import asyncio
+
+    file_id = str(api.add_file(_MIXED_LINES)["id"])
+    batch_id = str(api.add_batch(status="completed")["id"])
+
+    async def main() -> list[Any]:
+        async with ob.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url) as client:
+            seen = await _read_async_stream(client, file_id, batch_id, tmp_path / "out")
+            with pytest.raises(AttributeError):
+                client.files.with_streaming_response.nope  # noqa: B018
+            async with client.files.with_streaming_response.content(file_id) as response:
+                pass  # never read: closed, and the next call still works
+            assert response.is_closed
+            return seen
+
+    head, whole, chunks, lines, text, parsed, saved, batch = asyncio.run(main())
+    assert head == [200, "application/octet-stream", True, 200, 200]
+    assert whole == [_MIXED_LINES, _MIXED_LINES.decode()] and b"".join(chunks) == _MIXED_LINES
+    assert lines == ['{"a": 1}', '{"b": "\u00e9"}', "", '{"c": 3}', '{"d": 4}']
+    assert text == [_MIXED_LINES.decode()]
+    assert parsed == (bytes, _MIXED_LINES) and saved == _MIXED_LINES
+    assert batch == [batch_id, batch_id]
+
+
+def test_async_streaming_agrees_with_the_official_package(api: FakeAPI, tmp_path: Any) -> None:
+    """Issue 17 review, item 1: the same streamed reads on both async clients."""
+    openai = pytest.importorskip("openai")
+    import asyncio
+
+    file_id = str(api.add_file(_MIXED_LINES)["id"])
+    batch_id = str(api.add_batch(status="completed")["id"])
+
+    def run(package: Any) -> list[Any]:
+        async def main() -> list[Any]:
+            client = package.AsyncOpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+            return await _read_async_stream(client, file_id, batch_id, tmp_path / package.__name__)
+
+        return asyncio.run(main())
+
+    assert run(ob) == run(openai)
 
 
 def test_the_async_client_reads_metadata_back_as_given(api: FakeAPI) -> None:
