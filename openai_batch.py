@@ -15,6 +15,49 @@ The calls, field names and exceptions are those of the official ``openai`` packa
 moves between the two by changing an import; as there, the module is a client too
 (``openai_batch.api_key = "..."``, then ``openai_batch.batches.retrieve(batch_id)``). From a
 shell: ``python -m openai_batch --help``.
+
+Map: the sections of this file, in order. Each uses only those above it; the command line
+comes last and only parses, calls the library and prints. ``grep -n '^# ' openai_batch.py``
+prints the same titles, with their lines.
+
+    Constants
+        DEFAULT_BASE_URL, MAX_REQUESTS, IDEMPOTENCY_METADATA_KEY -- defaults and the API's limits
+    Exceptions
+        OpenAIError, APIStatusError, OutcomeUnknownError, InputFileError -- errors with fields
+    Text and JSON lines: one line read strictly and written compactly; words for messages
+        _decode_line, _dumps_line, _clip, _plural -- no NaN, no Infinity, no lone surrogate
+    Enums and API objects
+        BatchStatus, Batch, FileObject, BatchRequest, BatchResult, CursorPage -- JSON in, objects
+    HTTP transport: timeouts, retries, connections and the waiting policy
+        Timeout, _Transport, _Pool, _RetryPolicy, _Backoff, _Outage -- keys never leave their host
+    Downloads and atomic files: content read as it arrives, files written whole or not at all
+        BinaryContent, _AtomicFile, _PartFile -- a download resumes; a file is never half written
+    Resources: client.batches and client.files
+        Batches, Files, Models, _Create, LegacyAPIResponse -- the calls; create exactly once
+    Webhooks: OpenAI's signed event notices, verified; the endpoints that receive them
+        Webhooks, WebhookEvent, WebhookEndpoint -- unwrap, verify_signature, endpoints managed
+    Prices and costs: what a batch will cost, by the model's batch price
+        _Prices, _TokenTally, InputEstimate -- batch prices, and tokens counted without a tokenizer
+    JSONL helpers: write, read, validate and split input files; read and join results
+        validate_input, split_jsonl, iter_results, join_results -- the batch file's workflow
+    Jobs: work of any size in rounds, resumed after a crash; the engine and its record
+        _Job, _Record, _BatchRounds, JobReport, JobStoppedError -- client.run and its record
+    Direct rounds: the same batch file, straight to a server with no Batch API
+        _DirectRounds, _DirectPolicy, _WorkQueue, _Answers -- run --direct's round driver
+    The client
+        Client, OpenAI -- the resources and jobs behind one object
+    Azure OpenAI: the same client, with Azure's address, api-version and credentials
+        AzureOpenAI -- deployments, api-version, api-key or Entra ID tokens
+    Async: AsyncOpenAI and AsyncAzureOpenAI, the same calls awaited
+        AsyncOpenAI, AsyncAzureOpenAI, AsyncPaginator -- each call run on a thread
+    The module client: openai_batch.api_key = "...", then openai_batch.batches.create(...)
+        __getattr__, _ModuleResource, _module_client -- made at first use, again on a change
+    Command line: output helpers
+        _Console, _table, _LiveProgress -- a table on a terminal, tab-separated lines in a pipe
+    Command line: commands
+        _cmd_list, _cmd_validate, _cmd_run, _cmd_results -- one function a command
+    Command line: arguments and main
+        main, _parser, _hint -- parse, dispatch, and one place that turns errors into hints
 """
 
 from __future__ import annotations
@@ -28,8 +71,8 @@ import os
 import sys
 import time
 
-# `typing` costs as much to import as `json` does; annotations are strings here
-# (`from __future__ import annotations`), so it is needed only by type checkers.
+#: `typing` costs as much to import as `json` does; annotations are strings here
+#: (`from __future__ import annotations`), so it is needed only by type checkers.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
@@ -209,9 +252,9 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 # Constants
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 
 #: Where requests go unless ``base_url`` or ``OPENAI_BASE_URL`` says otherwise.
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -248,16 +291,16 @@ _CHUNK = 1024 * 1024
 #: The metadata key under which ``batches.create`` stores each call's idempotency key, so that
 #: the batch a call made can be told from every other by identity, never by time or file.
 IDEMPOTENCY_METADATA_KEY = "openai_batch_idempotency_key"
-# Stored beside the key when the caller's metadata was {}, so that it reads back as {} (the key
-# alone reads back as None, as a batch made without metadata).
+#: Stored beside the key when the caller's metadata was {}, so that it reads back as {} (the key
+#: alone reads back as None, as a batch made without metadata).
 _EMPTY_METADATA = ("openai_batch_metadata", "{}")
-# After a create call's outcome is unknown, the batch list is read for its key at these pauses
-# (30 s in all): the list can lag creation by seconds, and a request that timed out may still
-# be on its way to the server.
+#: After a create call's outcome is unknown, the batch list is read for its key at these pauses
+#: (30 s in all): the list can lag creation by seconds, and a request that timed out may still
+#: be on its way to the server.
 _SETTLE_PAUSES = (0.0, 1.0, 2.0, 4.0, 8.0, 15.0)
-# How far back, on the server's clock, the list is read for a key: for a caller's own key, 30
-# days; for a call's recovery, its own duration plus an hour, which no clock's rounding or a
-# fleet's skew comes near.
+#: How far back, on the server's clock, the list is read for a key: for a caller's own key, 30
+#: days; for a call's recovery, its own duration plus an hour, which no clock's rounding or a
+#: fleet's skew comes near.
 _KEY_HORIZON, _KEY_SLACK = 30 * 86400.0, 3600.0
 _MAX_KEY_LENGTH = 255
 _METADATA_MAX_KEYS, _METADATA_MAX_KEY, _METADATA_MAX_VALUE = 16, 64, 512
@@ -266,9 +309,9 @@ _FIRST_POLL, _MAX_POLL = 2.0, 60.0  # seconds between polls, growing by half eac
 _MAX_OUTAGE = 600.0  # seconds a server that has stopped answering is waited for (_Outage)
 _FIRST_ANSWER_WAIT = 30.0  # ... and one that has not answered once in this run
 
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 # Exceptions
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 
 
 class _RequestInfo:
@@ -658,9 +701,172 @@ _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     )
 }
 
-# ---------------------------------------------------------------------------------------------
+
+class _ArgumentError(ValueError):
+    """A bad argument, refused before any request (the command line's usage error);
+    ``setting`` names the argument, when one alone is at fault."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+###############################################################################################
+# Text and JSON lines: one line read strictly and written compactly; words for messages
+###############################################################################################
+#
+#: JSON has no NaN or Infinity, yet json.loads reads them, and it reads a number too large for
+#: a float (1e400, or 309 digits) as inf. Every reader of lines refuses all three at next to no
+#: cost: NaN and Infinity through parse_constant, which runs only when they appear; a number
+#: too large through a parse_float that checks each float, or, on a line dense with numbers (an
+#: embedding, where a call per float would double the time), through sum() over its lists.
+
+
+class _NotFinite(ValueError):
+    """NaN, Infinity or a number too large for a float, met in JSON text."""
+
+    def __init__(self, reason: str, literal: str) -> None:
+        super().__init__(reason)
+        self.literal = literal
+
+    def at(self, text: str | bytes) -> str:
+        """The reason and the literal's column in ``text``, counted as json's errors count it."""
+        import re
+
+        if isinstance(text, bytes):
+            text = text.decode(json.detect_encoding(text), "surrogatepass")  # as json.loads does
+        # Strings are matched whole, so that a literal inside one is passed over: the first one
+        # outside them is where the parser stopped.
+        for match in re.finditer(_JSON_TOKEN, text):
+            if match.group() == self.literal:
+                column = match.start() - text.rfind("\n", 0, match.start())
+                return f"{self} (column {column})"
+        return str(self)
+
+
+#: A string, NaN, Infinity or a number: enough of JSON to find where a literal stands in a line.
+_JSON_TOKEN = (
+    r'"(?:[^"\\]|\\.)*"'
+    r"|-?Infinity|NaN"
+    r"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"  # json.scanner.NUMBER_RE
+)
+
+
+def _refuse_constant(literal: str) -> NoReturn:
+    raise _NotFinite(f"{literal} is not a JSON number", literal)
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise _NotFinite(f"{_clip(literal, 24)} is out of range for a float", literal)
+    return value
+
+
+_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+_FINITE_JSON = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+_NUMBER_CHARACTERS = "0123456789+-.eE,[] "  # all a list of numbers is made of
+
+
+def _decode_line(text: str) -> tuple[Any, int]:
+    """json's raw_decode of a line, refusing what JSON or a float cannot hold (_NotFinite)."""
+    middle = len(text) // 2
+    if len(text) < 1024 or text[middle - 32 : middle + 32].strip(_NUMBER_CHARACTERS):
+        return _FINITE_JSON.raw_decode(text)
+    # The middle of the line is all numbers (an embedding, token ids): its floats are read as
+    # they come and checked after, list by list.
+    data, end = _JSON.raw_decode(text)
+    if type(data) is dict and _may_hold_infinity(data):
+        return _FINITE_JSON.raw_decode(text)  # raises _NotFinite, unless only a sum overflowed
+    return data, end
+
+
+def _may_hold_infinity(value: dict[str, Any] | list[Any]) -> bool:
+    """Whether parsed JSON may hold an infinite float: never false when it does."""
+    if isinstance(value, list) and value and isinstance(value[0], (int, float)):
+        try:
+            return not math.isfinite(sum(value))  # a list of numbers in one pass, in C
+        except (TypeError, OverflowError):  # not all numbers, or ints too large for a float
+            pass
+    for item in value.values() if isinstance(value, dict) else value:
+        if isinstance(item, (dict, list)):
+            if _may_hold_infinity(item):
+                return True
+        elif isinstance(item, float) and math.isinf(item):
+            return True
+    return False
+
+
+def _plain_json_error(text: str | bytes) -> ValueError | None:
+    """What json.loads finds wrong with ``text``, NaN and infinity allowed; None for nothing.
+
+    Text that is not JSON for another reason keeps the verdict it had before they were refused.
+    """
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        return exc
+    return None
+
+
+def _body_json(text: str) -> Any:
+    """A response body sent as a JSON string, decoded; a plain-text body stays text.
+
+    Raises ``_NotFinite`` (a ValueError) for a body that is JSON but for a number that JSON or
+    a float cannot hold.
+    """
+    try:
+        return _FINITE_JSON.decode(text)
+    except _NotFinite as exc:
+        if _plain_json_error(text) is not None:
+            return text
+        reason = f"the response body is not valid JSON: {exc.at(text)}"
+        raise _NotFinite(reason, exc.literal) from None
+    except ValueError:
+        return text
+
+
+def _json_text(value: object) -> str:
+    """A custom_id that is not a string, as text: "" for a missing one, else its JSON."""
+    return "" if value is None else json.dumps(value)
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
+def _dumps_line(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _line_bytes(data: Any) -> bytes:
+    """A JSONL line's bytes, newline and all. Text that UTF-8 cannot hold (an unpaired
+    surrogate that a server sent as an escape) stays an escape, as it came."""
+    try:
+        return _dumps_line(data).encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        dumped = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        return dumped.encode("ascii") + b"\n"
+
+
+def _clip(text: str, width: int = 200) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+###############################################################################################
 # Enums and API objects
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 
 
 class _StrEnum(str, enum.Enum):
@@ -756,16 +962,16 @@ def _to_json_value(value: Any) -> Any:
     return value
 
 
-# The API objects and records are dataclasses, made cheap to import in two ways.
-# - @dataclass writes each class's __init__, __repr__ and __eq__ as source text and compiles
-#   it. `_Fields` writes the three once, for every class.
-# - `dataclasses` imports `inspect`, which imports `ast`, `dis` and `tokenize`. With the
-#   decorators' work, that was 40% of this module's import time, for introspection that most
-#   programs never do. So `_dataclass` only notes each class's fields, as @dataclass collects
-#   them, and the class is made a dataclass when first asked: fields(), asdict(),
-#   is_dataclass() and replace() read `__dataclass_fields__`, and `_DataclassFields`, which
-#   answers for it, runs @dataclass then.
-# Type checkers see @dataclass itself.
+#: The API objects and records are dataclasses, made cheap to import in two ways.
+#: - @dataclass writes each class's __init__, __repr__ and __eq__ as source text and compiles
+#:   it. `_Fields` writes the three once, for every class.
+#: - `dataclasses` imports `inspect`, which imports `ast`, `dis` and `tokenize`. With the
+#:   decorators' work, that was 40% of this module's import time, for introspection that most
+#:   programs never do. So `_dataclass` only notes each class's fields, as @dataclass collects
+#:   them, and the class is made a dataclass when first asked: fields(), asdict(),
+#:   is_dataclass() and replace() read `__dataclass_fields__`, and `_DataclassFields`, which
+#:   answers for it, runs @dataclass then.
+#: Type checkers see @dataclass itself.
 class _Factory:
     """``dataclasses.field(default_factory=...)``, until the class is made a dataclass."""
 
@@ -1143,8 +1349,8 @@ class _Model(_Fields):
         return cls.from_dict(obj)
 
 
-# pydantic 1's names, deprecated: set after the class, since a method named `dict` would stand
-# for the builtin in the annotations of the class's other methods.
+#: pydantic 1's names, deprecated: set after the class, since a method named `dict` would stand
+#: for the builtin in the annotations of the class's other methods.
 _Model.dict = _Model._deprecated_dict  # type: ignore[attr-defined]
 _Model.json = _Model._deprecated_json  # type: ignore[attr-defined]
 
@@ -1286,6 +1492,13 @@ def _split_identity(metadata: Any) -> tuple[Any, str | None]:
     return own or None, metadata[IDEMPOTENCY_METADATA_KEY]
 
 
+def _stored_metadata(own: Mapping[str, str] | None, key: str) -> dict[str, str]:
+    """The metadata a batch is made with: the caller's and the idempotency key, and a mark
+    when the caller gave {} (see ``_split_identity``)."""
+    mark = dict([_EMPTY_METADATA]) if own == {} else {}
+    return {**(own or mark), IDEMPOTENCY_METADATA_KEY: key}
+
+
 @_dataclass
 class Batch(_Model):
     """A batch: its status, counts, timestamps and the files it reads and writes.
@@ -1374,6 +1587,25 @@ class Batch(_Model):
             return None
         ended = getattr(self, f"{_text(self.status)}_at", None)
         return ended if isinstance(ended, int) else None
+
+
+def _batch_errors(batch: Batch) -> list[str]:
+    """The batch's own errors, a line each: where, the code, and the server's message; the
+    same error on many lines is one entry ("lines 1–5: ..."), not five."""
+    lines: dict[str, list[int]] = {}  # an error's text -> the lines it was met on
+    for error in _error_list(batch):
+        code = f"{error.code}: " if error.code and error.message else ""
+        text = f"{code}{error.message or error.code or 'no detail given'}"
+        lines.setdefault(text, []).extend([error.line] if error.line else [])
+    return [f"{_line_ranges(where)}: {text}" if where else text for text, where in lines.items()]
+
+
+def _error_list(batch: Batch) -> list[BatchError]:
+    errors = batch.errors.data if isinstance(batch.errors, BatchErrors) else None
+    return [error for error in errors or [] if isinstance(error, BatchError)]
+
+
+_SHOWN_ERRORS = 5  # a failed batch's first errors shown by wait; the rest are counted
 
 
 @_dataclass
@@ -1486,117 +1718,6 @@ class BatchRequest(_Fields):
         return _dumps_line(self.to_dict())
 
 
-# JSON has no NaN or Infinity, yet json.loads reads them, and it reads a number too large for
-# a float (1e400, or 309 digits) as inf. Every reader of lines refuses all three at next to no
-# cost: NaN and Infinity through parse_constant, which runs only when they appear; a number
-# too large through a parse_float that checks each float, or, on a line dense with numbers (an
-# embedding, where a call per float would double the time), through sum() over its lists.
-
-
-class _NotFinite(ValueError):
-    """NaN, Infinity or a number too large for a float, met in JSON text."""
-
-    def __init__(self, reason: str, literal: str) -> None:
-        super().__init__(reason)
-        self.literal = literal
-
-    def at(self, text: str | bytes) -> str:
-        """The reason and the literal's column in ``text``, counted as json's errors count it."""
-        import re
-
-        if isinstance(text, bytes):
-            text = text.decode(json.detect_encoding(text), "surrogatepass")  # as json.loads does
-        # Strings are matched whole, so that a literal inside one is passed over: the first one
-        # outside them is where the parser stopped.
-        for match in re.finditer(_JSON_TOKEN, text):
-            if match.group() == self.literal:
-                column = match.start() - text.rfind("\n", 0, match.start())
-                return f"{self} (column {column})"
-        return str(self)
-
-
-# A string, NaN, Infinity or a number: enough of JSON to find where a literal stands in a line.
-_JSON_TOKEN = (
-    r'"(?:[^"\\]|\\.)*"'
-    r"|-?Infinity|NaN"
-    r"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"  # json.scanner.NUMBER_RE
-)
-
-
-def _refuse_constant(literal: str) -> NoReturn:
-    raise _NotFinite(f"{literal} is not a JSON number", literal)
-
-
-def _finite_float(literal: str) -> float:
-    value = float(literal)
-    if math.isinf(value):
-        raise _NotFinite(f"{_clip(literal, 24)} is out of range for a float", literal)
-    return value
-
-
-_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
-_FINITE_JSON = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
-_NUMBER_CHARACTERS = "0123456789+-.eE,[] "  # all a list of numbers is made of
-
-
-def _decode_line(text: str) -> tuple[Any, int]:
-    """json's raw_decode of a line, refusing what JSON or a float cannot hold (_NotFinite)."""
-    middle = len(text) // 2
-    if len(text) < 1024 or text[middle - 32 : middle + 32].strip(_NUMBER_CHARACTERS):
-        return _FINITE_JSON.raw_decode(text)
-    # The middle of the line is all numbers (an embedding, token ids): its floats are read as
-    # they come and checked after, list by list.
-    data, end = _JSON.raw_decode(text)
-    if type(data) is dict and _may_hold_infinity(data):
-        return _FINITE_JSON.raw_decode(text)  # raises _NotFinite, unless only a sum overflowed
-    return data, end
-
-
-def _may_hold_infinity(value: dict[str, Any] | list[Any]) -> bool:
-    """Whether parsed JSON may hold an infinite float: never false when it does."""
-    if isinstance(value, list) and value and isinstance(value[0], (int, float)):
-        try:
-            return not math.isfinite(sum(value))  # a list of numbers in one pass, in C
-        except (TypeError, OverflowError):  # not all numbers, or ints too large for a float
-            pass
-    for item in value.values() if isinstance(value, dict) else value:
-        if isinstance(item, (dict, list)):
-            if _may_hold_infinity(item):
-                return True
-        elif isinstance(item, float) and math.isinf(item):
-            return True
-    return False
-
-
-def _plain_json_error(text: str | bytes) -> ValueError | None:
-    """What json.loads finds wrong with ``text``, NaN and infinity allowed; None for nothing.
-
-    Text that is not JSON for another reason keeps the verdict it had before they were refused.
-    """
-    try:
-        json.loads(text)
-    except ValueError as exc:
-        return exc
-    return None
-
-
-def _body_json(text: str) -> Any:
-    """A response body sent as a JSON string, decoded; a plain-text body stays text.
-
-    Raises ``_NotFinite`` (a ValueError) for a body that is JSON but for a number that JSON or
-    a float cannot hold.
-    """
-    try:
-        return _FINITE_JSON.decode(text)
-    except _NotFinite as exc:
-        if _plain_json_error(text) is not None:
-            return text
-        reason = f"the response body is not valid JSON: {exc.at(text)}"
-        raise _NotFinite(reason, exc.literal) from None
-    except ValueError:
-        return text
-
-
 @_dataclass
 class BatchResultError(_Fields):
     """Why a request failed without an HTTP response (``code`` may come as ``type``)."""
@@ -1685,11 +1806,6 @@ class BatchResult(_Model):
             },
             "error": None if error is None else {"code": error.code, "message": error.message},
         }
-
-
-def _json_text(value: object) -> str:
-    """A custom_id that is not a string, as text: "" for a missing one, else its JSON."""
-    return "" if value is None else json.dumps(value)
 
 
 @_dataclass
@@ -1850,9 +1966,9 @@ class CursorPage(_Generic[_M]):
             yield from page.data
 
 
-# ---------------------------------------------------------------------------------------------
-# Transport and retry
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
+# HTTP transport: timeouts, retries, connections and the waiting policy
+###############################################################################################
 
 
 class NotGiven:
@@ -2297,10 +2413,6 @@ def _readable(text: str, content_type: str) -> str:
     return _clip(" ".join(text.split()))
 
 
-def _clip(text: str, width: int = 200) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _scrub(value: Any, secrets: list[str]) -> Any:
     """``value`` (text, bytes, or JSON made of dicts and lists) with each secret blotted out."""
     if isinstance(value, bytes):
@@ -2377,9 +2489,9 @@ if TYPE_CHECKING:
     # streamed), retries taken, and when it was sent (time.monotonic()).
     _Seen = Tuple[str, str, int, Dict[str, str], Optional[bytes], int, float]
 _STALE_CONNECTION_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
-# Headers that carry no credential: the only ones sent on after a redirect to another origin,
-# and the only ones whose values may show in an error. Any other header may be a key
-# (Authorization, Azure's api-key, a gateway's X-Api-Key, a Cookie).
+#: Headers that carry no credential: the only ones sent on after a redirect to another origin,
+#: and the only ones whose values may show in an error. Any other header may be a key
+#: (Authorization, Azure's api-key, a gateway's X-Api-Key, a Cookie).
 _PLAIN_HEADERS = frozenset(
     {"accept", "user-agent", "content-type", "openai-organization", "openai-project"}
 )
@@ -2581,16 +2693,18 @@ class _Transport:
     def stream(
         self,
         path: str,
+        content: Callable[..., _T],
         *,
         query: _Query | None = None,
         headers: _Headers | None = None,
         timeout: _TimeoutArg = None,
-    ) -> BinaryContent:
-        """GET a body to be read as it arrives (with retries until the response starts)."""
+    ) -> _T:
+        """GET a body to be read as it arrives (with retries until the response starts), as
+        ``content(response, connection, request, transport, reopen=...)``: a BinaryContent."""
         url = self.url(path, query)
         seconds = self.seconds(timeout)
 
-        def attempt() -> BinaryContent:
+        def attempt() -> _T:
             sent = self.merged_headers(headers)  # each try's own, as in request()
             started = time.monotonic()
             response, connection, request = self.respond("GET", url, sent, None, seconds)
@@ -2606,13 +2720,10 @@ class _Transport:
                 raw = self.read_and_release(response, connection, request)
                 error = _unexpected_body("file content", raw, response.status, received, request)
                 raise self.scrubbed(error, sent)
-            return BinaryContent(
-                response,
-                connection,
-                request,
-                self,
-                reopen=lambda: self.stream(path, query=query, headers=headers, timeout=timeout),
-            )
+            return content(response, connection, request, self, reopen=again)
+
+        def again() -> _T:
+            return self.stream(path, content, query=query, headers=headers, timeout=timeout)
 
         return self.call(attempt)
 
@@ -2784,6 +2895,74 @@ def _split_lines(text: str) -> list[str]:
 
     lines = re.split(r"\r\n|\r|\n", text)
     return lines[:-1] if lines[-1] == "" else lines
+
+
+class _Backoff:
+    """Pauses that grow while nothing changes: ``first``, then ``factor`` times as long each
+    time, to ``most``; ``reset()`` starts them over. Every loop that polls or waits for a
+    server takes its pauses from one of these."""
+
+    def __init__(
+        self, first: float = _FIRST_POLL, most: float = _MAX_POLL, factor: float = 1.5
+    ) -> None:
+        self.first, self.most, self.factor = first, max(first, most), factor
+        self.pause = first
+
+    def next(self) -> float:
+        """The pause to take now; the one after it is longer."""
+        pause = self.pause
+        self.pause = min(self.pause * self.factor, self.most)
+        return pause
+
+    def reset(self) -> None:
+        self.pause = self.first
+
+
+class _Outage:
+    """How long a server that does not answer is waited for, before giving up.
+
+    The rule, the same for ``wait``, a job's calls and a direct job's requests: a call that
+    gets no answer, or an answer that says the server is down or full (a 5xx or 429 to the
+    Batch API's own calls), starts the outage clock; any answer that shows the server at
+    work stops it. A server that has never answered in this run is given ``first`` seconds,
+    one that stops answering ``limit`` seconds. Past that, whoever waits gives up and says so.
+    """
+
+    def __init__(
+        self, clock: Callable[[], float], limit: float = _MAX_OUTAGE, first: float | None = None
+    ) -> None:
+        self.clock, self.limit = clock, limit
+        self.first = limit if first is None else first
+        self.since: float | None = None  # when the server stopped answering
+        self.answered = False
+        self.began = clock()
+
+    def up(self) -> None:
+        """The server answered."""
+        self.since, self.answered = None, True
+
+    def down(self) -> bool:
+        """The server did not answer: whether to keep waiting for it."""
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        limit = self.limit if self.answered else self.first
+        return now - max(self.since, self.began) < limit
+
+    def remaining(self) -> float:
+        """Seconds left before giving up, if the server goes on not answering."""
+        limit = self.limit if self.answered else self.first
+        return max(limit - self.seconds, 0.0)
+
+    @property
+    def seconds(self) -> float:
+        """How long the server has not answered."""
+        return 0.0 if self.since is None else max(self.clock() - self.since, 0.0)
+
+
+###############################################################################################
+# Downloads and atomic files: content read as it arrives, files written whole or not at all
+###############################################################################################
 
 
 class BinaryContent:
@@ -3085,81 +3264,9 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
-class _Backoff:
-    """Pauses that grow while nothing changes: ``first``, then ``factor`` times as long each
-    time, to ``most``; ``reset()`` starts them over. Every loop that polls or waits for a
-    server takes its pauses from one of these."""
-
-    def __init__(
-        self, first: float = _FIRST_POLL, most: float = _MAX_POLL, factor: float = 1.5
-    ) -> None:
-        self.first, self.most, self.factor = first, max(first, most), factor
-        self.pause = first
-
-    def next(self) -> float:
-        """The pause to take now; the one after it is longer."""
-        pause = self.pause
-        self.pause = min(self.pause * self.factor, self.most)
-        return pause
-
-    def reset(self) -> None:
-        self.pause = self.first
-
-
-class _Outage:
-    """How long a server that does not answer is waited for, before giving up.
-
-    The rule, the same for ``wait``, a job's calls and a direct job's requests: a call that
-    gets no answer, or an answer that says the server is down or full (a 5xx or 429 to the
-    Batch API's own calls), starts the outage clock; any answer that shows the server at
-    work stops it. A server that has never answered in this run is given ``first`` seconds,
-    one that stops answering ``limit`` seconds. Past that, whoever waits gives up and says so.
-    """
-
-    def __init__(
-        self, clock: Callable[[], float], limit: float = _MAX_OUTAGE, first: float | None = None
-    ) -> None:
-        self.clock, self.limit = clock, limit
-        self.first = limit if first is None else first
-        self.since: float | None = None  # when the server stopped answering
-        self.answered = False
-        self.began = clock()
-
-    def up(self) -> None:
-        """The server answered."""
-        self.since, self.answered = None, True
-
-    def down(self) -> bool:
-        """The server did not answer: whether to keep waiting for it."""
-        now = self.clock()
-        if self.since is None:
-            self.since = now
-        limit = self.limit if self.answered else self.first
-        return now - max(self.since, self.began) < limit
-
-    def remaining(self) -> float:
-        """Seconds left before giving up, if the server goes on not answering."""
-        limit = self.limit if self.answered else self.first
-        return max(limit - self.seconds, 0.0)
-
-    @property
-    def seconds(self) -> float:
-        """How long the server has not answered."""
-        return 0.0 if self.since is None else max(self.clock() - self.since, 0.0)
-
-
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 # Resources: client.batches and client.files
-# ---------------------------------------------------------------------------------------------
-
-
-class _ArgumentError(ValueError):
-    """A bad argument, refused before any request (the command line's usage error);
-    ``setting`` names the argument, when one alone is at fault."""
-
-    def __init__(self, message: str, setting: str | None = None) -> None:
-        super().__init__(message)
-        self.setting = setting
+###############################################################################################
 
 
 def _quote_id(value: str, name: str) -> str:
@@ -3315,13 +3422,6 @@ def _identity(metadata: Mapping[str, str], given: str | None) -> tuple[str, bool
             "drop one to use idempotency_key"
         )
     return given or os.urandom(16).hex(), room
-
-
-def _stored_metadata(own: Mapping[str, str] | None, key: str) -> dict[str, str]:
-    """The metadata a batch is made with: the caller's and the idempotency key, and a mark
-    when the caller gave {} (see ``_split_identity``)."""
-    mark = dict([_EMPTY_METADATA]) if own == {} else {}
-    return {**(own or mark), IDEMPOTENCY_METADATA_KEY: key}
 
 
 def _own_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
@@ -3847,7 +3947,7 @@ class Files:
         path = "/files/" + _quote_id(file_id, "file_id") + "/content"
         headers = {"Accept": "application/binary", **(extra_headers or {})}
         return self._client._transport.stream(
-            path, query=extra_query, headers=headers, timeout=timeout
+            path, BinaryContent, query=extra_query, headers=headers, timeout=timeout
         )
 
     def wait_for_processing(
@@ -4309,9 +4409,9 @@ def _form_quote(value: str) -> str:
     return value.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 # Webhooks: OpenAI's signed event notices, verified; the endpoints that receive them
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -4427,9 +4527,9 @@ class BatchCancelledWebhookEvent(_BatchWebhookEvent):
     _type = "batch.cancelled"
 
 
-# An event of any other type is a WebhookEvent. The official package parses an unknown type
-# into the first class of its union (an agent environment's "expired" event) instead, which
-# no caller can tell from the real one; a plain event with the type it came with can be.
+#: An event of any other type is a WebhookEvent. The official package parses an unknown type
+#: into the first class of its union (an agent environment's "expired" event) instead, which
+#: no caller can tell from the real one; a plain event with the type it came with can be.
 _WEBHOOK_EVENTS: dict[str, type[WebhookEvent]] = {
     "batch.completed": BatchCompletedWebhookEvent,
     "batch.failed": BatchFailedWebhookEvent,
@@ -4861,9 +4961,437 @@ def _check_webhook_time(timestamp: str, now: int, tolerance: int) -> None:
         raise InvalidWebhookSignatureError("Webhook timestamp is too new")
 
 
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
+# Prices and costs: what a batch will cost, by the model's batch price
+###############################################################################################
+
+#: USD per million tokens, by model: input, cached input and output at batch prices, then the
+#: same three at standard prices (which the Batch API halves). None: no cached-input price.
+#: Read on 2026-12-05 from the price map that LiteLLM 1.110.2 ships
+#: (litellm/model_prices_and_context_window_backup.json): its `*_batches` keys, and where one
+#: is absent, half the standard price, as the comment on the entry says. Prompts over 272k tokens
+#: cost more on gpt-5.4 and gpt-5.5; the table has the price below that.
+_PRICE_TABLE: dict[str, tuple[float, float | None, float, float, float | None, float]] = {
+    "gpt-4o": (1.25, 0.625, 5.0, 2.5, 1.25, 10.0),  # cached: half the standard
+    "gpt-4o-2024-05-13": (2.5, None, 7.5, 5.0, None, 15.0),
+    "gpt-4o-mini": (0.075, 0.0375, 0.3, 0.15, 0.075, 0.6),  # cached: half the standard
+    "gpt-4.1": (1.0, 0.25, 4.0, 2.0, 0.5, 8.0),  # cached: half the standard
+    "gpt-4.1-mini": (0.2, 0.05, 0.8, 0.4, 0.1, 1.6),  # cached: half the standard
+    "gpt-4.1-nano": (0.05, 0.0125, 0.2, 0.1, 0.025, 0.4),  # cached: half the standard
+    "gpt-5": (0.625, 0.0625, 5.0, 1.25, 0.125, 10.0),
+    "gpt-5-mini": (0.125, 0.0125, 1.0, 0.25, 0.025, 2.0),
+    "gpt-5-nano": (0.025, 0.0025, 0.2, 0.05, 0.005, 0.4),
+    "gpt-5.1": (0.625, 0.0625, 5.0, 1.25, 0.125, 10.0),
+    "gpt-5.2": (0.875, 0.0875, 7.0, 1.75, 0.175, 14.0),
+    "gpt-5.4": (1.25, 0.13, 7.5, 2.5, 0.25, 15.0),
+    "gpt-5.4-mini": (0.375, 0.0375, 2.25, 0.75, 0.075, 4.5),
+    "gpt-5.4-nano": (0.1, 0.01, 0.625, 0.2, 0.02, 1.25),
+    "gpt-5.5": (2.5, 0.25, 15.0, 5.0, 0.5, 30.0),
+    "o1": (7.5, 3.75, 30.0, 15.0, 7.5, 60.0),  # cached: half the standard
+    "o1-pro": (75.0, None, 300.0, 150.0, None, 600.0),
+    "o3": (1.0, 0.25, 4.0, 2.0, 0.5, 8.0),  # cached: half the standard
+    "o3-pro": (10.0, None, 40.0, 20.0, None, 80.0),
+    "o3-mini": (0.55, 0.275, 2.2, 1.1, 0.55, 4.4),  # cached: half the standard
+    "o4-mini": (0.55, 0.1375, 2.2, 1.1, 0.275, 4.4),  # cached: half the standard
+    "text-embedding-3-small": (0.01, None, 0.0, 0.02, None, 0.0),
+    "text-embedding-3-large": (0.065, None, 0.0, 0.13, None, 0.0),
+    "text-embedding-ada-002": (0.05, None, 0.0, 0.1, None, 0.0),  # batch: half the standard
+}
+_TABLE_PRICES = "OpenAI batch prices of 2026-12 (LiteLLM 1.110.2)"
+_STANDARD_PRICES = "OpenAI standard prices of 2026-12 (LiteLLM 1.110.2)"
+#: the environment variable naming a JSON file of prices: {"model": {"input": 1.25, ...}}
+_PRICES_VARIABLE = "OPENAI_BATCH_PRICES"
+_PRICE_KEYS = ("input", "output", "cached_input")
+
+
+class _Price:
+    """One model's price in USD per million tokens, and whose it is (said beside every amount).
+
+    ``cached_input`` None bills cached tokens as input. ``standard`` is the same price outside
+    the Batch API, where it is known (the table's own prices).
+    """
+
+    def __init__(
+        self,
+        input: float,
+        output: float,
+        cached_input: float | None,
+        source: str,
+        standard: _Price | None = None,
+    ) -> None:
+        self.input, self.output, self.cached_input = input, output, cached_input
+        self.source, self.standard = source, standard
+
+    def cost(self, input_tokens: int, output_tokens: int, cached: int = 0) -> float:
+        """USD for the tokens; ``cached`` of the input tokens were read from the prompt cache."""
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        paid = (input_tokens - cached) * self.input + cached * cached_price
+        return (paid + output_tokens * self.output) / 1_000_000
+
+
+def _table_price(model: str) -> _Price | None:
+    row = _PRICE_TABLE.get(model)
+    if row is None:
+        return None
+    standard = _Price(row[3], row[5], row[4], _STANDARD_PRICES)
+    return _Price(row[0], row[2], row[1], _TABLE_PRICES, standard)
+
+
+def _price_family(model: str) -> str:
+    """A model's name without its date: gpt-4o-mini-2024-07-18 is priced as gpt-4o-mini."""
+    import re
+
+    match = re.fullmatch(r"(.+)-\d{4}-\d{2}-\d{2}", model)
+    return model if match is None else match.group(1)
+
+
+class _Prices:
+    """Prices by model: the caller's own, then a JSON file named by ``OPENAI_BATCH_PRICES``,
+    then the table. A dated name falls back to its family's price (its own first)."""
+
+    def __init__(
+        self,
+        given: Mapping[str, Any] | None = None,
+        given_as: str = "your prices",
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        self.given = {
+            model: _parse_price(value, f"prices[{model!r}]", given_as)
+            for model, value in (given or {}).items()
+        }
+        self.file = _prices_file(environ.get(_PRICES_VARIABLE, ""))
+
+    def price(self, model: str | None) -> _Price | None:
+        """The price of ``model``, or None where none is known."""
+        if model is None:
+            return None
+        for name in dict.fromkeys((model, _price_family(model))):
+            for prices in (self.given, self.file):
+                if name in prices:
+                    return prices[name]
+            price = _table_price(name)
+            if price is not None:
+                return price
+        return None
+
+    def cost(
+        self, model: str | None, input_tokens: int, output_tokens: int, cached: int = 0
+    ) -> float | None:
+        """USD for the tokens at the model's batch price; None with no price known."""
+        price = self.price(model)
+        return None if price is None else price.cost(input_tokens, output_tokens, cached)
+
+    def standard_cost(
+        self, model: str | None, input_tokens: int, output_tokens: int, cached: int = 0
+    ) -> float | None:
+        """USD for the same tokens at standard (non-batch) prices; None where not known."""
+        price = self.price(model)
+        if price is None or price.standard is None:
+            return None
+        return price.standard.cost(input_tokens, output_tokens, cached)
+
+
+def _parse_price(value: object, where: str, source: str) -> _Price:
+    """A price given as ``(input, output[, cached_input])`` or as a mapping of those keys."""
+    if isinstance(value, _Price):
+        return value
+    if isinstance(value, (list, tuple)) and 2 <= len(value) <= 3:
+        value = dict(zip(_PRICE_KEYS, value))
+    if not isinstance(value, dict) or not value:
+        raise _ArgumentError(
+            f"{where}: expected a price as (input, output[, cached_input]) or "
+            f'{{"input": ..., "output": ..., "cached_input": ...}} in USD per million '
+            f"tokens, got {_clip(repr(value), 80)}"
+        )
+    unknown = sorted(set(value) - set(_PRICE_KEYS))
+    if unknown:
+        raise _ArgumentError(f"{where}: unknown key {unknown[0]!r} (give {', '.join(_PRICE_KEYS)})")
+    numbers = [_usd_per_million(value.get(key), f"{where}: {key}") for key in _PRICE_KEYS]
+    if numbers[0] is None or numbers[1] is None:
+        missing = "input" if numbers[0] is None else "output"
+        raise _ArgumentError(f"{where}: {missing} price is missing")
+    return _Price(numbers[0], numbers[1], numbers[2], source)
+
+
+def _usd_per_million(value: object, where: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value) if isinstance(value, (int, float, str)) else math.nan
+    except ValueError:
+        number = math.nan
+    if isinstance(value, bool) or not (0 <= number < math.inf):
+        raise _ArgumentError(
+            f"{where} must be a number of USD per million tokens, 0 or more, got {value!r}"
+        )
+    return number
+
+
+def _prices_file(path: str) -> dict[str, _Price]:
+    """The prices in the JSON file named by OPENAI_BATCH_PRICES; none when it is unset."""
+    if not path:
+        return {}
+    where = f"{_PRICES_VARIABLE}={path}"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        raise _ArgumentError(f"{where}: cannot read it: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise _ArgumentError(f"{where}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _ArgumentError(
+            f'{where}: expected a JSON object of prices by model ({{"gpt-4o": {{"input": 1.25, '
+            f'"output": 5}}}}), got {_json_type(data)}'
+        )
+    source = f"the prices in {path}"
+    return {
+        model: _parse_price(value, f"{where}: {model}", source) for model, value in data.items()
+    }
+
+
+#: Counting the tokens a request's text will be, without a tokenizer. OpenAI's tokenizers
+#: (o200k_base, cl100k_base) make a token of about 4.4 ASCII characters of English or code. A
+#: character that UTF-8 writes in two bytes (Cyrillic, Greek, Arabic, accents) is about 0.4 of a
+#: token; of those in three, one of Chinese, Japanese or Korean is most of a token, one of an
+#: Indic script or Thai (lead byte E0) 0.4, and punctuation such as “ ” … (lead byte E2) 0.7.
+#: A chat message costs 4 tokens more (its role and delimiters), and the reply's start 3, as
+#: OpenAI's cookbook counts them. bench/token_estimate.py measures the error against tiktoken.
+_ASCII_PER_TOKEN = 4.4
+_TOKENS_PER_2_BYTE_CHAR = 0.4
+_TOKENS_PER_CJK_CHAR = 0.8
+_TOKENS_PER_INDIC_CHAR = 0.4
+_TOKENS_PER_MARK = 0.7
+_TOKENS_PER_MESSAGE = 4
+_TOKENS_PER_REPLY = 3
+
+
+def _text_tokens(text: str) -> float:
+    """About how many tokens ``text`` is, from its characters and their UTF-8 widths."""
+    if text.isascii():  # the common case, at C speed
+        return len(text) / _ASCII_PER_TOKEN
+    size = len(text)
+    plain = len(text.encode("ascii", "ignore"))
+    wide = size - plain  # characters of 2, 3 or 4 bytes
+    data = text.encode("utf-8", "surrogatepass")
+    three = min(max(len(data) - size - wide, 0), wide)  # a 4-byte one (an emoji) counts as 3
+    indic, marks = data.count(b"\xe0"), data.count(b"\xe2")
+    return (
+        plain / _ASCII_PER_TOKEN
+        + (wide - three) * _TOKENS_PER_2_BYTE_CHAR
+        + indic * _TOKENS_PER_INDIC_CHAR
+        + marks * _TOKENS_PER_MARK
+        + max(three - indic - marks, 0) * _TOKENS_PER_CJK_CHAR
+    )
+
+
+def _content_tokens(content: object) -> float:
+    """The text a model reads in a content value: a string, a part with text, or a list."""
+    if isinstance(content, str):
+        return _text_tokens(content)
+    if isinstance(content, dict):
+        text = content.get("text")
+        return _text_tokens(text) if isinstance(text, str) else 0.0
+    if isinstance(content, list):
+        return sum(_content_tokens(part) for part in content if not isinstance(part, list))
+    return 0.0
+
+
+def _messages_tokens(messages: object) -> float:
+    """Chat messages (or Responses input items): their text, plus each message's overhead."""
+    if not isinstance(messages, list):
+        return 0.0
+    total = 0.0
+    for message in messages:
+        if type(message) is not dict:
+            continue
+        content = message.get("content")
+        if type(content) is str and content.isascii():  # the common case, without a call
+            total += _TOKENS_PER_MESSAGE + len(content) / _ASCII_PER_TOKEN
+        else:
+            total += _TOKENS_PER_MESSAGE + _content_tokens(content)
+        if not _CALL_KEYS.isdisjoint(message):  # a call's arguments, or a tool's output
+            total += sum(_json_tokens(message[key]) for key in _CALL_KEYS if key in message)
+    return total
+
+
+#: the fields of a message, and of a body, that the model reads as JSON text
+_CALL_KEYS = frozenset({"tool_calls", "function_call", "arguments", "output"})
+_STRUCTURED_KEYS = frozenset({"tools", "functions", "response_format", "text"})
+
+
+def _json_tokens(value: object) -> float:
+    """Structured input (tool definitions, a schema, a call's arguments), read as its text."""
+    if isinstance(value, str):
+        return _text_tokens(value)
+    return _text_tokens(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def _input_tokens(url: str, body: Mapping[str, Any]) -> int:
+    """About how many input tokens a request's body is: the text the model reads, not JSON."""
+    text = 0.0
+    if "messages" in body:  # chat completions
+        text = _TOKENS_PER_REPLY + _messages_tokens(body["messages"])
+    elif url.endswith("/responses"):
+        value = body.get("input")
+        text = _TOKENS_PER_REPLY + (
+            _TOKENS_PER_MESSAGE + _content_tokens(value)
+            if isinstance(value, str)
+            else _messages_tokens(value)
+        )
+        if isinstance(body.get("instructions"), str):
+            text += _TOKENS_PER_MESSAGE + _text_tokens(body["instructions"])
+    else:  # embeddings, moderations, completions: a string, a list of them, or token ids
+        value = body.get("input", body.get("prompt"))
+        if isinstance(value, list) and value and isinstance(value[0], int):
+            return len(value)  # token ids, counted exactly
+        for item in value if isinstance(value, list) else [value]:
+            text += len(item) if isinstance(item, list) else math.ceil(_content_tokens(item))
+    if not _STRUCTURED_KEYS.isdisjoint(body):
+        for key in _STRUCTURED_KEYS & body.keys():
+            if isinstance(body[key], (list, dict)):
+                text += _json_tokens(body[key])
+    return math.ceil(text)
+
+
+def _output_limit(body: Mapping[str, Any], url: str) -> int | None:
+    """The most output tokens a request may bill: its limit times ``n``; None for no limit."""
+    limit = body.get("max_tokens")
+    if limit is None:
+        limit = body.get("max_completion_tokens", body.get("max_output_tokens"))
+    if type(limit) is int and limit >= 0:  # not a bool, nor a float
+        choices = body.get("n")
+        return limit * choices if type(choices) is int and choices > 1 else limit
+    return 0 if url.endswith(_NO_OUTPUT_URLS) else None
+
+
+_NO_OUTPUT_URLS = ("/embeddings", "/moderations")
+
+
+def _request_estimate(url: str, body: Mapping[str, Any]) -> tuple[int, int | None]:
+    """One request's input tokens, about, and its output tokens at most (None: no limit).
+
+    The worst case of a request is its input plus its maximum output, at the model's price.
+    """
+    return _input_tokens(url, body), _output_limit(body, url)
+
+
+@_dataclass
+class InputEstimate(_Fields):
+    """What an input file will cost, estimated before anything is sent.
+
+    ``input_tokens`` counts the text the model reads (about 4 ASCII characters a token; see
+    README "What a batch will cost"), ``output_tokens`` is at most what the requests' limits
+    allow, None when ``unbounded`` requests set no limit. Costs are in USD at ``prices``
+    (whose, and from when), None where no price is known (``note`` says so) or no bound is.
+    """
+
+    model: str | None
+    requests: int
+    input_tokens: int
+    output_tokens: int | None
+    unbounded: int
+    input_cost: float | None
+    output_cost: float | None
+    prices: str | None
+    note: str | None = None
+
+
+class _TokenTally:
+    """The running estimate of one input file: requests, input tokens, output tokens at most."""
+
+    def __init__(self) -> None:
+        self.requests = self.input_tokens = self.output_tokens = self.unbounded = 0
+
+    def add(self, url: str, body: Mapping[str, Any]) -> None:
+        tokens, limit = _request_estimate(url, body)
+        self.requests += 1
+        self.input_tokens += tokens
+        if limit is None:
+            self.unbounded += 1
+        else:
+            self.output_tokens += limit
+
+    def estimate(self, model: str | None, prices: _Prices) -> InputEstimate:
+        output = None if self.unbounded else self.output_tokens
+        price = prices.price(model)
+        if price is None:
+            note = f"no price known for {model}" if model else "no model named, so no price"
+            return InputEstimate(
+                model,
+                self.requests,
+                self.input_tokens,
+                output,
+                self.unbounded,
+                None,
+                None,
+                None,
+                note,
+            )
+        input_cost = price.cost(self.input_tokens, 0)
+        output_cost = None if output is None else price.cost(0, output)
+        return InputEstimate(
+            model,
+            self.requests,
+            self.input_tokens,
+            output,
+            self.unbounded,
+            input_cost,
+            output_cost,
+            price.source,
+            None,
+        )
+
+
+def _usd(amount: float) -> str:
+    """An amount of money as a person reads it: to the cent, and "under $0.01" below one."""
+    if amount >= 0.01 or amount == 0:
+        return f"${amount:,.2f}"
+    return "under $0.01"
+
+
+def _estimate_lines(estimate: InputEstimate) -> list[str]:
+    """The estimate in words: input, output, then whose prices the amounts are at (with no
+    price known, tokens only)."""
+    known = estimate.prices is not None
+    lines = [f"input   ~{estimate.input_tokens:,} tokens"]
+    if estimate.input_cost is not None:
+        lines[0] += f", {_usd(estimate.input_cost)}"
+    if estimate.output_tokens is None:
+        lines.append(
+            f"output  unbounded ({estimate.unbounded:,}/{estimate.requests:,} requests set no "
+            "output limit)" + (", so no upper cost" if known else "")
+        )
+    else:
+        lines.append(f"output  at most {estimate.output_tokens:,} tokens")
+        if estimate.output_cost is not None:
+            lines[1] += f", {_usd(estimate.output_cost)}"
+    if known:
+        lines.append(f"at {estimate.prices}")
+    return lines
+
+
+def _price_argument(text: str) -> tuple[str, tuple[float, ...]]:
+    """--price MODEL=IN,OUT[,CACHED]: a model's price in USD per million tokens."""
+    import argparse
+
+    model, _, figures = text.partition("=")
+    values = figures.split(",")
+    try:
+        numbers = tuple(float(value) for value in values)
+    except ValueError:
+        numbers = ()
+    if not model or not 2 <= len(numbers) <= 3 or not all(0 <= n < math.inf for n in numbers):
+        raise argparse.ArgumentTypeError(
+            "expected MODEL=IN,OUT[,CACHED] in USD per million tokens (gpt-4o=1.25,5), "
+            f"got {text!r}"
+        )
+    return model, numbers
+
+
+###############################################################################################
 # JSONL helpers: write, read, validate and split input files; read and join results
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 
 _MAX_PROBLEMS = 50
 _BOM = b"\xef\xbb\xbf"
@@ -4873,20 +5401,6 @@ if TYPE_CHECKING:
     _PathLike = Union[str, "os.PathLike[str]"]
     _Row = Union[BatchRequest, Mapping[str, Any]]
     _Results = Union[_PathLike, BinaryContent, Iterable[Any]]
-
-
-def _dumps_line(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def _line_bytes(data: Any) -> bytes:
-    """A JSONL line's bytes, newline and all. Text that UTF-8 cannot hold (an unpaired
-    surrogate that a server sent as an escape) stays an escape, as it came."""
-    try:
-        return _dumps_line(data).encode("utf-8") + b"\n"
-    except UnicodeEncodeError:
-        dumped = json.dumps(data, separators=(",", ":"), allow_nan=False)
-        return dumped.encode("ascii") + b"\n"
 
 
 def write_jsonl(path_or_file: _PathLike | IO[Any], rows: Iterable[_Row]) -> tuple[int, int]:
@@ -4993,9 +5507,9 @@ def _parse_line_slowly(line: bytes | str, name: str, number: int) -> dict[str, A
     return data
 
 
-# A \u escape of a UTF-16 surrogate: a high one with the low one that pairs with it, if any, or
-# a low one. json.loads reads one alone into a str that no UTF-8 text can hold, so that the
-# line could never be written again, nor its results.
+#: A \u escape of a UTF-16 surrogate: a high one with the low one that pairs with it, if any, or
+#: a low one. json.loads reads one alone into a str that no UTF-8 text can hold, so that the
+#: line could never be written again, nor its results.
 _SURROGATE_ESCAPE = (
     r"\\u[dD](?:[89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|[c-fC-F][0-9a-fA-F]{2})"
 )
@@ -5049,13 +5563,6 @@ def _json_reason(exc: ValueError, text: bytes | str) -> str:
     return str(exc)
 
 
-def _json_type(value: object) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    return names.get(type(value), "a number")
-
-
 def _shown(value: object) -> str:
     """A value as it would appear in the JSON line, clipped."""
     return _clip(json.dumps(value, ensure_ascii=False), 80)
@@ -5107,8 +5614,8 @@ _PROVIDERS = {
 
 
 _DECIMAL_MAX_BYTES = 200_000_000  # the documented "200 MB", if counted in decimal
-# Endpoints whose API has a default model, so a body may leave it out (not documented for
-# batches: a warning, not an error).
+#: Endpoints whose API has a default model, so a body may leave it out (not documented for
+#: batches: a warning, not an error).
 _DEFAULT_MODEL_ENDPOINTS = frozenset({"/v1/moderations", "/v1/images/generations"})
 
 
@@ -5661,1758 +6168,15 @@ def write_failed_requests(
     return lines
 
 
-# ---------------------------------------------------------------------------------------------
-# Prices and costs: what a batch will cost, by the model's batch price
-# ---------------------------------------------------------------------------------------------
-
-# USD per million tokens, by model: input, cached input and output at batch prices, then the
-# same three at standard prices (which the Batch API halves). None: no cached-input price.
-# Read on 2026-12-05 from the price map that LiteLLM 1.110.2 ships
-# (litellm/model_prices_and_context_window_backup.json): its `*_batches` keys, and where one
-# is absent, half the standard price, as the comment on the entry says. Prompts over 272k tokens
-# cost more on gpt-5.4 and gpt-5.5; the table has the price below that.
-_PRICE_TABLE: dict[str, tuple[float, float | None, float, float, float | None, float]] = {
-    "gpt-4o": (1.25, 0.625, 5.0, 2.5, 1.25, 10.0),  # cached: half the standard
-    "gpt-4o-2024-05-13": (2.5, None, 7.5, 5.0, None, 15.0),
-    "gpt-4o-mini": (0.075, 0.0375, 0.3, 0.15, 0.075, 0.6),  # cached: half the standard
-    "gpt-4.1": (1.0, 0.25, 4.0, 2.0, 0.5, 8.0),  # cached: half the standard
-    "gpt-4.1-mini": (0.2, 0.05, 0.8, 0.4, 0.1, 1.6),  # cached: half the standard
-    "gpt-4.1-nano": (0.05, 0.0125, 0.2, 0.1, 0.025, 0.4),  # cached: half the standard
-    "gpt-5": (0.625, 0.0625, 5.0, 1.25, 0.125, 10.0),
-    "gpt-5-mini": (0.125, 0.0125, 1.0, 0.25, 0.025, 2.0),
-    "gpt-5-nano": (0.025, 0.0025, 0.2, 0.05, 0.005, 0.4),
-    "gpt-5.1": (0.625, 0.0625, 5.0, 1.25, 0.125, 10.0),
-    "gpt-5.2": (0.875, 0.0875, 7.0, 1.75, 0.175, 14.0),
-    "gpt-5.4": (1.25, 0.13, 7.5, 2.5, 0.25, 15.0),
-    "gpt-5.4-mini": (0.375, 0.0375, 2.25, 0.75, 0.075, 4.5),
-    "gpt-5.4-nano": (0.1, 0.01, 0.625, 0.2, 0.02, 1.25),
-    "gpt-5.5": (2.5, 0.25, 15.0, 5.0, 0.5, 30.0),
-    "o1": (7.5, 3.75, 30.0, 15.0, 7.5, 60.0),  # cached: half the standard
-    "o1-pro": (75.0, None, 300.0, 150.0, None, 600.0),
-    "o3": (1.0, 0.25, 4.0, 2.0, 0.5, 8.0),  # cached: half the standard
-    "o3-pro": (10.0, None, 40.0, 20.0, None, 80.0),
-    "o3-mini": (0.55, 0.275, 2.2, 1.1, 0.55, 4.4),  # cached: half the standard
-    "o4-mini": (0.55, 0.1375, 2.2, 1.1, 0.275, 4.4),  # cached: half the standard
-    "text-embedding-3-small": (0.01, None, 0.0, 0.02, None, 0.0),
-    "text-embedding-3-large": (0.065, None, 0.0, 0.13, None, 0.0),
-    "text-embedding-ada-002": (0.05, None, 0.0, 0.1, None, 0.0),  # batch: half the standard
-}
-_TABLE_PRICES = "OpenAI batch prices of 2026-12 (LiteLLM 1.110.2)"
-_STANDARD_PRICES = "OpenAI standard prices of 2026-12 (LiteLLM 1.110.2)"
-#: the environment variable naming a JSON file of prices: {"model": {"input": 1.25, ...}}
-_PRICES_VARIABLE = "OPENAI_BATCH_PRICES"
-_PRICE_KEYS = ("input", "output", "cached_input")
-
-
-class _Price:
-    """One model's price in USD per million tokens, and whose it is (said beside every amount).
-
-    ``cached_input`` None bills cached tokens as input. ``standard`` is the same price outside
-    the Batch API, where it is known (the table's own prices).
-    """
-
-    def __init__(
-        self,
-        input: float,
-        output: float,
-        cached_input: float | None,
-        source: str,
-        standard: _Price | None = None,
-    ) -> None:
-        self.input, self.output, self.cached_input = input, output, cached_input
-        self.source, self.standard = source, standard
-
-    def cost(self, input_tokens: int, output_tokens: int, cached: int = 0) -> float:
-        """USD for the tokens; ``cached`` of the input tokens were read from the prompt cache."""
-        cached_price = self.input if self.cached_input is None else self.cached_input
-        paid = (input_tokens - cached) * self.input + cached * cached_price
-        return (paid + output_tokens * self.output) / 1_000_000
-
-
-def _table_price(model: str) -> _Price | None:
-    row = _PRICE_TABLE.get(model)
-    if row is None:
-        return None
-    standard = _Price(row[3], row[5], row[4], _STANDARD_PRICES)
-    return _Price(row[0], row[2], row[1], _TABLE_PRICES, standard)
-
-
-def _price_family(model: str) -> str:
-    """A model's name without its date: gpt-4o-mini-2024-07-18 is priced as gpt-4o-mini."""
-    import re
-
-    match = re.fullmatch(r"(.+)-\d{4}-\d{2}-\d{2}", model)
-    return model if match is None else match.group(1)
-
-
-class _Prices:
-    """Prices by model: the caller's own, then a JSON file named by ``OPENAI_BATCH_PRICES``,
-    then the table. A dated name falls back to its family's price (its own first)."""
-
-    def __init__(
-        self,
-        given: Mapping[str, Any] | None = None,
-        given_as: str = "your prices",
-        environ: Mapping[str, str] = os.environ,
-    ) -> None:
-        self.given = {
-            model: _parse_price(value, f"prices[{model!r}]", given_as)
-            for model, value in (given or {}).items()
-        }
-        self.file = _prices_file(environ.get(_PRICES_VARIABLE, ""))
-
-    def price(self, model: str | None) -> _Price | None:
-        """The price of ``model``, or None where none is known."""
-        if model is None:
-            return None
-        for name in dict.fromkeys((model, _price_family(model))):
-            for prices in (self.given, self.file):
-                if name in prices:
-                    return prices[name]
-            price = _table_price(name)
-            if price is not None:
-                return price
-        return None
-
-    def cost(
-        self, model: str | None, input_tokens: int, output_tokens: int, cached: int = 0
-    ) -> float | None:
-        """USD for the tokens at the model's batch price; None with no price known."""
-        price = self.price(model)
-        return None if price is None else price.cost(input_tokens, output_tokens, cached)
-
-    def standard_cost(
-        self, model: str | None, input_tokens: int, output_tokens: int, cached: int = 0
-    ) -> float | None:
-        """USD for the same tokens at standard (non-batch) prices; None where not known."""
-        price = self.price(model)
-        if price is None or price.standard is None:
-            return None
-        return price.standard.cost(input_tokens, output_tokens, cached)
-
-
-def _parse_price(value: object, where: str, source: str) -> _Price:
-    """A price given as ``(input, output[, cached_input])`` or as a mapping of those keys."""
-    if isinstance(value, _Price):
-        return value
-    if isinstance(value, (list, tuple)) and 2 <= len(value) <= 3:
-        value = dict(zip(_PRICE_KEYS, value))
-    if not isinstance(value, dict) or not value:
-        raise _ArgumentError(
-            f"{where}: expected a price as (input, output[, cached_input]) or "
-            f'{{"input": ..., "output": ..., "cached_input": ...}} in USD per million '
-            f"tokens, got {_clip(repr(value), 80)}"
-        )
-    unknown = sorted(set(value) - set(_PRICE_KEYS))
-    if unknown:
-        raise _ArgumentError(f"{where}: unknown key {unknown[0]!r} (give {', '.join(_PRICE_KEYS)})")
-    numbers = [_usd_per_million(value.get(key), f"{where}: {key}") for key in _PRICE_KEYS]
-    if numbers[0] is None or numbers[1] is None:
-        missing = "input" if numbers[0] is None else "output"
-        raise _ArgumentError(f"{where}: {missing} price is missing")
-    return _Price(numbers[0], numbers[1], numbers[2], source)
-
-
-def _usd_per_million(value: object, where: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value) if isinstance(value, (int, float, str)) else math.nan
-    except ValueError:
-        number = math.nan
-    if isinstance(value, bool) or not (0 <= number < math.inf):
-        raise _ArgumentError(
-            f"{where} must be a number of USD per million tokens, 0 or more, got {value!r}"
-        )
-    return number
-
-
-def _prices_file(path: str) -> dict[str, _Price]:
-    """The prices in the JSON file named by OPENAI_BATCH_PRICES; none when it is unset."""
-    if not path:
-        return {}
-    where = f"{_PRICES_VARIABLE}={path}"
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except OSError as exc:
-        raise _ArgumentError(f"{where}: cannot read it: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise _ArgumentError(f"{where}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise _ArgumentError(
-            f'{where}: expected a JSON object of prices by model ({{"gpt-4o": {{"input": 1.25, '
-            f'"output": 5}}}}), got {_json_type(data)}'
-        )
-    source = f"the prices in {path}"
-    return {
-        model: _parse_price(value, f"{where}: {model}", source) for model, value in data.items()
-    }
-
-
-# Counting the tokens a request's text will be, without a tokenizer. OpenAI's tokenizers
-# (o200k_base, cl100k_base) make a token of about 4.4 ASCII characters of English or code. A
-# character that UTF-8 writes in two bytes (Cyrillic, Greek, Arabic, accents) is about 0.4 of a
-# token; of those in three, one of Chinese, Japanese or Korean is most of a token, one of an
-# Indic script or Thai (lead byte E0) 0.4, and punctuation such as “ ” … (lead byte E2) 0.7.
-# A chat message costs 4 tokens more (its role and delimiters), and the reply's start 3, as
-# OpenAI's cookbook counts them. bench/token_estimate.py measures the error against tiktoken.
-_ASCII_PER_TOKEN = 4.4
-_TOKENS_PER_2_BYTE_CHAR = 0.4
-_TOKENS_PER_CJK_CHAR = 0.8
-_TOKENS_PER_INDIC_CHAR = 0.4
-_TOKENS_PER_MARK = 0.7
-_TOKENS_PER_MESSAGE = 4
-_TOKENS_PER_REPLY = 3
-
-
-def _text_tokens(text: str) -> float:
-    """About how many tokens ``text`` is, from its characters and their UTF-8 widths."""
-    if text.isascii():  # the common case, at C speed
-        return len(text) / _ASCII_PER_TOKEN
-    size = len(text)
-    plain = len(text.encode("ascii", "ignore"))
-    wide = size - plain  # characters of 2, 3 or 4 bytes
-    data = text.encode("utf-8", "surrogatepass")
-    three = min(max(len(data) - size - wide, 0), wide)  # a 4-byte one (an emoji) counts as 3
-    indic, marks = data.count(b"\xe0"), data.count(b"\xe2")
-    return (
-        plain / _ASCII_PER_TOKEN
-        + (wide - three) * _TOKENS_PER_2_BYTE_CHAR
-        + indic * _TOKENS_PER_INDIC_CHAR
-        + marks * _TOKENS_PER_MARK
-        + max(three - indic - marks, 0) * _TOKENS_PER_CJK_CHAR
-    )
-
-
-def _content_tokens(content: object) -> float:
-    """The text a model reads in a content value: a string, a part with text, or a list."""
-    if isinstance(content, str):
-        return _text_tokens(content)
-    if isinstance(content, dict):
-        text = content.get("text")
-        return _text_tokens(text) if isinstance(text, str) else 0.0
-    if isinstance(content, list):
-        return sum(_content_tokens(part) for part in content if not isinstance(part, list))
-    return 0.0
-
-
-def _messages_tokens(messages: object) -> float:
-    """Chat messages (or Responses input items): their text, plus each message's overhead."""
-    if not isinstance(messages, list):
-        return 0.0
-    total = 0.0
-    for message in messages:
-        if type(message) is not dict:
-            continue
-        content = message.get("content")
-        if type(content) is str and content.isascii():  # the common case, without a call
-            total += _TOKENS_PER_MESSAGE + len(content) / _ASCII_PER_TOKEN
-        else:
-            total += _TOKENS_PER_MESSAGE + _content_tokens(content)
-        if not _CALL_KEYS.isdisjoint(message):  # a call's arguments, or a tool's output
-            total += sum(_json_tokens(message[key]) for key in _CALL_KEYS if key in message)
-    return total
-
-
-# the fields of a message, and of a body, that the model reads as JSON text
-_CALL_KEYS = frozenset({"tool_calls", "function_call", "arguments", "output"})
-_STRUCTURED_KEYS = frozenset({"tools", "functions", "response_format", "text"})
-
-
-def _json_tokens(value: object) -> float:
-    """Structured input (tool definitions, a schema, a call's arguments), read as its text."""
-    if isinstance(value, str):
-        return _text_tokens(value)
-    return _text_tokens(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
-
-
-def _input_tokens(url: str, body: Mapping[str, Any]) -> int:
-    """About how many input tokens a request's body is: the text the model reads, not JSON."""
-    text = 0.0
-    if "messages" in body:  # chat completions
-        text = _TOKENS_PER_REPLY + _messages_tokens(body["messages"])
-    elif url.endswith("/responses"):
-        value = body.get("input")
-        text = _TOKENS_PER_REPLY + (
-            _TOKENS_PER_MESSAGE + _content_tokens(value)
-            if isinstance(value, str)
-            else _messages_tokens(value)
-        )
-        if isinstance(body.get("instructions"), str):
-            text += _TOKENS_PER_MESSAGE + _text_tokens(body["instructions"])
-    else:  # embeddings, moderations, completions: a string, a list of them, or token ids
-        value = body.get("input", body.get("prompt"))
-        if isinstance(value, list) and value and isinstance(value[0], int):
-            return len(value)  # token ids, counted exactly
-        for item in value if isinstance(value, list) else [value]:
-            text += len(item) if isinstance(item, list) else math.ceil(_content_tokens(item))
-    if not _STRUCTURED_KEYS.isdisjoint(body):
-        for key in _STRUCTURED_KEYS & body.keys():
-            if isinstance(body[key], (list, dict)):
-                text += _json_tokens(body[key])
-    return math.ceil(text)
-
-
-def _output_limit(body: Mapping[str, Any], url: str) -> int | None:
-    """The most output tokens a request may bill: its limit times ``n``; None for no limit."""
-    limit = body.get("max_tokens")
-    if limit is None:
-        limit = body.get("max_completion_tokens", body.get("max_output_tokens"))
-    if type(limit) is int and limit >= 0:  # not a bool, nor a float
-        choices = body.get("n")
-        return limit * choices if type(choices) is int and choices > 1 else limit
-    return 0 if url.endswith(_NO_OUTPUT_URLS) else None
-
-
-_NO_OUTPUT_URLS = ("/embeddings", "/moderations")
-
-
-def _request_estimate(url: str, body: Mapping[str, Any]) -> tuple[int, int | None]:
-    """One request's input tokens, about, and its output tokens at most (None: no limit).
-
-    The worst case of a request is its input plus its maximum output, at the model's price.
-    """
-    return _input_tokens(url, body), _output_limit(body, url)
-
-
-@_dataclass
-class InputEstimate(_Fields):
-    """What an input file will cost, estimated before anything is sent.
-
-    ``input_tokens`` counts the text the model reads (about 4 ASCII characters a token; see
-    README "What a batch will cost"), ``output_tokens`` is at most what the requests' limits
-    allow, None when ``unbounded`` requests set no limit. Costs are in USD at ``prices``
-    (whose, and from when), None where no price is known (``note`` says so) or no bound is.
-    """
-
-    model: str | None
-    requests: int
-    input_tokens: int
-    output_tokens: int | None
-    unbounded: int
-    input_cost: float | None
-    output_cost: float | None
-    prices: str | None
-    note: str | None = None
-
-
-class _TokenTally:
-    """The running estimate of one input file: requests, input tokens, output tokens at most."""
-
-    def __init__(self) -> None:
-        self.requests = self.input_tokens = self.output_tokens = self.unbounded = 0
-
-    def add(self, url: str, body: Mapping[str, Any]) -> None:
-        tokens, limit = _request_estimate(url, body)
-        self.requests += 1
-        self.input_tokens += tokens
-        if limit is None:
-            self.unbounded += 1
-        else:
-            self.output_tokens += limit
-
-    def estimate(self, model: str | None, prices: _Prices) -> InputEstimate:
-        output = None if self.unbounded else self.output_tokens
-        price = prices.price(model)
-        if price is None:
-            note = f"no price known for {model}" if model else "no model named, so no price"
-            return InputEstimate(
-                model,
-                self.requests,
-                self.input_tokens,
-                output,
-                self.unbounded,
-                None,
-                None,
-                None,
-                note,
-            )
-        input_cost = price.cost(self.input_tokens, 0)
-        output_cost = None if output is None else price.cost(0, output)
-        return InputEstimate(
-            model,
-            self.requests,
-            self.input_tokens,
-            output,
-            self.unbounded,
-            input_cost,
-            output_cost,
-            price.source,
-            None,
-        )
-
-
-def _usd(amount: float) -> str:
-    """An amount of money as a person reads it: to the cent, and "under $0.01" below one."""
-    if amount >= 0.01 or amount == 0:
-        return f"${amount:,.2f}"
-    return "under $0.01"
-
-
-def _estimate_lines(estimate: InputEstimate) -> list[str]:
-    """The estimate in words: input, output, then whose prices the amounts are at (with no
-    price known, tokens only)."""
-    known = estimate.prices is not None
-    lines = [f"input   ~{estimate.input_tokens:,} tokens"]
-    if estimate.input_cost is not None:
-        lines[0] += f", {_usd(estimate.input_cost)}"
-    if estimate.output_tokens is None:
-        lines.append(
-            f"output  unbounded ({estimate.unbounded:,}/{estimate.requests:,} requests set no "
-            "output limit)" + (", so no upper cost" if known else "")
-        )
-    else:
-        lines.append(f"output  at most {estimate.output_tokens:,} tokens")
-        if estimate.output_cost is not None:
-            lines[1] += f", {_usd(estimate.output_cost)}"
-    if known:
-        lines.append(f"at {estimate.prices}")
-    return lines
-
-
-def _price_argument(text: str) -> tuple[str, tuple[float, ...]]:
-    """--price MODEL=IN,OUT[,CACHED]: a model's price in USD per million tokens."""
-    import argparse
-
-    model, _, figures = text.partition("=")
-    values = figures.split(",")
-    try:
-        numbers = tuple(float(value) for value in values)
-    except ValueError:
-        numbers = ()
-    if not model or not 2 <= len(numbers) <= 3 or not all(0 <= n < math.inf for n in numbers):
-        raise argparse.ArgumentTypeError(
-            "expected MODEL=IN,OUT[,CACHED] in USD per million tokens (gpt-4o=1.25,5), "
-            f"got {text!r}"
-        )
-    return model, numbers
-
-
-# ---------------------------------------------------------------------------------------------
-# The client
-# ---------------------------------------------------------------------------------------------
-
-
-def _default_random() -> float:
-    import random
-
-    return random.random()
-
-
-class _ResourceViews:
-    """``client.with_raw_response`` and ``client.with_streaming_response``: each resource of
-    the client, seen through that view (``client.with_raw_response.batches.retrieve(id)``)."""
-
-    def __init__(self, client: Any, view: str) -> None:
-        self._client, self._view = client, view
-
-    def __repr__(self) -> str:
-        return f"<{self._view} of {self._client!r}>"
-
-    def __getattr__(self, name: str) -> Any:
-        if name not in ("batches", "files", "models", "webhooks"):
-            raise AttributeError(f"{self._view} has no {name!r}")
-        return getattr(getattr(self._client, name), self._view)
-
-
-def _refuse_http_client(http_client: object, name: str) -> None:
-    """An httpx client is refused with what to do instead: nothing here uses httpx."""
-    if http_client is not None:
-        raise OpenAIError(
-            f"{name} is not used: this module sends with the standard "
-            "library (proxies come from HTTPS_PROXY, CA certificates from SSL_CERT_FILE)"
-        )
-
-
-class Client:
-    """The OpenAI Batch API: ``client.batches`` and ``client.files``. Also exported as OpenAI.
-
-    Settings left out come from OPENAI_API_KEY, OPENAI_ORG_ID, OPENAI_PROJECT_ID and
-    OPENAI_BASE_URL; OPENAI_CUSTOM_HEADERS adds headers under ``default_headers``. Proxies
-    come from HTTPS_PROXY, HTTP_PROXY and NO_PROXY, extra CA certificates from SSL_CERT_FILE
-    and SSL_CERT_DIR. ``clock``, ``sleep`` and ``random`` replace ``time.time``,
-    ``time.sleep`` and ``random.random`` for retries and waiting (tests pass fakes). The key
-    is sent in the Authorization header and shown nowhere else.
-    """
-
-    def __init__(
-        self,
-        api_key: str | Callable[[], str] | None = None,
-        *,
-        organization: str | None = None,
-        project: str | None = None,
-        base_url: str | None = None,
-        timeout: _TimeoutArg = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        default_headers: Mapping[str, str] | None = None,
-        default_query: Mapping[str, str] | None = None,
-        webhook_secret: str | None = None,
-        clock: Callable[[], float] | None = None,
-        sleep: Callable[[float], None] | None = None,
-        random: Callable[[], float] | None = None,
-        http_client: object = None,
-    ) -> None:
-        _refuse_http_client(http_client, "http_client")
-        # A callable key is asked for before every try, as the official client asks it.
-        self._api_key_provider = api_key if callable(api_key) else None
-        self.api_key = "" if callable(api_key) else self._key(api_key)
-        self.organization = organization or os.environ.get("OPENAI_ORG_ID") or None
-        self.project = project or os.environ.get("OPENAI_PROJECT_ID") or None
-        url = _base_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
-        # read back with a trailing slash, as the official client's is; paths join without it
-        self.base_url = url + "/"
-        given = DEFAULT_TIMEOUT if isinstance(timeout, NotGiven) else timeout
-        self.timeout = _timeout(given)  # None: wait forever
-        self.max_retries = int(max_retries)
-        if self.max_retries < 0:
-            raise _ArgumentError(f"max_retries must be 0 or more, not {max_retries!r}")
-        headers = _with_custom_headers(default_headers or {})
-        self.default_headers = {k: _header_value(k, v) for k, v in headers.items()}
-        self.default_query = {str(k): str(v) for k, v in (default_query or {}).items()}
-        if webhook_secret is None:  # as the official client: "" given stays "" (and fails)
-            webhook_secret = os.environ.get("OPENAI_WEBHOOK_SECRET")
-        self.webhook_secret = webhook_secret
-        self._transport = _Transport(
-            base_url=url,
-            headers=self._headers(),
-            timeout=self.timeout,
-            retry=_RetryPolicy(max_retries=self.max_retries),
-            clock=clock or time.time,
-            sleep=sleep or time.sleep,
-            random=random or _default_random,
-            query=self._query(),
-            credentials=self._credentials,
-        )
-        self.batches = Batches(self)
-        self.files = Files(self)
-        self.models = Models(self)
-        self.webhooks = Webhooks(self)
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(base_url={self.base_url!r}, "
-            f"organization={self.organization!r}, project={self.project!r}, "
-            f"timeout={self.timeout}, max_retries={self.max_retries})"
-        )
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the kept-alive connections; as the official client, this one is then done
-        with: a request raises ``RuntimeError``."""
-        self._transport.close()
-
-    def is_closed(self) -> bool:
-        """Whether ``close()`` has been called."""
-        return self._transport.closed
-
-    _provider = "openai"  # whose rules validate_input checks this client's files by
-
-    def _key(self, given: str | None) -> str:
-        return _api_key(given)
-
-    def _fresh_key(self) -> str:
-        """The key for one try: a callable's answer, kept as ``api_key`` as the official
-        client keeps it, or the key given."""
-        if self._api_key_provider is not None:
-            self.api_key = _provided_key(self._api_key_provider())
-        return self.api_key
-
-    def _credentials(self) -> dict[str, str]:
-        """The headers that carry the key, for one request."""
-        return {"Authorization": f"Bearer {self._fresh_key()}"}
-
-    def _query(self) -> dict[str, str]:
-        return dict(self.default_query)
-
-    def _headers(self) -> dict[str, str]:
-        python = ".".join(str(part) for part in sys.version_info[:3])
-        headers = {
-            "Accept": "application/json",
-            "User-Agent": f"openai-batch/{__version__} (Python {python}; {sys.platform})",
-        }
-        if self.organization:
-            headers["OpenAI-Organization"] = self.organization
-        if self.project:
-            headers["OpenAI-Project"] = self.project
-        headers.update(self.default_headers)
-        return headers
-
-    @property
-    def with_raw_response(self) -> Any:
-        """Every resource's calls giving the HTTP response: ``.batches.retrieve(id).headers``."""
-        return _ResourceViews(self, "with_raw_response")
-
-    @property
-    def with_streaming_response(self) -> Any:
-        """Every resource's calls as context managers for the response."""
-        return _ResourceViews(self, "with_streaming_response")
-
-    def with_options(
-        self,
-        *,
-        api_key: str | Callable[[], str] | None = None,
-        organization: str | None = None,
-        project: str | None = None,
-        base_url: str | None = None,
-        timeout: _TimeoutArg = None,
-        max_retries: int | None = None,
-        default_headers: Mapping[str, str] | None = None,
-        set_default_headers: Mapping[str, str] | None = None,
-        default_query: Mapping[str, str] | None = None,
-        set_default_query: Mapping[str, str] | None = None,
-        http_client: object = None,
-    ) -> Client:
-        """A new client with these settings changed and the others kept. ``default_headers``
-        and ``default_query`` add to this client's; ``set_default_*`` replace them."""
-        _refuse_http_client(http_client, "http_client")
-        transport = self._transport
-        return Client(
-            api_key or self._api_key_provider or self.api_key,
-            organization=organization or self.organization,
-            project=project or self.project,
-            base_url=base_url or self.base_url,
-            timeout=self.timeout if timeout is None or isinstance(timeout, NotGiven) else timeout,
-            max_retries=self.max_retries if max_retries is None else max_retries,
-            default_headers=_merged(
-                "headers", self.default_headers, default_headers, set_default_headers
-            ),
-            default_query=_merged("query", self.default_query, default_query, set_default_query),
-            webhook_secret=self.webhook_secret,
-            clock=transport.clock,
-            sleep=transport.sleep,
-            random=transport.random,
-        )
-
-    copy = with_options
-
-    # -- the batch lifecycle ---------------------------------------------------------------
-
-    def submit(
-        self,
-        path_or_requests: _PathLike | Iterable[_Row],
-        *,
-        endpoint: BatchEndpoint | str | None = None,
-        completion_window: CompletionWindow | str = CompletionWindow.HOURS_24,
-        metadata: Mapping[str, str] | None = None,
-        on_upload: Callable[[FileObject], object] | None = None,
-        idempotency_key: str | None = None,
-        strict: bool = False,
-        on_validated: Callable[[InputSummary], object] | None = None,
-    ) -> Batch:
-        """Validate, upload and start a batch from a JSONL file or from requests.
-
-        Raises ``InputFileError`` before any request when the input has problems. The endpoint
-        is read from the lines when not given. ``on_upload(file)`` is called once the input is
-        uploaded: should starting the batch then fail, that file can be used without uploading
-        it again (``batches.create(input_file_id=file.id, ...)``). With ``idempotency_key``, a
-        batch already made with that key is returned, and nothing is uploaded (see
-        ``batches.create``). ``on_validated(summary)`` sees the file's summary, warnings
-        included, before anything is sent; ``strict=True`` refuses a file with warnings.
-        """
-        _check_metadata(metadata)
-        _identity(_own_metadata(metadata), idempotency_key)
-        if not isinstance(path_or_requests, (str, os.PathLike)):
-            import tempfile
-
-            with tempfile.TemporaryDirectory(prefix="openai-batch-") as directory:
-                path = os.path.join(directory, "requests.jsonl")
-                write_jsonl(path, path_or_requests)
-                return self.submit(
-                    path,
-                    endpoint=endpoint,
-                    completion_window=completion_window,
-                    metadata=metadata,
-                    on_upload=on_upload,
-                    idempotency_key=idempotency_key,
-                    strict=strict,
-                    on_validated=on_validated,
-                )
-        summary = validate_input(
-            path_or_requests, endpoint=endpoint, strict=strict, provider=self._provider
-        )
-        if on_validated is not None:
-            on_validated(summary)
-        if idempotency_key is not None:
-            made = self.batches._made_with(idempotency_key)
-            if made is not None:
-                return _same_call(made, idempotency_key, None, summary.endpoint or "")
-        upload = self.files.create(file=path_or_requests, purpose="batch")
-        if on_upload is not None:
-            on_upload(upload)
-        return self.batches.create(
-            input_file_id=upload.id,
-            endpoint=summary.endpoint or "",
-            completion_window=completion_window,
-            metadata=metadata,
-            idempotency_key=idempotency_key,
-        )
-
-    def _batch(self, batch_or_id: Batch | str) -> Batch:
-        return batch_or_id if isinstance(batch_or_id, Batch) else self.batches.retrieve(batch_or_id)
-
-    def results(self, batch_or_id: Batch | str, *, partial: bool = False) -> Iterator[BatchResult]:
-        """Stream a batch's results: its output file, then its error file.
-
-        Given an id, the batch is fetched first; given a ``Batch``, its file ids are used as
-        they are, so pass a fresh one. A batch that is still running raises
-        ``BatchNotFinishedError``, since its results are not all in: wait for it first, or pass
-        ``partial=True`` for what has arrived.
-        """
-        batch = self._batch(batch_or_id)
-        if not batch.is_terminal and isinstance(batch_or_id, Batch):
-            batch = self.batches.retrieve(batch.id)  # a Batch kept from before may be stale
-        if not batch.is_terminal and not partial:
-            raise BatchNotFinishedError(
-                f"{batch.id} is still {_text(batch.status)}: its results are not all in yet. "
-                "Wait for it to finish, or ask for what has arrived (partial=True).",
-                batch,
-            )
-        return self._results(batch)
-
-    def _results(self, batch: Batch) -> Iterator[BatchResult]:
-        for file_id in (batch.output_file_id, batch.error_file_id):
-            if file_id:
-                with self.files.content(file_id) as content:
-                    yield from iter_results(content)
-
-    def run(
-        self,
-        input: _PathLike,
-        output: _PathLike,
-        *,
-        batch_size: int = MAX_REQUESTS,
-        max_active: int = DEFAULT_MAX_ACTIVE,
-        max_enqueued_tokens: int | None = None,
-        rounds: int = DEFAULT_ROUNDS,
-        poll_interval: float | None = None,
-        keep_files: bool = False,
-        on_event: Callable[[dict[str, Any]], object] | None = None,
-        cancel: bool = False,
-        direct: bool = False,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        max_requests_per_minute: int | None = None,
-        max_tokens_per_minute: int | None = None,
-    ) -> JobReport:
-        """Run every request of a JSONL file of any size, across as many batches as it takes.
-
-        The input is validated first; nothing is sent if it has problems. It is cut into
-        shards under the Batch API's limits (``batch_size`` lowers the request limit). At most
-        ``max_active`` batches run at once, holding at most ``max_enqueued_tokens`` prompt
-        tokens (estimated as characters over four). A batch over the enqueued-token limit goes
-        again later, and the job keeps fewer tokens in flight. Requests with no result, or a
-        failure that may pass (5xx, 429, an expired batch), go again in up to ``rounds``
-        rounds. ``output`` is written atomically at the end: one Batch API output line per
-        request, in input order. The job's record lives in ``output + ".job"``: running the
-        same call again after any crash resumes it, and never makes a batch twice. Once
-        ``output`` is written, the files the job put on the server are deleted unless
-        ``keep_files``. ``on_event(dict)`` sees each step, with ``"progress"``: where the job
-        stands. ``cancel=True`` cancels the job's running batches instead, and ends the job
-        with what they did.
-
-        ``direct=True`` sends each request straight to its endpoint under the base URL, for a
-        server with no Batch API: at most ``concurrency`` at once (fewer while the server
-        answers 429), within ``max_requests_per_minute`` and ``max_tokens_per_minute``.
-        Answers are kept as they arrive, so a rerun sends only the requests with none.
-        """
-        settings = {
-            "batch_size": batch_size,
-            "max_active": max_active,
-            "max_enqueued_tokens": max_enqueued_tokens,
-            "rounds": rounds,
-            "poll_interval": poll_interval,
-            "keep_files": keep_files,
-            "concurrency": concurrency,
-            "max_requests_per_minute": max_requests_per_minute,
-            "max_tokens_per_minute": max_tokens_per_minute,
-        }
-        for name in ("max_requests_per_minute", "max_tokens_per_minute"):
-            if settings[name] is not None and not direct:
-                raise _ArgumentError(f"{name} goes with direct=True (a batch has no such limit)")
-        mode = "direct" if direct else "Batch API"  # _DirectRounds.mode, _BatchRounds.mode
-        return _run_job(self, input, output, settings, on_event, cancel, mode)
-
-    def download(self, batch_or_id: Batch | str, directory: _PathLike = ".") -> list[str]:
-        """Save a batch's output and error files into ``directory``; return their paths.
-
-        The files are named ``<batch id>_output.jsonl`` and ``<batch id>_errors.jsonl`` and
-        written atomically; a file the batch does not have is skipped.
-        """
-        batch = self._batch(batch_or_id)
-        os.makedirs(directory, exist_ok=True)
-        paths = []
-        for file_id, kind in ((batch.output_file_id, "output"), (batch.error_file_id, "errors")):
-            if file_id:
-                name = "".join(c if c.isalnum() or c in "-_." else "_" for c in batch.id)
-                path = os.path.join(os.fspath(directory), f"{name}_{kind}.jsonl")
-                with self.files.content(file_id) as content:
-                    content.write_to_file(path)
-                paths.append(path)
-        return paths
-
-
-#: The official package's name for the client, so that only the import changes.
-OpenAI = Client
-
-
-def _merged(
-    what: str,
-    kept: Mapping[str, str],
-    added: Mapping[str, str] | None,
-    replacing: Mapping[str, str] | None,
-) -> dict[str, str]:
-    """A copy's default headers or query: the kept ones with ``added``, or ``replacing``."""
-    if added is not None and replacing is not None:
-        raise _ArgumentError(
-            f"The `default_{what}` and `set_default_{what}` arguments are mutually exclusive"
-        )
-    return dict(replacing) if replacing is not None else {**kept, **(added or {})}
-
-
-def _provided_key(key: object) -> str:
-    """What an ``api_key`` callable gave, checked as a key given is."""
-    if not isinstance(key, str) or not key.strip():
-        raise OpenAIError("Expected the `api_key` callable to return a non-empty string.")
-    return _api_key(key)
-
-
-def _api_key(given: str | None) -> str:
-    key = (given if given is not None else os.environ.get("OPENAI_API_KEY") or "").strip()
-    if not key:
-        raise OpenAIError(
-            "The api_key client option must be set either by passing api_key to the client "
-            "or by setting the OPENAI_API_KEY environment variable"
-        )
-    bad = [index for index, char in enumerate(key) if not " " < char < "\x7f"]
-    if bad:
-        # Say where, never what: the message must not carry any of the key.
-        raise OpenAIError(
-            f"The API key has a character that cannot be sent in an HTTP header "
-            f"(position {bad[0] + 1} of {len(key)}); check how it was copied."
-        )
-    return key
-
-
-def _with_custom_headers(given: Mapping[str, str]) -> dict[str, str]:
-    """``default_headers`` over those of OPENAI_CUSTOM_HEADERS, as the official client reads
-    it: a "Name: value" a line, names and values stripped, a line without a colon skipped.
-    A gateway's Authorization given there replaces the key's, unless ``default_headers``
-    gives one of its own, in any case."""
-    text = os.environ.get("OPENAI_CUSTOM_HEADERS")
-    if text is None:
-        return dict(given)
-    found = {}
-    for line in text.split("\n"):
-        name, colon, value = line.partition(":")
-        if colon:
-            found[name.strip()] = value.strip()
-    if any(name.lower() == "authorization" for name in given):
-        found = {name: value for name, value in found.items() if name.lower() != "authorization"}
-    return {**found, **given}
-
-
-def _base_url(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url.strip())
-    if parts.username is not None or parts.password is not None:
-        # Named without them, since a password is as secret as a key.
-        raise OpenAIError(
-            f"base_url for {parts.hostname} holds a user name or password, which this client "
-            "does not send; put credentials in default_headers instead"
-        )
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise OpenAIError(f"base_url must be an http:// or https:// URL, not {url!r}")
-    return url.strip().rstrip("/")
-
-
-# ---------------------------------------------------------------------------------------------
-# Azure OpenAI: the same client, with Azure's address, api-version and credentials
-# ---------------------------------------------------------------------------------------------
-
-
-class AzureOpenAI(Client):
-    """The client for an Azure OpenAI resource, with the official package's constructor.
-
-    Requests go to ``{azure_endpoint}/openai/batches...`` and ``/openai/files...`` (files and
-    batches never take a deployment path, so ``azure_deployment`` is kept but not used), each
-    with ``?api-version=``, the recovery lookup after a lost create and every page of a list
-    included. The key goes in the ``api-key`` header; an Entra ID token (``azure_ad_token``,
-    or ``azure_ad_token_provider``, called for every request) goes in ``Authorization:
-    Bearer``. Left out, they come from AZURE_OPENAI_API_KEY, AZURE_OPENAI_AD_TOKEN (which wins
-    over the key, as in the official package), AZURE_OPENAI_ENDPOINT and OPENAI_API_VERSION.
-    Azure's "v1" surface (``https://RESOURCE.openai.azure.com/openai/v1/``, no api-version)
-    takes the plain ``OpenAI(base_url=..., api_key=...)`` instead.
-    """
-
-    def __init__(
-        self,
-        *,
-        api_version: str | None = None,
-        azure_endpoint: str | None = None,
-        azure_deployment: str | None = None,
-        api_key: str | Callable[[], str] | None = None,
-        azure_ad_token: str | None = None,
-        azure_ad_token_provider: Callable[[], str] | None = None,
-        organization: str | None = None,
-        project: str | None = None,
-        webhook_secret: str | None = None,
-        base_url: str | None = None,
-        timeout: _TimeoutArg = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        default_headers: Mapping[str, str] | None = None,
-        default_query: Mapping[str, str] | None = None,
-        clock: Callable[[], float] | None = None,
-        sleep: Callable[[float], None] | None = None,
-        random: Callable[[], float] | None = None,
-        http_client: object = None,
-    ) -> None:
-        _refuse_http_client(http_client, "http_client")
-        given = [c for c in (api_key, azure_ad_token, azure_ad_token_provider) if c is not None]
-        if len(given) > 1:
-            raise OpenAIError(
-                "The `api_key`, `azure_ad_token` and `azure_ad_token_provider` arguments are "
-                "mutually exclusive; only one can be passed at a time"
-            )
-        if not given:
-            azure_ad_token = os.environ.get("AZURE_OPENAI_AD_TOKEN") or None
-            if azure_ad_token is None:
-                api_key = os.environ.get("AZURE_OPENAI_API_KEY") or None
-        if api_key is None and azure_ad_token is None and azure_ad_token_provider is None:
-            raise OpenAIError(
-                "Missing credentials. Please pass one of `api_key`, `azure_ad_token`, "
-                "`azure_ad_token_provider`, or the `AZURE_OPENAI_API_KEY` or "
-                "`AZURE_OPENAI_AD_TOKEN` environment variables."
-            )
-        api_version = api_version or os.environ.get("OPENAI_API_VERSION") or None
-        if api_version is None:
-            raise _ArgumentError(
-                "Must provide either the `api_version` argument or the `OPENAI_API_VERSION` "
-                "environment variable"
-            )
-        if base_url is None:
-            azure_endpoint = azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT") or None
-            if azure_endpoint is None:
-                raise _ArgumentError(
-                    "Must provide one of the `base_url` or `azure_endpoint` arguments, or the "
-                    "`AZURE_OPENAI_ENDPOINT` environment variable"
-                )
-            base_url = _base_url(azure_endpoint) + "/openai"
-        elif azure_endpoint is not None:
-            raise _ArgumentError("base_url and azure_endpoint are mutually exclusive")
-        self.api_version, self.azure_endpoint = api_version, azure_endpoint
-        self.azure_deployment = azure_deployment if azure_endpoint else None
-        self._azure_ad_token = _header_value("Authorization", azure_ad_token or "")
-        self._azure_ad_token_provider = azure_ad_token_provider
-        super().__init__(
-            api_key,
-            organization=organization,
-            project=project,
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            default_headers=default_headers,
-            default_query=default_query,
-            webhook_secret=webhook_secret,
-            clock=clock,
-            sleep=sleep,
-            random=random,
-        )
-
-    _provider = "azure"
-
-    def _key(self, given: str | None) -> str:
-        return "" if given is None else _api_key(given)  # a token instead: no key at all
-
-    def _credentials(self) -> dict[str, str]:
-        provider = self._azure_ad_token_provider
-        if provider is not None:
-            token = provider()
-            if not isinstance(token, str) or not token:
-                raise _ArgumentError(
-                    "Expected `azure_ad_token_provider` argument to return a non-empty string."
-                )
-            return {"Authorization": "Bearer " + _header_value("Authorization", token)}
-        if self._azure_ad_token:
-            return {"Authorization": f"Bearer {self._azure_ad_token}"}
-        return {"api-key": self._fresh_key()}
-
-    def _query(self) -> dict[str, str]:
-        return {**self.default_query, "api-version": self.api_version}
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(base_url={self.base_url!r}, "
-            f"api_version={self.api_version!r}, timeout={self.timeout}, "
-            f"max_retries={self.max_retries})"
-        )
-
-    def with_options(
-        self,
-        *,
-        api_key: str | Callable[[], str] | None = None,
-        azure_ad_token: str | None = None,
-        azure_ad_token_provider: Callable[[], str] | None = None,
-        api_version: str | None = None,
-        organization: str | None = None,
-        project: str | None = None,
-        base_url: str | None = None,
-        timeout: _TimeoutArg = None,
-        max_retries: int | None = None,
-        default_headers: Mapping[str, str] | None = None,
-        set_default_headers: Mapping[str, str] | None = None,
-        default_query: Mapping[str, str] | None = None,
-        set_default_query: Mapping[str, str] | None = None,
-        http_client: object = None,
-    ) -> AzureOpenAI:
-        """A new client with these settings changed and the others kept; see
-        ``Client.with_options``."""
-        _refuse_http_client(http_client, "http_client")
-        transport = self._transport
-        if not (api_key or azure_ad_token or azure_ad_token_provider):  # keep the ones it has
-            azure_ad_token_provider = self._azure_ad_token_provider
-            azure_ad_token = None if azure_ad_token_provider else self._azure_ad_token or None
-            kept = self._api_key_provider or self.api_key
-            api_key = None if azure_ad_token_provider or azure_ad_token else kept
-        endpoint = None if base_url else self.azure_endpoint
-        return AzureOpenAI(
-            api_key=api_key,
-            azure_ad_token=azure_ad_token,
-            azure_ad_token_provider=azure_ad_token_provider,
-            azure_endpoint=endpoint,
-            base_url=base_url or (None if endpoint else self.base_url),
-            api_version=api_version or self.api_version,
-            azure_deployment=self.azure_deployment,
-            organization=organization or self.organization,
-            project=project or self.project,
-            webhook_secret=self.webhook_secret,
-            timeout=self.timeout if timeout is None or isinstance(timeout, NotGiven) else timeout,
-            max_retries=self.max_retries if max_retries is None else max_retries,
-            default_headers=_merged(
-                "headers", self.default_headers, default_headers, set_default_headers
-            ),
-            default_query=_merged("query", self.default_query, default_query, set_default_query),
-            clock=transport.clock,
-            sleep=transport.sleep,
-            random=transport.random,
-        )
-
-    copy = with_options
-
-
-# ---------------------------------------------------------------------------------------------
-# Async: AsyncOpenAI and AsyncAzureOpenAI, the same calls awaited
-# ---------------------------------------------------------------------------------------------
-
-
-async def _in_thread(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-    """``function(*args, **kwargs)`` on the event loop's thread pool, awaited.
-
-    Batch work is a few slow calls, not thousands of quick ones, so each call runs the
-    blocking client in a thread rather than reimplementing HTTP on asyncio; the loop stays
-    free meanwhile. (``loop.run_in_executor`` rather than ``asyncio.to_thread``: 3.8 has no
-    such function.)
-    """
-    import asyncio
-    import functools
-
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, functools.partial(function, *args, **kwargs))
-
-
-class _Threads:
-    """The threads an async client's calls run on: one for each call in flight, up to the
-    official client's limit of connections (1,000), made as they are needed and kept idle for
-    the next calls.
-
-    Not the loop's default pool: it has min(32, cores + 4) threads, so that 200 calls awaited
-    together would run 32 at a time, where the official client sends all 200 at once. A
-    client's copies (``with_options``) share its threads, as the official copies share their
-    connection pool; the threads end when the last of them is collected.
-    """
-
-    def __init__(self) -> None:
-        self._pool: Any = None
-
-    async def run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        import asyncio
-        import functools
-
-        if self._pool is None:  # no await since the check: one loop cannot make two
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(_MAX_CONCURRENCY, thread_name_prefix="openai_batch")
-        loop = asyncio.get_running_loop()
-        call = functools.partial(function, *args, **kwargs)
-        return await loop.run_in_executor(self._pool, call)
-
-
-class AsyncPaginator(_Generic[_M]):
-    """What an async ``list()`` gives: ``await`` it for the first page, or ``async for`` over
-    every item of every page, each page fetched as the loop reaches it."""
-
-    def __init__(self, first: Callable[[], CursorPage[_M]], run: _Run = _in_thread) -> None:
-        self._first, self._run = first, run
-
-    def __await__(self) -> Any:
-        return self._page().__await__()
-
-    async def _page(self) -> AsyncCursorPage[_M]:
-        return AsyncCursorPage(await self._run(self._first), self._run)
-
-    def __aiter__(self) -> Any:
-        return self._items()
-
-    async def _items(self) -> Any:
-        page: AsyncCursorPage[_M] = await self
-        async for item in page:
-            yield item
-
-
-class AsyncCursorPage(_Generic[_M]):
-    """One page of an async list: ``data``, ``has_more``, and the next pages awaited."""
-
-    def __init__(self, page: CursorPage[_M], run: _Run = _in_thread) -> None:
-        self._page, self._run = page, run
-        self.data, self.has_more = page.data, page.has_more
-        self.first_id, self.last_id, self.object = page.first_id, page.last_id, page.object
-        self._request_id = page._request_id
-
-    def __repr__(self) -> str:
-        return "<Async" + repr(self._page)[1:]
-
-    def has_next_page(self) -> bool:
-        """Whether another page may follow this one."""
-        return self._page.has_next_page()
-
-    def next_page_info(self) -> PageInfo | None:
-        """Where the next page starts; see ``CursorPage.next_page_info``."""
-        return self._page.next_page_info()
-
-    def model_dump(self, **options: Any) -> dict[str, Any]:
-        """The page as the official package dumps it; see ``CursorPage.model_dump``."""
-        return self._page.model_dump(**options)
-
-    def model_dump_json(self, *, indent: int | None = None, **options: Any) -> str:
-        """``model_dump()`` as JSON."""
-        return self._page.model_dump_json(indent=indent, **options)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The page as the server sent it."""
-        return self._page.to_dict()
-
-    async def get_next_page(self) -> AsyncCursorPage[_M]:
-        """Fetch the page after this one, on the thread pool."""
-        return AsyncCursorPage(await self._run(self._page.get_next_page), self._run)
-
-    async def iter_pages(self) -> Any:
-        """This page, then each following page as the loop reaches it; a server whose cursors
-        go round is refused, as ``CursorPage.iter_pages`` refuses it."""
-        page = self
-        yield page
-        seen = {page.last_id}
-        while page.has_next_page():
-            page = await page.get_next_page()
-            _check_not_seen(page._page, seen)
-            yield page
-
-    async def __aiter__(self) -> Any:
-        async for page in self.iter_pages():
-            for item in page.data:
-                yield item
-
-
-class _AsyncPieces(_Generic[_T]):
-    """An ``async for`` over pieces already in memory, which may also be awaited first.
-
-    The official content's ``aiter_*`` are ``async def`` functions that return httpx's
-    iterator, so code written for it reads ``async for line in await content.aiter_lines()``;
-    code written for httpx leaves the ``await`` out. Both work here.
-    """
-
-    def __init__(self, pieces: Iterator[_T]) -> None:
-        self._pieces = pieces
-
-    def __await__(self) -> Any:
-        return self._itself().__await__()
-
-    async def _itself(self) -> _AsyncPieces[_T]:
-        return self
-
-    def __aiter__(self) -> _AsyncPieces[_T]:
-        return self
-
-    async def __anext__(self) -> _T:
-        try:
-            return next(self._pieces)
-        except StopIteration:
-            raise StopAsyncIteration from None
-
-
-class _AsyncContent:
-    """A file's content, as the official async client gives it: read whole in the await,
-    then ``read()``, ``text`` and ``write_to_file()`` at once, or ``await aread()`` and
-    ``async for`` over ``aiter_bytes()``, ``aiter_text()`` or ``aiter_lines()``. For a file too
-    big to hold, ``await client.download(...)`` streams it to disk.
-
-    The body is in memory once awaited, so the ``a``-methods never touch the network and
-    never block the loop; they are async only to be awaited as httpx's are.
-    """
-
-    def __init__(self, body: bytes) -> None:
-        self.content = body
-
-    def read(self) -> bytes:
-        return self.content
-
-    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
-        """The body in chunks of ``chunk_size`` bytes, or whole when it is None (as httpx)."""
-        return _pieces(self.content, chunk_size)
-
-    def iter_text(self, chunk_size: int | None = None) -> Iterator[str]:
-        """The text in chunks of ``chunk_size`` characters, or whole when it is None."""
-        return _pieces(self.text, chunk_size)
-
-    def iter_lines(self) -> Iterator[str]:
-        """The text's lines, split as httpx splits them (see ``_split_lines``)."""
-        return iter(_split_lines(self.text))
-
-    async def aread(self) -> bytes:
-        return self.content
-
-    def aiter_bytes(self, chunk_size: int | None = None) -> _AsyncPieces[bytes]:
-        return _AsyncPieces(self.iter_bytes(chunk_size))
-
-    def aiter_text(self, chunk_size: int | None = None) -> _AsyncPieces[str]:
-        return _AsyncPieces(self.iter_text(chunk_size))
-
-    def aiter_lines(self) -> _AsyncPieces[str]:
-        return _AsyncPieces(self.iter_lines())
-
-    def close(self) -> None:
-        """Nothing to release: the connection went back to the pool in the await."""
-
-    async def aclose(self) -> None:
-        """Nothing to release, as ``close``."""
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8")
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-    def write_to_file(self, file: _PathLike) -> int:
-        """Save the body to ``file`` atomically."""
-        with _AtomicFile(file) as out:
-            out.file.write(self.content)
-        return len(self.content)
-
-    stream_to_file = write_to_file
-
-    async def astream_to_file(self, file: _PathLike) -> int:
-        return await _in_thread(self.write_to_file, file)
-
-
-class _AsyncWithStreamingResponse:
-    """An async resource's calls, each an ``async with`` for the response:
-    ``async with client.files.with_streaming_response.content(id) as response:``."""
-
-    def __init__(self, streaming: _WithStreamingResponse, run: _Run) -> None:
-        self._streaming, self._run = streaming, run
-
-    def __getattr__(self, name: str) -> Callable[..., _AsyncStreamedResponseContext]:
-        make = getattr(self._streaming, name)  # an unknown call raises AttributeError here
-        return lambda *args, **kwargs: _AsyncStreamedResponseContext(
-            make(*args, **kwargs), self._run
-        )
-
-
-class _AsyncStreamedResponseContext:
-    """The blocking ``_StreamedResponseContext``, entered and left on the client's threads."""
-
-    def __init__(self, context: _StreamedResponseContext, run: _Run) -> None:
-        self._context, self._run = context, run
-
-    async def __aenter__(self) -> _AsyncStreamedResponse:
-        return _AsyncStreamedResponse(await self._run(self._context.__enter__), self._run)
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._run(self._context.__exit__, *exc_info)
-
-
-class _AsyncStreamedResponse:
-    """A streamed response, as the official ``AsyncAPIResponse`` is read: ``headers``,
-    ``status_code`` and the like at once; ``await`` for ``parse()``, ``read()``, ``text()``,
-    ``json()``, ``stream_to_file()`` and ``close()``; ``async for`` over ``iter_bytes()``,
-    ``iter_text()`` and ``iter_lines()``. The body is read on the client's threads, a piece
-    at a time, so the loop stays free while a large file arrives."""
-
-    _SAME: tuple[str, ...] = ("headers", "status_code", "url", "method", "retries_taken")
-    _SAME += ("elapsed", "http_version", "request_id", "http_response", "http_request", "is_closed")
-
-    def __init__(self, response: _StreamedResponse, run: _Run) -> None:
-        self._response, self._run = response, run
-
-    def __repr__(self) -> str:
-        return repr(self._response)
-
-    def __getattr__(self, name: str) -> Any:
-        if name not in self._SAME:
-            raise AttributeError(f"{type(self).__name__} has no {name!r}")
-        return getattr(self._response, name)
-
-    async def parse(self) -> Any:
-        return await self._run(self._response.parse)
-
-    async def read(self) -> bytes:
-        body: bytes = await self._run(self._response.read)
-        return body
-
-    async def text(self) -> str:
-        text: str = await self._run(self._response.text)
-        return text
-
-    async def json(self) -> Any:
-        return await self._run(self._response.json)
-
-    async def stream_to_file(self, file: _PathLike, *, chunk_size: int | None = None) -> None:
-        await self._run(self._response.stream_to_file, file, chunk_size=chunk_size)
-
-    async def close(self) -> None:
-        await self._run(self._response.close)
-
-    def iter_bytes(self, chunk_size: int | None = None) -> Any:
-        return self._each(self._response.iter_bytes(chunk_size))
-
-    def iter_text(self, chunk_size: int | None = None) -> Any:
-        return self._each(self._response.iter_text(chunk_size))
-
-    def iter_lines(self) -> Any:
-        return self._each(self._response.iter_lines())
-
-    async def _each(self, pieces: Iterator[Any]) -> Any:
-        done = object()
-        while True:
-            piece = await self._run(next, pieces, done)
-            if piece is done:
-                return
-            yield piece
-
-
-class _Async:
-    """One resource of an async client: the blocking resource's calls, each awaited."""
-
-    _calls: tuple[str, ...] = ()
-    _lists: tuple[str, ...] = ()
-
-    def __init__(self, resource: Any, run: _Run = _in_thread) -> None:
-        self._resource, self._run = resource, run
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._resource, name)
-        if name in self._lists:
-            return lambda *args, **kwargs: AsyncPaginator(
-                lambda: method(*args, **kwargs), self._run
-            )
-        if name not in self._calls:
-            raise AttributeError(f"{type(self).__name__} has no {name!r}")
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await self._run(method, *args, **kwargs)
-
-        return call
-
-    @property
-    def with_raw_response(self) -> _Async:
-        raw = _Async(self._resource.with_raw_response, self._run)
-        raw._calls = tuple(n for n in (*self._calls, *self._lists) if n != "wait")
-        return raw
-
-    @property
-    def with_streaming_response(self) -> _AsyncWithStreamingResponse:
-        """The same calls, each an ``async with`` for the response (``_AsyncStreamedResponse``)."""
-        return _AsyncWithStreamingResponse(self._resource.with_streaming_response, self._run)
-
-
-class AsyncBatches(_Async):
-    """``client.batches``, awaited; ``list()`` is awaited or iterated with ``async for``."""
-
-    _calls = ("create", "retrieve", "cancel", "wait")
-    _lists = ("list",)
-
-
-class AsyncFiles(_Async):
-    """``client.files``, awaited; ``content()`` gives a body to ``await .read()`` or save."""
-
-    _calls = ("create", "retrieve", "delete", "wait_for_processing", "retrieve_content")
-    _lists = ("list",)
-
-    async def content(self, file_id: str, **options: Any) -> _AsyncContent:
-        def whole() -> bytes:
-            with self._resource.content(file_id, **options) as body:
-                data: bytes = body.read()
-            return data
-
-        return _AsyncContent(await self._run(whole))
-
-    @property
-    def with_raw_response(self) -> _Async:
-        raw = super().with_raw_response
-        raw._calls += ("content",)
-        return raw
-
-
-class AsyncModels(_Async):
-    _calls = ("retrieve", "delete")
-    _lists = ("list",)
-
-
-class AsyncWebhooks(_Async):
-    """``client.webhooks``, awaited: the endpoint calls; ``unwrap`` and ``verify_signature``
-    do no I/O and are called as they are, as in the official async client."""
-
-    _calls = ("create", "retrieve", "update", "delete", "rotate_secret", "test")
-    _lists = ("list",)
-
-    def __init__(self, resource: Webhooks, run: _Run = _in_thread) -> None:
-        super().__init__(resource, run)
-        self.event_types = _Async(resource.event_types, run)
-        self.event_types._calls = ("list",)
-        self.unwrap = resource.unwrap
-        self.verify_signature = resource.verify_signature
-
-
-class AsyncOpenAI:
-    """The client with ``async def`` calls: ``await client.batches.create(...)``, and
-    ``async for batch in client.batches.list()``. It takes the same settings as ``OpenAI``.
-
-    Each call runs the blocking client on a thread (see ``_Threads``): this way every rule of
-    the blocking client (retries, the idempotent create, atomic downloads) holds unchanged.
-    ``webhooks.unwrap`` and ``webhooks.verify_signature`` are the blocking client's: verifying
-    a signature does no I/O.
-    """
-
-    _blocking: type[Client] = Client
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._threads = _Threads()
-        self._wrap(self._blocking(*args, **kwargs))
-
-    def _wrap(self, client: Client) -> None:
-        # Every blocking client this one makes (with_options too) asks the wrapper for keys.
-        provider = client._api_key_provider
-        if provider is not None and not isinstance(provider, _LoopTokenProvider):
-            client._api_key_provider = _LoopTokenProvider(provider, "api_key", "AsyncOpenAI")
-        self._client = client
-        self.batches = AsyncBatches(self._client.batches, self._run)
-        self.files = AsyncFiles(self._client.files, self._run)
-        self.models = AsyncModels(self._client.models, self._run)
-        self.webhooks = AsyncWebhooks(self._client.webhooks, self._run)
-
-    async def _run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """One blocking call of this client's, on a thread of its own (see ``_Threads``), where
-        a key or token provider's coroutine is awaited on this loop (``_LoopTokenProvider``)."""
-        client = self._client
-        for provider in (
-            client._api_key_provider,
-            getattr(client, "_azure_ad_token_provider", None),
-        ):
-            if isinstance(provider, _LoopTokenProvider):
-                import asyncio
-
-                function = provider.on_loop(function, asyncio.get_running_loop())
-        return await self._threads.run(function, *args, **kwargs)
-
-    def __repr__(self) -> str:
-        return "Async" + repr(self._client)
-
-    def __getattr__(self, name: str) -> Any:  # base_url, api_key, timeout, ...
-        return getattr(self._client, name)
-
-    @property
-    def with_raw_response(self) -> Any:
-        """Every resource's calls giving the HTTP response, awaited."""
-        return _ResourceViews(self, "with_raw_response")
-
-    @property
-    def with_streaming_response(self) -> Any:
-        """Every resource's calls, each an ``async with`` for the response, whose body is
-        read as it is used (``_AsyncStreamedResponse``)."""
-        return _ResourceViews(self, "with_streaming_response")
-
-    def with_options(self, **changes: Any) -> AsyncOpenAI:
-        """A new async client with these settings changed and the others kept."""
-        made = object.__new__(type(self))
-        made._threads = self._threads
-        made._wrap(self._client.with_options(**changes))
-        return made
-
-    copy = with_options
-
-    async def __aenter__(self) -> AsyncOpenAI:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        self._client.close()
-
-    async def submit(self, *args: Any, **kwargs: Any) -> Batch:
-        """``OpenAI.submit``, awaited."""
-        return await self._run(self._client.submit, *args, **kwargs)
-
-    async def run(self, *args: Any, **kwargs: Any) -> JobReport:
-        """``OpenAI.run``, awaited: a job of any size, on a thread of its own."""
-        return await self._run(self._client.run, *args, **kwargs)
-
-    async def download(self, *args: Any, **kwargs: Any) -> list[str]:
-        return await self._run(self._client.download, *args, **kwargs)
-
-    async def results(self, batch_or_id: Batch | str, *, partial: bool = False) -> Any:
-        """``OpenAI.results`` as an async iterator: ``async for result in ...``."""
-        results = await self._run(self._client.results, batch_or_id, partial=partial)
-        done = object()
-        while True:
-            result = await self._run(next, results, done)
-            if result is done:
-                return
-            yield result
-
-
-class _LoopTokenProvider:
-    """An Azure token provider, or an ``api_key`` callable, as the async client calls it: for
-    every request, from the worker thread the request runs on.
-
-    A plain provider's token is used as it comes. An ``async def`` provider (what
-    ``azure.identity.aio.get_bearer_token_provider`` gives) must run on the event loop the call
-    was made from, where its credential's sessions live, not on a loop of its own: so each call
-    tells this object its loop for the worker thread it runs on (``on_loop``), and the worker
-    sends the provider's coroutine to that loop and waits for the token. A job's own threads
-    have no call of their own; they use the loop of the latest call.
-    """
-
-    def __init__(
-        self,
-        provider: Callable[[], Any],
-        name: str = "azure_ad_token_provider",
-        owner: str = "AsyncAzureOpenAI",
-    ) -> None:
-        import threading
-
-        self.provider, self.name, self.owner = provider, name, owner
-        self._threads = threading.local()  # .loop: the loop of the call this thread runs
-        self._latest: asyncio.AbstractEventLoop | None = None
-
-    def on_loop(self, function: Callable[..., _T], loop: asyncio.AbstractEventLoop) -> Any:
-        """``function``, to run on a worker thread for a call made on ``loop``."""
-        self._latest = loop
-
-        def run(*args: Any, **kwargs: Any) -> _T:
-            self._threads.loop = loop
-            try:
-                return function(*args, **kwargs)
-            finally:
-                self._threads.loop = None
-
-        return run
-
-    def __call__(self) -> Any:
-        token = self.provider()
-        if not hasattr(token, "__await__"):
-            return token  # a string, or what AzureOpenAI refuses with its own message
-        import asyncio
-
-        async def awaited() -> Any:
-            return await token
-
-        loop = getattr(self._threads, "loop", None) or self._latest
-        if loop is None or loop.is_closed() or _on_loop_thread(loop):
-            # waiting here would never end: the loop is gone, or it is this thread's own
-            getattr(token, "close", lambda: None)()  # no "never awaited" warning
-            raise OpenAIError(
-                f"An async `{self.name}` can be awaited only by a call of {self.owner}, from "
-                "the event loop it was made on."
-            )
-        return asyncio.run_coroutine_threadsafe(awaited(), loop).result()
-
-
-def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
-    import asyncio
-
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:  # no loop runs on this thread
-        return False
-
-
-class AsyncAzureOpenAI(AsyncOpenAI):
-    """``AzureOpenAI`` with ``async def`` calls; see ``AsyncOpenAI``. ``azure_ad_token_provider``
-    may be a plain function or an ``async def`` one; either is called for every request,
-    retries and pages included (see ``_LoopTokenProvider``)."""
-
-    _blocking = AzureOpenAI
-
-    def _wrap(self, client: Client) -> None:
-        # Every blocking client this one makes (with_options too) asks the wrapper for tokens.
-        if isinstance(client, AzureOpenAI):
-            provider = client._azure_ad_token_provider
-            if provider is not None and not isinstance(provider, _LoopTokenProvider):
-                client._azure_ad_token_provider = _LoopTokenProvider(provider)
-        super()._wrap(client)
-
-
-# ---------------------------------------------------------------------------------------------
-# The module client: openai_batch.api_key = "...", then openai_batch.batches.create(...)
-# ---------------------------------------------------------------------------------------------
-
-# The official package's module settings, with its defaults: the one state this module keeps
-# apart from constants, since code written for `openai.api_key = ...` must run unchanged. A
-# setting left as None comes from the environment, as a client's does. Each use of the module
-# client reads them all (see `_module_client`), so a change is seen at the next call.
-api_key: str | Callable[[], str] | None = None
-organization: str | None = None
-project: str | None = None
-webhook_secret: str | None = None
-base_url: str | None = None
-timeout: float | Timeout | None = DEFAULT_TIMEOUT
-max_retries: int = DEFAULT_MAX_RETRIES
-default_headers: Mapping[str, str] | None = None
-default_query: Mapping[str, object] | None = None
-http_client: object = None  # an httpx client: refused when set, since nothing here uses httpx
-#: "openai" or "azure"; left None, it is decided at first use (and kept) from the credentials
-#: at hand: OPENAI_API_TYPE, else Azure's if any are set, else OpenAI's.
-api_type: str | None = None
-api_version: str | None = None
-azure_endpoint: str | None = None
-azure_ad_token: str | None = None
-azure_ad_token_provider: Callable[[], str] | None = None
-
-_MODULE_SETTINGS = (
-    *("api_key", "organization", "project", "webhook_secret", "base_url", "timeout"),
-    *("max_retries", "default_headers", "default_query", "http_client", "api_type"),
-    *("api_version", "azure_endpoint", "azure_ad_token", "azure_ad_token_provider"),
-)
-_MODULE_RESOURCES = ("batches", "files", "models", "webhooks")
-# The module client and the settings it was made with. Two threads that first use it at once
-# may each make one; the last one kept serves, and the other is dropped unharmed.
-_MODULE_CLIENT: dict[str, Any] = {}
-
-
-def __getattr__(name: str) -> Any:
-    """``openai_batch.batches``, ``.files``, ``.models`` and ``.webhooks`` (PEP 562): nothing
-    is made at import, and the client only at the first call."""
-    if name in _MODULE_RESOURCES:
-        return _ModuleResource(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class _ModuleResource:
-    """One resource of the module client, looked up again at each use, as the official
-    package's proxies are: ``batches = openai_batch.batches`` kept, then a setting changed,
-    is still the client of the settings of the moment."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return f"<openai_batch.{self._name} of the module client>"
-
-    def __getattr__(self, attribute: str) -> Any:
-        return getattr(getattr(_module_client(), self._name), attribute)
-
-
-def _module_client() -> Client:
-    """The client of the module's settings, made again whenever one has changed since.
-
-    The official package makes its module client once and reads most settings from the
-    module at each request; a client here fixes its settings when made, so it is made anew
-    instead (the kept-alive connections of the one before are closed, its calls in flight
-    finish). Azure's settings are read again too, where the official client keeps the first.
-    """
-    kind = _module_api_type()
-    settings = {name: _settled(globals()[name]) for name in _MODULE_SETTINGS}
-    made = _MODULE_CLIENT.get("client")
-    if made is not None and _MODULE_CLIENT["settings"] == settings:
-        return made  # type: ignore[no-any-return]
-    _refuse_http_client(http_client, "openai_batch.http_client")
-    client = _new_module_client(kind)
-    _MODULE_CLIENT.update(client=client, settings=settings)
-    if made is not None:
-        made._transport.pool.close()
-    return client
-
-
-def _settled(value: object) -> object:
-    """A setting as compared between uses: a mapping by its items, as it may change in place."""
-    items = getattr(value, "items", None)
-    return sorted(items(), key=repr) if callable(items) else value
-
-
-def _module_api_type() -> str:
-    """The module client's kind, decided at first use as the official package decides it,
-    and kept in ``api_type`` (with Azure's endpoint and version, from the environment)."""
-    global api_type, azure_endpoint, api_version
-    env = os.environ.get
-    azure_endpoint = azure_endpoint or env("AZURE_OPENAI_ENDPOINT")
-    api_version = api_version or env("OPENAI_API_VERSION")
-    if api_type is None:
-        api_type = env("OPENAI_API_TYPE")
-    if api_type is None:
-        openai = env("OPENAI_API_KEY") is not None
-        azure = azure_endpoint is not None or env("AZURE_OPENAI_API_KEY") is not None
-        entra = env("AZURE_OPENAI_AD_TOKEN") is not None
-        azure = azure or entra or azure_ad_token is not None or azure_ad_token_provider is not None
-        if openai and azure:
-            raise OpenAIError(
-                "Ambiguous use of module client; please set `openai_batch.api_type` or the "
-                "`OPENAI_API_TYPE` environment variable to `openai` or `azure`"
-            )
-        api_type = "azure" if azure else "openai"
-    return api_type
-
-
-def _new_module_client(kind: str) -> Client:
-    query = None if default_query is None else {k: str(v) for k, v in default_query.items()}
-    common: dict[str, Any] = {
-        "organization": organization,
-        "project": project,
-        "webhook_secret": webhook_secret,
-        "base_url": None if base_url is None else str(base_url),
-        "timeout": timeout,
-        "max_retries": max_retries,
-        "default_headers": default_headers,
-        "default_query": query,
-    }
-    if kind == "amazon-bedrock":
-        raise OpenAIError("api_type 'amazon-bedrock' is not served by openai_batch")
-    if kind != "azure":  # as the official package: any other kind is OpenAI's
-        return Client(api_key, **common)
-    return AzureOpenAI(
-        api_key=api_key,
-        api_version=api_version,
-        azure_endpoint=azure_endpoint,
-        azure_ad_token=azure_ad_token,
-        azure_ad_token_provider=azure_ad_token_provider,
-        **common,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 # Jobs: work of any size in rounds, resumed after a crash; the engine and its record
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 #
-# A job is one engine (`_Job`) and a round driver. The engine owns the record and its lock, the
-# rounds, RESULTS, the endings of requests with no result, the clean-up, the report and the
-# events; a driver owns how one round's requests get answers: batches (`_BatchRounds`) or
-# requests sent straight to the server (`_DirectRounds`, in the next section). A driver hands
-# the engine result files in Batch API output format, and progress of one shape.
+#: A job is one engine (`_Job`) and a round driver. The engine owns the record and its lock, the
+#: rounds, RESULTS, the endings of requests with no result, the clean-up, the report and the
+#: events; a driver owns how one round's requests get answers: batches (`_BatchRounds`) or
+#: requests sent straight to the server (`_DirectRounds`, in the next section). A driver hands
+#: the engine result files in Batch API output format, and progress of one shape.
 
 _STATE_VERSION = 2
 _ALONE_TRIES = 3  # a one-request shard over the token limit alone this often fails for good
@@ -8737,22 +7501,22 @@ def _run_job(
         record.close()
 
 
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 # Direct rounds: the same batch file, straight to a server with no Batch API
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 
 _ANSWERS = "answers.jsonl"
 _TICK = 0.5  # seconds between progress events and disk syncs; a worker's longest nap
 _SLOW_DOWN = frozenset({429, 503})  # "too many requests", and Ollama's "server busy"
-# A request refused for the server being full (429, 503), or with no answer while the server
-# is down, is held back: the whole run pauses (1, 2, 4 ... 60 s, or as Retry-After asks) and
-# the request goes again; at most this often a round, so that one request that is always
-# refused (one larger than a tokens-per-minute limit) does not hold the job.
+#: A request refused for the server being full (429, 503), or with no answer while the server
+#: is down, is held back: the whole run pauses (1, 2, 4 ... 60 s, or as Retry-After asks) and
+#: the request goes again; at most this often a round, so that one request that is always
+#: refused (one larger than a tokens-per-minute limit) does not hold the job.
 _MAX_HOLDS = 3
 _GATEWAY = frozenset({502, 503, 504})  # a gateway's answers when the server behind it is not
 _PROBE_TIMEOUT = 10.0  # seconds a probe of the server waits for any answer
-# The first answers all one of these, with no success: the wrong base URL or key, not the
-# requests; the run stops, sending nothing more and writing none of them.
+#: The first answers all one of these, with no success: the wrong base URL or key, not the
+#: requests; the run stops, sending nothing more and writing none of them.
 _WRONG_PLACE = frozenset({401, 403, 404, 405}) | _REDIRECTS
 _WRONG_PLACE_STOP = 3
 
@@ -9623,9 +8387,1324 @@ def _usage_in(body: Any) -> dict[str, int]:
     }
 
 
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
+# The client
+###############################################################################################
+
+
+def _default_random() -> float:
+    import random
+
+    return random.random()
+
+
+class _ResourceViews:
+    """``client.with_raw_response`` and ``client.with_streaming_response``: each resource of
+    the client, seen through that view (``client.with_raw_response.batches.retrieve(id)``)."""
+
+    def __init__(self, client: Any, view: str) -> None:
+        self._client, self._view = client, view
+
+    def __repr__(self) -> str:
+        return f"<{self._view} of {self._client!r}>"
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in ("batches", "files", "models", "webhooks"):
+            raise AttributeError(f"{self._view} has no {name!r}")
+        return getattr(getattr(self._client, name), self._view)
+
+
+def _refuse_http_client(http_client: object, name: str) -> None:
+    """An httpx client is refused with what to do instead: nothing here uses httpx."""
+    if http_client is not None:
+        raise OpenAIError(
+            f"{name} is not used: this module sends with the standard "
+            "library (proxies come from HTTPS_PROXY, CA certificates from SSL_CERT_FILE)"
+        )
+
+
+class Client:
+    """The OpenAI Batch API: ``client.batches`` and ``client.files``. Also exported as OpenAI.
+
+    Settings left out come from OPENAI_API_KEY, OPENAI_ORG_ID, OPENAI_PROJECT_ID and
+    OPENAI_BASE_URL; OPENAI_CUSTOM_HEADERS adds headers under ``default_headers``. Proxies
+    come from HTTPS_PROXY, HTTP_PROXY and NO_PROXY, extra CA certificates from SSL_CERT_FILE
+    and SSL_CERT_DIR. ``clock``, ``sleep`` and ``random`` replace ``time.time``,
+    ``time.sleep`` and ``random.random`` for retries and waiting (tests pass fakes). The key
+    is sent in the Authorization header and shown nowhere else.
+    """
+
+    def __init__(
+        self,
+        api_key: str | Callable[[], str] | None = None,
+        *,
+        organization: str | None = None,
+        project: str | None = None,
+        base_url: str | None = None,
+        timeout: _TimeoutArg = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
+        webhook_secret: str | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        random: Callable[[], float] | None = None,
+        http_client: object = None,
+    ) -> None:
+        _refuse_http_client(http_client, "http_client")
+        # A callable key is asked for before every try, as the official client asks it.
+        self._api_key_provider = api_key if callable(api_key) else None
+        self.api_key = "" if callable(api_key) else self._key(api_key)
+        self.organization = organization or os.environ.get("OPENAI_ORG_ID") or None
+        self.project = project or os.environ.get("OPENAI_PROJECT_ID") or None
+        url = _base_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+        # read back with a trailing slash, as the official client's is; paths join without it
+        self.base_url = url + "/"
+        given = DEFAULT_TIMEOUT if isinstance(timeout, NotGiven) else timeout
+        self.timeout = _timeout(given)  # None: wait forever
+        self.max_retries = int(max_retries)
+        if self.max_retries < 0:
+            raise _ArgumentError(f"max_retries must be 0 or more, not {max_retries!r}")
+        headers = _with_custom_headers(default_headers or {})
+        self.default_headers = {k: _header_value(k, v) for k, v in headers.items()}
+        self.default_query = {str(k): str(v) for k, v in (default_query or {}).items()}
+        if webhook_secret is None:  # as the official client: "" given stays "" (and fails)
+            webhook_secret = os.environ.get("OPENAI_WEBHOOK_SECRET")
+        self.webhook_secret = webhook_secret
+        self._transport = _Transport(
+            base_url=url,
+            headers=self._headers(),
+            timeout=self.timeout,
+            retry=_RetryPolicy(max_retries=self.max_retries),
+            clock=clock or time.time,
+            sleep=sleep or time.sleep,
+            random=random or _default_random,
+            query=self._query(),
+            credentials=self._credentials,
+        )
+        self.batches = Batches(self)
+        self.files = Files(self)
+        self.models = Models(self)
+        self.webhooks = Webhooks(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(base_url={self.base_url!r}, "
+            f"organization={self.organization!r}, project={self.project!r}, "
+            f"timeout={self.timeout}, max_retries={self.max_retries})"
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the kept-alive connections; as the official client, this one is then done
+        with: a request raises ``RuntimeError``."""
+        self._transport.close()
+
+    def is_closed(self) -> bool:
+        """Whether ``close()`` has been called."""
+        return self._transport.closed
+
+    _provider = "openai"  # whose rules validate_input checks this client's files by
+
+    def _key(self, given: str | None) -> str:
+        return _api_key(given)
+
+    def _fresh_key(self) -> str:
+        """The key for one try: a callable's answer, kept as ``api_key`` as the official
+        client keeps it, or the key given."""
+        if self._api_key_provider is not None:
+            self.api_key = _provided_key(self._api_key_provider())
+        return self.api_key
+
+    def _credentials(self) -> dict[str, str]:
+        """The headers that carry the key, for one request."""
+        return {"Authorization": f"Bearer {self._fresh_key()}"}
+
+    def _query(self) -> dict[str, str]:
+        return dict(self.default_query)
+
+    def _headers(self) -> dict[str, str]:
+        python = ".".join(str(part) for part in sys.version_info[:3])
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": f"openai-batch/{__version__} (Python {python}; {sys.platform})",
+        }
+        if self.organization:
+            headers["OpenAI-Organization"] = self.organization
+        if self.project:
+            headers["OpenAI-Project"] = self.project
+        headers.update(self.default_headers)
+        return headers
+
+    @property
+    def with_raw_response(self) -> Any:
+        """Every resource's calls giving the HTTP response: ``.batches.retrieve(id).headers``."""
+        return _ResourceViews(self, "with_raw_response")
+
+    @property
+    def with_streaming_response(self) -> Any:
+        """Every resource's calls as context managers for the response."""
+        return _ResourceViews(self, "with_streaming_response")
+
+    def with_options(
+        self,
+        *,
+        api_key: str | Callable[[], str] | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        base_url: str | None = None,
+        timeout: _TimeoutArg = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        set_default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
+        set_default_query: Mapping[str, str] | None = None,
+        http_client: object = None,
+    ) -> Client:
+        """A new client with these settings changed and the others kept. ``default_headers``
+        and ``default_query`` add to this client's; ``set_default_*`` replace them."""
+        _refuse_http_client(http_client, "http_client")
+        transport = self._transport
+        return Client(
+            api_key or self._api_key_provider or self.api_key,
+            organization=organization or self.organization,
+            project=project or self.project,
+            base_url=base_url or self.base_url,
+            timeout=self.timeout if timeout is None or isinstance(timeout, NotGiven) else timeout,
+            max_retries=self.max_retries if max_retries is None else max_retries,
+            default_headers=_merged(
+                "headers", self.default_headers, default_headers, set_default_headers
+            ),
+            default_query=_merged("query", self.default_query, default_query, set_default_query),
+            webhook_secret=self.webhook_secret,
+            clock=transport.clock,
+            sleep=transport.sleep,
+            random=transport.random,
+        )
+
+    copy = with_options
+
+    # -- the batch lifecycle ---------------------------------------------------------------
+
+    def submit(
+        self,
+        path_or_requests: _PathLike | Iterable[_Row],
+        *,
+        endpoint: BatchEndpoint | str | None = None,
+        completion_window: CompletionWindow | str = CompletionWindow.HOURS_24,
+        metadata: Mapping[str, str] | None = None,
+        on_upload: Callable[[FileObject], object] | None = None,
+        idempotency_key: str | None = None,
+        strict: bool = False,
+        on_validated: Callable[[InputSummary], object] | None = None,
+    ) -> Batch:
+        """Validate, upload and start a batch from a JSONL file or from requests.
+
+        Raises ``InputFileError`` before any request when the input has problems. The endpoint
+        is read from the lines when not given. ``on_upload(file)`` is called once the input is
+        uploaded: should starting the batch then fail, that file can be used without uploading
+        it again (``batches.create(input_file_id=file.id, ...)``). With ``idempotency_key``, a
+        batch already made with that key is returned, and nothing is uploaded (see
+        ``batches.create``). ``on_validated(summary)`` sees the file's summary, warnings
+        included, before anything is sent; ``strict=True`` refuses a file with warnings.
+        """
+        _check_metadata(metadata)
+        _identity(_own_metadata(metadata), idempotency_key)
+        if not isinstance(path_or_requests, (str, os.PathLike)):
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="openai-batch-") as directory:
+                path = os.path.join(directory, "requests.jsonl")
+                write_jsonl(path, path_or_requests)
+                return self.submit(
+                    path,
+                    endpoint=endpoint,
+                    completion_window=completion_window,
+                    metadata=metadata,
+                    on_upload=on_upload,
+                    idempotency_key=idempotency_key,
+                    strict=strict,
+                    on_validated=on_validated,
+                )
+        summary = validate_input(
+            path_or_requests, endpoint=endpoint, strict=strict, provider=self._provider
+        )
+        if on_validated is not None:
+            on_validated(summary)
+        if idempotency_key is not None:
+            made = self.batches._made_with(idempotency_key)
+            if made is not None:
+                return _same_call(made, idempotency_key, None, summary.endpoint or "")
+        upload = self.files.create(file=path_or_requests, purpose="batch")
+        if on_upload is not None:
+            on_upload(upload)
+        return self.batches.create(
+            input_file_id=upload.id,
+            endpoint=summary.endpoint or "",
+            completion_window=completion_window,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+
+    def _batch(self, batch_or_id: Batch | str) -> Batch:
+        return batch_or_id if isinstance(batch_or_id, Batch) else self.batches.retrieve(batch_or_id)
+
+    def results(self, batch_or_id: Batch | str, *, partial: bool = False) -> Iterator[BatchResult]:
+        """Stream a batch's results: its output file, then its error file.
+
+        Given an id, the batch is fetched first; given a ``Batch``, its file ids are used as
+        they are, so pass a fresh one. A batch that is still running raises
+        ``BatchNotFinishedError``, since its results are not all in: wait for it first, or pass
+        ``partial=True`` for what has arrived.
+        """
+        batch = self._batch(batch_or_id)
+        if not batch.is_terminal and isinstance(batch_or_id, Batch):
+            batch = self.batches.retrieve(batch.id)  # a Batch kept from before may be stale
+        if not batch.is_terminal and not partial:
+            raise BatchNotFinishedError(
+                f"{batch.id} is still {_text(batch.status)}: its results are not all in yet. "
+                "Wait for it to finish, or ask for what has arrived (partial=True).",
+                batch,
+            )
+        return self._results(batch)
+
+    def _results(self, batch: Batch) -> Iterator[BatchResult]:
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if file_id:
+                with self.files.content(file_id) as content:
+                    yield from iter_results(content)
+
+    def run(
+        self,
+        input: _PathLike,
+        output: _PathLike,
+        *,
+        batch_size: int = MAX_REQUESTS,
+        max_active: int = DEFAULT_MAX_ACTIVE,
+        max_enqueued_tokens: int | None = None,
+        rounds: int = DEFAULT_ROUNDS,
+        poll_interval: float | None = None,
+        keep_files: bool = False,
+        on_event: Callable[[dict[str, Any]], object] | None = None,
+        cancel: bool = False,
+        direct: bool = False,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        max_requests_per_minute: int | None = None,
+        max_tokens_per_minute: int | None = None,
+    ) -> JobReport:
+        """Run every request of a JSONL file of any size, across as many batches as it takes.
+
+        The input is validated first; nothing is sent if it has problems. It is cut into
+        shards under the Batch API's limits (``batch_size`` lowers the request limit). At most
+        ``max_active`` batches run at once, holding at most ``max_enqueued_tokens`` prompt
+        tokens (estimated as characters over four). A batch over the enqueued-token limit goes
+        again later, and the job keeps fewer tokens in flight. Requests with no result, or a
+        failure that may pass (5xx, 429, an expired batch), go again in up to ``rounds``
+        rounds. ``output`` is written atomically at the end: one Batch API output line per
+        request, in input order. The job's record lives in ``output + ".job"``: running the
+        same call again after any crash resumes it, and never makes a batch twice. Once
+        ``output`` is written, the files the job put on the server are deleted unless
+        ``keep_files``. ``on_event(dict)`` sees each step, with ``"progress"``: where the job
+        stands. ``cancel=True`` cancels the job's running batches instead, and ends the job
+        with what they did.
+
+        ``direct=True`` sends each request straight to its endpoint under the base URL, for a
+        server with no Batch API: at most ``concurrency`` at once (fewer while the server
+        answers 429), within ``max_requests_per_minute`` and ``max_tokens_per_minute``.
+        Answers are kept as they arrive, so a rerun sends only the requests with none.
+        """
+        settings = {
+            "batch_size": batch_size,
+            "max_active": max_active,
+            "max_enqueued_tokens": max_enqueued_tokens,
+            "rounds": rounds,
+            "poll_interval": poll_interval,
+            "keep_files": keep_files,
+            "concurrency": concurrency,
+            "max_requests_per_minute": max_requests_per_minute,
+            "max_tokens_per_minute": max_tokens_per_minute,
+        }
+        for name in ("max_requests_per_minute", "max_tokens_per_minute"):
+            if settings[name] is not None and not direct:
+                raise _ArgumentError(f"{name} goes with direct=True (a batch has no such limit)")
+        mode = "direct" if direct else "Batch API"  # _DirectRounds.mode, _BatchRounds.mode
+        return _run_job(self, input, output, settings, on_event, cancel, mode)
+
+    def download(self, batch_or_id: Batch | str, directory: _PathLike = ".") -> list[str]:
+        """Save a batch's output and error files into ``directory``; return their paths.
+
+        The files are named ``<batch id>_output.jsonl`` and ``<batch id>_errors.jsonl`` and
+        written atomically; a file the batch does not have is skipped.
+        """
+        batch = self._batch(batch_or_id)
+        os.makedirs(directory, exist_ok=True)
+        paths = []
+        for file_id, kind in ((batch.output_file_id, "output"), (batch.error_file_id, "errors")):
+            if file_id:
+                name = "".join(c if c.isalnum() or c in "-_." else "_" for c in batch.id)
+                path = os.path.join(os.fspath(directory), f"{name}_{kind}.jsonl")
+                with self.files.content(file_id) as content:
+                    content.write_to_file(path)
+                paths.append(path)
+        return paths
+
+
+#: The official package's name for the client, so that only the import changes.
+OpenAI = Client
+
+
+def _merged(
+    what: str,
+    kept: Mapping[str, str],
+    added: Mapping[str, str] | None,
+    replacing: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """A copy's default headers or query: the kept ones with ``added``, or ``replacing``."""
+    if added is not None and replacing is not None:
+        raise _ArgumentError(
+            f"The `default_{what}` and `set_default_{what}` arguments are mutually exclusive"
+        )
+    return dict(replacing) if replacing is not None else {**kept, **(added or {})}
+
+
+def _provided_key(key: object) -> str:
+    """What an ``api_key`` callable gave, checked as a key given is."""
+    if not isinstance(key, str) or not key.strip():
+        raise OpenAIError("Expected the `api_key` callable to return a non-empty string.")
+    return _api_key(key)
+
+
+def _api_key(given: str | None) -> str:
+    key = (given if given is not None else os.environ.get("OPENAI_API_KEY") or "").strip()
+    if not key:
+        raise OpenAIError(
+            "The api_key client option must be set either by passing api_key to the client "
+            "or by setting the OPENAI_API_KEY environment variable"
+        )
+    bad = [index for index, char in enumerate(key) if not " " < char < "\x7f"]
+    if bad:
+        # Say where, never what: the message must not carry any of the key.
+        raise OpenAIError(
+            f"The API key has a character that cannot be sent in an HTTP header "
+            f"(position {bad[0] + 1} of {len(key)}); check how it was copied."
+        )
+    return key
+
+
+def _with_custom_headers(given: Mapping[str, str]) -> dict[str, str]:
+    """``default_headers`` over those of OPENAI_CUSTOM_HEADERS, as the official client reads
+    it: a "Name: value" a line, names and values stripped, a line without a colon skipped.
+    A gateway's Authorization given there replaces the key's, unless ``default_headers``
+    gives one of its own, in any case."""
+    text = os.environ.get("OPENAI_CUSTOM_HEADERS")
+    if text is None:
+        return dict(given)
+    found = {}
+    for line in text.split("\n"):
+        name, colon, value = line.partition(":")
+        if colon:
+            found[name.strip()] = value.strip()
+    if any(name.lower() == "authorization" for name in given):
+        found = {name: value for name, value in found.items() if name.lower() != "authorization"}
+    return {**found, **given}
+
+
+def _base_url(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    if parts.username is not None or parts.password is not None:
+        # Named without them, since a password is as secret as a key.
+        raise OpenAIError(
+            f"base_url for {parts.hostname} holds a user name or password, which this client "
+            "does not send; put credentials in default_headers instead"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise OpenAIError(f"base_url must be an http:// or https:// URL, not {url!r}")
+    return url.strip().rstrip("/")
+
+
+###############################################################################################
+# Azure OpenAI: the same client, with Azure's address, api-version and credentials
+###############################################################################################
+
+
+class AzureOpenAI(Client):
+    """The client for an Azure OpenAI resource, with the official package's constructor.
+
+    Requests go to ``{azure_endpoint}/openai/batches...`` and ``/openai/files...`` (files and
+    batches never take a deployment path, so ``azure_deployment`` is kept but not used), each
+    with ``?api-version=``, the recovery lookup after a lost create and every page of a list
+    included. The key goes in the ``api-key`` header; an Entra ID token (``azure_ad_token``,
+    or ``azure_ad_token_provider``, called for every request) goes in ``Authorization:
+    Bearer``. Left out, they come from AZURE_OPENAI_API_KEY, AZURE_OPENAI_AD_TOKEN (which wins
+    over the key, as in the official package), AZURE_OPENAI_ENDPOINT and OPENAI_API_VERSION.
+    Azure's "v1" surface (``https://RESOURCE.openai.azure.com/openai/v1/``, no api-version)
+    takes the plain ``OpenAI(base_url=..., api_key=...)`` instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_version: str | None = None,
+        azure_endpoint: str | None = None,
+        azure_deployment: str | None = None,
+        api_key: str | Callable[[], str] | None = None,
+        azure_ad_token: str | None = None,
+        azure_ad_token_provider: Callable[[], str] | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        webhook_secret: str | None = None,
+        base_url: str | None = None,
+        timeout: _TimeoutArg = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        random: Callable[[], float] | None = None,
+        http_client: object = None,
+    ) -> None:
+        _refuse_http_client(http_client, "http_client")
+        given = [c for c in (api_key, azure_ad_token, azure_ad_token_provider) if c is not None]
+        if len(given) > 1:
+            raise OpenAIError(
+                "The `api_key`, `azure_ad_token` and `azure_ad_token_provider` arguments are "
+                "mutually exclusive; only one can be passed at a time"
+            )
+        if not given:
+            azure_ad_token = os.environ.get("AZURE_OPENAI_AD_TOKEN") or None
+            if azure_ad_token is None:
+                api_key = os.environ.get("AZURE_OPENAI_API_KEY") or None
+        if api_key is None and azure_ad_token is None and azure_ad_token_provider is None:
+            raise OpenAIError(
+                "Missing credentials. Please pass one of `api_key`, `azure_ad_token`, "
+                "`azure_ad_token_provider`, or the `AZURE_OPENAI_API_KEY` or "
+                "`AZURE_OPENAI_AD_TOKEN` environment variables."
+            )
+        api_version = api_version or os.environ.get("OPENAI_API_VERSION") or None
+        if api_version is None:
+            raise _ArgumentError(
+                "Must provide either the `api_version` argument or the `OPENAI_API_VERSION` "
+                "environment variable"
+            )
+        if base_url is None:
+            azure_endpoint = azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT") or None
+            if azure_endpoint is None:
+                raise _ArgumentError(
+                    "Must provide one of the `base_url` or `azure_endpoint` arguments, or the "
+                    "`AZURE_OPENAI_ENDPOINT` environment variable"
+                )
+            base_url = _base_url(azure_endpoint) + "/openai"
+        elif azure_endpoint is not None:
+            raise _ArgumentError("base_url and azure_endpoint are mutually exclusive")
+        self.api_version, self.azure_endpoint = api_version, azure_endpoint
+        self.azure_deployment = azure_deployment if azure_endpoint else None
+        self._azure_ad_token = _header_value("Authorization", azure_ad_token or "")
+        self._azure_ad_token_provider = azure_ad_token_provider
+        super().__init__(
+            api_key,
+            organization=organization,
+            project=project,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            default_headers=default_headers,
+            default_query=default_query,
+            webhook_secret=webhook_secret,
+            clock=clock,
+            sleep=sleep,
+            random=random,
+        )
+
+    _provider = "azure"
+
+    def _key(self, given: str | None) -> str:
+        return "" if given is None else _api_key(given)  # a token instead: no key at all
+
+    def _credentials(self) -> dict[str, str]:
+        provider = self._azure_ad_token_provider
+        if provider is not None:
+            token = provider()
+            if not isinstance(token, str) or not token:
+                raise _ArgumentError(
+                    "Expected `azure_ad_token_provider` argument to return a non-empty string."
+                )
+            return {"Authorization": "Bearer " + _header_value("Authorization", token)}
+        if self._azure_ad_token:
+            return {"Authorization": f"Bearer {self._azure_ad_token}"}
+        return {"api-key": self._fresh_key()}
+
+    def _query(self) -> dict[str, str]:
+        return {**self.default_query, "api-version": self.api_version}
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(base_url={self.base_url!r}, "
+            f"api_version={self.api_version!r}, timeout={self.timeout}, "
+            f"max_retries={self.max_retries})"
+        )
+
+    def with_options(
+        self,
+        *,
+        api_key: str | Callable[[], str] | None = None,
+        azure_ad_token: str | None = None,
+        azure_ad_token_provider: Callable[[], str] | None = None,
+        api_version: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        base_url: str | None = None,
+        timeout: _TimeoutArg = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        set_default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
+        set_default_query: Mapping[str, str] | None = None,
+        http_client: object = None,
+    ) -> AzureOpenAI:
+        """A new client with these settings changed and the others kept; see
+        ``Client.with_options``."""
+        _refuse_http_client(http_client, "http_client")
+        transport = self._transport
+        if not (api_key or azure_ad_token or azure_ad_token_provider):  # keep the ones it has
+            azure_ad_token_provider = self._azure_ad_token_provider
+            azure_ad_token = None if azure_ad_token_provider else self._azure_ad_token or None
+            kept = self._api_key_provider or self.api_key
+            api_key = None if azure_ad_token_provider or azure_ad_token else kept
+        endpoint = None if base_url else self.azure_endpoint
+        return AzureOpenAI(
+            api_key=api_key,
+            azure_ad_token=azure_ad_token,
+            azure_ad_token_provider=azure_ad_token_provider,
+            azure_endpoint=endpoint,
+            base_url=base_url or (None if endpoint else self.base_url),
+            api_version=api_version or self.api_version,
+            azure_deployment=self.azure_deployment,
+            organization=organization or self.organization,
+            project=project or self.project,
+            webhook_secret=self.webhook_secret,
+            timeout=self.timeout if timeout is None or isinstance(timeout, NotGiven) else timeout,
+            max_retries=self.max_retries if max_retries is None else max_retries,
+            default_headers=_merged(
+                "headers", self.default_headers, default_headers, set_default_headers
+            ),
+            default_query=_merged("query", self.default_query, default_query, set_default_query),
+            clock=transport.clock,
+            sleep=transport.sleep,
+            random=transport.random,
+        )
+
+    copy = with_options
+
+
+###############################################################################################
+# Async: AsyncOpenAI and AsyncAzureOpenAI, the same calls awaited
+###############################################################################################
+
+
+async def _in_thread(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """``function(*args, **kwargs)`` on the event loop's thread pool, awaited.
+
+    Batch work is a few slow calls, not thousands of quick ones, so each call runs the
+    blocking client in a thread rather than reimplementing HTTP on asyncio; the loop stays
+    free meanwhile. (``loop.run_in_executor`` rather than ``asyncio.to_thread``: 3.8 has no
+    such function.)
+    """
+    import asyncio
+    import functools
+
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(function, *args, **kwargs))
+
+
+class _Threads:
+    """The threads an async client's calls run on: one for each call in flight, up to the
+    official client's limit of connections (1,000), made as they are needed and kept idle for
+    the next calls.
+
+    Not the loop's default pool: it has min(32, cores + 4) threads, so that 200 calls awaited
+    together would run 32 at a time, where the official client sends all 200 at once. A
+    client's copies (``with_options``) share its threads, as the official copies share their
+    connection pool; the threads end when the last of them is collected.
+    """
+
+    def __init__(self) -> None:
+        self._pool: Any = None
+
+    async def run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        import asyncio
+        import functools
+
+        if self._pool is None:  # no await since the check: one loop cannot make two
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(_MAX_CONCURRENCY, thread_name_prefix="openai_batch")
+        loop = asyncio.get_running_loop()
+        call = functools.partial(function, *args, **kwargs)
+        return await loop.run_in_executor(self._pool, call)
+
+
+class AsyncPaginator(_Generic[_M]):
+    """What an async ``list()`` gives: ``await`` it for the first page, or ``async for`` over
+    every item of every page, each page fetched as the loop reaches it."""
+
+    def __init__(self, first: Callable[[], CursorPage[_M]], run: _Run = _in_thread) -> None:
+        self._first, self._run = first, run
+
+    def __await__(self) -> Any:
+        return self._page().__await__()
+
+    async def _page(self) -> AsyncCursorPage[_M]:
+        return AsyncCursorPage(await self._run(self._first), self._run)
+
+    def __aiter__(self) -> Any:
+        return self._items()
+
+    async def _items(self) -> Any:
+        page: AsyncCursorPage[_M] = await self
+        async for item in page:
+            yield item
+
+
+class AsyncCursorPage(_Generic[_M]):
+    """One page of an async list: ``data``, ``has_more``, and the next pages awaited."""
+
+    def __init__(self, page: CursorPage[_M], run: _Run = _in_thread) -> None:
+        self._page, self._run = page, run
+        self.data, self.has_more = page.data, page.has_more
+        self.first_id, self.last_id, self.object = page.first_id, page.last_id, page.object
+        self._request_id = page._request_id
+
+    def __repr__(self) -> str:
+        return "<Async" + repr(self._page)[1:]
+
+    def has_next_page(self) -> bool:
+        """Whether another page may follow this one."""
+        return self._page.has_next_page()
+
+    def next_page_info(self) -> PageInfo | None:
+        """Where the next page starts; see ``CursorPage.next_page_info``."""
+        return self._page.next_page_info()
+
+    def model_dump(self, **options: Any) -> dict[str, Any]:
+        """The page as the official package dumps it; see ``CursorPage.model_dump``."""
+        return self._page.model_dump(**options)
+
+    def model_dump_json(self, *, indent: int | None = None, **options: Any) -> str:
+        """``model_dump()`` as JSON."""
+        return self._page.model_dump_json(indent=indent, **options)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The page as the server sent it."""
+        return self._page.to_dict()
+
+    async def get_next_page(self) -> AsyncCursorPage[_M]:
+        """Fetch the page after this one, on the thread pool."""
+        return AsyncCursorPage(await self._run(self._page.get_next_page), self._run)
+
+    async def iter_pages(self) -> Any:
+        """This page, then each following page as the loop reaches it; a server whose cursors
+        go round is refused, as ``CursorPage.iter_pages`` refuses it."""
+        page = self
+        yield page
+        seen = {page.last_id}
+        while page.has_next_page():
+            page = await page.get_next_page()
+            _check_not_seen(page._page, seen)
+            yield page
+
+    async def __aiter__(self) -> Any:
+        async for page in self.iter_pages():
+            for item in page.data:
+                yield item
+
+
+class _AsyncPieces(_Generic[_T]):
+    """An ``async for`` over pieces already in memory, which may also be awaited first.
+
+    The official content's ``aiter_*`` are ``async def`` functions that return httpx's
+    iterator, so code written for it reads ``async for line in await content.aiter_lines()``;
+    code written for httpx leaves the ``await`` out. Both work here.
+    """
+
+    def __init__(self, pieces: Iterator[_T]) -> None:
+        self._pieces = pieces
+
+    def __await__(self) -> Any:
+        return self._itself().__await__()
+
+    async def _itself(self) -> _AsyncPieces[_T]:
+        return self
+
+    def __aiter__(self) -> _AsyncPieces[_T]:
+        return self
+
+    async def __anext__(self) -> _T:
+        try:
+            return next(self._pieces)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+class _AsyncContent:
+    """A file's content, as the official async client gives it: read whole in the await,
+    then ``read()``, ``text`` and ``write_to_file()`` at once, or ``await aread()`` and
+    ``async for`` over ``aiter_bytes()``, ``aiter_text()`` or ``aiter_lines()``. For a file too
+    big to hold, ``await client.download(...)`` streams it to disk.
+
+    The body is in memory once awaited, so the ``a``-methods never touch the network and
+    never block the loop; they are async only to be awaited as httpx's are.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self.content = body
+
+    def read(self) -> bytes:
+        return self.content
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """The body in chunks of ``chunk_size`` bytes, or whole when it is None (as httpx)."""
+        return _pieces(self.content, chunk_size)
+
+    def iter_text(self, chunk_size: int | None = None) -> Iterator[str]:
+        """The text in chunks of ``chunk_size`` characters, or whole when it is None."""
+        return _pieces(self.text, chunk_size)
+
+    def iter_lines(self) -> Iterator[str]:
+        """The text's lines, split as httpx splits them (see ``_split_lines``)."""
+        return iter(_split_lines(self.text))
+
+    async def aread(self) -> bytes:
+        return self.content
+
+    def aiter_bytes(self, chunk_size: int | None = None) -> _AsyncPieces[bytes]:
+        return _AsyncPieces(self.iter_bytes(chunk_size))
+
+    def aiter_text(self, chunk_size: int | None = None) -> _AsyncPieces[str]:
+        return _AsyncPieces(self.iter_text(chunk_size))
+
+    def aiter_lines(self) -> _AsyncPieces[str]:
+        return _AsyncPieces(self.iter_lines())
+
+    def close(self) -> None:
+        """Nothing to release: the connection went back to the pool in the await."""
+
+    async def aclose(self) -> None:
+        """Nothing to release, as ``close``."""
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    def write_to_file(self, file: _PathLike) -> int:
+        """Save the body to ``file`` atomically."""
+        with _AtomicFile(file) as out:
+            out.file.write(self.content)
+        return len(self.content)
+
+    stream_to_file = write_to_file
+
+    async def astream_to_file(self, file: _PathLike) -> int:
+        return await _in_thread(self.write_to_file, file)
+
+
+class _AsyncWithStreamingResponse:
+    """An async resource's calls, each an ``async with`` for the response:
+    ``async with client.files.with_streaming_response.content(id) as response:``."""
+
+    def __init__(self, streaming: _WithStreamingResponse, run: _Run) -> None:
+        self._streaming, self._run = streaming, run
+
+    def __getattr__(self, name: str) -> Callable[..., _AsyncStreamedResponseContext]:
+        make = getattr(self._streaming, name)  # an unknown call raises AttributeError here
+        return lambda *args, **kwargs: _AsyncStreamedResponseContext(
+            make(*args, **kwargs), self._run
+        )
+
+
+class _AsyncStreamedResponseContext:
+    """The blocking ``_StreamedResponseContext``, entered and left on the client's threads."""
+
+    def __init__(self, context: _StreamedResponseContext, run: _Run) -> None:
+        self._context, self._run = context, run
+
+    async def __aenter__(self) -> _AsyncStreamedResponse:
+        return _AsyncStreamedResponse(await self._run(self._context.__enter__), self._run)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._run(self._context.__exit__, *exc_info)
+
+
+class _AsyncStreamedResponse:
+    """A streamed response, as the official ``AsyncAPIResponse`` is read: ``headers``,
+    ``status_code`` and the like at once; ``await`` for ``parse()``, ``read()``, ``text()``,
+    ``json()``, ``stream_to_file()`` and ``close()``; ``async for`` over ``iter_bytes()``,
+    ``iter_text()`` and ``iter_lines()``. The body is read on the client's threads, a piece
+    at a time, so the loop stays free while a large file arrives."""
+
+    _SAME: tuple[str, ...] = ("headers", "status_code", "url", "method", "retries_taken")
+    _SAME += ("elapsed", "http_version", "request_id", "http_response", "http_request", "is_closed")
+
+    def __init__(self, response: _StreamedResponse, run: _Run) -> None:
+        self._response, self._run = response, run
+
+    def __repr__(self) -> str:
+        return repr(self._response)
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self._SAME:
+            raise AttributeError(f"{type(self).__name__} has no {name!r}")
+        return getattr(self._response, name)
+
+    async def parse(self) -> Any:
+        return await self._run(self._response.parse)
+
+    async def read(self) -> bytes:
+        body: bytes = await self._run(self._response.read)
+        return body
+
+    async def text(self) -> str:
+        text: str = await self._run(self._response.text)
+        return text
+
+    async def json(self) -> Any:
+        return await self._run(self._response.json)
+
+    async def stream_to_file(self, file: _PathLike, *, chunk_size: int | None = None) -> None:
+        await self._run(self._response.stream_to_file, file, chunk_size=chunk_size)
+
+    async def close(self) -> None:
+        await self._run(self._response.close)
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Any:
+        return self._each(self._response.iter_bytes(chunk_size))
+
+    def iter_text(self, chunk_size: int | None = None) -> Any:
+        return self._each(self._response.iter_text(chunk_size))
+
+    def iter_lines(self) -> Any:
+        return self._each(self._response.iter_lines())
+
+    async def _each(self, pieces: Iterator[Any]) -> Any:
+        done = object()
+        while True:
+            piece = await self._run(next, pieces, done)
+            if piece is done:
+                return
+            yield piece
+
+
+class _Async:
+    """One resource of an async client: the blocking resource's calls, each awaited."""
+
+    _calls: tuple[str, ...] = ()
+    _lists: tuple[str, ...] = ()
+
+    def __init__(self, resource: Any, run: _Run = _in_thread) -> None:
+        self._resource, self._run = resource, run
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._resource, name)
+        if name in self._lists:
+            return lambda *args, **kwargs: AsyncPaginator(
+                lambda: method(*args, **kwargs), self._run
+            )
+        if name not in self._calls:
+            raise AttributeError(f"{type(self).__name__} has no {name!r}")
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self._run(method, *args, **kwargs)
+
+        return call
+
+    @property
+    def with_raw_response(self) -> _Async:
+        raw = _Async(self._resource.with_raw_response, self._run)
+        raw._calls = tuple(n for n in (*self._calls, *self._lists) if n != "wait")
+        return raw
+
+    @property
+    def with_streaming_response(self) -> _AsyncWithStreamingResponse:
+        """The same calls, each an ``async with`` for the response (``_AsyncStreamedResponse``)."""
+        return _AsyncWithStreamingResponse(self._resource.with_streaming_response, self._run)
+
+
+class AsyncBatches(_Async):
+    """``client.batches``, awaited; ``list()`` is awaited or iterated with ``async for``."""
+
+    _calls = ("create", "retrieve", "cancel", "wait")
+    _lists = ("list",)
+
+
+class AsyncFiles(_Async):
+    """``client.files``, awaited; ``content()`` gives a body to ``await .read()`` or save."""
+
+    _calls = ("create", "retrieve", "delete", "wait_for_processing", "retrieve_content")
+    _lists = ("list",)
+
+    async def content(self, file_id: str, **options: Any) -> _AsyncContent:
+        def whole() -> bytes:
+            with self._resource.content(file_id, **options) as body:
+                data: bytes = body.read()
+            return data
+
+        return _AsyncContent(await self._run(whole))
+
+    @property
+    def with_raw_response(self) -> _Async:
+        raw = super().with_raw_response
+        raw._calls += ("content",)
+        return raw
+
+
+class AsyncModels(_Async):
+    _calls = ("retrieve", "delete")
+    _lists = ("list",)
+
+
+class AsyncWebhooks(_Async):
+    """``client.webhooks``, awaited: the endpoint calls; ``unwrap`` and ``verify_signature``
+    do no I/O and are called as they are, as in the official async client."""
+
+    _calls = ("create", "retrieve", "update", "delete", "rotate_secret", "test")
+    _lists = ("list",)
+
+    def __init__(self, resource: Webhooks, run: _Run = _in_thread) -> None:
+        super().__init__(resource, run)
+        self.event_types = _Async(resource.event_types, run)
+        self.event_types._calls = ("list",)
+        self.unwrap = resource.unwrap
+        self.verify_signature = resource.verify_signature
+
+
+class AsyncOpenAI:
+    """The client with ``async def`` calls: ``await client.batches.create(...)``, and
+    ``async for batch in client.batches.list()``. It takes the same settings as ``OpenAI``.
+
+    Each call runs the blocking client on a thread (see ``_Threads``): this way every rule of
+    the blocking client (retries, the idempotent create, atomic downloads) holds unchanged.
+    ``webhooks.unwrap`` and ``webhooks.verify_signature`` are the blocking client's: verifying
+    a signature does no I/O.
+    """
+
+    _blocking: type[Client] = Client
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._threads = _Threads()
+        self._wrap(self._blocking(*args, **kwargs))
+
+    def _wrap(self, client: Client) -> None:
+        # Every blocking client this one makes (with_options too) asks the wrapper for keys.
+        provider = client._api_key_provider
+        if provider is not None and not isinstance(provider, _LoopTokenProvider):
+            client._api_key_provider = _LoopTokenProvider(provider, "api_key", "AsyncOpenAI")
+        self._client = client
+        self.batches = AsyncBatches(self._client.batches, self._run)
+        self.files = AsyncFiles(self._client.files, self._run)
+        self.models = AsyncModels(self._client.models, self._run)
+        self.webhooks = AsyncWebhooks(self._client.webhooks, self._run)
+
+    async def _run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """One blocking call of this client's, on a thread of its own (see ``_Threads``), where
+        a key or token provider's coroutine is awaited on this loop (``_LoopTokenProvider``)."""
+        client = self._client
+        for provider in (
+            client._api_key_provider,
+            getattr(client, "_azure_ad_token_provider", None),
+        ):
+            if isinstance(provider, _LoopTokenProvider):
+                import asyncio
+
+                function = provider.on_loop(function, asyncio.get_running_loop())
+        return await self._threads.run(function, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return "Async" + repr(self._client)
+
+    def __getattr__(self, name: str) -> Any:  # base_url, api_key, timeout, ...
+        return getattr(self._client, name)
+
+    @property
+    def with_raw_response(self) -> Any:
+        """Every resource's calls giving the HTTP response, awaited."""
+        return _ResourceViews(self, "with_raw_response")
+
+    @property
+    def with_streaming_response(self) -> Any:
+        """Every resource's calls, each an ``async with`` for the response, whose body is
+        read as it is used (``_AsyncStreamedResponse``)."""
+        return _ResourceViews(self, "with_streaming_response")
+
+    def with_options(self, **changes: Any) -> AsyncOpenAI:
+        """A new async client with these settings changed and the others kept."""
+        made = object.__new__(type(self))
+        made._threads = self._threads
+        made._wrap(self._client.with_options(**changes))
+        return made
+
+    copy = with_options
+
+    async def __aenter__(self) -> AsyncOpenAI:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._client.close()
+
+    async def submit(self, *args: Any, **kwargs: Any) -> Batch:
+        """``OpenAI.submit``, awaited."""
+        return await self._run(self._client.submit, *args, **kwargs)
+
+    async def run(self, *args: Any, **kwargs: Any) -> JobReport:
+        """``OpenAI.run``, awaited: a job of any size, on a thread of its own."""
+        return await self._run(self._client.run, *args, **kwargs)
+
+    async def download(self, *args: Any, **kwargs: Any) -> list[str]:
+        return await self._run(self._client.download, *args, **kwargs)
+
+    async def results(self, batch_or_id: Batch | str, *, partial: bool = False) -> Any:
+        """``OpenAI.results`` as an async iterator: ``async for result in ...``."""
+        results = await self._run(self._client.results, batch_or_id, partial=partial)
+        done = object()
+        while True:
+            result = await self._run(next, results, done)
+            if result is done:
+                return
+            yield result
+
+
+class _LoopTokenProvider:
+    """An Azure token provider, or an ``api_key`` callable, as the async client calls it: for
+    every request, from the worker thread the request runs on.
+
+    A plain provider's token is used as it comes. An ``async def`` provider (what
+    ``azure.identity.aio.get_bearer_token_provider`` gives) must run on the event loop the call
+    was made from, where its credential's sessions live, not on a loop of its own: so each call
+    tells this object its loop for the worker thread it runs on (``on_loop``), and the worker
+    sends the provider's coroutine to that loop and waits for the token. A job's own threads
+    have no call of their own; they use the loop of the latest call.
+    """
+
+    def __init__(
+        self,
+        provider: Callable[[], Any],
+        name: str = "azure_ad_token_provider",
+        owner: str = "AsyncAzureOpenAI",
+    ) -> None:
+        import threading
+
+        self.provider, self.name, self.owner = provider, name, owner
+        self._threads = threading.local()  # .loop: the loop of the call this thread runs
+        self._latest: asyncio.AbstractEventLoop | None = None
+
+    def on_loop(self, function: Callable[..., _T], loop: asyncio.AbstractEventLoop) -> Any:
+        """``function``, to run on a worker thread for a call made on ``loop``."""
+        self._latest = loop
+
+        def run(*args: Any, **kwargs: Any) -> _T:
+            self._threads.loop = loop
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self._threads.loop = None
+
+        return run
+
+    def __call__(self) -> Any:
+        token = self.provider()
+        if not hasattr(token, "__await__"):
+            return token  # a string, or what AzureOpenAI refuses with its own message
+        import asyncio
+
+        async def awaited() -> Any:
+            return await token
+
+        loop = getattr(self._threads, "loop", None) or self._latest
+        if loop is None or loop.is_closed() or _on_loop_thread(loop):
+            # waiting here would never end: the loop is gone, or it is this thread's own
+            getattr(token, "close", lambda: None)()  # no "never awaited" warning
+            raise OpenAIError(
+                f"An async `{self.name}` can be awaited only by a call of {self.owner}, from "
+                "the event loop it was made on."
+            )
+        return asyncio.run_coroutine_threadsafe(awaited(), loop).result()
+
+
+def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:  # no loop runs on this thread
+        return False
+
+
+class AsyncAzureOpenAI(AsyncOpenAI):
+    """``AzureOpenAI`` with ``async def`` calls; see ``AsyncOpenAI``. ``azure_ad_token_provider``
+    may be a plain function or an ``async def`` one; either is called for every request,
+    retries and pages included (see ``_LoopTokenProvider``)."""
+
+    _blocking = AzureOpenAI
+
+    def _wrap(self, client: Client) -> None:
+        # Every blocking client this one makes (with_options too) asks the wrapper for tokens.
+        if isinstance(client, AzureOpenAI):
+            provider = client._azure_ad_token_provider
+            if provider is not None and not isinstance(provider, _LoopTokenProvider):
+                client._azure_ad_token_provider = _LoopTokenProvider(provider)
+        super()._wrap(client)
+
+
+###############################################################################################
+# The module client: openai_batch.api_key = "...", then openai_batch.batches.create(...)
+###############################################################################################
+
+#: The official package's module settings, with its defaults: the one state this module keeps
+#: apart from constants, since code written for `openai.api_key = ...` must run unchanged. A
+#: setting left as None comes from the environment, as a client's does. Each use of the module
+#: client reads them all (see `_module_client`), so a change is seen at the next call.
+api_key: str | Callable[[], str] | None = None
+organization: str | None = None
+project: str | None = None
+webhook_secret: str | None = None
+base_url: str | None = None
+timeout: float | Timeout | None = DEFAULT_TIMEOUT
+max_retries: int = DEFAULT_MAX_RETRIES
+default_headers: Mapping[str, str] | None = None
+default_query: Mapping[str, object] | None = None
+http_client: object = None  # an httpx client: refused when set, since nothing here uses httpx
+#: "openai" or "azure"; left None, it is decided at first use (and kept) from the credentials
+#: at hand: OPENAI_API_TYPE, else Azure's if any are set, else OpenAI's.
+api_type: str | None = None
+api_version: str | None = None
+azure_endpoint: str | None = None
+azure_ad_token: str | None = None
+azure_ad_token_provider: Callable[[], str] | None = None
+
+_MODULE_SETTINGS = (
+    *("api_key", "organization", "project", "webhook_secret", "base_url", "timeout"),
+    *("max_retries", "default_headers", "default_query", "http_client", "api_type"),
+    *("api_version", "azure_endpoint", "azure_ad_token", "azure_ad_token_provider"),
+)
+_MODULE_RESOURCES = ("batches", "files", "models", "webhooks")
+#: The module client and the settings it was made with. Two threads that first use it at once
+#: may each make one; the last one kept serves, and the other is dropped unharmed.
+_MODULE_CLIENT: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """``openai_batch.batches``, ``.files``, ``.models`` and ``.webhooks`` (PEP 562): nothing
+    is made at import, and the client only at the first call."""
+    if name in _MODULE_RESOURCES:
+        return _ModuleResource(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _ModuleResource:
+    """One resource of the module client, looked up again at each use, as the official
+    package's proxies are: ``batches = openai_batch.batches`` kept, then a setting changed,
+    is still the client of the settings of the moment."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<openai_batch.{self._name} of the module client>"
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(getattr(_module_client(), self._name), attribute)
+
+
+def _module_client() -> Client:
+    """The client of the module's settings, made again whenever one has changed since.
+
+    The official package makes its module client once and reads most settings from the
+    module at each request; a client here fixes its settings when made, so it is made anew
+    instead (the kept-alive connections of the one before are closed, its calls in flight
+    finish). Azure's settings are read again too, where the official client keeps the first.
+    """
+    kind = _module_api_type()
+    settings = {name: _settled(globals()[name]) for name in _MODULE_SETTINGS}
+    made = _MODULE_CLIENT.get("client")
+    if made is not None and _MODULE_CLIENT["settings"] == settings:
+        return made  # type: ignore[no-any-return]
+    _refuse_http_client(http_client, "openai_batch.http_client")
+    client = _new_module_client(kind)
+    _MODULE_CLIENT.update(client=client, settings=settings)
+    if made is not None:
+        made._transport.pool.close()
+    return client
+
+
+def _settled(value: object) -> object:
+    """A setting as compared between uses: a mapping by its items, as it may change in place."""
+    items = getattr(value, "items", None)
+    return sorted(items(), key=repr) if callable(items) else value
+
+
+def _module_api_type() -> str:
+    """The module client's kind, decided at first use as the official package decides it,
+    and kept in ``api_type`` (with Azure's endpoint and version, from the environment)."""
+    global api_type, azure_endpoint, api_version
+    env = os.environ.get
+    azure_endpoint = azure_endpoint or env("AZURE_OPENAI_ENDPOINT")
+    api_version = api_version or env("OPENAI_API_VERSION")
+    if api_type is None:
+        api_type = env("OPENAI_API_TYPE")
+    if api_type is None:
+        openai = env("OPENAI_API_KEY") is not None
+        azure = azure_endpoint is not None or env("AZURE_OPENAI_API_KEY") is not None
+        entra = env("AZURE_OPENAI_AD_TOKEN") is not None
+        azure = azure or entra or azure_ad_token is not None or azure_ad_token_provider is not None
+        if openai and azure:
+            raise OpenAIError(
+                "Ambiguous use of module client; please set `openai_batch.api_type` or the "
+                "`OPENAI_API_TYPE` environment variable to `openai` or `azure`"
+            )
+        api_type = "azure" if azure else "openai"
+    return api_type
+
+
+def _new_module_client(kind: str) -> Client:
+    query = None if default_query is None else {k: str(v) for k, v in default_query.items()}
+    common: dict[str, Any] = {
+        "organization": organization,
+        "project": project,
+        "webhook_secret": webhook_secret,
+        "base_url": None if base_url is None else str(base_url),
+        "timeout": timeout,
+        "max_retries": max_retries,
+        "default_headers": default_headers,
+        "default_query": query,
+    }
+    if kind == "amazon-bedrock":
+        raise OpenAIError("api_type 'amazon-bedrock' is not served by openai_batch")
+    if kind != "azure":  # as the official package: any other kind is OpenAI's
+        return Client(api_key, **common)
+    return AzureOpenAI(
+        api_key=api_key,
+        api_version=api_version,
+        azure_endpoint=azure_endpoint,
+        azure_ad_token=azure_ad_token,
+        azure_ad_token_provider=azure_ad_token_provider,
+        **common,
+    )
+
+
+###############################################################################################
 # Command line: output helpers
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 
 _EXIT_OK, _EXIT_ERROR, _EXIT_USAGE = 0, 1, 2
 _EXIT_TIMEOUT = 124  # as timeout(1) exits: the batch may still finish
@@ -9784,10 +9863,6 @@ def _blank_if_none(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}" + ("" if count == 1 else "s")
-
-
 def _size(count: int | None) -> str:
     if not isinstance(count, int):
         return "-"  # a server that left it out
@@ -9935,25 +10010,6 @@ def _show_batch(console: _Console, batch: Batch, as_json: bool) -> int:
         details.append(("error", error))
     _show_details(console, details)
     return _EXIT_OK
-
-
-def _batch_errors(batch: Batch) -> list[str]:
-    """The batch's own errors, a line each: where, the code, and the server's message; the
-    same error on many lines is one entry ("lines 1–5: ..."), not five."""
-    lines: dict[str, list[int]] = {}  # an error's text -> the lines it was met on
-    for error in _error_list(batch):
-        code = f"{error.code}: " if error.code and error.message else ""
-        text = f"{code}{error.message or error.code or 'no detail given'}"
-        lines.setdefault(text, []).extend([error.line] if error.line else [])
-    return [f"{_line_ranges(where)}: {text}" if where else text for text, where in lines.items()]
-
-
-def _error_list(batch: Batch) -> list[BatchError]:
-    errors = batch.errors.data if isinstance(batch.errors, BatchErrors) else None
-    return [error for error in errors or [] if isinstance(error, BatchError)]
-
-
-_SHOWN_ERRORS = 5  # a failed batch's first errors shown by wait; the rest are counted
 
 
 def _show_ending(console: _Console, batch: Batch) -> None:
@@ -10295,9 +10351,9 @@ class _LiveProgress:
         return text
 
 
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 # Command line: commands
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 
 
 class _Session:
@@ -10993,9 +11049,9 @@ class _Refused:
             yield result
 
 
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 # Command line: arguments and main
-# ---------------------------------------------------------------------------------------------
+###############################################################################################
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -11615,9 +11671,9 @@ _V1 = (
     "in /v1 (--base-url http://host:8000/v1)"
 )
 
-# What went wrong, in which command -> the next step. The first rule that applies gives the
-# hint: a test of the error and the command's name, and the hint (or what makes it from the
-# error). The library's errors state facts; only these name flags and commands.
+#: What went wrong, in which command -> the next step. The first rule that applies gives the
+#: hint: a test of the error and the command's name, and the hint (or what makes it from the
+#: error). The library's errors state facts; only these name flags and commands.
 _HINTS: list[tuple[Callable[[BaseException, str], bool], str | Callable[[Any], str]]] = [
     (
         lambda e, c: (

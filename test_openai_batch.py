@@ -8,7 +8,9 @@ responses, cut bodies, slow replies). Its self-tests talk to it with `http.clien
 
 from __future__ import annotations
 
+import ast
 import base64
+import bisect
 import dataclasses
 import email
 import errno
@@ -1827,6 +1829,13 @@ def _hermetic_and_scanned(
     assert not _leaks(produced), "the API key appeared in output, an error or a warning"
 
 
+def _official() -> Any:
+    """The official ``openai`` package, for a side-by-side check: without it, the test skips,
+    and ``pytest -q`` says why in one line for all of them."""
+    reason = "side by side with the official package, which is not installed (pip install openai)"
+    return pytest.importorskip("openai", reason=reason)
+
+
 @contextmanager
 def raises(kind: type[BaseException], match: str | None = None) -> Iterator[Any]:
     """pytest.raises that also hands the error's text and repr to the key scan."""
@@ -2003,6 +2012,94 @@ def test_api_objects_take_their_fields_as_a_dataclass_init_does() -> None:
             call()
         assert str(info.value) == message
     assert hash(ob.BatchRequest) and ob.BatchRequest.__hash__ is None
+
+
+def _module_sections() -> tuple[list[str], dict[str, int], ast.Module, list[int]]:
+    """The module's section titles, the section each top-level name is defined in, its tree,
+    and the line each section starts on."""
+    with open(ob.__file__, encoding="utf-8") as file:
+        source = file.read()
+    starts = [n for n, line in enumerate(source.splitlines(), 1) if line.startswith("# ")]
+    titles = [line[2:] for line in source.splitlines() if line.startswith("# ")]
+    tree = ast.parse(source)
+    where: dict[str, int] = {}
+    for node in tree.body:
+        section = bisect.bisect(starts, node.lineno)  # 0: above the first section
+        for sub in ast.walk(node):
+            named = (
+                getattr(sub, "name", None)
+                if isinstance(sub, (ast.FunctionDef, ast.ClassDef))
+                else None
+            )
+            stored = (
+                sub.id if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store) else None
+            )
+            for name in (named, stored):
+                if name and (sub is node or not isinstance(node, (ast.FunctionDef, ast.ClassDef))):
+                    where.setdefault(name, section)
+    return titles, where, tree, starts
+
+
+def test_the_docstring_map_names_the_sections_in_order_and_where_their_names_live() -> None:
+    """Issue 18, item 1: ``grep -n '^# ' openai_batch.py`` prints the map's titles, in order."""
+    titles, where, _, _ = _module_sections()
+    doc = (ob.__doc__ or "").split("\nMap:", 1)[1]
+    mapped = [line[4:] for line in doc.splitlines() if line.startswith("    ") and line[4] != " "]
+    assert mapped == titles and len(titles) >= 15
+    lists = [line.strip() for line in doc.splitlines() if line.startswith("        ")]
+    for number, line in enumerate(lists, 1):
+        names = line.split(" -- ")[0].split(", ")
+        assert {name: where.get(name) for name in names} == dict.fromkeys(names, number)
+
+
+def _local_names(function: ast.AST) -> set[str]:
+    """The names a function binds: its arguments, assignments, imports and inner definitions."""
+    bound = {arg.arg for arg in ast.walk(function) if isinstance(arg, ast.arg)}
+    for node in ast.walk(function):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or (
+            isinstance(node, ast.ExceptHandler) and node.name
+        ):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return bound
+
+
+def _run_time_names(node: ast.AST, shadowed: frozenset[str] = frozenset()) -> Iterator[ast.Name]:
+    """The global names a top-level statement reads when it runs or is called: not those in
+    annotations (strings here), nor under ``if TYPE_CHECKING:``, nor a function's own."""
+    if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+        children: list[ast.AST] = list(node.orelse)
+    elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        shadowed = shadowed | _local_names(node)
+        defaults = node.args.defaults + [d for d in node.args.kw_defaults if d is not None]
+        decorators = [] if isinstance(node, ast.Lambda) else node.decorator_list
+        body = [node.body] if isinstance(node, ast.Lambda) else node.body
+        children = [*defaults, *decorators, *body]
+    elif isinstance(node, ast.AnnAssign):
+        children = [node.target] + ([node.value] if node.value else [])
+    elif isinstance(node, ast.arg):
+        children = []
+    else:
+        children = list(ast.iter_child_nodes(node))
+    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in shadowed:
+        yield node
+    for child in children:
+        yield from _run_time_names(child, shadowed)
+
+
+def test_each_section_uses_only_the_sections_above_it() -> None:
+    """Issue 18, item 2: the library never reaches down (nor into the command line)."""
+    titles, where, tree, starts = _module_sections()
+    backward = []
+    for node in tree.body:
+        here = bisect.bisect(starts, node.lineno)
+        for name in _run_time_names(node):
+            if where.get(name.id, 0) > here:
+                backward.append(f"line {name.lineno}: {name.id} ({titles[where[name.id] - 1]})")
+    assert backward == []
 
 
 def test_version_is_a_plain_version_string() -> None:
@@ -2710,7 +2807,7 @@ def test_empty_metadata_reads_back_empty(client: Client, api: FakeAPI) -> None:
 
 def test_empty_metadata_agrees_with_the_official_package(api: FakeAPI) -> None:
     """Issue 17 review, item 3, side by side: {}, None and some metadata, made and read."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     file_id = _seeded_file(api)
 
     def script(client: Any) -> list[Any]:
@@ -5382,7 +5479,7 @@ def test_an_upload_sends_the_content_type_given_or_guessed(client: Client, api: 
 
 
 def test_upload_types_agree_with_the_official_package(api: FakeAPI) -> None:
-    openai = pytest.importorskip("openai")
+    openai = _official()
     files = [("b.jsonl", b"{}\n", "application/jsonl"), ("b.json", b"{}\n"), ("b.jsonl", b"{}\n")]
     for client in (make_client(api), openai.OpenAI(api_key=API_KEY, base_url=api.base_url)):
         for file in files:
@@ -7436,7 +7533,7 @@ def test_model_dump_gives_every_field_in_the_official_order(client: Client, api:
 
 
 def test_model_dump_matches_the_official_package(client: Client, api: FakeAPI) -> None:
-    openai = pytest.importorskip("openai")  # a side-by-side check, where the package is at hand
+    openai = _official()
     sent = api.add_batch(status="failed", errors={"object": "list", "data": [{"code": "x"}]})
     ours = client.batches.retrieve(sent["id"])
     theirs = openai.types.Batch.construct(**sent)  # as the official client builds it
@@ -7626,7 +7723,7 @@ def test_text_has_no_empty_piece_and_lines_split_at_a_bare_cr(client: Client, ap
 
 def test_text_and_lines_agree_with_the_official_package(api: FakeAPI) -> None:
     """Issue 17 review, items 4 and 5, side by side."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     ids = [str(api.add_file(body)["id"]) for body in _ENDINGS]
     ours = make_client(api)
     theirs = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
@@ -8814,7 +8911,7 @@ def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
 
 @pytest.mark.parametrize("name", list(_SIDE_BY_SIDE))
 def test_unwrap_agrees_with_the_official_package(name: str) -> None:
-    openai = pytest.importorskip("openai")
+    openai = _official()
     payload, changes, seconds, form, key = _SIDE_BY_SIDE[name]
     body = payload if isinstance(payload, (str, bytes)) else json.dumps(payload)
     signed = signed_headers(body, timestamp=int(time.time()) + seconds, key=key or _KEY)
@@ -8827,7 +8924,7 @@ def test_unwrap_agrees_with_the_official_package(name: str) -> None:
 
 
 def test_verify_signature_agrees_with_the_official_package_on_a_secret_missing() -> None:
-    openai = pytest.importorskip("openai")
+    openai = _official()
     official = openai.OpenAI(api_key="sk-test", webhook_secret=None).webhooks
     ours = ob.OpenAI(api_key="sk-test", webhook_secret=None).webhooks
     theirs = _outcome(lambda: official.verify_signature("{}", {}))
@@ -8851,7 +8948,7 @@ def _unwrap_outcome(package: Any, on_client: str, body: str, headers: Any, given
 @pytest.mark.parametrize("secret", ["", "whsec_"])
 def test_an_empty_secret_is_refused_as_the_official_package_refuses_it(secret: str) -> None:
     """Issue 17, item 10: the same forged event, the same refusal."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     forged = json.dumps(batch_event())
     headers = signed_headers(forged, timestamp=int(time.time()), key=b"")
     for secret_on, secret_given in ((secret, None), (_SECRET, secret)):
@@ -8865,7 +8962,7 @@ def test_an_empty_secret_is_refused_as_the_official_package_refuses_it(secret: s
 @pytest.mark.parametrize("kind", ["response.completed", "fine_tuning.job.succeeded"])
 def test_other_events_read_as_the_official_package_reads_them(kind: str) -> None:
     """Issue 17, item 11: the same event's data by attribute, and the same dumps."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     body = json.dumps(batch_event(kind, data={"id": "obj_1", "extra": [1]}))
     headers = signed_headers(body, timestamp=int(time.time()))
     theirs, mine = [
@@ -8882,7 +8979,7 @@ def test_bad_metadata_raises_what_the_official_package_raises(
     api: FakeAPI, metadata: dict[str, Any], message: str, param: str, code: Any
 ) -> None:
     """Issue 17, item 12: it sends, the fake answers 400; we refuse alike without sending."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     official = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
     file_id = _seeded_file(api)
     caught = []
@@ -8905,7 +9002,7 @@ def test_bad_metadata_raises_what_the_official_package_raises(
 def test_a_str_upload_sends_what_the_official_package_sends(api: FakeAPI) -> None:
     """Issue 17, item 13: the same bytes for a str; for no filename, the official package
     sends a part without one, which the API refuses, where we send "input.jsonl"."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     official = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
     ours = make_client(api)
     text = '{"custom_id": "é"}\n'
@@ -8922,7 +9019,7 @@ def test_a_str_upload_sends_what_the_official_package_sends(api: FakeAPI) -> Non
 
 def test_metadata_dumps_as_the_official_package_gives_it(api: FakeAPI) -> None:
     """Issue 17, item 2: the same create on both packages dumps the same metadata."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     official = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
     ours = make_client(api)
     file_id = _seeded_file(api)
@@ -8947,7 +9044,7 @@ def test_metadata_dumps_as_the_official_package_gives_it(api: FakeAPI) -> None:
 
 def test_object_helpers_agree_with_the_official_package(api: FakeAPI) -> None:
     """Issue 17, item 7: the same helpers on the same batch, on both packages."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     sent = api.add_batch(
         status="completed", request_counts={"total": 3, "completed": 2, "failed": 1}
     )
@@ -8980,7 +9077,7 @@ def test_object_helpers_agree_with_the_official_package(api: FakeAPI) -> None:
 
 def test_pages_agree_with_the_official_package(api: FakeAPI) -> None:
     """Issue 17, item 9: next_page_info and a page's dumps, sync and async, on both packages."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     import asyncio
 
     for _ in range(3):
@@ -9063,7 +9160,7 @@ def test_object_helpers_take_the_official_keywords(client: Client, api: FakeAPI)
 
 def test_object_helper_keywords_agree_with_the_official_package(api: FakeAPI) -> None:
     """Issue 17 review, item 8, side by side (iteration as names: the nested classes differ)."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     sent = api.add_batch(status="completed", metadata={"a": "b"})
     theirs = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
     mine = _helpers(make_client(api).batches.retrieve(sent["id"]))
@@ -9071,7 +9168,7 @@ def test_object_helper_keywords_agree_with_the_official_package(api: FakeAPI) ->
 
 
 def test_an_unknown_type_differs_from_the_official_package_on_purpose() -> None:
-    openai = pytest.importorskip("openai")
+    openai = _official()
     body = json.dumps({"id": "e", "type": "video.completed", "data": {"id": "v"}})
     headers = signed_headers(body, timestamp=int(time.time()))
     theirs = openai.OpenAI(api_key="x", webhook_secret=_SECRET).webhooks.unwrap(body, headers)
@@ -9084,7 +9181,7 @@ def test_an_unknown_type_differs_from_the_official_package_on_purpose() -> None:
 def test_async_pages_agree_with_the_official_package(api: FakeAPI) -> None:
     """Issue 17, item 1: `async for` over three pages and more, and pages awaited one by one,
     give the same items from the same requests as the official async client."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     import asyncio
 
     for _ in range(4):
@@ -9115,7 +9212,7 @@ def test_async_pages_agree_with_the_official_package(api: FakeAPI) -> None:
 
 def test_async_content_agrees_with_the_official_package(api: FakeAPI) -> None:
     """Issue 17, item 8: the same async reads of a file's content on both packages."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     import asyncio
 
     file_id = str(api.add_file(_MIXED_LINES)["id"])
@@ -9134,7 +9231,7 @@ def test_streaming_and_raw_access_agree_with_the_official_package(
     api: FakeAPI, tmp_path: Any
 ) -> None:
     """Issue 17, item 6: the same streamed, raw and deprecated reads on both packages."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     import warnings
 
     file_id = str(api.add_file(_MIXED_LINES)["id"])
@@ -9234,7 +9331,7 @@ def test_raise_for_status_and_http_request_as_httpx_gives_them(
 
 
 def test_raise_for_status_agrees_with_the_official_package(api: FakeAPI) -> None:
-    openai = pytest.importorskip("openai")
+    openai = _official()
     batch_id = str(api.add_batch(status="completed")["id"])
     theirs = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
     ours = _raise_for_status_and_requests(make_client(api), api, batch_id)
@@ -9242,7 +9339,7 @@ def test_raise_for_status_agrees_with_the_official_package(api: FakeAPI) -> None
 
 
 def test_timeout_and_sentinels_agree_with_the_official_package(api: FakeAPI) -> None:
-    openai = pytest.importorskip("openai")
+    openai = _official()
     theirs, ours = openai.Timeout(60, connect=5), ob.Timeout(60, connect=5)
     assert repr(ours) == repr(theirs)
     phases = ("connect", "read", "write", "pool")
@@ -9321,7 +9418,7 @@ def _webhook_script(package: Any, client: Any, api: FakeAPI) -> list[Any]:
 def test_webhook_endpoints_agree_with_the_official_package(api: FakeAPI) -> None:
     """Issue 17, item 16: the same endpoint calls on both packages: the same answers, errors
     and requests on the wire. (Their repr leaves the secret out; ours masks it.)"""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     official = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
     del api.requests[:]
     theirs = _webhook_script(openai, official, api)
@@ -9331,7 +9428,7 @@ def test_webhook_endpoints_agree_with_the_official_package(api: FakeAPI) -> None
 
 
 def test_async_webhook_endpoints_agree_with_the_official_package(api: FakeAPI) -> None:
-    openai = pytest.importorskip("openai")
+    openai = _official()
     import asyncio
 
     async def script(client: Any) -> list[Any]:
@@ -9351,7 +9448,7 @@ def test_async_webhook_endpoints_agree_with_the_official_package(api: FakeAPI) -
 
 
 def test_models_delete_agrees_with_the_official_package(api: FakeAPI) -> None:
-    openai = pytest.importorskip("openai")
+    openai = _official()
 
     def script(client: Any) -> list[Any]:
         api.models["ft:gpt-4o-mini:acme::abc123"]["owned_by"] = "acme"
@@ -9374,7 +9471,7 @@ def test_models_delete_agrees_with_the_official_package(api: FakeAPI) -> None:
 def test_openai_custom_headers_agree_with_the_official_package(
     api: FakeAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    openai = pytest.importorskip("openai")
+    openai = _official()
     names = ("x-team", "x-both", "x-url", "x-other", "authorization")
 
     def sent(client: Any, **options: Any) -> dict[str, str]:
@@ -9407,7 +9504,7 @@ def test_the_module_client_agrees_with_the_official_package(
     api: FakeAPI, module: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 17, item 14: the same lines of code against both modules, and the same wire."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     monkeypatch.setattr(openai, "_client", None)
     api.add_batch(id="batch_1")
     seen = {}
@@ -9434,7 +9531,7 @@ def test_the_module_client_agrees_with_the_official_package(
 def test_the_small_differences_agree_with_the_official_package(api: FakeAPI) -> None:
     """Issue 17, item 15, side by side: a key callable, copy's set_default_headers, extra_body
     on a GET, a numeric error code, base_url's slash and is_closed()."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     api.add_batch(id="batch_1")
 
     def run(package: Any) -> dict[str, Any]:
@@ -9625,7 +9722,7 @@ def test_the_async_client_streams_responses(api: FakeAPI, tmp_path: Any) -> None
 
 def test_async_streaming_agrees_with_the_official_package(api: FakeAPI, tmp_path: Any) -> None:
     """Issue 17 review, item 1: the same streamed reads on both async clients."""
-    openai = pytest.importorskip("openai")
+    openai = _official()
     import asyncio
 
     file_id = str(api.add_file(_MIXED_LINES)["id"])
