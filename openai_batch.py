@@ -2881,22 +2881,6 @@ def _query_value(value: object) -> str | None:
     return str(value)
 
 
-def _pieces(data: _AnyStr, size: int | None) -> Iterator[_AnyStr]:
-    """``data`` in pieces of ``size``, or whole when it is None; none when it is empty (httpx)."""
-    size = size or len(data) or 1
-    for start in range(0, len(data), size):
-        yield data[start : start + size]
-
-
-def _split_lines(text: str) -> list[str]:
-    r"""Lines without their endings: ``\n``, ``\r\n`` or ``\r``, as httpx splits them
-    (``str.splitlines`` would also split on form feeds and the like)."""
-    import re
-
-    lines = re.split(r"\r\n|\r|\n", text)
-    return lines[:-1] if lines[-1] == "" else lines
-
-
 class _Backoff:
     """Pauses that grow while nothing changes: ``first``, then ``factor`` times as long each
     time, to ``most``; ``reset()`` starts them over. Every loop that polls or waits for a
@@ -3262,6 +3246,22 @@ def _remove_quietly(path: str) -> None:
         os.remove(path)
     except OSError:
         pass
+
+
+def _pieces(data: _AnyStr, size: int | None) -> Iterator[_AnyStr]:
+    """``data`` in pieces of ``size``, or whole when it is None; none when it is empty (httpx)."""
+    size = size or len(data) or 1
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def _split_lines(text: str) -> list[str]:
+    r"""Lines without their endings: ``\n``, ``\r\n`` or ``\r``, as httpx splits them
+    (``str.splitlines`` would also split on form feeds and the like)."""
+    import re
+
+    lines = re.split(r"\r\n|\r|\n", text)
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 ###############################################################################################
@@ -5371,22 +5371,9 @@ def _estimate_lines(estimate: InputEstimate) -> list[str]:
     return lines
 
 
-def _price_argument(text: str) -> tuple[str, tuple[float, ...]]:
-    """--price MODEL=IN,OUT[,CACHED]: a model's price in USD per million tokens."""
-    import argparse
-
-    model, _, figures = text.partition("=")
-    values = figures.split(",")
-    try:
-        numbers = tuple(float(value) for value in values)
-    except ValueError:
-        numbers = ()
-    if not model or not 2 <= len(numbers) <= 3 or not all(0 <= n < math.inf for n in numbers):
-        raise argparse.ArgumentTypeError(
-            "expected MODEL=IN,OUT[,CACHED] in USD per million tokens (gpt-4o=1.25,5), "
-            f"got {text!r}"
-        )
-    return model, numbers
+def _estimate_tokens(size: int) -> int:
+    """Prompt tokens, guessed without a tokenizer from the bytes sent: one token in four."""
+    return max(1, size // 4)
 
 
 ###############################################################################################
@@ -6331,11 +6318,6 @@ class JobStoppedError(OpenAIError):
         self.error = error
 
 
-def _estimate_tokens(size: int) -> int:
-    """Prompt tokens, guessed without a tokenizer from the bytes sent: one token in four."""
-    return max(1, size // 4)
-
-
 def _sha256(path: str) -> str:
     import hashlib
 
@@ -6561,10 +6543,7 @@ def _lock(path: str) -> IO[bytes]:
     except OSError:
         handle.close()
         folder = os.path.dirname(path)
-        raise OpenAIError(
-            f"another process is running the job in {folder}; let it finish, or stop it "
-            "(Ctrl-C) and run the command again"
-        ) from None
+        raise OpenAIError(f"another process is running the job in {folder}") from None
     return handle
 
 
@@ -9905,9 +9884,7 @@ def _table(
             cells[status_column] = console.paint(row[status_column], cells[status_column])
         console.line("  ".join(cells.values()).rstrip())
     if len(shown) < len(widths) or any(widths[i] < full[i] for i in shown):
-        console.note(
-            f"(cut to fit {console.width} columns; `| cat` or --json shows every cell whole)"
-        )
+        console.note(f"(cut to fit {console.width} columns; `| cat` or --json shows all)")
 
 
 def _fit(cell: str, width: int, middle: bool = False) -> str:
@@ -10054,7 +10031,9 @@ def _still_running(batch_id: str, batch: Batch | None) -> str:
     """What is true after a wait stops early: the batch goes on, and how to go on with it."""
     where = "may still be running"
     if batch is not None:
-        where = f"is still {_text(batch.status)} ({_progress(batch)} completed/failed/total)"
+        counts = _progress(batch, "")
+        shown = f" ({counts} completed/failed/total)" if counts else ""
+        where = f"is still {_text(batch.status)}{shown}"
     return (
         f"{batch_id} {where} on the server; resume with `openai-batch wait {batch_id}`, "
         f"stop it with `openai-batch cancel {batch_id}`"
@@ -10617,7 +10596,7 @@ def _check_model(session: _Session, model: str) -> str | None:
     if model in served:
         return None
     warning = f"model {model!r} is not among the {_plural(len(served), 'model')} the server lists"
-    session.console.note(f"warning: {warning}; openai-batch models lists them")
+    session.console.note(f"warning: {warning}; `openai-batch models` lists them")
     return warning
 
 
@@ -10772,6 +10751,9 @@ def _cmd_run(session: _Session) -> int:
     show = _JobProgress(console, args.json)
     if not args.direct and args.concurrency is not None:
         raise _ArgumentError("--concurrency goes with --direct (a batch job has --max-active)")
+    for flag in ("--max-requests-per-minute", "--max-tokens-per-minute"):
+        if not args.direct and getattr(args, flag[2:].replace("-", "_")) is not None:
+            raise _ArgumentError(f"{flag} goes with --direct (a batch has no such limit)")
     try:
         report = session.client.run(
             args.input,
@@ -10833,15 +10815,24 @@ def _show_report(console: _Console, report: JobReport, output: str, direct: bool
     if report.failed:
         console.note(f"next: openai-batch results {output} --failed shows them and why")
     if report.failures.get("HTTP 404"):
-        console.note(
-            f"hint: {_plural(report.failures['HTTP 404'], 'request')} got HTTP 404, which a "
-            "server answers for a model it does not have; `openai-batch models` lists what it has"
-        )
+        console.note(_not_found_hint(report.failures["HTTP 404"], output))
     if report.files_left:
         console.note(
             f"{_plural(report.files_left, 'file')} of the job could not be deleted from the "
             "server; run the same command again to finish the clean-up"
         )
+
+
+def _not_found_hint(count: int, output: str) -> str:
+    """The next step for requests answered 404, by what the first one's answer names: a
+    model the server does not have, or an address that is not the server's API."""
+    first = next((result for result in iter_results(output) if result.status_code == 404), None)
+    message = _clip((first.error_message if first else None) or "no message", 80)
+    if "model" in message.lower():
+        then = "that model is not on this server; `openai-batch models` lists what is"
+    else:
+        then = "the base URL may not be the server's API; it usually ends in /v1"
+    return f"hint: {_plural(count, 'request')} got HTTP 404 ({message}): {then}"
 
 
 def _cmd_download(session: _Session) -> int:
@@ -11139,6 +11130,24 @@ _API_KEY_HELP = (
     "API key (prefer the OPENAI_API_KEY variable: a key given here is visible to other users "
     "in the process list and stays in your shell history)"
 )
+
+
+def _price_argument(text: str) -> tuple[str, tuple[float, ...]]:
+    """--price MODEL=IN,OUT[,CACHED]: a model's price in USD per million tokens."""
+    import argparse
+
+    model, _, figures = text.partition("=")
+    values = figures.split(",")
+    try:
+        numbers = tuple(float(value) for value in values)
+    except ValueError:
+        numbers = ()
+    if not model or not 2 <= len(numbers) <= 3 or not all(0 <= n < math.inf for n in numbers):
+        raise argparse.ArgumentTypeError(
+            "expected MODEL=IN,OUT[,CACHED] in USD per million tokens (gpt-4o=1.25,5), "
+            f"got {text!r}"
+        )
+    return model, numbers
 
 
 def _global_options(parser: Any, suppress: bool, request_timeout: bool = True) -> None:
@@ -11658,7 +11667,7 @@ def _batch_of(exc: BaseException) -> str:
 
 _TRANSIENT = (APIConnectionError, InternalServerError, RateLimitError)
 _STOPPED = {
-    "outage": "the job keeps what it has: run the same command again once the server answers",
+    "outage": "run the same command again once the server answers",
     "credentials": "check the key (OPENAI_API_KEY), then run the same command again: the "
     "answers so far are kept",
     "address": "check --base-url (for vLLM, llama.cpp and Ollama it ends in /v1) and the key, "
@@ -11681,7 +11690,20 @@ _HINTS: list[tuple[Callable[[BaseException, str], bool], str | Callable[[Any], s
         ),
         _MODELS,
     ),
+    (
+        lambda e, c: isinstance(e, JobStoppedError) and "but got text/html" in str(e),
+        "the server answers with a web page, not its API; an OpenAI-compatible server's base "
+        "URL usually ends in /v1 (--base-url http://host:8000/v1)",
+    ),
     (lambda e, c: isinstance(e, JobStoppedError), lambda e: _STOPPED[e.reason]),
+    (
+        lambda e, c: isinstance(e, APIConnectionError) and "not a URL" in str(e),
+        "check the base URL (--base-url, or OPENAI_BASE_URL): nothing was sent",
+    ),
+    (
+        lambda e, c: isinstance(e, OpenAIError) and str(e).startswith("another process is running"),
+        "let it finish, or stop it (Ctrl-C) and run the same command again",
+    ),
     (lambda e, c: isinstance(e, NotFoundError) and _names_model(e), _MODELS),
     (
         lambda e, c: _not_here(e) and _under_endpoint(e),

@@ -7810,10 +7810,7 @@ def test_a_second_process_on_one_job_is_refused(
     try:
         with raises(ob.OpenAIError) as info:
             client.run(source, out)
-        assert str(info.value) == (
-            f"another process is running the job in {out}.job; let it finish, or stop it "
-            "(Ctrl-C) and run the command again"
-        )
+        assert str(info.value) == (f"another process is running the job in {out}.job")
         assert api.requests == []
     finally:
         held.close()
@@ -10438,9 +10435,64 @@ def test_hints_for_a_model_the_server_does_not_have(tmp_path: Any) -> None:
         ran = cli(client, "run", source, "-o", str(tmp_path / "b.jsonl"), "--direct")
         assert ran.code == 1 and ran.err.splitlines()[1:] == [
             f"next: openai-batch results {tmp_path / 'b.jsonl'} --failed shows them and why",
-            "hint: 3 requests got HTTP 404, which a server answers for a model it does not "
-            "have; `openai-batch models` lists what it has",
+            "hint: 3 requests got HTTP 404 (The model `gpt-4o-mini` does not exist.): that model "
+            "is not on this server; `openai-batch models` lists what is",
         ]
+
+
+def test_hints_after_the_review_of_issue_18(tmp_path: Any) -> None:
+    """Issue 18's review: a base URL that is not a URL, or a web page, is no job to resume;
+    a 404 that names no model points at the base URL; a rate limit goes with --direct."""
+    source = _job_input(tmp_path, 2)
+    out = str(tmp_path / "out.jsonl")
+    with ChatServer().serve() as server:
+        bad = _direct_client(server, base_url="http://127.0.0.1:99999/v1")
+        ran = cli(bad, "run", source, "-o", out)
+        assert (
+            _last_hint(ran)
+            == "check the base URL (--base-url, or OPENAI_BASE_URL): nothing was sent"
+        )
+        server.web_page = True
+        ran = cli(
+            _direct_client(server, base_url=server.base_url[: -len("/v1")]),
+            "run",
+            source,
+            "-o",
+            out,
+        )
+        assert _last_hint(ran) == (
+            "the server answers with a web page, not its API; an OpenAI-compatible server's base "
+            "URL usually ends in /v1 (--base-url http://host:8000/v1)"
+        )
+        assert "resume" not in ran.err.splitlines()[-1]
+        server.web_page = False
+        ran = cli(
+            _direct_client(server), "run", source, "-o", out, "--max-requests-per-minute", "5"
+        )
+        assert (ran.code, ran.err.splitlines()[0]) == (
+            2,
+            "error: --max-requests-per-minute goes with --direct (a batch has no such limit)",
+        )
+    assert ob._not_found_hint(
+        3, _answered_404(tmp_path, "Invalid URL (POST /v1/chat/completions)")
+    ) == (
+        "hint: 3 requests got HTTP 404 (Invalid URL (POST /v1/chat/completions)): the base URL "
+        "may not be the server's API; it usually ends in /v1"
+    )
+
+
+def _answered_404(tmp_path: Any, message: str) -> str:
+    """A RESULTS file whose one line was answered 404 with ``message``."""
+    path = tmp_path / "answered.jsonl"
+    body = {"error": {"message": message, "type": "invalid_request_error"}}
+    line = {
+        "id": "r1",
+        "custom_id": "a",
+        "response": {"status_code": 404, "body": body},
+        "error": None,
+    }
+    path.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    return str(path)
 
 
 def test_hints_never_say_resume_for_a_configuration_error(
@@ -10535,7 +10587,7 @@ def test_cli_list_fits_a_60_column_terminal_and_says_what_was_cut(
         "batch_embed                             completed\n"
         "batch_failed                            failed\n"
     )
-    assert ran.err == "(cut to fit 60 columns; `| cat` or --json shows every cell whole)\n"
+    assert ran.err == "(cut to fit 60 columns; `| cat` or --json shows all)\n"
     ran = cli(client, "list", tty=True, width=80)
     assert max(len(line) for line in ran.out.splitlines()) <= 80
     assert cli(client, "list", tty=True, width=120).err == ""
@@ -11259,7 +11311,7 @@ def test_cli_lists_models_and_validate_checks_them(
     ran = cli(client, "validate", str(bad), "--check-models")
     assert ran.code == 0 and (
         "warning: model 'gpt-4o-mnii' is not among the 3 models the server lists; "
-        "openai-batch models lists them" in ran.err
+        "`openai-batch models` lists them" in ran.err
     )
     ran = cli(client, "validate", str(bad), "--check-models", "--json")  # issue 18
     assert json.loads(ran.out)["warnings"] == [
