@@ -10370,13 +10370,16 @@ class _JobProgress:
 
 
 def _progress_facts(progress: dict[str, Any]) -> dict[str, Any]:
-    """Where a job stands in a few numbers, for a piped line."""
+    """Where a job stands in a few numbers, for a piped line: the spend in USD ("" with no
+    price known) at the prices that the estimate line named."""
     requests, work = progress["requests"], progress["work"]
+    cost = (progress.get("spend") or {}).get("cost")
     return {
         **requests,
         "active": work["active"],
         "per_second": progress["per_second"],
         "left": progress["left"],
+        "spent_usd": "" if cost is None else f"{cost:.6f}",
     }
 
 

@@ -8814,8 +8814,10 @@ def test_cli_run_direct_shows_a_live_line_and_piped_lines(tmp_path: Any) -> None
     # In a pipe: a line every 5 seconds while it moves (on the client's clock, 100 times real
     # time here), on stdout.
     rows = [row.split("\t")[2:] for row in piped.out.splitlines() if "\tprogress\t" in row]
-    names = ["succeeded", "failed", "pending", "active", "per_second", "left"]
+    names = ["succeeded", "failed", "pending", "active", "per_second", "left", "spent_usd"]
     assert len(rows) > 2 and all([cell.split("=")[0] for cell in row] == names for row in rows)
+    # at most 295 x $0.075 + 236 x $0.30 a million, as the job goes
+    assert re.fullmatch(r"spent_usd=0\.0000[0-9]{2}", rows[-1][-1])
 
 
 def test_run_direct_rides_out_429s_that_say_nothing_of_when(tmp_path: Any) -> None:
