@@ -5396,7 +5396,8 @@ def _spend(prices: _Prices, model: str | None, usage: Mapping[str, int]) -> dict
 
 
 def _spend_words(spend: Mapping[str, Any]) -> str:
-    """Money spent in words: "$1.20 at <prices>, $2.40 at <standard prices> (saved $1.20)"."""
+    """Money spent in words: "$1.20 at <prices>; saved $1.20 against <standard prices>"; with
+    no price known, why."""
     if spend.get("cost") is None:
         return spend.get("note") or ""
     text = f"{_usd(spend['cost'])} at {spend['prices']}"
