@@ -37,7 +37,7 @@ prints the same titles, with their lines.
     Webhooks: OpenAI's signed event notices, verified; the endpoints that receive them
         Webhooks, WebhookEvent, WebhookEndpoint -- unwrap, verify_signature, endpoints managed
     Prices and costs: what a batch will cost, by the model's batch price
-        _Prices, _TokenTally, InputEstimate -- batch prices, and tokens counted without a tokenizer
+        _Prices, _TokenTally, InputEstimate, _spend -- prices; tokens without a tokenizer; spend
     JSONL helpers: write, read, validate and split input files; read and join results
         validate_input, split_jsonl, iter_results, join_results -- the batch file's workflow
     Jobs: work of any size in rounds, resumed after a crash; the engine and its record
@@ -5376,6 +5376,42 @@ def _estimate_tokens(size: int) -> int:
     return max(1, size // 4)
 
 
+def _spend(prices: _Prices, model: str | None, usage: Mapping[str, int]) -> dict[str, Any]:
+    """What tokens used (``Batch.usage``'s counts) cost at ``model``'s batch price, and at its
+    standard price: each amount with whose prices it is at; None where no price is known
+    (``note`` says why)."""
+    spend: dict[str, Any] = dict.fromkeys(
+        ("cost", "prices", "standard_cost", "standard_prices", "note")
+    )
+    price = prices.price(model)
+    if price is None:
+        spend["note"] = f"no price known for {model}" if model else "no model named, so no price"
+        return spend
+    tokens = (
+        usage.get("input_tokens", 0),
+        usage.get("output_tokens", 0),
+        usage.get("cached_tokens", 0),
+    )
+    spend.update(cost=price.cost(*tokens), prices=price.source)
+    if price.standard is not None:
+        spend.update(
+            standard_cost=price.standard.cost(*tokens), standard_prices=price.standard.source
+        )
+    return spend
+
+
+def _spend_words(spend: Mapping[str, Any]) -> str:
+    """Money spent in words: "$1.20 at <prices>; saved $1.20 against <standard prices>"; with
+    no price known, why."""
+    if spend.get("cost") is None:
+        return spend.get("note") or ""
+    text = f"{_usd(spend['cost'])} at {spend['prices']}"
+    if spend.get("standard_cost") is not None:
+        saved = spend["standard_cost"] - spend["cost"]
+        text += f"; saved {_usd(saved)} against {spend['standard_prices']}"
+    return text
+
+
 ###############################################################################################
 # JSONL helpers: write, read, validate and split input files; read and join results
 ###############################################################################################
@@ -6268,6 +6304,7 @@ if TYPE_CHECKING:
         output: str
         sha256: str
         endpoint: str
+        model: str | None  # the input's, which its tokens are priced at
         requests: int
         started: float
         settings: dict[str, Any]
@@ -6286,7 +6323,8 @@ if TYPE_CHECKING:
 
 @_dataclass
 class JobReport(_Fields):
-    """What a job did: its requests by outcome, the batches and rounds it took, and tokens."""
+    """What a job did: its requests by outcome, the batches and rounds it took, its tokens
+    and what they cost."""
 
     output: str
     requests: int = 0
@@ -6298,6 +6336,14 @@ class JobReport(_Fields):
     usage: dict[str, int] = _field(default_factory=dict)
     seconds: float = 0.0
     files_left: int = 0  # the job's files a failed clean-up left on the server
+    # What the tokens cost in USD at the model's batch price, and at its standard price, each
+    # with whose prices (and from when); None where no price is known, and cost_note says so.
+    model: str | None = None
+    cost: float | None = None
+    prices: str | None = None
+    standard_cost: float | None = None
+    standard_prices: str | None = None
+    cost_note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -6635,6 +6681,29 @@ def _usage_of(batch: Batch) -> dict[str, int]:
     }
 
 
+def _usage_in(body: Any) -> dict[str, int]:
+    """Tokens an answer used, named as ``Batch.usage`` names them, from any endpoint's names
+    (chat's and embeddings' prompt and completion tokens, the Responses API's own)."""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return {}
+
+    def number(name: str, inner: str = "") -> int:
+        value = usage.get(name)
+        if inner:
+            value = value.get(inner) if isinstance(value, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    return {
+        "input_tokens": number("input_tokens") or number("prompt_tokens"),
+        "cached_tokens": number("input_tokens_details", "cached_tokens")
+        or number("prompt_tokens_details", "cached_tokens"),
+        "output_tokens": number("output_tokens") or number("completion_tokens"),
+        "reasoning_tokens": number("output_tokens_details", "reasoning_tokens")
+        or number("completion_tokens_details", "reasoning_tokens"),
+    }
+
+
 def _check_settings(settings: dict[str, Any], max_requests: int) -> None:
     """Refuse, before anything is sent, settings that could not work."""
     for name, (low, high, _) in _JOB_SETTINGS.items():
@@ -6694,9 +6763,11 @@ class _Job:
         record: _Record,
         settings: dict[str, Any],
         on_event: Callable[[dict[str, Any]], object] | None,
+        prices: _Prices | None = None,
     ) -> None:
         self.client, self.record, self.settings = client, record, settings
         self.on_event = on_event
+        self.prices = _Prices() if prices is None else prices
         self.clock, self.sleep = client._transport.clock, client._transport.sleep
         self.began = self.clock()  # in this process, for the pace and the time left
         self.done_before: int | None = None
@@ -6712,8 +6783,8 @@ class _Job:
 
     def progress(self) -> dict[str, Any]:
         """Where the job stands, in the same shape whatever drives it: requests by outcome
-        (one whose failure may pass on a later round is pending), the work under way, tokens,
-        the time since it began and, from the pace so far, the time left."""
+        (one whose failure may pass on a later round is pending), the work under way, tokens
+        and what they cost, the time since it began and, from the pace so far, the time left."""
         data = self.data
         succeeded, failed, usage, work = self.driver.progress()
         done = succeeded + failed
@@ -6729,10 +6800,16 @@ class _Job:
             "requests": {"succeeded": succeeded, "failed": failed, "pending": pending},
             "work": work,
             "usage": usage,
+            "spend": self.spend(usage),
             "per_second": round(rate, 1),
             "left": left,
             "elapsed": round(max(self.clock() - data["started"], 0.0), 3),
         }
+
+    def spend(self, usage: Mapping[str, int]) -> dict[str, Any]:
+        """What the tokens so far cost. Usage is known by batch (or by answer), not by model,
+        and a batch runs one model: the input's, which validation checked is one."""
+        return _spend(self.prices, self.data.get("model"), usage)
 
     def run(self) -> None:
         """Rounds until every request has a final result, then RESULTS, then the clean-up."""
@@ -6893,6 +6970,13 @@ class _Job:
         report.failed, report.failures = tally["failed"], dict(tally["failures"])
         report.files_left = data.get("left", 0)
         report.batches, report.usage = data["batches"], dict(data["usage"])
+        spend = self.spend(report.usage)
+        report.model = data.get("model")
+        report.cost, report.prices, report.cost_note = spend["cost"], spend["prices"], spend["note"]
+        report.standard_cost, report.standard_prices = (
+            spend["standard_cost"],
+            spend["standard_prices"],
+        )
         return report
 
 
@@ -7249,8 +7333,11 @@ class _BatchRounds:
                 server_files.append(file_id)  # deleted at the end, should it be there after all
         shard["files"] += names
         shard["server_files"] = shard.get("server_files", []) + server_files
-        shard["status"], shard["usage"] = _text(batch.status), _usage_of(batch)
-        shard["results"], shard["succeeded"], shard["failed"] = self.tally(names)
+        shard["results"], shard["succeeded"], shard["failed"], lines = self.tally(names)
+        # A server that fills no batch usage (llama-stack) still gives each line's.
+        usage = _usage_of(batch)
+        shard["status"] = _text(batch.status)
+        shard["usage"] = usage if any(usage.values()) or not lines else lines
         if batch.status == "failed":
             shard["errors"] = _batch_errors(batch)[:_SHOWN_ERRORS]
         self.record.shard(number)
@@ -7282,15 +7369,19 @@ class _BatchRounds:
             content.write_to_file(path)
         return True
 
-    def tally(self, names: list[str]) -> tuple[int, int, int]:
-        """A shard's results: how many, how many succeeded, and how many failed for good."""
+    def tally(self, names: list[str]) -> tuple[int, int, int, dict[str, int]]:
+        """A shard's results: how many, how many succeeded, how many failed for good, and the
+        tokens their lines say they used."""
         results = succeeded = failed = 0
+        usage: dict[str, int] = {}
         for name in names:
             for result in iter_results(self.record.path(name)):
                 results += 1
                 succeeded += result.ok
                 failed += not result.ok and not _may_pass(result)
-        return results, succeeded, failed
+                if result.ok:
+                    _added(usage, _usage_in(result.body))
+        return results, succeeded, failed, usage
 
     def requeue(self, number: int) -> None:
         """A batch over the enqueued-token limit: not its requests' failure. It goes again
@@ -7436,8 +7527,13 @@ def _run_job(
     on_event: Callable[[dict[str, Any]], object] | None,
     cancel: bool = False,
     mode: str = "Batch API",
+    prices: Mapping[str, Any] | _Prices | None = None,
 ) -> JobReport:
-    """Begin, resume or cancel the job of ``output``; return its report once RESULTS is in."""
+    """Begin, resume or cancel the job of ``output``; return its report once RESULTS is in.
+
+    A job begun tells ``on_event`` first what it will cost (an ``"estimate"`` event: the
+    ``InputEstimate``'s fields), before anything is sent."""
+    prices = prices if isinstance(prices, _Prices) else _Prices(prices)
     clock = client._transport.clock
     input_path, output_path = os.path.abspath(input), os.path.abspath(output)
     if input_path == output_path or (
@@ -7451,6 +7547,7 @@ def _run_job(
         raise FileNotFoundError(2, "No such folder for RESULTS", os.path.dirname(output_path))
     _check_settings(settings, _PROVIDERS[client._provider].max_requests)
     begin: dict[str, Any] = {}
+    estimate: InputEstimate | None = None
     if not os.path.exists(os.path.join(output_path + ".job", "state.json")):
         if cancel:
             raise OpenAIError(f"there is no job to cancel in {output_path}.job")
@@ -7461,9 +7558,11 @@ def _run_job(
             max_bytes=_NO_LIMIT,
             max_embedding_inputs=_NO_LIMIT,
             provider=client._provider,
+            prices=prices,
         )
         begin = {"endpoint": summary.endpoint or "", "requests": summary.requests}
-        begin.update(started=clock(), output=output_path, mode=mode)
+        begin.update(started=clock(), output=output_path, mode=mode, model=summary.model)
+        estimate = summary.estimate
     record = _Record.open(output_path, input_path, settings, begin)
     try:
         if record.data["mode"] != mode:
@@ -7471,7 +7570,11 @@ def _run_job(
                 f"the job in {record.folder} is a {record.data['mode']} job, not a {mode} one; "
                 f"run it as it began, or remove {record.folder} to start again"
             )
-        job = _Job(client, record, settings, on_event)
+        job = _Job(client, record, settings, on_event, prices)
+        if estimate is not None:
+            from dataclasses import asdict
+
+            job.event("estimate", **asdict(estimate))
         if cancel:
             job.cancel()
         job.run()
@@ -8343,29 +8446,6 @@ def _answer_id() -> str:
     return "batch_req_" + os.urandom(12).hex()
 
 
-def _usage_in(body: Any) -> dict[str, int]:
-    """Tokens an answer used, named as ``Batch.usage`` names them, from any endpoint's names
-    (chat's and embeddings' prompt and completion tokens, the Responses API's own)."""
-    usage = body.get("usage") if isinstance(body, dict) else None
-    if not isinstance(usage, dict):
-        return {}
-
-    def number(name: str, inner: str = "") -> int:
-        value = usage.get(name)
-        if inner:
-            value = value.get(inner) if isinstance(value, dict) else None
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-    return {
-        "input_tokens": number("input_tokens") or number("prompt_tokens"),
-        "cached_tokens": number("input_tokens_details", "cached_tokens")
-        or number("prompt_tokens_details", "cached_tokens"),
-        "output_tokens": number("output_tokens") or number("completion_tokens"),
-        "reasoning_tokens": number("output_tokens_details", "reasoning_tokens")
-        or number("completion_tokens_details", "reasoning_tokens"),
-    }
-
-
 ###############################################################################################
 # The client
 ###############################################################################################
@@ -8675,6 +8755,7 @@ class Client:
         concurrency: int = DEFAULT_CONCURRENCY,
         max_requests_per_minute: int | None = None,
         max_tokens_per_minute: int | None = None,
+        prices: Mapping[str, Any] | _Prices | None = None,
     ) -> JobReport:
         """Run every request of a JSONL file of any size, across as many batches as it takes.
 
@@ -8696,6 +8777,13 @@ class Client:
         server with no Batch API: at most ``concurrency`` at once (fewer while the server
         answers 429), within ``max_requests_per_minute`` and ``max_tokens_per_minute``.
         Answers are kept as they arrive, so a rerun sends only the requests with none.
+
+        What the job will cost comes first, as an ``"estimate"`` event (as ``validate_input``
+        gives it); events' ``"progress"`` and the report carry what it has cost so far, from
+        the tokens the server says were used, at the model's batch price and at its standard
+        price. ``prices`` (``{model: (input, output[, cached_input])}`` in USD per million
+        tokens) come before a JSON file named by ``OPENAI_BATCH_PRICES``, and that before the
+        table; a bad price raises ``ValueError`` before anything is sent.
         """
         settings = {
             "batch_size": batch_size,
@@ -8712,7 +8800,7 @@ class Client:
             if settings[name] is not None and not direct:
                 raise _ArgumentError(f"{name} goes with direct=True (a batch has no such limit)")
         mode = "direct" if direct else "Batch API"  # _DirectRounds.mode, _BatchRounds.mode
-        return _run_job(self, input, output, settings, on_event, cancel, mode)
+        return _run_job(self, input, output, settings, on_event, cancel, mode, prices)
 
     def download(self, batch_or_id: Batch | str, directory: _PathLike = ".") -> list[str]:
         """Save a batch's output and error files into ``directory``; return their paths.
@@ -10185,6 +10273,9 @@ class _JobProgress:
         if self.as_json:
             console.line(json.dumps(event, ensure_ascii=False))
             return
+        if kind == "estimate":
+            self.estimate(event)
+            return
         progress = event["progress"]
         if not console.tty:
             self.piped(kind, event, progress)
@@ -10194,6 +10285,31 @@ class _JobProgress:
             console.clear_live()
             console.note(note)
         console.redraw(self.block(progress))
+
+    def estimate(self, event: dict[str, Any]) -> None:
+        """What the job will cost, before it starts: as validate says it."""
+        estimate = InputEstimate(
+            **{k: v for k, v in event.items() if k not in ("event", "progress")}
+        )
+        console = self.console
+        if estimate.note and estimate.model:
+            console.note(f"note: {estimate.note}: give --price {estimate.model}=IN,OUT[,CACHED]")
+        if console.tty:
+            model = f", model {estimate.model}" if estimate.model else ""
+            console.note(f"estimate: {_plural(estimate.requests, 'request')}{model}")
+            for line in _estimate_lines(estimate):
+                console.note(f"    {line}")
+            return
+        fields = {  # output at most "" when unbounded; USD "" when unknown, as validate's
+            "requests": estimate.requests,
+            "input_tokens": estimate.input_tokens,
+            "output_tokens": _blank_if_none(estimate.output_tokens),
+            "input_usd": "" if estimate.input_cost is None else f"{estimate.input_cost:.6f}",
+            "output_usd": "" if estimate.output_cost is None else f"{estimate.output_cost:.6f}",
+            "prices": estimate.prices or "",
+        }
+        cells = [_iso(console.clock()), "estimate"]
+        console.line("\t".join(cells + [f"{name}={value}" for name, value in fields.items()]))
 
     def piped(self, kind: str, event: dict[str, Any], progress: dict[str, Any]) -> None:
         now = self.console.clock()
@@ -10218,27 +10334,32 @@ class _JobProgress:
         if not tokens:
             tokens = "no tokens reported by the server" if work["done"] else "no tokens yet"
         left = progress["left"]
-        return "\n".join(
-            [
-                f"round {progress['round']} of {progress['rounds']}: "
-                f"{_plural(work['done'], unit)} done, {doing}, {work['queued']:,} queued",
-                f"requests: {requests['succeeded']:,} succeeded, {requests['failed']:,} failed, "
-                f"{requests['pending']:,} pending"
-                + (f"; {progress['per_second']:,}/s" if progress["per_second"] else ""),
-                f"{tokens}; {_duration(progress['elapsed'])} so far"
-                + ("" if left is None or left < 1 else f", about {_duration(left)} left"),
-            ]
-        )
+        spend = progress.get("spend") or {}
+        lines = [
+            f"round {progress['round']} of {progress['rounds']}: "
+            f"{_plural(work['done'], unit)} done, {doing}, {work['queued']:,} queued",
+            f"requests: {requests['succeeded']:,} succeeded, {requests['failed']:,} failed, "
+            f"{requests['pending']:,} pending"
+            + (f"; {progress['per_second']:,}/s" if progress["per_second"] else ""),
+            f"{tokens}; {_duration(progress['elapsed'])} so far"
+            + ("" if left is None or left < 1 else f", about {_duration(left)} left"),
+        ]
+        if progress["usage"] and spend.get("cost") is not None:
+            lines.append(f"spent {_usd(spend['cost'])} at {spend['prices']}")
+        return "\n".join(lines)
 
 
 def _progress_facts(progress: dict[str, Any]) -> dict[str, Any]:
-    """Where a job stands in a few numbers, for a piped line."""
+    """Where a job stands in a few numbers, for a piped line: the spend in USD ("" with no
+    price known) at the prices that the estimate line named."""
     requests, work = progress["requests"], progress["work"]
+    cost = (progress.get("spend") or {}).get("cost")
     return {
         **requests,
         "active": work["active"],
         "per_second": progress["per_second"],
         "left": progress["left"],
+        "spent_usd": "" if cost is None else f"{cost:.6f}",
     }
 
 
@@ -10770,6 +10891,7 @@ def _cmd_run(session: _Session) -> int:
             concurrency=_given(args.concurrency, DEFAULT_CONCURRENCY),
             max_requests_per_minute=args.max_requests_per_minute,
             max_tokens_per_minute=args.max_tokens_per_minute,
+            prices=_Prices(dict(args.price or ()), given_as="your --price"),
         )
     except KeyboardInterrupt:
         console.end_live()
@@ -10812,6 +10934,8 @@ def _show_report(console: _Console, report: JobReport, output: str, direct: bool
         f"{_plural(report.rounds, 'round')}{f', {tokens}' if tokens else ''}; "
         f"{_duration(report.seconds)}"
     )
+    if report.usage:
+        console.note(_report_cost(report))
     if report.failed:
         console.note(f"next: openai-batch results {output} --failed shows them and why")
     if report.failures.get("HTTP 404"):
@@ -10833,6 +10957,21 @@ def _not_found_hint(count: int, output: str) -> str:
     else:
         then = "the base URL may not be the server's API; it usually ends in /v1"
     return f"hint: {_plural(count, 'request')} got HTTP 404 ({message}): {then}"
+
+
+def _report_cost(report: JobReport) -> str:
+    """What a job's tokens cost, at whose prices, and what the Batch API saved; with no price
+    known, the flag that gives one."""
+    if report.cost is None:
+        give = f": give --price {report.model}=IN,OUT[,CACHED]" if report.model else ""
+        return f"cost: {report.cost_note}{give}"
+    spend = {
+        "cost": report.cost,
+        "prices": report.prices,
+        "standard_cost": report.standard_cost,
+        "standard_prices": report.standard_prices,
+    }
+    return f"cost: {_spend_words(spend)}"
 
 
 def _cmd_download(session: _Session) -> int:
@@ -11429,13 +11568,7 @@ def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
         action="store_true",
         help="warn if the server does not list the file's model (needs the key)",
     )
-    validate.add_argument(
-        "--price",
-        action="append",
-        type=_price_argument,
-        metavar="MODEL=IN,OUT[,CACHED]",
-        help="a model's batch price in USD per million tokens, for the estimate",
-    )
+    _price_option(validate, "for the estimate")
     _json_flag(validate)
     submit = _add(commands, waiting, "submit", _cmd_submit, "validate, upload and start a batch")
     submit.add_argument("file", type=_path, metavar="FILE")
@@ -11508,8 +11641,19 @@ def _run_command(commands: Any, common: Any) -> None:
         action="store_true",
         help="cancel the job's running batches and end it with what they did",
     )
+    _price_option(run, "for the estimate and the spend")
     _direct_options(run)
     run.add_argument("--json", action="store_true", help="print each event as a JSON line")
+
+
+def _price_option(parser: Any, what: str) -> None:
+    parser.add_argument(
+        "--price",
+        action="append",
+        type=_price_argument,
+        metavar="MODEL=IN,OUT[,CACHED]",
+        help=f"a model's batch price in USD per million tokens, {what}",
+    )
 
 
 def _direct_options(run: Any) -> None:

@@ -653,6 +653,8 @@ class FakeAPI:
         self.enqueued_token_limit: int | None = None
         #: how many times each custom_id ran, across every batch
         self.ran: dict[str, int] = {}
+        #: False: an ended batch carries no usage, as llama-stack's do (its lines still do)
+        self.batch_usage = True
         #: exceptions raised inside the fake while handling requests (bugs in the fake, or in
         #: fail_rule); the `api` fixture raises the first one at teardown
         self.errors: list[BaseException] = []
@@ -1196,7 +1198,8 @@ class FakeAPI:
         bad = [line for line in results if line["response"]["status_code"] != 200]
         batch["output_file_id"] = self._result_file(batch, job, "output", good, at)
         batch["error_file_id"] = self._result_file(batch, job, "error", bad, at)
-        batch["usage"] = _usage([line["response"]["body"] for line in good])
+        usage = _usage([line["response"]["body"] for line in good])
+        batch["usage"] = usage if self.batch_usage else None
         self._enter(batch, job, status, at)
 
     def _result(self, batch: dict[str, Any], job: _Job, index: int) -> dict[str, Any]:
@@ -6936,6 +6939,27 @@ def test_the_readme_price_rows_are_the_tables() -> None:
         assert shown == price[:3], model
 
 
+def test_spend_prices_cached_input_at_its_own_price_and_says_whose() -> None:
+    """Issue 19, item 3: tokens used, priced by the model's batch and standard prices."""
+    usage = {"input_tokens": 1_000_000, "cached_tokens": 400_000, "output_tokens": 500_000}
+    given = ob._spend(ob._Prices({"m": (2, 8, 1)}, given_as="your --price"), "m", usage)
+    assert given == {  # 600k x $2 + 400k x $1 + 500k x $8, per million; none standard
+        "cost": 5.6,
+        "prices": "your --price",
+        "standard_cost": None,
+        "standard_prices": None,
+        "note": None,
+    }
+    table = ob._spend(ob._Prices(), "gpt-4.1", usage)  # 1.0, 0.25, 4.0; standard 2.0, 0.5, 8.0
+    assert (table["cost"], table["standard_cost"]) == (2.7, 5.4)
+    assert ob._spend_words(table) == (
+        "$2.70 at OpenAI batch prices of 2026-12 (LiteLLM 1.110.2); saved $2.70 against "
+        "OpenAI standard prices of 2026-12 (LiteLLM 1.110.2)"
+    )
+    unknown = ob._spend(ob._Prices(), "my-model", usage)
+    assert unknown["cost"] is None and unknown["note"] == "no price known for my-model"
+
+
 # ---------------------------------------------------------------- JSONL helpers
 
 
@@ -7680,10 +7704,12 @@ def test_cli_run_prints_events_and_exits_1_on_permanent_failures(
     assert (
         tokens_in > 0
         and ran.code == 1
-        and ran.err.splitlines()[-2:]
+        and ran.err.splitlines()[-3:]
         == [
             f"{out}: 4 requests, 3 succeeded, 1 failed (1 HTTP 400); 2 batches, 1 round, "
             f"{tokens_in} tokens in, {tokens_out} out; {took}",
+            "cost: under $0.01 at OpenAI batch prices of 2026-12 (LiteLLM 1.110.2); saved under "
+            "$0.01 against OpenAI standard prices of 2026-12 (LiteLLM 1.110.2)",
             f"next: openai-batch results {out} --failed shows them and why",
         ]
     )
@@ -7713,7 +7739,8 @@ def test_run_events_say_where_the_job_stands(client: Client, api: FakeAPI, tmp_p
     report = client.run(source, tmp_path / "out.jsonl", batch_size=2, on_event=events.append)
     kinds = [event["event"] for event in events]
     assert {"round", "uploaded", "created", "progress", "ended", "written"} <= set(kinds)
-    for event in events:
+    assert kinds[0] == "estimate" and events[0]["progress"]["work"]["done"] == 0
+    for event in events[1:]:
         requests, work = event["progress"]["requests"], event["progress"]["work"]
         assert sum(requests.values()) == 7 and work["unit"] == "shard"
         assert work["done"] + work["active"] + work["queued"] == 4
@@ -7724,6 +7751,120 @@ def test_run_events_say_where_the_job_stands(client: Client, api: FakeAPI, tmp_p
     assert last["work"] == {"unit": "shard", "done": 4, "active": 0, "queued": 0}
     assert last["left"] is None and last["per_second"] > 0
     assert last["usage"] == report.usage and report.usage["input_tokens"] == _fake_usage(api)[0]
+
+
+_PRICED = {"gpt-4o-mini": (10_000, 20_000)}  # $0.01 a token in, $0.02 out: cents to check
+
+
+def test_run_reports_what_a_batch_job_cost_from_its_batches_usage(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 3: the spend, from each ended batch's usage, in events and report."""
+    source = _job_input(tmp_path, 4, fail=(2,))
+    events: list[dict[str, Any]] = []
+    report = client.run(
+        source, tmp_path / "out.jsonl", batch_size=2, on_event=events.append, prices=_PRICED
+    )
+    # 3 answers of 2 tokens in ("question 1") and 3 out ("echo: question 1")
+    assert _fake_usage(api) == (6, 9) and report.usage["input_tokens"] == 6
+    assert (report.model, report.cost, report.prices) == ("gpt-4o-mini", 0.24, "your prices")
+    assert (report.standard_cost, report.standard_prices, report.cost_note) == (None, None, None)
+    assert events[0]["event"] == "estimate" and {
+        name: events[0][name] for name in ("model", "requests", "input_tokens", "prices")
+    } == {"model": "gpt-4o-mini", "requests": 4, "input_tokens": 40, "prices": "your prices"}
+    assert events[0]["input_cost"] == 0.4 and events[0]["output_cost"] is None
+    spent = [event["progress"]["spend"]["cost"] for event in events]
+    assert spent == sorted(spent) and spent[0] == 0 and spent[-1] == 0.24
+    assert events[-1]["progress"]["spend"]["prices"] == "your prices"
+    assert json.loads(json.dumps(dataclasses.asdict(report)))["cost"] == 0.24
+
+
+def test_run_prices_line_usage_where_a_batch_has_none(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 3: a server that fills no batch usage (llama-stack): each line's."""
+    api.batch_usage = False
+    source = _job_input(tmp_path, 4, fail=(2,))
+    report = client.run(source, tmp_path / "out.jsonl", batch_size=2, prices=_PRICED)
+    assert all(batch["usage"] is None for batch in api.batches.values())
+    assert (report.usage["input_tokens"], report.usage["output_tokens"]) == (6, 9)
+    assert report.cost == 0.24
+
+
+def test_run_resumed_counts_each_batchs_tokens_once(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 3: killed after a batch ended, then resumed: nothing counted twice."""
+    source = _job_input(tmp_path, 9)
+    out = tmp_path / "out.jsonl"
+
+    def crash_after_first_end(event: dict[str, Any]) -> None:
+        if event["event"] == "ended":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.run(source, out, batch_size=3, on_event=crash_after_first_end, prices=_PRICED)
+    events: list[dict[str, Any]] = []
+    report = client.run(source, out, batch_size=3, on_event=events.append, prices=_PRICED)
+    assert "estimate" not in [event["event"] for event in events]  # said when it began
+    assert _fake_usage(api) == (18, 27) and all(count == 1 for count in api.ran.values())
+    assert (report.usage["input_tokens"], report.usage["output_tokens"]) == (18, 27)
+    assert report.cost == 0.72  # 18 x $0.01 + 27 x $0.02
+
+
+def test_cli_run_says_what_a_job_cost_and_what_it_saved(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 3: at the table's prices, the saving against standard prices; and a
+    price given with --price, in the JSON events."""
+    big = " ".join(["word"] * 99_999)  # 100,000 tokens in, 100,001 out, to the fake
+    requests = [BatchRequest.chat(f"q{i}", "gpt-4.1", f"{big} {i}") for i in range(5)]
+    source = str(tmp_path / "in.jsonl")
+    ob.write_jsonl(source, requests)
+    out = tmp_path / "out.jsonl"
+    ran = cli(client, "run", source, "-o", str(out))
+    assert ran.code == 0 and ran.err.splitlines()[-1] == (  # 500k x $1 + 500,005 x $4
+        "cost: $2.50 at OpenAI batch prices of 2026-12 (LiteLLM 1.110.2); saved $2.50 against "
+        "OpenAI standard prices of 2026-12 (LiteLLM 1.110.2)"
+    )
+    priced = cli(
+        client, "run", _job_input(tmp_path, 4, fail=(2,)), "-o", str(tmp_path / "p.jsonl"),
+        "--batch-size", "2", "--json", "--price", "gpt-4o-mini=10000,20000",
+    )  # fmt: skip
+    events = [json.loads(line) for line in priced.out.splitlines()]
+    assert events[0]["event"] == "estimate" and events[0]["prices"] == "your --price"
+    ended = [event["progress"]["spend"]["cost"] for event in events if event["event"] == "ended"]
+    assert ended == [0.16, 0.24]  # after each batch: 2 answers, then 1 more
+    assert {name: events[-1][name] for name in ("event", "cost", "prices", "cost_note")} == {
+        "event": "report",
+        "cost": 0.24,
+        "prices": "your --price",
+        "cost_note": None,
+    }
+
+
+def test_run_with_no_price_for_its_model_gives_tokens_only(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 3: no price known: the fact in the library, the flag on the command line."""
+    requests = [BatchRequest.chat(f"q{i}", "my-model", f"question {i}") for i in range(2)]
+    source = str(tmp_path / "in.jsonl")
+    ob.write_jsonl(source, requests)
+    report = client.run(source, tmp_path / "out.jsonl")
+    assert report.usage["input_tokens"] == 4 and report.cost is None
+    assert (report.model, report.cost_note) == ("my-model", "no price known for my-model")
+    ran = cli(client, "run", source, "-o", str(tmp_path / "again.jsonl"), tty=True)
+    notes = ran.err.splitlines()
+    assert ran.code == 0 and notes[0] == (
+        "note: no price known for my-model: give --price my-model=IN,OUT[,CACHED]"
+    )
+    assert notes[1:4] == [
+        "estimate: 2 requests, model my-model",
+        "    input   ~20 tokens",
+        "    output  unbounded (2/2 requests set no output limit)",
+    ]
+    assert notes[-1] == "cost: no price known for my-model: give --price my-model=IN,OUT[,CACHED]"
+    assert ", 1 round, 4 tokens in, 6 out; " in notes[-2]
 
 
 def test_cli_run_on_a_terminal_keeps_one_live_block(
@@ -7739,10 +7880,11 @@ def test_cli_run_on_a_terminal_keeps_one_live_block(
     assert block[0] == "round 1 of 3: 3 shards done, 0 running, 0 queued"
     assert block[1].startswith("requests: 4 succeeded, 1 failed, 0 pending; ")
     assert block[1].endswith("/s")
-    assert block[3:] == [""]  # the block, once: each redraw and note took the last one's place
+    assert block[3] == "spent under $0.01 at OpenAI batch prices of 2026-12 (LiteLLM 1.110.2)"
+    assert block[4:] == [""]  # the block, once: each redraw and note took the last one's place
     assert block[2].startswith(f"{tokens_in} tokens in, {tokens_out} out; ")
     assert block[2].endswith(" so far")
-    assert ran.err.splitlines()[0] == "round 1: 3 shards"  # a note above the block
+    assert ran.err.splitlines()[4] == "round 1: 3 shards"  # a note above the block
 
 
 def test_run_says_why_a_request_got_no_result(client: Client, api: FakeAPI, tmp_path: Any) -> None:
@@ -8574,6 +8716,37 @@ def test_run_direct_killed_at_any_moment_sends_only_what_has_no_answer(tmp_path:
     assert sum(answered.values()) - count <= concurrency * len(kills)  # only those in flight
 
 
+def test_run_direct_prices_each_answers_usage_and_a_resume_counts_it_once(
+    tmp_path: Any,
+) -> None:
+    """Issue 19, item 3: a direct job's spend, from the answers' usage; stopped and resumed,
+    each kept answer counted once, with the saving against standard prices."""
+    source = _job_input(tmp_path, 40)
+    out = tmp_path / "out.jsonl"
+
+    def stop_at_first_progress(event: dict[str, Any]) -> None:
+        if event["event"] == "progress":
+            raise KeyboardInterrupt
+
+    with ChatServer(latency=0.01).serve() as server:
+        server.usage = (100_000, 50_000)  # gpt-4o-mini: $0.075 and $0.30 a million, batch
+        client = _direct_client(server)
+        with pytest.raises(KeyboardInterrupt):
+            client.run(source, out, direct=True, concurrency=4, on_event=stop_at_first_progress)
+        assert 0 < _answered(out) < 40
+        events: list[dict[str, Any]] = []
+        report = client.run(source, out, direct=True, on_event=events.append)
+        ran = cli(client, "run", source, "-o", str(out), "--direct", tty=True)  # written: again
+    assert (report.usage["input_tokens"], report.usage["output_tokens"]) == (4_000_000, 2_000_000)
+    assert report.cost == pytest.approx(0.3 + 0.6) and report.standard_cost == pytest.approx(1.8)
+    assert events[0]["progress"]["spend"]["cost"] > 0  # what the first run's answers cost
+    assert events[-1]["progress"]["spend"]["cost"] == report.cost
+    assert ran.err.splitlines()[-1] == (
+        "cost: $0.90 at OpenAI batch prices of 2026-12 (LiteLLM 1.110.2); saved $0.90 against "
+        "OpenAI standard prices of 2026-12 (LiteLLM 1.110.2)"
+    )
+
+
 def test_run_direct_cancel_ends_the_job_with_what_was_answered(tmp_path: Any) -> None:
     source = _job_input(tmp_path, 200)
     out = tmp_path / "out.jsonl"
@@ -8614,25 +8787,34 @@ def test_cli_run_direct_shows_a_live_line_and_piped_lines(tmp_path: Any) -> None
         client = _direct_client(server, speed=100)
         ran = cli(client, *args, str(tmp_path / "a.jsonl"), tty=True)
         piped = cli(client, *args, str(tmp_path / "b.jsonl"))
-    assert ran.code == 1 and ran.out.count("\x1b[2F") > 3  # redrawn in place, many times
-    work, requests, tokens, end = _screen(ran.out)  # the batch job's block, in the same shape
+    assert ran.code == 1 and ran.out.count("\x1b[3F") > 3  # redrawn in place, many times
+    work, requests, tokens, spent, end = _screen(ran.out)  # the batch job's block's shape
+    assert spent == "spent under $0.01 at OpenAI batch prices of 2026-12 (LiteLLM 1.110.2)"
     assert end == "" and work == (
         "round 1 of 3: 60 requests done, 0 in flight (at most 4 at once), 0 queued"
     )
     assert re.fullmatch(r"requests: 59 succeeded, 1 failed, 0 pending; [\d,.]+/s", requests)
     assert tokens.startswith("295 tokens in, 236 out; ") and tokens.endswith(" so far")
     notes = ran.err.splitlines()
-    assert notes[0] == "round 1: 60 requests"  # a note above the line
+    assert notes[:5] == [  # before anything is sent, what it will cost
+        "estimate: 60 requests, model gpt-4o-mini",
+        "    input   ~600 tokens, under $0.01",
+        "    output  unbounded (60/60 requests set no output limit), so no upper cost",
+        "    at OpenAI batch prices of 2026-12 (LiteLLM 1.110.2)",
+        "round 1: 60 requests",  # a note above the line
+    ]
     assert re.fullmatch(
         re.escape(f"{tmp_path}/a.jsonl: 60 requests, 59 succeeded, 1 failed (1 HTTP 400); ")
         + r"sent directly, 1 round, 295 tokens in, 236 out; [\dms ]+",
-        notes[-2],
+        notes[-3],
     )
     # In a pipe: a line every 5 seconds while it moves (on the client's clock, 100 times real
     # time here), on stdout.
     rows = [row.split("\t")[2:] for row in piped.out.splitlines() if "\tprogress\t" in row]
-    names = ["succeeded", "failed", "pending", "active", "per_second", "left"]
+    names = ["succeeded", "failed", "pending", "active", "per_second", "left", "spent_usd"]
     assert len(rows) > 2 and all([cell.split("=")[0] for cell in row] == names for row in rows)
+    # at most 295 x $0.075 + 236 x $0.30 a million, as the job goes
+    assert re.fullmatch(r"spent_usd=0\.0000[0-9]{2}", rows[-1][-1])
 
 
 def test_run_direct_rides_out_429s_that_say_nothing_of_when(tmp_path: Any) -> None:
