@@ -3373,6 +3373,32 @@ def _page(
     )
 
 
+def _pages(
+    transport: _Transport,
+    path: str,
+    model: type[_M],
+    after: str | None,
+    query: _Query,
+    headers: _Headers | None,
+    timeout: _TimeoutArg,
+) -> CursorPage[_M]:
+    """The first page of a list at ``path`` (after ``after``), whose next pages are fetched
+    the same way as iteration reaches them; ``query`` holds the list's other parameters (an
+    ``extra_query`` in it wins, as in the official package)."""
+
+    def fetch(cursor: str | None) -> CursorPage[_M]:
+        return transport.request_json(
+            "GET",
+            path,
+            lambda payload: _page(payload, model, fetch),
+            query={"after": cursor, **query},
+            headers=headers,
+            timeout=timeout,
+        )
+
+    return fetch(after)
+
+
 def _create_body(
     input_file_id: str,
     endpoint: BatchEndpoint | str,
@@ -3724,18 +3750,9 @@ class Batches:
     ) -> CursorPage[Batch]:
         """Batches, newest first: the first page now, the rest as iteration reaches them."""
 
-        def fetch(cursor: str | None) -> CursorPage[Batch]:
-            query = {"after": cursor, "limit": limit, **(extra_query or {})}
-            return self._client._transport.request_json(
-                "GET",
-                "/batches",
-                lambda payload: _page(payload, Batch, fetch),
-                query=query,
-                headers=extra_headers,
-                timeout=timeout,
-            )
-
-        return fetch(after)
+        query = {"limit": limit, **(extra_query or {})}
+        transport = self._client._transport
+        return _pages(transport, "/batches", Batch, after, query, extra_headers, timeout)
 
     def wait(
         self,
@@ -3921,18 +3938,9 @@ class Files:
     ) -> CursorPage[FileObject]:
         """Files, newest first unless ``order="asc"``; pages are fetched as iteration needs."""
 
-        def fetch(cursor: str | None) -> CursorPage[FileObject]:
-            query = {"purpose": purpose, "limit": limit, "after": cursor, "order": order}
-            return self._client._transport.request_json(
-                "GET",
-                "/files",
-                lambda payload: _page(payload, FileObject, fetch),
-                query={**query, **(extra_query or {})},
-                headers=extra_headers,
-                timeout=timeout,
-            )
-
-        return fetch(after)
+        query = {"purpose": purpose, "limit": limit, "order": order, **(extra_query or {})}
+        transport = self._client._transport
+        return _pages(transport, "/files", FileObject, after, query, extra_headers, timeout)
 
     def content(
         self,
@@ -4765,18 +4773,11 @@ class Webhooks:
         """The project's endpoints, newest first: the first page now, the rest as iteration
         reaches them (``extra_body`` is not sent on a GET)."""
 
-        def fetch(cursor: str | None) -> CursorPage[WebhookEndpoint]:
-            query = {"after": cursor, "limit": limit, **(extra_query or {})}
-            return self._client._transport.request_json(
-                "GET",
-                "/webhook_endpoints",
-                lambda payload: _page(payload, WebhookEndpoint, fetch),
-                query=query,
-                headers=extra_headers,
-                timeout=timeout,
-            )
-
-        return fetch(_passed(after))
+        query = {"limit": limit, **(extra_query or {})}
+        transport, path = self._client._transport, "/webhook_endpoints"
+        return _pages(
+            transport, path, WebhookEndpoint, _passed(after), query, extra_headers, timeout
+        )
 
     def delete(
         self,
