@@ -8203,7 +8203,10 @@ class _DirectRound:
         self.settle(send, answer)
         if self.policy.succeeded and self.failure is None:  # the server is the right one
             for parked, kept in self.policy.unpark():
-                self.settle(parked, kept)
+                # Judged again, as if it came now: a success sent before it says nothing of
+                # the key it met (a 401 kept back stops the round if a probe fails too).
+                if self.failure is None and not self.policy.park(parked, kept):
+                    self.settle(parked, kept)
 
     def settle(self, send: _Send, answer: _Answer) -> None:
         """Write an answer, or put its request back to be tried again."""
