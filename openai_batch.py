@@ -7544,6 +7544,11 @@ def _run_job(
             f"the output is the input file ({input}): the results would overwrite the requests",
             setting="output",
         )
+    if os.path.isdir(output_path):  # found now, not when the paid-for results are written
+        raise _ArgumentError(
+            f"the output is a folder ({output}): the results are one file, named in full",
+            setting="output",
+        )
     if not os.path.isdir(os.path.dirname(output_path)):
         raise FileNotFoundError(2, "No such folder for RESULTS", os.path.dirname(output_path))
     _check_settings(settings, _PROVIDERS[client._provider].max_requests)

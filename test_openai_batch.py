@@ -8075,6 +8075,24 @@ def test_a_job_is_refused_its_own_input_as_results_and_follows_a_moved_input(
     assert report.ok and _output_ids(out) == ["q0", "q1", "q2"]
 
 
+def test_a_job_is_refused_a_folder_as_results_before_anything_is_sent(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 18's review: ``run -o /tmp`` began a job in /tmp.job and would have failed only
+    when the paid-for results were written."""
+    source = _job_input(tmp_path, 2)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    with raises(ValueError) as info:
+        client.run(source, folder)
+    assert str(info.value) == (
+        f"the output is a folder ({folder}): the results are one file, named in full"
+    )
+    assert api.requests == [] and not os.path.exists(f"{folder}.job")
+    ran = cli(client, "run", source, "-o", str(folder))
+    assert (ran.code, ran.err.splitlines()[-1]) == (2, "hint: give RESULTS another path (-o)")
+
+
 def test_a_job_outlives_a_lost_output_file_and_a_failed_clean_up(
     client: Client, api: FakeAPI, tmp_path: Any
 ) -> None:
