@@ -6219,7 +6219,9 @@ _JOB_SETTINGS: dict[str, tuple[float, float, float | None]] = {
     "concurrency": (1, _MAX_CONCURRENCY, DEFAULT_CONCURRENCY),
     "max_requests_per_minute": (1, 10**9, None),
     "max_tokens_per_minute": (1, 10**12, None),
+    "max_cost": (0, 10**9, None),  # USD, over the whole job, reruns included
 }
+_FRACTIONAL = ("poll_interval", "max_cost")  # the settings that need not be whole numbers
 _DIRECT_ONLY = ("concurrency", "max_requests_per_minute", "max_tokens_per_minute")
 
 
@@ -6355,14 +6357,26 @@ class JobStoppedError(OpenAIError):
     """A job stopped before its end, keeping all it has: the server did not answer for too
     long, or said that the key or the address is wrong. Running the job again resumes it.
 
-    ``reason`` is ``"outage"``, ``"credentials"``, ``"address"`` or ``"quota"``; ``error``
-    is the server's answer that decided it, when there was one.
+    ``reason`` is ``"outage"``, ``"credentials"``, ``"address"``, ``"quota"`` or
+    ``"max_cost"``; ``error`` is the server's answer that decided it, when there was one.
+    A job stopped at its cost cap has written RESULTS with what it has, and ``report`` is
+    that RESULTS' report; ``needed`` is the cap (USD) that would let it send all the rest,
+    at worst.
     """
 
-    def __init__(self, message: str, reason: str, error: APIError | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        reason: str,
+        error: APIError | None = None,
+        report: JobReport | None = None,
+        needed: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.error = error
+        self.report = report
+        self.needed = needed
 
 
 def _sha256(path: str) -> str:
@@ -6709,7 +6723,7 @@ def _check_settings(settings: dict[str, Any], max_requests: int) -> None:
     """Refuse, before anything is sent, settings that could not work."""
     for name, (low, high, _) in _JOB_SETTINGS.items():
         value = settings[name]
-        whole = name != "poll_interval"
+        whole = name not in _FRACTIONAL
         if name == "batch_size":
             high = min(high, max_requests)
         if value is None and _JOB_SETTINGS[name][2] is None:
@@ -6719,6 +6733,73 @@ def _check_settings(settings: dict[str, Any], max_requests: int) -> None:
             kind = "a whole number" if whole else "a number"
             none = ", or None" if _JOB_SETTINGS[name][2] is None else ""
             raise _ArgumentError(f"{name} must be {kind} from {low:g} to {high:,g}{none}")
+
+
+class _CostCap:
+    """The most a job may spend, in USD (``max_cost``), over all its runs.
+
+    A piece of work (a batch job's shard, a direct job's request) is started only if what the
+    job has spent, plus the worst case of everything it has running, plus the piece's own
+    worst case, stays within the cap. A request's worst case is its estimated input and the
+    most output its limit allows (``_request_estimate``), at the model's batch price; a piece
+    holds its worst case until it ends, and then what its tokens cost is spent.
+    """
+
+    def __init__(self, limit: float, price: _Price) -> None:
+        self.limit, self.price = limit, price
+
+    def worst(self, url: str, body: Mapping[str, Any]) -> float:
+        tokens, most = _request_estimate(url, body)
+        return self.price.cost(tokens, most or 0)
+
+    def worst_of(self, path: str) -> float:
+        """The worst case of every request in a file of them."""
+        total = 0.0
+        for _, raw in _binary_lines(path):
+            if raw.strip():
+                data = json.loads(raw)
+                total += self.worst(data["url"], data["body"])
+        return total
+
+    def spent(self, usage: Mapping[str, int]) -> float:
+        tokens = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+        return self.price.cost(*tokens, usage.get("cached_tokens", 0))
+
+    def fits(self, spent: float, held: float, worst: float) -> bool:
+        return spent + held + worst <= self.limit + 1e-9  # a sum of floats: within a rounding
+
+
+def _cost_cap(
+    limit: float | None, prices: _Prices, model: str | None, unbounded: Callable[[], int]
+) -> _CostCap | None:
+    """The job's cost cap, or None; refused before anything is sent when it could not be
+    kept: no price known for the model, or requests with no limit on their output."""
+    if limit is None:
+        return None
+    price = prices.price(model)
+    if price is None:
+        known = f"no price is known for {model}" if model else "the input names no model"
+        raise _ArgumentError(
+            f"max_cost needs the model's price, and {known}: nothing was sent",
+            setting="max_cost",
+        )
+    count = unbounded()
+    if count:
+        raise _ArgumentError(
+            f"max_cost needs a bound on every request's cost, and {_plural(count, 'request')} "
+            "set no output limit (max_tokens, max_completion_tokens or max_output_tokens): "
+            "nothing was sent",
+            setting="max_cost",
+        )
+    return _CostCap(limit, price)
+
+
+def _unbounded(path: str) -> int:
+    """How many requests of an input set no limit on their output."""
+    tally = _TokenTally()
+    for data in read_jsonl(path):
+        tally.add(data["url"], data["body"])
+    return tally.unbounded
 
 
 if TYPE_CHECKING:
@@ -6765,10 +6846,13 @@ class _Job:
         settings: dict[str, Any],
         on_event: Callable[[dict[str, Any]], object] | None,
         prices: _Prices | None = None,
+        cap: _CostCap | None = None,
     ) -> None:
         self.client, self.record, self.settings = client, record, settings
         self.on_event = on_event
         self.prices = _Prices() if prices is None else prices
+        self.cap = cap
+        self.capped: float | None = None  # the worst case of the work the cap kept back
         self.clock, self.sleep = client._transport.clock, client._transport.sleep
         self.began = self.clock()  # in this process, for the pace and the time left
         self.done_before: int | None = None
@@ -6827,6 +6911,8 @@ class _Job:
             self.event("already_written", output=data["output"])
         try:
             while data["status"] not in ended:
+                if self.capped is not None:
+                    self.stop_at_cap()
                 if self.driver.busy():
                     self.driver.drive()
                 elif (
@@ -6841,6 +6927,33 @@ class _Job:
         if data["status"] == _JobStatus.WRITTEN.value:
             self.finish()
 
+    def at_cap(self, worst: float) -> None:
+        """The next piece of work, whose worst case is ``worst``, would pass the cost cap: the
+        job starts nothing more, and stops once what runs has ended (``stop_at_cap``)."""
+        if self.capped is None:
+            self.capped = worst
+            assert self.cap is not None
+            self.event("max_cost", max_cost=self.cap.limit, worst=worst)
+
+    def stop_at_cap(self) -> NoReturn:
+        """Write RESULTS with what the job has, each request not sent saying so, and stop:
+        the job stays open, and a run with a higher cap sends the rest."""
+        assert self.cap is not None
+        left = self.write(final=False)
+        report = self.report()
+        spent = self.cap.spent(report.usage)
+        unsent = report.failures.get("max_cost", 0)
+        raise JobStoppedError(
+            f"the job stopped at its cost cap of {_usd(self.cap.limit)}, with "
+            f"{_usd(spent)} spent at {self.cap.price.source}: {_plural(unsent, 'request')} "
+            f"not sent, whose worst case is {_usd(left)} more. {self.data['output']} has "
+            "what was done, and a line saying so for each request not sent; the job is kept, "
+            "and run again with a higher cap it sends only those",
+            "max_cost",
+            report=report,
+            needed=math.ceil((spent + left) * 100) / 100,
+        )
+
     def cancel(self) -> None:
         """Cancel the job's running work, keeping what it has done, and start no more.
 
@@ -6853,9 +6966,11 @@ class _Job:
 
     # -- the end ------------------------------------------------------------------------------
 
-    def write(self) -> None:
+    def write(self, final: bool = True) -> float:
         """RESULTS, atomically: one line per request, in input order, each the line the
-        server wrote, byte for byte; or, for a request with none, a line saying why.
+        server wrote, byte for byte; or, for a request with none, a line saying why. Unless
+        ``final`` (a job stopped at its cost cap), the job stays open; what is returned is
+        then the worst case of the requests with no result (0.0 otherwise).
 
         The driver gives the requests in runs (a first-round shard of a batch job), each with
         the result files that answer it; results of later rounds, which may be for any
@@ -6864,6 +6979,7 @@ class _Job:
         """
         segments, late, late_endings = self.driver.sources()
         tally: dict[str, Any] = {"requests": 0, "succeeded": 0, "failed": 0, "failures": {}}
+        left = 0.0
         later = _line_index(late)
         with _AtomicFile(self.data["output"]) as out, _LineReader(late) as late_lines:
             for segment in segments:
@@ -6873,7 +6989,8 @@ class _Job:
                     for _, raw in _binary_lines(segment.requests):
                         if not raw.strip():
                             continue
-                        custom_id = json.loads(raw)["custom_id"]  # the input was validated
+                        request = json.loads(raw)  # the input was validated
+                        custom_id = request["custom_id"]
                         place, newer = own.pop(custom_id, None), later.pop(custom_id, None)
                         reader: _LineReader | None = lines
                         if newer is not None and _supersedes(
@@ -6887,6 +7004,8 @@ class _Job:
                             line["error"] = error
                             text, ok = _dumps_line(line).encode("utf-8") + b"\n", False
                             reason = error["code"]
+                            if self.cap is not None and not final:
+                                left += self.cap.worst(request["url"], request["body"])
                         else:
                             text, ok = reader.at(place >> 1), bool(place & 1)
                             reason = "" if ok else _failure_reason(text)
@@ -6897,14 +7016,10 @@ class _Job:
                             tally["failures"][reason] = tally["failures"].get(reason, 0) + 1
         seconds = self.clock() - self.data["started"]
         batches, usage = self.driver.totals()
-        self.record.job(
-            status=_JobStatus.WRITTEN.value,
-            tally=tally,
-            seconds=seconds,
-            batches=batches,
-            usage=usage,
-        )
+        status = _JobStatus.WRITTEN.value if final else self.data["status"]
+        self.record.job(status=status, tally=tally, seconds=seconds, batches=batches, usage=usage)
         self.event("written", output=self.data["output"])
+        return left
 
     def no_result(self, endings: list[str]) -> dict[str, str]:
         """Why a request has no result, from how the work it was sent in ended."""
@@ -6922,7 +7037,11 @@ class _Job:
         if errors:
             said.append(f"the batch said: {errors[-1]}")
         last = endings[-1].split(":", 1)[0] if endings else "completed"
-        if self.data.get("cancelled"):
+        if self.capped is not None and last != "failed":
+            assert self.cap is not None
+            code = "max_cost"
+            said = [f"not sent: the job stopped at its cost cap of {_usd(self.cap.limit)}"]
+        elif self.data.get("cancelled"):
             code = "job_cancelled"
             said.append("the job was cancelled")
         elif last == "failed":
@@ -7017,6 +7136,8 @@ class _BatchRounds:
         self.clean = 0  # batches ended well since
         self.succeeded = self.failed = 0
         self.usage: dict[str, int] = {}
+        self.worsts: dict[str, float] = {}  # each shard's worst case, under a cost cap
+        self.unpriced = 0.0  # ... of the shards that ended with results and no tokens said
         self.ended = 0
         for number, shard in enumerate(self.record.shards):
             self.count(number, shard)
@@ -7038,6 +7159,8 @@ class _BatchRounds:
             self.succeeded += shard.get("succeeded", 0)
             self.failed += shard.get("failed", 0)
             _added(self.usage, shard.get("usage") or {})
+            if self.job.cap is not None and shard.get("succeeded") and not shard.get("usage"):
+                self.unpriced += self.worst(number)  # what it cost is not known: the most
 
     def run(self, number: int) -> None:
         self.running[number] = None
@@ -7198,9 +7321,9 @@ class _BatchRounds:
             if cancelling:
                 self.cancel()  # each pass, until every batch the job may have made is asked
             while self.queued and not cancelling and self.room_for(self.queued[0]):
-                if not self.start(self.queued[0]):
+                if not self.affords() or not self.start(self.queued[0]):
                     break
-            if not self.running and not self.queued:
+            if not self.running and (not self.queued or self.job.capped is not None):
                 return
             ended = self.ended
             for number in list(self.running):
@@ -7220,6 +7343,64 @@ class _BatchRounds:
             return False
         tokens = self.record.shards[number]["tokens"]
         return self.budget is None or self.held + tokens <= self.budget
+
+    def worst(self, number: int) -> float:
+        """A shard's worst case under the cost cap, read from its file once."""
+        name = self.record.shards[number]["name"]
+        if name not in self.worsts:
+            assert self.job.cap is not None
+            self.worsts[name] = self.job.cap.worst_of(self.record.path(name))
+        return self.worsts[name]
+
+    def affords(self) -> bool:
+        """Whether the next queued shard may start under the cost cap, with what runs.
+
+        One that does not fit waits while others run, since they may end under their worst
+        case. With nothing running it is cut in halves until the first fits; a single request
+        that does not fit stops the job starting work. A shard whose create may have gone out
+        is looked up first: a batch found runs, and is waited for.
+        """
+        import functools
+
+        cap = self.job.cap
+        if cap is None:
+            return True
+        while self.job.capped is None:
+            number = self.queued[0]
+            shard, worst = self.record.shards[number], self.worst(number)
+            held = sum(self.worst(running) for running in self.running)
+            if cap.fits(cap.spent(self.usage) + self.unpriced, held, worst):
+                return True
+            if self.running:
+                return False
+            sent = shard.get("sent")
+            if sent == _shard_key(shard):
+                looked = self.call("create", functools.partial(self.made_with, sent))
+                if looked is None:
+                    return False  # looked up again on the next pass
+                self.adopt(number, looked[0])
+                if looked[0] is not None:
+                    return False
+                continue
+            if shard["requests"] == 1:
+                self.job.at_cap(worst)
+            else:
+                self.split(number)
+                self.queued.rotate(2)  # its halves, from the back of the queue to the front
+        return False
+
+    def adopt(self, number: int, found: Batch | None) -> None:
+        """A queued shard whose create may have gone out, looked up: its batch, found, runs;
+        with none, no create went out."""
+        shard = self.record.shards[number]
+        if found is not None:
+            shard["batch_id"], shard["status"] = found.id, _ShardStatus.RUNNING.value
+            shard["made"] = shard.get("made", 0) + 1
+            self.queued.remove(number)
+            self.run(number)
+        else:
+            shard["sent"] = None
+        self.record.shard(number)
 
     def call(self, what: str, make: Callable[[], _T]) -> _T | None:
         """A call of the Batch API, its outage ridden out: None after a failure that is the
@@ -7270,7 +7451,7 @@ class _BatchRounds:
             shard["file_id"] = upload.id
             self.record.shard(number)
             self.job.event("uploaded", shard=shard["name"], file_id=upload.id)
-        key = shard["key"] + (f"-t{shard['tries']}" if shard["tries"] else "")
+        key = _shard_key(shard)
         never_sent = shard.get("sent") != key
         if never_sent:  # recorded first: a kill after this line may leave a batch to find
             shard["sent"] = key
@@ -7464,14 +7645,11 @@ class _BatchRounds:
                 looked = self.call("cancel", functools.partial(self.made_with, sent))
             if looked is None:
                 continue  # the list could not be read: looked up again on the next pass
-            found = looked[0]
-            if found is not None:
-                shard["batch_id"], shard["status"] = found.id, _ShardStatus.RUNNING.value
-                shard["made"] = shard.get("made", 0) + 1
-                self.run(number)
-            else:
-                shard["status"] = _ShardStatus.NOT_STARTED.value
-                self.count(number, shard)
+            if looked[0] is not None:
+                self.adopt(number, looked[0])
+                continue
+            shard["status"] = _ShardStatus.NOT_STARTED.value
+            self.count(number, shard)
             self.record.shard(number)
             self.queued.remove(number)
         for number in list(self.running):
@@ -7509,6 +7687,11 @@ class _BatchRounds:
 
 
 _DRIVERS[_BatchRounds.mode] = _BatchRounds
+
+
+def _shard_key(shard: _ShardRecord) -> str:
+    """The idempotency key a shard's next create goes with: a new one after each requeue."""
+    return shard["key"] + (f"-t{shard['tries']}" if shard["tries"] else "")
 
 
 def _ending(shard: _ShardRecord) -> list[str]:
@@ -7569,6 +7752,9 @@ def _run_job(
         begin = {"endpoint": summary.endpoint or "", "requests": summary.requests}
         begin.update(started=clock(), output=output_path, mode=mode, model=summary.model)
         estimate = summary.estimate
+        assert estimate is not None
+        unbounded = estimate.unbounded
+        _cost_cap(settings.get("max_cost"), prices, summary.model, lambda: unbounded)
     record = _Record.open(output_path, input_path, settings, begin)
     try:
         if record.data["mode"] != mode:
@@ -7576,7 +7762,13 @@ def _run_job(
                 f"the job in {record.folder} is a {record.data['mode']} job, not a {mode} one; "
                 f"run it as it began, or remove {record.folder} to start again"
             )
-        job = _Job(client, record, settings, on_event, prices)
+        cap = _cost_cap(
+            settings.get("max_cost"),
+            prices,
+            record.data.get("model"),
+            (lambda: unbounded) if estimate else (lambda: _unbounded(input_path)),
+        )
+        job = _Job(client, record, settings, on_event, prices, cap)
         if estimate is not None:
             from dataclasses import asdict
 
@@ -7689,7 +7881,11 @@ class _DirectRounds:
             return False
         self.record.data["round"] = round_  # in memory, for the events: recorded once it is over
         self.job.event("round", round=round_, requests=pending)
-        self.fly(_DirectRound(self, answers))
+        flight = _DirectRound(self, answers)
+        self.fly(flight)
+        if flight.capped is not None:  # cut short: the round is run again, with a higher cap
+            self.job.at_cap(flight.capped)
+            return True
         self.record.job(round=round_)
         return True
 
@@ -7916,6 +8112,7 @@ class _Send:
 
     def __init__(self, data: dict[str, Any], tokens: int) -> None:
         self.data, self.tokens = data, tokens
+        self.worst: float | None = None  # its cost at worst, held under a cost cap in flight
         self.tries = 0  # retries taken, for the client's retry rules
         self.sends = 0  # sends this round
         self.sent = 0.0  # when it was last sent
@@ -8150,10 +8347,49 @@ class _DirectRound:
         self.finished = threading.Event()
         self.left = self.workers  # the workers still running
         self.lock = threading.Lock()
+        # Under a cost cap: the worst case held by the requests in flight, how many hold it,
+        # and what answers with no tokens said may have cost, at most.
+        self.cap = job.cap
+        self.capped: float | None = None  # the worst case of the request the cap kept back
+        self.held, self.holding, self.unpriced = 0.0, 0, 0.0
+        self.spending = threading.Condition()
 
     def stop(self) -> None:
         self.queue.stop()
         self.pacer.stop()
+        with self.spending:
+            self.spending.notify_all()
+
+    def reserve(self, send: _Send) -> bool:
+        """Hold ``send``'s worst case under the cost cap, waiting while requests in flight may
+        end under theirs; False, and the round starts nothing more, once it cannot fit."""
+        cap = self.cap
+        assert cap is not None
+        if send.worst is None:
+            send.worst = cap.worst(send.data["url"], send.data["body"])
+        with self.spending:
+            while not cap.fits(
+                cap.spent(self.answers.counts()["usage"]) + self.unpriced, self.held, send.worst
+            ):
+                if not self.holding or self.capped is not None or self.queue.stopped:
+                    if self.capped is None and not self.queue.stopped:
+                        self.capped = send.worst
+                    self.queue.stop()  # what is in flight comes back; nothing more goes
+                    return False
+                self.spending.wait(_TICK)
+            self.held += send.worst
+            self.holding += 1
+            return True
+
+    def release(self, send: _Send, unpriced: bool) -> None:
+        """``send`` is back: its worst case is no longer held (and is spent, if it succeeded
+        with no tokens said)."""
+        assert send.worst is not None
+        with self.spending:
+            self.holding -= 1
+            self.held = self.held - send.worst if self.holding else 0.0
+            self.unpriced += send.worst if unpriced else 0.0
+            self.spending.notify_all()
 
     def give_up(self, failure: BaseException) -> None:
         """Stop the round: nothing more is sent, and the job says what is wrong."""
@@ -8186,10 +8422,24 @@ class _DirectRound:
                     self.finished.set()
 
     def send(self, send: _Send) -> None:
-        """Send one request; write its answer, or put it back to be tried again."""
+        """Send one request, within the cost cap if there is one."""
+        if self.cap is None:
+            self.try_once(send)
+            return
+        if not self.reserve(send):
+            return  # kept back by the cap: sent when the job runs again
+        unpriced = False
+        try:
+            unpriced = self.try_once(send)
+        finally:
+            self.release(send, unpriced)
+
+    def try_once(self, send: _Send) -> bool:
+        """Send one request; write its answer, or put it back to be tried again. True if it
+        succeeded with no tokens said, so that what it cost is not known."""
         epoch = self.pacer.acquire(send.tokens)
         if epoch is None:
-            return  # the round stopped while it waited
+            return False  # the round stopped while it waited
         send.sends += 1
         send.sent = self.clock()
         status, headers, raw, error = self.post(send.data)
@@ -8204,7 +8454,7 @@ class _DirectRound:
         self.pacer.release(epoch, status, headers, used - send.tokens if used else 0)
         answer: _Answer = (status, headers, body, error, usage)
         if error is not None and (self.failure is not None or self.policy.park(send, answer)):
-            return  # not written: the round has stopped, or the answer is kept back
+            return False  # not written: the round has stopped, or the answer is kept back
         self.settle(send, answer)
         if self.policy.succeeded and self.failure is None:  # the server is the right one
             for parked, kept in self.policy.unpark():
@@ -8212,6 +8462,7 @@ class _DirectRound:
                 # the key it met (a 401 kept back stops the round if a probe fails too).
                 if self.failure is None and not self.policy.park(parked, kept):
                     self.settle(parked, kept)
+        return error is None and not usage
 
     def settle(self, send: _Send, answer: _Answer) -> None:
         """Write an answer, or put its request back to be tried again."""
@@ -8765,6 +9016,7 @@ class Client:
         max_requests_per_minute: int | None = None,
         max_tokens_per_minute: int | None = None,
         prices: Mapping[str, Any] | _Prices | None = None,
+        max_cost: float | None = None,
     ) -> JobReport:
         """Run every request of a JSONL file of any size, across as many batches as it takes.
 
@@ -8793,6 +9045,15 @@ class Client:
         price. ``prices`` (``{model: (input, output[, cached_input])}`` in USD per million
         tokens) come before a JSON file named by ``OPENAI_BATCH_PRICES``, and that before the
         table; a bad price raises ``ValueError`` before anything is sent.
+
+        ``max_cost`` (USD) caps what the job spends over all its runs: a batch, or a direct
+        request, starts only if what is spent plus the worst case of all that runs stays
+        within it (a request's worst case: its estimated input and its most output). At the
+        cap, the job starts nothing more, lets what runs end, writes ``output`` with a line
+        for each request not sent, and raises ``JobStoppedError`` (reason ``"max_cost"``,
+        with ``report`` and ``needed``); run again with a higher cap, it sends only those.
+        With no price known for the model, or a request with no output limit, it raises
+        ``ValueError`` before anything is sent.
         """
         settings = {
             "batch_size": batch_size,
@@ -8804,6 +9065,7 @@ class Client:
             "concurrency": concurrency,
             "max_requests_per_minute": max_requests_per_minute,
             "max_tokens_per_minute": max_tokens_per_minute,
+            "max_cost": max_cost,
         }
         for name in ("max_requests_per_minute", "max_tokens_per_minute"):
             if settings[name] is not None and not direct:
@@ -10901,6 +11163,7 @@ def _cmd_run(session: _Session) -> int:
             max_requests_per_minute=args.max_requests_per_minute,
             max_tokens_per_minute=args.max_tokens_per_minute,
             prices=_Prices(dict(args.price or ()), given_as="your --price"),
+            max_cost=args.max_cost,
         )
     except KeyboardInterrupt:
         console.end_live()
@@ -11258,7 +11521,7 @@ def _number(low: float, high: float, whole: bool = False) -> Callable[[str], flo
 def _setting(name: str) -> Callable[[str], float]:
     """An argparse type for a job setting, with the bounds the library declares for it."""
     low, high, _ = _JOB_SETTINGS[name]
-    return _number(low, high, whole=name != "poll_interval")
+    return _number(low, high, whole=name not in _FRACTIONAL)
 
 
 _SECONDS = _number(0.1, 86400.0)  # a request: up to a day
@@ -11650,7 +11913,14 @@ def _run_command(commands: Any, common: Any) -> None:
         action="store_true",
         help="cancel the job's running batches and end it with what they did",
     )
-    _price_option(run, "for the estimate and the spend")
+    _price_option(run, "for the estimate, the spend and --max-cost")
+    run.add_argument(
+        "--max-cost",
+        type=_setting("max_cost"),
+        metavar="USD",
+        help="spend at most this on the job, reruns included: work starts only if its worst "
+        "case fits; at the cap the job stops, keeping all it has",
+    )
     _direct_options(run)
     run.add_argument("--json", action="store_true", help="print each event as a JSON line")
 
@@ -11847,6 +12117,14 @@ _HINTS: list[tuple[Callable[[BaseException, str], bool], str | Callable[[Any], s
         lambda e, c: isinstance(e, JobStoppedError) and "but got text/html" in str(e),
         "the server answers with a web page, not its API; an OpenAI-compatible server's base "
         "URL usually ends in /v1 (--base-url http://host:8000/v1)",
+    ),
+    (
+        lambda e, c: isinstance(e, JobStoppedError) and e.reason == "max_cost",
+        lambda e: (
+            f"to send the rest, run the same command again with --max-cost {e.needed:.2f} (or "
+            f"what you will spend); `openai-batch results {e.report.output} --failed` lists "
+            "them"
+        ),
     ),
     (lambda e, c: isinstance(e, JobStoppedError), lambda e: _STOPPED[e.reason]),
     (

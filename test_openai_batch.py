@@ -7843,6 +7843,105 @@ def test_cli_run_says_what_a_job_cost_and_what_it_saved(
     }
 
 
+def _capped_input(tmp_path: Any, count: int, name: str = "in.jsonl") -> str:
+    """Chat requests of "question i" with max_tokens=10: at _PRICED, each is 10 tokens in at
+    most ($0.10) and 10 out ($0.20), so $0.30 at worst; the fake answers 2 in, 3 out ($0.08)."""
+    path = str(tmp_path / name)
+    requests = [
+        BatchRequest.chat(f"q{i}", "gpt-4o-mini", f"question {i}", max_tokens=10)
+        for i in range(count)
+    ]
+    ob.write_jsonl(path, requests)
+    return path
+
+
+def test_run_stops_at_its_cost_cap_between_shards_and_resumes_with_a_higher_one(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 4: a shard starts only if the spend and the worst case of all that runs
+    fit; a shard too big for what is left is cut; at the cap the job writes what it has, says
+    what was not sent and what cap would send it, and a rerun with that cap sends only those."""
+    source, out = _capped_input(tmp_path, 6), tmp_path / "out.jsonl"
+    events: list[dict[str, Any]] = []
+    with pytest.raises(ob.JobStoppedError) as stopped:
+        client.run(source, out, batch_size=2, max_cost=0.5, prices=_PRICED, on_event=events.append)
+    error = stopped.value
+    assert error.reason == "max_cost" and error.report is not None
+    done = sum(api.ran.values())
+    # every batch started fitted: spent + the worst case of what ran stayed within $0.50
+    assert done == 3 and all(count == 1 for count in api.ran.values())
+    assert error.report.cost == pytest.approx(0.08 * done)
+    assert error.report.failures == {"max_cost": 6 - done} and error.report.succeeded == done
+    assert error.needed == pytest.approx(0.08 * done + 0.30 * (6 - done))
+    lines = _json_lines(out)
+    assert [line["custom_id"] for line in lines] == [f"q{i}" for i in range(6)]
+    unsent = [line for line in lines if line["response"] is None]
+    assert len(unsent) == 6 - done and unsent[0]["error"] == {
+        "code": "max_cost",
+        "message": "no result: not sent: the job stopped at its cost cap of $0.50",
+    }
+    assert str(error) == (
+        "the job stopped at its cost cap of $0.50, with $0.24 spent at your prices: 3 requests "
+        "not sent, whose worst case is $0.90 more. "
+        f"{out} has what was done, and a line saying so for each request not sent; the job "
+        "is kept, and run again with a higher cap it sends only those"
+    )
+    assert [e for e in events if e["event"] == "max_cost"][0]["max_cost"] == 0.5
+    # the same cap again: nothing is sent, and it says so again
+    with pytest.raises(ob.JobStoppedError):
+        client.run(source, out, batch_size=2, max_cost=0.5, prices=_PRICED)
+    assert sum(api.ran.values()) == done
+    report = client.run(source, out, batch_size=2, max_cost=error.needed, prices=_PRICED)
+    assert report.ok and report.requests == 6 and report.cost == pytest.approx(0.48)
+    assert sorted(api.ran) == [f"q{i}" for i in range(6)]  # each request once, in all
+    assert all(count == 1 for count in api.ran.values())
+    assert _output_ids(out) == [f"q{i}" for i in range(6)]
+
+
+def test_cli_run_at_its_cost_cap_says_what_was_spent_and_the_cap_that_sends_the_rest(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 4: the fact, then the command with the cap that would send the rest."""
+    source, out = _capped_input(tmp_path, 6), str(tmp_path / "out.jsonl")
+    price = ["--price", "gpt-4o-mini=10000,20000", "--batch-size", "2"]
+    ran = cli(client, "run", source, "-o", out, "--max-cost", "0.5", *price)
+    assert ran.code == 1 and sum(api.ran.values()) == 3
+    assert ran.err.splitlines()[-2:] == [
+        "error: the job stopped at its cost cap of $0.50, with $0.24 spent at your --price: 3 "
+        f"requests not sent, whose worst case is $0.90 more. {out} has what was done, and a "
+        "line saying so for each request not sent; the job is kept, and run again with a "
+        "higher cap it sends only those",
+        "hint: to send the rest, run the same command again with --max-cost 1.14 (or what you "
+        f"will spend); `openai-batch results {out} --failed` lists them",
+    ]
+    done = cli(client, "run", source, "-o", out, "--max-cost", "1.14", *price)
+    assert done.code == 0 and sorted(api.ran.values()) == [1] * 6
+
+
+def test_run_refuses_a_cost_cap_it_could_not_keep_before_sending_anything(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 4: no price known for the model, or a request with no output limit."""
+    out = tmp_path / "out.jsonl"
+    unpriced = str(tmp_path / "mine.jsonl")
+    ob.write_jsonl(unpriced, [BatchRequest.chat("a", "my-model", "hi", max_tokens=5)])
+    with pytest.raises(ValueError, match=r"^max_cost needs the model's price, and no price is"):
+        client.run(unpriced, out, max_cost=1.0)
+    unbounded = _job_input(tmp_path, 3)  # no max_tokens
+    with pytest.raises(ValueError) as refused:
+        client.run(unbounded, out, max_cost=1.0, prices=_PRICED)
+    assert str(refused.value) == (
+        "max_cost needs a bound on every request's cost, and 3 requests set no output limit "
+        "(max_tokens, max_completion_tokens or max_output_tokens): nothing was sent"
+    )
+    with pytest.raises(ValueError, match="max_cost must be a number from 0 to"):
+        client.run(unbounded, out, max_cost=-1.0, prices=_PRICED)
+    assert not api.batches and not api.files and not os.path.exists(str(out) + ".job")
+    ran = cli(client, "run", unpriced, "-o", str(out), "--max-cost", "2")
+    assert ran.code == 2 and "max_cost needs the model's price" in ran.err
+    assert not api.batches
+
+
 def test_run_with_no_price_for_its_model_gives_tokens_only(
     client: Client, api: FakeAPI, tmp_path: Any
 ) -> None:
@@ -8604,6 +8703,28 @@ def test_run_direct_writes_every_answer_in_order_within_the_concurrency(tmp_path
     )
     again = client.run(source, out, direct=True)  # done already: nothing is sent
     assert again.requests == 150 and sum(server.seen.values()) == 150 + 2 + 5
+
+
+def test_run_direct_stops_at_its_cost_cap_and_resumes_with_a_higher_one(tmp_path: Any) -> None:
+    """Issue 19, item 4: a request is sent only if the spend and the worst case of all in
+    flight fit under the cap; what is in flight is let finish; a rerun sends only the rest."""
+    source, out = _capped_input(tmp_path, 20), tmp_path / "out.jsonl"
+    ids = [f"q{i}" for i in range(20)]
+    with ChatServer(latency=0.01).serve() as server:
+        client = _direct_client(server)
+        with pytest.raises(ob.JobStoppedError) as stopped:
+            client.run(source, out, direct=True, concurrency=4, max_cost=1.0, prices=_PRICED)
+        # $0.13 an answer (5 in, 4 out), $0.30 at worst: the sixth answer leaves too little
+        # for one more even with nothing in flight, and no two were in flight past the third
+        assert sum(server.seen.values()) == 6 and set(server.seen.values()) == {1}
+        report = stopped.value.report
+        assert report is not None and report.cost == pytest.approx(0.78)
+        assert report.failures == {"max_cost": 14} and stopped.value.needed == 4.98
+        assert [line["custom_id"] for line in _json_lines(out)] == ids
+        done = client.run(source, out, direct=True, concurrency=4, max_cost=4.98, prices=_PRICED)
+    assert done.ok and done.cost == pytest.approx(20 * 0.13)
+    assert _questions(server, ids) == {c: 1 for c in ids}  # each answered once, in all
+    assert _output_ids(out) == ids
 
 
 def test_run_direct_rides_out_429s_by_slowing_the_whole_run(tmp_path: Any) -> None:
@@ -11970,6 +12091,7 @@ def test_every_python_example_in_the_readme_runs(
     assert "404 req_" in printed and (tmp_path / "output.jsonl").exists()
     assert "\nTrue\n" in printed and "\nFalse\n" not in printed  # the tour's status check
     assert "\n120000 120000 0 6 1\n" in printed  # the worked example: 120,000 in 6 batches
+    assert "\nmax_cost {'max_cost': 6} 0.1\n6 True\n" in printed  # Money: the cap
 
 
 _README_VARIES = re.compile(r"(?<![\w-])[0-9a-f]{32}(?![\w-])|\breq_[0-9]+")
