@@ -7886,7 +7886,7 @@ def test_run_stops_at_its_cost_cap_between_shards_and_resumes_with_a_higher_one(
         f"{out} has what was done, and a line saying so for each request not sent; the job "
         "is kept, and run again with a higher cap it sends only those"
     )
-    assert [e for e in events if e["event"] == "max_cost"][0]["max_cost"] == 0.5
+    assert next(e for e in events if e["event"] == "max_cost")["max_cost"] == 0.5
     # the same cap again: nothing is sent, and it says so again
     with pytest.raises(ob.JobStoppedError):
         client.run(source, out, batch_size=2, max_cost=0.5, prices=_PRICED)
