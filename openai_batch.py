@@ -6894,7 +6894,10 @@ class _Job:
     def spend(self, usage: Mapping[str, int]) -> dict[str, Any]:
         """What the tokens so far cost. Usage is known by batch (or by answer), not by model,
         and a batch runs one model: the input's, which validation checked is one."""
-        return _spend(self.prices, self.data.get("model"), usage)
+        spend = _spend(self.prices, self.data.get("model"), usage)
+        if self.cap is not None:
+            spend["max_cost"] = self.cap.limit
+        return spend
 
     def run(self) -> None:
         """Rounds until every request has a final result, then RESULTS, then the clean-up."""
@@ -10616,7 +10619,11 @@ class _JobProgress:
             + ("" if left is None or left < 1 else f", about {_duration(left)} left"),
         ]
         if progress["usage"] and spend.get("cost") is not None:
-            lines.append(f"spent {_usd(spend['cost'])} at {spend['prices']}")
+            cap = spend.get("max_cost")
+            lines.append(
+                f"spent {_usd(spend['cost'])} at {spend['prices']}"
+                + ("" if cap is None else f", of a cap of {_usd(cap)}")
+            )
         return "\n".join(lines)
 
 
@@ -10656,6 +10663,11 @@ def _job_note(event: dict[str, Any]) -> str | None:
         return f"the server did not answer a {event['what']} ({event['error']}); trying again"
     if kind == "cancelling":
         return f"{shard}: cancelling {event['batch_id']}"
+    if kind == "max_cost":
+        return (
+            f"the next work would pass the cost cap of {_usd(event['max_cost'])} at worst: "
+            "nothing more starts, and what runs is let end"
+        )
     if kind == "ended" and event["status"] != "completed":
         return f"{shard}: {event['batch_id']} {event['status']}"
     return None
@@ -11183,6 +11195,10 @@ def _cmd_run(session: _Session) -> int:
         console.end_live()
         if args.json:  # why, as the last event; the message and hint follow on stderr
             event = {"event": "stopped", "reason": exc.reason, "message": str(exc)}
+            if exc.report is not None:  # stopped at the cost cap: what it wrote, and the cap
+                from dataclasses import asdict
+
+                event.update(needed=exc.needed, report=asdict(exc.report))
             console.line(json.dumps(event, ensure_ascii=False))
         raise
     console.end_live()

@@ -7914,6 +7914,13 @@ def test_cli_run_at_its_cost_cap_says_what_was_spent_and_the_cap_that_sends_the_
         "hint: to send the rest, run the same command again with --max-cost 1.14 (or what you "
         f"will spend); `openai-batch results {out} --failed` lists them",
     ]
+    again = cli(client, "run", source, "-o", out, "--max-cost", "0.5", *price, "--json")
+    last = json.loads(again.out.splitlines()[-1])
+    assert (last["event"], last["reason"], last["needed"]) == ("stopped", "max_cost", 1.14)
+    assert last["report"]["failures"] == {"max_cost": 3} and sum(api.ran.values()) == 3
+    capped = [json.loads(line) for line in again.out.splitlines()]
+    assert capped[-2]["event"] == "written" and capped[-3]["event"] == "max_cost"
+    assert capped[-3]["progress"]["spend"]["max_cost"] == 0.5
     done = cli(client, "run", source, "-o", out, "--max-cost", "1.14", *price)
     assert done.code == 0 and sorted(api.ran.values()) == [1] * 6
 
