@@ -8619,6 +8619,36 @@ def test_run_cancel_reaches_a_batch_made_by_a_create_killed_before_its_reply(
         assert len(requests_to(api, "POST", r"/v1/batches")) == creates and len(api.batches) == 1
 
 
+def test_run_under_a_cost_cap_finds_a_batch_a_killed_create_made_rather_than_cut_it(
+    tmp_path: Any,
+) -> None:
+    """Issue 19, item 4, never guess: a shard whose create may have gone out is looked up
+    before the cap cuts it or stops at it. The batch a killed create made is found and waited
+    for (its requests are not sent again); only then does the cap stop the job."""
+    api = FakeAPI(clock=ScaledClock(speed=10))
+    api.seconds_validating = 20.0  # 2 s real: the kill comes while the batch validates
+    source, out = _capped_input(tmp_path, 40), tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "openai_batch", "run", source, "-o", str(out)]
+    command += ["--batch-size", "20", "--max-active", "1", "--interval", "0.1"]
+    command += ["--price", "gpt-4o-mini=10000,20000"]  # $6.00 a shard at worst
+    with api.serve():
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        try:
+            assert _kill_inside(api, process, ("create", "POST", r"/v1/batches", 0), out)
+        finally:
+            process.kill()
+            process.wait(timeout=30)
+        (made,) = api.batches.values()
+        # $1 fits no shard, nor a request after the found batch's $1.60
+        assert _job_process([*command, "--max-cost", "1"], env, "the capped rerun", 60) == 1
+        assert len(api.batches) == 1 and made["status"] == "completed"
+        assert sorted(api.ran.values()) == [1] * 20  # its requests, each once
+        lines = _json_lines(out)
+        assert sum(line["error"] is None for line in lines) == 20
+        assert {line["error"]["code"] for line in lines if line["error"]} == {"max_cost"}
+
+
 @pytest.mark.parametrize("again", [["--cancel"], []], ids=["cancel again", "plain rerun"])
 def test_run_killed_while_cancelling_goes_on_cancelling(tmp_path: Any, again: list[str]) -> None:
     """Issue 16: a job killed while cancelling (one batch's cancel sent and carried out, its
