@@ -354,6 +354,7 @@ STEPS = (
     "shards",
     "job memory",
     "direct",
+    "estimate",
 )
 
 COLD_LIST_OURS = ["-m", "openai_batch", "list", "--limit", "20"]
@@ -896,6 +897,29 @@ def case_direct(runner: Runner, settings: Settings, path: str, content: str) -> 
         return repeat(settings, measure, speed, wall, cpu, peak, floor, sockets)
 
 
+def case_estimate(runner: Runner) -> list[Row]:
+    """The input-token estimate (what ``validate`` and ``--max-cost`` count) against the true
+    counts, from bench/token_estimate.py, beside the line's bytes ÷ 4. It needs tiktoken and
+    its encodings (TIKTOKEN_CACHE_DIR, or the network); without them it is skipped, saying so.
+
+    The figures do not vary from run to run: one run, whatever --repeats says.
+    """
+    done = runner.run([os.path.join(HERE, "token_estimate.py"), "--json"], capture_output=True)
+    rows: list[Row] = []
+    for line in done.stdout.splitlines():
+        if not line.startswith("{"):
+            print(f"  estimate: {line}", file=sys.stderr)
+            continue
+        found = json.loads(line)
+        label = f"input estimate, {found['kind']} ({found['requests']:,} requests)"
+        for what, key in (("mean error per request", "mean"), ("error of the sum", "total")):
+            row = Row(f"{label}: {what}", "%")
+            row.ours, row.floor = [abs(found[key]) * 100], [abs(found[f"bytes_{key}"]) * 100]
+            row.floor_name = "vs bytes ÷ 4"
+            rows.append(row)
+    return rows
+
+
 def direct_output(path: str) -> dict[str, float]:
     """What a direct run wrote: its lines, its distinct custom_ids, those in input order, and
     those with a 200 response."""
@@ -971,7 +995,11 @@ Shards and job memory: openai_batch alone, on the job's server, output checked t
 {shards_active:,} and polls every {shards_poll} s, so that no shard waits for another.
 Direct: wall and throughput from after the import to the output written; CPU and peak RSS
 of the whole process; both outputs checked (a line per request, distinct custom_ids, status
-200; openai_batch's in input order, as the official loop's need not be)."""
+200; openai_batch's in input order, as the official loop's need not be).
+Estimate: the input-token estimate's error, in % of the true count (tiktoken: o200k_base for
+chat, cl100k_base for embeddings), on text found on this machine; "vs bytes ÷ 4": over the
+error of the line's bytes ÷ 4 (below 1: closer to the truth). Needs tiktoken and its
+encodings (TIKTOKEN_CACHE_DIR, or the network); skipped without them."""
 
 
 def print_targets(rows: list[Row]) -> None:
@@ -1147,6 +1175,7 @@ def run_cases(
         ("shards", lambda: case_shards(runner, settings, paths["shards"], paths["content"])),
         ("job memory", lambda: case_job_memory(runner, settings, paths["content"])),
         ("direct", lambda: case_direct(runner, settings, paths["direct"], paths["content"])),
+        ("estimate", lambda: case_estimate(runner)),
     ]
     assert [name for name, _ in steps] == list(STEPS)
     rows: list[Row] = []

@@ -9,7 +9,9 @@ texts, to summarize), code (standard-library source), non-English text (the tran
 is the one OpenAI's cookbook gives (3 tokens a message, 1 for its role, 3 for the reply), which
 is what `usage.prompt_tokens` reports for text.
 
-    python bench/token_estimate.py [--kind KIND] [--limit N]
+    python bench/token_estimate.py [--kind KIND] [--limit N] [--json]
+
+bench/bench.py runs it (with --json: a line of figures for each kind) for the table's rows.
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=list(KINDS), action="append")
     parser.add_argument("--limit", type=int, default=200, help="requests of each kind, about")
+    parser.add_argument("--json", action="store_true", help="a JSON line of figures per kind")
     args = parser.parse_args()
     try:
         import tiktoken
@@ -173,16 +176,21 @@ def main() -> int:
     except Exception as exc:  # no tiktoken, or no encodings and no network to fetch them
         print(f"skipped: tiktoken and its encodings are needed ({type(exc).__name__}: {exc})")
         return 0
-    print(
-        f"{'kind':<16}{'requests':>9}{'tokens':>10}  estimate: mean  worst  total"
-        "   bytes/4: mean  worst  total"
-    )
+    if not args.json:
+        print(
+            f"{'kind':<16}{'requests':>9}{'tokens':>10}  estimate: mean  worst  total"
+            "   bytes/4: mean  worst  total"
+        )
     for kind in args.kind or list(KINDS):
         requests = KINDS[kind](args.limit)
         if not requests:
-            print(f"{kind:<16}  no text of this kind found on this machine")
+            if not args.json:
+                print(f"{kind:<16}  no text of this kind found on this machine")
             continue
         r = measure(encodings, requests)
+        if args.json:
+            print(json.dumps({"kind": kind, **r}))
+            continue
         print(
             f"{kind:<16}{r['requests']:>9,}{r['tokens']:>10,}"
             f"  {r['mean']:>14.1%} {r['worst']:>6.0%} {r['total']:>+6.1%}"
