@@ -41,7 +41,7 @@ prints the same titles, with their lines.
     JSONL helpers: write, read, validate and split input files; read and join results
         validate_input, split_jsonl, iter_results, join_results -- the batch file's workflow
     Jobs: work of any size in rounds, resumed after a crash; the engine and its record
-        _Job, _Record, _BatchRounds, JobReport, JobStoppedError -- client.run and its record
+        _Job, _Record, _BatchRounds, _CostCap, JobReport -- client.run, its record, its cap
     Direct rounds: the same batch file, straight to a server with no Batch API
         _DirectRounds, _DirectPolicy, _WorkQueue, _Answers -- run --direct's round driver
     The client
