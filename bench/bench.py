@@ -75,6 +75,8 @@ SHARD_COUNTS = (250, 500, 1_000)  # each twice the one before
 SHARDS_MAX_ACTIVE = 1_000
 SHARDS_POLL = 0.05
 MEMORY_REQUESTS = (200_000, 2_000_000)  # the job memory case's two jobs, ten times apart
+MONEY_REQUESTS = 100_000  # the money case's job, whatever --quick says
+MONEY_DUPLICATES = 0.4  # ... of whose requests this share repeat an earlier one's endpoint and body
 DIRECT_CONCURRENCY = 32  # requests in flight at once in the direct case, for both clients
 DIRECT_LATENCY_MS = 20  # how long the server takes over each chat request in the direct case
 
@@ -99,6 +101,17 @@ def request_line(number: int) -> str:
     body = {"model": "gpt-4o-mini", "messages": messages, "max_tokens": 16}
     line = {"custom_id": f"request-{number}", "method": "POST", "url": "/v1/chat/completions"}
     return json.dumps({**line, "body": body}, separators=(",", ":"))
+
+
+def duplicated_line(number: int) -> str:
+    """A request of the money case: the last 40% repeat, each, the body of one of the first
+    60% (spread over them), under a custom_id of their own."""
+    unique = round(MONEY_REQUESTS * (1 - MONEY_DUPLICATES))
+    if number < unique:
+        return request_line(number)
+    copied = json.loads(request_line(number * 7919 % unique))
+    copied["custom_id"] = f"request-{number}"
+    return json.dumps(copied, separators=(",", ":"))
 
 
 def output_line(number: int) -> str:
@@ -214,6 +227,12 @@ SCRIPTS = {
     "report(start, bytes=uploaded.bytes)",
     # argv: INPUT, RESULTS, batch size, max_active, poll interval (the official script: the
     # first three).
+    # argv: INPUT, RESULTS, dedupe (0 or 1), the cache's path or "-"
+    "money": "job = client.run(\n"
+    "    sys.argv[1], sys.argv[2], batch_size=50_000, poll_interval=0.1,\n"
+    "    dedupe=sys.argv[3] == '1', cache=None if sys.argv[4] == '-' else sys.argv[4],\n"
+    ")\n"
+    "report(start, count=job.requests, sent=job.requests - job.deduplicated - job.cache_hits)",
     "job": "job = client.run(\n"
     "    sys.argv[1], sys.argv[2], batch_size=int(sys.argv[3]), max_active=int(sys.argv[4]),\n"
     "    poll_interval=float(sys.argv[5]),\n"
@@ -354,6 +373,7 @@ STEPS = (
     "shards",
     "job memory",
     "direct",
+    "money",
     "estimate",
 )
 
@@ -897,6 +917,83 @@ def case_direct(runner: Runner, settings: Settings, path: str, content: str) -> 
         return repeat(settings, measure, speed, wall, cpu, peak, floor, sockets)
 
 
+def run_money(
+    runner: Runner, settings: Settings, content: str, path: str, dedupe: bool, cache: str
+) -> tuple[dict[str, float], float]:
+    """Run the money case's job in a child against a server of its own, and check RESULTS: a
+    line per request, in input order, each a success. Returns what the child reported (with
+    ``sent``, the requests it sent) and the whole process's wall seconds."""
+    output = os.path.join(runner.workdir, "money-results.jsonl")
+    store = os.path.join(runner.workdir, "server-files")
+    os.mkdir(store)
+    try:
+        with local_server(runner.python, JOB_CATALOG, content, store) as url:
+            child = Runner(runner.python, child_env(url, settings.source), runner.workdir)
+            started = time.perf_counter()
+            argv = [path, output, "1" if dedupe else "0", cache]
+            facts = child.facts(client_script("money", False), *argv)
+            seconds = time.perf_counter() - started
+        written = job_output(output)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(output + ".job", ignore_errors=True)
+        with suppress(FileNotFoundError):
+            os.remove(output)
+    for key, what in (("lines", "lines"), ("in_order", "in input order"), ("ok", "status 200")):
+        expect(written, key, MONEY_REQUESTS, f"the money case's output, {what}")
+    return facts, seconds
+
+
+def case_money(runner: Runner, settings: Settings, content: str) -> list[Row]:
+    """Each unique request paid once, openai_batch alone, each against the same job without:
+    a job with 40% duplicates, with dedupe; a job's rerun to a new RESULTS with a cache that
+    holds every answer; and what keeping a cache costs a job that finds nothing in it."""
+    label = f"job of {MONEY_REQUESTS:,} requests, {MONEY_DUPLICATES:.0%} duplicates"
+    dedupe_rows = [
+        Row(f"{label}, --dedupe: requests sent", "req"),
+        Row(f"{label}, --dedupe: wall, whole process", "s"),
+        Row(f"{label}, --dedupe: client CPU, user+sys", "s"),
+    ]
+    fresh = f"job of {MONEY_REQUESTS:,} requests"
+    cache_rows = [
+        Row(f"{fresh}, --cache that holds them all (rerun): requests sent", "req"),
+        Row(f"{fresh}, --cache that holds them all (rerun): wall, whole process", "s"),
+        Row(f"{fresh}, --cache that holds none (each answer added): client CPU", "s"),
+    ]
+    plain = [Row("without", "req"), Row("without", "s"), Row("without", "s")]
+    duplicated = os.path.join(runner.workdir, "money-duplicated.jsonl")
+    unique = os.path.join(runner.workdir, "money-unique.jsonl")
+    write_lines(duplicated, duplicated_line, lines=MONEY_REQUESTS)
+    write_lines(unique, request_line, lines=MONEY_REQUESTS)
+    cache = os.path.join(runner.workdir, "money-cache.sqlite")
+    try:
+        for _ in range(settings.repeats):
+            for dedupe, rows in ((True, dedupe_rows), (False, plain)):
+                facts, seconds = run_money(runner, settings, content, duplicated, dedupe, "-")
+                record(False, (rows[0], facts["sent"]), (rows[1], seconds))
+                record(False, (rows[2], facts["cpu_seconds"]))
+            for name in os.listdir(runner.workdir):  # a cache of its own each time
+                if name.startswith("money-cache"):
+                    os.remove(os.path.join(runner.workdir, name))
+            without, _ = run_money(runner, settings, content, unique, False, "-")
+            filled, seconds = run_money(runner, settings, content, unique, False, cache)
+            record(False, (cache_rows[2], filled["cpu_seconds"]))
+            cache_rows[2].floor = (cache_rows[2].floor or []) + [without["cpu_seconds"]]
+            rerun, again = run_money(runner, settings, content, unique, False, cache)
+            record(False, (cache_rows[0], rerun["sent"]), (cache_rows[1], again))
+            cache_rows[0].floor = (cache_rows[0].floor or []) + [filled["sent"]]
+            cache_rows[1].floor = (cache_rows[1].floor or []) + [seconds]
+    finally:
+        for name in os.listdir(runner.workdir):
+            if name.startswith("money-"):
+                os.remove(os.path.join(runner.workdir, name))
+    for row, base in zip(dedupe_rows, plain):
+        row.floor, row.floor_name = base.ours, "vs without"
+    for row in cache_rows:
+        row.floor_name = "vs without" if row is cache_rows[2] else "vs the first run"
+    return dedupe_rows + cache_rows
+
+
 def case_estimate(runner: Runner) -> list[Row]:
     """The input-token estimate (what ``validate`` and ``--max-cost`` count) against the true
     counts, from bench/token_estimate.py, beside the line's bytes ÷ 4. It needs tiktoken and
@@ -948,7 +1045,7 @@ def job_output(path: str) -> dict[str, float]:
 
 
 def number(value: float, unit: str) -> str:
-    digits = 0 if unit in ("µs", "MiB/s") or value >= 100 else 1 if value >= 10 else 2
+    digits = 0 if unit in ("µs", "MiB/s", "req") or value >= 100 else 1 if value >= 10 else 2
     return f"{value:,.{digits}f} {unit}"
 
 
@@ -996,6 +1093,8 @@ Shards and job memory: openai_batch alone, on the job's server, output checked t
 Direct: wall and throughput from after the import to the output written; CPU and peak RSS
 of the whole process; both outputs checked (a line per request, distinct custom_ids, status
 200; openai_batch's in input order, as the official loop's need not be).
+Money: openai_batch alone, each row against the same job without the feature ("vs without"),
+or against the run that filled the cache ("vs the first run"); RESULTS checked as the job's.
 Estimate: the input-token estimate's error, in % of the true count (tiktoken: o200k_base for
 chat, cl100k_base for embeddings), on text found on this machine; "vs bytes ÷ 4": over the
 error of the line's bytes ÷ 4 (below 1: closer to the truth). Needs tiktoken and its
@@ -1023,6 +1122,11 @@ def print_targets(rows: list[Row]) -> None:
             case = row.case.replace(": wall after import", "")
             print(f"target: {case}, budget {LONG_LINE_BUDGET:.0f} s: {seconds:.2f} s, {verdict}")
     print_growth_targets(rows)
+    for row in rows:
+        if "holds none" in row.case and row.ratio() is not None:
+            added = row.ratio() - 1  # type: ignore[operator]
+            verdict = "met" if added <= 0.10 else "MISSED"
+            print(f"target: a cache that holds nothing adds at most 10% CPU: {added:+.0%}, {verdict}")
 
 
 def print_growth_targets(rows: list[Row]) -> None:
@@ -1175,6 +1279,7 @@ def run_cases(
         ("shards", lambda: case_shards(runner, settings, paths["shards"], paths["content"])),
         ("job memory", lambda: case_job_memory(runner, settings, paths["content"])),
         ("direct", lambda: case_direct(runner, settings, paths["direct"], paths["content"])),
+        ("money", lambda: case_money(runner, settings, paths["content"])),
         ("estimate", lambda: case_estimate(runner)),
     ]
     assert [name for name, _ in steps] == list(STEPS)
