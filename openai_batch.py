@@ -5075,6 +5075,11 @@ class _Prices:
                 return price
         return None
 
+    def direct(self) -> _Prices:
+        """The same prices for requests sent straight to the server, not in a batch: the
+        table's at its standard prices (a caller's own price is the caller's to say)."""
+        return _DirectPrices(self)
+
     def cost(
         self, model: str | None, input_tokens: int, output_tokens: int, cached: int = 0
     ) -> float | None:
@@ -5090,6 +5095,18 @@ class _Prices:
         if price is None or price.standard is None:
             return None
         return price.standard.cost(input_tokens, output_tokens, cached)
+
+
+class _DirectPrices(_Prices):
+    """Prices for requests sent one by one: the table's at its standard price, since the
+    Batch API's half price is for batches; with no saving to compare with."""
+
+    def __init__(self, prices: _Prices) -> None:
+        self.given, self.file = prices.given, prices.file
+
+    def price(self, model: str | None) -> _Price | None:
+        price = super().price(model)
+        return price.standard if price is not None and price.standard is not None else price
 
 
 def _parse_price(value: object, where: str, source: str) -> _Price:
@@ -5255,14 +5272,41 @@ def _input_tokens(url: str, body: Mapping[str, Any]) -> int:
     return math.ceil(text)
 
 
+def _input_bound(body: Mapping[str, Any]) -> int:
+    """The most input tokens a request's text can be: a token for each byte of every string
+    the model reads (a token of OpenAI's tokenizers is a byte of text or more), its message
+    overheads as ``_input_tokens`` counts them, and structured input as its JSON. An estimate
+    can fall short (digits, code); this cannot, for text."""
+    read = body.get("messages", body.get("input", body.get("prompt")))
+    total = _TOKENS_PER_REPLY + _text_bytes(read)
+    total += _TOKENS_PER_MESSAGE * (len(read) if isinstance(read, list) else 1)
+    if isinstance(body.get("instructions"), str):
+        total += _TOKENS_PER_MESSAGE + _text_bytes(body["instructions"])
+    for key in _STRUCTURED_KEYS & body.keys():
+        total += len(json.dumps(body[key], ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    return total
+
+
+def _text_bytes(value: object) -> int:
+    """The UTF-8 bytes of every string in ``value``, and a token for each token id."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return 1
+    if isinstance(value, dict):
+        value = list(value.values())
+    return sum(_text_bytes(item) for item in value) if isinstance(value, list) else 0
+
+
 def _output_limit(body: Mapping[str, Any], url: str) -> int | None:
-    """The most output tokens a request may bill: its limit times ``n``; None for no limit."""
+    """The most output tokens a request may bill: its limit times ``n`` (or ``best_of``,
+    completions' choices made and billed); None for no limit."""
     limit = body.get("max_tokens")
     if limit is None:
         limit = body.get("max_completion_tokens", body.get("max_output_tokens"))
     if type(limit) is int and limit >= 0:  # not a bool, nor a float
-        choices = body.get("n")
-        return limit * choices if type(choices) is int and choices > 1 else limit
+        made = [body.get(name) for name in ("n", "best_of")]
+        return limit * max([1] + [count for count in made if type(count) is int])
     return 0 if url.endswith(_NO_OUTPUT_URLS) else None
 
 
@@ -6740,17 +6784,22 @@ class _CostCap:
 
     A piece of work (a batch job's shard, a direct job's request) is started only if what the
     job has spent, plus the worst case of everything it has running, plus the piece's own
-    worst case, stays within the cap. A request's worst case is its estimated input and the
-    most output its limit allows (``_request_estimate``), at the model's batch price; a piece
-    holds its worst case until it ends, and then what its tokens cost is spent.
+    worst case, stays within the cap. A piece holds its worst case until it ends, and then
+    what its tokens cost is spent (an answer that says no tokens: its worst case).
+
+    A request's worst case is not the estimate, which may fall short (digits, code): it is
+    its input at most (``_input_bound``: a token a byte of its text) and the most output its
+    limits allow (``_output_limit``). A request that may cost more than its text says (an
+    image, audio or a file; a tool OpenAI bills for) has no such bound: ``_cost_cap``
+    refuses the cap.
     """
 
     def __init__(self, limit: float, price: _Price) -> None:
         self.limit, self.price = limit, price
 
     def worst(self, url: str, body: Mapping[str, Any]) -> float:
-        tokens, most = _request_estimate(url, body)
-        return self.price.cost(tokens, most or 0)
+        """The most a request may cost."""
+        return self.price.cost(_input_bound(body), _output_limit(body, url) or 0)
 
     def worst_of(self, path: str) -> float:
         """The worst case of every request in a file of them."""
@@ -6770,10 +6819,10 @@ class _CostCap:
 
 
 def _cost_cap(
-    limit: float | None, prices: _Prices, model: str | None, unbounded: Callable[[], int]
+    limit: float | None, prices: _Prices, model: str | None, path: str
 ) -> _CostCap | None:
     """The job's cost cap, or None; refused before anything is sent when it could not be
-    kept: no price known for the model, or requests with no limit on their output."""
+    kept: no price known for the model, or requests whose cost has no bound."""
     if limit is None:
         return None
     price = prices.price(model)
@@ -6783,23 +6832,50 @@ def _cost_cap(
             f"max_cost needs the model's price, and {known}: nothing was sent",
             setting="max_cost",
         )
-    count = unbounded()
-    if count:
+    unbounded: dict[str, int] = {}
+    for data in read_jsonl(path):
+        why = _unbounded(data["url"], data["body"])
+        if why:
+            unbounded[why] = unbounded.get(why, 0) + 1
+    if unbounded:
+        said = "; ".join(f"{count:,} {why}" for why, count in unbounded.items())
         raise _ArgumentError(
-            f"max_cost needs a bound on every request's cost, and {_plural(count, 'request')} "
-            "set no output limit (max_tokens, max_completion_tokens or max_output_tokens): "
-            "nothing was sent",
+            f"max_cost needs a bound on every request's cost, and these have none: {said}. "
+            "Nothing was sent",
             setting="max_cost",
         )
     return _CostCap(limit, price)
 
 
-def _unbounded(path: str) -> int:
-    """How many requests of an input set no limit on their output."""
-    tally = _TokenTally()
-    for data in read_jsonl(path):
-        tally.add(data["url"], data["body"])
-    return tally.unbounded
+#: Content a model is billed for beyond its text (parts of a message, or input items), and
+#: the tools OpenAI bills by the call; a tool of a type not named here is a function's.
+_UNTEXT = frozenset({"image_url", "input_image", "input_audio", "input_file", "file", "audio"})
+_FREE_TOOLS = frozenset({"function", "custom"})
+
+
+def _unbounded(url: str, body: Mapping[str, Any]) -> str | None:
+    """Why a request's cost has no bound a cap can hold it to, or None."""
+    if _output_limit(body, url) is None:
+        return "with no output limit (max_tokens, max_completion_tokens or max_output_tokens)"
+    tools = body.get("tools")
+    if isinstance(tools, list) and any(
+        isinstance(tool, dict) and tool.get("type", "function") not in _FREE_TOOLS for tool in tools
+    ):
+        return "with a tool OpenAI bills for (web or file search, code, images)"
+    if _has_untext(body.get("messages", body.get("input"))):
+        return "with an image, audio or a file (billed beyond its bytes)"
+    return None
+
+
+def _has_untext(value: object) -> bool:
+    """Whether messages, content or input items hold anything but text."""
+    if isinstance(value, list):
+        return any(_has_untext(item) for item in value)
+    if isinstance(value, dict):
+        if value.get("type") in _UNTEXT or not _UNTEXT.isdisjoint(value):
+            return True
+        return _has_untext(value.get("content"))
+    return False
 
 
 if TYPE_CHECKING:
@@ -6853,6 +6929,9 @@ class _Job:
         self.prices = _Prices() if prices is None else prices
         self.cap = cap
         self.capped: float | None = None  # the worst case of the work the cap kept back
+        # Under a cap, what work of unknown cost may have cost, at its worst: answers that
+        # said no tokens, and (direct) requests in flight when a run was killed.
+        self.unpriced = 0.0
         self.clock, self.sleep = client._transport.clock, client._transport.sleep
         self.began = self.clock()  # in this process, for the pace and the time left
         self.done_before: int | None = None
@@ -6944,14 +7023,19 @@ class _Job:
         assert self.cap is not None
         left = self.write(final=False)
         report = self.report()
-        spent = self.cap.spent(report.usage)
+        spent = self.cap.spent(report.usage) + self.unpriced
         unsent = report.failures.get("max_cost", 0)
+        unknown = (
+            " (counting at its worst what was sent and whose cost is not known)"
+            if self.unpriced
+            else ""
+        )
         raise JobStoppedError(
             f"the job stopped at its cost cap of {_usd(self.cap.limit)}, with "
-            f"{_usd(spent)} spent at {self.cap.price.source}: {_plural(unsent, 'request')} "
-            f"not sent, whose worst case is {_usd(left)} more. {self.data['output']} has "
-            "what was done, and a line saying so for each request not sent; the job is kept, "
-            "and run again with a higher cap it sends only those",
+            f"{_usd(spent)} spent at {self.cap.price.source}{unknown}: "
+            f"{_plural(unsent, 'request')} with no result, whose worst case is {_usd(left)} "
+            f"more. {self.data['output']} has what was done, and a line saying so for each of "
+            "those; the job is kept, and run again with a higher cap it sends only those",
             "max_cost",
             report=report,
             needed=math.ceil((spent + left) * 100) / 100,
@@ -7043,7 +7127,7 @@ class _Job:
         if self.capped is not None and last != "failed":
             assert self.cap is not None
             code = "max_cost"
-            said = [f"not sent: the job stopped at its cost cap of {_usd(self.cap.limit)}"]
+            said = [f"the job stopped at its cost cap of {_usd(self.cap.limit)} before it had one"]
         elif self.data.get("cancelled"):
             code = "job_cancelled"
             said.append("the job was cancelled")
@@ -7140,7 +7224,7 @@ class _BatchRounds:
         self.succeeded = self.failed = 0
         self.usage: dict[str, int] = {}
         self.worsts: dict[str, float] = {}  # each shard's worst case, under a cost cap
-        self.unpriced = 0.0  # ... of the shards that ended with results and no tokens said
+        self.looked_up = False  # under a cap: the shards whose create may have gone out
         self.ended = 0
         for number, shard in enumerate(self.record.shards):
             self.count(number, shard)
@@ -7163,7 +7247,7 @@ class _BatchRounds:
             self.failed += shard.get("failed", 0)
             _added(self.usage, shard.get("usage") or {})
             if self.job.cap is not None and shard.get("succeeded") and not shard.get("usage"):
-                self.unpriced += self.worst(number)  # what it cost is not known: the most
+                self.job.unpriced += self.worst(number)  # its cost not known: at its worst
 
     def run(self, number: int) -> None:
         self.running[number] = None
@@ -7368,11 +7452,15 @@ class _BatchRounds:
         cap = self.job.cap
         if cap is None:
             return True
-        while self.job.capped is None:
+        if not self.looked_up:  # a batch they made runs, and holds its worst case
+            self.looked_up = self.look_up()
+            if not self.looked_up:
+                return False
+        while self.job.capped is None and self.queued:
             number = self.queued[0]
             shard, worst = self.record.shards[number], self.worst(number)
             held = sum(self.worst(running) for running in self.running)
-            if cap.fits(cap.spent(self.usage) + self.unpriced, held, worst):
+            if cap.fits(cap.spent(self.usage) + self.job.unpriced, held, worst):
                 return True
             if self.running:
                 return False
@@ -7391,6 +7479,21 @@ class _BatchRounds:
                 self.split(number)
                 self.queued.rotate(2)  # its halves, from the back of the queue to the front
         return False
+
+    def look_up(self) -> bool:
+        """Look up each queued shard whose create may have gone out (a run killed in it):
+        its batch, found, runs. False if the server did not answer, to look again."""
+        import functools
+
+        for number in list(self.queued):
+            shard = self.record.shards[number]
+            sent = shard.get("sent")
+            if sent and sent == _shard_key(shard):
+                looked = self.call("create", functools.partial(self.made_with, sent))
+                if looked is None:
+                    return False
+                self.adopt(number, looked[0])
+        return True
 
     def adopt(self, number: int, found: Batch | None) -> None:
         """A queued shard whose create may have gone out, looked up: its batch, found, runs;
@@ -7721,6 +7824,8 @@ def _run_job(
     A job begun tells ``on_event`` first what it will cost (an ``"estimate"`` event: the
     ``InputEstimate``'s fields), before anything is sent."""
     prices = prices if isinstance(prices, _Prices) else _Prices(prices)
+    if mode == "direct":  # _DirectRounds.mode: requests sent one by one, at standard prices
+        prices = prices.direct()
     clock = client._transport.clock
     input_path, output_path = os.path.abspath(input), os.path.abspath(output)
     if input_path == output_path or (
@@ -7740,6 +7845,7 @@ def _run_job(
     _check_settings(settings, _PROVIDERS[client._provider].max_requests)
     begin: dict[str, Any] = {}
     estimate: InputEstimate | None = None
+    cap: _CostCap | None = None
     if not os.path.exists(os.path.join(output_path + ".job", "state.json")):
         if cancel:
             raise OpenAIError(f"there is no job to cancel in {output_path}.job")
@@ -7755,9 +7861,7 @@ def _run_job(
         begin = {"endpoint": summary.endpoint or "", "requests": summary.requests}
         begin.update(started=clock(), output=output_path, mode=mode, model=summary.model)
         estimate = summary.estimate
-        assert estimate is not None
-        unbounded = estimate.unbounded
-        _cost_cap(settings.get("max_cost"), prices, summary.model, lambda: unbounded)
+        cap = _cost_cap(settings.get("max_cost"), prices, summary.model, input_path)
     record = _Record.open(output_path, input_path, settings, begin)
     try:
         if record.data["mode"] != mode:
@@ -7765,12 +7869,8 @@ def _run_job(
                 f"the job in {record.folder} is a {record.data['mode']} job, not a {mode} one; "
                 f"run it as it began, or remove {record.folder} to start again"
             )
-        cap = _cost_cap(
-            settings.get("max_cost"),
-            prices,
-            record.data.get("model"),
-            (lambda: unbounded) if estimate else (lambda: _unbounded(input_path)),
-        )
+        if not begin:  # resumed: the cap is checked now, as one is when a job begins
+            cap = _cost_cap(settings.get("max_cost"), prices, record.data.get("model"), input_path)
         job = _Job(client, record, settings, on_event, prices, cap)
         if estimate is not None:
             from dataclasses import asdict
@@ -7789,6 +7889,7 @@ def _run_job(
 ###############################################################################################
 
 _ANSWERS = "answers.jsonl"
+_SPEND_LOG = "spend.jsonl"  # under a cost cap
 _TICK = 0.5  # seconds between progress events and disk syncs; a worker's longest nap
 _SLOW_DOWN = frozenset({429, 503})  # "too many requests", and Ollama's "server busy"
 #: A request refused for the server being full (429, 503), or with no answer while the server
@@ -7826,6 +7927,7 @@ class _DirectRounds:
     def __init__(self, job: _Job) -> None:
         self.job, self.record, self.settings = job, job.record, job.settings
         self.answers: _Answers | None = None
+        self.log: _SpendLog | None = None
         self.round: _DirectRound | None = None
         self.policy: _DirectPolicy | None = None
         self.cuts = 0  # the pacer's cuts already told of
@@ -7835,9 +7937,19 @@ class _DirectRounds:
             self.answers = _Answers(self.record.path(_ANSWERS), self.settings["rounds"])
         return self.answers
 
+    def spend_log(self) -> _SpendLog | None:
+        """Under a cost cap, the log of what is sent and what comes back, opened once a run:
+        what it says may have been spent at worst is spent."""
+        if self.job.cap is not None and self.log is None:
+            self.log = _SpendLog(self.record.path(_SPEND_LOG))
+            self.job.unpriced += self.log.unknown
+        return self.log
+
     def close(self) -> None:
         if self.answers is not None:
             self.answers.close()
+        if self.log is not None:
+            self.log.close()
 
     def busy(self) -> bool:
         return False  # a round cut short by a kill is not recorded: planned again
@@ -7945,10 +8057,66 @@ class _DirectRounds:
         return []
 
     def local_files(self) -> list[str]:
-        return [_ANSWERS]
+        return [_ANSWERS, _SPEND_LOG]
 
 
 _DRIVERS[_DirectRounds.mode] = _DirectRounds
+
+
+class _SpendLog:
+    """Under a cost cap, a direct job's requests as they go and as they come back, a line
+    each, flushed as written: ``["+", n, worst]``, then ``["-", n, unpriced]``.
+
+    A request that went and never came back (the run was killed, or stopped without waiting
+    for it) may have been billed though its answer was never written; one that came back
+    with no tokens said cost an unknown amount. Both count as spent at their worst case, in
+    this run and in every later one: the log is read when a run opens it, and written whole
+    again as one line of that sum (``["=", usd]``), atomically.
+    """
+
+    def __init__(self, path: str) -> None:
+        import itertools
+        import threading
+
+        self.unknown, out = 0.0, {}
+        if os.path.exists(path):
+            with open(path, "rb") as handle:
+                for line in handle:
+                    try:
+                        kind, key, *rest = json.loads(line)
+                    except ValueError:
+                        break  # a line a kill cut short: nothing follows it
+                    if kind == "=":
+                        self.unknown += key
+                    elif kind == "+":
+                        out[key] = rest[0]
+                    elif kind == "-":
+                        self.unknown += out.pop(key, 0.0) if rest[0] else 0.0
+                        out.pop(key, None)
+        self.unknown += sum(out.values())
+        with _AtomicFile(path) as whole:
+            whole.file.write(_dumps_line(["=", self.unknown]).encode("utf-8") + b"\n")
+        self.file = open(path, "ab")  # noqa: SIM115
+        self.lock = threading.Lock()
+        self.serial = itertools.count()
+
+    def write(self, entry: list[Any]) -> None:
+        with self.lock:
+            if not self.file.closed:  # a request back after the run stopped: it counts then
+                self.file.write(_dumps_line(entry).encode("utf-8") + b"\n")
+                self.file.flush()
+
+    def out(self, worst: float) -> int:
+        number = next(self.serial)
+        self.write(["+", number, worst])
+        return number
+
+    def back(self, number: int, unpriced: bool) -> None:
+        self.write(["-", number, unpriced])
+
+    def close(self) -> None:
+        with self.lock:
+            self.file.close()
 
 
 class _Answers:
@@ -8116,6 +8284,7 @@ class _Send:
     def __init__(self, data: dict[str, Any], tokens: int) -> None:
         self.data, self.tokens = data, tokens
         self.worst: float | None = None  # its cost at worst, held under a cost cap in flight
+        self.flight = 0  # its number in the spend log, while in flight under a cap
         self.tries = 0  # retries taken, for the client's retry rules
         self.sends = 0  # sends this round
         self.sent = 0.0  # when it was last sent
@@ -8329,7 +8498,7 @@ class _DirectRound:
         import threading
 
         job, settings = rounds.job, rounds.settings
-        self.transport, self.answers = job.client._transport, answers
+        self.job, self.transport, self.answers = job, job.client._transport, answers
         self.clock, self.sleep = job.clock, job.sleep
         self.round, self.rounds = job.data["round"], settings["rounds"]
         self.workers = settings["concurrency"]
@@ -8354,8 +8523,9 @@ class _DirectRound:
         # and what answers with no tokens said may have cost, at most.
         self.cap = job.cap
         self.capped: float | None = None  # the worst case of the request the cap kept back
-        self.held, self.holding, self.unpriced = 0.0, 0, 0.0
+        self.held, self.holding = 0.0, 0
         self.spending = threading.Condition()
+        self.log = rounds.spend_log()
 
     def stop(self) -> None:
         self.queue.stop()
@@ -8372,7 +8542,9 @@ class _DirectRound:
             send.worst = cap.worst(send.data["url"], send.data["body"])
         with self.spending:
             while not cap.fits(
-                cap.spent(self.answers.counts()["usage"]) + self.unpriced, self.held, send.worst
+                cap.spent(self.answers.counts()["usage"]) + self.job.unpriced,
+                self.held,
+                send.worst,
             ):
                 if not self.holding or self.capped is not None or self.queue.stopped:
                     if self.capped is None and not self.queue.stopped:
@@ -8382,16 +8554,20 @@ class _DirectRound:
                 self.spending.wait(_TICK)
             self.held += send.worst
             self.holding += 1
-            return True
+        assert self.log is not None
+        send.flight = self.log.out(send.worst)  # before it goes: a kill now counts it spent
+        return True
 
     def release(self, send: _Send, unpriced: bool) -> None:
         """``send`` is back: its worst case is no longer held (and is spent, if it succeeded
         with no tokens said)."""
         assert send.worst is not None
+        assert self.log is not None
+        self.log.back(send.flight, unpriced)
         with self.spending:
             self.holding -= 1
             self.held = self.held - send.worst if self.holding else 0.0
-            self.unpriced += send.worst if unpriced else 0.0
+            self.job.unpriced += send.worst if unpriced else 0.0
             self.spending.notify_all()
 
     def give_up(self, failure: BaseException) -> None:
@@ -11194,7 +11370,8 @@ def _cmd_run(session: _Session) -> int:
     except JobStoppedError as exc:
         console.end_live()
         if args.json:  # why, as the last event; the message and hint follow on stderr
-            event = {"event": "stopped", "reason": exc.reason, "message": str(exc)}
+            event: dict[str, Any] = {"event": "stopped", "reason": exc.reason}
+            event["message"] = str(exc)
             if exc.report is not None:  # stopped at the cost cap: what it wrote, and the cap
                 from dataclasses import asdict
 

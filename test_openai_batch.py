@@ -2047,6 +2047,7 @@ class ChatServer(ThreadingHTTPServer):
         self.broken: set[str] = set()
         self.garbled: dict[str, bytes] = {}
         self.usage = (5, 4)  # prompt and completion tokens of each answer
+        self.says_usage = True  # False: answers with no usage at all, as some servers give
         self.hang: set[str] = set()
         self.gateway_504: set[str] = set()
         self.too_big: set[str] = set()
@@ -2102,7 +2103,7 @@ class ChatServer(ThreadingHTTPServer):
         tokens_in, tokens_out = self.usage
         if path == "/v1/chat/completions":
             message = {"role": "assistant", "content": f"answer to {prompt}"}
-            return 200, {
+            completion = {
                 "id": f"chatcmpl-{number}",
                 "object": "chat.completion",
                 "created": 1_700_000_000,
@@ -2114,6 +2115,9 @@ class ChatServer(ThreadingHTTPServer):
                     "total_tokens": tokens_in + tokens_out,
                 },
             }
+            if not self.says_usage:
+                del completion["usage"]
+            return 200, completion
         if path == "/v1/embeddings":
             vector = [round(0.001 * (number % 97) + 0.1 * i, 6) for i in range(8)]
             return 200, {
@@ -7844,8 +7848,9 @@ def test_cli_run_says_what_a_job_cost_and_what_it_saved(
 
 
 def _capped_input(tmp_path: Any, count: int, name: str = "in.jsonl") -> str:
-    """Chat requests of "question i" with max_tokens=10: at _PRICED, each is 10 tokens in at
-    most ($0.10) and 10 out ($0.20), so $0.30 at worst; the fake answers 2 in, 3 out ($0.08)."""
+    """Chat requests of "question i" with max_tokens=10: at _PRICED, each is 21 tokens in at
+    most ($0.21: 3 for the reply, 4 for the message, and a byte each of "user" and "question
+    i") and 10 out ($0.20), so $0.41 at worst; the fake answers 2 in, 3 out ($0.08)."""
     path = str(tmp_path / name)
     requests = [
         BatchRequest.chat(f"q{i}", "gpt-4o-mini", f"question {i}", max_tokens=10)
@@ -7868,22 +7873,23 @@ def test_run_stops_at_its_cost_cap_between_shards_and_resumes_with_a_higher_one(
     error = stopped.value
     assert error.reason == "max_cost" and error.report is not None
     done = sum(api.ran.values())
-    # every batch started fitted: spent + the worst case of what ran stayed within $0.50
-    assert done == 3 and all(count == 1 for count in api.ran.values())
+    # cut to single requests, each started once the one before had ended: $0.08 + $0.41 fits
+    # $0.50, and $0.16 + $0.41 does not
+    assert done == 2 and all(count == 1 for count in api.ran.values())
     assert error.report.cost == pytest.approx(0.08 * done)
     assert error.report.failures == {"max_cost": 6 - done} and error.report.succeeded == done
-    assert error.needed == pytest.approx(0.08 * done + 0.30 * (6 - done))
+    assert error.needed == pytest.approx(0.08 * done + 0.41 * (6 - done))
     lines = _json_lines(out)
     assert [line["custom_id"] for line in lines] == [f"q{i}" for i in range(6)]
     unsent = [line for line in lines if line["response"] is None]
     assert len(unsent) == 6 - done and unsent[0]["error"] == {
         "code": "max_cost",
-        "message": "no result: not sent: the job stopped at its cost cap of $0.50",
+        "message": "no result: the job stopped at its cost cap of $0.50 before it had one",
     }
     assert str(error) == (
-        "the job stopped at its cost cap of $0.50, with $0.24 spent at your prices: 3 requests "
-        "not sent, whose worst case is $0.90 more. "
-        f"{out} has what was done, and a line saying so for each request not sent; the job "
+        "the job stopped at its cost cap of $0.50, with $0.16 spent at your prices: 4 requests "
+        "with no result, whose worst case is $1.64 more. "
+        f"{out} has what was done, and a line saying so for each of those; the job "
         "is kept, and run again with a higher cap it sends only those"
     )
     assert next(e for e in events if e["event"] == "max_cost")["max_cost"] == 0.5
@@ -7905,23 +7911,23 @@ def test_cli_run_at_its_cost_cap_says_what_was_spent_and_the_cap_that_sends_the_
     source, out = _capped_input(tmp_path, 6), str(tmp_path / "out.jsonl")
     price = ["--price", "gpt-4o-mini=10000,20000", "--batch-size", "2"]
     ran = cli(client, "run", source, "-o", out, "--max-cost", "0.5", *price)
-    assert ran.code == 1 and sum(api.ran.values()) == 3
+    assert ran.code == 1 and sum(api.ran.values()) == 2
     assert ran.err.splitlines()[-2:] == [
-        "error: the job stopped at its cost cap of $0.50, with $0.24 spent at your --price: 3 "
-        f"requests not sent, whose worst case is $0.90 more. {out} has what was done, and a "
-        "line saying so for each request not sent; the job is kept, and run again with a "
+        "error: the job stopped at its cost cap of $0.50, with $0.16 spent at your --price: 4 "
+        f"requests with no result, whose worst case is $1.64 more. {out} has what was done, "
+        "and a line saying so for each of those; the job is kept, and run again with a "
         "higher cap it sends only those",
-        "hint: to send the rest, run the same command again with --max-cost 1.14 (or what you "
+        "hint: to send the rest, run the same command again with --max-cost 1.80 (or what you "
         f"will spend); `openai-batch results {out} --failed` lists them",
     ]
     again = cli(client, "run", source, "-o", out, "--max-cost", "0.5", *price, "--json")
     last = json.loads(again.out.splitlines()[-1])
-    assert (last["event"], last["reason"], last["needed"]) == ("stopped", "max_cost", 1.14)
-    assert last["report"]["failures"] == {"max_cost": 3} and sum(api.ran.values()) == 3
+    assert (last["event"], last["reason"], last["needed"]) == ("stopped", "max_cost", 1.8)
+    assert last["report"]["failures"] == {"max_cost": 4} and sum(api.ran.values()) == 2
     capped = [json.loads(line) for line in again.out.splitlines()]
     assert capped[-2]["event"] == "written" and capped[-3]["event"] == "max_cost"
     assert capped[-3]["progress"]["spend"]["max_cost"] == 0.5
-    done = cli(client, "run", source, "-o", out, "--max-cost", "1.14", *price)
+    done = cli(client, "run", source, "-o", out, "--max-cost", "1.80", *price)
     assert done.code == 0 and sorted(api.ran.values()) == [1] * 6
 
 
@@ -7938,9 +7944,27 @@ def test_run_refuses_a_cost_cap_it_could_not_keep_before_sending_anything(
     with pytest.raises(ValueError) as refused:
         client.run(unbounded, out, max_cost=1.0, prices=_PRICED)
     assert str(refused.value) == (
-        "max_cost needs a bound on every request's cost, and 3 requests set no output limit "
-        "(max_tokens, max_completion_tokens or max_output_tokens): nothing was sent"
+        "max_cost needs a bound on every request's cost, and these have none: 3 with no "
+        "output limit (max_tokens, max_completion_tokens or max_output_tokens). Nothing was sent"
     )
+    # review: what costs more than its text says has no bound either
+    picture = [{"type": "text", "text": "what is this?"}]
+    picture.append({"type": "image_url", "image_url": {"url": "https://example.com/a.png"}})
+    searched = {"tools": [{"type": "web_search_preview"}], "max_output_tokens": 50}
+    seen, found = str(tmp_path / "seen.jsonl"), str(tmp_path / "found.jsonl")
+    message = {"role": "user", "content": picture}
+    ob.write_jsonl(seen, [BatchRequest.chat("a", "gpt-4o-mini", [message], max_tokens=5)])
+    ob.write_jsonl(found, [BatchRequest.response("b", "gpt-4o-mini", "news?", **searched)])
+    for path, why in (
+        (seen, "1 with an image, audio or a file (billed beyond its bytes)"),
+        (found, "1 with a tool OpenAI bills for (web or file search, code, images)"),
+    ):
+        with pytest.raises(ValueError) as refused:
+            client.run(path, out, max_cost=1.0, prices=_PRICED)
+        assert str(refused.value) == (
+            f"max_cost needs a bound on every request's cost, and these have none: {why}. "
+            "Nothing was sent"
+        )
     with pytest.raises(ValueError, match="max_cost must be a number from 0 to"):
         client.run(unbounded, out, max_cost=-1.0, prices=_PRICED)
     assert not api.batches and not api.files and not os.path.exists(str(out) + ".job")
@@ -8630,7 +8654,7 @@ def test_run_under_a_cost_cap_finds_a_batch_a_killed_create_made_rather_than_cut
     source, out = _capped_input(tmp_path, 40), tmp_path / "out.jsonl"
     command = [sys.executable, "-m", "openai_batch", "run", source, "-o", str(out)]
     command += ["--batch-size", "20", "--max-active", "1", "--interval", "0.1"]
-    command += ["--price", "gpt-4o-mini=10000,20000"]  # $6.00 a shard at worst
+    command += ["--price", "gpt-4o-mini=10000,20000"]  # $8.20 a shard at worst
     with api.serve():
         env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
@@ -8647,6 +8671,35 @@ def test_run_under_a_cost_cap_finds_a_batch_a_killed_create_made_rather_than_cut
         lines = _json_lines(out)
         assert sum(line["error"] is None for line in lines) == 20
         assert {line["error"]["code"] for line in lines if line["error"]} == {"max_cost"}
+
+
+def test_run_under_a_cost_cap_looks_up_every_shard_a_killed_run_may_have_made_first(
+    tmp_path: Any,
+) -> None:
+    """Issue 19 review: a shard the cap cut, whose create a kill cut short, sits behind
+    others in the record: the rerun looks it up before it starts or cuts any other, so its
+    batch is counted, and its requests are neither sent again nor said to have no result."""
+    api = FakeAPI(clock=ScaledClock(speed=10))
+    api.seconds_validating = 20.0  # 2 s real: the kill comes while the batch validates
+    source, out = _capped_input(tmp_path, 6), tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "openai_batch", "run", source, "-o", str(out)]
+    command += ["--max-cost", "0.7", "--interval", "0.1"]
+    command += ["--price", "gpt-4o-mini=10000,20000"]  # 6 × $0.41 cut to 3, then to 1 + 2
+    with api.serve():
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        try:
+            assert _kill_inside(api, process, ("create", "POST", r"/v1/batches", 0), out)
+        finally:
+            process.kill()
+            process.wait(timeout=30)
+        (made,) = api.batches.values()
+        content = api.contents[made["input_file_id"]].decode()
+        assert [json.loads(line)["custom_id"] for line in content.splitlines()] == ["q0"]
+        assert _job_process(command, env, "the capped rerun", 60) == 1
+    assert all(count == 1 for count in api.ran.values()) and "q0" in api.ran
+    lines = {line["custom_id"]: line for line in _json_lines(out)}
+    assert lines["q0"]["error"] is None and lines["q0"]["response"]["status_code"] == 200
 
 
 @pytest.mark.parametrize("again", [["--cancel"], []], ids=["cancel again", "plain rerun"])
@@ -8751,17 +8804,67 @@ def test_run_direct_stops_at_its_cost_cap_and_resumes_with_a_higher_one(tmp_path
         client = _direct_client(server)
         with pytest.raises(ob.JobStoppedError) as stopped:
             client.run(source, out, direct=True, concurrency=4, max_cost=1.0, prices=_PRICED)
-        # $0.13 an answer (5 in, 4 out), $0.30 at worst: the sixth answer leaves too little
-        # for one more even with nothing in flight, and no two were in flight past the third
-        assert sum(server.seen.values()) == 6 and set(server.seen.values()) == {1}
+        # $0.13 an answer (5 in, 4 out), $0.41 at worst: the fifth answer leaves too little
+        # for one more even with nothing in flight, and no two were in flight past the first
+        assert sum(server.seen.values()) == 5 and set(server.seen.values()) == {1}
         report = stopped.value.report
-        assert report is not None and report.cost == pytest.approx(0.78)
-        assert report.failures == {"max_cost": 14} and stopped.value.needed == 4.98
+        assert report is not None and report.cost == pytest.approx(0.65)
+        assert report.failures == {"max_cost": 15} and stopped.value.needed == 6.90  # q1x: $0.42
         assert [line["custom_id"] for line in _json_lines(out)] == ids
-        done = client.run(source, out, direct=True, concurrency=4, max_cost=4.98, prices=_PRICED)
+        done = client.run(source, out, direct=True, concurrency=4, max_cost=6.9, prices=_PRICED)
     assert done.ok and done.cost == pytest.approx(20 * 0.13)
     assert _questions(server, ids) == {c: 1 for c in ids}  # each answered once, in all
     assert _output_ids(out) == ids
+
+
+def test_run_direct_under_a_cap_counts_answers_with_no_tokens_at_their_worst(
+    tmp_path: Any,
+) -> None:
+    """Issue 19 review: an answer that says no tokens cost an unknown amount: it counts at its
+    worst case, in the run that got it and in every later one (the spend log keeps it)."""
+    source, out = _capped_input(tmp_path, 20), tmp_path / "out.jsonl"
+    with ChatServer(latency=0.01).serve() as server:
+        server.says_usage = False
+        client = _direct_client(server)
+        for _ in range(3):  # the same cap again: nothing more is sent
+            with pytest.raises(ob.JobStoppedError) as stopped:
+                client.run(source, out, direct=True, concurrency=4, max_cost=1.0, prices=_PRICED)
+            # $0.41 each at worst: two fit $1.00, a third does not
+            assert sum(server.seen.values()) == 2
+        assert str(stopped.value).startswith(
+            "the job stopped at its cost cap of $1.00, with $0.82 spent at your prices "
+            "(counting at its worst what was sent and whose cost is not known): 18 requests"
+        )
+        assert stopped.value.needed == pytest.approx(0.82 + 8 * 0.41 + 10 * 0.42)
+
+
+def test_run_direct_under_a_cap_counts_requests_in_flight_at_a_kill_at_their_worst(
+    tmp_path: Any,
+) -> None:
+    """Issue 19 review: requests in flight when a run is SIGKILLed may have been billed, and
+    their answers were never written: the rerun counts them at their worst, and with the
+    same cap sends nothing more."""
+    source, out = _capped_input(tmp_path, 20), tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "openai_batch", "run", source, "-o", str(out), "--direct"]
+    command += ["--concurrency", "8", "--max-cost", "2", "--price", "gpt-4o-mini=10000,20000"]
+    with ChatServer(latency=0.0).serve() as server:
+        server.hang = {f"question {i}" for i in range(20)}  # each held until the kill
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=server.base_url)
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while sum(server.seen.values()) < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)  # a fifth would have come by now, had it fitted
+        finally:
+            process.kill()
+            process.wait(timeout=30)
+        assert sum(server.seen.values()) == 4  # $0.41 each at worst: four fit $2.00
+        server.hang = set()
+        client = _direct_client(server)
+        with pytest.raises(ob.JobStoppedError) as stopped:
+            client.run(source, out, direct=True, concurrency=8, max_cost=2.0, prices=_PRICED)
+    assert sum(server.seen.values()) == 4 and "with $1.64 spent" in str(stopped.value)
 
 
 def test_run_direct_rides_out_429s_by_slowing_the_whole_run(tmp_path: Any) -> None:
