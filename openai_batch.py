@@ -103,6 +103,8 @@ if TYPE_CHECKING:
     _AnyStr = TypeVar("_AnyStr", str, bytes)
     # how an async call runs a blocking one: `_in_thread`, or a client's own `_run`
     _Run = Callable[..., Awaitable[Any]]
+    # a sent request's line for RESULTS: custom_id, request, line, succeeded, why not
+    _Answered = Tuple[str, bytes, bytes, bool, str]
     _Headers = Mapping[str, Optional[str]]
 
     class _TimeoutLike(Protocol):
@@ -6320,6 +6322,9 @@ if TYPE_CHECKING:
         usage: dict[str, int]  # tokens, as RESULTS was written
         cleaned: list[str]  # server files deleted
         left: int  # server files a clean-up could not delete
+        dedupe: bool  # each set of requests with the same endpoint and body sent once
+        cache: str | None  # the cache of answers it reads and adds to
+        sieved: dict[str, Any]  # what _Sieve found: counts, and the file the drivers send
 
 
 @_dataclass
@@ -6345,6 +6350,11 @@ class JobReport(_Fields):
     standard_cost: float | None = None
     standard_prices: str | None = None
     cost_note: str | None = None
+    # Requests not sent: copies of another request of the job (dedupe), and requests the
+    # cache answered; and what their answers' tokens would have cost, at the batch price.
+    deduplicated: int = 0
+    cache_hits: int = 0
+    saved: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -6721,6 +6731,295 @@ def _check_settings(settings: dict[str, Any], max_requests: int) -> None:
             raise _ArgumentError(f"{name} must be {kind} from {low:g} to {high:,g}{none}")
 
 
+# -- each unique request paid once: the sieve before the rounds, and the cache it reads -------
+
+_CACHE_ROWS = 1000  # answers added to a cache in one transaction
+_CACHE_WAIT = 60.0  # seconds a cache waits for another process's transaction to end
+_TOKEN_NAMES = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
+
+
+def _request_key(data: Mapping[str, Any]) -> bytes:
+    """The sha256 of a request's endpoint and body as canonical JSON: the same for two
+    requests that differ only in their custom_id, their keys' order or their spacing."""
+    import hashlib
+
+    canonical = json.dumps(
+        [data.get("url"), data.get("body")],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
+
+
+class _Cache:
+    """Successful answers kept across jobs, by the sha256 of their request's endpoint and
+    canonical body: a SQLite file in WAL mode, so that jobs in several processes may read
+    and add to one cache at once.
+
+    An answer is added with INSERT OR IGNORE on its key, and the hits of a job are recorded
+    under the job's id with INSERT OR REPLACE, each write in a transaction of its own: a
+    process killed at any moment leaves the file as it was before the transaction under way,
+    and a job run again after a kill adds nothing twice and counts its hits once.
+    """
+
+    def __init__(self, path: str) -> None:
+        try:
+            import sqlite3
+        except ImportError:
+            raise OpenAIError(
+                f"this Python was built without the sqlite3 module, which a cache ({path}) "
+                "needs; use a Python that has it (python.org's builds and most distributions' "
+                "do), or run without a cache"
+            ) from None
+        self.path = path
+        try:
+            # isolation_level=None: this class begins and ends each transaction itself
+            self.db = sqlite3.connect(path, timeout=_CACHE_WAIT, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA busy_timeout={int(_CACHE_WAIT * 1000)}")
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, url TEXT, "
+                "model TEXT, response TEXT NOT NULL, input_tokens INTEGER, cached_tokens "
+                "INTEGER, output_tokens INTEGER, reasoning_tokens INTEGER, created REAL)"
+            )
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS hits (job TEXT PRIMARY KEY, model TEXT, "
+                "hits INTEGER, input_tokens INTEGER, cached_tokens INTEGER, output_tokens "
+                "INTEGER, reasoning_tokens INTEGER, created REAL)"
+            )
+        except sqlite3.Error as exc:
+            raise OpenAIError(f"the cache {path} cannot be used: {exc}") from None
+
+    def __enter__(self) -> _Cache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.db.close()
+
+    def get(self, key: bytes) -> str | None:
+        """The response object kept for ``key``, as JSON text; None if there is none."""
+        row = self.db.execute("SELECT response FROM answers WHERE key = ?", (key.hex(),))
+        found = row.fetchone()
+        return None if found is None else str(found[0])
+
+    def add(self, rows: Iterable[tuple[Any, ...]]) -> int:
+        """Add answers (key, url, model, response, four token counts, created), a transaction
+        each ``_CACHE_ROWS``; an answer whose key is kept already is left as it is. Returns
+        how many were new."""
+        import itertools
+
+        added, rows = 0, iter(rows)
+        while True:
+            chunk = list(itertools.islice(rows, _CACHE_ROWS))
+            if not chunk:
+                return added
+            before = self.db.total_changes
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk
+                )
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            added += self.db.total_changes - before
+
+    def hits(self, job: str, model: str | None, hits: int, usage: Mapping[str, int]) -> None:
+        """Record that ``job`` was answered ``hits`` times from the cache, sparing ``usage``;
+        a job recorded again replaces its own row."""
+        tokens = [usage.get(name, 0) for name in _TOKEN_NAMES]
+        self.db.execute(
+            "INSERT OR REPLACE INTO hits VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (job, model, hits, *tokens, time.time()),
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Entries and tokens by model, the oldest and newest, and hits by model."""
+        models: dict[str, dict[str, Any]] = {}
+        sums = ", ".join(f"SUM({name})" for name in _TOKEN_NAMES)
+        for row in self.db.execute(
+            f"SELECT model, COUNT(*), {sums}, MIN(created), MAX(created) FROM answers "
+            "GROUP BY model ORDER BY model"
+        ):
+            entry = models.setdefault(str(row[0]), {"hits": 0, "saved_usage": {}})
+            entry.update(entries=row[1], usage=dict(zip(_TOKEN_NAMES, row[2:6])))
+            entry.update(oldest=row[6], newest=row[7])
+        for row in self.db.execute(f"SELECT model, SUM(hits), {sums} FROM hits GROUP BY model"):
+            entry = models.setdefault(str(row[0]), {"entries": 0, "usage": {}})
+            entry.update(hits=row[1], saved_usage=dict(zip(_TOKEN_NAMES, row[2:6])))
+        entries = sum(entry.get("entries", 0) for entry in models.values())
+        return {"path": self.path, "entries": entries, "bytes": self.size(), "models": models}
+
+    def size(self) -> int:
+        return sum(
+            os.path.getsize(self.path + end)
+            for end in ("", "-wal")
+            if os.path.exists(self.path + end)
+        )
+
+    def prune(self, before: float | None, model: str | None) -> dict[str, int]:
+        """Delete the answers added before ``before`` (a time), of ``model``, or both; how
+        many went, by model."""
+        where: list[str] = []
+        values: list[Any] = []
+        if before is not None:
+            where.append("created < ?")
+            values.append(before)
+        if model is not None:
+            where.append("model = ?")
+            values.append(model)
+        condition = " AND ".join(where) or "1"
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self.db.execute(
+                f"SELECT model, COUNT(*) FROM answers WHERE {condition} GROUP BY model", values
+            ).fetchall()
+            self.db.execute(f"DELETE FROM answers WHERE {condition}", values)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return {str(name): count for name, count in rows}
+
+    def vacuum(self) -> None:
+        self.db.execute("VACUUM")
+
+
+class _Sieve:
+    """The first step of a job begun with ``dedupe`` or ``cache``, before any round: the
+    input read once, into the requests to send and the answers known already.
+
+    It writes to the job's folder ``send.jsonl`` (the first of each set of requests with the
+    same endpoint and body, if ``dedupe``, that the cache does not answer, in input order),
+    ``cached.jsonl`` (the cache's answers, each under its request's own custom_id) and
+    ``duplicates.jsonl`` (each request that copies an earlier one, and which one), then
+    records what it found in one step: a kill before that step makes the next run sieve
+    again. The drivers send ``send.jsonl``; RESULTS is written from all three.
+    """
+
+    FILES = ("send.jsonl", "cached.jsonl", "duplicates.jsonl")
+
+    def __init__(self, job: _Job) -> None:
+        self.job, self.record = job, job.record
+
+    def run(self) -> None:
+        data = self.record.data
+        dedupe, cache_path = data.get("dedupe", False), data.get("cache")
+        cache = _Cache(cache_path) if cache_path else None
+        seen: dict[bytes, str] = {}  # key -> the custom_id of the first request sent with it
+        known: dict[bytes, str] = {}  # key -> the cache's answer, for a duplicate of a hit
+        counts = {"to_send": 0, "cache_hits": 0, "deduplicated": 0}
+        hit_usage: dict[str, int] = {}
+        send, cached, copies = (_AtomicFile(self.record.path(name)) for name in self.FILES)
+        try:
+            for _, raw in _binary_lines(data["input"]):
+                if not raw.strip():
+                    continue
+                request = json.loads(raw)
+                key = _request_key(request)
+                custom_id = request["custom_id"]
+                answer = known.get(key)
+                if answer is None and cache is not None and key not in seen:
+                    answer = cache.get(key)
+                    if answer is not None and dedupe:
+                        known[key] = answer
+                if answer is not None:
+                    cached.file.write(_cached_line(custom_id, answer))
+                    _added(hit_usage, _usage_in(json.loads(answer).get("body")))
+                    counts["cache_hits"] += 1
+                elif dedupe and key in seen:
+                    copy = {"custom_id": custom_id, "of": seen[key]}
+                    copies.file.write(_line_bytes(copy))
+                    counts["deduplicated"] += 1
+                else:
+                    if dedupe:
+                        seen[key] = custom_id
+                    send.file.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                    counts["to_send"] += 1
+            for out in (send, cached, copies):
+                out.commit()
+        finally:
+            for out in (send, cached, copies):
+                out.discard()  # a no-op once committed
+            if cache is not None:
+                cache.db.close()
+        self.record.job(sieved={"send": self.FILES[0], **counts, "hit_usage": hit_usage})
+        self.job.event("sieved", **counts)
+
+    def write(self, answered: Iterator[_Answered], out: IO[bytes], tally: dict[str, Any]) -> None:
+        """RESULTS' lines in input order: each sent request's from ``answered`` (which gives
+        them in the order they were sent), a copy's from the request it copies, under its own
+        custom_id, and a cache hit's from ``cached.jsonl``.
+
+        A sent request's line that has copies is kept in a file of the job's folder until
+        its copies come, so that memory holds where each is, never the lines.
+        """
+        copies = read_jsonl(self.record.path("duplicates.jsonl"))
+        copied = {copy["of"] for copy in read_jsonl(self.record.path("duplicates.jsonl"))}
+        hits = (line for _, line in _binary_lines(self.record.path("cached.jsonl")))
+        kept: dict[str, tuple[int, bool, str]] = {}  # custom_id -> offset, ok, reason
+        next_copy, next_hit = next(copies, None), next(hits, None)
+        next_hit_id = json.loads(next_hit)["custom_id"] if next_hit else None
+        saved: dict[str, int] = dict(self.record.data["sieved"]["hit_usage"])
+        with open(self.record.path("copied.tmp"), "w+b") as spill:
+            for _, raw in _binary_lines(self.record.data["input"]):
+                if not raw.strip():
+                    continue
+                custom_id = json.loads(raw)["custom_id"]
+                if next_copy is not None and custom_id == next_copy["custom_id"]:
+                    offset, ok, reason = kept[next_copy["of"]]
+                    spill.seek(offset)
+                    line = json.loads(spill.readline())
+                    spill.seek(0, os.SEEK_END)
+                    line["custom_id"] = custom_id
+                    text = _line_bytes(line)
+                    if ok:
+                        _added(saved, _usage_in((line.get("response") or {}).get("body")))
+                    next_copy = next(copies, None)
+                elif next_hit is not None and custom_id == next_hit_id:
+                    text, ok, reason = next_hit, True, ""
+                    next_hit = next(hits, None)
+                    next_hit_id = json.loads(next_hit)["custom_id"] if next_hit else None
+                else:
+                    sent = next(answered, None)
+                    if sent is None:  # cancelled before its round began: never sent
+                        error = self.job.no_result([])
+                        line = {"id": None, "custom_id": custom_id, "response": None}
+                        line["error"] = error
+                        sent = (custom_id, raw, _line_bytes(line), False, error["code"])
+                    _, _, text, ok, reason = sent
+                    if custom_id in copied:
+                        kept[custom_id] = (spill.tell(), ok, reason)
+                        spill.write(text)
+                _count(tally, ok, reason)
+                out.write(text)
+        _remove_quietly(self.record.path("copied.tmp"))
+        sieved = self.record.data["sieved"]
+        tally.update(cache_hits=sieved["cache_hits"], deduplicated=sieved["deduplicated"])
+        tally["saved_usage"] = saved
+
+
+def _cached_line(custom_id: str, response: str) -> bytes:
+    """A Batch API output line for a request the cache answered: the response kept, as it
+    was kept, under the request's own custom_id."""
+    head = _dumps_line({"id": _cache_line_id(), "custom_id": custom_id})[:-1]
+    return f'{head},"response":{response},"error":null}}\n'.encode("utf-8", "surrogatepass")
+
+
+def _cache_line_id() -> str:
+    return "batch_req_" + os.urandom(12).hex()
+
+
+def _count(tally: dict[str, Any], ok: bool, reason: str) -> None:
+    """Count one line of RESULTS."""
+    tally["requests"] += 1
+    tally["succeeded" if ok else "failed"] += 1
+    if not ok:
+        tally["failures"][reason] = tally["failures"].get(reason, 0) + 1
+
+
 if TYPE_CHECKING:
     from typing import Protocol
 
@@ -6778,6 +7077,18 @@ class _Job:
     def data(self) -> _JobRecord:
         return self.record.data
 
+    @property
+    def source(self) -> str:
+        """The file of requests the driver sends: the input, or what the sieve kept of it."""
+        sieved = self.data.get("sieved")
+        return self.record.path(sieved["send"]) if sieved else self.data["input"]
+
+    @property
+    def to_send(self) -> int:
+        """How many requests the driver sends: the input's, less the sieve's."""
+        sieved = self.data.get("sieved")
+        return int(sieved["to_send"]) if sieved else self.data["requests"]
+
     def event(self, kind: str, **facts: Any) -> None:
         if self.on_event is not None:
             self.on_event({"event": kind, **facts, "progress": self.progress()})
@@ -6789,16 +7100,20 @@ class _Job:
         data = self.data
         succeeded, failed, usage, work = self.driver.progress()
         done = succeeded + failed
-        pending = data["requests"] - done
+        pending = self.to_send - done
         if self.done_before is None:
             self.done_before = done
         elapsed = max(self.clock() - self.began, 1e-3)
         rate = (done - self.done_before) / elapsed
         left = round(pending / rate, 1) if rate > 0 and pending else None
+        requests = {"succeeded": succeeded, "failed": failed, "pending": pending}
+        sieved = data.get("sieved")
+        if sieved:  # answered without being sent: counted apart, and never pending
+            requests.update(cached=sieved["cache_hits"], deduplicated=sieved["deduplicated"])
         return {
             "round": data["round"],
             "rounds": self.settings["rounds"],
-            "requests": {"succeeded": succeeded, "failed": failed, "pending": pending},
+            "requests": requests,
             "work": work,
             "usage": usage,
             "spend": self.spend(usage),
@@ -6817,7 +7132,7 @@ class _Job:
         data = self.data
         ended = (_JobStatus.WRITTEN.value, _JobStatus.FINISHED.value)
         if data["status"] in ended and not os.path.exists(data["output"]):
-            if not self.driver.kept():
+            if not self.kept():
                 raise OpenAIError(
                     f"{data['output']} was written and has since been removed, and the job's "
                     f"files went with its end; remove {self.record.folder} to run it again"
@@ -6825,6 +7140,9 @@ class _Job:
             self.write()  # again, from the job's files: nothing is sent
         elif data["status"] in ended:
             self.event("already_written", output=data["output"])
+        sieving = data.get("dedupe") or data.get("cache")
+        if sieving and "sieved" not in data and data["status"] == _JobStatus.RUNNING.value:
+            _Sieve(self).run()  # the first step, before any request is sent
         try:
             while data["status"] not in ended:
                 if self.driver.busy():
@@ -6855,7 +7173,46 @@ class _Job:
 
     def write(self) -> None:
         """RESULTS, atomically: one line per request, in input order, each the line the
-        server wrote, byte for byte; or, for a request with none, a line saying why.
+        server wrote, byte for byte; or, for a request with none, a line saying why. A job
+        that was sieved fans the answers out to the requests that were not sent (see
+        ``_Sieve.write``); with a cache, the successes are added to it on the way.
+        """
+        tally: dict[str, Any] = {"requests": 0, "succeeded": 0, "failed": 0, "failures": {}}
+        cache_path = self.data.get("cache")
+        cache = _Cache(cache_path) if cache_path else None
+        try:
+            with _AtomicFile(self.data["output"]) as out:
+                answered = self.answered()
+                if cache is not None:
+                    answered = self.kept_in(cache, answered)
+                if self.data.get("sieved"):
+                    _Sieve(self).write(answered, out.file, tally)
+                else:
+                    for _, _, text, ok, reason in answered:
+                        _count(tally, ok, reason)
+                        out.file.write(text)
+            sieved = self.data.get("sieved")
+            if cache is not None and sieved:  # a row for the job, however often it is written
+                job, model = self.data["job"], self.data.get("model")
+                cache.hits(job, model, sieved["cache_hits"], sieved["hit_usage"])
+        finally:
+            if cache is not None:
+                cache.db.close()
+        seconds = self.clock() - self.data["started"]
+        batches, usage = self.driver.totals()
+        self.record.job(
+            status=_JobStatus.WRITTEN.value,
+            tally=tally,
+            seconds=seconds,
+            batches=batches,
+            usage=usage,
+        )
+        self.event("written", output=self.data["output"])
+
+    def answered(self) -> Iterator[_Answered]:
+        """The sent requests' lines for RESULTS, in the order they were sent: for each, its
+        custom_id, its request line, its line (the server's, byte for byte, or one saying why
+        it has none), whether it succeeded and, if not, why in a word.
 
         The driver gives the requests in runs (a first-round shard of a batch job), each with
         the result files that answer it; results of later rounds, which may be for any
@@ -6863,9 +7220,8 @@ class _Job:
         requests, never the lines, and never the whole job.
         """
         segments, late, late_endings = self.driver.sources()
-        tally: dict[str, Any] = {"requests": 0, "succeeded": 0, "failed": 0, "failures": {}}
         later = _line_index(late)
-        with _AtomicFile(self.data["output"]) as out, _LineReader(late) as late_lines:
+        with _LineReader(late) as late_lines:
             for segment in segments:
                 files = segment.results
                 own = _line_index(files)
@@ -6885,26 +7241,44 @@ class _Job:
                             error = self.no_result(endings)
                             line = {"id": None, "custom_id": custom_id, "response": None}
                             line["error"] = error
-                            text, ok = _dumps_line(line).encode("utf-8") + b"\n", False
-                            reason = error["code"]
+                            text = _dumps_line(line).encode("utf-8") + b"\n"
+                            yield custom_id, raw, text, False, error["code"]
                         else:
                             text, ok = reader.at(place >> 1), bool(place & 1)
                             reason = "" if ok else _failure_reason(text)
-                        out.file.write(text)
-                        tally["requests"] += 1
-                        tally["succeeded" if ok else "failed"] += 1
-                        if not ok:
-                            tally["failures"][reason] = tally["failures"].get(reason, 0) + 1
-        seconds = self.clock() - self.data["started"]
-        batches, usage = self.driver.totals()
-        self.record.job(
-            status=_JobStatus.WRITTEN.value,
-            tally=tally,
-            seconds=seconds,
-            batches=batches,
-            usage=usage,
-        )
-        self.event("written", output=self.data["output"])
+                            yield custom_id, raw, text, ok, reason
+
+    def kept_in(self, cache: _Cache, answered: Iterator[_Answered]) -> Iterator[_Answered]:
+        """``answered``, its successes added to ``cache`` on the way, a transaction each
+        ``_CACHE_ROWS``.
+
+        They are added as RESULTS is written, not as they arrive: then each request has its
+        one final line whichever driver answered it and however often it was sent, and both
+        drivers add the same way. A kill before RESULTS is renamed into place loses nothing:
+        the next run writes RESULTS again, and what was added already is left as it is.
+        """
+        model, now = self.data.get("model"), time.time()
+        rows: list[tuple[Any, ...]] = []
+        for answer in answered:
+            _, raw, text, ok, _ = answer
+            if ok:
+                request, response = json.loads(raw), json.loads(text)["response"]
+                usage = _usage_in(response.get("body"))
+                tokens = [usage.get(name, 0) for name in _TOKEN_NAMES]
+                kept = _line_bytes(response)[:-1].decode("utf-8")
+                key = _request_key(request).hex()
+                rows.append((key, request.get("url"), model, kept, *tokens, now))
+                if len(rows) >= _CACHE_ROWS:
+                    cache.add(rows)
+                    rows = []
+            yield answer
+        cache.add(rows)
+
+    def kept(self) -> bool:
+        """The job's files are all still in its folder: RESULTS can be written again."""
+        sieved = self.data.get("sieved")
+        files = _Sieve.FILES if sieved else ()
+        return self.driver.kept() and all(os.path.exists(self.record.path(f)) for f in files)
 
     def no_result(self, endings: list[str]) -> dict[str, str]:
         """Why a request has no result, from how the work it was sent in ended."""
@@ -6958,7 +7332,8 @@ class _Job:
         if left:
             return
         self.record.job(status=_JobStatus.FINISHED.value)
-        for name in self.driver.local_files():
+        sieved = _Sieve.FILES if self.data.get("sieved") else ()
+        for name in [*self.driver.local_files(), *sieved]:
             _remove_quietly(self.record.path(name))
 
     def report(self) -> JobReport:
@@ -6978,6 +7353,9 @@ class _Job:
             spend["standard_cost"],
             spend["standard_prices"],
         )
+        if data.get("sieved"):
+            report.cache_hits, report.deduplicated = tally["cache_hits"], tally["deduplicated"]
+            report.saved = self.spend(tally["saved_usage"])["cost"]
         return report
 
 
@@ -7133,7 +7511,7 @@ class _BatchRounds:
         """The request lines with no final result, in input order; parsed if ``read`` (the
         first round's go as they are, unread)."""
         if self.record.data["round"] == 0:
-            for _, raw in _binary_lines(self.record.data["input"]):
+            for _, raw in _binary_lines(self.job.source):
                 if raw.strip():
                     line = raw if raw.endswith(b"\n") else raw + b"\n"
                     yield line, json.loads(line) if read else None
@@ -7529,11 +7907,14 @@ def _run_job(
     cancel: bool = False,
     mode: str = "Batch API",
     prices: Mapping[str, Any] | _Prices | None = None,
+    dedupe: bool = False,
+    cache: _PathLike | None = None,
 ) -> JobReport:
     """Begin, resume or cancel the job of ``output``; return its report once RESULTS is in.
 
     A job begun tells ``on_event`` first what it will cost (an ``"estimate"`` event: the
     ``InputEstimate``'s fields), before anything is sent."""
+    cache_path = None if cache is None else os.path.abspath(cache)
     prices = prices if isinstance(prices, _Prices) else _Prices(prices)
     clock = client._transport.clock
     input_path, output_path = os.path.abspath(input), os.path.abspath(output)
@@ -7568,6 +7949,9 @@ def _run_job(
         )
         begin = {"endpoint": summary.endpoint or "", "requests": summary.requests}
         begin.update(started=clock(), output=output_path, mode=mode, model=summary.model)
+        begin.update(dedupe=bool(dedupe), cache=cache_path)
+        if cache_path is not None:
+            _Cache(cache_path).db.close()  # a cache that cannot be used is found now
         estimate = summary.estimate
     record = _Record.open(output_path, input_path, settings, begin)
     try:
@@ -7575,6 +7959,13 @@ def _run_job(
             raise OpenAIError(
                 f"the job in {record.folder} is a {record.data['mode']} job, not a {mode} one; "
                 f"run it as it began, or remove {record.folder} to start again"
+            )
+        began = (record.data.get("dedupe", False), record.data.get("cache"))
+        if not cancel and began != (bool(dedupe), cache_path):
+            raise OpenAIError(
+                f"the job in {record.folder} began with dedupe {'on' if began[0] else 'off'} "
+                f"and {f'the cache {began[1]}' if began[1] else 'no cache'}; run it as it "
+                f"began, or remove {record.folder} to start again"
             )
         job = _Job(client, record, settings, on_event, prices)
         if estimate is not None:
@@ -7667,7 +8058,7 @@ class _DirectRounds:
         active = 0
         if flight is not None:
             active, window = flight.pacer.in_flight, flight.pacer.window
-        pending = self.record.data["requests"] - succeeded - failed
+        pending = self.job.to_send - succeeded - failed
         work = {
             "unit": "request",
             "done": succeeded + failed,
@@ -7684,7 +8075,7 @@ class _DirectRounds:
         finished by the next run rather than counted.
         """
         answers = self.open()
-        pending = self.record.data["requests"] - len(answers.final)
+        pending = self.job.to_send - len(answers.final)
         if pending <= 0:
             return False
         self.record.data["round"] = round_  # in memory, for the events: recorded once it is over
@@ -7740,7 +8131,7 @@ class _DirectRounds:
         # No batch ran: a request with no answer was never sent (the job was cancelled).
         self.open()  # which cuts off a line a kill left half written
         answers = [self.record.path(_ANSWERS)]
-        return [_Segment(self.record.data["input"], answers, [])], [], {}
+        return [_Segment(self.job.source, answers, [])], [], {}
 
     def server_files(self) -> list[str]:
         return []
@@ -8140,11 +8531,11 @@ class _DirectRound:
             self.clock,
             self.sleep,
         )
-        self.queue = _WorkQueue(job.data["input"], answers.final, self.clock)
+        self.queue = _WorkQueue(job.source, answers.final, self.clock)
         self.policy = rounds.policy or _DirectPolicy(self, answers.succeeded > 0)
         self.policy.flight = self
         rounds.policy = self.policy  # one for all the rounds of this run
-        self.answers_due = job.data["requests"] - len(answers.final)
+        self.answers_due = job.to_send - len(answers.final)
         self.added_before = answers.added
         self.failure: BaseException | None = None
         self.finished = threading.Event()
@@ -8765,6 +9156,8 @@ class Client:
         max_requests_per_minute: int | None = None,
         max_tokens_per_minute: int | None = None,
         prices: Mapping[str, Any] | _Prices | None = None,
+        dedupe: bool = False,
+        cache: _PathLike | None = None,
     ) -> JobReport:
         """Run every request of a JSONL file of any size, across as many batches as it takes.
 
@@ -8793,6 +9186,14 @@ class Client:
         price. ``prices`` (``{model: (input, output[, cached_input])}`` in USD per million
         tokens) come before a JSON file named by ``OPENAI_BATCH_PRICES``, and that before the
         table; a bad price raises ``ValueError`` before anything is sent.
+
+        ``dedupe=True`` sends once each set of requests with the same endpoint and body
+        (as canonical JSON), and gives each custom_id the answer under its own custom_id; it
+        is off by default, since sampling at a temperature above zero wants distinct answers.
+        ``cache`` names a SQLite file of successful answers kept across jobs (several
+        processes may share it): a request it holds is answered from it, unsent, and a
+        request the server answers with a success is added to it. The report counts both,
+        and what their tokens would have cost. A job resumed keeps the choice it began with.
         """
         settings = {
             "batch_size": batch_size,
@@ -8809,7 +9210,9 @@ class Client:
             if settings[name] is not None and not direct:
                 raise _ArgumentError(f"{name} goes with direct=True (a batch has no such limit)")
         mode = "direct" if direct else "Batch API"  # _DirectRounds.mode, _BatchRounds.mode
-        return _run_job(self, input, output, settings, on_event, cancel, mode, prices)
+        return _run_job(
+            self, input, output, settings, on_event, cancel, mode, prices, dedupe, cache
+        )
 
     def download(self, batch_or_id: Batch | str, directory: _PathLike = ".") -> list[str]:
         """Save a batch's output and error files into ``directory``; return their paths.

@@ -8558,6 +8558,61 @@ def test_run_killed_while_cancelling_goes_on_cancelling(tmp_path: Any, again: li
         assert len(api.batches) == 3
 
 
+def _with_copies(tmp_path: Any, name: str = "in.jsonl") -> tuple[str, list[str]]:
+    """Six requests, three of them copies of others under their own custom_ids (d0 and d2
+    ask what q0 asks, d1 what q1 asks); the path and the custom_ids in input order."""
+    asked = [("q0", 0), ("q1", 1), ("d0", 0), ("q2", 2), ("d1", 1), ("d2", 0)]
+    requests = [BatchRequest.chat(c, "gpt-4o-mini", f"question {n}") for c, n in asked]
+    path = str(tmp_path / name)
+    ob.write_jsonl(path, requests)
+    return path, [c for c, _ in asked]
+
+
+def test_run_dedupe_sends_each_request_once_and_fans_its_answer_out(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 5: requests with the same endpoint and body go once; each custom_id
+    gets the answer under its own custom_id, in input order; the report says what it saved."""
+    source, ids = _with_copies(tmp_path)
+    out = tmp_path / "out.jsonl"
+    events: list[dict[str, Any]] = []
+    report = client.run(
+        source, out, dedupe=True, batch_size=2, prices=_PRICED, on_event=events.append
+    )
+    assert api.ran == {"q0": 1, "q1": 1, "q2": 1}
+    lines = _json_lines(out)
+    assert [line["custom_id"] for line in lines] == ids
+    bodies = {line["custom_id"]: line["response"]["body"] for line in lines}
+    assert bodies["d0"] == bodies["d2"] == bodies["q0"] and bodies["d1"] == bodies["q1"]
+    assert (report.requests, report.succeeded, report.failed) == (6, 6, 0)
+    assert (report.deduplicated, report.cache_hits, report.batches) == (3, 0, 2)
+    assert report.cost == 0.24 and report.saved == 0.24  # three answers, and three copies
+    sieved = next(event for event in events if event["event"] == "sieved")
+    assert (sieved["to_send"], sieved["deduplicated"], sieved["cache_hits"]) == (3, 3, 0)
+    assert events[-1]["progress"]["requests"] == {
+        "succeeded": 3,
+        "failed": 0,
+        "pending": 0,
+        "cached": 0,
+        "deduplicated": 3,
+    }
+    plain = client.run(source, tmp_path / "plain.jsonl")  # off by default: each is sent
+    assert plain.deduplicated == 0 and plain.saved is None
+    assert api.ran == {"q0": 2, "q1": 2, "q2": 2, "d0": 1, "d1": 1, "d2": 1}
+
+
+def test_run_dedupe_copies_a_failure_to_its_copies(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 5: a copy of a request that failed fails the same way, counted."""
+    ids = ["fail-a", "fail-b", "fail-c"]  # the fake fails them by their custom_id
+    source = write_lines(tmp_path / "in.jsonl", [request_line(c) for c in ids])
+    report = client.run(source, tmp_path / "out.jsonl", dedupe=True)
+    assert (report.requests, report.failed, report.deduplicated) == (3, 3, 2)
+    assert report.failures == {"HTTP 400": 3} and len(api.ran) == 1
+    assert _output_ids(tmp_path / "out.jsonl") == ids
+
+
 # ---------------------------------------------------------------- Direct rounds
 
 
