@@ -7187,10 +7187,9 @@ class _Job:
                     answered = self.kept_in(cache, answered)
                 if self.data.get("sieved"):
                     _Sieve(self).write(answered, out.file, tally)
-                else:
-                    for _, _, text, ok, reason in answered:
-                        _count(tally, ok, reason)
-                        out.file.write(text)
+                for _, _, text, ok, reason in answered:  # all of it, or what the sieve left:
+                    _count(tally, ok, reason)  # nothing, but the cache's last rows go in now
+                    out.file.write(text)
             sieved = self.data.get("sieved")
             if cache is not None and sieved:  # a row for the job, however often it is written
                 job, model = self.data["job"], self.data.get("model")

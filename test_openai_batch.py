@@ -49,6 +49,7 @@ import random
 import re
 import shlex
 import socket
+import sqlite3
 import struct
 import sys
 import tempfile
@@ -8611,6 +8612,106 @@ def test_run_dedupe_copies_a_failure_to_its_copies(
     assert (report.requests, report.failed, report.deduplicated) == (3, 3, 2)
     assert report.failures == {"HTTP 400": 3} and len(api.ran) == 1
     assert _output_ids(tmp_path / "out.jsonl") == ids
+
+
+def test_run_cache_answers_a_rerun_unsent_and_an_edited_line_with_one_request(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 5: a cache across jobs; a second run, to another RESULTS, sends nothing,
+    and a third, with one line of the input edited, sends that line alone."""
+    cache = str(tmp_path / "answers.sqlite")
+    source = _job_input(tmp_path, 10)
+    first = client.run(source, tmp_path / "one.jsonl", cache=cache, prices=_PRICED)
+    assert first.ok and (first.cache_hits, first.saved) == (0, 0.0)
+    assert sum(api.ran.values()) == 10
+    events: list[dict[str, Any]] = []
+    second = client.run(
+        source, tmp_path / "two.jsonl", cache=cache, prices=_PRICED, on_event=events.append
+    )
+    assert sum(api.ran.values()) == 10 and len(api.batches) == 1  # nothing sent
+    assert (second.requests, second.succeeded, second.cache_hits) == (10, 10, 0 + 10)
+    assert second.saved == 0.8 and second.usage == {}  # 10 answers of 2 in, 3 out
+    assert _output_ids(tmp_path / "two.jsonl") == [f"q{i}" for i in range(10)]
+    bodies = [line["response"]["body"] for line in _json_lines(tmp_path / "one.jsonl")]
+    assert [line["response"]["body"] for line in _json_lines(tmp_path / "two.jsonl")] == bodies
+    assert events[-1]["progress"]["requests"]["cached"] == 10
+    requests = [json.loads(line) for line in open(source, encoding="utf-8")]
+    requests[4]["body"]["messages"][0]["content"] = "question 4, edited"
+    edited = write_lines(tmp_path / "edited.jsonl", requests)
+    third = client.run(edited, tmp_path / "three.jsonl", cache=cache)
+    assert api.ran == {**{f"q{i}": 1 for i in range(10)}, "q4": 2}  # the edited line alone
+    assert (third.cache_hits, len(api.batches)) == (9, 2)
+    with sqlite3.connect(cache) as db:
+        assert db.execute("SELECT COUNT(*) FROM answers").fetchone() == (11,)
+        assert db.execute("SELECT SUM(hits) FROM hits").fetchone() == (19,)
+
+
+def test_run_cache_with_dedupe_and_direct_sends_what_neither_answers(tmp_path: Any) -> None:
+    """Issue 19, item 5: the sieve is the drivers' seam: a direct job reads the cache too,
+    and with dedupe a copy of a cached request is answered from the cache as well."""
+    cache = str(tmp_path / "answers.sqlite")
+    source, ids = _with_copies(tmp_path)
+    with ChatServer().serve() as server:
+        client = _direct_client(server)
+        first = client.run(source, tmp_path / "one.jsonl", direct=True, dedupe=True, cache=cache)
+        assert server.seen == {"question 0": 1, "question 1": 1, "question 2": 1}
+        assert (first.requests, first.succeeded, first.deduplicated) == (6, 6, 3)
+        assert _output_ids(tmp_path / "one.jsonl") == ids
+        second = client.run(source, tmp_path / "two.jsonl", direct=True, dedupe=True, cache=cache)
+        assert sum(server.seen.values()) == 3
+        assert (second.requests, second.succeeded, second.cache_hits) == (6, 6, 6)
+        assert (second.deduplicated, second.rounds) == (0, 0)
+        assert _output_ids(tmp_path / "two.jsonl") == ids
+
+
+def test_run_keeps_the_dedupe_and_cache_it_began_with(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 5: a resumed job keeps its choice; another is refused, naming it."""
+    source, _ = _with_copies(tmp_path)
+    out = tmp_path / "out.jsonl"
+
+    def stop_after_create(event: dict[str, Any]) -> None:
+        if event["event"] == "created":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.run(source, out, dedupe=True, batch_size=2, on_event=stop_after_create)
+    with refused(
+        ob.OpenAIError,
+        f"the job in {out}.job began with dedupe on and no cache; run it as it began, or "
+        f"remove {out}.job to start again",
+    ):
+        client.run(source, out, batch_size=2)
+    report = client.run(source, out, dedupe=True, batch_size=2)
+    assert report.ok and report.deduplicated == 3 and len(api.batches) == 2
+    assert api.ran == {"q0": 1, "q1": 1, "q2": 1}
+
+
+_NO_SQLITE = """
+import sys
+sys.modules["sqlite3"] = None  # as a Python built without it
+sys.path.insert(0, FOLDER)
+import openai_batch as ob
+try:
+    ob._Cache("answers.sqlite")
+except ob.OpenAIError as exc:
+    print(exc)
+"""
+
+
+def test_a_cache_without_sqlite3_says_what_is_missing_and_what_to_do(tmp_path: Any) -> None:
+    folder = os.path.dirname(os.path.abspath(ob.__file__))
+    probe = _NO_SQLITE.replace("FOLDER", repr(folder))
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", probe], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.stdout == (
+        "this Python was built without the sqlite3 module, which a cache (answers.sqlite) "
+        "needs; use a Python that has it (python.org's builds and most distributions' do), "
+        "or run without a cache\n"
+    )
+    assert not (tmp_path / "answers.sqlite").exists()
 
 
 # ---------------------------------------------------------------- Direct rounds
