@@ -8635,7 +8635,7 @@ def test_run_cache_answers_a_rerun_unsent_and_an_edited_line_with_one_request(
     bodies = [line["response"]["body"] for line in _json_lines(tmp_path / "one.jsonl")]
     assert [line["response"]["body"] for line in _json_lines(tmp_path / "two.jsonl")] == bodies
     assert events[-1]["progress"]["requests"]["cached"] == 10
-    requests = [json.loads(line) for line in open(source, encoding="utf-8")]
+    requests = _json_lines(source)
     requests[4]["body"]["messages"][0]["content"] = "question 4, edited"
     edited = write_lines(tmp_path / "edited.jsonl", requests)
     third = client.run(edited, tmp_path / "three.jsonl", cache=cache)
