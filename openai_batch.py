@@ -6826,13 +6826,15 @@ class _Cache:
                 raise
             added += self.db.total_changes - before
 
-    def hits(self, job: str, model: str | None, hits: int, usage: Mapping[str, int]) -> None:
+    def hits(
+        self, job: str, model: str | None, hits: int, usage: Mapping[str, int], now: float
+    ) -> None:
         """Record that ``job`` was answered ``hits`` times from the cache, sparing ``usage``;
         a job recorded again replaces its own row."""
         tokens = [usage.get(name, 0) for name in _TOKEN_NAMES]
         self.db.execute(
             "INSERT OR REPLACE INTO hits VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (job, model, hits, *tokens, time.time()),
+            (job, model, hits, *tokens, now),
         )
 
     def stats(self) -> dict[str, Any]:
@@ -6884,7 +6886,9 @@ class _Cache:
         return {str(name): count for name, count in rows}
 
     def vacuum(self) -> None:
+        """Give the space of deleted answers back to the file system."""
         self.db.execute("VACUUM")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 class _Sieve:
@@ -7193,7 +7197,7 @@ class _Job:
             sieved = self.data.get("sieved")
             if cache is not None and sieved:  # a row for the job, however often it is written
                 job, model = self.data["job"], self.data.get("model")
-                cache.hits(job, model, sieved["cache_hits"], sieved["hit_usage"])
+                cache.hits(job, model, sieved["cache_hits"], sieved["hit_usage"], self.clock())
         finally:
             if cache is not None:
                 cache.db.close()
@@ -7256,7 +7260,7 @@ class _Job:
         drivers add the same way. A kill before RESULTS is renamed into place loses nothing:
         the next run writes RESULTS again, and what was added already is left as it is.
         """
-        model, now = self.data.get("model"), time.time()
+        model, now = self.data.get("model"), self.clock()
         rows: list[tuple[Any, ...]] = []
         for answer in answered:
             _, raw, text, ok, _ = answer
@@ -11303,6 +11307,8 @@ def _cmd_run(session: _Session) -> int:
             max_requests_per_minute=args.max_requests_per_minute,
             max_tokens_per_minute=args.max_tokens_per_minute,
             prices=_Prices(dict(args.price or ()), given_as="your --price"),
+            dedupe=args.dedupe,
+            cache=args.cache,
         )
     except KeyboardInterrupt:
         console.end_live()
@@ -11347,6 +11353,8 @@ def _show_report(console: _Console, report: JobReport, output: str, direct: bool
     )
     if report.usage:
         console.note(_report_cost(report))
+    if report.cache_hits or report.deduplicated:
+        console.note(_report_unsent(report))
     if report.failed:
         console.note(f"next: openai-batch results {output} --failed shows them and why")
     if report.failures.get("HTTP 404"):
@@ -11383,6 +11391,84 @@ def _report_cost(report: JobReport) -> str:
         "standard_prices": report.standard_prices,
     }
     return f"cost: {_spend_words(spend)}"
+
+
+def _report_unsent(report: JobReport) -> str:
+    """The requests a job answered without sending them, and what that saved."""
+    if report.saved is None:
+        saved = f"{report.cost_note}" if report.cost_note else "no price known"
+    else:
+        saved = f"saved {_usd(report.saved)} at {report.prices}"
+    return (
+        f"{_plural(report.cache_hits, 'request')} answered from the cache, "
+        f"{_plural(report.deduplicated, 'duplicate')} not sent; {saved}"
+    )
+
+
+def _cmd_cache_stats(session: _Session) -> int:
+    """A cache: its answers and their tokens by model, the oldest and newest, the hits of
+    the jobs that read it, and what they saved."""
+    args, console = session.args, session.console
+    prices = _Prices(dict(args.price or ()), given_as="your --price")
+    with _open_cache(args.file) as cache:
+        stats = cache.stats()
+    for model, entry in stats["models"].items():
+        entry["saved"] = _spend(prices, model, entry["saved_usage"])["cost"]
+    if args.json:
+        console.line(json.dumps(stats, ensure_ascii=False))
+        return _EXIT_OK
+    rows = [
+        [
+            model,
+            f"{entry['entries']:,}",
+            _tokens(entry["usage"]) or "-",
+            console.when(entry.get("oldest")),
+            console.when(entry.get("newest")),
+            f"{entry['hits']:,}",
+            "-" if entry["saved"] is None else _usd(entry["saved"]),
+        ]
+        for model, entry in stats["models"].items()
+    ]
+    if not console.tty:
+        for row in rows:
+            console.line("\t".join(row))
+        return _EXIT_OK
+    console.line(f"{stats['path']}: {_plural(stats['entries'], 'answer')}, {_size(stats['bytes'])}")
+    if rows:
+        header = ["MODEL", "ANSWERS", "TOKENS", "OLDEST", "NEWEST", "HITS", "SAVED"]
+        _table(console, header, rows, shrinkable=(0, 2), droppable=(3, 2))
+    return _EXIT_OK
+
+
+def _cmd_cache_prune(session: _Session) -> int:
+    """Delete a cache's answers older than some days, of a model, or both."""
+    args, console = session.args, session.console
+    if args.older_than is None and args.model is None:
+        raise _ArgumentError("say what to prune: --older-than DAYS, --model MODEL, or both")
+    before = None if args.older_than is None else console.clock() - args.older_than * 86400
+    with _open_cache(args.file) as cache:
+        removed = cache.prune(before, args.model)
+        if args.vacuum:
+            cache.vacuum()
+        size = cache.size()
+    if args.json:
+        console.line(json.dumps({"removed": removed, "bytes": size}, ensure_ascii=False))
+        return _EXIT_OK
+    for model, count in removed.items():
+        console.line(f"{model}\t{count}" if not console.tty else f"removed {count:,}  {model}")
+    total = sum(removed.values())
+    console.note(f"{args.file}: {_plural(total, 'answer')} removed, {_size(size)} now")
+    return _EXIT_OK
+
+
+def _open_cache(path: str) -> _Cache:
+    """A cache that is there: stats and prune never make one."""
+    if not os.path.isfile(path):
+        raise OpenAIError(
+            f"there is no cache at {path}; `openai-batch run INPUT -o RESULTS --cache {path}` "
+            "makes one"
+        )
+    return _Cache(path)
 
 
 def _cmd_download(session: _Session) -> int:
@@ -11999,6 +12085,7 @@ def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
     _json_flag(wait)
     _finished_commands(commands, common)
     _run_command(commands, common)
+    _cache_commands(commands, common)
 
 
 def _run_command(commands: Any, common: Any) -> None:
@@ -12054,7 +12141,42 @@ def _run_command(commands: Any, common: Any) -> None:
     )
     _price_option(run, "for the estimate and the spend")
     _direct_options(run)
+    run.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="send requests with the same endpoint and body once, each custom_id getting the "
+        "answer (off by default: sampling above temperature 0 wants distinct answers)",
+    )
+    run.add_argument(
+        "--cache",
+        type=_path,
+        metavar="FILE",
+        help="answer requests from this SQLite file of earlier jobs' answers, unsent, and add "
+        "the new ones to it (made if missing; jobs may share it)",
+    )
     run.add_argument("--json", action="store_true", help="print each event as a JSON line")
+
+
+def _cache_commands(commands: Any, common: Any) -> None:
+    cache = commands.add_parser(
+        "cache", parents=[common], help="show or trim a cache of answers (run --cache FILE)"
+    )
+    verbs = cache.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+    stats = _add(verbs, common, "stats", _cmd_cache_stats, "show what a cache holds and saved")
+    stats.add_argument("file", type=_path, metavar="FILE")
+    _price_option(stats, "for what the hits saved")
+    stats.add_argument("--json", action="store_true", help="print the figures as JSON")
+    prune = _add(verbs, common, "prune", _cmd_cache_prune, "delete a cache's older answers")
+    prune.add_argument("file", type=_path, metavar="FILE")
+    prune.add_argument(
+        "--older-than", type=float, metavar="DAYS", help="answers added more than DAYS ago"
+    )
+    prune.add_argument("--model", metavar="MODEL", help="answers of this model")
+    prune.add_argument(
+        "--vacuum", action="store_true", help="give the freed space back to the file system"
+    )
+    prune.add_argument("--json", action="store_true", help="print what was removed as JSON")
 
 
 def _price_option(parser: Any, what: str) -> None:
