@@ -8714,6 +8714,125 @@ def test_a_cache_without_sqlite3_says_what_is_missing_and_what_to_do(tmp_path: A
     assert not (tmp_path / "answers.sqlite").exists()
 
 
+# Children that wrap the cache's writes: two that begin adding at the same moment, each once
+# the other is ready; and one that SIGKILLs itself inside a transaction (half of its second
+# thousand answers written) or just after it recorded its hits.
+_CACHE_SHARED = """
+import os, sys, time
+import openai_batch as ob
+me, other = sys.argv[1], sys.argv[2]
+original = ob._Cache.add
+def add(self, rows):
+    rows = list(rows)
+    if rows and not os.path.exists(me):
+        open(me, "w").close()
+        while not os.path.exists(other):
+            time.sleep(0.002)
+    return original(self, rows)
+ob._Cache.add = add
+sys.exit(ob.main(sys.argv[3:]))
+"""
+_CACHE_KILLED = """
+import os, signal, sys, time
+import openai_batch as ob
+where, ready = sys.argv[1], sys.argv[2]
+def kill():
+    open(ready, "w").close()
+    os.kill(os.getpid(), signal.SIGKILL)
+adds, add, hits = [], ob._Cache.add, ob._Cache.hits
+def halfway(self, rows):
+    rows = list(rows)
+    adds.append(len(rows))
+    def then_killed():
+        for number, row in enumerate(rows):
+            if where == "add" and len(adds) == 2 and number == len(rows) // 2:
+                kill()
+            yield row
+    return add(self, then_killed())
+def after(self, *args):
+    hits(self, *args)
+    if where == "hits":
+        kill()
+ob._Cache.add, ob._Cache.hits = halfway, after
+sys.exit(ob.main(sys.argv[3:]))
+"""
+
+
+def _cache_counts(path: Any) -> tuple[str, int, int]:
+    """A cache's integrity check, its answers and the hits its jobs recorded."""
+    with sqlite3.connect(str(path)) as db:
+        check = db.execute("PRAGMA integrity_check").fetchone()[0]
+        answers = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        hits = db.execute("SELECT COALESCE(SUM(hits), 0) FROM hits").fetchone()[0]
+    return check, answers, hits
+
+
+def test_run_cache_shared_by_two_processes_adding_at_once(tmp_path: Any) -> None:
+    """Issue 19, item 5: two jobs in two processes add to one cache in the same moment (each
+    waits for the other to be ready); both end well, and each answer is kept once."""
+    api = FakeAPI(clock=ScaledClock(speed=20_000))  # 2,500 requests in about 0.1 s
+    requests = chat_requests(2400)
+    inputs = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    ob.write_jsonl(inputs[0], requests[:1600])
+    ob.write_jsonl(inputs[1], requests[800:])  # 800 of each are the other's too
+    cache = str(tmp_path / "answers.sqlite")
+    marks = [str(tmp_path / "ready-a"), str(tmp_path / "ready-b")]
+    with api.serve():
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+        options = ["--cache", cache, "--interval", "0.1", "--json"]
+        child = [sys.executable, "-c", _CACHE_SHARED]
+        processes = [
+            subprocess.Popen(
+                [*child, marks[n], marks[1 - n], "run", source, "-o", source + ".out", *options],
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+            for n, source in enumerate(inputs)
+        ]
+        codes = [process.wait(timeout=120) for process in processes]
+        assert codes == [0, 0]
+        assert _cache_counts(cache) == ("ok", 2400, 0)
+        both = str(tmp_path / "both.jsonl")
+        ob.write_jsonl(both, requests)
+        made = len(api.batches)
+        done = subprocess.run(
+            [sys.executable, "-m", "openai_batch", "run", both, "-o", both + ".out", *options],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            timeout=120,
+        )
+    assert done.returncode == 0 and len(api.batches) == made  # every answer was kept
+    assert _cache_counts(cache) == ("ok", 2400, 2400)
+    assert _output_ids(both + ".out") == [r.custom_id for r in requests]
+
+
+def test_run_cache_killed_inside_a_write_loses_and_counts_nothing_twice(tmp_path: Any) -> None:
+    """Issue 19, item 5: a SIGKILL inside a transaction of the cache (the second thousand
+    answers half written), then a rerun that ends the job; and a SIGKILL after a job
+    recorded its hits, then a rerun: the cache is whole, and nothing is counted twice."""
+    api = FakeAPI(clock=ScaledClock(speed=20_000))  # 2,500 requests in about 0.1 s
+    source = _job_input(tmp_path, 2500)
+    cache = str(tmp_path / "answers.sqlite")
+    ready = tmp_path / "killed"
+    with api.serve():
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+        for where, out in (("add", "one.jsonl"), ("hits", "two.jsonl")):
+            args = ["run", source, "-o", str(tmp_path / out), "--cache", cache, "--json"]
+            killed = [sys.executable, "-c", _CACHE_KILLED, where, str(ready), *args]
+            assert _job_process(killed, env, f"the job killed in {where}", 120) == -9
+            assert ready.exists()
+            ready.unlink()
+            if where == "add":  # the first thousand committed, the second rolled back
+                assert _cache_counts(cache) == ("ok", 1000, 0)
+            else:  # the hits recorded; RESULTS written, not yet recorded as written
+                assert _cache_counts(cache) == ("ok", 2500, 2500)
+            plain = [sys.executable, "-m", "openai_batch", *args]
+            assert _job_process(plain, env, f"the rerun after {where}", 120) == 0
+            assert _output_ids(tmp_path / out) == [f"q{i}" for i in range(2500)]
+    assert _cache_counts(cache) == ("ok", 2500, 2500)
+    assert api.ran == {f"q{i}": 1 for i in range(2500)}  # the second job sent nothing
+
+
 # ---------------------------------------------------------------- Direct rounds
 
 
