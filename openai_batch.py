@@ -41,7 +41,7 @@ prints the same titles, with their lines.
     JSONL helpers: write, read, validate and split input files; read and join results
         validate_input, split_jsonl, iter_results, join_results -- the batch file's workflow
     Jobs: work of any size in rounds, resumed after a crash; the engine and its record
-        _Job, _Record, _BatchRounds, JobReport, JobStoppedError -- client.run and its record
+        _Job, _Record, _BatchRounds, _Sieve, _Cache, JobReport -- client.run and its record
     Direct rounds: the same batch file, straight to a server with no Batch API
         _DirectRounds, _DirectPolicy, _WorkQueue, _Answers -- run --direct's round driver
     The client
@@ -6731,8 +6731,8 @@ def _check_settings(settings: dict[str, Any], max_requests: int) -> None:
             raise _ArgumentError(f"{name} must be {kind} from {low:g} to {high:,g}{none}")
 
 
-# -- each unique request paid once: the sieve before the rounds, and the cache it reads -------
-
+#: Each unique request paid once: the sieve before a job's rounds (dedupe), and the cache of
+#: answers across jobs that it reads and RESULTS adds to.
 _CACHE_ROWS = 1000  # answers added to a cache in one transaction
 _CACHE_WAIT = 60.0  # seconds a cache waits for another process's transaction to end
 _TOKEN_NAMES = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
@@ -11429,9 +11429,14 @@ def _cmd_cache_stats(session: _Session) -> int:
         ]
         for model, entry in stats["models"].items()
     ]
-    if not console.tty:
-        for row in rows:
-            console.line("\t".join(row))
+    if not console.tty:  # numbers: tokens in and out, USD ("" with no price known)
+        for model, entry in stats["models"].items():
+            usage, saved = entry["usage"], entry["saved"]
+            cells = [model, entry["entries"], usage.get("input_tokens", 0)]
+            cells += [usage.get("output_tokens", 0), console.when(entry.get("oldest"))]
+            cells += [console.when(entry.get("newest")), entry["hits"]]
+            cells.append("" if saved is None else f"{saved:.6f}")
+            console.line("\t".join(str(cell) for cell in cells))
         return _EXIT_OK
     console.line(f"{stats['path']}: {_plural(stats['entries'], 'answer')}, {_size(stats['bytes'])}")
     if rows:

@@ -11891,6 +11891,52 @@ def test_cli_webhooks_errors_are_one_line_with_a_hint(client: Client, api: FakeA
     assert api.secrets == {}
 
 
+def test_cli_run_dedupe_and_cache_say_what_was_not_sent_and_cache_stats_and_prune(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 5: run --dedupe --cache, its report line; cache stats on a terminal,
+    in a pipe and as JSON; cache prune by model and by age; a cache that is not there."""
+    source, _ = _with_copies(tmp_path)
+    cache = str(tmp_path / "answers.sqlite")
+    price = ["--price", "gpt-4o-mini=10000,20000"]
+    ran = cli(client, "run", source, "-o", str(tmp_path / "one.jsonl"), "--dedupe", *price)
+    assert ran.code == 0 and ran.err.splitlines()[-1] == (
+        "0 requests answered from the cache, 3 duplicates not sent; saved $0.24 at your --price"
+    )
+    args = ["run", source, "-o", str(tmp_path / "two.jsonl"), "--dedupe", "--cache", cache]
+    assert cli(client, *args, *price).code == 0
+    again = cli(client, *args[:3], str(tmp_path / "three.jsonl"), *args[4:], *price)
+    assert again.code == 0 and again.err.splitlines()[-1] == (
+        "6 requests answered from the cache, 0 duplicates not sent; saved $0.48 at your --price"
+    )
+    shown = cli(client, "cache", "stats", cache, *price, tty=True)
+    lines = shown.out.splitlines()
+    assert lines[0].startswith(f"{cache}: 3 answers, ") and lines[1:] == [
+        "MODEL        ANSWERS  TOKENS              OLDEST    NEWEST    HITS  SAVED",
+        "gpt-4o-mini  3        6 tokens in, 9 out  just now  just now  6     $0.48",
+    ]
+    piped = cli(client, "cache", "stats", cache).out.split("\t")  # at the table's prices
+    assert piped[:4] + piped[6:] == ["gpt-4o-mini", "3", "6", "9", "6", "0.000006\n"]
+    assert piped[4] == piped[5] and piped[4].endswith("Z")
+    figures = json.loads(cli(client, "cache", "stats", cache, "--json").out)
+    assert (figures["entries"], figures["models"]["gpt-4o-mini"]["hits"]) == (3, 6)
+    kept = cli(client, "cache", "prune", cache, "--older-than", "1")
+    assert (kept.out, kept.err) == ("", f"{cache}: 0 answers removed, " + kept.err.split(", ")[1])
+    pruned = cli(client, "cache", "prune", cache, "--model", "gpt-4o-mini", "--vacuum", "--json")
+    assert json.loads(pruned.out)["removed"] == {"gpt-4o-mini": 3}
+    assert json.loads(cli(client, "cache", "stats", cache, "--json").out)["entries"] == 0
+    nothing = cli(client, "cache", "prune", cache)
+    assert (nothing.code, nothing.err) == (
+        2,
+        "error: say what to prune: --older-than DAYS, --model MODEL, or both\n",
+    )
+    missing = cli(client, "cache", "stats", str(tmp_path / "none.sqlite"))
+    assert missing.code == 1 and missing.err == (
+        f"error: there is no cache at {tmp_path / 'none.sqlite'}; `openai-batch run INPUT -o "
+        f"RESULTS --cache {tmp_path / 'none.sqlite'}` makes one\n"
+    )
+
+
 # ---------------------------------------------------------------- Command line: arguments and main
 
 
