@@ -2899,6 +2899,7 @@ def test_import_loads_only_the_standard_library_and_nothing_costly() -> None:
     assert not roots & {"ssl", "http", "argparse", "urllib", "email", "typing", "random"}
     # dataclasses imports inspect, ast, dis and tokenize: only introspection needs them
     assert not roots & {"dataclasses", "inspect", "ast", "dis", "tokenize"}
+    assert not roots & {"sqlite3", "hashlib"}  # a cache's, and a job's: when first used
 
 
 _DATACLASS_PROBE = """
@@ -8831,6 +8832,49 @@ def test_run_cache_killed_inside_a_write_loses_and_counts_nothing_twice(tmp_path
             assert _output_ids(tmp_path / out) == [f"q{i}" for i in range(2500)]
     assert _cache_counts(cache) == ("ok", 2500, 2500)
     assert api.ran == {f"q{i}": 1 for i in range(2500)}  # the second job sent nothing
+
+
+
+_KILLED_SIEVING = """
+import os, signal, sys
+import openai_batch as ob
+when, mark = sys.argv[1], sys.argv[2]
+original = ob._Record.step
+def step(self, step):
+    hit = mark in str(step)
+    if hit and when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(self, step)
+    if hit and when == "after":
+        os.kill(os.getpid(), signal.SIGKILL)
+ob._Record.step = step
+sys.exit(ob.main(sys.argv[3:]))
+"""
+
+
+def test_run_dedupe_killed_anywhere_in_its_first_steps_sends_each_request_once(
+    tmp_path: Any,
+) -> None:
+    """Issue 19, item 5: SIGKILLs with the sieve's files written but not recorded, once it
+    is recorded, with the first round's shards recorded and with its first batch made; the
+    job, run again after each, sends each unique request once and writes every custom_id."""
+    api = FakeAPI(clock=ScaledClock(speed=400))
+    source, ids = _with_copies(tmp_path)
+    out = tmp_path / "out.jsonl"
+    args = ["run", source, "-o", str(out), "--dedupe", "--batch-size", "1", "--max-active", "1"]
+    args += ["--interval", "0.05", "--json"]
+    kills = [("before", "sieved"), ("after", "sieved"), ("after", "r1-"), ("after", "'batch_id': 'batch")]
+    with api.serve():
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+        for when, mark in kills:
+            command = [sys.executable, "-c", _KILLED_SIEVING, when, mark, *args]
+            assert _job_process(command, env, f"killed {when} {mark}", 60) == -9
+        plain = [sys.executable, "-m", "openai_batch", *args]
+        assert _job_process(plain, env, "the rest", 60) == 0
+    assert _output_ids(out) == ids
+    assert api.ran == {"q0": 1, "q1": 1, "q2": 1} and len(api.batches) == 3
+    lines = {line["custom_id"]: line["response"]["body"] for line in _json_lines(out)}
+    assert lines["d0"] == lines["d2"] == lines["q0"] and lines["d1"] == lines["q1"]
 
 
 # ---------------------------------------------------------------- Direct rounds
