@@ -8834,7 +8834,6 @@ def test_run_cache_killed_inside_a_write_loses_and_counts_nothing_twice(tmp_path
     assert api.ran == {f"q{i}": 1 for i in range(2500)}  # the second job sent nothing
 
 
-
 _KILLED_SIEVING = """
 import os, signal, sys
 import openai_batch as ob
@@ -8863,7 +8862,8 @@ def test_run_dedupe_killed_anywhere_in_its_first_steps_sends_each_request_once(
     out = tmp_path / "out.jsonl"
     args = ["run", source, "-o", str(out), "--dedupe", "--batch-size", "1", "--max-active", "1"]
     args += ["--interval", "0.05", "--json"]
-    kills = [("before", "sieved"), ("after", "sieved"), ("after", "r1-"), ("after", "'batch_id': 'batch")]
+    made = "'batch_id': 'batch"  # a shard's step once its batch is made
+    kills = [("before", "sieved"), ("after", "sieved"), ("after", "r1-"), ("after", made)]
     with api.serve():
         env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
         for when, mark in kills:
