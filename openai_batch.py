@@ -6773,23 +6773,44 @@ class _Cache:
                 "do), or run without a cache"
             ) from None
         self.path = path
-        try:
-            # isolation_level=None: this class begins and ends each transaction itself
-            self.db = sqlite3.connect(path, timeout=_CACHE_WAIT, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute(f"PRAGMA busy_timeout={int(_CACHE_WAIT * 1000)}")
-            self.db.execute(
-                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, url TEXT, "
-                "model TEXT, response TEXT NOT NULL, input_tokens INTEGER, cached_tokens "
-                "INTEGER, output_tokens INTEGER, reasoning_tokens INTEGER, created REAL)"
-            )
-            self.db.execute(
-                "CREATE TABLE IF NOT EXISTS hits (job TEXT PRIMARY KEY, model TEXT, "
-                "hits INTEGER, input_tokens INTEGER, cached_tokens INTEGER, output_tokens "
-                "INTEGER, reasoning_tokens INTEGER, created REAL)"
-            )
-        except sqlite3.Error as exc:
-            raise OpenAIError(f"the cache {path} cannot be used: {exc}") from None
+        # isolation_level=None: this class begins and ends each transaction itself
+        self.db = sqlite3.connect(path, timeout=_CACHE_WAIT, isolation_level=None)
+        waited = 0.0
+        while True:
+            try:
+                self.setup()
+                return
+            except sqlite3.OperationalError as exc:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                # Two processes making one cache at once: the switch to WAL does not wait
+                # for the other as a write does, so this waits for it, as long as a write.
+                if "locked" not in str(exc) or waited >= _CACHE_WAIT:
+                    self.db.close()
+                    raise OpenAIError(f"the cache {path} cannot be used: {exc}") from None
+            except sqlite3.Error as exc:
+                self.db.close()
+                raise OpenAIError(f"the cache {path} cannot be used: {exc}") from None
+            time.sleep(0.05)
+            waited += 0.05
+
+    def setup(self) -> None:
+        """WAL mode, the wait for others' writes, and the tables, in a cache new or not."""
+        self.db.execute(f"PRAGMA busy_timeout={int(_CACHE_WAIT * 1000)}")
+        if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.db.execute("PRAGMA journal_mode=WAL")  # kept in the file: done once
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, url TEXT, "
+            "model TEXT, response TEXT NOT NULL, input_tokens INTEGER, cached_tokens "
+            "INTEGER, output_tokens INTEGER, reasoning_tokens INTEGER, created REAL)"
+        )
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS hits (job TEXT PRIMARY KEY, model TEXT, "
+            "hits INTEGER, input_tokens INTEGER, cached_tokens INTEGER, output_tokens "
+            "INTEGER, reasoning_tokens INTEGER, created REAL)"
+        )
+        self.db.execute("COMMIT")
 
     def __enter__(self) -> _Cache:
         return self
@@ -10755,6 +10776,11 @@ class _JobProgress:
             f"{_plural(work['done'], unit)} done, {doing}, {work['queued']:,} queued",
             f"requests: {requests['succeeded']:,} succeeded, {requests['failed']:,} failed, "
             f"{requests['pending']:,} pending"
+            + (
+                f", {requests['cached']:,} from the cache, {requests['deduplicated']:,} copies"
+                if "cached" in requests
+                else ""
+            )
             + (f"; {progress['per_second']:,}/s" if progress["per_second"] else ""),
             f"{tokens}; {_duration(progress['elapsed'])} so far"
             + ("" if left is None or left < 1 else f", about {_duration(left)} left"),

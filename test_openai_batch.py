@@ -12335,6 +12335,7 @@ def test_every_python_example_in_the_readme_runs(
     assert "404 req_" in printed and (tmp_path / "output.jsonl").exists()
     assert "\nTrue\n" in printed and "\nFalse\n" not in printed  # the tour's status check
     assert "\n120000 120000 0 6 1\n" in printed  # the worked example: 120,000 in 6 batches
+    assert "\n5 5 2\n" in printed and "\n0 4 1\n" in printed  # dedupe; a cache, one line edited
 
 
 _README_VARIES = re.compile(r"(?<![\w-])[0-9a-f]{32}(?![\w-])|\breq_[0-9]+")
@@ -12361,6 +12362,9 @@ def _readme_session(api: FakeAPI, folder: Any) -> Client:
     bad = [request_line("a"), request_line("a", method="GET"), '{"custom_id": "b", url: 1}']
     bad.append(request_line("c", body={"model": "gpt-4o", "messages": []}))
     write_lines(folder / "bad.jsonl", bad)
+    asked = [0, 1, 0, 2, 3, 1, 0]  # four questions in seven requests
+    copies = [BatchRequest.chat(f"d{n}", "gpt-4o-mini", prompts[i]) for n, i in enumerate(asked)]
+    ob.write_jsonl(folder / "duplicates.jsonl", copies)
     now = int(api.clock.now)
     counts = {"total": 5000, "completed": 4998, "failed": 2}
     api.add_batch(
