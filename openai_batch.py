@@ -6988,6 +6988,7 @@ class _Sieve:
         next_copy, next_hit = next(copies, None), next(hits, None)
         next_hit_id = json.loads(next_hit)["custom_id"] if next_hit else None
         saved: dict[str, int] = dict(self.record.data["sieved"]["hit_usage"])
+        sent_counts = {"succeeded": 0, "failed": 0}  # the lines the driver's progress counts
         with open(self.record.path("copied.tmp"), "w+b") as spill:
             for _, raw in _binary_lines(self.record.data["input"]):
                 if not raw.strip():
@@ -7015,6 +7016,7 @@ class _Sieve:
                         line["error"] = error
                         sent = (custom_id, raw, _line_bytes(line), False, error["code"])
                     _, _, text, ok, reason = sent
+                    sent_counts["succeeded" if ok else "failed"] += 1
                     if custom_id in copied:
                         kept[custom_id] = (spill.tell(), ok, reason)
                         spill.write(text)
@@ -7023,7 +7025,7 @@ class _Sieve:
         _remove_quietly(self.record.path("copied.tmp"))
         sieved = self.record.data["sieved"]
         tally.update(cache_hits=sieved["cache_hits"], deduplicated=sieved["deduplicated"])
-        tally["saved_usage"] = saved
+        tally.update(saved_usage=saved, sent=sent_counts)
 
 
 def _cached_line(custom_id: str, response: str) -> bytes:
@@ -8073,7 +8075,8 @@ class _DirectRounds:
         counts = self.open().counts() if live else None
         tally = self.record.data.get("tally")
         if counts is None:  # written: from RESULTS' own count
-            succeeded, failed = (tally or {}).get("succeeded", 0), (tally or {}).get("failed", 0)
+            counted = (tally or {}).get("sent") or tally or {}  # what was sent, if sieved
+            succeeded, failed = counted.get("succeeded", 0), counted.get("failed", 0)
             usage: dict[str, int] = dict(self.record.data.get("usage") or {})
         else:
             succeeded, failed, usage = counts["succeeded"], counts["failed"], counts["usage"]
