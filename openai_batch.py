@@ -6916,15 +6916,17 @@ class _Sieve:
     """The first step of a job begun with ``dedupe`` or ``cache``, before any round: the
     input read once, into the requests to send and the answers known already.
 
-    It writes to the job's folder ``send.jsonl`` (the first of each set of requests with the
-    same endpoint and body, if ``dedupe``, that the cache does not answer, in input order),
-    ``cached.jsonl`` (the cache's answers, each under its request's own custom_id) and
-    ``duplicates.jsonl`` (each request that copies an earlier one, and which one), then
-    records what it found in one step: a kill before that step makes the next run sieve
-    again. The drivers send ``send.jsonl``; RESULTS is written from all three.
+    It writes into the job's folder ``send.jsonl``, the requests to send (with ``dedupe``,
+    only the first of those with the same endpoint and body; with a cache, only those it does
+    not answer), in input order, and ``send.keys``, their keys; ``cached.jsonl``, the cache's
+    answers, each under its request's own custom_id; ``duplicates.jsonl``, each request that
+    copies an earlier one, and which one; and ``plan``, a byte for each request saying which
+    of the three answers it. Then it records what it found in one step: a kill before that
+    step makes the next run sieve again. The drivers send ``send.jsonl``.
     """
 
-    FILES = ("send.jsonl", "cached.jsonl", "duplicates.jsonl")
+    FILES = ("send.jsonl", "send.keys", "cached.jsonl", "duplicates.jsonl", "plan")
+    SENT, CACHED, COPY = b"s", b"c", b"d"
 
     def __init__(self, job: _Job) -> None:
         self.job, self.record = job, job.record
@@ -6934,39 +6936,38 @@ class _Sieve:
         dedupe, cache_path = data.get("dedupe", False), data.get("cache")
         cache = _Cache(cache_path) if cache_path else None
         seen: dict[bytes, str] = {}  # key -> the custom_id of the first request sent with it
-        known: dict[bytes, str] = {}  # key -> the cache's answer, for a duplicate of a hit
         counts = {"to_send": 0, "cache_hits": 0, "deduplicated": 0}
         hit_usage: dict[str, int] = {}
-        send, cached, copies = (_AtomicFile(self.record.path(name)) for name in self.FILES)
+        files = [_AtomicFile(self.record.path(name)) for name in self.FILES]
+        send, keys, cached, copies, plan = (out.file for out in files)
         try:
             for _, raw in _binary_lines(data["input"]):
                 if not raw.strip():
                     continue
                 request = json.loads(raw)
-                key = _request_key(request)
-                custom_id = request["custom_id"]
-                answer = known.get(key)
-                if answer is None and cache is not None and key not in seen:
-                    answer = cache.get(key)
-                    if answer is not None and dedupe:
-                        known[key] = answer
+                key, custom_id = _request_key(request), request["custom_id"]
+                # a copy of a request the cache answers is answered from the cache too
+                answer = cache.get(key) if cache is not None and key not in seen else None
                 if answer is not None:
-                    cached.file.write(_cached_line(custom_id, answer))
+                    cached.write(_cached_line(custom_id, answer))
                     _added(hit_usage, _usage_in(json.loads(answer).get("body")))
                     counts["cache_hits"] += 1
+                    plan.write(self.CACHED)
                 elif dedupe and key in seen:
-                    copy = {"custom_id": custom_id, "of": seen[key]}
-                    copies.file.write(_line_bytes(copy))
+                    copies.write(_line_bytes({"custom_id": custom_id, "of": seen[key]}))
                     counts["deduplicated"] += 1
+                    plan.write(self.COPY)
                 else:
                     if dedupe:
                         seen[key] = custom_id
-                    send.file.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                    send.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                    keys.write(key)
                     counts["to_send"] += 1
-            for out in (send, cached, copies):
+                    plan.write(self.SENT)
+            for out in files:
                 out.commit()
         finally:
-            for out in (send, cached, copies):
+            for out in files:
                 out.discard()  # a no-op once committed
             if cache is not None:
                 cache.db.close()
@@ -6974,58 +6975,73 @@ class _Sieve:
         self.job.event("sieved", **counts)
 
     def write(self, answered: Iterator[_Answered], out: IO[bytes], tally: dict[str, Any]) -> None:
-        """RESULTS' lines in input order: each sent request's from ``answered`` (which gives
-        them in the order they were sent), a copy's from the request it copies, under its own
-        custom_id, and a cache hit's from ``cached.jsonl``.
+        """RESULTS' lines in input order, by the plan: each sent request's from ``answered``
+        (which gives them in the order they were sent), a copy's from the request it copies,
+        under its own custom_id, and a cache hit's from ``cached.jsonl``.
 
         A sent request's line that has copies is kept in a file of the job's folder until
         its copies come, so that memory holds where each is, never the lines.
         """
-        copies = read_jsonl(self.record.path("duplicates.jsonl"))
+        import contextlib
+
         copied = {copy["of"] for copy in read_jsonl(self.record.path("duplicates.jsonl"))}
-        hits = (line for _, line in _binary_lines(self.record.path("cached.jsonl")))
+        copies = read_jsonl(self.record.path("duplicates.jsonl"))
         kept: dict[str, tuple[int, bool, str]] = {}  # custom_id -> offset, ok, reason
-        next_copy, next_hit = next(copies, None), next(hits, None)
-        next_hit_id = json.loads(next_hit)["custom_id"] if next_hit else None
         saved: dict[str, int] = dict(self.record.data["sieved"]["hit_usage"])
         sent_counts = {"succeeded": 0, "failed": 0}  # the lines the driver's progress counts
-        with open(self.record.path("copied.tmp"), "w+b") as spill:
-            for _, raw in _binary_lines(self.record.data["input"]):
-                if not raw.strip():
-                    continue
-                custom_id = json.loads(raw)["custom_id"]
-                if next_copy is not None and custom_id == next_copy["custom_id"]:
-                    offset, ok, reason = kept[next_copy["of"]]
-                    spill.seek(offset)
-                    line = json.loads(spill.readline())
-                    spill.seek(0, os.SEEK_END)
-                    line["custom_id"] = custom_id
-                    text = _line_bytes(line)
-                    if ok:
-                        _added(saved, _usage_in((line.get("response") or {}).get("body")))
-                    next_copy = next(copies, None)
-                elif next_hit is not None and custom_id == next_hit_id:
-                    text, ok, reason = next_hit, True, ""
-                    next_hit = next(hits, None)
-                    next_hit_id = json.loads(next_hit)["custom_id"] if next_hit else None
-                else:
-                    sent = next(answered, None)
-                    if sent is None:  # cancelled before its round began: never sent
-                        error = self.job.no_result([])
-                        line = {"id": None, "custom_id": custom_id, "response": None}
-                        line["error"] = error
-                        sent = (custom_id, raw, _line_bytes(line), False, error["code"])
-                    _, _, text, ok, reason = sent
-                    sent_counts["succeeded" if ok else "failed"] += 1
-                    if custom_id in copied:
-                        kept[custom_id] = (spill.tell(), ok, reason)
-                        spill.write(text)
-                _count(tally, ok, reason)
-                out.write(text)
-        _remove_quietly(self.record.path("copied.tmp"))
+        path = self.record.path
+        requests = (raw for _, raw in _binary_lines(path("send.jsonl")) if raw.strip())
+        with contextlib.ExitStack() as files:
+            plan, hits = (
+                files.enter_context(open(path(n), "rb")) for n in ("plan", "cached.jsonl")
+            )
+            spill = files.enter_context(open(path("copied.tmp"), "w+b"))
+            for chunk in iter(lambda: plan.read(_CHUNK), b""):
+                for kind in chunk:
+                    if kind == self.CACHED[0]:
+                        text, ok, reason = hits.readline(), True, ""
+                    elif kind == self.COPY[0]:
+                        text, ok, reason = self.copy(next(copies), kept, spill, saved)
+                    else:
+                        custom_id, text, ok, reason = self.sent(next(requests), answered)
+                        sent_counts["succeeded" if ok else "failed"] += 1
+                        if custom_id in copied:
+                            kept[custom_id] = (spill.tell(), ok, reason)
+                            spill.write(text)
+                    _count(tally, ok, reason)
+                    out.write(text)
+        _remove_quietly(path("copied.tmp"))
         sieved = self.record.data["sieved"]
         tally.update(cache_hits=sieved["cache_hits"], deduplicated=sieved["deduplicated"])
         tally.update(saved_usage=saved, sent=sent_counts)
+
+    def sent(self, raw: bytes, answered: Iterator[_Answered]) -> tuple[str, bytes, bool, str]:
+        """The line of ``raw``, the next request sent; one saying why, for a request never
+        sent (the job was cancelled before its first round began)."""
+        found = next(answered, None)
+        if found is not None:
+            return found[0], found[2], found[3], found[4]
+        custom_id = json.loads(raw)["custom_id"]
+        error = self.job.no_result([])
+        line = {"id": None, "custom_id": custom_id, "response": None, "error": error}
+        return custom_id, _line_bytes(line), False, error["code"]
+
+    @staticmethod
+    def copy(
+        copy: dict[str, Any],
+        kept: dict[str, tuple[int, bool, str]],
+        spill: IO[bytes],
+        saved: dict[str, int],
+    ) -> tuple[bytes, bool, str]:
+        """A copy's line: the line of the request it copies, under its own custom_id."""
+        offset, ok, reason = kept[copy["of"]]
+        spill.seek(offset)
+        line = json.loads(spill.readline())
+        spill.seek(0, os.SEEK_END)
+        line["custom_id"] = copy["custom_id"]
+        if ok:
+            _added(saved, _usage_in((line.get("response") or {}).get("body")))
+        return _line_bytes(line), ok, reason
 
 
 def _cached_line(custom_id: str, response: str) -> bytes:
@@ -7210,7 +7226,7 @@ class _Job:
         try:
             with _AtomicFile(self.data["output"]) as out:
                 answered = self.answered()
-                if cache is not None:
+                if cache is not None and self.data.get("sieved"):
                     answered = self.kept_in(cache, answered)
                 if self.data.get("sieved"):
                     _Sieve(self).write(answered, out.file, tally)
@@ -7283,21 +7299,21 @@ class _Job:
         drivers add the same way. A kill before RESULTS is renamed into place loses nothing:
         the next run writes RESULTS again, and what was added already is left as it is.
         """
-        model, now = self.data.get("model"), self.clock()
+        model, url, now = self.data.get("model"), self.data["endpoint"], self.clock()
         rows: list[tuple[Any, ...]] = []
-        for answer in answered:
-            _, raw, text, ok, _ = answer
-            if ok:
-                request, response = json.loads(raw), json.loads(text)["response"]
-                usage = _usage_in(response.get("body"))
-                tokens = [usage.get(name, 0) for name in _TOKEN_NAMES]
-                kept = _line_bytes(response)[:-1].decode("utf-8")
-                key = _request_key(request).hex()
-                rows.append((key, request.get("url"), model, kept, *tokens, now))
-                if len(rows) >= _CACHE_ROWS:
-                    cache.add(rows)
-                    rows = []
-            yield answer
+        with open(self.record.path("send.keys"), "rb") as keys:  # the sieve's, in sent order
+            for answer in answered:
+                key, ok = keys.read(32), answer[3]
+                if ok:
+                    response = json.loads(answer[2])["response"]
+                    usage = _usage_in(response.get("body"))
+                    tokens = [usage.get(name, 0) for name in _TOKEN_NAMES]
+                    kept = _line_bytes(response)[:-1].decode("utf-8")
+                    rows.append((key.hex(), url, model, kept, *tokens, now))
+                    if len(rows) >= _CACHE_ROWS:
+                        cache.add(rows)
+                        rows = []
+                yield answer
         cache.add(rows)
 
     def kept(self) -> bool:
