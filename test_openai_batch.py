@@ -8706,6 +8706,29 @@ def test_run_keeps_the_dedupe_and_cache_it_began_with(
     assert api.ran == {"q0": 1, "q1": 1, "q2": 1}
 
 
+def test_run_dedupe_cancelled_before_its_first_round_says_why_for_every_request(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 5: stopped once the sieve is recorded, then cancelled: nothing was sent,
+    and each custom_id, copies too, gets a line saying the job was cancelled."""
+    source, ids = _with_copies(tmp_path)
+    out = tmp_path / "out.jsonl"
+
+    def stop_once_sieved(event: dict[str, Any]) -> None:
+        if event["event"] == "sieved":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.run(source, out, dedupe=True, on_event=stop_once_sieved)
+    report = client.run(source, out, dedupe=True, cancel=True)
+    assert api.ran == {} and api.batches == {}
+    lines = _json_lines(out)
+    assert [line["custom_id"] for line in lines] == ids
+    assert {line["error"]["code"] for line in lines} == {"job_cancelled"}
+    assert (report.requests, report.failed, report.deduplicated) == (6, 6, 3)
+    assert report.failures == {"job_cancelled": 6}
+
+
 _NO_SQLITE = """
 import sys
 sys.modules["sqlite3"] = None  # as a Python built without it
