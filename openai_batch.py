@@ -6799,6 +6799,10 @@ class _Cache:
         self.db.execute(f"PRAGMA busy_timeout={int(_CACHE_WAIT * 1000)}")
         if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             self.db.execute("PRAGMA journal_mode=WAL")  # kept in the file: done once
+        # A commit reaches the disk with the next checkpoint, not at once: a crash of the
+        # machine may lose the last answers added (sent again by the next job), and never
+        # leaves the file inconsistent; a killed process loses nothing.
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("BEGIN IMMEDIATE")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, url TEXT, "
@@ -7042,6 +7046,29 @@ class _Sieve:
         if ok:
             _added(saved, _usage_in((line.get("response") or {}).get("body")))
         return _line_bytes(line), ok, reason
+
+
+def _response_of(line: bytes, decoder: json.JSONDecoder) -> tuple[str, dict[str, Any]]:
+    """A result line's response object, and its text as the line has it.
+
+    Read from where ``"response":`` begins, which outside a string it can only do as a key
+    (a quote inside a string is escaped), rather than parsing the whole line and writing the
+    response again: a cache adds an answer for the cost of reading it once.
+    """
+    text = line.decode("utf-8")
+    found = text.find('"response":')
+    if found >= 0:
+        start = found + len('"response":')
+        while text[start : start + 1] in (" ", "\t"):
+            start += 1
+        try:
+            response, end = decoder.raw_decode(text, start)
+        except ValueError:
+            response = None
+        if isinstance(response, dict) and "status_code" in response:
+            return text[start:end], response
+    response = json.loads(text)["response"]
+    return _line_bytes(response)[:-1].decode("utf-8"), response
 
 
 def _cached_line(custom_id: str, response: str) -> bytes:
@@ -7301,14 +7328,14 @@ class _Job:
         """
         model, url, now = self.data.get("model"), self.data["endpoint"], self.clock()
         rows: list[tuple[Any, ...]] = []
+        decoder = json.JSONDecoder()
         with open(self.record.path("send.keys"), "rb") as keys:  # the sieve's, in sent order
             for answer in answered:
                 key, ok = keys.read(32), answer[3]
                 if ok:
-                    response = json.loads(answer[2])["response"]
+                    kept, response = _response_of(answer[2], decoder)
                     usage = _usage_in(response.get("body"))
                     tokens = [usage.get(name, 0) for name in _TOKEN_NAMES]
-                    kept = _line_bytes(response)[:-1].decode("utf-8")
                     rows.append((key.hex(), url, model, kept, *tokens, now))
                     if len(rows) >= _CACHE_ROWS:
                         cache.add(rows)

@@ -8729,6 +8729,26 @@ def test_run_dedupe_cancelled_before_its_first_round_says_why_for_every_request(
     assert report.failures == {"job_cancelled": 6}
 
 
+def test_a_cache_keeps_the_response_as_the_line_has_it() -> None:
+    """Issue 19, item 5: the response object's text, read from the line without writing it
+    again: OpenAI's spaced lines, a custom_id that holds the key's text, a compact line."""
+    decoder = json.JSONDecoder()
+    spaced = (
+        b'{"id": "batch_req_1", "custom_id": "say \\"response\\": no", "response": '
+        b'{"status_code": 200, "request_id": "r", "body": {"x": [1, 2]}}, "error": null}\n'
+    )
+    text, response = ob._response_of(spaced, decoder)
+    assert text == '{"status_code": 200, "request_id": "r", "body": {"x": [1, 2]}}'
+    assert response["body"] == {"x": [1, 2]}
+    compact = b'{"id":"i","custom_id":"a","response":{"status_code":200,"body":{}},"error":null}'
+    assert ob._response_of(compact, decoder)[0] == '{"status_code":200,"body":{}}'
+    odd = b'{"error": {"response": 1}, "response": {"status_code": 200, "body": {}}}'
+    assert ob._response_of(odd, decoder) == (
+        '{"status_code":200,"body":{}}',
+        json.loads(odd)["response"],
+    )
+
+
 _NO_SQLITE = """
 import sys
 sys.modules["sqlite3"] = None  # as a Python built without it
