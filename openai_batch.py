@@ -6805,7 +6805,7 @@ class _Cache:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("BEGIN IMMEDIATE")
         self.db.execute(
-            "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, url TEXT, "
+            "CREATE TABLE IF NOT EXISTS answers (key BLOB PRIMARY KEY, url TEXT, "
             "model TEXT, response TEXT NOT NULL, input_tokens INTEGER, cached_tokens "
             "INTEGER, output_tokens INTEGER, reasoning_tokens INTEGER, created REAL)"
         )
@@ -6824,14 +6824,14 @@ class _Cache:
 
     def get(self, key: bytes) -> str | None:
         """The response object kept for ``key``, as JSON text; None if there is none."""
-        row = self.db.execute("SELECT response FROM answers WHERE key = ?", (key.hex(),))
+        row = self.db.execute("SELECT response FROM answers WHERE key = ?", (key,))
         found = row.fetchone()
         return None if found is None else str(found[0])
 
     def add(self, rows: Iterable[tuple[Any, ...]]) -> int:
-        """Add answers (key, url, model, response, four token counts, created), a transaction
-        each ``_CACHE_ROWS``; an answer whose key is kept already is left as it is. Returns
-        how many were new."""
+        """Add answers (key, the 32 bytes of a ``_request_key``; url, model, response, four
+        token counts, created), a transaction each ``_CACHE_ROWS``; an answer whose key is
+        kept already is left as it is. Returns how many were new."""
         import itertools
 
         added, rows = 0, iter(rows)
@@ -7336,7 +7336,7 @@ class _Job:
                     kept, response = _response_of(answer[2], decoder)
                     usage = _usage_in(response.get("body"))
                     tokens = [usage.get(name, 0) for name in _TOKEN_NAMES]
-                    rows.append((key.hex(), url, model, kept, *tokens, now))
+                    rows.append((key, url, model, kept, *tokens, now))
                     if len(rows) >= _CACHE_ROWS:
                         cache.add(rows)
                         rows = []
