@@ -41,7 +41,7 @@ prints the same titles, with their lines.
     JSONL helpers: write, read, validate and split input files; read and join results
         validate_input, split_jsonl, iter_results, join_results -- the batch file's workflow
     Jobs: work of any size in rounds, resumed after a crash; the engine and its record
-        _Job, _Record, _BatchRounds, _CostCap, JobReport -- client.run, its record, its cap
+        _Job, _Record, _BatchRounds, _CostCap, _Sieve, _Cache, JobReport -- client.run, its record
     Direct rounds: the same batch file, straight to a server with no Batch API
         _DirectRounds, _DirectPolicy, _WorkQueue, _Answers -- run --direct's round driver
     The client
@@ -103,6 +103,8 @@ if TYPE_CHECKING:
     _AnyStr = TypeVar("_AnyStr", str, bytes)
     # how an async call runs a blocking one: `_in_thread`, or a client's own `_run`
     _Run = Callable[..., Awaitable[Any]]
+    # a sent request's line for RESULTS: custom_id, request, line, succeeded, why not
+    _Answered = Tuple[str, bytes, bytes, bool, str]
     _Headers = Mapping[str, Optional[str]]
 
     class _TimeoutLike(Protocol):
@@ -6366,6 +6368,9 @@ if TYPE_CHECKING:
         usage: dict[str, int]  # tokens, as RESULTS was written
         cleaned: list[str]  # server files deleted
         left: int  # server files a clean-up could not delete
+        dedupe: bool  # each set of requests with the same endpoint and body sent once
+        cache: str | None  # the cache of answers it reads and adds to
+        sieved: dict[str, Any]  # what _Sieve found: counts, and the file the drivers send
 
 
 @_dataclass
@@ -6391,6 +6396,11 @@ class JobReport(_Fields):
     standard_cost: float | None = None
     standard_prices: str | None = None
     cost_note: str | None = None
+    # Requests not sent: copies of another request of the job (dedupe), and requests the
+    # cache answered; and what their answers' tokens would have cost, at the batch price.
+    deduplicated: int = 0
+    cache_hits: int = 0
+    saved: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -6878,6 +6888,365 @@ def _has_untext(value: object) -> bool:
     return False
 
 
+#: Each unique request paid once: the sieve before a job's rounds (dedupe), and the cache of
+#: answers across jobs that it reads and RESULTS adds to.
+_CACHE_ROWS = 1000  # answers added to a cache in one transaction
+_CACHE_WAIT = 60.0  # seconds a cache waits for another process's transaction to end
+_TOKEN_NAMES = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
+
+
+def _request_key(data: Mapping[str, Any]) -> bytes:
+    """The sha256 of a request's endpoint and body as canonical JSON: the same for two
+    requests that differ only in their custom_id, their keys' order or their spacing."""
+    import hashlib
+
+    canonical = json.dumps(
+        [data.get("url"), data.get("body")],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
+
+
+class _Cache:
+    """Successful answers kept across jobs, by the sha256 of their request's endpoint and
+    canonical body: a SQLite file in WAL mode, so that jobs in several processes may read
+    and add to one cache at once.
+
+    An answer is added with INSERT OR IGNORE on its key, and the hits of a job are recorded
+    under the job's id with INSERT OR REPLACE, each write in a transaction of its own: a
+    process killed at any moment leaves the file as it was before the transaction under way,
+    and a job run again after a kill adds nothing twice and counts its hits once.
+    """
+
+    def __init__(self, path: str) -> None:
+        try:
+            import sqlite3
+        except ImportError:
+            raise OpenAIError(
+                f"this Python was built without the sqlite3 module, which a cache ({path}) "
+                "needs; use a Python that has it (python.org's builds and most distributions' "
+                "do), or run without a cache"
+            ) from None
+        self.path = path
+        # isolation_level=None: this class begins and ends each transaction itself
+        self.db = sqlite3.connect(path, timeout=_CACHE_WAIT, isolation_level=None)
+        waited = 0.0
+        while True:
+            try:
+                self.setup()
+                return
+            except sqlite3.OperationalError as exc:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                # Two processes making one cache at once: the switch to WAL does not wait
+                # for the other as a write does, so this waits for it, as long as a write.
+                if "locked" not in str(exc) or waited >= _CACHE_WAIT:
+                    self.db.close()
+                    raise OpenAIError(f"the cache {path} cannot be used: {exc}") from None
+            except sqlite3.Error as exc:
+                self.db.close()
+                raise OpenAIError(f"the cache {path} cannot be used: {exc}") from None
+            time.sleep(0.05)
+            waited += 0.05
+
+    def setup(self) -> None:
+        """WAL mode, the wait for others' writes, and the tables, in a cache new or not."""
+        self.db.execute(f"PRAGMA busy_timeout={int(_CACHE_WAIT * 1000)}")
+        if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.db.execute("PRAGMA journal_mode=WAL")  # kept in the file: done once
+        # A commit reaches the disk with the next checkpoint, not at once: a crash of the
+        # machine may lose the last answers added (sent again by the next job), and never
+        # leaves the file inconsistent; a killed process loses nothing.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS answers (key BLOB PRIMARY KEY, url TEXT, "
+            "model TEXT, response TEXT NOT NULL, input_tokens INTEGER, cached_tokens "
+            "INTEGER, output_tokens INTEGER, reasoning_tokens INTEGER, created REAL)"
+        )
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS hits (job TEXT PRIMARY KEY, model TEXT, "
+            "hits INTEGER, input_tokens INTEGER, cached_tokens INTEGER, output_tokens "
+            "INTEGER, reasoning_tokens INTEGER, created REAL)"
+        )
+        self.db.execute("COMMIT")
+
+    def __enter__(self) -> _Cache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.db.close()
+
+    def get(self, key: bytes) -> str | None:
+        """The response object kept for ``key``, as JSON text; None if there is none."""
+        row = self.db.execute("SELECT response FROM answers WHERE key = ?", (key,))
+        found = row.fetchone()
+        return None if found is None else str(found[0])
+
+    def add(self, rows: Iterable[tuple[Any, ...]]) -> int:
+        """Add answers (key, the 32 bytes of a ``_request_key``; url, model, response, four
+        token counts, created), a transaction each ``_CACHE_ROWS``; an answer whose key is
+        kept already is left as it is. Returns how many were new."""
+        import itertools
+
+        added, rows = 0, iter(rows)
+        while True:
+            chunk = list(itertools.islice(rows, _CACHE_ROWS))
+            if not chunk:
+                return added
+            before = self.db.total_changes
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk
+                )
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            added += self.db.total_changes - before
+
+    def hits(
+        self, job: str, model: str | None, hits: int, usage: Mapping[str, int], now: float
+    ) -> None:
+        """Record that ``job`` was answered ``hits`` times from the cache, sparing ``usage``;
+        a job recorded again replaces its own row."""
+        tokens = [usage.get(name, 0) for name in _TOKEN_NAMES]
+        self.db.execute(
+            "INSERT OR REPLACE INTO hits VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (job, model, hits, *tokens, now),
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Entries and tokens by model, the oldest and newest, and hits by model."""
+        models: dict[str, dict[str, Any]] = {}
+        sums = ", ".join(f"SUM({name})" for name in _TOKEN_NAMES)
+        for row in self.db.execute(
+            f"SELECT model, COUNT(*), {sums}, MIN(created), MAX(created) FROM answers "
+            "GROUP BY model ORDER BY model"
+        ):
+            entry = models.setdefault(str(row[0]), {"hits": 0, "saved_usage": {}})
+            entry.update(entries=row[1], usage=dict(zip(_TOKEN_NAMES, row[2:6])))
+            entry.update(oldest=row[6], newest=row[7])
+        for row in self.db.execute(f"SELECT model, SUM(hits), {sums} FROM hits GROUP BY model"):
+            entry = models.setdefault(str(row[0]), {"entries": 0, "usage": {}})
+            entry.update(hits=row[1], saved_usage=dict(zip(_TOKEN_NAMES, row[2:6])))
+        entries = sum(entry.get("entries", 0) for entry in models.values())
+        return {"path": self.path, "entries": entries, "bytes": self.size(), "models": models}
+
+    def size(self) -> int:
+        return sum(
+            os.path.getsize(self.path + end)
+            for end in ("", "-wal")
+            if os.path.exists(self.path + end)
+        )
+
+    def prune(self, before: float | None, model: str | None) -> dict[str, int]:
+        """Delete the answers added before ``before`` (a time), of ``model``, or both; how
+        many went, by model."""
+        where: list[str] = []
+        values: list[Any] = []
+        if before is not None:
+            where.append("created < ?")
+            values.append(before)
+        if model is not None:
+            where.append("model = ?")
+            values.append(model)
+        condition = " AND ".join(where) or "1"
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self.db.execute(
+                f"SELECT model, COUNT(*) FROM answers WHERE {condition} GROUP BY model", values
+            ).fetchall()
+            self.db.execute(f"DELETE FROM answers WHERE {condition}", values)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return {str(name): count for name, count in rows}
+
+    def vacuum(self) -> None:
+        """Give the space of deleted answers back to the file system."""
+        self.db.execute("VACUUM")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class _Sieve:
+    """The first step of a job begun with ``dedupe`` or ``cache``, before any round: the
+    input read once, into the requests to send and the answers known already.
+
+    It writes into the job's folder ``send.jsonl``, the requests to send (with ``dedupe``,
+    only the first of those with the same endpoint and body; with a cache, only those it does
+    not answer), in input order, and ``send.keys``, their keys; ``cached.jsonl``, the cache's
+    answers, each under its request's own custom_id; ``duplicates.jsonl``, each request that
+    copies an earlier one, and which one; and ``plan``, a byte for each request saying which
+    of the three answers it. Then it records what it found in one step: a kill before that
+    step makes the next run sieve again. The drivers send ``send.jsonl``.
+    """
+
+    FILES = ("send.jsonl", "send.keys", "cached.jsonl", "duplicates.jsonl", "plan")
+    SENT, CACHED, COPY = b"s", b"c", b"d"
+
+    def __init__(self, job: _Job) -> None:
+        self.job, self.record = job, job.record
+
+    def run(self) -> None:
+        data = self.record.data
+        dedupe, cache_path = data.get("dedupe", False), data.get("cache")
+        cache = _Cache(cache_path) if cache_path else None
+        seen: dict[bytes, str] = {}  # key -> the custom_id of the first request sent with it
+        counts = {"to_send": 0, "cache_hits": 0, "deduplicated": 0}
+        hit_usage: dict[str, int] = {}
+        files = [_AtomicFile(self.record.path(name)) for name in self.FILES]
+        send, keys, cached, copies, plan = (out.file for out in files)
+        try:
+            for _, raw in _binary_lines(data["input"]):
+                if not raw.strip():
+                    continue
+                request = json.loads(raw)
+                key, custom_id = _request_key(request), request["custom_id"]
+                # a copy of a request the cache answers is answered from the cache too
+                answer = cache.get(key) if cache is not None and key not in seen else None
+                if answer is not None:
+                    cached.write(_cached_line(custom_id, answer))
+                    _added(hit_usage, _usage_in(json.loads(answer).get("body")))
+                    counts["cache_hits"] += 1
+                    plan.write(self.CACHED)
+                elif dedupe and key in seen:
+                    copies.write(_line_bytes({"custom_id": custom_id, "of": seen[key]}))
+                    counts["deduplicated"] += 1
+                    plan.write(self.COPY)
+                else:
+                    if dedupe:
+                        seen[key] = custom_id
+                    send.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                    keys.write(key)
+                    counts["to_send"] += 1
+                    plan.write(self.SENT)
+            for out in files:
+                out.commit()
+        finally:
+            for out in files:
+                out.discard()  # a no-op once committed
+            if cache is not None:
+                cache.db.close()
+        self.record.job(sieved={"send": self.FILES[0], **counts, "hit_usage": hit_usage})
+        self.job.event("sieved", **counts)
+
+    def write(self, answered: Iterator[_Answered], out: IO[bytes], tally: dict[str, Any]) -> None:
+        """RESULTS' lines in input order, by the plan: each sent request's from ``answered``
+        (which gives them in the order they were sent), a copy's from the request it copies,
+        under its own custom_id, and a cache hit's from ``cached.jsonl``.
+
+        A sent request's line that has copies is kept in a file of the job's folder until
+        its copies come, so that memory holds where each is, never the lines.
+        """
+        import contextlib
+
+        copied = {copy["of"] for copy in read_jsonl(self.record.path("duplicates.jsonl"))}
+        copies = read_jsonl(self.record.path("duplicates.jsonl"))
+        kept: dict[str, tuple[int, bool, str]] = {}  # custom_id -> offset, ok, reason
+        saved: dict[str, int] = dict(self.record.data["sieved"]["hit_usage"])
+        sent_counts = {"succeeded": 0, "failed": 0}  # the lines the driver's progress counts
+        path = self.record.path
+        requests = (raw for _, raw in _binary_lines(path("send.jsonl")) if raw.strip())
+        with contextlib.ExitStack() as files:
+            plan, hits = (
+                files.enter_context(open(path(n), "rb")) for n in ("plan", "cached.jsonl")
+            )
+            spill = files.enter_context(open(path("copied.tmp"), "w+b"))
+            for chunk in iter(lambda: plan.read(_CHUNK), b""):
+                for kind in chunk:
+                    if kind == self.CACHED[0]:
+                        text, ok, reason = hits.readline(), True, ""
+                    elif kind == self.COPY[0]:
+                        text, ok, reason = self.copy(next(copies), kept, spill, saved)
+                    else:
+                        custom_id, text, ok, reason = self.sent(next(requests), answered)
+                        sent_counts["succeeded" if ok else "failed"] += 1
+                        if custom_id in copied:
+                            kept[custom_id] = (spill.tell(), ok, reason)
+                            spill.write(text)
+                    _count(tally, ok, reason)
+                    out.write(text)
+        _remove_quietly(path("copied.tmp"))
+        sieved = self.record.data["sieved"]
+        tally.update(cache_hits=sieved["cache_hits"], deduplicated=sieved["deduplicated"])
+        tally.update(saved_usage=saved, sent=sent_counts)
+
+    def sent(self, raw: bytes, answered: Iterator[_Answered]) -> tuple[str, bytes, bool, str]:
+        """The line of ``raw``, the next request sent; one saying why, for a request never
+        sent (the job was cancelled before its first round began)."""
+        found = next(answered, None)
+        if found is not None:
+            return found[0], found[2], found[3], found[4]
+        custom_id = json.loads(raw)["custom_id"]
+        error = self.job.no_result([])
+        line = {"id": None, "custom_id": custom_id, "response": None, "error": error}
+        return custom_id, _line_bytes(line), False, error["code"]
+
+    @staticmethod
+    def copy(
+        copy: dict[str, Any],
+        kept: dict[str, tuple[int, bool, str]],
+        spill: IO[bytes],
+        saved: dict[str, int],
+    ) -> tuple[bytes, bool, str]:
+        """A copy's line: the line of the request it copies, under its own custom_id."""
+        offset, ok, reason = kept[copy["of"]]
+        spill.seek(offset)
+        line = json.loads(spill.readline())
+        spill.seek(0, os.SEEK_END)
+        line["custom_id"] = copy["custom_id"]
+        if ok:
+            _added(saved, _usage_in((line.get("response") or {}).get("body")))
+        return _line_bytes(line), ok, reason
+
+
+def _response_of(line: bytes, decoder: json.JSONDecoder) -> tuple[str, dict[str, Any]]:
+    """A result line's response object, and its text as the line has it.
+
+    Read from where ``"response":`` begins, which outside a string it can only do as a key
+    (a quote inside a string is escaped), rather than parsing the whole line and writing the
+    response again: a cache adds an answer for the cost of reading it once.
+    """
+    text = line.decode("utf-8")
+    found = text.find('"response":')
+    if found >= 0:
+        start = found + len('"response":')
+        while text[start : start + 1] in (" ", "\t"):
+            start += 1
+        try:
+            response, end = decoder.raw_decode(text, start)
+        except ValueError:
+            response = None
+        if isinstance(response, dict) and "status_code" in response:
+            return text[start:end], response
+    response = json.loads(text)["response"]
+    return _line_bytes(response)[:-1].decode("utf-8"), response
+
+
+def _cached_line(custom_id: str, response: str) -> bytes:
+    """A Batch API output line for a request the cache answered: the response kept, as it
+    was kept, under the request's own custom_id."""
+    head = _dumps_line({"id": _cache_line_id(), "custom_id": custom_id})[:-1]
+    return f'{head},"response":{response},"error":null}}\n'.encode("utf-8", "surrogatepass")
+
+
+def _cache_line_id() -> str:
+    return "batch_req_" + os.urandom(12).hex()
+
+
+def _count(tally: dict[str, Any], ok: bool, reason: str) -> None:
+    """Count one line of RESULTS."""
+    tally["requests"] += 1
+    tally["succeeded" if ok else "failed"] += 1
+    if not ok:
+        tally["failures"][reason] = tally["failures"].get(reason, 0) + 1
+
+
 if TYPE_CHECKING:
     from typing import Protocol
 
@@ -6929,6 +7298,7 @@ class _Job:
         self.prices = _Prices() if prices is None else prices
         self.cap = cap
         self.capped: float | None = None  # the worst case of the work the cap kept back
+        self.left = 0.0  # ... and of the requests RESULTS, as last written, has no result for
         # Under a cap, what work of unknown cost may have cost, at its worst: answers that
         # said no tokens, and (direct) requests in flight when a run was killed.
         self.unpriced = 0.0
@@ -6941,6 +7311,18 @@ class _Job:
     def data(self) -> _JobRecord:
         return self.record.data
 
+    @property
+    def source(self) -> str:
+        """The file of requests the driver sends: the input, or what the sieve kept of it."""
+        sieved = self.data.get("sieved")
+        return self.record.path(sieved["send"]) if sieved else self.data["input"]
+
+    @property
+    def to_send(self) -> int:
+        """How many requests the driver sends: the input's, less the sieve's."""
+        sieved = self.data.get("sieved")
+        return int(sieved["to_send"]) if sieved else self.data["requests"]
+
     def event(self, kind: str, **facts: Any) -> None:
         if self.on_event is not None:
             self.on_event({"event": kind, **facts, "progress": self.progress()})
@@ -6952,16 +7334,20 @@ class _Job:
         data = self.data
         succeeded, failed, usage, work = self.driver.progress()
         done = succeeded + failed
-        pending = data["requests"] - done
+        pending = self.to_send - done
         if self.done_before is None:
             self.done_before = done
         elapsed = max(self.clock() - self.began, 1e-3)
         rate = (done - self.done_before) / elapsed
         left = round(pending / rate, 1) if rate > 0 and pending else None
+        requests = {"succeeded": succeeded, "failed": failed, "pending": pending}
+        sieved = data.get("sieved")
+        if sieved:  # answered without being sent: counted apart, and never pending
+            requests.update(cached=sieved["cache_hits"], deduplicated=sieved["deduplicated"])
         return {
             "round": data["round"],
             "rounds": self.settings["rounds"],
-            "requests": {"succeeded": succeeded, "failed": failed, "pending": pending},
+            "requests": requests,
             "work": work,
             "usage": usage,
             "spend": self.spend(usage),
@@ -6983,7 +7369,7 @@ class _Job:
         data = self.data
         ended = (_JobStatus.WRITTEN.value, _JobStatus.FINISHED.value)
         if data["status"] in ended and not os.path.exists(data["output"]):
-            if not self.driver.kept():
+            if not self.kept():
                 raise OpenAIError(
                     f"{data['output']} was written and has since been removed, and the job's "
                     f"files went with its end; remove {self.record.folder} to run it again"
@@ -6991,6 +7377,9 @@ class _Job:
             self.write()  # again, from the job's files: nothing is sent
         elif data["status"] in ended:
             self.event("already_written", output=data["output"])
+        sieving = data.get("dedupe") or data.get("cache")
+        if sieving and "sieved" not in data and data["status"] == _JobStatus.RUNNING.value:
+            _Sieve(self).run()  # the first step, before any request is sent
         try:
             while data["status"] not in ended:
                 if self.capped is not None:
@@ -7055,9 +7444,44 @@ class _Job:
 
     def write(self, final: bool = True) -> float:
         """RESULTS, atomically: one line per request, in input order, each the line the
-        server wrote, byte for byte; or, for a request with none, a line saying why. Unless
+        server wrote, byte for byte; or, for a request with none, a line saying why. A job
+        that was sieved fans the answers out to the requests that were not sent (see
+        ``_Sieve.write``); with a cache, the successes are added to it on the way. Unless
         ``final`` (a job stopped at its cost cap), the job stays open; what is returned is
-        then the worst case of the requests with no result (0.0 otherwise).
+        the worst case of the requests with no result, under a cap (0.0 otherwise).
+        """
+        tally: dict[str, Any] = {"requests": 0, "succeeded": 0, "failed": 0, "failures": {}}
+        self.left = 0.0
+        cache_path = self.data.get("cache")
+        cache = _Cache(cache_path) if cache_path else None
+        try:
+            with _AtomicFile(self.data["output"]) as out:
+                answered = self.answered()
+                if cache is not None and self.data.get("sieved"):
+                    answered = self.kept_in(cache, answered)
+                if self.data.get("sieved"):
+                    _Sieve(self).write(answered, out.file, tally)
+                for _, _, text, ok, reason in answered:  # all of it, or what the sieve left:
+                    _count(tally, ok, reason)  # nothing, but the cache's last rows go in now
+                    out.file.write(text)
+            sieved = self.data.get("sieved")
+            if cache is not None and sieved:  # a row for the job, however often it is written
+                job, model = self.data["job"], self.data.get("model")
+                cache.hits(job, model, sieved["cache_hits"], sieved["hit_usage"], self.clock())
+        finally:
+            if cache is not None:
+                cache.db.close()
+        seconds = self.clock() - self.data["started"]
+        batches, usage = self.driver.totals()
+        status = _JobStatus.WRITTEN.value if final else self.data["status"]
+        self.record.job(status=status, tally=tally, seconds=seconds, batches=batches, usage=usage)
+        self.event("written", output=self.data["output"])
+        return self.left
+
+    def answered(self) -> Iterator[_Answered]:
+        """The sent requests' lines for RESULTS, in the order they were sent: for each, its
+        custom_id, its request line, its line (the server's, byte for byte, or one saying why
+        it has none), whether it succeeded and, if not, why in a word.
 
         The driver gives the requests in runs (a first-round shard of a batch job), each with
         the result files that answer it; results of later rounds, which may be for any
@@ -7065,10 +7489,8 @@ class _Job:
         requests, never the lines, and never the whole job.
         """
         segments, late, late_endings = self.driver.sources()
-        tally: dict[str, Any] = {"requests": 0, "succeeded": 0, "failed": 0, "failures": {}}
-        left = 0.0
         later = _line_index(late)
-        with _AtomicFile(self.data["output"]) as out, _LineReader(late) as late_lines:
+        with _LineReader(late) as late_lines:
             for segment in segments:
                 files = segment.results
                 own = _line_index(files)
@@ -7089,24 +7511,46 @@ class _Job:
                             error = self.no_result(endings)
                             line = {"id": None, "custom_id": custom_id, "response": None}
                             line["error"] = error
-                            text, ok = _dumps_line(line).encode("utf-8") + b"\n", False
-                            reason = error["code"]
-                            if self.cap is not None and not final:
-                                left += self.cap.worst(request["url"], request["body"])
+                            text = _dumps_line(line).encode("utf-8") + b"\n"
+                            if self.cap is not None:  # what sending it would cost, at worst
+                                self.left += self.cap.worst(request["url"], request["body"])
+                            yield custom_id, raw, text, False, error["code"]
                         else:
                             text, ok = reader.at(place >> 1), bool(place & 1)
                             reason = "" if ok else _failure_reason(text)
-                        out.file.write(text)
-                        tally["requests"] += 1
-                        tally["succeeded" if ok else "failed"] += 1
-                        if not ok:
-                            tally["failures"][reason] = tally["failures"].get(reason, 0) + 1
-        seconds = self.clock() - self.data["started"]
-        batches, usage = self.driver.totals()
-        status = _JobStatus.WRITTEN.value if final else self.data["status"]
-        self.record.job(status=status, tally=tally, seconds=seconds, batches=batches, usage=usage)
-        self.event("written", output=self.data["output"])
-        return left
+                            yield custom_id, raw, text, ok, reason
+
+    def kept_in(self, cache: _Cache, answered: Iterator[_Answered]) -> Iterator[_Answered]:
+        """``answered``, its successes added to ``cache`` on the way, a transaction each
+        ``_CACHE_ROWS``.
+
+        They are added as RESULTS is written, not as they arrive: then each request has its
+        one final line whichever driver answered it and however often it was sent, and both
+        drivers add the same way. A kill before RESULTS is renamed into place loses nothing:
+        the next run writes RESULTS again, and what was added already is left as it is.
+        """
+        model, url, now = self.data.get("model"), self.data["endpoint"], self.clock()
+        rows: list[tuple[Any, ...]] = []
+        decoder = json.JSONDecoder()
+        with open(self.record.path("send.keys"), "rb") as keys:  # the sieve's, in sent order
+            for answer in answered:
+                key, ok = keys.read(32), answer[3]
+                if ok:
+                    kept, response = _response_of(answer[2], decoder)
+                    usage = _usage_in(response.get("body"))
+                    tokens = [usage.get(name, 0) for name in _TOKEN_NAMES]
+                    rows.append((key, url, model, kept, *tokens, now))
+                    if len(rows) >= _CACHE_ROWS:
+                        cache.add(rows)
+                        rows = []
+                yield answer
+        cache.add(rows)
+
+    def kept(self) -> bool:
+        """The job's files are all still in its folder: RESULTS can be written again."""
+        sieved = self.data.get("sieved")
+        files = _Sieve.FILES if sieved else ()
+        return self.driver.kept() and all(os.path.exists(self.record.path(f)) for f in files)
 
     def no_result(self, endings: list[str]) -> dict[str, str]:
         """Why a request has no result, from how the work it was sent in ended."""
@@ -7164,7 +7608,8 @@ class _Job:
         if left:
             return
         self.record.job(status=_JobStatus.FINISHED.value)
-        for name in self.driver.local_files():
+        sieved = _Sieve.FILES if self.data.get("sieved") else ()
+        for name in [*self.driver.local_files(), *sieved]:
             _remove_quietly(self.record.path(name))
 
     def report(self) -> JobReport:
@@ -7184,6 +7629,9 @@ class _Job:
             spend["standard_cost"],
             spend["standard_prices"],
         )
+        if data.get("sieved"):
+            report.cache_hits, report.deduplicated = tally["cache_hits"], tally["deduplicated"]
+            report.saved = self.spend(tally["saved_usage"])["cost"]
         return report
 
 
@@ -7343,7 +7791,7 @@ class _BatchRounds:
         """The request lines with no final result, in input order; parsed if ``read`` (the
         first round's go as they are, unread)."""
         if self.record.data["round"] == 0:
-            for _, raw in _binary_lines(self.record.data["input"]):
+            for _, raw in _binary_lines(self.job.source):
                 if raw.strip():
                     line = raw if raw.endswith(b"\n") else raw + b"\n"
                     yield line, json.loads(line) if read else None
@@ -7818,11 +8266,14 @@ def _run_job(
     cancel: bool = False,
     mode: str = "Batch API",
     prices: Mapping[str, Any] | _Prices | None = None,
+    dedupe: bool = False,
+    cache: _PathLike | None = None,
 ) -> JobReport:
     """Begin, resume or cancel the job of ``output``; return its report once RESULTS is in.
 
     A job begun tells ``on_event`` first what it will cost (an ``"estimate"`` event: the
     ``InputEstimate``'s fields), before anything is sent."""
+    cache_path = None if cache is None else os.path.abspath(cache)
     prices = prices if isinstance(prices, _Prices) else _Prices(prices)
     if mode == "direct":  # _DirectRounds.mode: requests sent one by one, at standard prices
         prices = prices.direct()
@@ -7860,6 +8311,9 @@ def _run_job(
         )
         begin = {"endpoint": summary.endpoint or "", "requests": summary.requests}
         begin.update(started=clock(), output=output_path, mode=mode, model=summary.model)
+        begin.update(dedupe=bool(dedupe), cache=cache_path)
+        if cache_path is not None:
+            _Cache(cache_path).db.close()  # a cache that cannot be used is found now
         estimate = summary.estimate
         cap = _cost_cap(settings.get("max_cost"), prices, summary.model, input_path)
     record = _Record.open(output_path, input_path, settings, begin)
@@ -7868,6 +8322,13 @@ def _run_job(
             raise OpenAIError(
                 f"the job in {record.folder} is a {record.data['mode']} job, not a {mode} one; "
                 f"run it as it began, or remove {record.folder} to start again"
+            )
+        began = (record.data.get("dedupe", False), record.data.get("cache"))
+        if not cancel and began != (bool(dedupe), cache_path):
+            raise OpenAIError(
+                f"the job in {record.folder} began with dedupe {'on' if began[0] else 'off'} "
+                f"and {f'the cache {began[1]}' if began[1] else 'no cache'}; run it as it "
+                f"began, or remove {record.folder} to start again"
             )
         if not begin:  # resumed: the cap is checked now, as one is when a job begins
             cap = _cost_cap(settings.get("max_cost"), prices, record.data.get("model"), input_path)
@@ -7965,7 +8426,8 @@ class _DirectRounds:
         counts = self.open().counts() if live else None
         tally = self.record.data.get("tally")
         if counts is None:  # written: from RESULTS' own count
-            succeeded, failed = (tally or {}).get("succeeded", 0), (tally or {}).get("failed", 0)
+            counted = (tally or {}).get("sent") or tally or {}  # what was sent, if sieved
+            succeeded, failed = counted.get("succeeded", 0), counted.get("failed", 0)
             usage: dict[str, int] = dict(self.record.data.get("usage") or {})
         else:
             succeeded, failed, usage = counts["succeeded"], counts["failed"], counts["usage"]
@@ -7974,7 +8436,7 @@ class _DirectRounds:
         active = 0
         if flight is not None:
             active, window = flight.pacer.in_flight, flight.pacer.window
-        pending = self.record.data["requests"] - succeeded - failed
+        pending = self.job.to_send - succeeded - failed
         work = {
             "unit": "request",
             "done": succeeded + failed,
@@ -7991,7 +8453,7 @@ class _DirectRounds:
         finished by the next run rather than counted.
         """
         answers = self.open()
-        pending = self.record.data["requests"] - len(answers.final)
+        pending = self.job.to_send - len(answers.final)
         if pending <= 0:
             return False
         self.record.data["round"] = round_  # in memory, for the events: recorded once it is over
@@ -8051,7 +8513,7 @@ class _DirectRounds:
         # No batch ran: a request with no answer was never sent (the job was cancelled).
         self.open()  # which cuts off a line a kill left half written
         answers = [self.record.path(_ANSWERS)]
-        return [_Segment(self.record.data["input"], answers, [])], [], {}
+        return [_Segment(self.job.source, answers, [])], [], {}
 
     def server_files(self) -> list[str]:
         return []
@@ -8509,11 +8971,11 @@ class _DirectRound:
             self.clock,
             self.sleep,
         )
-        self.queue = _WorkQueue(job.data["input"], answers.final, self.clock)
+        self.queue = _WorkQueue(job.source, answers.final, self.clock)
         self.policy = rounds.policy or _DirectPolicy(self, answers.succeeded > 0)
         self.policy.flight = self
         rounds.policy = self.policy  # one for all the rounds of this run
-        self.answers_due = job.data["requests"] - len(answers.final)
+        self.answers_due = job.to_send - len(answers.final)
         self.added_before = answers.added
         self.failure: BaseException | None = None
         self.finished = threading.Event()
@@ -9196,6 +9658,8 @@ class Client:
         max_tokens_per_minute: int | None = None,
         prices: Mapping[str, Any] | _Prices | None = None,
         max_cost: float | None = None,
+        dedupe: bool = False,
+        cache: _PathLike | None = None,
     ) -> JobReport:
         """Run every request of a JSONL file of any size, across as many batches as it takes.
 
@@ -9227,12 +9691,21 @@ class Client:
 
         ``max_cost`` (USD) caps what the job spends over all its runs: a batch, or a direct
         request, starts only if what is spent plus the worst case of all that runs stays
-        within it (a request's worst case: its estimated input and its most output). At the
-        cap, the job starts nothing more, lets what runs end, writes ``output`` with a line
-        for each request not sent, and raises ``JobStoppedError`` (reason ``"max_cost"``,
-        with ``report`` and ``needed``); run again with a higher cap, it sends only those.
-        With no price known for the model, or a request with no output limit, it raises
-        ``ValueError`` before anything is sent.
+        within it (a request's worst case: its input at most, a token a byte of its text,
+        and its most output). At the cap, the job starts nothing more, lets what runs end,
+        writes ``output`` with a line for each request with no result, and raises
+        ``JobStoppedError`` (reason ``"max_cost"``, with ``report`` and ``needed``); run
+        again with a higher cap, it sends only those. With no price known for the model, or
+        a request whose cost has no bound (no output limit; an image, audio or a file; a
+        billed tool), it raises ``ValueError`` before anything is sent.
+
+        ``dedupe=True`` sends once each set of requests with the same endpoint and body
+        (as canonical JSON), and gives each custom_id the answer under its own custom_id; it
+        is off by default, since sampling at a temperature above zero wants distinct answers.
+        ``cache`` names a SQLite file of successful answers kept across jobs (several
+        processes may share it): a request it holds is answered from it, unsent, and a
+        request the server answers with a success is added to it. The report counts both,
+        and what their tokens would have cost. A job resumed keeps the choice it began with.
         """
         settings = {
             "batch_size": batch_size,
@@ -9250,7 +9723,9 @@ class Client:
             if settings[name] is not None and not direct:
                 raise _ArgumentError(f"{name} goes with direct=True (a batch has no such limit)")
         mode = "direct" if direct else "Batch API"  # _DirectRounds.mode, _BatchRounds.mode
-        return _run_job(self, input, output, settings, on_event, cancel, mode, prices)
+        return _run_job(
+            self, input, output, settings, on_event, cancel, mode, prices, dedupe, cache
+        )
 
     def download(self, batch_or_id: Batch | str, directory: _PathLike = ".") -> list[str]:
         """Save a batch's output and error files into ``directory``; return their paths.
@@ -10790,6 +11265,11 @@ class _JobProgress:
             f"{_plural(work['done'], unit)} done, {doing}, {work['queued']:,} queued",
             f"requests: {requests['succeeded']:,} succeeded, {requests['failed']:,} failed, "
             f"{requests['pending']:,} pending"
+            + (
+                f", {requests['cached']:,} from the cache, {requests['deduplicated']:,} copies"
+                if "cached" in requests
+                else ""
+            )
             + (f"; {progress['per_second']:,}/s" if progress["per_second"] else ""),
             f"{tokens}; {_duration(progress['elapsed'])} so far"
             + ("" if left is None or left < 1 else f", about {_duration(left)} left"),
@@ -11352,6 +11832,8 @@ def _cmd_run(session: _Session) -> int:
             max_tokens_per_minute=args.max_tokens_per_minute,
             prices=_Prices(dict(args.price or ()), given_as="your --price"),
             max_cost=args.max_cost,
+            dedupe=args.dedupe,
+            cache=args.cache,
         )
     except KeyboardInterrupt:
         console.end_live()
@@ -11401,6 +11883,8 @@ def _show_report(console: _Console, report: JobReport, output: str, direct: bool
     )
     if report.usage:
         console.note(_report_cost(report))
+    if report.cache_hits or report.deduplicated:
+        console.note(_report_unsent(report))
     if report.failed:
         console.note(f"next: openai-batch results {output} --failed shows them and why")
     if report.failures.get("HTTP 404"):
@@ -11437,6 +11921,89 @@ def _report_cost(report: JobReport) -> str:
         "standard_prices": report.standard_prices,
     }
     return f"cost: {_spend_words(spend)}"
+
+
+def _report_unsent(report: JobReport) -> str:
+    """The requests a job answered without sending them, and what that saved."""
+    if report.saved is None:
+        saved = f"{report.cost_note}" if report.cost_note else "no price known"
+    else:
+        saved = f"saved {_usd(report.saved)} at {report.prices}"
+    return (
+        f"{_plural(report.cache_hits, 'request')} answered from the cache, "
+        f"{_plural(report.deduplicated, 'duplicate')} not sent; {saved}"
+    )
+
+
+def _cmd_cache_stats(session: _Session) -> int:
+    """A cache: its answers and their tokens by model, the oldest and newest, the hits of
+    the jobs that read it, and what they saved."""
+    args, console = session.args, session.console
+    prices = _Prices(dict(args.price or ()), given_as="your --price")
+    with _open_cache(args.file) as cache:
+        stats = cache.stats()
+    for model, entry in stats["models"].items():
+        entry["saved"] = _spend(prices, model, entry["saved_usage"])["cost"]
+    if args.json:
+        console.line(json.dumps(stats, ensure_ascii=False))
+        return _EXIT_OK
+    rows = [
+        [
+            model,
+            f"{entry['entries']:,}",
+            _tokens(entry["usage"]) or "-",
+            console.when(entry.get("oldest")),
+            console.when(entry.get("newest")),
+            f"{entry['hits']:,}",
+            "-" if entry["saved"] is None else _usd(entry["saved"]),
+        ]
+        for model, entry in stats["models"].items()
+    ]
+    if not console.tty:  # numbers: tokens in and out, USD ("" with no price known)
+        for model, entry in stats["models"].items():
+            usage, saved = entry["usage"], entry["saved"]
+            cells = [model, entry["entries"], usage.get("input_tokens", 0)]
+            cells += [usage.get("output_tokens", 0), console.when(entry.get("oldest"))]
+            cells += [console.when(entry.get("newest")), entry["hits"]]
+            cells.append("" if saved is None else f"{saved:.6f}")
+            console.line("\t".join(str(cell) for cell in cells))
+        return _EXIT_OK
+    console.line(f"{stats['path']}: {_plural(stats['entries'], 'answer')}, {_size(stats['bytes'])}")
+    if rows:
+        header = ["MODEL", "ANSWERS", "TOKENS", "OLDEST", "NEWEST", "HITS", "SAVED"]
+        _table(console, header, rows, shrinkable=(0, 2), droppable=(3, 2))
+    return _EXIT_OK
+
+
+def _cmd_cache_prune(session: _Session) -> int:
+    """Delete a cache's answers older than some days, of a model, or both."""
+    args, console = session.args, session.console
+    if args.older_than is None and args.model is None:
+        raise _ArgumentError("say what to prune: --older-than DAYS, --model MODEL, or both")
+    before = None if args.older_than is None else console.clock() - args.older_than * 86400
+    with _open_cache(args.file) as cache:
+        removed = cache.prune(before, args.model)
+        if args.vacuum:
+            cache.vacuum()
+        size = cache.size()
+    if args.json:
+        console.line(json.dumps({"removed": removed, "bytes": size}, ensure_ascii=False))
+        return _EXIT_OK
+    for model, count in removed.items():
+        console.line(f"{model}\t{count}" if not console.tty else f"removed {count:,}  {model}")
+    total = sum(removed.values())
+    console.note(f"{args.file}: {_plural(total, 'answer')} removed, {_size(size)} now")
+    return _EXIT_OK
+
+
+def _open_cache(path: str) -> _Cache:
+    """A cache that is there: stats and prune never make one."""
+    if not os.path.isfile(path):
+        raise OpenAIError(
+            f"there is no cache at {path}; `openai-batch run INPUT -o RESULTS --cache {path}` "
+            "makes one"
+        )
+    return _Cache(path)
 
 
 def _cmd_download(session: _Session) -> int:
@@ -12053,6 +12620,7 @@ def _workflow_commands(commands: Any, common: Any, waiting: Any) -> None:
     _json_flag(wait)
     _finished_commands(commands, common)
     _run_command(commands, common)
+    _cache_commands(commands, common)
 
 
 def _run_command(commands: Any, common: Any) -> None:
@@ -12115,7 +12683,42 @@ def _run_command(commands: Any, common: Any) -> None:
         "case fits; at the cap the job stops, keeping all it has",
     )
     _direct_options(run)
+    run.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="send requests with the same endpoint and body once, each custom_id getting the "
+        "answer (off by default: sampling above temperature 0 wants distinct answers)",
+    )
+    run.add_argument(
+        "--cache",
+        type=_path,
+        metavar="FILE",
+        help="answer requests from this SQLite file of earlier jobs' answers, unsent, and add "
+        "the new ones to it (made if missing; jobs may share it)",
+    )
     run.add_argument("--json", action="store_true", help="print each event as a JSON line")
+
+
+def _cache_commands(commands: Any, common: Any) -> None:
+    cache = commands.add_parser(
+        "cache", parents=[common], help="show or trim a cache of answers (run --cache FILE)"
+    )
+    verbs = cache.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+    stats = _add(verbs, common, "stats", _cmd_cache_stats, "show what a cache holds and saved")
+    stats.add_argument("file", type=_path, metavar="FILE")
+    _price_option(stats, "for what the hits saved")
+    stats.add_argument("--json", action="store_true", help="print the figures as JSON")
+    prune = _add(verbs, common, "prune", _cmd_cache_prune, "delete a cache's older answers")
+    prune.add_argument("file", type=_path, metavar="FILE")
+    prune.add_argument(
+        "--older-than", type=float, metavar="DAYS", help="answers added more than DAYS ago"
+    )
+    prune.add_argument("--model", metavar="MODEL", help="answers of this model")
+    prune.add_argument(
+        "--vacuum", action="store_true", help="give the freed space back to the file system"
+    )
+    prune.add_argument("--json", action="store_true", help="print what was removed as JSON")
 
 
 def _price_option(parser: Any, what: str) -> None:

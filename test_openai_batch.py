@@ -49,6 +49,7 @@ import random
 import re
 import shlex
 import socket
+import sqlite3
 import struct
 import sys
 import tempfile
@@ -2902,6 +2903,7 @@ def test_import_loads_only_the_standard_library_and_nothing_costly() -> None:
     assert not roots & {"ssl", "http", "argparse", "urllib", "email", "typing", "random"}
     # dataclasses imports inspect, ast, dis and tokenize: only introspection needs them
     assert not roots & {"dataclasses", "inspect", "ast", "dis", "tokenize"}
+    assert not roots & {"sqlite3", "hashlib"}  # a cache's, and a job's: when first used
 
 
 _DATACLASS_PROBE = """
@@ -8747,6 +8749,384 @@ def test_run_killed_while_cancelling_goes_on_cancelling(tmp_path: Any, again: li
         assert len(api.batches) == 3
 
 
+def _with_copies(tmp_path: Any, name: str = "in.jsonl") -> tuple[str, list[str]]:
+    """Six requests, three of them copies of others under their own custom_ids (d0 and d2
+    ask what q0 asks, d1 what q1 asks); the path and the custom_ids in input order."""
+    asked = [("q0", 0), ("q1", 1), ("d0", 0), ("q2", 2), ("d1", 1), ("d2", 0)]
+    requests = [BatchRequest.chat(c, "gpt-4o-mini", f"question {n}") for c, n in asked]
+    path = str(tmp_path / name)
+    ob.write_jsonl(path, requests)
+    return path, [c for c, _ in asked]
+
+
+def test_run_dedupe_sends_each_request_once_and_fans_its_answer_out(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 5: requests with the same endpoint and body go once; each custom_id
+    gets the answer under its own custom_id, in input order; the report says what it saved."""
+    source, ids = _with_copies(tmp_path)
+    out = tmp_path / "out.jsonl"
+    events: list[dict[str, Any]] = []
+    report = client.run(
+        source, out, dedupe=True, batch_size=2, prices=_PRICED, on_event=events.append
+    )
+    assert api.ran == {"q0": 1, "q1": 1, "q2": 1}
+    lines = _json_lines(out)
+    assert [line["custom_id"] for line in lines] == ids
+    bodies = {line["custom_id"]: line["response"]["body"] for line in lines}
+    assert bodies["d0"] == bodies["d2"] == bodies["q0"] and bodies["d1"] == bodies["q1"]
+    assert (report.requests, report.succeeded, report.failed) == (6, 6, 0)
+    assert (report.deduplicated, report.cache_hits, report.batches) == (3, 0, 2)
+    assert report.cost == 0.24 and report.saved == 0.24  # three answers, and three copies
+    sieved = next(event for event in events if event["event"] == "sieved")
+    assert (sieved["to_send"], sieved["deduplicated"], sieved["cache_hits"]) == (3, 3, 0)
+    assert events[-1]["progress"]["requests"] == {
+        "succeeded": 3,
+        "failed": 0,
+        "pending": 0,
+        "cached": 0,
+        "deduplicated": 3,
+    }
+    plain = client.run(source, tmp_path / "plain.jsonl")  # off by default: each is sent
+    assert plain.deduplicated == 0 and plain.saved is None
+    assert api.ran == {"q0": 2, "q1": 2, "q2": 2, "d0": 1, "d1": 1, "d2": 1}
+
+
+def test_run_dedupe_copies_a_failure_to_its_copies(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 5: a copy of a request that failed fails the same way, counted."""
+    ids = ["fail-a", "fail-b", "fail-c"]  # the fake fails them by their custom_id
+    source = write_lines(tmp_path / "in.jsonl", [request_line(c) for c in ids])
+    report = client.run(source, tmp_path / "out.jsonl", dedupe=True)
+    assert (report.requests, report.failed, report.deduplicated) == (3, 3, 2)
+    assert report.failures == {"HTTP 400": 3} and len(api.ran) == 1
+    assert _output_ids(tmp_path / "out.jsonl") == ids
+
+
+def test_run_cache_answers_a_rerun_unsent_and_an_edited_line_with_one_request(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 5: a cache across jobs; a second run, to another RESULTS, sends nothing,
+    and a third, with one line of the input edited, sends that line alone."""
+    cache = str(tmp_path / "answers.sqlite")
+    source = _job_input(tmp_path, 10)
+    first = client.run(source, tmp_path / "one.jsonl", cache=cache, prices=_PRICED)
+    assert first.ok and (first.cache_hits, first.saved) == (0, 0.0)
+    assert sum(api.ran.values()) == 10
+    events: list[dict[str, Any]] = []
+    second = client.run(
+        source, tmp_path / "two.jsonl", cache=cache, prices=_PRICED, on_event=events.append
+    )
+    assert sum(api.ran.values()) == 10 and len(api.batches) == 1  # nothing sent
+    assert (second.requests, second.succeeded, second.cache_hits) == (10, 10, 0 + 10)
+    assert second.saved == 0.8 and second.usage == {}  # 10 answers of 2 in, 3 out
+    assert _output_ids(tmp_path / "two.jsonl") == [f"q{i}" for i in range(10)]
+    bodies = [line["response"]["body"] for line in _json_lines(tmp_path / "one.jsonl")]
+    assert [line["response"]["body"] for line in _json_lines(tmp_path / "two.jsonl")] == bodies
+    assert events[-1]["progress"]["requests"]["cached"] == 10
+    requests = _json_lines(source)
+    requests[4]["body"]["messages"][0]["content"] = "question 4, edited"
+    edited = write_lines(tmp_path / "edited.jsonl", requests)
+    third = client.run(edited, tmp_path / "three.jsonl", cache=cache)
+    assert api.ran == {**{f"q{i}": 1 for i in range(10)}, "q4": 2}  # the edited line alone
+    assert (third.cache_hits, len(api.batches)) == (9, 2)
+    with sqlite3.connect(cache) as db:
+        assert db.execute("SELECT COUNT(*) FROM answers").fetchone() == (11,)
+        assert db.execute("SELECT SUM(hits) FROM hits").fetchone() == (19,)
+
+
+def test_run_cache_with_dedupe_and_direct_sends_what_neither_answers(tmp_path: Any) -> None:
+    """Issue 19, item 5: the sieve is the drivers' seam: a direct job reads the cache too,
+    and with dedupe a copy of a cached request is answered from the cache as well."""
+    cache = str(tmp_path / "answers.sqlite")
+    source, ids = _with_copies(tmp_path)
+    with ChatServer().serve() as server:
+        client = _direct_client(server)
+        first = client.run(source, tmp_path / "one.jsonl", direct=True, dedupe=True, cache=cache)
+        assert server.seen == {"question 0": 1, "question 1": 1, "question 2": 1}
+        assert (first.requests, first.succeeded, first.deduplicated) == (6, 6, 3)
+        assert _output_ids(tmp_path / "one.jsonl") == ids
+        second = client.run(source, tmp_path / "two.jsonl", direct=True, dedupe=True, cache=cache)
+        assert sum(server.seen.values()) == 3
+        assert (second.requests, second.succeeded, second.cache_hits) == (6, 6, 6)
+        assert (second.deduplicated, second.rounds) == (0, 0)
+        assert _output_ids(tmp_path / "two.jsonl") == ids
+        events: list[dict[str, Any]] = []
+        third = client.run(
+            source,
+            tmp_path / "one.jsonl",
+            direct=True,
+            dedupe=True,
+            cache=cache,
+            on_event=events.append,
+        )  # written already: nothing is sent, and where it stands is what was sent
+        assert third.requests == 6 and sum(server.seen.values()) == 3
+        assert events[-1]["progress"]["requests"] == {
+            "succeeded": 3,
+            "failed": 0,
+            "pending": 0,
+            "cached": 0,
+            "deduplicated": 3,
+        }
+
+
+def test_run_keeps_the_dedupe_and_cache_it_began_with(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 5: a resumed job keeps its choice; another is refused, naming it."""
+    source, _ = _with_copies(tmp_path)
+    out = tmp_path / "out.jsonl"
+
+    def stop_after_create(event: dict[str, Any]) -> None:
+        if event["event"] == "created":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.run(source, out, dedupe=True, batch_size=2, on_event=stop_after_create)
+    with refused(
+        ob.OpenAIError,
+        f"the job in {out}.job began with dedupe on and no cache; run it as it began, or "
+        f"remove {out}.job to start again",
+    ):
+        client.run(source, out, batch_size=2)
+    report = client.run(source, out, dedupe=True, batch_size=2)
+    assert report.ok and report.deduplicated == 3 and len(api.batches) == 2
+    assert api.ran == {"q0": 1, "q1": 1, "q2": 1}
+
+
+def test_run_dedupe_cancelled_before_its_first_round_says_why_for_every_request(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 5: stopped once the sieve is recorded, then cancelled: nothing was sent,
+    and each custom_id, copies too, gets a line saying the job was cancelled."""
+    source, ids = _with_copies(tmp_path)
+    out = tmp_path / "out.jsonl"
+
+    def stop_once_sieved(event: dict[str, Any]) -> None:
+        if event["event"] == "sieved":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.run(source, out, dedupe=True, on_event=stop_once_sieved)
+    report = client.run(source, out, dedupe=True, cancel=True)
+    assert api.ran == {} and api.batches == {}
+    lines = _json_lines(out)
+    assert [line["custom_id"] for line in lines] == ids
+    assert {line["error"]["code"] for line in lines} == {"job_cancelled"}
+    assert (report.requests, report.failed, report.deduplicated) == (6, 6, 3)
+    assert report.failures == {"job_cancelled": 6}
+
+
+def test_a_cache_keeps_the_response_as_the_line_has_it() -> None:
+    """Issue 19, item 5: the response object's text, read from the line without writing it
+    again: OpenAI's spaced lines, a custom_id that holds the key's text, a compact line."""
+    decoder = json.JSONDecoder()
+    spaced = (
+        b'{"id": "batch_req_1", "custom_id": "say \\"response\\": no", "response": '
+        b'{"status_code": 200, "request_id": "r", "body": {"x": [1, 2]}}, "error": null}\n'
+    )
+    text, response = ob._response_of(spaced, decoder)
+    assert text == '{"status_code": 200, "request_id": "r", "body": {"x": [1, 2]}}'
+    assert response["body"] == {"x": [1, 2]}
+    compact = b'{"id":"i","custom_id":"a","response":{"status_code":200,"body":{}},"error":null}'
+    assert ob._response_of(compact, decoder)[0] == '{"status_code":200,"body":{}}'
+    odd = b'{"error": {"response": 1}, "response": {"status_code": 200, "body": {}}}'
+    assert ob._response_of(odd, decoder) == (
+        '{"status_code":200,"body":{}}',
+        json.loads(odd)["response"],
+    )
+
+
+_NO_SQLITE = """
+import sys
+sys.modules["sqlite3"] = None  # as a Python built without it
+sys.path.insert(0, FOLDER)
+import openai_batch as ob
+try:
+    ob._Cache("answers.sqlite")
+except ob.OpenAIError as exc:
+    print(exc)
+"""
+
+
+def test_a_cache_without_sqlite3_says_what_is_missing_and_what_to_do(tmp_path: Any) -> None:
+    folder = os.path.dirname(os.path.abspath(ob.__file__))
+    probe = _NO_SQLITE.replace("FOLDER", repr(folder))
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", probe], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.stdout == (
+        "this Python was built without the sqlite3 module, which a cache (answers.sqlite) "
+        "needs; use a Python that has it (python.org's builds and most distributions' do), "
+        "or run without a cache\n"
+    )
+    assert not (tmp_path / "answers.sqlite").exists()
+
+
+# Children that wrap the cache's writes: two that begin adding at the same moment, each once
+# the other is ready; and one that SIGKILLs itself inside a transaction (half of its second
+# thousand answers written) or just after it recorded its hits.
+_CACHE_SHARED = """
+import os, sys, time
+import openai_batch as ob
+me, other = sys.argv[1], sys.argv[2]
+original = ob._Cache.add
+def add(self, rows):
+    rows = list(rows)
+    if rows and not os.path.exists(me):
+        open(me, "w").close()
+        given_up = time.monotonic() + 60  # the other failed: the test says so
+        while not os.path.exists(other) and time.monotonic() < given_up:
+            time.sleep(0.002)
+    return original(self, rows)
+ob._Cache.add = add
+sys.exit(ob.main(sys.argv[3:]))
+"""
+_CACHE_KILLED = """
+import os, signal, sys, time
+import openai_batch as ob
+where, ready = sys.argv[1], sys.argv[2]
+def kill():
+    open(ready, "w").close()
+    os.kill(os.getpid(), signal.SIGKILL)
+adds, add, hits = [], ob._Cache.add, ob._Cache.hits
+def halfway(self, rows):
+    rows = list(rows)
+    adds.append(len(rows))
+    def then_killed():
+        for number, row in enumerate(rows):
+            if where == "add" and len(adds) == 2 and number == len(rows) // 2:
+                kill()
+            yield row
+    return add(self, then_killed())
+def after(self, *args):
+    hits(self, *args)
+    if where == "hits":
+        kill()
+ob._Cache.add, ob._Cache.hits = halfway, after
+sys.exit(ob.main(sys.argv[3:]))
+"""
+
+
+def _cache_counts(path: Any) -> tuple[str, int, int]:
+    """A cache's integrity check, its answers and the hits its jobs recorded."""
+    with sqlite3.connect(str(path)) as db:
+        check = db.execute("PRAGMA integrity_check").fetchone()[0]
+        answers = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        hits = db.execute("SELECT COALESCE(SUM(hits), 0) FROM hits").fetchone()[0]
+    return check, answers, hits
+
+
+def test_run_cache_shared_by_two_processes_adding_at_once(tmp_path: Any) -> None:
+    """Issue 19, item 5: two jobs in two processes add to one cache in the same moment (each
+    waits for the other to be ready); both end well, and each answer is kept once."""
+    api = FakeAPI(clock=ScaledClock(speed=20_000))  # 2,500 requests in about 0.1 s
+    requests = chat_requests(2400)
+    inputs = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    ob.write_jsonl(inputs[0], requests[:1600])
+    ob.write_jsonl(inputs[1], requests[800:])  # 800 of each are the other's too
+    cache = str(tmp_path / "answers.sqlite")
+    marks = [str(tmp_path / "ready-a"), str(tmp_path / "ready-b")]
+    with api.serve():
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+        options = ["--cache", cache, "--interval", "0.1", "--json"]
+        child = [sys.executable, "-c", _CACHE_SHARED]
+        processes = [
+            subprocess.Popen(
+                [*child, marks[n], marks[1 - n], "run", source, "-o", source + ".out", *options],
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+            for n, source in enumerate(inputs)
+        ]
+        codes = [process.wait(timeout=120) for process in processes]
+        assert codes == [0, 0]
+        assert _cache_counts(cache) == ("ok", 2400, 0)
+        both = str(tmp_path / "both.jsonl")
+        ob.write_jsonl(both, requests)
+        made = len(api.batches)
+        done = subprocess.run(
+            [sys.executable, "-m", "openai_batch", "run", both, "-o", both + ".out", *options],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            timeout=120,
+        )
+    assert done.returncode == 0 and len(api.batches) == made  # every answer was kept
+    assert _cache_counts(cache) == ("ok", 2400, 2400)
+    assert _output_ids(both + ".out") == [r.custom_id for r in requests]
+
+
+def test_run_cache_killed_inside_a_write_loses_and_counts_nothing_twice(tmp_path: Any) -> None:
+    """Issue 19, item 5: a SIGKILL inside a transaction of the cache (the second thousand
+    answers half written), then a rerun that ends the job; and a SIGKILL after a job
+    recorded its hits, then a rerun: the cache is whole, and nothing is counted twice."""
+    api = FakeAPI(clock=ScaledClock(speed=20_000))  # 2,500 requests in about 0.1 s
+    source = _job_input(tmp_path, 2500)
+    cache = str(tmp_path / "answers.sqlite")
+    ready = tmp_path / "killed"
+    with api.serve():
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+        for where, out in (("add", "one.jsonl"), ("hits", "two.jsonl")):
+            args = ["run", source, "-o", str(tmp_path / out), "--cache", cache, "--json"]
+            killed = [sys.executable, "-c", _CACHE_KILLED, where, str(ready), *args]
+            assert _job_process(killed, env, f"the job killed in {where}", 120) == -9
+            assert ready.exists()
+            ready.unlink()
+            if where == "add":  # the first thousand committed, the second rolled back
+                assert _cache_counts(cache) == ("ok", 1000, 0)
+            else:  # the hits recorded; RESULTS written, not yet recorded as written
+                assert _cache_counts(cache) == ("ok", 2500, 2500)
+            plain = [sys.executable, "-m", "openai_batch", *args]
+            assert _job_process(plain, env, f"the rerun after {where}", 120) == 0
+            assert _output_ids(tmp_path / out) == [f"q{i}" for i in range(2500)]
+    assert _cache_counts(cache) == ("ok", 2500, 2500)
+    assert api.ran == {f"q{i}": 1 for i in range(2500)}  # the second job sent nothing
+
+
+_KILLED_SIEVING = """
+import os, signal, sys
+import openai_batch as ob
+when, mark = sys.argv[1], sys.argv[2]
+original = ob._Record.step
+def step(self, step):
+    hit = mark in str(step)
+    if hit and when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(self, step)
+    if hit and when == "after":
+        os.kill(os.getpid(), signal.SIGKILL)
+ob._Record.step = step
+sys.exit(ob.main(sys.argv[3:]))
+"""
+
+
+def test_run_dedupe_killed_anywhere_in_its_first_steps_sends_each_request_once(
+    tmp_path: Any,
+) -> None:
+    """Issue 19, item 5: SIGKILLs with the sieve's files written but not recorded, once it
+    is recorded, with the first round's shards recorded and with its first batch made; the
+    job, run again after each, sends each unique request once and writes every custom_id."""
+    api = FakeAPI(clock=ScaledClock(speed=400))
+    source, ids = _with_copies(tmp_path)
+    out = tmp_path / "out.jsonl"
+    args = ["run", source, "-o", str(out), "--dedupe", "--batch-size", "1", "--max-active", "1"]
+    args += ["--interval", "0.05", "--json"]
+    made = "'batch_id': 'batch"  # a shard's step once its batch is made
+    kills = [("before", "sieved"), ("after", "sieved"), ("after", "r1-"), ("after", made)]
+    with api.serve():
+        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+        for when, mark in kills:
+            command = [sys.executable, "-c", _KILLED_SIEVING, when, mark, *args]
+            assert _job_process(command, env, f"killed {when} {mark}", 60) == -9
+        plain = [sys.executable, "-m", "openai_batch", *args]
+        assert _job_process(plain, env, "the rest", 60) == 0
+    assert _output_ids(out) == ids
+    assert api.ran == {"q0": 1, "q1": 1, "q2": 1} and len(api.batches) == 3
+    lines = {line["custom_id"]: line["response"]["body"] for line in _json_lines(out)}
+    assert lines["d0"] == lines["d2"] == lines["q0"] and lines["d1"] == lines["q1"]
+
+
 # ---------------------------------------------------------------- Direct rounds
 
 
@@ -11878,6 +12258,52 @@ def test_cli_webhooks_errors_are_one_line_with_a_hint(client: Client, api: FakeA
     assert api.secrets == {}
 
 
+def test_cli_run_dedupe_and_cache_say_what_was_not_sent_and_cache_stats_and_prune(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19, item 5: run --dedupe --cache, its report line; cache stats on a terminal,
+    in a pipe and as JSON; cache prune by model and by age; a cache that is not there."""
+    source, _ = _with_copies(tmp_path)
+    cache = str(tmp_path / "answers.sqlite")
+    price = ["--price", "gpt-4o-mini=10000,20000"]
+    ran = cli(client, "run", source, "-o", str(tmp_path / "one.jsonl"), "--dedupe", *price)
+    assert ran.code == 0 and ran.err.splitlines()[-1] == (
+        "0 requests answered from the cache, 3 duplicates not sent; saved $0.24 at your --price"
+    )
+    args = ["run", source, "-o", str(tmp_path / "two.jsonl"), "--dedupe", "--cache", cache]
+    assert cli(client, *args, *price).code == 0
+    again = cli(client, *args[:3], str(tmp_path / "three.jsonl"), *args[4:], *price)
+    assert again.code == 0 and again.err.splitlines()[-1] == (
+        "6 requests answered from the cache, 0 duplicates not sent; saved $0.48 at your --price"
+    )
+    shown = cli(client, "cache", "stats", cache, *price, tty=True)
+    lines = shown.out.splitlines()
+    assert lines[0].startswith(f"{cache}: 3 answers, ") and lines[1:] == [
+        "MODEL        ANSWERS  TOKENS              OLDEST    NEWEST    HITS  SAVED",
+        "gpt-4o-mini  3        6 tokens in, 9 out  just now  just now  6     $0.48",
+    ]
+    piped = cli(client, "cache", "stats", cache).out.split("\t")  # at the table's prices
+    assert piped[:4] + piped[6:] == ["gpt-4o-mini", "3", "6", "9", "6", "0.000006\n"]
+    assert piped[4] == piped[5] and piped[4].endswith("Z")
+    figures = json.loads(cli(client, "cache", "stats", cache, "--json").out)
+    assert (figures["entries"], figures["models"]["gpt-4o-mini"]["hits"]) == (3, 6)
+    kept = cli(client, "cache", "prune", cache, "--older-than", "1")
+    assert (kept.out, kept.err) == ("", f"{cache}: 0 answers removed, " + kept.err.split(", ")[1])
+    pruned = cli(client, "cache", "prune", cache, "--model", "gpt-4o-mini", "--vacuum", "--json")
+    assert json.loads(pruned.out)["removed"] == {"gpt-4o-mini": 3}
+    assert json.loads(cli(client, "cache", "stats", cache, "--json").out)["entries"] == 0
+    nothing = cli(client, "cache", "prune", cache)
+    assert (nothing.code, nothing.err) == (
+        2,
+        "error: say what to prune: --older-than DAYS, --model MODEL, or both\n",
+    )
+    missing = cli(client, "cache", "stats", str(tmp_path / "none.sqlite"))
+    assert missing.code == 1 and missing.err == (
+        f"error: there is no cache at {tmp_path / 'none.sqlite'}; `openai-batch run INPUT -o "
+        f"RESULTS --cache {tmp_path / 'none.sqlite'}` makes one\n"
+    )
+
+
 # ---------------------------------------------------------------- Command line: arguments and main
 
 
@@ -12233,6 +12659,7 @@ def test_every_python_example_in_the_readme_runs(
     assert "\nTrue\n" in printed and "\nFalse\n" not in printed  # the tour's status check
     assert "\n120000 120000 0 6 1\n" in printed  # the worked example: 120,000 in 6 batches
     assert "\nmax_cost {'max_cost': 6} 0.1\n6 True\n" in printed  # Money: the cap
+    assert "\n5 5 2\n" in printed and "\n0 4 1\n" in printed  # dedupe; a cache, one line edited
 
 
 _README_VARIES = re.compile(r"(?<![\w-])[0-9a-f]{32}(?![\w-])|\breq_[0-9]+")
@@ -12259,6 +12686,9 @@ def _readme_session(api: FakeAPI, folder: Any) -> Client:
     bad = [request_line("a"), request_line("a", method="GET"), '{"custom_id": "b", url: 1}']
     bad.append(request_line("c", body={"model": "gpt-4o", "messages": []}))
     write_lines(folder / "bad.jsonl", bad)
+    asked = [0, 1, 0, 2, 3, 1, 0]  # four questions in seven requests
+    copies = [BatchRequest.chat(f"d{n}", "gpt-4o-mini", prompts[i]) for n, i in enumerate(asked)]
+    ob.write_jsonl(folder / "duplicates.jsonl", copies)
     now = int(api.clock.now)
     counts = {"total": 5000, "completed": 4998, "failed": 2}
     api.add_batch(
