@@ -9379,7 +9379,8 @@ def test_run_direct_prices_each_answers_usage_and_a_resume_counts_it_once(
     tmp_path: Any,
 ) -> None:
     """Issue 19, item 3: a direct job's spend, from the answers' usage; stopped and resumed,
-    each kept answer counted once, with the saving against standard prices."""
+    each kept answer counted once. Requests sent one by one are billed at standard prices
+    (the review of item 4): there is no saving to tell of."""
     source = _job_input(tmp_path, 40)
     out = tmp_path / "out.jsonl"
 
@@ -9397,12 +9398,12 @@ def test_run_direct_prices_each_answers_usage_and_a_resume_counts_it_once(
         report = client.run(source, out, direct=True, on_event=events.append)
         ran = cli(client, "run", source, "-o", str(out), "--direct", tty=True)  # written: again
     assert (report.usage["input_tokens"], report.usage["output_tokens"]) == (4_000_000, 2_000_000)
-    assert report.cost == pytest.approx(0.3 + 0.6) and report.standard_cost == pytest.approx(1.8)
+    assert report.cost == pytest.approx(1.8) and report.standard_cost is None
     assert events[0]["progress"]["spend"]["cost"] > 0  # what the first run's answers cost
     assert events[-1]["progress"]["spend"]["cost"] == report.cost
-    assert ran.err.splitlines()[-1] == (
-        "cost: $0.90 at OpenAI batch prices of 2026-12 (LiteLLM 1.110.2); saved $0.90 against "
-        "OpenAI standard prices of 2026-12 (LiteLLM 1.110.2)"
+    assert (
+        ran.err.splitlines()[-1]
+        == "cost: $1.80 at OpenAI standard prices of 2026-12 (LiteLLM 1.110.2)"
     )
 
 
@@ -9449,7 +9450,7 @@ def test_cli_run_direct_shows_a_live_line_and_piped_lines(tmp_path: Any) -> None
         piped = cli(client, *args, str(tmp_path / "b.jsonl"))
     assert ran.code == 1 and ran.out.count("\x1b[3F") > 3  # redrawn in place, many times
     work, requests, tokens, spent, end = _screen(ran.out)  # the batch job's block's shape
-    assert spent == "spent under $0.01 at OpenAI batch prices of 2026-12 (LiteLLM 1.110.2)"
+    assert spent == "spent under $0.01 at OpenAI standard prices of 2026-12 (LiteLLM 1.110.2)"
     assert end == "" and work == (
         "round 1 of 3: 60 requests done, 0 in flight (at most 4 at once), 0 queued"
     )
@@ -9460,7 +9461,7 @@ def test_cli_run_direct_shows_a_live_line_and_piped_lines(tmp_path: Any) -> None
         "estimate: 60 requests, model gpt-4o-mini",
         "    input   ~600 tokens, under $0.01",
         "    output  unbounded (60/60 requests set no output limit), so no upper cost",
-        "    at OpenAI batch prices of 2026-12 (LiteLLM 1.110.2)",
+        "    at OpenAI standard prices of 2026-12 (LiteLLM 1.110.2)",  # one by one: no discount
         "round 1: 60 requests",  # a note above the line
     ]
     assert re.fullmatch(
@@ -9473,8 +9474,8 @@ def test_cli_run_direct_shows_a_live_line_and_piped_lines(tmp_path: Any) -> None
     rows = [row.split("\t")[2:] for row in piped.out.splitlines() if "\tprogress\t" in row]
     names = ["succeeded", "failed", "pending", "active", "per_second", "left", "spent_usd"]
     assert len(rows) > 2 and all([cell.split("=")[0] for cell in row] == names for row in rows)
-    # at most 295 x $0.075 + 236 x $0.30 a million, as the job goes
-    assert re.fullmatch(r"spent_usd=0\.0000[0-9]{2}", rows[-1][-1])
+    # at most 295 x $0.15 + 236 x $0.60 a million (standard prices), as the job goes
+    assert re.fullmatch(r"spent_usd=0\.000[01][0-9]{2}", rows[-1][-1])
 
 
 def test_run_direct_rides_out_429s_that_say_nothing_of_when(tmp_path: Any) -> None:
