@@ -7299,6 +7299,7 @@ class _Job:
         self.cap = cap
         self.capped: float | None = None  # the worst case of the work the cap kept back
         self.left = 0.0  # ... and of the requests RESULTS, as last written, has no result for
+        self.unsent = 0  # ... those requests, copies (of a sieved job) aside
         # Under a cap, what work of unknown cost may have cost, at its worst: answers that
         # said no tokens, and (direct) requests in flight when a run was killed.
         self.unpriced = 0.0
@@ -7414,6 +7415,8 @@ class _Job:
         report = self.report()
         spent = self.cap.spent(report.usage) + self.unpriced
         unsent = report.failures.get("max_cost", 0)
+        copies = unsent - self.unsent  # of a sieved job: answered once their original is
+        which = f" ({self.unsent:,} to send, {copies:,} copies of them)" if copies else ""
         unknown = (
             " (counting at its worst what was sent and whose cost is not known)"
             if self.unpriced
@@ -7422,7 +7425,7 @@ class _Job:
         raise JobStoppedError(
             f"the job stopped at its cost cap of {_usd(self.cap.limit)}, with "
             f"{_usd(spent)} spent at {self.cap.price.source}{unknown}: "
-            f"{_plural(unsent, 'request')} with no result, whose worst case is {_usd(left)} "
+            f"{_plural(unsent, 'request')} with no result{which}, whose worst case is {_usd(left)} "
             f"more. {self.data['output']} has what was done, and a line saying so for each of "
             "those; the job is kept, and run again with a higher cap it sends only those",
             "max_cost",
@@ -7450,33 +7453,54 @@ class _Job:
         ``final`` (a job stopped at its cost cap), the job stays open; what is returned is
         the worst case of the requests with no result, under a cap (0.0 otherwise).
         """
-        tally: dict[str, Any] = {"requests": 0, "succeeded": 0, "failed": 0, "failures": {}}
-        self.left = 0.0
-        cache_path = self.data.get("cache")
-        cache = _Cache(cache_path) if cache_path else None
-        try:
-            with _AtomicFile(self.data["output"]) as out:
-                answered = self.answered()
-                if cache is not None and self.data.get("sieved"):
-                    answered = self.kept_in(cache, answered)
-                if self.data.get("sieved"):
-                    _Sieve(self).write(answered, out.file, tally)
-                for _, _, text, ok, reason in answered:  # all of it, or what the sieve left:
-                    _count(tally, ok, reason)  # nothing, but the cache's last rows go in now
-                    out.file.write(text)
-            sieved = self.data.get("sieved")
-            if cache is not None and sieved:  # a row for the job, however often it is written
-                job, model = self.data["job"], self.data.get("model")
-                cache.hits(job, model, sieved["cache_hits"], sieved["hit_usage"], self.clock())
-        finally:
-            if cache is not None:
-                cache.db.close()
+        tally = self.with_cache() if self.data.get("cache") else self.lines_into(None)
         seconds = self.clock() - self.data["started"]
         batches, usage = self.driver.totals()
         status = _JobStatus.WRITTEN.value if final else self.data["status"]
         self.record.job(status=status, tally=tally, seconds=seconds, batches=batches, usage=usage)
         self.event("written", output=self.data["output"])
         return self.left
+
+    def with_cache(self) -> dict[str, Any]:
+        """RESULTS written, its successes added to the job's cache. A cache that cannot be
+        opened or written does not keep RESULTS from the answers, which are paid for: RESULTS
+        is written without it, and a ``"cache_failed"`` event says why."""
+        import sqlite3
+
+        path = self.data["cache"]
+        assert path is not None
+        try:
+            cache = _Cache(path)
+        except (OpenAIError, sqlite3.Error) as exc:
+            error: BaseException = exc
+        else:
+            try:
+                return self.lines_into(cache)
+            except sqlite3.Error as exc:
+                error = exc
+            finally:
+                cache.db.close()
+        self.event("cache_failed", cache=path, error=str(error))
+        return self.lines_into(None)
+
+    def lines_into(self, cache: _Cache | None) -> dict[str, Any]:
+        """RESULTS' lines written, atomically, and counted; with a cache, added to it."""
+        tally: dict[str, Any] = {"requests": 0, "succeeded": 0, "failed": 0, "failures": {}}
+        self.left, self.unsent = 0.0, 0
+        with _AtomicFile(self.data["output"]) as out:
+            answered = self.answered()
+            if cache is not None and self.data.get("sieved"):
+                answered = self.kept_in(cache, answered)
+            if self.data.get("sieved"):
+                _Sieve(self).write(answered, out.file, tally)
+            for _, _, text, ok, reason in answered:  # all of it, or what the sieve left:
+                _count(tally, ok, reason)  # nothing, but the cache's last rows go in now
+                out.file.write(text)
+        sieved = self.data.get("sieved")
+        if cache is not None and sieved:  # a row for the job, however often it is written
+            job, model = self.data["job"], self.data.get("model")
+            cache.hits(job, model, sieved["cache_hits"], sieved["hit_usage"], self.clock())
+        return tally
 
     def answered(self) -> Iterator[_Answered]:
         """The sent requests' lines for RESULTS, in the order they were sent: for each, its
@@ -7514,6 +7538,7 @@ class _Job:
                             text = _dumps_line(line).encode("utf-8") + b"\n"
                             if self.cap is not None:  # what sending it would cost, at worst
                                 self.left += self.cap.worst(request["url"], request["body"])
+                                self.unsent += 1
                             yield custom_id, raw, text, False, error["code"]
                         else:
                             text, ok = reader.at(place >> 1), bool(place & 1)
@@ -11319,6 +11344,18 @@ def _job_note(event: dict[str, Any]) -> str | None:
         return f"the server did not answer a {event['what']} ({event['error']}); trying again"
     if kind == "cancelling":
         return f"{shard}: cancelling {event['batch_id']}"
+    if kind == "sieved":  # the estimate before it counted every request of the input
+        found = event["cache_hits"] + event["deduplicated"]
+        return (
+            f"{_plural(event['to_send'], 'request')} to send of {found + event['to_send']:,}: "
+            f"{event['cache_hits']:,} answered from the cache, {event['deduplicated']:,} "
+            "copies (the estimate counted all)"
+        )
+    if kind == "cache_failed":
+        return (
+            f"the answers were not added to the cache {event['cache']} ({event['error']}); "
+            "the results are written all the same. Fix or remove that file to use it again"
+        )
     if kind == "max_cost":
         return (
             f"the next work would pass the cost cap of {_usd(event['max_cost'])} at worst: "
@@ -11998,6 +12035,8 @@ def _cmd_cache_prune(session: _Session) -> int:
 
 def _open_cache(path: str) -> _Cache:
     """A cache that is there: stats and prune never make one."""
+    if os.path.isdir(path):
+        raise OpenAIError(f"{path} is a folder; a cache is a file, named in full")
     if not os.path.isfile(path):
         raise OpenAIError(
             f"there is no cache at {path}; `openai-batch run INPUT -o RESULTS --cache {path}` "
@@ -12255,6 +12294,19 @@ def _since(text: str) -> tuple[float, float | None]:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.timezone.utc)
     return 0.0, parsed.timestamp()
+
+
+def _days(text: str) -> float:
+    """``cache prune --older-than``'s DAYS: a finite number, 0 or more."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value <= 100_000):
+        raise argparse.ArgumentTypeError(f"expected a number of days, 0 or more: {text!r}")
+    return value
 
 
 def _number(low: float, high: float, whole: bool = False) -> Callable[[str], float]:
@@ -12712,7 +12764,10 @@ def _cache_commands(commands: Any, common: Any) -> None:
     prune = _add(verbs, common, "prune", _cmd_cache_prune, "delete a cache's older answers")
     prune.add_argument("file", type=_path, metavar="FILE")
     prune.add_argument(
-        "--older-than", type=float, metavar="DAYS", help="answers added more than DAYS ago"
+        "--older-than",
+        type=_days,
+        metavar="DAYS",
+        help="answers added more than DAYS ago",
     )
     prune.add_argument("--model", metavar="MODEL", help="answers of this model")
     prune.add_argument(

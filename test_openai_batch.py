@@ -8804,6 +8804,61 @@ def test_run_dedupe_copies_a_failure_to_its_copies(
     assert _output_ids(tmp_path / "out.jsonl") == ids
 
 
+def test_run_writes_its_results_when_its_cache_breaks_after_it_began(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19 review: the answers are paid for, so a cache that cannot be opened at the end
+    (removed, or not a database any more) does not keep RESULTS from them: it is written
+    without the cache, and an event says why."""
+    cache, out = str(tmp_path / "answers.sqlite"), tmp_path / "out.jsonl"
+    events: list[dict[str, Any]] = []
+
+    def break_the_cache(event: dict[str, Any]) -> None:
+        events.append(event)
+        if event["event"] == "created":
+            for name in os.listdir(tmp_path):
+                if name.startswith("answers.sqlite"):
+                    os.remove(tmp_path / name)
+            with open(cache, "wb") as garbage:
+                garbage.write(b"not a database, just bytes " * 100)
+
+    report = client.run(_job_input(tmp_path, 4), out, cache=cache, on_event=break_the_cache)
+    assert report.ok and _output_ids(out) == [f"q{i}" for i in range(4)]
+    (failed,) = [event for event in events if event["event"] == "cache_failed"]
+    assert failed["cache"] == cache and "not a database" in failed["error"]
+    assert ob._job_note(failed) == (
+        f"the answers were not added to the cache {cache} ({failed['error']}); the results "
+        "are written all the same. Fix or remove that file to use it again"
+    )
+
+
+def test_run_at_its_cost_cap_tells_copies_from_requests_to_send(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19 review: with --dedupe, the requests with no result at the cap are those to
+    send and their copies, and the worst case is of those to send alone."""
+    lines = _json_lines(_capped_input(tmp_path, 5))
+    copies = [{**line, "custom_id": f"copy-{line['custom_id']}"} for line in lines]
+    source = write_lines(tmp_path / "twice.jsonl", lines + copies)
+    with pytest.raises(ob.JobStoppedError) as stopped:
+        client.run(source, tmp_path / "out.jsonl", dedupe=True, max_cost=0.5, prices=_PRICED)
+    assert sum(api.ran.values()) == 2  # $0.41 at worst each; $0.16 spent leaves too little
+    assert "6 requests with no result (3 to send, 3 copies of them), whose worst case is $1.23" in (
+        str(stopped.value)
+    )
+
+
+def test_cli_cache_prune_refuses_days_below_zero_and_a_folder(
+    client: Client, tmp_path: Any
+) -> None:
+    """Issue 19 review: --older-than -1 would have removed answers added a second ago."""
+    for days in ("-1", "nan", "inf"):
+        ran = cli(client, "cache", "prune", str(tmp_path / "c.sqlite"), "--older-than", days)
+        assert ran.code == 2 and "expected a number of days, 0 or more" in ran.err
+    ran = cli(client, "cache", "stats", str(tmp_path))
+    assert ran.code == 1 and f"error: {tmp_path} is a folder; a cache is a file" in ran.err
+
+
 def test_run_cache_answers_a_rerun_unsent_and_an_edited_line_with_one_request(
     client: Client, api: FakeAPI, tmp_path: Any
 ) -> None:
