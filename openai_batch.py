@@ -12594,12 +12594,16 @@ def _file_commands(commands: Any, common: Any) -> None:
     )
 
 
-def _webhook_commands(commands: Any, common: Any) -> None:
-    webhooks = commands.add_parser(
-        "webhooks", parents=[common], help="make, list, test or delete webhook endpoints"
-    )
-    verbs = webhooks.add_subparsers(dest="verb", metavar="VERB")
+def _verbs(commands: Any, common: Any, name: str, what: str) -> Any:
+    """A command of several verbs (``webhooks create``, ``cache stats``): the verbs' parser."""
+    command = commands.add_parser(name, parents=[common], help=what)
+    verbs = command.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
+    return verbs
+
+
+def _webhook_commands(commands: Any, common: Any) -> None:
+    verbs = _verbs(commands, common, "webhooks", "make, list, test or delete webhook endpoints")
     create = _add(verbs, common, "create", _cmd_webhooks_create, "make a webhook endpoint")
     create.add_argument("url", metavar="URL", help="the HTTPS URL that receives the events")
     create.add_argument("--name", metavar="N", help="a name for it (the URL's host)")
@@ -12752,11 +12756,7 @@ def _run_command(commands: Any, common: Any) -> None:
 
 
 def _cache_commands(commands: Any, common: Any) -> None:
-    cache = commands.add_parser(
-        "cache", parents=[common], help="show or trim a cache of answers (run --cache FILE)"
-    )
-    verbs = cache.add_subparsers(dest="verb", metavar="VERB")
-    verbs.required = True
+    verbs = _verbs(commands, common, "cache", "show or trim a cache of answers (run --cache FILE)")
     stats = _add(verbs, common, "stats", _cmd_cache_stats, "show what a cache holds and saved")
     stats.add_argument("file", type=_path, metavar="FILE")
     _price_option(stats, "for what the hits saved")

@@ -8429,6 +8429,19 @@ sys.exit(ob.main(sys.argv[3:]))
 """
 
 
+def _killed_in_its_first_create(api: FakeAPI, command: list[str], out: Any) -> dict[str, str]:
+    """Start `command` (a run against `api`) and SIGKILL it inside its first create: the batch
+    made, its reply lost. The environment to run it again with."""
+    env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    try:
+        assert _kill_inside(api, process, ("create", "POST", r"/v1/batches", 0), out)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    return env
+
+
 def _job_process(command: list[str], env: dict[str, str], what: str, seconds: float = 30) -> int:
     """Run `command` to its end; fail the test if it takes over `seconds` (it hangs, or waits
     for batches it should have cancelled)."""
@@ -8623,13 +8636,7 @@ def test_run_cancel_reaches_a_batch_made_by_a_create_killed_before_its_reply(
     command = [sys.executable, "-m", "openai_batch", "run", source, "-o", str(out)]
     command += ["--batch-size", "20", "--max-active", "1", "--interval", "0.1", "--json"]
     with api.serve():
-        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-        try:
-            assert _kill_inside(api, process, ("create", "POST", r"/v1/batches", 0), out)
-        finally:
-            process.kill()
-            process.wait(timeout=30)
+        env = _killed_in_its_first_create(api, command, out)
         (made,) = api.batches.values()
         content = api.contents[made["input_file_id"]].decode()
         its = [json.loads(line)["custom_id"] for line in content.splitlines()]
@@ -8658,13 +8665,7 @@ def test_run_under_a_cost_cap_finds_a_batch_a_killed_create_made_rather_than_cut
     command += ["--batch-size", "20", "--max-active", "1", "--interval", "0.1"]
     command += ["--price", "gpt-4o-mini=10000,20000"]  # $8.20 a shard at worst
     with api.serve():
-        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-        try:
-            assert _kill_inside(api, process, ("create", "POST", r"/v1/batches", 0), out)
-        finally:
-            process.kill()
-            process.wait(timeout=30)
+        env = _killed_in_its_first_create(api, command, out)
         (made,) = api.batches.values()
         # $1 fits no shard, nor a request after the found batch's $1.60
         assert _job_process([*command, "--max-cost", "1"], env, "the capped rerun", 60) == 1
@@ -8688,13 +8689,7 @@ def test_run_under_a_cost_cap_looks_up_every_shard_a_killed_run_may_have_made_fi
     command += ["--max-cost", "0.7", "--interval", "0.1"]
     command += ["--price", "gpt-4o-mini=10000,20000"]  # 6 × $0.41 cut to 3, then to 1 + 2
     with api.serve():
-        env = _module_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=api.base_url)
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-        try:
-            assert _kill_inside(api, process, ("create", "POST", r"/v1/batches", 0), out)
-        finally:
-            process.kill()
-            process.wait(timeout=30)
+        env = _killed_in_its_first_create(api, command, out)
         (made,) = api.batches.values()
         content = api.contents[made["input_file_id"]].decode()
         assert [json.loads(line)["custom_id"] for line in content.splitlines()] == ["q0"]
