@@ -8987,6 +8987,7 @@ _CACHE_KILLED = """
 import os, signal, sys, time
 import openai_batch as ob
 where, ready = sys.argv[1], sys.argv[2]
+ob._CACHE_ROWS = 1000  # a transaction each thousand answers: 2,500 make three
 def kill():
     open(ready, "w").close()
     os.kill(os.getpid(), signal.SIGKILL)
