@@ -7123,8 +7123,11 @@ class _Sieve:
                 if known is not None:  # a cache read whole: a query for its hits alone
                     wanted = [key for key in wanted if key in known]
                 hits = cache.find(wanted) if cache is not None else {}
+                lines: tuple[list[bytes], ...] = ([], [], [], [], [])  # for each of FILES
                 for raw, key, custom_id in chunk:
-                    self.sort(raw, key, custom_id, hits.get(key), *(out.file for out in files))
+                    self.sort(raw, key, custom_id, hits.get(key), *lines)
+                for out, some in zip(files, lines):  # a write a chunk: each write costs
+                    out.file.write(b"".join(some))
             for out in files:
                 out.commit()
         finally:
@@ -7143,7 +7146,9 @@ class _Sieve:
         chunk: list[tuple[bytes, bytes, str]] = []
         for _, raw in _binary_lines(path):
             if raw.strip():
-                request = json.loads(raw)
+                # text, not bytes: json.loads would guess the encoding of each line, and
+                # the input was validated as UTF-8
+                request = json.loads(raw.decode("utf-8"))
                 chunk.append((raw, _request_key(request), request["custom_id"]))
                 if len(chunk) == _CACHE_LOOKUP:
                     yield chunk
@@ -7157,28 +7162,29 @@ class _Sieve:
         key: bytes,
         custom_id: str,
         hit: tuple[str, tuple[int, ...]] | None,
-        *files: IO[bytes],
+        *files: list[bytes],
     ) -> None:
-        """Write one request where it goes: answered from the cache (a copy of a request the
-        cache answers is answered from it too), a copy of one sent, or to send."""
+        """Put one request where it goes, in the lines for each of FILES: answered from the
+        cache (a copy of a request the cache answers is answered from it too), a copy of one
+        sent, or to send."""
         send, keys, cached, copies, plan = files
         if hit is not None:
-            cached.write(_cached_line(custom_id, hit[0]))
+            cached.append(_cached_line(custom_id, hit[0]))
             if any(hit[1]):  # the tokens kept beside the response: it is not parsed again
                 _added(self.hit_usage, dict(zip(_TOKEN_NAMES, hit[1])))
             self.counts["cache_hits"] += 1
-            plan.write(self.CACHED)
+            plan.append(self.CACHED)
         elif key in self.seen:  # only with dedupe
-            copies.write(_line_bytes({"custom_id": custom_id, "of": self.seen[key]}))
+            copies.append(_line_bytes({"custom_id": custom_id, "of": self.seen[key]}))
             self.counts["deduplicated"] += 1
-            plan.write(self.COPY)
+            plan.append(self.COPY)
         else:
             if self.record.data.get("dedupe", False):
                 self.seen[key] = custom_id
-            send.write(raw if raw.endswith(b"\n") else raw + b"\n")
-            keys.write(key)
+            send.append(raw if raw.endswith(b"\n") else raw + b"\n")
+            keys.append(key)
             self.counts["to_send"] += 1
-            plan.write(self.SENT)
+            plan.append(self.SENT)
 
     def write(self, answered: Iterator[_Answered], out: IO[bytes], tally: dict[str, Any]) -> None:
         """RESULTS' lines in input order, by the plan: each sent request's from ``answered``
