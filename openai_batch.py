@@ -6893,7 +6893,7 @@ def _has_untext(value: object) -> bool:
 _CACHE_ROWS = 10_000  # answers added to a cache in one transaction (see _Cache.add)
 _CACHE_WAIT = 60.0  # seconds a cache waits for another process's transaction to end
 _CACHE_LOOKUP = 500  # keys looked up in one query (SQLite before 3.32 allows 999 parameters)
-_CACHE_KEYS_READ = 1_000_000  # keys a sieve may read at once, rather than look up (~100 MB)
+_CACHE_KEYS_READ = 250_000  # keys a sieve may hold, read at once rather than looked up: 25 MB
 _TOKEN_NAMES = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
 #: The canonical form of a request: made once, as ``json.dumps`` would make one each call.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -6981,8 +6981,9 @@ class _Cache:
     def keys(self, requests: int) -> set[bytes] | None:
         """Every key the cache holds, when that is cheaper than looking up a job's
         ``requests`` keys (reading a key costs about a quarter of looking one up) and fits
-        in memory; None when it is not. A key added by another process after this is not
-        seen: that request is sent, and its answer left as it was kept."""
+        in memory; None when it is not. What another process adds or prunes meanwhile is
+        as a lookup would find it a moment earlier: a request that misses is sent, and
+        its answer added if it still is not kept (``find`` answers only what it finds)."""
         held = self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
         if held > min(4 * requests, _CACHE_KEYS_READ):
             return None
