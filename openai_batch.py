@@ -7129,7 +7129,7 @@ class _Sieve:
                 hits = cache.find(wanted) if cache is not None else {}
                 lines: tuple[list[bytes], ...] = ([], [], [], [], [])  # for each of FILES
                 for raw, key, custom_id in chunk:
-                    self.sort(raw, key, custom_id, hits.get(key), *lines)
+                    self.place(raw, key, custom_id, hits.get(key), *lines)
                 for out, some in zip(files, lines):  # a write a chunk: each write costs
                     out.file.write(b"".join(some))
             for out in files:
@@ -7160,7 +7160,7 @@ class _Sieve:
         if chunk:
             yield chunk
 
-    def sort(
+    def place(
         self,
         raw: bytes,
         key: bytes,
