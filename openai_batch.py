@@ -6890,9 +6890,13 @@ def _has_untext(value: object) -> bool:
 
 #: Each unique request paid once: the sieve before a job's rounds (dedupe), and the cache of
 #: answers across jobs that it reads and RESULTS adds to.
-_CACHE_ROWS = 1000  # answers added to a cache in one transaction
+_CACHE_ROWS = 10_000  # answers added to a cache in one transaction (see _Cache.add)
 _CACHE_WAIT = 60.0  # seconds a cache waits for another process's transaction to end
+_CACHE_LOOKUP = 500  # keys looked up in one query (SQLite before 3.32 allows 999 parameters)
+_CACHE_KEYS_READ = 250_000  # keys a sieve may hold, read at once rather than looked up: 25 MB
 _TOKEN_NAMES = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
+#: The canonical form of a request: made once, as ``json.dumps`` would make one each call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _request_key(data: Mapping[str, Any]) -> bytes:
@@ -6900,12 +6904,7 @@ def _request_key(data: Mapping[str, Any]) -> bytes:
     requests that differ only in their custom_id, their keys' order or their spacing."""
     import hashlib
 
-    canonical = json.dumps(
-        [data.get("url"), data.get("body")],
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    canonical = _CANONICAL.encode([data.get("url"), data.get("body")])
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
 
 
@@ -6979,11 +6978,28 @@ class _Cache:
     def __exit__(self, *exc_info: object) -> None:
         self.db.close()
 
-    def get(self, key: bytes) -> str | None:
-        """The response object kept for ``key``, as JSON text; None if there is none."""
-        row = self.db.execute("SELECT response FROM answers WHERE key = ?", (key,))
-        found = row.fetchone()
-        return None if found is None else str(found[0])
+    def keys(self, requests: int) -> set[bytes] | None:
+        """Every key the cache holds, when that is cheaper than looking up a job's
+        ``requests`` keys (reading a key costs about a quarter of looking one up) and fits
+        in memory; None when it is not. What another process adds or prunes meanwhile is
+        as a lookup would find it a moment earlier: a request that misses is sent, and
+        its answer added if it still is not kept (``find`` answers only what it finds)."""
+        held = self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        if held > min(4 * requests, _CACHE_KEYS_READ):
+            return None
+        return {key for (key,) in self.db.execute("SELECT key FROM answers")}
+
+    def find(self, keys: list[bytes]) -> dict[bytes, tuple[str, tuple[int, ...]]]:
+        """The responses kept for those of ``keys`` (at most ``_CACHE_LOOKUP``) that the
+        cache holds, as JSON text, each with its four token counts; one query for all."""
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        rows = self.db.execute(
+            f"SELECT key, response, {', '.join(_TOKEN_NAMES)} FROM answers WHERE key IN ({marks})",
+            keys,
+        )
+        return {key: (str(response), tuple(tokens)) for key, response, *tokens in rows}
 
     def add(self, rows: Iterable[tuple[Any, ...]]) -> int:
         """Add answers (key, the 32 bytes of a ``_request_key``; url, model, response, four
@@ -6996,6 +7012,9 @@ class _Cache:
             chunk = list(itertools.islice(rows, _CACHE_ROWS))
             if not chunk:
                 return added
+            # in the order of the index of keys, which random keys would otherwise update
+            # a page here and a page there: a fifth cheaper once the cache holds 100,000
+            chunk.sort(key=lambda row: row[0])
             before = self.db.total_changes
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -7091,40 +7110,28 @@ class _Sieve:
 
     def __init__(self, job: _Job) -> None:
         self.job, self.record = job, job.record
+        self.seen: dict[bytes, str] = {}  # key -> the custom_id of the first request sent
+        self.counts = {"to_send": 0, "cache_hits": 0, "deduplicated": 0}
+        self.hit_usage: dict[str, int] = {}
 
     def run(self) -> None:
         data = self.record.data
-        dedupe, cache_path = data.get("dedupe", False), data.get("cache")
+        cache_path = data.get("cache")
         cache = _Cache(cache_path) if cache_path else None
-        seen: dict[bytes, str] = {}  # key -> the custom_id of the first request sent with it
-        counts = {"to_send": 0, "cache_hits": 0, "deduplicated": 0}
-        hit_usage: dict[str, int] = {}
         files = [_AtomicFile(self.record.path(name)) for name in self.FILES]
-        send, keys, cached, copies, plan = (out.file for out in files)
         try:
-            for _, raw in _binary_lines(data["input"]):
-                if not raw.strip():
-                    continue
-                request = json.loads(raw)
-                key, custom_id = _request_key(request), request["custom_id"]
-                # a copy of a request the cache answers is answered from the cache too
-                answer = cache.get(key) if cache is not None and key not in seen else None
-                if answer is not None:
-                    cached.write(_cached_line(custom_id, answer))
-                    _added(hit_usage, _usage_in(json.loads(answer).get("body")))
-                    counts["cache_hits"] += 1
-                    plan.write(self.CACHED)
-                elif dedupe and key in seen:
-                    copies.write(_line_bytes({"custom_id": custom_id, "of": seen[key]}))
-                    counts["deduplicated"] += 1
-                    plan.write(self.COPY)
-                else:
-                    if dedupe:
-                        seen[key] = custom_id
-                    send.write(raw if raw.endswith(b"\n") else raw + b"\n")
-                    keys.write(key)
-                    counts["to_send"] += 1
-                    plan.write(self.SENT)
+            known = None if cache is None else cache.keys(data["requests"])
+            for chunk in self.chunks(data["input"]):
+                # a key sent already is not looked up: with dedupe, its copy is a copy
+                wanted = [key for _, key, _ in chunk if key not in self.seen]
+                if known is not None:  # a cache read whole: a query for its hits alone
+                    wanted = [key for key in wanted if key in known]
+                hits = cache.find(wanted) if cache is not None else {}
+                lines: tuple[list[bytes], ...] = ([], [], [], [], [])  # for each of FILES
+                for raw, key, custom_id in chunk:
+                    self.place(raw, key, custom_id, hits.get(key), *lines)
+                for out, some in zip(files, lines):  # a write a chunk: each write costs
+                    out.file.write(b"".join(some))
             for out in files:
                 out.commit()
         finally:
@@ -7132,8 +7139,56 @@ class _Sieve:
                 out.discard()  # a no-op once committed
             if cache is not None:
                 cache.db.close()
-        self.record.job(sieved={"send": self.FILES[0], **counts, "hit_usage": hit_usage})
+        counts = self.counts
+        self.record.job(sieved={"send": self.FILES[0], **counts, "hit_usage": self.hit_usage})
         self.job.event("sieved", **counts)
+
+    @staticmethod
+    def chunks(path: str) -> Iterator[list[tuple[bytes, bytes, str]]]:
+        """The input's requests, each as its line, its key and its custom_id, in runs of
+        ``_CACHE_LOOKUP``: a cache is asked about a run at once, not about each request."""
+        chunk: list[tuple[bytes, bytes, str]] = []
+        for _, raw in _binary_lines(path):
+            if raw.strip():
+                # text, not bytes: json.loads would guess the encoding of each line, and
+                # the input was validated as UTF-8
+                request = json.loads(raw.decode("utf-8"))
+                chunk.append((raw, _request_key(request), request["custom_id"]))
+                if len(chunk) == _CACHE_LOOKUP:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
+
+    def place(
+        self,
+        raw: bytes,
+        key: bytes,
+        custom_id: str,
+        hit: tuple[str, tuple[int, ...]] | None,
+        *files: list[bytes],
+    ) -> None:
+        """Put one request where it goes, in the lines for each of FILES: answered from the
+        cache (a copy of a request the cache answers is answered from it too), a copy of one
+        sent, or to send."""
+        send, keys, cached, copies, plan = files
+        if hit is not None:
+            cached.append(_cached_line(custom_id, hit[0]))
+            if any(hit[1]):  # the tokens kept beside the response: it is not parsed again
+                _added(self.hit_usage, dict(zip(_TOKEN_NAMES, hit[1])))
+            self.counts["cache_hits"] += 1
+            plan.append(self.CACHED)
+        elif key in self.seen:  # only with dedupe
+            copies.append(_line_bytes({"custom_id": custom_id, "of": self.seen[key]}))
+            self.counts["deduplicated"] += 1
+            plan.append(self.COPY)
+        else:
+            if self.record.data.get("dedupe", False):
+                self.seen[key] = custom_id
+            send.append(raw if raw.endswith(b"\n") else raw + b"\n")
+            keys.append(key)
+            self.counts["to_send"] += 1
+            plan.append(self.SENT)
 
     def write(self, answered: Iterator[_Answered], out: IO[bytes], tally: dict[str, Any]) -> None:
         """RESULTS' lines in input order, by the plan: each sent request's from ``answered``

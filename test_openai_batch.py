@@ -8886,6 +8886,31 @@ def test_run_cache_answers_a_rerun_unsent_and_an_edited_line_with_one_request(
         assert db.execute("SELECT SUM(hits) FROM hits").fetchone() == (19,)
 
 
+@pytest.mark.parametrize("keys_read", [0, 250_000])
+def test_run_cache_looked_up_in_runs_or_read_whole_answers_the_same(
+    client: Client, api: FakeAPI, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, keys_read: int
+) -> None:
+    """Issue 19, item 5: the sieve asks the cache about a run of requests in one query, or
+    reads all its keys when it holds few beside the job; either way, a rerun with three lines
+    edited (in the first, second and last runs) sends those three alone."""
+    monkeypatch.setattr(ob, "_CACHE_LOOKUP", 4)  # 10 requests: runs of 4, 4 and 2
+    monkeypatch.setattr(ob, "_CACHE_KEYS_READ", keys_read)  # 0: each run looked up
+    cache = str(tmp_path / "answers.sqlite")
+    source = _job_input(tmp_path, 10)
+    client.run(source, tmp_path / "one.jsonl", cache=cache)
+    requests = _json_lines(source)
+    for number in (0, 4, 9):
+        requests[number]["body"]["messages"][0]["content"] = f"question {number}, edited"
+    edited = write_lines(tmp_path / "edited.jsonl", requests)
+    report = client.run(edited, tmp_path / "two.jsonl", cache=cache)
+    assert (report.requests, report.succeeded, report.cache_hits) == (10, 10, 7)
+    assert api.ran == {**{f"q{i}": 1 for i in range(10)}, "q0": 2, "q4": 2, "q9": 2}
+    assert _output_ids(tmp_path / "two.jsonl") == [f"q{i}" for i in range(10)]
+    first, second = (_json_lines(tmp_path / name) for name in ("one.jsonl", "two.jsonl"))
+    same = [one["response"] == two["response"] for one, two in zip(first, second)]
+    assert same == [number not in (0, 4, 9) for number in range(10)]
+
+
 def test_run_cache_with_dedupe_and_direct_sends_what_neither_answers(tmp_path: Any) -> None:
     """Issue 19, item 5: the sieve is the drivers' seam: a direct job reads the cache too,
     and with dedupe a copy of a cached request is answered from the cache as well."""
@@ -9037,6 +9062,7 @@ _CACHE_KILLED = """
 import os, signal, sys, time
 import openai_batch as ob
 where, ready = sys.argv[1], sys.argv[2]
+ob._CACHE_ROWS = 1000  # a transaction each thousand answers: 2,500 make three
 def kill():
     open(ready, "w").close()
     os.kill(os.getpid(), signal.SIGKILL)
