@@ -6919,7 +6919,9 @@ class _Cache:
     and a job run again after a kill adds nothing twice and counts its hits once.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, existing: bool = False) -> None:
+        """The cache at ``path``, made if it is not there; with ``existing`` (stats, prune),
+        one that is, and a SQLite file that is not a cache is refused, not changed."""
         try:
             import sqlite3
         except ImportError:
@@ -6928,31 +6930,50 @@ class _Cache:
                 "needs; use a Python that has it (python.org's builds and most distributions' "
                 "do), or run without a cache"
             ) from None
-        self.path = path
-        # isolation_level=None: this class begins and ends each transaction itself
-        self.db = sqlite3.connect(path, timeout=_CACHE_WAIT, isolation_level=None)
-        waited = 0.0
+        self.path, folder = path, os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path) or not os.path.isdir(folder):
+            what = "is a folder" if os.path.isdir(path) else f"is in no folder: {folder} is not"
+            raise OpenAIError(f"the cache {path} {what}; a cache is a file, named in full")
+        try:  # isolation_level=None: this class begins and ends each transaction itself
+            self.db = sqlite3.connect(path, timeout=_CACHE_WAIT, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise OpenAIError(f"the cache {path} cannot be opened: {exc}") from None
+        deadline = time.monotonic() + _CACHE_WAIT  # each try waits too: the whole wait
         while True:
             try:
-                self.setup()
+                self.setup(existing, deadline)
                 return
             except sqlite3.OperationalError as exc:
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 # Two processes making one cache at once: the switch to WAL does not wait
                 # for the other as a write does, so this waits for it, as long as a write.
-                if "locked" not in str(exc) or waited >= _CACHE_WAIT:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
                     self.db.close()
                     raise OpenAIError(f"the cache {path} cannot be used: {exc}") from None
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OpenAIError) as exc:
                 self.db.close()
+                if isinstance(exc, OpenAIError):
+                    raise
                 raise OpenAIError(f"the cache {path} cannot be used: {exc}") from None
             time.sleep(0.05)
-            waited += 0.05
 
-    def setup(self) -> None:
-        """WAL mode, the wait for others' writes, and the tables, in a cache new or not."""
-        self.db.execute(f"PRAGMA busy_timeout={int(_CACHE_WAIT * 1000)}")
+    def setup(self, existing: bool, deadline: float) -> None:
+        """WAL mode, the wait for others' writes, and the tables, in a cache new or not. A
+        cache made already is only read here, so that opening it waits for no writer."""
+        wait = max(deadline - time.monotonic(), 0.0)
+        self.db.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+        tables = {
+            row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if existing and "answers" not in tables:
+            raise OpenAIError(
+                f"{self.path} is not a cache of openai_batch's (it has no table of answers); "
+                "nothing in it was changed"
+            )
+        if {"answers", "hits"} <= tables:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            return
         if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             self.db.execute("PRAGMA journal_mode=WAL")  # kept in the file: done once
         # A commit reaches the disk with the next checkpoint, not at once: a crash of the
@@ -12097,7 +12118,7 @@ def _open_cache(path: str) -> _Cache:
             f"there is no cache at {path}; `openai-batch run INPUT -o RESULTS --cache {path}` "
             "makes one"
         )
-    return _Cache(path)
+    return _Cache(path, existing=True)
 
 
 def _cmd_download(session: _Session) -> int:

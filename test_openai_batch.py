@@ -8843,6 +8843,56 @@ def test_run_at_its_cost_cap_tells_copies_from_requests_to_send(
     )
 
 
+def test_a_cache_in_no_folder_or_not_a_cache_is_refused_and_left_as_it_was(
+    client: Client, api: FakeAPI, tmp_path: Any
+) -> None:
+    """Issue 19 review: a cache path in a folder that is not there was an "unexpected" error;
+    cache stats on another program's SQLite file turned it to WAL and added tables."""
+    source = _job_input(tmp_path, 2)
+    with pytest.raises(ob.OpenAIError) as refused:
+        client.run(source, tmp_path / "out.jsonl", cache=str(tmp_path / "no" / "c.sqlite"))
+    assert str(refused.value) == (
+        f"the cache {tmp_path}/no/c.sqlite is in no folder: {tmp_path}/no is not; a cache is "
+        "a file, named in full"
+    )
+    assert not api.batches
+    other = str(tmp_path / "app.db")
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+    ran = cli(client, "cache", "stats", other)
+    assert (
+        ran.code == 1
+        and (
+            f"error: {other} is not a cache of openai_batch's (it has no table of answers); "
+            "nothing in it was changed"
+        )
+        in ran.err
+    )
+    with sqlite3.connect(other) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        tables = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        assert tables == [("users",)]
+
+
+def test_a_cache_held_by_another_process_is_waited_for_as_long_as_said_and_no_longer(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19 review: each try of opening waited a whole busy timeout, and only the naps
+    between tries were counted: an hour of tries for a minute's wait."""
+    path = str(tmp_path / "c.sqlite")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # a cache being made, its tables not there yet
+    monkeypatch.setattr(ob, "_CACHE_WAIT", 0.5)
+    began = time.monotonic()
+    try:
+        with pytest.raises(ob.OpenAIError, match="cannot be used: database is locked"):
+            ob._Cache(path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert time.monotonic() - began < 5.0  # 0.5 s of waiting, with room for a loaded machine
+
+
 def test_cli_cache_prune_refuses_days_below_zero_and_a_folder(
     client: Client, tmp_path: Any
 ) -> None:
