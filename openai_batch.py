@@ -5397,6 +5397,11 @@ def _usd(amount: float) -> str:
     return "under $0.01"
 
 
+def _usd_given(amount: float) -> str:
+    """An amount someone gave (a cap), as given: $0.50, $0.001."""
+    return f"${amount:,.2f}" if amount == round(amount, 2) else f"${amount:,g}"
+
+
 def _estimate_lines(estimate: InputEstimate) -> list[str]:
     """The estimate in words: input, output, then whose prices the amounts are at (with no
     price known, tokens only)."""
@@ -6368,6 +6373,7 @@ if TYPE_CHECKING:
         usage: dict[str, int]  # tokens, as RESULTS was written
         cleaned: list[str]  # server files deleted
         left: int  # server files a clean-up could not delete
+        unpriced: int  # answers that said no tokens, as RESULTS was written
         dedupe: bool  # each set of requests with the same endpoint and body sent once
         cache: str | None  # the cache of answers it reads and adds to
         sieved: dict[str, Any]  # what _Sieve found: counts, and the file the drivers send
@@ -6396,6 +6402,7 @@ class JobReport(_Fields):
     standard_cost: float | None = None
     standard_prices: str | None = None
     cost_note: str | None = None
+    unpriced: int = 0  # answers that said no tokens: what they cost is not in ``cost``
     # Requests not sent: copies of another request of the job (dedupe), and requests the
     # cache answered; and what their answers' tokens would have cost, at the batch price.
     deduplicated: int = 0
@@ -7337,7 +7344,8 @@ if TYPE_CHECKING:
         def cancel(self) -> None: ...  # cancel what runs; start nothing more
         def progress(self) -> tuple[int, int, dict[str, int], dict[str, Any]]: ...
         def sources(self) -> tuple[list[_Segment], list[str], dict[str, list[str]]]: ...
-        def totals(self) -> tuple[int, dict[str, int]]: ...  # batches made, tokens used
+        # batches made, tokens used, and answers that said no tokens (their cost not known)
+        def totals(self) -> tuple[int, dict[str, int], int]: ...
         def kept(self) -> bool: ...  # its result files are all still in the folder
         def server_files(self) -> list[str]: ...  # to delete once RESULTS is written
         def local_files(self) -> list[str]: ...  # ... and from the job's folder
@@ -7481,7 +7489,8 @@ class _Job:
         if self.capped is None:
             self.capped = worst
             assert self.cap is not None
-            self.event("max_cost", max_cost=self.cap.limit, worst=worst)
+            source = self.cap.price.source
+            self.event("max_cost", max_cost=self.cap.limit, worst=round(worst, 6), prices=source)
 
     def stop_at_cap(self) -> NoReturn:
         """Write RESULTS with what the job has, each request not sent saying so, and stop:
@@ -7492,18 +7501,20 @@ class _Job:
         spent = self.cap.spent(report.usage) + self.unpriced
         unsent = report.failures.get("max_cost", 0)
         copies = unsent - self.unsent  # of a sieved job: answered once their original is
-        which = f" ({self.unsent:,} to send, {copies:,} copies of them)" if copies else ""
+        them = "copy of them" if copies == 1 else "copies of them"
+        which = f" ({self.unsent:,} to send, {copies:,} {them})" if copies else ""
         unknown = (
             " (counting at its worst what was sent and whose cost is not known)"
             if self.unpriced
             else ""
         )
         raise JobStoppedError(
-            f"the job stopped at its cost cap of {_usd(self.cap.limit)}, with "
+            f"the job stopped at its cost cap of {_usd_given(self.cap.limit)}, with "
             f"{_usd(spent)} spent at {self.cap.price.source}{unknown}: "
-            f"{_plural(unsent, 'request')} with no result{which}, whose worst case is {_usd(left)} "
-            f"more. {self.data['output']} has what was done, and a line saying so for each of "
-            "those; the job is kept, and run again with a higher cap it sends only those",
+            f"{_plural(unsent, 'request')} with no result{which}, whose worst case is "
+            f"{_usd(math.ceil(left * 100) / 100)} more. {self.data['output']} has what was "
+            "done, and a line saying so for each of those; the job is kept, and run again with "
+            "a higher cap it sends only those",
             "max_cost",
             report=report,
             needed=math.ceil((spent + left) * 100) / 100,
@@ -7531,9 +7542,16 @@ class _Job:
         """
         tally = self.with_cache() if self.data.get("cache") else self.lines_into(None)
         seconds = self.clock() - self.data["started"]
-        batches, usage = self.driver.totals()
+        batches, usage, unpriced = self.driver.totals()
         status = _JobStatus.WRITTEN.value if final else self.data["status"]
-        self.record.job(status=status, tally=tally, seconds=seconds, batches=batches, usage=usage)
+        self.record.job(
+            status=status,
+            tally=tally,
+            seconds=seconds,
+            batches=batches,
+            usage=usage,
+            unpriced=unpriced,
+        )
         self.event("written", output=self.data["output"])
         return self.left
 
@@ -7672,7 +7690,8 @@ class _Job:
         if self.capped is not None and last != "failed":
             assert self.cap is not None
             code = "max_cost"
-            said = [f"the job stopped at its cost cap of {_usd(self.cap.limit)} before it had one"]
+            limit = _usd_given(self.cap.limit)
+            said = [f"the job stopped at its cost cap of {limit} before it had one"]
         elif self.data.get("cancelled"):
             code = "job_cancelled"
             said.append("the job was cancelled")
@@ -7733,6 +7752,13 @@ class _Job:
         if data.get("sieved"):
             report.cache_hits, report.deduplicated = tally["cache_hits"], tally["deduplicated"]
             report.saved = self.spend(tally["saved_usage"])["cost"]
+        report.unpriced = data.get("unpriced", 0)
+        if report.unpriced:  # the amounts leave those answers out: say so, and no saving
+            report.cost_note = (
+                f"{_plural(report.unpriced, 'answer')} said no tokens, so what they cost is "
+                "not known, and not counted"
+            )
+            report.saved = None
         return report
 
 
@@ -7832,11 +7858,13 @@ class _BatchRounds:
             if shard["status"] != _ShardStatus.SPLIT.value
         )
 
-    def totals(self) -> tuple[int, dict[str, int]]:
+    def totals(self) -> tuple[int, dict[str, int], int]:
         usage: dict[str, int] = {}
+        unpriced = 0
         for shard in self.record.shards:
             _added(usage, shard.get("usage") or {})
-        return sum(shard.get("made", 0) for shard in self.record.shards), usage
+            unpriced += 0 if shard.get("usage") else shard.get("succeeded", 0)
+        return sum(shard.get("made", 0) for shard in self.record.shards), usage, unpriced
 
     # -- rounds and shards --------------------------------------------------------------------
 
@@ -8519,8 +8547,9 @@ class _DirectRounds:
     def kept(self) -> bool:
         return os.path.exists(self.record.path(_ANSWERS))
 
-    def totals(self) -> tuple[int, dict[str, int]]:
-        return 0, self.open().counts()["usage"]  # no batch: answers alone
+    def totals(self) -> tuple[int, dict[str, int], int]:
+        answers = self.open()
+        return 0, answers.counts()["usage"], answers.unpriced  # no batch: answers alone
 
     def progress(self) -> tuple[int, int, dict[str, int], dict[str, Any]]:
         live = self.record.data["status"] in (_JobStatus.RUNNING.value, "cancelling")
@@ -8699,6 +8728,7 @@ class _Answers:
         self.final: set[str] = set()  # the custom_ids that are done: the only index kept
         self.failures: dict[str, int] = {}  # custom_id -> rounds it failed in a way that may pass
         self.succeeded = self.failed = self.added = 0  # added: lines this process wrote
+        self.unpriced = 0  # successes that said no tokens
         self.usage: dict[str, int] = {}
         self.synced = True
         kept = 0
@@ -8718,6 +8748,7 @@ class _Answers:
 
     def count(self, result: BatchResult, usage: dict[str, int]) -> None:
         _added(self.usage, usage)
+        self.unpriced += result.ok and not usage
         custom_id = result.custom_id
         if custom_id in self.final:
             return
@@ -11434,7 +11465,7 @@ def _job_note(event: dict[str, Any]) -> str | None:
         )
     if kind == "max_cost":
         return (
-            f"the next work would pass the cost cap of {_usd(event['max_cost'])} at worst: "
+            f"the next work would pass the cost cap of {_usd_given(event['max_cost'])} at worst: "
             "nothing more starts, and what runs is let end"
         )
     if kind == "ended" and event["status"] != "completed":
@@ -11964,6 +11995,8 @@ def _cmd_run(session: _Session) -> int:
         raise
     except JobStoppedError as exc:
         console.end_live()
+        if exc.report is not None and not args.json:  # at the cap: what it has, as at an end
+            _show_report(console, exc.report, args.output, args.direct)
         if args.json:  # why, as the last event; the message and hint follow on stderr
             event: dict[str, Any] = {"event": "stopped", "reason": exc.reason}
             event["message"] = str(exc)
@@ -11994,7 +12027,7 @@ def _show_report(console: _Console, report: JobReport, output: str, direct: bool
         f"{_plural(report.rounds, 'round')}{f', {tokens}' if tokens else ''}; "
         f"{_duration(report.seconds)}"
     )
-    if report.usage:
+    if report.usage or report.unpriced:
         console.note(_report_cost(report))
     if report.cache_hits or report.deduplicated:
         console.note(_report_unsent(report))
@@ -12033,7 +12066,8 @@ def _report_cost(report: JobReport) -> str:
         "standard_cost": report.standard_cost,
         "standard_prices": report.standard_prices,
     }
-    return f"cost: {_spend_words(spend)}"
+    note = f"; {report.cost_note}" if report.cost_note else ""
+    return f"cost: {_spend_words(spend)}{note}"
 
 
 def _report_unsent(report: JobReport) -> str:
@@ -12056,7 +12090,8 @@ def _cmd_cache_stats(session: _Session) -> int:
     with _open_cache(args.file) as cache:
         stats = cache.stats()
     for model, entry in stats["models"].items():
-        entry["saved"] = _spend(prices, model, entry["saved_usage"])["cost"]
+        spend = _spend(prices, model, entry["saved_usage"])
+        entry["saved"], entry["prices"] = spend["cost"], spend["prices"]
     if args.json:
         console.line(json.dumps(stats, ensure_ascii=False))
         return _EXIT_OK
@@ -12085,6 +12120,9 @@ def _cmd_cache_stats(session: _Session) -> int:
     if rows:
         header = ["MODEL", "ANSWERS", "TOKENS", "OLDEST", "NEWEST", "HITS", "SAVED"]
         _table(console, header, rows, shrinkable=(0, 2), droppable=(3, 2))
+        sources = sorted({entry["prices"] for entry in stats["models"].values() if entry["prices"]})
+        if sources:  # whose prices SAVED is at: batch prices, whatever the jobs paid
+            console.note(f"saved at {'; '.join(sources)}")
     return _EXIT_OK
 
 
@@ -13049,8 +13087,7 @@ _HINTS: list[tuple[Callable[[BaseException, str], bool], str | Callable[[Any], s
         lambda e, c: isinstance(e, JobStoppedError) and e.reason == "max_cost",
         lambda e: (
             f"to send the rest, run the same command again with --max-cost {e.needed:.2f} (or "
-            f"what you will spend); `openai-batch results {e.report.output} --failed` lists "
-            "them"
+            "what you will spend)"
         ),
     ),
     (lambda e, c: isinstance(e, JobStoppedError), lambda e: _STOPPED[e.reason]),

@@ -7894,7 +7894,8 @@ def test_run_stops_at_its_cost_cap_between_shards_and_resumes_with_a_higher_one(
         f"{out} has what was done, and a line saying so for each of those; the job "
         "is kept, and run again with a higher cap it sends only those"
     )
-    assert next(e for e in events if e["event"] == "max_cost")["max_cost"] == 0.5
+    capped = next(e for e in events if e["event"] == "max_cost")
+    assert (capped["max_cost"], capped["worst"], capped["prices"]) == (0.5, 0.41, "your prices")
     # the same cap again: nothing is sent, and it says so again
     with pytest.raises(ob.JobStoppedError):
         client.run(source, out, batch_size=2, max_cost=0.5, prices=_PRICED)
@@ -7914,13 +7915,20 @@ def test_cli_run_at_its_cost_cap_says_what_was_spent_and_the_cap_that_sends_the_
     price = ["--price", "gpt-4o-mini=10000,20000", "--batch-size", "2"]
     ran = cli(client, "run", source, "-o", out, "--max-cost", "0.5", *price)
     assert ran.code == 1 and sum(api.ran.values()) == 2
-    assert ran.err.splitlines()[-2:] == [
+    summary, *shown = ran.err.splitlines()[-5:]  # what it has, as at any end; then why
+    assert summary.startswith(
+        f"{out}: 6 requests, 2 succeeded, 4 failed (4 max_cost); 2 batches, 1 round, 4 tokens "
+        "in, 6 out; "
+    )
+    assert shown == [
+        "cost: $0.16 at your --price",
+        f"next: openai-batch results {out} --failed shows them and why",
         "error: the job stopped at its cost cap of $0.50, with $0.16 spent at your --price: 4 "
         f"requests with no result, whose worst case is $1.64 more. {out} has what was done, "
         "and a line saying so for each of those; the job is kept, and run again with a "
         "higher cap it sends only those",
         "hint: to send the rest, run the same command again with --max-cost 1.80 (or what you "
-        f"will spend); `openai-batch results {out} --failed` lists them",
+        "will spend)",
     ]
     again = cli(client, "run", source, "-o", out, "--max-cost", "0.5", *price, "--json")
     last = json.loads(again.out.splitlines()[-1])
@@ -9321,6 +9329,30 @@ def test_run_direct_stops_at_its_cost_cap_and_resumes_with_a_higher_one(tmp_path
     assert done.ok and done.cost == pytest.approx(20 * 0.13)
     assert _questions(server, ids) == {c: 1 for c in ids}  # each answered once, in all
     assert _output_ids(out) == ids
+
+
+def test_run_says_when_answers_gave_no_tokens_rather_than_a_cost_of_nothing(
+    tmp_path: Any,
+) -> None:
+    """Issue 19, final review: answers with no usage cost something unknown: the report does
+    not say $0.00, nor a saving of $0.00 for their copies."""
+    lines = _json_lines(_capped_input(tmp_path, 3))
+    copies = [{**line, "custom_id": f"copy-{line['custom_id']}"} for line in lines]
+    source = write_lines(tmp_path / "twice.jsonl", lines + copies)
+    with ChatServer(latency=0.0).serve() as server:
+        server.says_usage = False
+        client = _direct_client(server)
+        report = client.run(source, tmp_path / "out.jsonl", direct=True, dedupe=True)
+        ran = cli(client, "run", source, "-o", str(tmp_path / "b.jsonl"), "--direct", "--dedupe")
+    assert (report.unpriced, report.saved, report.deduplicated) == (3, None, 3)
+    note = "3 answers said no tokens, so what they cost is not known, and not counted"
+    assert report.cost_note == note
+    assert f"cost: $0.00 at OpenAI standard prices of 2026-12 (LiteLLM 1.110.2); {note}" in (
+        ran.err.splitlines()
+    )
+    assert f"0 requests answered from the cache, 3 duplicates not sent; {note}" in (
+        ran.err.splitlines()
+    )
 
 
 def test_run_direct_under_a_cap_counts_answers_with_no_tokens_at_their_worst(
