@@ -5399,7 +5399,8 @@ def _usd(amount: float) -> str:
 
 def _usd_given(amount: float) -> str:
     """An amount someone gave (a cap), as given: $0.50, $0.001."""
-    return f"${amount:,.2f}" if amount == round(amount, 2) else f"${amount:,g}"
+    cents = f"{amount:,.2f}"
+    return f"${cents}" if float(cents.replace(",", "")) == amount else f"${amount:,g}"
 
 
 def _estimate_lines(estimate: InputEstimate) -> list[str]:
