@@ -9004,19 +9004,24 @@ def test_run_cache_with_dedupe_and_direct_sends_what_neither_answers(tmp_path: A
         }
 
 
+def _interrupt_at(kind: str) -> Callable[[dict[str, Any]], None]:
+    """An on_event that stops the job, as Ctrl-C would, at its first event of `kind`."""
+
+    def interrupt(event: dict[str, Any]) -> None:
+        if event["event"] == kind:
+            raise KeyboardInterrupt
+
+    return interrupt
+
+
 def test_run_keeps_the_dedupe_and_cache_it_began_with(
     client: Client, api: FakeAPI, tmp_path: Any
 ) -> None:
     """Issue 19, item 5: a resumed job keeps its choice; another is refused, naming it."""
     source, _ = _with_copies(tmp_path)
     out = tmp_path / "out.jsonl"
-
-    def stop_after_create(event: dict[str, Any]) -> None:
-        if event["event"] == "created":
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        client.run(source, out, dedupe=True, batch_size=2, on_event=stop_after_create)
+        client.run(source, out, dedupe=True, batch_size=2, on_event=_interrupt_at("created"))
     with refused(
         ob.OpenAIError,
         f"the job in {out}.job began with dedupe on and no cache; run it as it began, or "
@@ -9035,13 +9040,8 @@ def test_run_dedupe_cancelled_before_its_first_round_says_why_for_every_request(
     and each custom_id, copies too, gets a line saying the job was cancelled."""
     source, ids = _with_copies(tmp_path)
     out = tmp_path / "out.jsonl"
-
-    def stop_once_sieved(event: dict[str, Any]) -> None:
-        if event["event"] == "sieved":
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        client.run(source, out, dedupe=True, on_event=stop_once_sieved)
+        client.run(source, out, dedupe=True, on_event=_interrupt_at("sieved"))
     report = client.run(source, out, dedupe=True, cancel=True)
     assert api.ran == {} and api.batches == {}
     lines = _json_lines(out)
