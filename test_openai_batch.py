@@ -8674,6 +8674,7 @@ def test_run_under_a_cost_cap_finds_a_batch_a_killed_create_made_rather_than_cut
     command += ["--price", "gpt-4o-mini=10000,20000"]  # $8.20 a shard at worst
     with api.serve():
         env = _killed_in_its_first_create(api, command, out)
+        api.seconds_validating = 0.0  # killed: the batches from now on need not wait
         (made,) = api.batches.values()
         # $1 fits no shard, nor a request after the found batch's $1.60
         assert _job_process([*command, "--max-cost", "1"], env, "the capped rerun", 60) == 1
@@ -8698,6 +8699,7 @@ def test_run_under_a_cost_cap_looks_up_every_shard_a_killed_run_may_have_made_fi
     command += ["--price", "gpt-4o-mini=10000,20000"]  # 6 × $0.41 cut to 3, then to 1 + 2
     with api.serve():
         env = _killed_in_its_first_create(api, command, out)
+        api.seconds_validating = 0.0  # killed: the batches from now on need not wait
         (made,) = api.batches.values()
         content = api.contents[made["input_file_id"]].decode()
         assert [json.loads(line)["custom_id"] for line in content.splitlines()] == ["q0"]
